@@ -1,0 +1,3 @@
+module github.com/epair-cni/epair
+
+go 1.26.0
