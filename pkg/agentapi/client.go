@@ -37,8 +37,8 @@ func NewClient(path string, timeout time.Duration) *Client {
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return d.DialContext(ctx, "unix", path)
 		},
-		MaxIdleConns:      4,
-		IdleConnTimeout:   30 * time.Second,
+		MaxIdleConns:       4,
+		IdleConnTimeout:    30 * time.Second,
 		DisableCompression: true,
 	}
 	return &Client{socket: path, timeout: timeout, hc: &http.Client{Transport: tr}}
