@@ -1,0 +1,89 @@
+package vale
+
+import (
+	"fmt"
+	"time"
+)
+
+// VALE's compile-time limits, kept as the defaults (netmap_kern.h of the
+// 2016 era; SEEDS-SPEC §4.2).
+const (
+	// DefaultMaxPorts is NM_BDG_MAXPORTS.
+	DefaultMaxPorts = 254
+	// DefaultBatchSize is NM_BDG_BATCH: slots pulled from a source per pass.
+	DefaultBatchSize = 1024
+	// DefaultMaxFrame is the largest Ethernet frame without FCS at MTU 1500.
+	DefaultMaxFrame = 1514
+	// DefaultFDBSize is NM_BDG_HASH: entries in the forwarding table.
+	DefaultFDBSize = 1024
+	// DefaultAging is how long a learned address stays valid without
+	// traffic (the Linux bridge default; VALE itself never ages).
+	DefaultAging = 300 * time.Second
+	// DefaultMaxSwitches is NM_BRIDGES.
+	DefaultMaxSwitches = 8
+)
+
+// Allowed ranges. The upper bounds are what the data structures support:
+// port indexes are uint16 with two values reserved for broadcast and drop.
+const (
+	MinPorts      = 2
+	MaxPortsHi    = 4096
+	MinBatch      = 1
+	MaxBatch      = 8192
+	MinFrame      = 60 // ETHER_MIN_LEN without FCS
+	MaxFrameHi    = 65535
+	MinFDBSize    = 16
+	MaxFDBSize    = 1 << 20
+	MinAging      = time.Second
+	MaxAging      = 24 * time.Hour
+	MaxSwitchesHi = 1024
+)
+
+// Config is the per-switch configuration. Start from DefaultConfig, change
+// fields, and let NewSwitch/CreateSwitch validate it.
+type Config struct {
+	// MaxPorts bounds the number of ports (VALE: 254). [2, 4096].
+	MaxPorts int
+	// BatchSize bounds the slots one forwarding pass pulls from a source
+	// ring (VALE: 1024). [1, 8192].
+	BatchSize int
+	// MaxFrame is the largest frame forwarded, in bytes over all of its
+	// fragments; longer frames are dropped and counted. [60, 65535].
+	// Frames longer than one buffer travel as NS_MOREFRAG slot chains.
+	MaxFrame int
+	// FDBSize is the number of forwarding-table entries of the default
+	// learning lookup; a power of two in [16, 1048576].
+	FDBSize int
+	// Aging is how long a learned entry lives without being refreshed.
+	// 0 disables aging; otherwise [1s, 24h].
+	Aging time.Duration
+}
+
+// DefaultConfig returns VALE's defaults.
+func DefaultConfig() Config {
+	return Config{
+		MaxPorts:  DefaultMaxPorts,
+		BatchSize: DefaultBatchSize,
+		MaxFrame:  DefaultMaxFrame,
+		FDBSize:   DefaultFDBSize,
+		Aging:     DefaultAging,
+	}
+}
+
+// Validate checks every field and names the first bad one with its
+// allowed values. The error wraps ErrInvalid (EINVAL).
+func (c Config) Validate() error {
+	switch {
+	case c.MaxPorts < MinPorts || c.MaxPorts > MaxPortsHi:
+		return fmt.Errorf("validate config: max ports %d not in [%d, %d]: %w", c.MaxPorts, MinPorts, MaxPortsHi, ErrInvalid)
+	case c.BatchSize < MinBatch || c.BatchSize > MaxBatch:
+		return fmt.Errorf("validate config: batch size %d not in [%d, %d]: %w", c.BatchSize, MinBatch, MaxBatch, ErrInvalid)
+	case c.MaxFrame < MinFrame || c.MaxFrame > MaxFrameHi:
+		return fmt.Errorf("validate config: max frame %d not in [%d, %d]: %w", c.MaxFrame, MinFrame, MaxFrameHi, ErrInvalid)
+	case c.FDBSize < MinFDBSize || c.FDBSize > MaxFDBSize || c.FDBSize&(c.FDBSize-1) != 0:
+		return fmt.Errorf("validate config: fdb size %d is not a power of two in [%d, %d]: %w", c.FDBSize, MinFDBSize, MaxFDBSize, ErrInvalid)
+	case c.Aging != 0 && (c.Aging < MinAging || c.Aging > MaxAging):
+		return fmt.Errorf("validate config: aging %v is neither 0 (off) nor in [%v, %v]: %w", c.Aging, MinAging, MaxAging, ErrInvalid)
+	}
+	return nil
+}

@@ -1,0 +1,135 @@
+package vale
+
+import (
+	"encoding/binary"
+	"fmt"
+	"sync/atomic"
+)
+
+// Destination values a Lookup may store in Frame.Dst besides a port index
+// (VALE's NM_BDG_BROADCAST and NM_BDG_NOPORT, widened to 16 bits so that a
+// switch can have more than 254 ports).
+const (
+	// DstBroadcast floods the frame to every port but its source.
+	DstBroadcast uint16 = 0xFFFE
+	// DstDrop drops the frame, counted as "no destination".
+	DstDrop uint16 = 0xFFFF
+)
+
+// Frame is one frame of a forwarding batch as the lookup sees it. The
+// engine fills Data, Len and Flags; the lookup sets Dst.
+type Frame struct {
+	// Data is the first fragment: the whole frame unless Flags of the
+	// source slots chained more (NS_MOREFRAG). It holds at least the
+	// Ethernet header (the engine drops shorter frames before the lookup).
+	Data []byte
+	// Len is the frame length over all fragments.
+	Len int32
+	// Flags are the netmap slot flags of the first slot (NoLearn, ...).
+	Flags uint16
+	// Dst is the lookup's decision: a port index, DstBroadcast or DstDrop.
+	Dst uint16
+
+	// engine-private
+	slot  uint32 // source ring index of the first slot
+	frags uint16 // number of slots
+	next  int32  // next frame for the same destination, −1 at the end
+}
+
+// Lookup decides where frames go: VALE's bdg_ops.lookup (mSwitch's
+// modules), made batch-first. A switch calls it with its shared lock held,
+// possibly from several sources at once, so implementations must be safe
+// for concurrent use by different src ports (calls for one source port
+// are serialised). It must not block, allocate or keep frames.
+type Lookup interface {
+	// Lookup sets Dst on every frame of a batch received on port src at
+	// clock time now (nanoseconds, the switch's clock).
+	Lookup(src uint16, frames []Frame, now int64)
+	// PortDetached tells the lookup that port left the switch (the index
+	// may be reused); it runs under the switch's exclusive lock.
+	PortDetached(port uint16)
+}
+
+// Learning is the default lookup, VALE's netmap_bdg_learning with aging
+// and static entries: it learns the source MAC of every valid unicast
+// source (not group, not zero, no NoLearn flag) on the source port, sends
+// known unicast to its port and floods unknown unicast, broadcast and
+// multicast. When a port sends many frames from the same source MAC in a
+// row, the table is touched once per batch instead of once per frame.
+type Learning struct {
+	fdb  *FDB
+	last []atomic.Uint64 // per source port: last learned MAC | lastValid
+}
+
+const lastValid = 1 << 63
+
+var _ Lookup = (*Learning)(nil)
+
+// NewLearning returns a learning lookup over fdb for ports [0, maxPorts).
+func NewLearning(fdb *FDB, maxPorts int) (*Learning, error) {
+	if fdb == nil {
+		return nil, fmt.Errorf("new learning lookup: nil fdb: %w", ErrInvalid)
+	}
+	if maxPorts < 1 || maxPorts > MaxPortsHi {
+		return nil, fmt.Errorf("new learning lookup: max ports %d not in [1, %d]: %w", maxPorts, MaxPortsHi, ErrInvalid)
+	}
+	return &Learning{fdb: fdb, last: make([]atomic.Uint64, maxPorts)}, nil
+}
+
+// FDB returns the forwarding table.
+func (l *Learning) FDB() *FDB { return l.fdb }
+
+// Lookup implements Lookup.
+func (l *Learning) Lookup(src uint16, frames []Frame, now int64) {
+	if int(src) >= len(l.last) {
+		for i := range frames {
+			frames[i].Dst = DstDrop
+		}
+		return
+	}
+	last := l.last[src].Load()
+	var stale uint64 // a repeated source whose timestamp still needs a refresh
+	fdb := l.fdb
+	for i := range frames {
+		f := &frames[i]
+		b := f.Data
+		if len(b) < 14 {
+			f.Dst = DstDrop
+			continue
+		}
+		if b[6]&1 == 0 && f.Flags&FlagNoLearn == 0 {
+			smac := binary.LittleEndian.Uint64(b[4:12]) >> 16
+			if smac|lastValid == last {
+				stale = last
+			} else if smac != 0 {
+				if stale != 0 {
+					fdb.learn(stale&macMask, src, now)
+					stale = 0
+				}
+				fdb.learn(smac, src, now)
+				last = smac | lastValid
+			}
+		}
+		dst := DstBroadcast
+		if b[0]&1 == 0 {
+			if p, ok := fdb.lookup(binary.LittleEndian.Uint64(b[0:8])&macMask, now); ok {
+				dst = p
+			}
+		}
+		f.Dst = dst
+	}
+	if stale != 0 {
+		// Refresh the timestamp (and re-learn after a collision or a
+		// flush) once for the whole run of repeated source addresses.
+		fdb.learn(stale&macMask, src, now)
+	}
+	l.last[src].Store(last)
+}
+
+// PortDetached implements Lookup: forget everything about port.
+func (l *Learning) PortDetached(port uint16) {
+	l.fdb.FlushPort(port)
+	if int(port) < len(l.last) {
+		l.last[port].Store(0)
+	}
+}

@@ -1,0 +1,3 @@
+package vale
+
+type Switch struct{}
