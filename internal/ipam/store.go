@@ -1,0 +1,480 @@
+package ipam
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// Sentinels callers branch on. Each error that wraps one also wraps the BSD errno the
+// situation calls for, and names the range, address or owner involved.
+var (
+	// ErrExhausted: no free address in any range of a family (ENOSPC).
+	ErrExhausted = errors.New("address range exhausted")
+	// ErrConflict: a requested address belongs to another owner (EADDRINUSE).
+	ErrConflict = errors.New("address owned by another attachment")
+	// ErrOutOfRange: a requested address lies in no range's window (EADDRNOTAVAIL).
+	ErrOutOfRange = errors.New("address outside every configured range")
+	// ErrClosed: the store was closed.
+	ErrClosed = errors.New("ipam store closed")
+)
+
+var (
+	bktOwners  = []byte("owners")
+	bktAddrs   = []byte("addrs")
+	bktCursors = []byte("cursors")
+	bktMeta    = []byte("meta")
+	keySchema  = []byte("schema")
+	schema     = []byte("1")
+)
+
+// Owner identifies who holds addresses: a CNI attachment.
+type Owner struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+func (o Owner) String() string { return o.ContainerID + "/" + o.IfName }
+
+func (o Owner) key() []byte { return []byte(o.ContainerID + "\x00" + o.IfName) }
+
+func (o Owner) validate() error {
+	if o.ContainerID == "" || strings.IndexByte(o.ContainerID, 0) >= 0 {
+		return &FieldError{Field: "containerID", Value: o.ContainerID, Reason: "must be non-empty and contain no NUL byte"}
+	}
+	if o.IfName == "" || strings.IndexByte(o.IfName, 0) >= 0 {
+		return &FieldError{Field: "ifName", Value: o.IfName, Reason: "must be non-empty and contain no NUL byte"}
+	}
+	return nil
+}
+
+// Address is one allocated address: Prefix carries the address with its subnet's length.
+type Address struct {
+	Prefix  netip.Prefix `json:"prefix"`
+	Gateway netip.Addr   `json:"gateway,omitzero"`
+}
+
+// Allocation is an owner's record.
+type Allocation struct {
+	Owner   Owner     `json:"owner"`
+	Addrs   []Address `json:"addrs"`
+	Created time.Time `json:"created"`
+}
+
+// Store is a persistent allocator. Open it once per node (bbolt holds an exclusive lock).
+type Store struct {
+	db     *bolt.DB
+	ranges []Range
+}
+
+// Open opens (creating if needed, mode 0600, parent directory 0700) the store at path for
+// ranges. Allocations made under earlier, different ranges are kept and still returned to
+// their owners; only new allocations use ranges.
+func Open(path string, ranges []Range) (*Store, error) {
+	if len(ranges) == 0 {
+		return nil, &FieldError{Field: "ranges", Reason: "at least one range is required"}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open ipam store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open ipam store %s: locked by another process: %w", path, syscall.EWOULDBLOCK)
+		}
+		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open ipam store: chmod: %w", err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bktOwners, bktAddrs, bktCursors, bktMeta} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bktMeta)
+		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schema) {
+			return fmt.Errorf("schema %q, this build reads %q", v, schema)
+		}
+		return meta.Put(keySchema, schema)
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
+	}
+	return &Store{db: db, ranges: slices.Clone(ranges)}, nil
+}
+
+// Close closes the store. Further calls fail with ErrClosed.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Ranges returns the ranges new allocations are drawn from.
+func (s *Store) Ranges() []Range { return slices.Clone(s.ranges) }
+
+func (s *Store) update(fn func(*bolt.Tx) error) error {
+	err := s.db.Update(fn)
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+func (s *Store) view(fn func(*bolt.Tx) error) error {
+	err := s.db.View(fn)
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// families lists the address families the ranges cover, IPv4 first.
+func (s *Store) families() []bool {
+	var has4, has6 bool
+	for _, r := range s.ranges {
+		if r.Is4() {
+			has4 = true
+		} else {
+			has6 = true
+		}
+	}
+	var f []bool
+	if has4 {
+		f = append(f, true)
+	}
+	if has6 {
+		f = append(f, false)
+	}
+	return f
+}
+
+// Allocate returns owner's addresses, allocating one per configured family on first call.
+// requested (at most one per family) are honoured: each must be allocatable in a range and
+// free or already the owner's. The transaction is fsync'd before Allocate returns.
+func (s *Store) Allocate(owner Owner, requested []netip.Addr) (Allocation, error) {
+	if err := owner.validate(); err != nil {
+		return Allocation{}, err
+	}
+	want := map[bool]netip.Addr{} // by is4
+	for i, a := range requested {
+		a = a.Unmap()
+		if !a.IsValid() {
+			return Allocation{}, &FieldError{Field: fmt.Sprintf("ips[%d]", i), Reason: "not an IP address"}
+		}
+		if _, dup := want[a.Is4()]; dup {
+			return Allocation{}, &FieldError{Field: "ips", Value: a.String(), Reason: "at most one address per family may be requested"}
+		}
+		want[a.Is4()] = a
+	}
+	var out Allocation
+	err := s.update(func(tx *bolt.Tx) error {
+		owners, addrs := tx.Bucket(bktOwners), tx.Bucket(bktAddrs)
+		if v := owners.Get(owner.key()); v != nil {
+			if err := json.Unmarshal(v, &out); err != nil {
+				return fmt.Errorf("decode owner record %s: %w", owner, err)
+			}
+			for _, a := range want {
+				if !slices.ContainsFunc(out.Addrs, func(x Address) bool { return x.Prefix.Addr() == a }) {
+					return fmt.Errorf("%s already holds %s, not the requested %s: %w (%w)",
+						owner, addrList(out.Addrs), a, ErrConflict, syscall.EADDRINUSE)
+				}
+			}
+			return nil
+		}
+		out = Allocation{Owner: owner, Created: time.Now().UTC()}
+		for a := range want {
+			if !slices.Contains(s.families(), a) {
+				return fmt.Errorf("requested %s: no %s range configured: %w (%w)", want[a], famName(a), ErrOutOfRange, syscall.EADDRNOTAVAIL)
+			}
+		}
+		for _, is4 := range s.families() {
+			var (
+				addr Address
+				err  error
+			)
+			if a, ok := want[is4]; ok {
+				addr, err = s.takeRequested(addrs, owner, a)
+			} else {
+				addr, err = s.takeNext(tx, owner, is4)
+			}
+			if err != nil {
+				return err
+			}
+			out.Addrs = append(out.Addrs, addr)
+		}
+		v, err := json.Marshal(out)
+		if err != nil {
+			return err
+		}
+		return owners.Put(owner.key(), v)
+	})
+	if err != nil {
+		return Allocation{}, fmt.Errorf("allocate %s: %w", owner, err)
+	}
+	return out, nil
+}
+
+func (s *Store) takeRequested(addrs *bolt.Bucket, owner Owner, a netip.Addr) (Address, error) {
+	for _, r := range s.ranges {
+		if !r.Contains(a) {
+			continue
+		}
+		k := addrKey(a)
+		if holder := addrs.Get(k); holder != nil {
+			return Address{}, fmt.Errorf("requested %s is held by %s: %w (%w)", a, ownerFromKey(holder), ErrConflict, syscall.EADDRINUSE)
+		}
+		if err := addrs.Put(k, owner.key()); err != nil {
+			return Address{}, err
+		}
+		return Address{Prefix: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway}, nil
+	}
+	return Address{}, fmt.Errorf("requested %s is not allocatable in %s: %w (%w)", a, s.rangeList(a.Is4()), ErrOutOfRange, syscall.EADDRNOTAVAIL)
+}
+
+// takeNext walks each range of the family from the address after its cursor, wrapping once.
+func (s *Store) takeNext(tx *bolt.Tx, owner Owner, is4 bool) (Address, error) {
+	addrs, cursors := tx.Bucket(bktAddrs), tx.Bucket(bktCursors)
+	for _, r := range s.ranges {
+		if r.Is4() != is4 {
+			continue
+		}
+		ck := []byte(r.Subnet.String())
+		first := r.Start
+		if c := cursors.Get(ck); len(c) == 16 {
+			prev := netip.AddrFrom16([16]byte(c))
+			if is4 {
+				prev = prev.Unmap()
+			}
+			// A cursor at End (or left over from a resized range) restarts at Start.
+			if prev.Compare(r.Start) >= 0 && prev.Compare(r.End) < 0 {
+				first = prev.Next()
+			}
+		}
+		a := first
+		for {
+			if a != r.Gateway && addrs.Get(addrKey(a)) == nil {
+				if err := addrs.Put(addrKey(a), owner.key()); err != nil {
+					return Address{}, err
+				}
+				if err := cursors.Put(ck, addrKey(a)); err != nil {
+					return Address{}, err
+				}
+				return Address{Prefix: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway}, nil
+			}
+			if a == r.End {
+				a = r.Start
+			} else {
+				a = a.Next()
+			}
+			if a == first {
+				break
+			}
+		}
+	}
+	return Address{}, fmt.Errorf("no free %s address in %s: %w (%w)", famName(is4), s.rangeList(is4), ErrExhausted, syscall.ENOSPC)
+}
+
+// Get returns owner's allocation, if any.
+func (s *Store) Get(owner Owner) (Allocation, bool, error) {
+	var (
+		out Allocation
+		ok  bool
+	)
+	err := s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bktOwners).Get(owner.key())
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &out)
+	})
+	if err != nil {
+		return Allocation{}, false, fmt.Errorf("get %s: %w", owner, err)
+	}
+	return out, ok, nil
+}
+
+// Release frees owner's addresses. Releasing an unknown owner succeeds with ok false.
+func (s *Store) Release(owner Owner) (Allocation, bool, error) {
+	var (
+		out Allocation
+		ok  bool
+	)
+	err := s.update(func(tx *bolt.Tx) error {
+		var err error
+		out, ok, err = release(tx, owner.key())
+		return err
+	})
+	if err != nil {
+		return Allocation{}, false, fmt.Errorf("release %s: %w", owner, err)
+	}
+	return out, ok, nil
+}
+
+func release(tx *bolt.Tx, ok []byte) (Allocation, bool, error) {
+	owners, addrs := tx.Bucket(bktOwners), tx.Bucket(bktAddrs)
+	v := owners.Get(ok)
+	if v == nil {
+		return Allocation{}, false, nil
+	}
+	var a Allocation
+	if err := json.Unmarshal(v, &a); err != nil {
+		return Allocation{}, false, fmt.Errorf("decode owner record %s: %w", ownerFromKey(ok), err)
+	}
+	for _, ad := range a.Addrs {
+		k := addrKey(ad.Prefix.Addr())
+		// Only delete the index entry if it is ours: never free someone else's address.
+		if bytes.Equal(addrs.Get(k), ok) {
+			if err := addrs.Delete(k); err != nil {
+				return Allocation{}, false, err
+			}
+		}
+	}
+	if err := owners.Delete(ok); err != nil {
+		return Allocation{}, false, err
+	}
+	return a, true, nil
+}
+
+// GC releases every owner not in valid and returns what it released.
+func (s *Store) GC(valid []Owner) ([]Allocation, error) {
+	keep := make(map[string]bool, len(valid))
+	for _, o := range valid {
+		keep[string(o.key())] = true
+	}
+	var removed []Allocation
+	err := s.update(func(tx *bolt.Tx) error {
+		removed = removed[:0]
+		var stale [][]byte
+		err := tx.Bucket(bktOwners).ForEach(func(k, _ []byte) error {
+			if !keep[string(k)] {
+				stale = append(stale, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range stale {
+			a, ok, err := release(tx, k)
+			if err != nil {
+				return err
+			}
+			if ok {
+				removed = append(removed, a)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gc ipam: %w", err)
+	}
+	return removed, nil
+}
+
+// List returns every allocation, ordered by owner.
+func (s *Store) List() ([]Allocation, error) {
+	var out []Allocation
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktOwners).ForEach(func(k, v []byte) error {
+			var a Allocation
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("decode owner record %s: %w", ownerFromKey(k), err)
+			}
+			out = append(out, a)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list ipam: %w", err)
+	}
+	return out, nil
+}
+
+// Verify checks the store's invariants: every owner's addresses are indexed to that owner,
+// every indexed address belongs to an owner that lists it, and no address is held twice.
+func (s *Store) Verify() error {
+	return s.view(func(tx *bolt.Tx) error {
+		owners, addrs := tx.Bucket(bktOwners), tx.Bucket(bktAddrs)
+		seen := map[netip.Addr]string{}
+		err := owners.ForEach(func(k, v []byte) error {
+			var a Allocation
+			if err := json.Unmarshal(v, &a); err != nil {
+				return fmt.Errorf("verify: owner %s: %w", ownerFromKey(k), err)
+			}
+			if !bytes.Equal(a.Owner.key(), k) {
+				return fmt.Errorf("verify: record under %s names %s", ownerFromKey(k), a.Owner)
+			}
+			for _, ad := range a.Addrs {
+				ip := ad.Prefix.Addr()
+				if prev, dup := seen[ip]; dup {
+					return fmt.Errorf("verify: %s held by %s and %s", ip, prev, a.Owner)
+				}
+				seen[ip] = a.Owner.String()
+				if h := addrs.Get(addrKey(ip)); !bytes.Equal(h, k) {
+					return fmt.Errorf("verify: %s of %s indexed to %q", ip, a.Owner, h)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		return addrs.ForEach(func(k, v []byte) error {
+			ip := netip.AddrFrom16([16]byte(k)).Unmap()
+			if _, ok := seen[ip]; !ok {
+				return fmt.Errorf("verify: %s indexed to %s but no owner lists it", ip, ownerFromKey(v))
+			}
+			return nil
+		})
+	})
+}
+
+func addrKey(a netip.Addr) []byte {
+	b := a.As16()
+	return b[:]
+}
+
+func ownerFromKey(k []byte) Owner {
+	c, i, _ := bytes.Cut(k, []byte{0})
+	return Owner{ContainerID: string(c), IfName: string(i)}
+}
+
+func famName(is4 bool) string {
+	if is4 {
+		return "IPv4"
+	}
+	return "IPv6"
+}
+
+func (s *Store) rangeList(is4 bool) string {
+	var names []string
+	for _, r := range s.ranges {
+		if r.Is4() == is4 {
+			names = append(names, r.Subnet.String())
+		}
+	}
+	if len(names) == 0 {
+		return "no " + famName(is4) + " range"
+	}
+	return "range " + strings.Join(names, ", ")
+}
+
+func addrList(as []Address) string {
+	var s []string
+	for _, a := range as {
+		s = append(s, a.Prefix.Addr().String())
+	}
+	return strings.Join(s, ",")
+}
