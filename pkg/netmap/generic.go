@@ -1,0 +1,314 @@
+package netmap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// GenericBackend is what a kernel-facing backend (AF_XDP, AF_PACKET, or an
+// in-memory test double) implements to be driven as netmap rings by a
+// GenericAdapter. It is batch-first and queue-indexed; a backend is used by
+// one goroutine per (queue, direction) at a time for TxBatch/RxBatch, while
+// WaitReady runs on the adapter's own goroutines.
+type GenericBackend interface {
+	// Queues reports the number of TX and RX queues (>= 1 each).
+	Queues() (tx, rx int)
+	// FrameSize is the largest frame the backend carries (<= buffer size).
+	FrameSize() int
+	// TxBatch transmits frames on queue q in order and returns how many it
+	// accepted (a prefix); it must copy or finish with each frame before
+	// returning, since the buffers are reused. Accepting fewer than offered
+	// means "no room now": the adapter retries after WaitReady(TX).
+	TxBatch(q int, frames [][]byte) (int, error)
+	// RxBatch fills up to len(bufs) received frames of queue q into bufs
+	// (each a full netmap buffer), storing each length in lens, and returns
+	// the number filled. It does not block.
+	RxBatch(q int, bufs [][]byte, lens []int) (int, error)
+	// WaitReady blocks until queue q has received frames (RX) or room to
+	// transmit (TX), or ctx ends (it then returns ctx.Err()). Backends use
+	// the Go runtime poller: no busy polling.
+	WaitReady(ctx context.Context, q int, dir Direction) error
+	// Close releases the backend. The adapter calls it once, from Dtor.
+	Close() error
+}
+
+// GenericConfig configures NewGenericAdapter.
+type GenericConfig struct {
+	Slots     uint32 // slots per ring (generic_ringsize, default 1024)
+	BufSize   int    // buffer size (default 2048); must be >= FrameSize
+	HostRings bool   // NAF_HOST_RINGS (host rings are off by default on Linux)
+	Native    bool   // the backend is "native" (AF_XDP) rather than generic (AF_PACKET)
+	Host      HostStack
+}
+
+// GenericAdapter is netmap_generic_adapter: it presents a GenericBackend as a
+// netmap adapter (one kring pair per queue). TX sync hands [hwcur, rhead) to
+// TxBatch; RX sync releases [hwcur, rhead) and imports frames with RxBatch into
+// the free slots. While registered, one goroutine per RX queue waits for
+// readiness and notifies the kring (the "interrupt"), re-arming only after the
+// user's next rxsync; one goroutine per TX queue waits for room when a TX sync
+// could not hand over everything. Register(false) stops and waits for them.
+type GenericAdapter struct {
+	BaseAdapter
+	b        GenericBackend
+	maxFrame int
+
+	txFrames [][][]byte
+	txPos    [][]uint32
+	rxBufs   [][][]byte
+	rxLens   [][]int
+	rxRearm  []chan struct{}
+	txWant   []chan struct{}
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	TxDropped atomic.Uint64 // frames dropped (multi-fragment or too long)
+	RxErrors  atomic.Uint64
+	TxErrors  atomic.Uint64
+	closed    atomic.Bool
+}
+
+var _ Adapter = (*GenericAdapter)(nil)
+
+// NewGenericAdapter wraps b. The adapter owns b and closes it in Dtor.
+func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*GenericAdapter, error) {
+	if b == nil {
+		return nil, fmt.Errorf("create generic adapter %q: nil backend: %w", name, syscall.EINVAL)
+	}
+	if cfg.Slots == 0 {
+		cfg.Slots = 1024
+	}
+	if cfg.BufSize == 0 {
+		cfg.BufSize = DefaultBufSize
+	}
+	ntx, nrx := b.Queues()
+	fs := b.FrameSize()
+	if fs <= 0 || fs > cfg.BufSize {
+		return nil, fmt.Errorf("create generic adapter %q: frame size %d outside (0, %d]: %w", name, fs, cfg.BufSize, syscall.EINVAL)
+	}
+	if ntx <= 0 || nrx <= 0 || ntx > 256 || nrx > 256 {
+		return nil, fmt.Errorf("create generic adapter %q: queues %d/%d outside [1, 256]: %w", name, ntx, nrx, syscall.EINVAL)
+	}
+	nbufs := int(cfg.Slots)*(ntx+1+nrx+1) + reservedBufs + 64
+	pool, err := NewPool(nbufs, cfg.BufSize)
+	if err != nil {
+		return nil, fmt.Errorf("create generic adapter %q: %w", name, err)
+	}
+	g := &GenericAdapter{b: b, maxFrame: fs}
+	flags := NAFMemOwner
+	if cfg.HostRings {
+		flags |= NAFHostRings
+	}
+	if cfg.Native {
+		flags |= NAFNative
+	} else {
+		flags |= NAFSkipIntr
+	}
+	if err := g.Init(g, AdapterConfig{Name: name, Geometry: Geometry{ntx, nrx, cfg.Slots, cfg.Slots}, Pool: pool, Flags: flags}); err != nil {
+		return nil, err
+	}
+	g.Host = cfg.Host
+	g.ownPool = true
+	g.txFrames = make([][][]byte, ntx)
+	g.txPos = make([][]uint32, ntx)
+	g.txWant = make([]chan struct{}, ntx)
+	for i := range g.txFrames {
+		g.txFrames[i] = make([][]byte, 0, cfg.Slots)
+		g.txPos[i] = make([]uint32, 0, cfg.Slots)
+		g.txWant[i] = make(chan struct{}, 1)
+	}
+	g.rxBufs = make([][][]byte, nrx)
+	g.rxLens = make([][]int, nrx)
+	g.rxRearm = make([]chan struct{}, nrx)
+	for i := range g.rxBufs {
+		g.rxBufs[i] = make([][]byte, 0, cfg.Slots)
+		g.rxLens[i] = make([]int, cfg.Slots)
+		g.rxRearm[i] = make(chan struct{}, 1)
+	}
+	return g, nil
+}
+
+// Backend returns the wrapped backend.
+func (g *GenericAdapter) Backend() GenericBackend { return g.b }
+
+// Register starts (on) or stops (off) the readiness goroutines.
+func (g *GenericAdapter) Register(on bool) error {
+	if !on {
+		g.stop()
+		return nil
+	}
+	if g.closed.Load() {
+		return fmt.Errorf("register generic %s: backend closed: %w", g.Name, syscall.ENXIO)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	for q := range g.rxBufs {
+		// Armed from the start: the first wait needs no rxsync.
+		select {
+		case g.rxRearm[q] <- struct{}{}:
+		default:
+		}
+		g.wg.Add(1)
+		go g.rxLoop(ctx, q)
+	}
+	for q := range g.txFrames {
+		g.wg.Add(1)
+		go g.txLoop(ctx, q)
+	}
+	return nil
+}
+
+func (g *GenericAdapter) stop() {
+	if g.cancel != nil {
+		g.cancel()
+		g.wg.Wait()
+		g.cancel = nil
+	}
+}
+
+// rxLoop is the generic RX "interrupt": wait until the queue is readable, then
+// notify the kring, then wait for the user's rxsync before waiting again (so a
+// slow consumer does not make it spin).
+func (g *GenericAdapter) rxLoop(ctx context.Context, q int) {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.rxRearm[q]:
+		}
+		if err := g.b.WaitReady(ctx, q, RX); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			g.RxErrors.Add(1)
+		}
+		g.RxRings[q].NotifyNow()
+	}
+}
+
+// txLoop waits for room on a TX queue after a TX sync left frames pending.
+func (g *GenericAdapter) txLoop(ctx context.Context, q int) {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.txWant[q]:
+		}
+		if err := g.b.WaitReady(ctx, q, TX); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			g.TxErrors.Add(1)
+		}
+		g.TxRings[q].NotifyNow()
+	}
+}
+
+// TxSync is generic_netmap_txsync: hand [hwcur, rhead) to the backend in one
+// batch. Multi-fragment packets are dropped (counted) — the generic path
+// carries single-buffer frames only.
+func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
+	q := int(k.RingID)
+	frames, pos := g.txFrames[q][:0], g.txPos[q][:0]
+	head := k.RHead
+	inFrag := false
+	for i := k.NrHwcur.Load(); i != head; i = k.Next(i) {
+		s := &k.Ring.Slot[i]
+		frag := inFrag || s.Flags&MoreFrag != 0
+		inFrag = s.Flags&MoreFrag != 0
+		buf := g.Mem.Buf(s.BufIdx)
+		if frag || buf == nil || int(s.Len) > g.maxFrame || int(s.Len) > len(buf) {
+			g.TxDropped.Add(1)
+			continue
+		}
+		frames = append(frames, buf[:s.Len])
+		pos = append(pos, k.Next(i))
+	}
+	newHwcur := head
+	var err error
+	if len(frames) > 0 {
+		var n int
+		n, err = g.b.TxBatch(q, frames)
+		if n < len(frames) {
+			// frames[n] was not accepted: resume there next time.
+			if n == 0 {
+				newHwcur = k.NrHwcur.Load()
+				// skip the dropped slots before the first frame: keep simple,
+				// they are re-examined and re-counted only if still pending.
+			} else {
+				newHwcur = pos[n-1]
+			}
+			select {
+			case g.txWant[q] <- struct{}{}:
+			default:
+			}
+		}
+	}
+	clear(frames)
+	k.NrHwcur.Store(newHwcur)
+	k.NrHwtail.Store(k.Prev(newHwcur))
+	if err != nil {
+		return fmt.Errorf("txsync %s: %w", k.Name, err)
+	}
+	return nil
+}
+
+// RxSync is generic_netmap_rxsync: release [hwcur, rhead), then import up to
+// the free slots from the backend. Imported slots get nkr_slot_flags.
+func (g *GenericAdapter) RxSync(k *Kring, flags SyncFlags) error {
+	q := int(k.RingID)
+	k.NrHwcur.Store(k.RHead)
+	hwtail := k.NrHwtail.Load()
+	free := k.NumSlots - 1 - k.Dist(k.RHead, hwtail)
+	bufs := g.rxBufs[q][:0]
+	for i, j := uint32(0), hwtail; i < free; i, j = i+1, k.Next(j) {
+		s := &k.Ring.Slot[j]
+		if !g.Mem.Valid(s.BufIdx) { // repaired by reinit: give it a buffer back
+			idx, err := g.Mem.Alloc()
+			if err != nil {
+				break
+			}
+			s.BufIdx = idx
+		}
+		bufs = append(bufs, g.Mem.Buf(s.BufIdx))
+	}
+	var err error
+	if len(bufs) > 0 {
+		var n int
+		lens := g.rxLens[q][:len(bufs)]
+		n, err = g.b.RxBatch(q, bufs, lens)
+		j := hwtail
+		for i := 0; i < n; i++ {
+			s := &k.Ring.Slot[j]
+			s.Len = uint16(lens[i])
+			s.Flags = k.NkrSlotFlags
+			j = k.Next(j)
+		}
+		k.NrHwtail.Store(j)
+		clear(bufs)
+	}
+	k.NrKflags.And(^KringPendIntr)
+	select { // re-arm the RX "interrupt"
+	case g.rxRearm[q] <- struct{}{}:
+	default:
+	}
+	if err != nil && !errors.Is(err, syscall.EAGAIN) {
+		return fmt.Errorf("rxsync %s: %w", k.Name, err)
+	}
+	return nil
+}
+
+// Dtor stops the goroutines (if still running) and closes the backend.
+func (g *GenericAdapter) Dtor() {
+	g.stop()
+	if g.closed.CompareAndSwap(false, true) {
+		_ = g.b.Close()
+	}
+}
