@@ -48,7 +48,6 @@ func newFwdCtx(batch, maxPorts int) *fwdCtx {
 	return c
 }
 
-
 // passOne runs the lookup over the batch and threads every frame onto the
 // list of its destination (or the broadcast list). ports is the switch's
 // port table, read under the shared lock.
@@ -124,4 +123,3 @@ func (c *fwdCtx) resetLists() {
 	}
 	c.touched = c.touched[:0]
 }
-

@@ -16,7 +16,7 @@ const MaxNameLen = 15
 // "vale0:p1") into the switch name ("vale0") and the port name ("p1").
 // The switch suffix may hold letters, digits and '_' (as netmap checks
 // it); the port name letters, digits and "_-.", the characters of Linux
-// interface names. Errors wrap ErrInvalid and say what is wrong.
+// interface names, optionally followed by '^' for a host port. Errors wrap ErrInvalid and say what is wrong.
 func ParseName(name string) (sw, port string, err error) {
 	i := strings.IndexByte(name, ':')
 	if i < 0 {
@@ -62,6 +62,9 @@ func validatePortName(p string) error {
 		return fmt.Errorf("port name %q longer than %d bytes: %w", p, MaxNameLen, ErrInvalid)
 	}
 	for j := 0; j < len(p); j++ {
+		if c := p[j]; c == '^' && j == len(p)-1 && j > 0 {
+			continue // a host port, "eth0^"
+		}
 		if c := p[j]; !isAlnum(c) && c != '_' && c != '-' && c != '.' {
 			return fmt.Errorf("port name %q: byte %q at %d not in [A-Za-z0-9_.-]: %w", p, c, j, ErrInvalid)
 		}
