@@ -15,7 +15,8 @@ type memBackend struct {
 	ntx     int
 	nrx     int
 	frame   int
-	txCap   int // max frames accepted per TxBatch call (0 = unlimited)
+	txCap   int // max frames accepted per TxBatch call (0 = unlimited, <0 = none)
+	blockQ  map[int]bool
 	sent    [][][]byte
 	pending [][][]byte
 	rxReady []chan struct{}
@@ -41,6 +42,9 @@ func (b *memBackend) TxBatch(q int, frames [][]byte) (int, error) {
 	n := len(frames)
 	if b.txCap > 0 && n > b.txCap {
 		n = b.txCap
+	}
+	if b.txCap < 0 || b.blockQ[q] {
+		n = 0
 	}
 	for _, f := range frames[:n] {
 		b.sent[q] = append(b.sent[q], append([]byte(nil), f...))

@@ -102,6 +102,8 @@ type Socket struct {
 	prog   *ebpf.Program
 	xsks   *ebpf.Map
 	xdp    link.Link
+	progID ebpf.ProgramID
+	mapID  ebpf.MapID
 	undo   func() error
 	closed atomic.Bool
 	once   sync.Once
@@ -231,7 +233,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	}
 
 	sa := &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifi.Index), QueueID: cfg.QueueID}
-	if err := unix.Bind(fd, sa); err != nil {
+	if err := bind(fd, sa); err != nil {
 		return nil, fmt.Errorf("open afxdp on %s: bind queue %d in copy mode: %w", ifname, cfg.QueueID, err)
 	}
 	if err := s.attach(cfg, fd); err != nil {
@@ -243,6 +245,20 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	s.txWait = func(uintptr) bool { return s.closed.Load() || s.reap() > 0 || len(s.txFree) > 0 }
 	s.undo = c.Release()
 	return s, nil
+}
+
+// bind binds the socket, retrying EBUSY for a while: the kernel releases a closed socket's
+// hold on the queue from a work item (xp_release_deferred), so reopening a port right after
+// closing it can find the queue still busy.
+func bind(fd int, sa *unix.SockaddrXDP) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		err := unix.Bind(fd, sa)
+		if !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // attach builds the XSKMAP and the redirect program and attaches it to the interface.
@@ -282,6 +298,12 @@ func (s *Socket) attach(cfg Config, fd int) error {
 		return fmt.Errorf("attach XDP program: %w", err)
 	}
 	s.prog, s.xsks, s.xdp = p, m, l
+	if info, err := p.Info(); err == nil {
+		s.progID, _ = info.ID()
+	}
+	if info, err := m.Info(); err == nil {
+		s.mapID, _ = info.ID()
+	}
 	return nil
 }
 
@@ -304,33 +326,19 @@ func (s *Socket) Close() error {
 	return s.cerr
 }
 
-// Name returns the interface name; Ifindex its index; Queue the bound queue.
+// Name returns the interface name.
 func (s *Socket) Name() string { return s.ifname }
 
 // Ifindex returns the bound interface's index (in the namespace the socket was opened in).
 func (s *Socket) Ifindex() int { return s.ifindex }
 
-// ProgramID returns the kernel ID of the attached XDP program (for leak checks).
-func (s *Socket) ProgramID() (ebpf.ProgramID, error) {
-	info, err := s.prog.Info()
-	if err != nil {
-		return 0, err
-	}
-	id, _ := info.ID()
-	return id, nil
-}
+// ProgramID returns the kernel ID of the XDP program the socket attached (for leak checks).
+func (s *Socket) ProgramID() ebpf.ProgramID { return s.progID }
 
-// MapID returns the kernel ID of the XSKMAP (for leak checks).
-func (s *Socket) MapID() (ebpf.MapID, error) {
-	info, err := s.xsks.Info()
-	if err != nil {
-		return 0, err
-	}
-	id, _ := info.ID()
-	return id, nil
-}
+// MapID returns the kernel ID of the socket's XSKMAP (for leak checks).
+func (s *Socket) MapID() ebpf.MapID { return s.mapID }
 
-// FrameSize returns the UMEM frame size; MaxRXFrame the largest frame receive can deliver.
+// FrameSize returns the UMEM frame size.
 func (s *Socket) FrameSize() int { return int(s.frameSize) }
 
 // Stats returns the socket's counters.
