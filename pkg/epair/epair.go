@@ -13,8 +13,10 @@ import (
 	"syscall"
 
 	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -63,6 +65,10 @@ type Request struct {
 	// Owner is recorded in the host end's alias (for example "<containerID>/<ifname>").
 	// Required: an ownerless link could never be garbage-collected.
 	Owner string
+	// KeepTxChecksum leaves the pod end's transmit checksum offload on. By default it is
+	// turned off: the host end is switched in userspace (AF_XDP/AF_PACKET), which sees
+	// frames as raw bytes, so the pod must send complete checksums (see sys.SetTxChecksum).
+	KeepTxChecksum bool
 }
 
 // Pair is a created (or listed) epair.
@@ -278,6 +284,17 @@ func (c *Cloner) Create(req Request) (*Pair, error) {
 		}
 		podName = req.IfName
 	}
+	if !req.KeepTxChecksum {
+		fd, err := sys.SocketAt(podNS, unix.AF_INET, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open socket in pod netns %s: %w", req.PodNetNS, err)
+		}
+		err = sys.SetTxChecksum(fd, podName, false)
+		unix.Close(fd)
+		if err != nil {
+			return nil, fmt.Errorf("in pod netns %s: %w", req.PodNetNS, err)
+		}
+	}
 	if err := pod.LinkSetUp(podLink); err != nil {
 		return nil, fmt.Errorf("set pod end %s up in %s: %w", podName, req.PodNetNS, err)
 	}
@@ -313,7 +330,12 @@ func (c *Cloner) addVeth(req *Request, podNS netns.NsHandle) (int, error) {
 			v := &netlink.Veth{
 				LinkAttrs: netlink.LinkAttrs{
 					Name: HostName(unit), MTU: req.MTU, HardwareAddr: hmac, TxQLen: -1,
+					// One queue per end: veth steers a frame to the receive queue numbered
+					// like the sender's transmit queue, and an AF_XDP port serves one queue.
+					NumTxQueues: 1, NumRxQueues: 1,
 				},
+				PeerNumTxQueues:  1,
+				PeerNumRxQueues:  1,
 				PeerName:         PodName(unit),
 				PeerHardwareAddr: pmac,
 				PeerNamespace:    netlink.NsFd(int(podNS)),

@@ -9,8 +9,10 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseHostName(t *testing.T) {
@@ -108,6 +110,18 @@ func TestCreateDestroy(t *testing.T) {
 	}
 	if _, err := pod.NL.LinkByName("epair0b"); err == nil {
 		t.Fatal("epair0b still exists after rename")
+	}
+	if pl.Attrs().NumTxQueues != 1 || pl.Attrs().NumRxQueues != 1 || hl.Attrs().NumRxQueues != 1 {
+		t.Fatalf("queues: pod %d/%d host rx %d; want single-queue ends", pl.Attrs().NumTxQueues, pl.Attrs().NumRxQueues, hl.Attrs().NumRxQueues)
+	}
+	fd, err := sys.SocketAt(pod.Handle, unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on, err := sys.TxChecksum(fd, "eth0")
+	unix.Close(fd)
+	if err != nil || on {
+		t.Fatalf("pod end tx checksum offload = %v, %v; want off", on, err)
 	}
 	// A second pair takes unit 1; lookups by owner find each.
 	p2, err := c.Create(Request{PodNetNS: pod.Path(), IfName: "net1", Owner: "ctr1/net1"})

@@ -11,8 +11,10 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot skips the test unless it runs as root (network namespaces, veth and XDP need
@@ -162,10 +164,12 @@ func (n *NS) LinkNames(tb testing.TB) []string {
 func Veth(tb testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) (aIndex, bIndex int) {
 	tb.Helper()
 	v := &netlink.Veth{
-		LinkAttrs:     netlink.LinkAttrs{Name: aName, TxQLen: -1},
-		PeerName:      bName,
-		PeerTxQLen:    -1,
-		PeerNamespace: netlink.NsFd(int(b.Handle)),
+		LinkAttrs:       netlink.LinkAttrs{Name: aName, TxQLen: -1, NumTxQueues: 1, NumRxQueues: 1},
+		PeerName:        bName,
+		PeerTxQLen:      -1,
+		PeerNumTxQueues: 1,
+		PeerNumRxQueues: 1,
+		PeerNamespace:   netlink.NsFd(int(b.Handle)),
 	}
 	if err := a.NL.LinkAdd(v); err != nil {
 		tb.Fatalf("add veth %s/%s: %v", aName, bName, err)
@@ -194,6 +198,20 @@ func setup(tb testing.TB, n *NS, name, addr string) int {
 		tb.Fatalf("set %s up in %s: %v", name, n.Name, err)
 	}
 	return l.Attrs().Index
+}
+
+// DisableTxChecksum turns off transmit checksum offload of a link, so that the frames it
+// sends carry complete checksums when they cross a userspace switch (see sys.SetTxChecksum).
+func DisableTxChecksum(tb testing.TB, n *NS, name string) {
+	tb.Helper()
+	fd, err := sys.SocketAt(n.Handle, unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		tb.Fatalf("socket in %s: %v", n.Name, err)
+	}
+	defer unix.Close(fd)
+	if err := sys.SetTxChecksum(fd, name, false); err != nil {
+		tb.Fatalf("in %s: %v", n.Name, err)
+	}
 }
 
 // SetMAC sets a link's hardware address.
