@@ -155,13 +155,13 @@ type Subqueue struct {
 	cpuid   atomic.Int32
 	hw      Serializer
 
-	stages     []ifsqStage
-	startMsgs  []startMsg
-	devMsg     startMsg
-	drops      atomic.Uint64
-	enqueued   atomic.Uint64
-	batch      []*Packet // driver scratch, used under the hw serializer
-	wd         *Watchdog
+	stages    []ifsqStage
+	startMsgs []startMsg
+	devMsg    startMsg
+	drops     atomic.Uint64
+	enqueued  atomic.Uint64
+	batch     []*Packet // driver scratch, used under the hw serializer
+	wd        *Watchdog
 }
 
 // Index returns the subqueue index.

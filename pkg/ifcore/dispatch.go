@@ -1,5 +1,13 @@
 package ifcore
 
+import (
+	"fmt"
+	"syscall"
+)
+
+// errDetached is preallocated: the packet path does not format errors.
+var errDetached = fmt.Errorf("dispatch: interface detached: %w", syscall.ENXIO)
+
 // MaxProtoHdr is max_protohdr: the largest protocol header (40-byte IPv6 +
 // 14-byte Ethernet). Staging stops once the staged bytes reach
 // MTU - MaxProtoHdr, i.e. one more packet could not fit in a full frame.
@@ -11,6 +19,10 @@ const MaxProtoHdr = 40 + 14
 // enqueue error (ENOBUFS, the packet freed and counted) even when a start
 // was attempted; obytes/omcasts count only enqueued packets.
 func (ifp *Ifnet) Dispatch(w *Worker, p *Packet) error {
+	if ifp.dead.Load() {
+		p.Free()
+		return errDetached
+	}
 	cpu := 0
 	if w != nil {
 		cpu = w.id

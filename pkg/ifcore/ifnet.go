@@ -42,12 +42,12 @@ type IfType uint8
 
 // Interface types used here ([ext] net/if_types.h values).
 const (
-	IFT_OTHER          IfType = 0x1
-	IFT_ETHER          IfType = 0x6
-	IFT_LOOP           IfType = 0x18
-	IFT_XETHER         IfType = 0x1a
-	IFT_L2VLAN         IfType = 0x87
-	IFT_IEEE8023ADLAG  IfType = 0x88
+	IFT_OTHER         IfType = 0x1
+	IFT_ETHER         IfType = 0x6
+	IFT_LOOP          IfType = 0x18
+	IFT_XETHER        IfType = 0x1a
+	IFT_L2VLAN        IfType = 0x87
+	IFT_IEEE8023ADLAG IfType = 0x88
 )
 
 // Limits ([ext] net/if.h).

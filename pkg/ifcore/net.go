@@ -14,18 +14,18 @@ import (
 type EventKind int
 
 const (
-	EvAttach    EventKind = iota // ifnet_attach_event / devctl ATTACH
-	EvArrival                    // RTM_IFANNOUNCE IFAN_ARRIVAL
-	EvDetach                     // ifnet_detach_event / devctl DETACH
-	EvDeparture                  // RTM_IFANNOUNCE IFAN_DEPARTURE
-	EvIfMsg                      // rt_ifmsg (flags or MTU changed)
-	EvLinkUp                     // devctl LINK_UP
-	EvLinkDown                   // devctl LINK_DOWN
-	EvNewMaddr                   // RTM_NEWMADDR
-	EvDelMaddr                   // RTM_DELMADDR
-	EvLladdr                     // iflladdr_event
-	EvGARP                       // gratuitous ARP for an IPv4 address
-	EvDriverFlags                // the driver saw SIOCSIFFLAGS
+	EvAttach      EventKind = iota // ifnet_attach_event / devctl ATTACH
+	EvArrival                      // RTM_IFANNOUNCE IFAN_ARRIVAL
+	EvDetach                       // ifnet_detach_event / devctl DETACH
+	EvDeparture                    // RTM_IFANNOUNCE IFAN_DEPARTURE
+	EvIfMsg                        // rt_ifmsg (flags or MTU changed)
+	EvLinkUp                       // devctl LINK_UP
+	EvLinkDown                     // devctl LINK_DOWN
+	EvNewMaddr                     // RTM_NEWMADDR
+	EvDelMaddr                     // RTM_DELMADDR
+	EvLladdr                       // iflladdr_event
+	EvGARP                         // gratuitous ARP for an IPv4 address
+	EvDriverFlags                  // the driver saw SIOCSIFFLAGS
 )
 
 var evNames = [...]string{"attach", "arrival", "detach", "departure", "ifmsg", "link-up", "link-down",
@@ -72,10 +72,10 @@ type Config struct {
 // Net is the interface registry with its workers: ifnet list, index table,
 // copy-on-write array, groups, cloners and the slow timer.
 type Net struct {
-	workers *Workers
-	clock   Clock
-	events  func(Event)
-	log     *slog.Logger
+	workers   *Workers
+	clock     Clock
+	events    func(Event)
+	log       *slog.Logger
 	ifqmaxlen int
 
 	stageCntMax atomic.Int32
@@ -450,13 +450,7 @@ func (n *Net) Detach(ifp *Ifnet) error {
 	}
 	// 9. Remove this interface's stages from every worker, then purge
 	// whatever raced in.
-	err := n.workers.ForwardAll(func(w *Worker) {
-		for _, sq := range ifp.snd.subqs {
-			if stg := &sq.stages[w.id]; stg.qued {
-				w.stageRemove(stg)
-			}
-		}
-	})
+	err := n.workers.ForwardAll(func(w *Worker) { removeStages(w, ifp) })
 	ifp.snd.PurgeAll()
 	if err != nil {
 		return fmt.Errorf("detach interface %s: %w", ifp.Name(), err)
@@ -563,4 +557,13 @@ func (n *Net) slowtimoDispatch(w *Worker) {
 		n.slowTimer = n.clock.AfterFunc(time.Second, n.slowtimo)
 	}
 	n.mu.Unlock()
+}
+
+// removeStages is the per-worker half of ifq_stage_detach.
+func removeStages(w *Worker, ifp *Ifnet) {
+	for _, sq := range ifp.snd.subqs {
+		if stg := &sq.stages[w.id]; stg.qued {
+			w.stageRemove(stg)
+		}
+	}
 }
