@@ -1,0 +1,41 @@
+// Package afpacket is the fallback Linux frame port: an AF_PACKET socket with an mmap'ed
+// TPACKET_V3 receive ring and a transmit ring (PACKET_QDISC_BYPASS), offering the same batch
+// calls as pkg/netmap/afxdp (Receive, Transmit, WaitRX, WaitTX, Close) and passing the same
+// conformance suite (internal/testutil/netnsutil/porttest).
+//
+// # Model
+//
+// One mapping holds the receive ring followed by the transmit ring.
+//
+// Receive (TPACKET_V3) is a ring of blocks. The kernel fills the current block with frames
+// and hands it to userspace by setting its block_status to TP_STATUS_USER when the block is
+// full or when the retire timer (RetireTimeout) fires with frames in it; only then does it
+// raise sk_data_ready. Receive walks the user-owned blocks in order, frame by frame (a cursor
+// remembers where a partial batch stopped), and returns a block to the kernel by storing
+// TP_STATUS_KERNEL once all its frames are copied out. block_status is the only shared word;
+// it is read and written atomically. The V3 trade-off is latency: a lone frame waits up to
+// RetireTimeout (1 ms by default) before the socket becomes readable; a busy port gets full
+// blocks and one wake-up per block. VLAN tags that the kernel strips into tp_vlan_tci are put
+// back into the frame.
+//
+// Transmit is a ring of fixed-size frames with a tpacket3_hdr each. Transmit copies a frame
+// to offset TPACKET_ALIGN(sizeof(tpacket3_hdr)), sets tp_len, stores
+// TP_STATUS_SEND_REQUEST, and kicks the kernel once per batch with send(MSG_DONTWAIT). With
+// PACKET_QDISC_BYPASS the kernel hands frames straight to the driver. A slot is reusable once
+// the kernel stores TP_STATUS_AVAILABLE (sent) or TP_STATUS_WRONG_FORMAT (refused, counted).
+//
+// The socket ignores its own outgoing traffic (PACKET_IGNORE_OUTGOING), so a port sees only
+// frames arriving on the interface. Unlike AF_XDP, AF_PACKET does not steal frames: they also
+// go up the host stack, which on an address-less epair host end drops them.
+//
+// Waiting is event-driven through the Go netpoller (see internal/sys.PollFD): WaitRX parks
+// until a block is retired to userspace; WaitTX until a transmitted skb is freed
+// (sk_write_space), re-checking every TXRecheck only while transmit is backlogged.
+//
+// # Memory budget
+//
+// Defaults: receive 16 blocks of 32 KiB (512 KiB), transmit 128 frames of 2 KiB (256 KiB):
+// 768 KiB per port, about 190 MiB for 250 ports.
+//
+// Nothing on the per-packet path allocates, logs or formats.
+package afpacket

@@ -1,0 +1,475 @@
+package afpacket
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/bits"
+	"net"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/sys"
+	"golang.org/x/sys/unix"
+)
+
+// Config sizes a Socket. Zero fields take the defaults.
+type Config struct {
+	BlockSize     uint32        // receive block size, a power-of-two multiple of the page size; default 32 KiB
+	BlockCount    uint32        // receive blocks; default 16
+	RetireTimeout time.Duration // receive block retire timer, ≥ 1ms; default 1ms
+	TXFrameSize   uint32        // transmit slot size (header + frame), power of two ≥ 2048; default 2048
+	TXFrameCount  uint32        // transmit slots; default 128
+	// TXRecheck bounds how long WaitTX parks before re-reading the transmit ring while
+	// transmit is backlogged; default 2ms.
+	TXRecheck time.Duration
+}
+
+// DefaultConfig is the per-port budget stated in the package documentation.
+var DefaultConfig = Config{BlockSize: 32 << 10, BlockCount: 16, RetireTimeout: time.Millisecond, TXFrameSize: 2048, TXFrameCount: 128, TXRecheck: 2 * time.Millisecond}
+
+const (
+	// txDataOff is TPACKET3_HDRLEN - sizeof(struct sockaddr_ll): where the kernel reads a
+	// transmit frame (tpacket_parse_header without PACKET_TX_HAS_OFF).
+	txDataOff = 48
+	// Offsets in struct tpacket_block_desc (version, offset_to_priv, then tpacket_hdr_v1).
+	blkStatusOff   = 8
+	blkNumPktsOff  = 12
+	blkFirstPktOff = 16
+)
+
+func (c Config) withDefaults() (Config, error) {
+	d := DefaultConfig
+	if c.BlockSize == 0 {
+		c.BlockSize = d.BlockSize
+	}
+	if c.BlockCount == 0 {
+		c.BlockCount = d.BlockCount
+	}
+	if c.RetireTimeout == 0 {
+		c.RetireTimeout = d.RetireTimeout
+	}
+	if c.TXFrameSize == 0 {
+		c.TXFrameSize = d.TXFrameSize
+	}
+	if c.TXFrameCount == 0 {
+		c.TXFrameCount = d.TXFrameCount
+	}
+	if c.TXRecheck == 0 {
+		c.TXRecheck = d.TXRecheck
+	}
+	page := uint32(unix.Getpagesize())
+	switch {
+	case c.BlockSize < page || c.BlockSize > 4<<20 || bits.OnesCount32(c.BlockSize) != 1:
+		return c, fmt.Errorf("check config: BlockSize %d must be a power of two in %d..%d: %w", c.BlockSize, page, 4<<20, syscall.EINVAL)
+	case c.BlockCount < 2 || c.BlockCount > 1<<16:
+		return c, fmt.Errorf("check config: BlockCount %d must be in 2..%d: %w", c.BlockCount, 1<<16, syscall.EINVAL)
+	case c.RetireTimeout < time.Millisecond || c.RetireTimeout > time.Second:
+		return c, fmt.Errorf("check config: RetireTimeout %v must be in 1ms..1s: %w", c.RetireTimeout, syscall.EINVAL)
+	case c.TXFrameSize < 2048 || c.TXFrameSize > page || bits.OnesCount32(c.TXFrameSize) != 1:
+		return c, fmt.Errorf("check config: TXFrameSize %d must be a power of two in 2048..%d: %w", c.TXFrameSize, page, syscall.EINVAL)
+	case c.TXFrameCount < 2 || c.TXFrameCount > 1<<16 || (c.TXFrameCount*c.TXFrameSize)%page != 0:
+		return c, fmt.Errorf("check config: TXFrameCount %d must be in 2..%d and fill whole pages: %w", c.TXFrameCount, 1<<16, syscall.EINVAL)
+	case c.TXRecheck < 0:
+		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, syscall.EINVAL)
+	}
+	return c, nil
+}
+
+// Stats are the socket's counters.
+type Stats struct {
+	RxPackets, RxBytes uint64
+	RxTruncated        uint64 // frames cut to the caller's buffer or the ring's snap length
+	TxPackets, TxBytes uint64
+	TxDropped          uint64 // frames refused: empty or larger than a transmit slot
+	TxRejected         uint64 // slots the kernel returned with TP_STATUS_WRONG_FORMAT
+}
+
+// KernelStats are the kernel's PACKET_STATISTICS (cumulative here; the kernel resets on read).
+type KernelStats struct {
+	Packets, Drops, FreezeQueueCount uint64
+}
+
+// ErrClosed is returned by operations on a closed socket.
+var ErrClosed = fmt.Errorf("afpacket socket closed: %w", syscall.EBADF)
+
+// Socket is an AF_PACKET TPACKET_V3 socket bound to one interface.
+type Socket struct {
+	ifname  string
+	ifindex int
+	recheck time.Duration
+	pfd     *sys.PollFD
+	mem     []byte
+	undo    func() error
+	closed  atomic.Bool
+	once    sync.Once
+	cerr    error
+	mu      sync.RWMutex // shared by calls touching the mapping, exclusive in Close
+
+	// Receive side, owned by the receiving goroutine.
+	rx        []byte // the receive ring (BlockCount blocks)
+	blockSize uint32
+	blocks    uint32
+	blk       uint32 // current block
+	pkt       uint32 // frames of the current block already consumed
+	pktOff    uint32 // offset of the next frame within the block
+	rxWait    func(uintptr) bool
+
+	// Transmit side, owned by the transmitting goroutine.
+	tx        []byte // the transmit ring
+	txSlot    uint32 // slot size
+	txSlots   uint32
+	txHead    uint32 // next slot to fill
+	txPending uint32 // slots handed to the kernel and not seen back
+	txTail    uint32 // oldest slot handed to the kernel
+	txWait    func(uintptr) bool
+
+	rxPackets, rxBytes, rxTrunc       atomic.Uint64
+	txPackets, txBytes, txDrop, txRej atomic.Uint64
+	kmu                               sync.Mutex
+	kstats                            KernelStats
+}
+
+// Open creates a TPACKET_V3 AF_PACKET socket on ifname in the calling thread's namespace.
+// On error nothing is left behind.
+func Open(ifname string, cfg Config) (*Socket, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
+	}
+	proto := htons(unix.ETH_P_ALL)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	if err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: create socket: %w", ifname, err)
+	}
+	s := &Socket{ifname: ifname, ifindex: ifi.Index, recheck: cfg.TXRecheck}
+	s.pfd, err = sys.NewPollFD(fd, "afpacket:"+ifname)
+	if err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: %w", ifname, err)
+	}
+	c := cleanup.Make(s.pfd.Close)
+	defer c.Clean()
+	for _, o := range []struct {
+		opt, val int
+		name     string
+	}{
+		{unix.PACKET_VERSION, unix.TPACKET_V3, "PACKET_VERSION=TPACKET_V3"},
+		{unix.PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS"},
+		{unix.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING"},
+	} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, o.opt, o.val); err != nil {
+			return nil, fmt.Errorf("open afpacket on %s: set %s: %w", ifname, o.name, err)
+		}
+	}
+	rxReq := unix.TpacketReq3{
+		Block_size: cfg.BlockSize, Block_nr: cfg.BlockCount, Frame_size: 2048,
+		Frame_nr:       cfg.BlockSize / 2048 * cfg.BlockCount,
+		Retire_blk_tov: uint32(cfg.RetireTimeout / time.Millisecond),
+	}
+	if err := sys.SetTpacketReq3(fd, unix.PACKET_RX_RING, &rxReq); err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: set up %d×%d-byte RX ring: %w", ifname, cfg.BlockCount, cfg.BlockSize, err)
+	}
+	page := uint32(unix.Getpagesize())
+	txBlock := max(page, cfg.TXFrameSize)
+	txReq := unix.TpacketReq3{
+		Block_size: txBlock, Block_nr: cfg.TXFrameCount * cfg.TXFrameSize / txBlock,
+		Frame_size: cfg.TXFrameSize, Frame_nr: cfg.TXFrameCount,
+	}
+	if err := sys.SetTpacketReq3(fd, unix.PACKET_TX_RING, &txReq); err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: set up %d-slot TX ring: %w", ifname, cfg.TXFrameCount, err)
+	}
+	rxLen := int(cfg.BlockSize * cfg.BlockCount)
+	txLen := int(cfg.TXFrameCount * cfg.TXFrameSize)
+	s.mem, err = unix.Mmap(fd, 0, rxLen+txLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+	if err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: map rings: %w", ifname, err)
+	}
+	mem := s.mem
+	c.Add(func() error { return unix.Munmap(mem) })
+	s.rx, s.tx = s.mem[:rxLen:rxLen], s.mem[rxLen:]
+	s.blockSize, s.blocks = cfg.BlockSize, cfg.BlockCount
+	s.txSlot, s.txSlots = cfg.TXFrameSize, cfg.TXFrameCount
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: bind: %w", ifname, err)
+	}
+	s.rxWait = func(uintptr) bool { return s.closed.Load() || s.blockReady() }
+	s.txWait = func(uintptr) bool { return s.closed.Load() || s.reap() > 0 || s.txPending < s.txSlots }
+	s.undo = c.Release()
+	return s, nil
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// Close closes the socket (waking waiters with ErrClosed), waits for in-flight calls and
+// unmaps the rings. It is idempotent.
+func (s *Socket) Close() error {
+	s.once.Do(func() {
+		s.closed.Store(true)
+		perr := s.pfd.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.cerr = errors.Join(perr, s.undo())
+	})
+	return s.cerr
+}
+
+// Name returns the interface name.
+func (s *Socket) Name() string { return s.ifname }
+
+// Stats returns the socket's counters.
+func (s *Socket) Stats() Stats {
+	return Stats{
+		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxTruncated: s.rxTrunc.Load(),
+		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxDropped: s.txDrop.Load(), TxRejected: s.txRej.Load(),
+	}
+}
+
+// KernelStats reads PACKET_STATISTICS and returns the totals since Open.
+func (s *Socket) KernelStats() (KernelStats, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return KernelStats{}, ErrClosed
+	}
+	st, err := sys.TpacketStatsV3(s.pfd.FD())
+	if err != nil {
+		return KernelStats{}, fmt.Errorf("read packet statistics of %s: %w", s.ifname, err)
+	}
+	s.kmu.Lock()
+	defer s.kmu.Unlock()
+	s.kstats.Packets += uint64(st.Packets)
+	s.kstats.Drops += uint64(st.Drops)
+	s.kstats.FreezeQueueCount += uint64(st.Freeze_q_cnt)
+	return s.kstats, nil
+}
+
+// ---- receive side ----
+
+func (s *Socket) blockStatus(b uint32) *atomic.Uint32 {
+	return sys.Uint32At(s.rx, uint64(b*s.blockSize)+blkStatusOff)
+}
+
+func (s *Socket) blockReady() bool {
+	return s.blockStatus(s.blk).Load()&unix.TP_STATUS_USER != 0
+}
+
+// Receive copies up to len(bufs) received frames into bufs and their lengths into lens. It
+// never blocks; 0 means no retired block is pending. A frame longer than its buffer is
+// truncated and counted in RxTruncated.
+func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	want := min(len(bufs), len(lens))
+	n := 0
+	var bytes uint64
+	for n < want {
+		st := s.blockStatus(s.blk)
+		if st.Load()&unix.TP_STATUS_USER == 0 {
+			break
+		}
+		base := s.blk * s.blockSize
+		blk := s.rx[base : base+s.blockSize]
+		num := binary.NativeEndian.Uint32(blk[blkNumPktsOff:])
+		if s.pkt == 0 {
+			s.pktOff = binary.NativeEndian.Uint32(blk[blkFirstPktOff:])
+		}
+		for s.pkt < num && n < want {
+			h := sys.PointerAt[unix.Tpacket3Hdr](blk, uint64(s.pktOff))
+			lens[n] = s.copyFrame(bufs[n], blk, h)
+			bytes += uint64(lens[n])
+			n++
+			s.pkt++
+			s.pktOff += h.Next_offset
+		}
+		if s.pkt == num {
+			// Whole block consumed: give it back and move on.
+			st.Store(unix.TP_STATUS_KERNEL)
+			s.blk = (s.blk + 1) % s.blocks
+			s.pkt, s.pktOff = 0, 0
+		}
+	}
+	if n > 0 {
+		s.rxPackets.Add(uint64(n))
+		s.rxBytes.Add(bytes)
+	}
+	return n, nil
+}
+
+// copyFrame copies one frame, re-inserting a VLAN tag the kernel moved to tp_vlan_tci.
+func (s *Socket) copyFrame(dst, blk []byte, h *unix.Tpacket3Hdr) int {
+	start := s.pktOff + uint32(h.Mac)
+	if uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
+		s.rxTrunc.Add(1)
+		return 0
+	}
+	data := blk[start : start+h.Snaplen]
+	if h.Snaplen < h.Len {
+		s.rxTrunc.Add(1)
+	}
+	if h.Status&unix.TP_STATUS_VLAN_VALID == 0 || len(data) < 12 {
+		m := copy(dst, data)
+		if m < len(data) {
+			s.rxTrunc.Add(1)
+		}
+		return m
+	}
+	tpid := uint16(unix.ETH_P_8021Q)
+	if h.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Hv1.Vlan_tpid != 0 {
+		tpid = h.Hv1.Vlan_tpid
+	}
+	if len(dst) < len(data)+4 {
+		s.rxTrunc.Add(1)
+		return copy(dst, data)
+	}
+	copy(dst, data[:12])
+	binary.BigEndian.PutUint16(dst[12:], tpid)
+	binary.BigEndian.PutUint16(dst[14:], uint16(h.Hv1.Vlan_tci))
+	return 16 + copy(dst[16:], data[12:])
+}
+
+// WaitRX parks until a receive block is retired to userspace, the timeout passes
+// (os.ErrDeadlineExceeded; ≤ 0 waits forever) or the socket is closed (ErrClosed).
+func (s *Socket) WaitRX(timeout time.Duration) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	err := s.pfd.WaitRead(timeout, s.rxWait)
+	if s.closed.Load() || sys.IsClosed(err) {
+		return ErrClosed
+	}
+	return err
+}
+
+// ---- transmit side ----
+
+func (s *Socket) slotStatus(i uint32) *atomic.Uint32 {
+	// tp_status is at offset 20 of tpacket3_hdr.
+	return sys.Uint32At(s.tx, uint64(i*s.txSlot)+20)
+}
+
+// reap walks the slots handed to the kernel, oldest first, and frees those it has finished.
+func (s *Socket) reap() uint32 {
+	var n uint32
+	for s.txPending > 0 {
+		st := s.slotStatus(s.txTail).Load()
+		if st == unix.TP_STATUS_SEND_REQUEST || st&unix.TP_STATUS_SENDING != 0 {
+			break
+		}
+		if st&unix.TP_STATUS_WRONG_FORMAT != 0 {
+			s.txRej.Add(1)
+			s.slotStatus(s.txTail).Store(unix.TP_STATUS_AVAILABLE)
+		}
+		s.txTail = (s.txTail + 1) % s.txSlots
+		s.txPending--
+		n++
+	}
+	return n
+}
+
+// Transmit copies frames into free transmit slots and kicks the kernel once. It never blocks
+// and returns how many frames from the head of frames it consumed (queued, or dropped and
+// counted in TxDropped when empty or larger than a slot). Fewer than len(frames) means every
+// slot is in flight: call WaitTX.
+func (s *Socket) Transmit(frames [][]byte) (int, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return 0, ErrClosed
+	}
+	if s.txSlots-s.txPending < uint32(len(frames)) {
+		s.reap()
+	}
+	maxData := int(s.txSlot) - txDataOff
+	var consumed, queued int
+	var bytes uint64
+	for _, f := range frames {
+		if len(f) == 0 || len(f) > maxData {
+			s.txDrop.Add(1)
+			consumed++
+			continue
+		}
+		if s.txPending == s.txSlots {
+			break
+		}
+		off := s.txHead * s.txSlot
+		slot := s.tx[off : off+s.txSlot]
+		h := sys.PointerAt[unix.Tpacket3Hdr](slot, 0)
+		h.Next_offset = 0
+		h.Len = uint32(len(f))
+		h.Snaplen = uint32(len(f))
+		copy(slot[txDataOff:], f)
+		s.slotStatus(s.txHead).Store(unix.TP_STATUS_SEND_REQUEST)
+		s.txHead = (s.txHead + 1) % s.txSlots
+		s.txPending++
+		bytes += uint64(len(f))
+		queued++
+		consumed++
+	}
+	if queued == 0 {
+		return consumed, nil
+	}
+	s.txPackets.Add(uint64(queued))
+	s.txBytes.Add(bytes)
+	return consumed, s.kick()
+}
+
+func (s *Socket) kick() error {
+	err := unix.Sendto(s.pfd.FD(), nil, unix.MSG_DONTWAIT, nil)
+	switch {
+	case err == nil, errors.Is(err, unix.EAGAIN), errors.Is(err, unix.ENOBUFS):
+		return nil
+	default:
+		return fmt.Errorf("kick TX of %s: %w", s.ifname, err)
+	}
+}
+
+// TXPending reports how many transmit slots are in flight.
+func (s *Socket) TXPending() int { return int(s.txPending) }
+
+// WaitTX parks until a transmit slot is free, the timeout passes or the socket is closed.
+func (s *Socket) WaitTX(timeout time.Duration) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	if s.reap() > 0 || s.txPending < s.txSlots {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		if err := s.kick(); err != nil {
+			return err
+		}
+		slice := s.recheck
+		if timeout > 0 {
+			left := time.Until(deadline)
+			if left <= 0 {
+				return sys.ErrTimeout
+			}
+			slice = min(slice, left)
+		}
+		err := s.pfd.WaitWrite(slice, s.txWait)
+		if s.closed.Load() || sys.IsClosed(err) {
+			return ErrClosed
+		}
+		if err == nil || s.txPending < s.txSlots {
+			return nil
+		}
+		if !errors.Is(err, sys.ErrTimeout) {
+			return fmt.Errorf("wait for TX slots on %s: %w", s.ifname, err)
+		}
+	}
+}
