@@ -103,6 +103,12 @@ func (m *monitorAdapter) Register(on bool) error {
 			m.links = append(m.links, pna.TxRings[i])
 		}
 		if m.mflags&MonitorRX != 0 && i < pna.NumRxRings {
+			src := pna.RxRings[i]
+			src.get() // monTail belongs to the busy-flag holder
+			if src.monitors.Load() == nil {
+				src.monTail = src.NrHwtail.Load()
+			}
+			src.Put()
 			linkMonitor(pna.RxRings[i], &monitorLink{mon: m, dst: dst})
 			m.links = append(m.links, pna.RxRings[i])
 		}

@@ -154,8 +154,8 @@ func (k *Kring) SyncRx(flags SyncFlags) error {
 }
 
 // callSync calls nm_sync, letting copy monitors see the traffic: for TX the
-// slots in [hwcur, rhead) before the sync, for RX the slots that arrived
-// (old hwtail to new hwtail) after it.
+// slots in [hwcur, rhead) before the sync, for RX the slots that arrived since
+// the monitors last looked, after it.
 func (k *Kring) callSync(flags SyncFlags) error {
 	mons := k.monitors.Load()
 	if mons == nil || len(*mons) == 0 {
@@ -165,9 +165,13 @@ func (k *Kring) callSync(flags SyncFlags) error {
 		monitorCopy(k, *mons, k.NrHwcur.Load(), k.RHead)
 		return k.Sync(k, flags)
 	}
-	old := k.NrHwtail.Load()
+	// As netmap_monitor_parent_rxsync: copy from the last position the
+	// monitors saw (mon_tail), since a foreign producer (pipe peer, VALE
+	// sender) may have advanced hwtail outside any sync.
 	err := k.Sync(k, flags)
-	monitorCopy(k, *mons, old, k.NrHwtail.Load())
+	t := k.NrHwtail.Load()
+	monitorCopy(k, *mons, k.monTail, t)
+	k.monTail = t
 	return err
 }
 

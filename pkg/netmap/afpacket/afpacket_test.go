@@ -133,3 +133,5 @@ func TestCopyFrameVLAN(t *testing.T) {
 		t.Fatalf("short buffer: n=%d truncated=%d", n, s.rxTrunc.Load())
 	}
 }
+
+func BenchmarkTransmitReceive(b *testing.B) { porttest.Benchmark(b, backend()) }

@@ -172,3 +172,5 @@ func TestMultiQueueRefused(t *testing.T) {
 		t.Fatalf("Open on a 4-queue veth = %v; want EOPNOTSUPP", err)
 	}
 }
+
+func BenchmarkTransmitReceive(b *testing.B) { porttest.Benchmark(b, backend()) }
