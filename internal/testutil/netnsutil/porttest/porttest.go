@@ -251,6 +251,8 @@ func Run(t *testing.T, be Backend) {
 		}
 	})
 
+	t.Run("NoAllocsOnBatchPath", func(t *testing.T) { noAllocs(t, be) })
+
 	t.Cleanup(func() {
 		if got := linkNames(t); fmt.Sprint(got) != fmt.Sprint(rootLinks) {
 			t.Errorf("links in the test's own namespace changed: %v → %v", rootLinks, got)
