@@ -30,6 +30,7 @@ type fwdCtx struct {
 	bcOrder []int32 // the broadcast list flattened, for flood-only ports
 	order   []int32 // the merged list of the destination being delivered
 	st      batchStats
+	sink    byte // keeps the touch loops from being optimised away
 }
 
 func newFwdCtx(batch, maxPorts int) *fwdCtx {

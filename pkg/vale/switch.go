@@ -168,7 +168,7 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 		}
 	case len(p.rx) > 0:
 		k := p.rx[int(src)%len(p.rx)]
-		nf, nb = deliverRing(k, c.frames, c.bufs, order, c.maxLen)
+		nf, nb = deliverRing(k, c.frames, c.bufs, order, c.maxLen, &c.sink)
 	case len(p.tx) > 0:
 		w := p.tx[int(src)%len(p.tx)]
 		nf, nb = w.deliver(c.frames, c.bufs, order, c.maxLen)
