@@ -132,22 +132,32 @@ var ErrTimeout = os.ErrDeadlineExceeded
 // os.ErrDeadlineExceeded on timeout. Callers build ready once (not per call) so that
 // waiting does not allocate.
 func (p *PollFD) WaitRead(timeout time.Duration, ready func(fd uintptr) bool) error {
-	if timeout > 0 {
-		if err := p.f.SetReadDeadline(time.Now().Add(timeout)); err != nil {
-			return err
-		}
-		defer p.f.SetReadDeadline(time.Time{})
+	// Always (re)set the deadline: it also clears a past deadline left by InterruptRead.
+	// An interrupt racing with this reset is not lost as long as ready checks the
+	// condition the interrupt signals (for example a context's Done channel).
+	if err := p.f.SetReadDeadline(deadline(timeout)); err != nil {
+		return err
 	}
 	return p.rc.Read(ready)
 }
 
+func deadline(timeout time.Duration) time.Time {
+	if timeout <= 0 {
+		return time.Time{}
+	}
+	return time.Now().Add(timeout)
+}
+
+// InterruptRead wakes a goroutine parked in WaitRead (it returns os.ErrDeadlineExceeded).
+func (p *PollFD) InterruptRead() { _ = p.f.SetReadDeadline(time.Unix(1, 0)) }
+
+// InterruptWrite wakes a goroutine parked in WaitWrite.
+func (p *PollFD) InterruptWrite() { _ = p.f.SetWriteDeadline(time.Unix(1, 0)) }
+
 // WaitWrite is WaitRead for write readiness.
 func (p *PollFD) WaitWrite(timeout time.Duration, ready func(fd uintptr) bool) error {
-	if timeout > 0 {
-		if err := p.f.SetWriteDeadline(time.Now().Add(timeout)); err != nil {
-			return err
-		}
-		defer p.f.SetWriteDeadline(time.Time{})
+	if err := p.f.SetWriteDeadline(deadline(timeout)); err != nil {
+		return err
 	}
 	return p.rc.Write(ready)
 }

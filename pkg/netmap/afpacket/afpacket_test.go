@@ -12,6 +12,7 @@ import (
 
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
+	"github.com/epair-cni/epair/pkg/netmap"
 )
 
 func open(tb testing.TB, ns *netnsutil.NS, ifname string, cfg Config) *Socket {
@@ -135,3 +136,7 @@ func TestCopyFrameVLAN(t *testing.T) {
 }
 
 func BenchmarkTransmitReceive(b *testing.B) { porttest.Benchmark(b, backend()) }
+
+func TestNetmapGenericAdapter(t *testing.T) {
+	porttest.Netmap(t, backend(), func(p porttest.Port) netmap.GenericBackend { return p.(*Socket) }, false)
+}

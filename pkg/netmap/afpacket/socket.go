@@ -113,19 +113,23 @@ type Socket struct {
 	rx        []byte // the receive ring (BlockCount blocks)
 	blockSize uint32
 	blocks    uint32
-	blk       uint32 // current block
+	blk       atomic.Uint32 // current block; written by Receive, read by the RX waiter
 	pkt       uint32 // frames of the current block already consumed
 	pktOff    uint32 // offset of the next frame within the block
 	rxWait    func(uintptr) bool
+	rxDone    <-chan struct{} // Done channel of the current RX wait's context (RX waiter only)
 
 	// Transmit side, owned by the transmitting goroutine.
 	tx        []byte // the transmit ring
 	txSlot    uint32 // slot size
 	txSlots   uint32
 	txHead    uint32 // next slot to fill
-	txPending uint32 // slots handed to the kernel and not seen back
-	txTail    uint32 // oldest slot handed to the kernel
+	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of
+	// them) are written by the transmitting goroutine and read by the TX waiter.
+	txPending atomic.Uint32
+	txTail    atomic.Uint32
 	txWait    func(uintptr) bool
+	txDone    <-chan struct{}
 
 	rxPackets, rxBytes, rxTrunc       atomic.Uint64
 	txPackets, txBytes, txDrop, txRej atomic.Uint64
@@ -199,8 +203,10 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: bind: %w", ifname, err)
 	}
-	s.rxWait = func(uintptr) bool { return s.closed.Load() || s.blockReady() }
-	s.txWait = func(uintptr) bool { return s.closed.Load() || s.reap() > 0 || s.txPending < s.txSlots }
+	// The wait conditions read only atomics, so a waiter may run concurrently with
+	// Receive/Transmit on another goroutine.
+	s.rxWait = func(uintptr) bool { return s.closed.Load() || isDone(s.rxDone) || s.blockReady() }
+	s.txWait = func(uintptr) bool { return s.closed.Load() || isDone(s.txDone) || s.txRoom() }
 	s.undo = c.Release()
 	return s, nil
 }
@@ -257,7 +263,16 @@ func (s *Socket) blockStatus(b uint32) *atomic.Uint32 {
 }
 
 func (s *Socket) blockReady() bool {
-	return s.blockStatus(s.blk).Load()&unix.TP_STATUS_USER != 0
+	return s.blockStatus(s.blk.Load()).Load()&unix.TP_STATUS_USER != 0
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // Receive copies up to len(bufs) received frames into bufs and their lengths into lens. It
@@ -273,11 +288,12 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 	n := 0
 	var bytes uint64
 	for n < want {
-		st := s.blockStatus(s.blk)
+		b := s.blk.Load()
+		st := s.blockStatus(b)
 		if st.Load()&unix.TP_STATUS_USER == 0 {
 			break
 		}
-		base := s.blk * s.blockSize
+		base := b * s.blockSize
 		blk := s.rx[base : base+s.blockSize]
 		num := binary.NativeEndian.Uint32(blk[blkNumPktsOff:])
 		if s.pkt == 0 {
@@ -294,7 +310,7 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 		if s.pkt == num {
 			// Whole block consumed: give it back and move on.
 			st.Store(unix.TP_STATUS_KERNEL)
-			s.blk = (s.blk + 1) % s.blocks
+			s.blk.Store((b + 1) % s.blocks)
 			s.pkt, s.pktOff = 0, 0
 		}
 	}
@@ -338,14 +354,19 @@ func (s *Socket) copyFrame(dst, blk []byte, h *unix.Tpacket3Hdr) int {
 }
 
 // WaitRX parks until a receive block is retired to userspace, the timeout passes
-// (os.ErrDeadlineExceeded; ≤ 0 waits forever) or the socket is closed (ErrClosed).
-func (s *Socket) WaitRX(timeout time.Duration) error {
+// (os.ErrDeadlineExceeded; ≤ 0 waits forever) or the socket is closed (ErrClosed). It may
+// run concurrently with Receive on another goroutine; one RX waiter at a time.
+func (s *Socket) WaitRX(timeout time.Duration) error { return s.waitRX(timeout, nil) }
+
+func (s *Socket) waitRX(timeout time.Duration, done <-chan struct{}) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	s.rxDone = done
 	err := s.pfd.WaitRead(timeout, s.rxWait)
+	s.rxDone = nil
 	if s.closed.Load() || sys.IsClosed(err) {
 		return ErrClosed
 	}
@@ -359,21 +380,34 @@ func (s *Socket) slotStatus(i uint32) *atomic.Uint32 {
 	return sys.Uint32At(s.tx, uint64(i*s.txSlot)+20)
 }
 
+// slotBusy reports whether the kernel still owns slot i.
+func (s *Socket) slotBusy(i uint32) bool {
+	st := s.slotStatus(i).Load()
+	return st == unix.TP_STATUS_SEND_REQUEST || st&unix.TP_STATUS_SENDING != 0
+}
+
+// txRoom reports (reading atomics only) whether a slot is free or about to be reaped.
+func (s *Socket) txRoom() bool {
+	p := s.txPending.Load()
+	return p < s.txSlots || !s.slotBusy(s.txTail.Load())
+}
+
 // reap walks the slots handed to the kernel, oldest first, and frees those it has finished.
 func (s *Socket) reap() uint32 {
 	var n uint32
-	for s.txPending > 0 {
-		st := s.slotStatus(s.txTail).Load()
-		if st == unix.TP_STATUS_SEND_REQUEST || st&unix.TP_STATUS_SENDING != 0 {
-			break
-		}
-		if st&unix.TP_STATUS_WRONG_FORMAT != 0 {
+	tail, pending := s.txTail.Load(), s.txPending.Load()
+	for pending > 0 && !s.slotBusy(tail) {
+		if s.slotStatus(tail).Load()&unix.TP_STATUS_WRONG_FORMAT != 0 {
 			s.txRej.Add(1)
-			s.slotStatus(s.txTail).Store(unix.TP_STATUS_AVAILABLE)
+			s.slotStatus(tail).Store(unix.TP_STATUS_AVAILABLE)
 		}
-		s.txTail = (s.txTail + 1) % s.txSlots
-		s.txPending--
+		tail = (tail + 1) % s.txSlots
+		pending--
 		n++
+	}
+	if n > 0 {
+		s.txTail.Store(tail)
+		s.txPending.Add(^(n - 1))
 	}
 	return n
 }
@@ -388,9 +422,10 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
-	if s.txSlots-s.txPending < uint32(len(frames)) {
+	if s.txSlots-s.txPending.Load() < uint32(len(frames)) {
 		s.reap()
 	}
+	pending := s.txPending.Load()
 	maxData := int(s.txSlot) - txDataOff
 	var consumed, queued int
 	var bytes uint64
@@ -400,7 +435,7 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 			consumed++
 			continue
 		}
-		if s.txPending == s.txSlots {
+		if pending == s.txSlots {
 			break
 		}
 		off := s.txHead * s.txSlot
@@ -412,7 +447,7 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 		copy(slot[txDataOff:], f)
 		s.slotStatus(s.txHead).Store(unix.TP_STATUS_SEND_REQUEST)
 		s.txHead = (s.txHead + 1) % s.txSlots
-		s.txPending++
+		pending++
 		bytes += uint64(len(f))
 		queued++
 		consumed++
@@ -420,6 +455,7 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 	if queued == 0 {
 		return consumed, nil
 	}
+	s.txPending.Add(uint32(queued))
 	s.txPackets.Add(uint64(queued))
 	s.txBytes.Add(bytes)
 	return consumed, s.kick()
@@ -436,26 +472,34 @@ func (s *Socket) kick() error {
 }
 
 // TXPending reports how many transmit slots are in flight.
-func (s *Socket) TXPending() int { return int(s.txPending) }
+func (s *Socket) TXPending() int { return int(s.txPending.Load()) }
 
 // WaitTX parks until a transmit slot is free, the timeout passes or the socket is closed.
-func (s *Socket) WaitTX(timeout time.Duration) error {
+// It may run concurrently with Transmit on another goroutine; one TX waiter at a time.
+func (s *Socket) WaitTX(timeout time.Duration) error { return s.waitTX(timeout, nil) }
+
+func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if s.reap() > 0 || s.txPending < s.txSlots {
-		return nil
-	}
-	deadline := time.Now().Add(timeout)
+	s.txDone = done
+	defer func() { s.txDone = nil }()
+	end := time.Now().Add(timeout)
 	for {
+		if s.txWait(0) {
+			if s.closed.Load() {
+				return ErrClosed
+			}
+			return nil
+		}
 		if err := s.kick(); err != nil {
 			return err
 		}
 		slice := s.recheck
 		if timeout > 0 {
-			left := time.Until(deadline)
+			left := time.Until(end)
 			if left <= 0 {
 				return sys.ErrTimeout
 			}
@@ -465,7 +509,7 @@ func (s *Socket) WaitTX(timeout time.Duration) error {
 		if s.closed.Load() || sys.IsClosed(err) {
 			return ErrClosed
 		}
-		if err == nil || s.txPending < s.txSlots {
+		if err == nil || isDone(done) {
 			return nil
 		}
 		if !errors.Is(err, sys.ErrTimeout) {

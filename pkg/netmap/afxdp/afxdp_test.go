@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
+	"github.com/epair-cni/epair/pkg/netmap"
 )
 
 // testConfig gives the stream test generous rings; the suite itself bounds the window.
@@ -174,3 +175,7 @@ func TestMultiQueueRefused(t *testing.T) {
 }
 
 func BenchmarkTransmitReceive(b *testing.B) { porttest.Benchmark(b, backend()) }
+
+func TestNetmapGenericAdapter(t *testing.T) {
+	porttest.Netmap(t, backend(), func(p porttest.Port) netmap.GenericBackend { return p.(*Socket) }, true)
+}

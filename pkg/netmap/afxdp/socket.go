@@ -119,6 +119,9 @@ type Socket struct {
 	rxQ    []unix.XDPDesc
 	peeked uint32 // RX descriptors handed out by PeekRX and not yet released
 	rxWait func(uintptr) bool
+	// rxDone is the Done channel of the context of the current RX wait (nil: none). Only
+	// the goroutine waiting for RX touches it.
+	rxDone <-chan struct{}
 
 	// Transmit side, owned by the transmitting goroutine.
 	tx     prodRing
@@ -126,7 +129,11 @@ type Socket struct {
 	comp   consRing
 	compQ  []uint64
 	txFree []uint64 // free transmit frame addresses (a stack)
-	txWait func(uintptr) bool
+	// txFreeN mirrors len(txFree) for the TX waiter, which may run on another goroutine
+	// than Transmit and therefore reads only atomics.
+	txFreeN atomic.Int32
+	txWait  func(uintptr) bool
+	txDone  <-chan struct{} // as rxDone, for the TX waiter
 
 	rxPackets, rxBytes atomic.Uint64
 	txPackets, txBytes atomic.Uint64
@@ -241,8 +248,15 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	}
 	c.Add(s.detach)
 
-	s.rxWait = func(uintptr) bool { return s.closed.Load() || s.rx.avail() > 0 }
-	s.txWait = func(uintptr) bool { return s.closed.Load() || s.reap() > 0 || len(s.txFree) > 0 }
+	s.txFreeN.Store(int32(len(s.txFree)))
+	// The wait conditions read only atomics shared with the kernel or the other side, so
+	// a waiter may run concurrently with Receive/Transmit on another goroutine.
+	s.rxWait = func(uintptr) bool {
+		return s.closed.Load() || isDone(s.rxDone) || s.rx.producer.Load() != s.rx.consumer.Load()
+	}
+	s.txWait = func(uintptr) bool {
+		return s.closed.Load() || isDone(s.txDone) || s.txFreeN.Load() > 0 || s.comp.producer.Load() != s.comp.consumer.Load()
+	}
 	s.undo = c.Release()
 	return s, nil
 }
@@ -338,8 +352,8 @@ func (s *Socket) ProgramID() ebpf.ProgramID { return s.progID }
 // MapID returns the kernel ID of the socket's XSKMAP (for leak checks).
 func (s *Socket) MapID() ebpf.MapID { return s.mapID }
 
-// FrameSize returns the UMEM frame size.
-func (s *Socket) FrameSize() int { return int(s.frameSize) }
+// UMEMFrameSize returns the size of a UMEM frame (FrameSize returns the largest frame).
+func (s *Socket) UMEMFrameSize() int { return int(s.frameSize) }
 
 // Stats returns the socket's counters.
 func (s *Socket) Stats() Stats {
@@ -433,14 +447,19 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 }
 
 // WaitRX parks until the RX ring is non-empty, the timeout passes (os.ErrDeadlineExceeded;
-// timeout ≤ 0 waits forever) or the socket is closed (ErrClosed).
-func (s *Socket) WaitRX(timeout time.Duration) error {
+// timeout ≤ 0 waits forever) or the socket is closed (ErrClosed). It may run concurrently
+// with Receive on another goroutine; one RX waiter at a time.
+func (s *Socket) WaitRX(timeout time.Duration) error { return s.waitRX(timeout, nil) }
+
+func (s *Socket) waitRX(timeout time.Duration, done <-chan struct{}) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
+	s.rxDone = done
 	err := s.pfd.WaitRead(timeout, s.rxWait)
+	s.rxDone = nil
 	if s.closed.Load() || sys.IsClosed(err) {
 		return ErrClosed
 	}
@@ -448,6 +467,15 @@ func (s *Socket) WaitRX(timeout time.Duration) error {
 }
 
 // ---- transmit side ----
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
 
 // reap moves completed transmit frames back to txFree and returns how many.
 func (s *Socket) reap() uint32 {
@@ -459,6 +487,7 @@ func (s *Socket) reap() uint32 {
 		s.txFree = append(s.txFree, s.compQ[(s.comp.cachedCons+i)&s.comp.mask])
 	}
 	s.comp.release(n)
+	s.txFreeN.Add(int32(n))
 	return n
 }
 
@@ -500,6 +529,7 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 		return consumed, nil
 	}
 	s.tx.publish()
+	s.txFreeN.Add(-int32(queued))
 	s.txPackets.Add(uint64(queued))
 	s.txBytes.Add(bytes)
 	return consumed, s.kickTX()
@@ -522,27 +552,36 @@ func (s *Socket) kickTX() error {
 }
 
 // TXPending reports how many transmit frames are in flight (queued or awaiting completion).
-func (s *Socket) TXPending() int { return int(s.rxFrames) - len(s.txFree) }
+func (s *Socket) TXPending() int { return int(s.rxFrames) - int(s.txFreeN.Load()) }
 
-// WaitTX parks until a transmit frame is free again, the timeout passes or the socket is
-// closed. It first kicks the kernel so that queued frames make progress.
-func (s *Socket) WaitTX(timeout time.Duration) error {
+// WaitTX parks until a transmit frame is free again (or completions wait to be reaped), the
+// timeout passes or the socket is closed. It kicks the kernel first so that queued frames
+// make progress. It may run concurrently with Transmit on another goroutine; one TX waiter
+// at a time.
+func (s *Socket) WaitTX(timeout time.Duration) error { return s.waitTX(timeout, nil) }
+
+func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return ErrClosed
 	}
-	if s.reap() > 0 || len(s.txFree) > 0 {
-		return nil
-	}
-	deadline := time.Now().Add(timeout)
+	s.txDone = done
+	defer func() { s.txDone = nil }()
+	end := time.Now().Add(timeout)
 	for {
+		if s.txWait(0) {
+			if s.closed.Load() {
+				return ErrClosed
+			}
+			return nil
+		}
 		if err := s.kickTX(); err != nil {
 			return err
 		}
 		slice := s.recheck
 		if timeout > 0 {
-			left := time.Until(deadline)
+			left := time.Until(end)
 			if left <= 0 {
 				return sys.ErrTimeout
 			}
@@ -552,7 +591,7 @@ func (s *Socket) WaitTX(timeout time.Duration) error {
 		if s.closed.Load() || sys.IsClosed(err) {
 			return ErrClosed
 		}
-		if err == nil || len(s.txFree) > 0 {
+		if err == nil || isDone(done) {
 			return nil
 		}
 		if !errors.Is(err, sys.ErrTimeout) {
