@@ -114,16 +114,16 @@ type Socket struct {
 	blockSize uint32
 	blocks    uint32
 	blk       atomic.Uint32 // current block; written by Receive, read by the RX waiter
-	pkt       uint32 // frames of the current block already consumed
-	pktOff    uint32 // offset of the next frame within the block
+	pkt       uint32        // frames of the current block already consumed
+	pktOff    uint32        // offset of the next frame within the block
 	rxWait    func(uintptr) bool
 	rxDone    <-chan struct{} // Done channel of the current RX wait's context (RX waiter only)
 
 	// Transmit side, owned by the transmitting goroutine.
-	tx        []byte // the transmit ring
-	txSlot    uint32 // slot size
-	txSlots   uint32
-	txHead    uint32 // next slot to fill
+	tx      []byte // the transmit ring
+	txSlot  uint32 // slot size
+	txSlots uint32
+	txHead  uint32 // next slot to fill
 	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of
 	// them) are written by the transmitting goroutine and read by the TX waiter.
 	txPending atomic.Uint32
