@@ -33,8 +33,7 @@ type bwrap struct {
 	port *Port
 	host *Port // the host-rings port, or nil
 
-	srcs      []bwSource
-	oldNotify []netmap.NotifyFunc
+	srcs []bwSource
 
 	kick chan struct{} // capacity 1: "there may be frames"
 	stop chan struct{}
@@ -123,11 +122,9 @@ func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) (err 
 		b.srcs = append(b.srcs, bwSource{k: na.RxRings[nr], p: b.host})
 	}
 	for _, src := range b.srcs {
-		b.oldNotify = append(b.oldNotify, src.k.Notify)
 		src.k.Notify = b.notify
 	}
 	if err := a.Register(true); err != nil {
-		b.restoreNotify()
 		a.KringsDelete()
 		return fmt.Errorf("attach adapter %s: register %q: %w", name, na.Name, err)
 	}
@@ -247,20 +244,13 @@ func (b *bwrap) detach() error {
 	return nil
 }
 
-// restoreNotify gives the sources their nm_notify back; the adapter's
-// goroutines that call it are stopped (Register(false)) or not started.
-func (b *bwrap) restoreNotify() {
-	for i, src := range b.srcs {
-		src.k.Notify = b.oldNotify[i]
-	}
-}
-
 // unregister takes the adapter out of netmap mode and drops the
-// registry's reference. NMG_LOCK held.
+// registry's reference. NMG_LOCK held. The sources' nm_notify is not
+// restored: the krings it was installed on are deleted here, and the next
+// registration creates new ones with the adapter's own notify.
 func (b *bwrap) unregister() {
-	_ = b.a.Register(false)
-	b.restoreNotify()
 	b.na.ClearFlags(netmap.NAFNetmapOn | netmap.NAFBusy)
+	_ = b.a.Register(false)
 	b.a.KringsDelete()
 	b.na.Put()
 }
