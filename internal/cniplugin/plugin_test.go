@@ -584,3 +584,5 @@ func TestOwnerKey(t *testing.T) {
 	}
 	_ = syscall.ENXIO
 }
+
+func ipamOwner(cid string) ipam.Owner { return ipam.Owner{ContainerID: cid, IfName: "eth0"} }
