@@ -189,7 +189,7 @@ func manyPorts(t *testing.T, n int) {
 			}
 		}
 	}
-	flood(0) // learns port 0, reaches everyone
+	flood(0)                      // learns port 0, reaches everyone
 	for i, p := range ports[1:] { // learn the others with unicast to port 0
 		f := ethFrame(ports[0].mac, p.mac, 60)
 		p.send(f)
@@ -212,7 +212,7 @@ func manyPorts(t *testing.T, n int) {
 	}
 }
 
-func TestPorts254(t *testing.T)  { manyPorts(t, 254) }
+func TestPorts254(t *testing.T) { manyPorts(t, 254) }
 func TestPorts1024(t *testing.T) {
 	if testing.Short() {
 		t.Skip("short")
@@ -330,17 +330,19 @@ func TestAttachDetachDuringTraffic(t *testing.T) {
 		p.tx.recv()
 		p.rx.recv()
 	}
-	stop := make(chan struct{})
+	var base [2]uint64
+	for i, p := range pairs {
+		pi, _ := r.PortInfo(p.rx.name)
+		base[i] = pi.Counters.OutFrames
+	}
+	const cycles = 50
+	var churns, bwChurns atomic.Int64
+	var churnDone atomic.Bool
 	var churn sync.WaitGroup
 	churn.Add(2)
 	go func() { // ephemeral and persistent ports
 		defer churn.Done()
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		for i := 0; i < cycles; i++ {
 			h := nm.Open()
 			if err := h.Register(&netmap.Req{Name: fmt.Sprintf("vale0:e%d", i%3), Version: netmap.API, Flags: netmap.RegAllNIC}); err != nil {
 				t.Errorf("churn register: %v", err)
@@ -352,6 +354,7 @@ func TestAttachDetachDuringTraffic(t *testing.T) {
 			if err := r.Detach("vale0:pers"); err != nil {
 				t.Errorf("churn detach: %v", err)
 			}
+			churns.Add(1)
 		}
 	}()
 	go func() { // bwrap'd adapters
@@ -359,12 +362,7 @@ func TestAttachDetachDuringTraffic(t *testing.T) {
 		g, _ := newGeneric(t, "eth0", nil)
 		g.NA().Get()
 		defer g.NA().Put()
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
+		for i := 0; i < cycles; i++ {
 			if err := r.AttachAdapter("vale0:eth0", g, false); err != nil {
 				t.Errorf("churn attach adapter: %v", err)
 				return
@@ -373,15 +371,19 @@ func TestAttachDetachDuringTraffic(t *testing.T) {
 				t.Errorf("churn detach adapter: %v", err)
 				return
 			}
+			bwChurns.Add(1)
 		}
 	}()
-	const rounds, burst = 150, 16
+	go func() { churn.Wait(); churnDone.Store(true) }()
+	const rounds, burst = 50, 16
+	var sent [2]atomic.Int64
 	var wg sync.WaitGroup
 	for i, p := range pairs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for n := 0; n < rounds; n++ {
+			for n := 0; n < rounds || !churnDone.Load(); n++ {
+				sent[i].Add(burst)
 				var fs [][]byte
 				for k := 0; k < burst; k++ {
 					fs = append(fs, ethFrame(p.rx.mac, p.tx.mac, 60+k+i))
@@ -406,11 +408,14 @@ func TestAttachDetachDuringTraffic(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(stop)
 	churn.Wait()
-	for _, p := range pairs {
+	if churns.Load() != cycles || bwChurns.Load() != cycles {
+		t.Errorf("churn incomplete: %d port and %d adapter cycles", churns.Load(), bwChurns.Load())
+	}
+	t.Logf("%d port and %d adapter attach/detach cycles during %d and %d frames", churns.Load(), bwChurns.Load(), sent[0].Load(), sent[1].Load())
+	for i, p := range pairs {
 		pi, _ := r.PortInfo(p.rx.name)
-		if pi.Counters.Dropped() != 0 || pi.Counters.OutFrames < rounds*burst {
+		if pi.Counters.Dropped() != 0 || pi.Counters.OutFrames-base[i] != uint64(sent[i].Load()) {
 			t.Errorf("%s counters %+v", p.rx.name, pi.Counters)
 		}
 	}
