@@ -40,7 +40,7 @@ func (c *fwdCtx) gather(slots []netmap.Slot, pool *netmap.Pool, from, to uint32,
 			total += l
 			if frags <= maxFrags {
 				b := pool.Buf(s.BufIdx)
-				if l > len(b) { // also catches an invalid index (nil)
+				if l > len(b) || s.Flags&netmap.Indirect != 0 { // also catches an invalid index (nil)
 					bad = true
 					b = nil
 				} else {

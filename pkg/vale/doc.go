@@ -1,0 +1,129 @@
+// Package vale is a VALE software switch (netmap's netmap_vale.c, as
+// summarised in SEEDS-SPEC §3.1, §3.18 and §4.2) built on pkg/netmap: a
+// learning Ethernet bridge whose ports are netmap adapters and which
+// forwards frames between their rings in batches, in userspace.
+//
+// # Model
+//
+// A Registry plugs VALE into one netmap instance (netmap.Netmap): names
+// "vale<sw>:<port>" resolve to switch ports (netmap_get_bdg_na, through
+// Netmap.AddLookup) and the NETMAP_BDG_* commands of NIOCREGIF/NIOCGINFO
+// come to it (Netmap.SetBridgeCtl). A Switch exists while it has ports
+// (or, for a switch made with CreateSwitch, until DestroySwitch). A Port
+// is one of:
+//
+//   - ephemeral: created by the first registration of "vale0:p1", gone
+//     with its last user (the adapter's destructor detaches it);
+//   - persistent: created by NewIf (NEWIF), attached with Attach
+//     ("vale0:ifname", ATTACH), detached with Detach, deleted by DelIf
+//     (DELIF, EBUSY while attached or open);
+//   - bwrap: any other netmap adapter (native, or generic over AF_XDP or
+//     AF_PACKET) attached with AttachAdapter or ATTACH; the switch owns it
+//     (NAF_BUSY: users get EBUSY), a worker goroutine pulls its RX rings,
+//     and senders write its TX rings;
+//   - host: with host set, the bwrap'd adapter's host rings are a second
+//     port "<ifname>^".
+//
+// A VALE port's TX rings feed the switch: its txsync runs the forwarding
+// (nm_bdg_flush) over [hwcur, head) and returns the slots at once. Its RX
+// rings are filled by senders; its rxsync releases what the user consumed.
+//
+// # Forwarding
+//
+// A pass takes at most Config.BatchSize slots from one source ring (never
+// cutting a NS_MOREFRAG chain, and leaving a chain whose end the user has
+// not released yet in the ring), then:
+//
+//   - gather: one Frame per chain; frames shorter than an Ethernet header
+//     in their first fragment, with a bad buffer index or length, an
+//     NS_INDIRECT slot, or a chain over 64 slots
+//     are DropBadFrame, frames over Config.MaxFrame are DropTooLong;
+//   - pass one: the Lookup decides every frame's destination for the whole
+//     batch, and the frames are threaded onto one list per destination
+//     plus a broadcast list (DstDrop, the source itself or a missing port
+//     is DropNoDest);
+//   - pass two: each destination is visited once, with its unicast frames
+//     merged with the broadcast frames in source order; every other
+//     receiving port gets the broadcast list. For a VALE port the sender
+//     reserves (leases) room on the RX ring under the ring's QLock, copies
+//     without it (re-cutting frames to the destination's buffer size), then
+//     publishes under the lock in lease order and notifies, so several
+//     senders fill one ring concurrently. Frames that do not fit are
+//     DropNoSpace on the destination: forwarding never blocks.
+//
+// The default Lookup is Learning, a learning bridge over an FDB: a fixed
+// size, 4-way set-associative hash keyed by MAC with aging (against the
+// registry's injectable clock, read once per batch) and static entries;
+// it learns only valid unicast sources (not group, not zero, no NoLearn
+// flag), skips the table when a port repeats its last source address
+// (refreshing it once per batch), sends known unicast to its port and
+// floods unknown unicast, broadcast and multicast. Lookup is a batch
+// interface (VALE's bdg_ops.lookup, mSwitch's modules): Switch.SetLookup
+// replaces it. A Deliverer set on a port replaces the ring copy of pass two
+// (the seam for output queues).
+//
+// Counters (frames and bytes in and out, drops by reason) are per port and
+// per switch, added once per batch with atomics and read without locks.
+//
+// # Locks and lock order
+//
+//  1. NMG_LOCK, the netmap instance's global lock (Netmap.Lock): every
+//     configuration change — switches, ports, registration, attach and
+//     detach, lookups, static entries.
+//  2. Switch.mu, a sync.RWMutex per switch: exclusive (after NMG_LOCK) to
+//     add, remove, enable or disable a port or change the lookup; shared,
+//     without NMG_LOCK, for a whole forwarding pass. Attach and detach
+//     therefore wait for the passes in flight, and a pass never sees a
+//     port change under it. A port detached while its user sends has its
+//     frames dropped.
+//  3. Kring.QLock of a destination ring: held only to lease and to
+//     publish, never across the copy. txWriter.mu (a bwrap's TX ring):
+//     held for the copy and the txsync.
+//
+// Forwarding never takes NMG_LOCK and never re-enters itself: bwrap
+// sources are pulled by the bwrap's own goroutine, so a destination's
+// notify cannot start a nested pass. A bwrap's worker is stopped before
+// its ports are removed (never while holding the exclusive lock), and an
+// adapter's krings are deleted only after its port was removed or disabled
+// under the exclusive lock, so no sender writes into freed buffers.
+//
+// # Names
+//
+//	VALE (C)                         Go
+//	struct nm_bridge, nm_bridges     Switch, Registry
+//	NM_BDG_MAXPORTS, NM_BDG_BATCH    Config.MaxPorts (254), Config.BatchSize (1024)
+//	NM_BDG_HASH, NM_BRIDGES          Config.FDBSize (1024), Options.MaxSwitches (8)
+//	NM_BDG_BROADCAST, NM_BDG_NOPORT  DstBroadcast, DstDrop
+//	netmap_vp_adapter                vpAdapter (ephemeral and persistent ports)
+//	netmap_bwrap_adapter             bwrap
+//	bdg_ops.lookup, REGOPS           Lookup, Switch.SetLookup
+//	netmap_bdg_learning, nm_hash_ent Learning, FDB
+//	nm_bdg_preflush / nm_bdg_flush   Switch.forward (gather, passOne, passTwo)
+//	nm_kr_lease / lease publish      Kring.LeaseAcquire / LeaseComplete
+//	netmap_vp_txsync / rxsync        vpAdapter.TxSync / RxSync
+//	netmap_bwrap_intr_notify         bwrap.notify + bwrap.run/pull
+//	NETMAP_BDG_ATTACH / DETACH       Registry.Attach, AttachAdapter / Detach
+//	NETMAP_BDG_NEWIF / DELIF         Registry.NewIf / DelIf
+//	NETMAP_BDG_LIST                  Registry.List, Info, PortInfo (and the LIST command)
+//	NETMAP_BDG_HOST                  the host argument of Attach/AttachAdapter
+//
+// # Deviations from VALE
+//
+//   - Up to 4096 ports per switch (uint16 indexes; broadcast and drop are
+//     0xFFFE and 0xFFFF instead of 254 and 255). The slot's NS_PORT_MASK
+//     destination override is not honoured: it cannot address more than
+//     255 ports.
+//   - The FDB is 4-way set-associative with aging and static entries (VALE:
+//     direct-mapped, no aging); entries for a detached port are flushed.
+//   - A frame for its own source port, or for a port nobody has open, is
+//     counted as DropNoDest (VALE drops it silently).
+//   - Frames are re-cut to the destination's buffer size, so ports with
+//     different buffer sizes interoperate.
+//   - Senders to a bwrap'd adapter's TX ring serialise on the copy (a TX
+//     ring has no lease protocol); VALE ports' RX rings use leases.
+//   - NS_INDIRECT slots (data at a user pointer) are dropped as bad frames,
+//     and virtio-net headers (VNET_HDR other than 0) are refused with
+//     EOPNOTSUPP.
+//   - A switch made by CreateSwitch survives without ports until
+//     DestroySwitch (the agent configures switches before pods exist).
+package vale
