@@ -16,6 +16,32 @@
 //   - CNI_ARGS: K8S_POD_NAME, K8S_POD_NAMESPACE, K8S_POD_UID, K8S_POD_INFRA_CONTAINER_ID and
 //     IgnoreUnknown; other keys are an error unless IgnoreUnknown is set.
 //
+// Verbs (Plugin's methods; Plugin.Funcs adapts them to skel, mapping errors with CNIError):
+//
+//   - ADD: Allocate (idempotent per containerID/ifname) → remove a stale pair of the same
+//     owner left by an interrupted ADD → pkg/epair Create (host epair<n>a, pod end renamed to
+//     CNI_IFNAME, owner alias) → pod MAC (agent's, else runtimeConfig.mac, else the epair
+//     scheme), addresses (IPv6 with IFA_F_NODAD: no DAD delay), routes (agent's, then
+//     ipam.routes; no gateway means the family's gateway) through netlink handles bound to
+//     the pod netns → Attach → result printed in the config's cniVersion, appended to a
+//     prevResult if there is one. Each side effect is pushed on an internal/cleanup stack.
+//   - DEL: Release with timeouts.del (transport failures are logged, not returned: the agent
+//     reconciles when back) → destroy through the pod end if the netns exists → destroy the
+//     host end found by its owner alias. A missing netns, link or agent is success; a link
+//     under CNI_IFNAME that is not ours is left alone.
+//   - CHECK: prevResult is required; the agent must know the attachment with its port
+//     attached and up on the pair's host end; the pod interface must be up with the MAC, MTU,
+//     addresses and routes of prevResult.
+//   - STATUS: the agent's /v1/status within timeouts.status; unreachable or not ready is
+//     ErrNotAvailable (CNI code 50).
+//   - GC: destroy every host link whose alias owner is this network's and not in
+//     cni.dev/valid-attachments, then have the agent drop the attachments (ports, addresses)
+//     not in the set. Links without our alias, and other networks' links, are never touched.
+//
+// Owner key: "<network>/<containerID>/<ifname>" (OwnerKey), hashed when it would not fit
+// the 255-byte alias. Including the network keeps two epair networks on one node from
+// collecting each other's links.
+//
 // Errors: handlers wrap the sentinels of errors.go ("verb noun: %w") and agentapi errors;
 // CNIError alone decides the CNI code:
 //

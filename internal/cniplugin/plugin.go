@@ -230,7 +230,9 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if len(att.IPs) == 0 {
 		return fmt.Errorf("add: attachment %s: the agent returned no address: %w", c.key, agentapi.ErrInternal)
 	}
-	var mac net.HardwareAddr
+	// The agent's MAC wins (it may pin it for anti-spoofing); else the runtime's request;
+	// else pkg/epair's node-unique scheme.
+	mac := cfg.RequestedMAC
 	if att.MAC != "" {
 		if mac, err = net.ParseMAC(att.MAC); err != nil {
 			return fmt.Errorf("add: attachment %s: agent MAC %q: %w", c.key, att.MAC, err)

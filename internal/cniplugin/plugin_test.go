@@ -159,7 +159,7 @@ func (a *testAgent) Status(context.Context) (*agentapi.Status, error) {
 }
 
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	host   *netnsutil.NS
 	agent  *testAgent
 	srv    *agentapi.SocketServer
@@ -169,6 +169,11 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvTB(t)
+}
+
+func newEnvTB(t testing.TB) *env {
 	t.Helper()
 	netnsutil.RequireRoot(t)
 	host := netnsutil.New(t)
@@ -293,6 +298,12 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			if len(res.IPs) != 2 || *res.IPs[0].Interface != 1 || res.IPs[0].Address.IP.To4() == nil ||
 				res.IPs[0].Gateway.String() != "10.44.0.1" || res.IPs[1].Gateway.String() != "fd00:44::1" {
 				t.Fatalf("ips: %+v", res.IPs)
+			}
+			e.agent.mu.Lock()
+			at := e.agent.atts[agentapi.Key{ContainerID: cid, IfName: "eth0"}]
+			e.agent.mu.Unlock()
+			if at == nil || at.PodName != "web-0" || at.PodNamespace != "default" || at.NetNS != pod.Path() {
+				t.Errorf("CNI_ARGS/netns not passed to the agent: %+v", at)
 			}
 			if res.Interfaces[1].Mac != "02:aa:bb:cc:dd:01" {
 				t.Errorf("runtimeConfig.mac not applied: %s", res.Interfaces[1].Mac)
@@ -586,3 +597,25 @@ func TestOwnerKey(t *testing.T) {
 }
 
 func ipamOwner(cid string) ipam.Owner { return ipam.Owner{ContainerID: cid, IfName: "eth0"} }
+
+// BenchmarkAddDel measures a full ADD + DEL (agent round trips over the socket, veth
+// creation across namespaces, pod configuration, teardown) in one pod namespace.
+func BenchmarkAddDel(b *testing.B) {
+	netnsutil.RequireRoot(b)
+	e := newEnvTB(b)
+	pod := netnsutil.New(b)
+	stdin := e.conf("1.1.0", "podnet", "")
+	b.ReportAllocs()
+	start := time.Now()
+	for i := 0; b.Loop(); i++ {
+		a := cmd(fmt.Sprintf("bench-%d", i), pod.Path(), "eth0", stdin)
+		e.out.Reset()
+		if err := e.plugin.Add(a); err != nil {
+			b.Fatal(err)
+		}
+		if err := e.plugin.Del(a); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "add+del/s")
+}

@@ -464,3 +464,24 @@ func BenchmarkAllocateRelease(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "allocs+releases/s")
 }
+
+func TestRangesFromPodCIDRs(t *testing.T) {
+	r, err := RangesFromPodCIDRs([]string{"10.244.1.0/24", "fd00:10:244:1::/64"})
+	if err != nil || len(r) != 2 || r[0].Gateway != netip.MustParseAddr("10.244.1.1") || r[1].Is4() {
+		t.Fatalf("%+v %v", r, err)
+	}
+	for _, tc := range []struct {
+		in    []string
+		field string
+	}{
+		{nil, "podCIDRs"},
+		{[]string{"10.244.1.0/24", "bogus"}, "podCIDRs[1]"},
+		{[]string{"10.244.1.0/24", "10.244.1.0/25"}, "podCIDRs[1]"},
+	} {
+		_, err := RangesFromPodCIDRs(tc.in)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%v: %v, want field %s", tc.in, err, tc.field)
+		}
+	}
+}

@@ -176,3 +176,23 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	}
 	return a
 }
+
+// RangesFromPodCIDRs builds ranges from a node's pod CIDRs (Node.spec.podCIDRs: one per
+// family in a dual-stack cluster) with the default gateway and window. Errors name
+// "podCIDRs[i]".
+func RangesFromPodCIDRs(cidrs []string) ([]Range, error) {
+	if len(cidrs) == 0 {
+		return nil, &FieldError{Field: "podCIDRs", Reason: "the node has no pod CIDR (is the controller manager allocating node CIDRs?)"}
+	}
+	cfgs := make([]RangeConfig, len(cidrs))
+	for i, c := range cidrs {
+		cfgs[i] = RangeConfig{Subnet: c}
+	}
+	r, err := ParseRanges(cfgs)
+	var fe *FieldError
+	if errors.As(err, &fe) {
+		fe.Field = strings.Replace(strings.Replace(fe.Field, "ranges[", "podCIDRs[", 1), "].subnet", "]", 1)
+		return nil, fe
+	}
+	return r, err
+}
