@@ -64,17 +64,17 @@ func (c Config) withDefaults() (Config, error) {
 	page := uint32(unix.Getpagesize())
 	switch {
 	case c.BlockSize < page || c.BlockSize > 4<<20 || bits.OnesCount32(c.BlockSize) != 1:
-		return c, fmt.Errorf("check config: BlockSize %d must be a power of two in %d..%d: %w", c.BlockSize, page, 4<<20, syscall.EINVAL)
+		return c, fmt.Errorf("check config: BlockSize %d must be a power of two in %d..%d: %w", c.BlockSize, page, 4<<20, ErrBadConfig)
 	case c.BlockCount < 2 || c.BlockCount > 1<<16:
-		return c, fmt.Errorf("check config: BlockCount %d must be in 2..%d: %w", c.BlockCount, 1<<16, syscall.EINVAL)
+		return c, fmt.Errorf("check config: BlockCount %d must be in 2..%d: %w", c.BlockCount, 1<<16, ErrBadConfig)
 	case c.RetireTimeout < time.Millisecond || c.RetireTimeout > time.Second:
-		return c, fmt.Errorf("check config: RetireTimeout %v must be in 1ms..1s: %w", c.RetireTimeout, syscall.EINVAL)
+		return c, fmt.Errorf("check config: RetireTimeout %v must be in 1ms..1s: %w", c.RetireTimeout, ErrBadConfig)
 	case c.TXFrameSize < 2048 || c.TXFrameSize > page || bits.OnesCount32(c.TXFrameSize) != 1:
-		return c, fmt.Errorf("check config: TXFrameSize %d must be a power of two in 2048..%d: %w", c.TXFrameSize, page, syscall.EINVAL)
+		return c, fmt.Errorf("check config: TXFrameSize %d must be a power of two in 2048..%d: %w", c.TXFrameSize, page, ErrBadConfig)
 	case c.TXFrameCount < 2 || c.TXFrameCount > 1<<16 || (c.TXFrameCount*c.TXFrameSize)%page != 0:
-		return c, fmt.Errorf("check config: TXFrameCount %d must be in 2..%d and fill whole pages: %w", c.TXFrameCount, 1<<16, syscall.EINVAL)
+		return c, fmt.Errorf("check config: TXFrameCount %d must be in 2..%d and fill whole pages: %w", c.TXFrameCount, 1<<16, ErrBadConfig)
 	case c.TXRecheck < 0:
-		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, syscall.EINVAL)
+		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, ErrBadConfig)
 	}
 	return c, nil
 }
@@ -92,6 +92,9 @@ type Stats struct {
 type KernelStats struct {
 	Packets, Drops, FreezeQueueCount uint64
 }
+
+// ErrBadConfig is wrapped (together with EINVAL) by every error about a rejected Config.
+var ErrBadConfig = fmt.Errorf("bad config: %w", syscall.EINVAL)
 
 // ErrClosed is returned by operations on a closed socket.
 var ErrClosed = fmt.Errorf("afpacket socket closed: %w", syscall.EBADF)

@@ -2,6 +2,8 @@ package afxdp
 
 import (
 	"errors"
+	"slices"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,8 +29,20 @@ func open(tb testing.TB, ns *netnsutil.NS, ifname string, cfg Config) *Socket {
 		tb.Fatalf("open AF_XDP on %s in %s: %v", ifname, ns.Name, err)
 	}
 	tb.Cleanup(func() { s.Close() })
+	openedMu.Lock()
+	openedProgs = append(openedProgs, uint32(s.ProgramID()))
+	openedMaps = append(openedMaps, uint32(s.MapID()))
+	openedMu.Unlock()
 	return s
 }
+
+// Every program and map any test socket attached, for the end-of-suite leak check (other
+// test binaries may load programs of the same name at the same time, so counting by name
+// would not do).
+var (
+	openedMu                sync.Mutex
+	openedProgs, openedMaps []uint32
+)
 
 // xdpObjects lists the IDs of the programs and maps this package loads.
 func xdpObjects(tb testing.TB) (progs, maps []uint32) {
@@ -97,21 +111,31 @@ func backend() porttest.Backend {
 				time.Sleep(20 * time.Millisecond)
 			}
 		},
-		Snapshot: func(tb testing.TB) any {
-			p, m := xdpObjects(tb)
-			return [2]int{len(p), len(m)}
-		},
-		CheckClean: func(tb testing.TB, before any) {
+		CheckClean: func(tb testing.TB, _ any) {
 			// Programs and maps are freed by RCU after their last reference goes.
 			deadline := time.Now().Add(3 * time.Second)
 			for {
-				p, m := xdpObjects(tb)
-				now := [2]int{len(p), len(m)}
-				if now == before.([2]int) {
+				progs, maps := xdpObjects(tb)
+				openedMu.Lock()
+				var left []uint32
+				for _, id := range openedProgs {
+					if slices.Contains(progs, id) {
+						left = append(left, id)
+					}
+				}
+				for _, id := range openedMaps {
+					if slices.Contains(maps, id) {
+						left = append(left, id)
+					}
+				}
+				n := len(openedProgs)
+				openedMu.Unlock()
+				if len(left) == 0 {
+					tb.Logf("all %d XDP programs and XSK maps the suite created are gone", n)
 					return
 				}
 				if time.Now().After(deadline) {
-					tb.Errorf("XDP programs/XSK maps: %v before the suite, %v after (ids %v %v)", before, now, p, m)
+					tb.Errorf("XDP programs/XSK maps still loaded after the suite: ids %v", left)
 					return
 				}
 				time.Sleep(50 * time.Millisecond)

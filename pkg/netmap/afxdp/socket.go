@@ -59,15 +59,15 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	switch {
 	case c.FrameSize != 2048 && c.FrameSize != 4096:
-		return c, fmt.Errorf("check config: FrameSize %d must be 2048 or 4096: %w", c.FrameSize, syscall.EINVAL)
+		return c, fmt.Errorf("check config: FrameSize %d must be 2048 or 4096: %w", c.FrameSize, ErrBadConfig)
 	case c.FrameCount < 16 || c.FrameCount > 1<<20 || bits.OnesCount32(c.FrameCount) != 1:
-		return c, fmt.Errorf("check config: FrameCount %d must be a power of two in 16..%d: %w", c.FrameCount, 1<<20, syscall.EINVAL)
+		return c, fmt.Errorf("check config: FrameCount %d must be a power of two in 16..%d: %w", c.FrameCount, 1<<20, ErrBadConfig)
 	case c.RingSize < c.FrameCount/2 || c.RingSize > 1<<20 || bits.OnesCount32(c.RingSize) != 1:
-		return c, fmt.Errorf("check config: RingSize %d must be a power of two ≥ FrameCount/2 (%d): %w", c.RingSize, c.FrameCount/2, syscall.EINVAL)
+		return c, fmt.Errorf("check config: RingSize %d must be a power of two ≥ FrameCount/2 (%d): %w", c.RingSize, c.FrameCount/2, ErrBadConfig)
 	case c.Attach < AttachAuto || c.Attach > AttachGeneric:
-		return c, fmt.Errorf("check config: unknown Attach mode %d: %w", c.Attach, syscall.EINVAL)
+		return c, fmt.Errorf("check config: unknown Attach mode %d: %w", c.Attach, ErrBadConfig)
 	case c.TXRecheck < 0:
-		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, syscall.EINVAL)
+		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, ErrBadConfig)
 	}
 	return c, nil
 }
@@ -82,6 +82,9 @@ type Stats struct {
 
 // KernelStats are the kernel's XDP_STATISTICS for the socket.
 type KernelStats = unix.XDPStatistics
+
+// ErrBadConfig is wrapped (together with EINVAL) by every error about a rejected Config.
+var ErrBadConfig = fmt.Errorf("bad config: %w", syscall.EINVAL)
 
 // ErrClosed is returned by operations on a closed socket.
 var ErrClosed = fmt.Errorf("afxdp socket closed: %w", syscall.EBADF)

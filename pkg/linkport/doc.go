@@ -1,0 +1,14 @@
+// Package linkport opens a Linux link as a frame port and is the one place that chooses the
+// backend: AF_XDP (pkg/netmap/afxdp) when it can bind, AF_PACKET TPACKET_V3
+// (pkg/netmap/afpacket) otherwise, or either one when forced.
+//
+// It exists as its own package because the choice needs both backends, and neither backend
+// should import the other; pkg/netmap (the ring model) stays free of syscalls. Both backends
+// implement Port, which is netmap.GenericBackend (what netmap.NewGenericAdapter wraps) plus
+// the direct batch calls used by tests and tools.
+//
+// Auto-selection falls back when AF_XDP is unavailable for this link: kernel without
+// AF_XDP/XDP, missing privileges for BPF, an interface with several receive queues, or a
+// driver that refuses the XDP program. The reason is returned in Opened.Fallback so the agent
+// can report it.
+package linkport
