@@ -41,11 +41,28 @@ type testAgent struct {
 	notReady   string
 	failAttach error
 	releases   int
+	// hang, when set, makes Allocate and Release wait for the caller's deadline: an agent
+	// that accepts connections but does not answer.
+	hang bool
+}
+
+func (a *testAgent) hung(ctx context.Context) error {
+	a.mu.Lock()
+	h := a.hang
+	a.mu.Unlock()
+	if !h {
+		return nil
+	}
+	<-ctx.Done()
+	return ctx.Err()
 }
 
 var _ agentapi.Interface = (*testAgent)(nil)
 
-func (a *testAgent) Allocate(_ context.Context, req *agentapi.AllocateRequest) (*agentapi.Attachment, error) {
+func (a *testAgent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*agentapi.Attachment, error) {
+	if err := a.hung(ctx); err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if at, ok := a.atts[req.Key]; ok {
@@ -93,7 +110,10 @@ func (a *testAgent) Attach(_ context.Context, req *agentapi.AttachRequest) (*age
 	return at.Port, nil
 }
 
-func (a *testAgent) Release(_ context.Context, req *agentapi.ReleaseRequest) (*agentapi.ReleaseResponse, error) {
+func (a *testAgent) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*agentapi.ReleaseResponse, error) {
+	if err := a.hung(ctx); err != nil {
+		return nil, err
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.releases++
@@ -426,6 +446,45 @@ func TestDelWhenNetnsGoneOrAgentDown(t *testing.T) {
 		t.Fatalf("DEL without netns: %v", err)
 	}
 	e.startAgent()
+}
+
+// TestHungAgent: an agent that accepts but never answers bounds ADD by timeouts.add (code
+// 11, nothing left behind) and DEL by timeouts.del (success, links removed locally).
+func TestHungAgent(t *testing.T) {
+	e := newEnv(t)
+	pod := netnsutil.New(t)
+	conf := e.conf("1.1.0", "podnet", `"timeouts":{"add":"300ms","del":"300ms"}`)
+	res := e.add(cmd("c-hung", pod.Path(), "eth0", conf), "1.1.0")
+	e.agent.mu.Lock()
+	e.agent.hang = true
+	e.agent.mu.Unlock()
+	defer func() {
+		e.agent.mu.Lock()
+		e.agent.hang = false
+		e.agent.mu.Unlock()
+	}()
+	start := time.Now()
+	if err := e.plugin.Del(cmd("c-hung", pod.Path(), "eth0", conf)); err != nil {
+		t.Fatalf("DEL with a hung agent: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("DEL took %v with timeouts.del 300ms", d)
+	}
+	if _, ok := hostLinks(t, e.host)[res.Interfaces[0].Name]; ok {
+		t.Error("host end left")
+	}
+	pod2 := netnsutil.New(t)
+	start = time.Now()
+	err := e.plugin.Add(cmd("c-hung2", pod2.Path(), "eth0", conf))
+	if CNIError(err).Code != types.ErrTryAgainLater {
+		t.Errorf("ADD with a hung agent: %v, want code 11", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("ADD took %v with timeouts.add 300ms", d)
+	}
+	if _, err := pod2.NL.LinkByName("eth0"); err == nil {
+		t.Error("ADD with a hung agent left a link")
+	}
 }
 
 func TestAddRollsBack(t *testing.T) {
