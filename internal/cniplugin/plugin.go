@@ -129,6 +129,10 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs, needNetNS bool) (*call, 
 	if needNetNS && args.Netns == "" {
 		return c, fmt.Errorf("%s: %w", verb, fieldErr(ErrInvalidArgs, "CNI_NETNS", "", "required", "a network namespace path"))
 	}
+	if needNetNS && netnsGone(args.Netns) {
+		// Fail before asking the agent for anything.
+		return c, fmt.Errorf("%s: netns %s does not exist: %w", verb, args.Netns, ErrInvalidNetNS)
+	}
 	c.key = agentapi.Key{ContainerID: args.ContainerID, IfName: args.IfName}
 	c.owner = OwnerKey(cfg.Name, args.ContainerID, args.IfName)
 	return c, nil

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -677,4 +678,24 @@ func BenchmarkAddDel(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "add+del/s")
+}
+
+func TestLogFile(t *testing.T) {
+	e := newEnv(t)
+	logf := filepath.Join(t.TempDir(), "epair.log")
+	conf := e.conf("1.0.0", "podnet", fmt.Sprintf(`"logFile":%q,"logLevel":"debug"`, logf))
+	err := e.plugin.Add(cmd("c-log", "/var/run/netns/no-such-ns", "eth0", conf))
+	if CNIError(err).Code != types.ErrInvalidNetNS {
+		t.Fatalf("ADD: %v, want code 8", err)
+	}
+	b, err := os.ReadFile(logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := string(b); !strings.Contains(s, "epair-cni add c-log") || !strings.Contains(s, "failed:") || !strings.Contains(s, "no-such-ns") {
+		t.Errorf("log file: %q", s)
+	}
+	if fi, _ := os.Stat(logf); fi.Mode().Perm() != 0o600 {
+		t.Errorf("log file mode %v", fi.Mode())
+	}
 }
