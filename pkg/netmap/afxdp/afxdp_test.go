@@ -203,3 +203,13 @@ func BenchmarkTransmitReceive(b *testing.B) { porttest.Benchmark(b, backend()) }
 func TestNetmapGenericAdapter(t *testing.T) {
 	porttest.Netmap(t, backend(), func(p porttest.Port) netmap.GenericBackend { return p.(*Socket) }, true)
 }
+
+func TestWaitReadyCancel(t *testing.T) {
+	p := netnsutil.TwoPods(t)
+	s := open(t, p.Host, p.HostA, Config{})
+	// Keep pod A quiet so that the RX wait really parks.
+	if _, err := p.A.Exec("ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	porttest.WaitReadyCancel(t, s)
+}

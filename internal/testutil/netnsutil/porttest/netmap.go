@@ -98,3 +98,47 @@ func Netmap(t *testing.T, be Backend, toBackend func(Port) netmap.GenericBackend
 	}
 	t.Logf("%d frames through netmap rings x0 → x1", got)
 }
+
+// WaitReadyCancel checks that a WaitReady parked on an idle queue returns ctx.Err() promptly
+// when its context is cancelled, for both directions' RX wait and a cancelled-before-start
+// TX wait.
+func WaitReadyCancel(t *testing.T, gb netmap.GenericBackend) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		// Stray frames (IPv6 ND, MLD) may wake it: drain and wait again.
+		bufs, lens := [][]byte{make([]byte, 2048)}, []int{0}
+		for {
+			if err := gb.WaitReady(ctx, 0, netmap.RX); err != nil {
+				done <- err
+				return
+			}
+			if _, err := gb.RxBatch(0, bufs, lens); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if err != context.Canceled {
+			t.Fatalf("WaitReady(RX) after cancel = %v; want context.Canceled", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("cancel did not wake WaitReady(RX)")
+	}
+	if err := gb.WaitReady(ctx, 0, netmap.TX); err != context.Canceled {
+		t.Fatalf("WaitReady(TX) on a cancelled context = %v", err)
+	}
+	if err := gb.WaitReady(context.Background(), 1, netmap.RX); err == nil {
+		t.Fatal("WaitReady on queue 1 succeeded")
+	}
+	// TX room is there on an idle port.
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer tcancel()
+	if err := gb.WaitReady(tctx, 0, netmap.TX); err != nil {
+		t.Fatalf("WaitReady(TX) on an idle port = %v", err)
+	}
+}

@@ -1,0 +1,387 @@
+package hostport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/sys"
+	"github.com/epair-cni/epair/pkg/netmap"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Config describes the host port.
+type Config struct {
+	// Name of the TAP device (1..15 bytes), for example "epairhost0".
+	Name string
+	// MTU of the device; 0 keeps the kernel default (1500).
+	MTU int
+	// MAC of the device; nil lets the kernel pick a random one.
+	MAC net.HardwareAddr
+	// Addrs are assigned to the device (the pod gateway addresses, e.g. 10.244.1.1/24).
+	Addrs []netip.Prefix
+	// TXQueueLen is the device's transmit queue length; 0 keeps the default (1000).
+	TXQueueLen int
+}
+
+// Stats are the port's counters.
+type Stats struct {
+	RxPackets, RxBytes uint64 // frames read from the host stack
+	TxPackets, TxBytes uint64 // frames written into the host stack
+	TxDropped          uint64 // frames refused: empty, oversize, or rejected by the kernel
+	RxTruncated        uint64 // frames longer than the caller's buffer
+}
+
+// ErrClosed is returned by operations on a closed port.
+var ErrClosed = fmt.Errorf("host port closed: %w", syscall.EBADF)
+
+// Port is an open TAP host port.
+type Port struct {
+	name    string
+	ifindex int
+	mtu     int
+	pfd     *sys.PollFD
+	undo    func() error
+	closed  atomic.Bool
+	once    sync.Once
+	cerr    error
+	mu      sync.RWMutex
+
+	// The wait conditions ask the kernel (poll(2) with a zero timeout): the TAP exposes no
+	// shared ring to look at. Each direction has its own pollfd, owned by its waiter.
+	rxWait func(uintptr) bool
+	rxDone <-chan struct{}
+	rxPoll [1]unix.PollFd
+	txWait func(uintptr) bool
+	txDone <-chan struct{}
+	txPoll [1]unix.PollFd
+
+	rxPackets, rxBytes, rxTrunc atomic.Uint64
+	txPackets, txBytes, txDrop  atomic.Uint64
+}
+
+var _ netmap.GenericBackend = (*Port)(nil)
+
+type ifreqFlags struct {
+	name  [unix.IFNAMSIZ]byte
+	flags uint16
+	_     [22]byte
+}
+
+func (c *Config) validate() error {
+	if c.Name == "" || len(c.Name) >= unix.IFNAMSIZ {
+		return fmt.Errorf("check host port config: Name %q must be 1..%d bytes: %w", c.Name, unix.IFNAMSIZ-1, syscall.EINVAL)
+	}
+	if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65521) {
+		return fmt.Errorf("check host port config: MTU %d outside 68..65521: %w", c.MTU, syscall.EINVAL)
+	}
+	if c.MAC != nil && (len(c.MAC) != 6 || c.MAC[0]&1 != 0) {
+		return fmt.Errorf("check host port config: MAC %s is not a unicast Ethernet address: %w", c.MAC, syscall.EINVAL)
+	}
+	for _, a := range c.Addrs {
+		if !a.IsValid() {
+			return fmt.Errorf("check host port config: invalid address %v: %w", a, syscall.EINVAL)
+		}
+	}
+	if c.TXQueueLen < 0 {
+		return fmt.Errorf("check host port config: TXQueueLen %d is negative: %w", c.TXQueueLen, syscall.EINVAL)
+	}
+	return nil
+}
+
+// Open creates the TAP device in the calling thread's network namespace, configures it
+// (MAC, MTU, addresses) and sets it up. On error nothing is left behind.
+func Open(cfg Config) (*Port, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open host port %s: open /dev/net/tun: %w", cfg.Name, err)
+	}
+	var ifr ifreqFlags
+	copy(ifr.name[:], cfg.Name)
+	ifr.flags = unix.IFF_TAP | unix.IFF_NO_PI
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&ifr))); e != 0 {
+		unix.Close(fd)
+		if e == unix.EBUSY {
+			return nil, fmt.Errorf("open host port %s: a device of that name is in use: %w", cfg.Name, e)
+		}
+		return nil, fmt.Errorf("open host port %s: TUNSETIFF: %w", cfg.Name, e)
+	}
+	p := &Port{name: cfg.Name}
+	p.pfd, err = sys.NewPollFD(fd, "tap:"+cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("open host port %s: %w", cfg.Name, err)
+	}
+	// Closing the descriptor destroys the (non-persistent) device.
+	c := cleanup.Make(p.pfd.Close)
+	defer c.Clean()
+
+	l, err := netlink.LinkByName(cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("open host port %s: find the device: %w", cfg.Name, err)
+	}
+	if cfg.MAC != nil {
+		if err := netlink.LinkSetHardwareAddr(l, cfg.MAC); err != nil {
+			return nil, fmt.Errorf("open host port %s: set MAC %s: %w", cfg.Name, cfg.MAC, err)
+		}
+	}
+	if cfg.MTU != 0 {
+		if err := netlink.LinkSetMTU(l, cfg.MTU); err != nil {
+			return nil, fmt.Errorf("open host port %s: set MTU %d: %w", cfg.Name, cfg.MTU, err)
+		}
+	}
+	if cfg.TXQueueLen != 0 {
+		if err := netlink.LinkSetTxQLen(l, cfg.TXQueueLen); err != nil {
+			return nil, fmt.Errorf("open host port %s: set txqueuelen %d: %w", cfg.Name, cfg.TXQueueLen, err)
+		}
+	}
+	for _, a := range cfg.Addrs {
+		addr := &netlink.Addr{IPNet: &net.IPNet{IP: a.Addr().AsSlice(), Mask: net.CIDRMask(a.Bits(), a.Addr().BitLen())}}
+		if a.Addr().Is6() {
+			addr.Flags = unix.IFA_F_NODAD
+		}
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return nil, fmt.Errorf("open host port %s: add address %v: %w", cfg.Name, a, err)
+		}
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return nil, fmt.Errorf("open host port %s: set up: %w", cfg.Name, err)
+	}
+	if l, err = netlink.LinkByName(cfg.Name); err != nil {
+		return nil, fmt.Errorf("open host port %s: re-read the device: %w", cfg.Name, err)
+	}
+	p.ifindex, p.mtu = l.Attrs().Index, l.Attrs().MTU
+	p.rxPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	p.txPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+	p.rxWait = func(uintptr) bool { return p.closed.Load() || isDone(p.rxDone) || ready(p.rxPoll[:]) }
+	p.txWait = func(uintptr) bool { return p.closed.Load() || isDone(p.txDone) || ready(p.txPoll[:]) }
+	p.undo = c.Release()
+	return p, nil
+}
+
+// ready polls without blocking.
+func ready(pfd []unix.PollFd) bool {
+	pfd[0].Revents = 0
+	n, err := unix.Poll(pfd, 0)
+	return err == nil && n > 0 && pfd[0].Revents&(pfd[0].Events|unix.POLLERR|unix.POLLHUP) != 0
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// Name returns the device name; Ifindex its index; MTU its MTU.
+func (p *Port) Name() string { return p.name }
+
+// Ifindex returns the device's interface index.
+func (p *Port) Ifindex() int { return p.ifindex }
+
+// Close destroys the device (waking waiters with ErrClosed). It is idempotent.
+func (p *Port) Close() error {
+	p.once.Do(func() {
+		p.closed.Store(true)
+		perr := p.pfd.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		p.cerr = errors.Join(perr, p.undo())
+	})
+	return p.cerr
+}
+
+// Stats returns the port's counters.
+func (p *Port) Stats() Stats {
+	return Stats{
+		RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(), RxTruncated: p.rxTrunc.Load(),
+		TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(), TxDropped: p.txDrop.Load(),
+	}
+}
+
+// Receive reads up to len(bufs) frames the host stack sent out of the TAP. It never blocks.
+// A buffer shorter than the frame gets a truncated copy (counted in RxTruncated); size
+// buffers for MTU+14 bytes.
+func (p *Port) Receive(bufs [][]byte, lens []int) (int, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed.Load() {
+		return 0, ErrClosed
+	}
+	want := min(len(bufs), len(lens))
+	n := 0
+	var bytes uint64
+	for n < want {
+		m, err := unix.Read(p.pfd.FD(), bufs[n])
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				break
+			}
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return n, fmt.Errorf("read host port %s: %w", p.name, err)
+		}
+		if m == len(bufs[n]) && m < p.mtu+14 {
+			// The kernel truncates silently when the buffer is short; a full buffer
+			// smaller than a full-size frame may have been cut.
+			p.rxTrunc.Add(1)
+		}
+		lens[n] = m
+		bytes += uint64(m)
+		n++
+	}
+	if n > 0 {
+		p.rxPackets.Add(uint64(n))
+		p.rxBytes.Add(bytes)
+	}
+	return n, nil
+}
+
+// Transmit writes frames into the host stack. It never blocks and returns how many frames it
+// consumed (written, or dropped and counted in TxDropped). Fewer than len(frames) means the
+// device's queue is full: call WaitTX.
+func (p *Port) Transmit(frames [][]byte) (int, error) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed.Load() {
+		return 0, ErrClosed
+	}
+	var consumed, sent int
+	var bytes uint64
+	for _, f := range frames {
+		if len(f) < 14 || len(f) > p.mtu+14+4 {
+			p.txDrop.Add(1)
+			consumed++
+			continue
+		}
+		_, err := unix.Write(p.pfd.FD(), f)
+		if err != nil {
+			if errors.Is(err, unix.EAGAIN) {
+				break
+			}
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if errors.Is(err, unix.EIO) && p.closed.Load() {
+				return consumed, ErrClosed
+			}
+			// EINVAL and friends: the kernel refused this frame; drop it, keep going.
+			p.txDrop.Add(1)
+			consumed++
+			continue
+		}
+		bytes += uint64(len(f))
+		sent++
+		consumed++
+	}
+	if sent > 0 {
+		p.txPackets.Add(uint64(sent))
+		p.txBytes.Add(bytes)
+	}
+	return consumed, nil
+}
+
+// WaitRX parks until the host stack has sent a frame out of the TAP, the timeout passes
+// (os.ErrDeadlineExceeded; ≤ 0 waits forever) or the port is closed (ErrClosed).
+func (p *Port) WaitRX(timeout time.Duration) error { return p.waitRX(timeout, nil) }
+
+func (p *Port) waitRX(timeout time.Duration, done <-chan struct{}) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.rxDone = done
+	err := p.pfd.WaitRead(timeout, p.rxWait)
+	p.rxDone = nil
+	if p.closed.Load() || sys.IsClosed(err) {
+		return ErrClosed
+	}
+	return err
+}
+
+// WaitTX parks until the TAP accepts writes again, the timeout passes or the port is closed.
+func (p *Port) WaitTX(timeout time.Duration) error { return p.waitTX(timeout, nil) }
+
+func (p *Port) waitTX(timeout time.Duration, done <-chan struct{}) error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.closed.Load() {
+		return ErrClosed
+	}
+	p.txDone = done
+	err := p.pfd.WaitWrite(timeout, p.txWait)
+	p.txDone = nil
+	if p.closed.Load() || sys.IsClosed(err) {
+		return ErrClosed
+	}
+	return err
+}
+
+// Queues reports one TX and one RX queue.
+func (p *Port) Queues() (tx, rx int) { return 1, 1 }
+
+// FrameSize is the largest frame the port carries: MTU plus an Ethernet header and a VLAN tag.
+func (p *Port) FrameSize() int { return p.mtu + 14 + 4 }
+
+// TxBatch is Transmit on queue 0.
+func (p *Port) TxBatch(q int, frames [][]byte) (int, error) {
+	if q != 0 {
+		return 0, fmt.Errorf("select queue %d of host port %s: only queue 0: %w", q, p.name, syscall.EINVAL)
+	}
+	return p.Transmit(frames)
+}
+
+// RxBatch is Receive on queue 0.
+func (p *Port) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
+	if q != 0 {
+		return 0, fmt.Errorf("select queue %d of host port %s: only queue 0: %w", q, p.name, syscall.EINVAL)
+	}
+	return p.Receive(bufs, lens)
+}
+
+// WaitReady waits for RX frames or TX room on queue 0 until ctx ends (see afxdp.WaitReady).
+func (p *Port) WaitReady(ctx context.Context, q int, dir netmap.Direction) error {
+	if q != 0 {
+		return fmt.Errorf("select queue %d of host port %s: only queue 0: %w", q, p.name, syscall.EINVAL)
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	interrupt := p.pfd.InterruptWrite
+	if dir == netmap.RX {
+		interrupt = p.pfd.InterruptRead
+	}
+	stop := context.AfterFunc(ctx, interrupt)
+	defer stop()
+	for {
+		var err error
+		if dir == netmap.RX {
+			err = p.waitRX(0, ctx.Done())
+		} else {
+			err = p.waitTX(0, ctx.Done())
+		}
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		return err
+	}
+}
