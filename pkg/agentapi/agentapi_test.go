@@ -50,11 +50,11 @@ func (f *fakeBackend) Allocate(ctx context.Context, req *AllocateRequest) (*Atta
 	a := &Attachment{
 		Key: req.Key, NetNS: req.NetNS, PodName: req.PodName, PodNamespace: req.PodNamespace,
 		IPs: []IPConfig{{
-			Address: netip.MustParsePrefix(fmt.Sprintf("10.22.0.%d/24", f.next+1)),
+			Address: netip.MustParsePrefix(fmt.Sprintf("10.22.%d.%d/16", f.next/250, f.next%250+2)),
 			Gateway: netip.MustParseAddr("10.22.0.1"),
 		}},
 		Routes: []Route{{Dst: netip.MustParsePrefix("0.0.0.0/0")}},
-		MTU:    1500, Switch: "vale0", MAC: fmt.Sprintf("02:00:00:00:00:%02x", f.next),
+		MTU:    1500, Switch: "vale0", MAC: fmt.Sprintf("02:00:00:00:%02x:%02x", byte(f.next>>8), byte(f.next)),
 	}
 	f.atts[req.Key] = a
 	return a, nil
@@ -157,7 +157,7 @@ func TestRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if a1.Key != key || a1.PodName != "p" || a1.MTU != 1500 || len(a1.IPs) != 1 ||
-		a1.IPs[0].Address != netip.MustParsePrefix("10.22.0.2/24") || a1.IPs[0].Gateway != netip.MustParseAddr("10.22.0.1") ||
+		a1.IPs[0].Address != netip.MustParsePrefix("10.22.0.3/16") || a1.IPs[0].Gateway != netip.MustParseAddr("10.22.0.1") ||
 		len(a1.Routes) != 1 || a1.Routes[0].GW.IsValid() {
 		t.Fatalf("allocate: got %+v", a1)
 	}
