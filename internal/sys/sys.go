@@ -97,11 +97,12 @@ func PointerAt[T any](mem []byte, off uint64) *T {
 
 // PollFD is a non-blocking descriptor registered with the Go runtime poller.
 type PollFD struct {
-	f    *os.File
-	rc   syscall.RawConn
-	fd   int
-	once sync.Once
-	cerr error
+	f      *os.File
+	rc     syscall.RawConn
+	fd     int
+	once   sync.Once
+	cerr   error
+	closed atomic.Bool
 }
 
 // NewPollFD takes ownership of fd (made non-blocking) and registers it with the netpoller.
@@ -136,9 +137,17 @@ func (p *PollFD) WaitRead(timeout time.Duration, ready func(fd uintptr) bool) er
 	// An interrupt racing with this reset is not lost as long as ready checks the
 	// condition the interrupt signals (for example a context's Done channel).
 	if err := p.f.SetReadDeadline(deadline(timeout)); err != nil {
-		return err
+		return p.closedErr(err)
 	}
-	return p.rc.Read(ready)
+	return p.closedErr(p.rc.Read(ready))
+}
+
+// closedErr maps the poller's "use of closed file" to os.ErrClosed after Close.
+func (p *PollFD) closedErr(err error) error {
+	if err != nil && p.closed.Load() {
+		return os.ErrClosed
+	}
+	return err
 }
 
 func deadline(timeout time.Duration) time.Time {
@@ -157,15 +166,18 @@ func (p *PollFD) InterruptWrite() { _ = p.f.SetWriteDeadline(time.Unix(1, 0)) }
 // WaitWrite is WaitRead for write readiness.
 func (p *PollFD) WaitWrite(timeout time.Duration, ready func(fd uintptr) bool) error {
 	if err := p.f.SetWriteDeadline(deadline(timeout)); err != nil {
-		return err
+		return p.closedErr(err)
 	}
-	return p.rc.Write(ready)
+	return p.closedErr(p.rc.Write(ready))
 }
 
 // Close unregisters and closes the descriptor; pending waiters return os.ErrClosed. It is
 // idempotent.
 func (p *PollFD) Close() error {
-	p.once.Do(func() { p.cerr = p.f.Close() })
+	p.once.Do(func() {
+		p.closed.Store(true)
+		p.cerr = p.f.Close()
+	})
 	return p.cerr
 }
 

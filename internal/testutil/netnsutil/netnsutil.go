@@ -225,3 +225,20 @@ func SetMAC(tb testing.TB, n *NS, name string, mac net.HardwareAddr) {
 		tb.Fatalf("set MAC of %s in %s: %v", name, n.Name, err)
 	}
 }
+
+// Main runs the package's tests and then fails the run if any namespace this process
+// created is still present (every test must remove what it made). Use it as
+//
+//	func TestMain(m *testing.M) { netnsutil.Main(m) }
+func Main(m *testing.M) {
+	code := m.Run()
+	prefix := fmt.Sprintf("eptest-%d-", os.Getpid())
+	ents, _ := os.ReadDir("/var/run/netns")
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), prefix) {
+			fmt.Fprintf(os.Stderr, "netnsutil: namespace %s left behind\n", e.Name())
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
