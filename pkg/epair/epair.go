@@ -499,3 +499,54 @@ func isNotFound(err error) bool {
 	var nf netlink.LinkNotFoundError
 	return errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
 }
+
+// ErrMismatch is wrapped by Check's errors about a pair that exists but is not as recorded.
+var ErrMismatch = errors.New("epair does not match its record")
+
+// Check verifies the pair recorded for owner (CNI CHECK, E-T23): the host end exists, is up
+// and carries the scheme's MAC; the pod end ifName exists in podNetNS, is up, is the host
+// end's veth peer and carries the scheme's MAC. A missing end is an error wrapping ENXIO; a
+// wrong MAC, peer or state one wrapping ErrMismatch.
+func (c *Cloner) Check(owner, podNetNS, ifName string) (*Pair, error) {
+	p, err := c.LookupOwner(owner)
+	if err != nil {
+		return nil, fmt.Errorf("check epair: %w", err)
+	}
+	hl, err := c.host.LinkByName(p.HostName)
+	if err != nil {
+		return nil, fmt.Errorf("check epair %s: host end: %w", p.HostName, syscall.ENXIO)
+	}
+	hmac, pmac := c.MACs(p.Unit)
+	if a := hl.Attrs(); a.HardwareAddr.String() != hmac.String() {
+		return nil, fmt.Errorf("check epair %s: host MAC %s, want %s: %w", p.HostName, a.HardwareAddr, hmac, ErrMismatch)
+	} else if a.Flags&net.FlagUp == 0 {
+		return nil, fmt.Errorf("check epair %s: host end is down: %w", p.HostName, ErrMismatch)
+	}
+	ns, err := netns.GetFromPath(podNetNS)
+	if err != nil {
+		return nil, fmt.Errorf("check epair %s: open pod netns %s: %w", p.HostName, podNetNS, err)
+	}
+	defer ns.Close()
+	pod, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("check epair %s: open netlink handle in %s: %w", p.HostName, podNetNS, err)
+	}
+	defer pod.Close()
+	pl, err := pod.LinkByName(ifName)
+	if err != nil {
+		return nil, fmt.Errorf("check epair %s: pod end %s missing in %s: %w", p.HostName, ifName, podNetNS, syscall.ENXIO)
+	}
+	a := pl.Attrs()
+	switch {
+	case pl.Type() != "veth":
+		return nil, fmt.Errorf("check epair %s: pod end %s in %s is a %s: %w", p.HostName, ifName, podNetNS, pl.Type(), ErrMismatch)
+	case a.ParentIndex != hl.Attrs().Index:
+		return nil, fmt.Errorf("check epair %s: pod end %s in %s is not its peer (peer index %d, host index %d): %w", p.HostName, ifName, podNetNS, a.ParentIndex, hl.Attrs().Index, ErrMismatch)
+	case a.HardwareAddr.String() != pmac.String():
+		return nil, fmt.Errorf("check epair %s: pod end %s MAC %s, want %s: %w", p.HostName, ifName, a.HardwareAddr, pmac, ErrMismatch)
+	case a.Flags&net.FlagUp == 0:
+		return nil, fmt.Errorf("check epair %s: pod end %s in %s is down: %w", p.HostName, ifName, podNetNS, ErrMismatch)
+	}
+	p.PodName, p.PodIndex = ifName, a.Index
+	return p, nil
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"syscall"
@@ -320,5 +321,40 @@ func TestConcurrentClones(t *testing.T) {
 		if names := pods[i].LinkNames(t); len(names) != 1 {
 			t.Fatalf("pod %d links left: %v", i, names)
 		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	c, host, pod := newEnv(t)
+	p, err := c.Create(Request{PodNetNS: pod.Path(), IfName: "eth0", Owner: "ctr/eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := c.Check("ctr/eth0", pod.Path(), "eth0")
+	if err != nil || got.PodIndex != p.PodIndex || got.HostName != p.HostName {
+		t.Fatalf("Check = %+v, %v", got, err)
+	}
+	if _, err := c.Check("other", pod.Path(), "eth0"); !errors.Is(err, syscall.ENXIO) {
+		t.Fatalf("Check(unknown owner) = %v; want ENXIO", err)
+	}
+	if _, err := c.Check("ctr/eth0", pod.Path(), "eth1"); !errors.Is(err, syscall.ENXIO) {
+		t.Fatalf("Check(missing pod end) = %v; want ENXIO", err)
+	}
+	pl, _ := pod.NL.LinkByName("eth0")
+	if err := pod.NL.LinkSetHardwareAddr(pl, net.HardwareAddr{2, 9, 9, 9, 9, 9}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Check("ctr/eth0", pod.Path(), "eth0"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("Check(wrong pod MAC) = %v; want ErrMismatch", err)
+	}
+	hl, _ := host.NL.LinkByName(p.HostName)
+	if err := host.NL.LinkSetDown(hl); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Check("ctr/eth0", pod.Path(), "eth0"); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("Check(host end down) = %v; want ErrMismatch", err)
+	}
+	if err := c.Destroy(p.HostName); err != nil {
+		t.Fatal(err)
 	}
 }
