@@ -197,10 +197,14 @@ func (p *Port) Ifindex() int { return p.ifindex }
 func (p *Port) Close() error {
 	p.once.Do(func() {
 		p.closed.Store(true)
-		perr := p.pfd.Close()
+		// Wake parked waiters (their wait conditions see closed), then wait for every call
+		// holding mu to leave before the descriptor is closed: a raw system call on a
+		// closed (and possibly reused) descriptor number is never possible.
+		p.pfd.InterruptRead()
+		p.pfd.InterruptWrite()
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		p.cerr = errors.Join(perr, p.undo())
+		p.cerr = errors.Join(p.pfd.Close(), p.undo())
 	})
 	return p.cerr
 }

@@ -221,10 +221,14 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 func (s *Socket) Close() error {
 	s.once.Do(func() {
 		s.closed.Store(true)
-		perr := s.pfd.Close()
+		// Wake parked waiters (their wait conditions see closed), then wait for every call
+		// holding mu to leave before the descriptor is closed: a raw system call on a
+		// closed (and possibly reused) descriptor number is never possible.
+		s.pfd.InterruptRead()
+		s.pfd.InterruptWrite()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.cerr = errors.Join(perr, s.undo())
+		s.cerr = errors.Join(s.pfd.Close(), s.undo())
 	})
 	return s.cerr
 }

@@ -335,10 +335,14 @@ func (s *Socket) detach() error {
 func (s *Socket) Close() error {
 	s.once.Do(func() {
 		s.closed.Store(true)
-		perr := s.pfd.Close()
+		// Wake parked waiters (their wait conditions see closed), then wait for every call
+		// holding mu to leave before the descriptor is closed: a raw system call on a
+		// closed (and possibly reused) descriptor number is never possible.
+		s.pfd.InterruptRead()
+		s.pfd.InterruptWrite()
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		s.cerr = errors.Join(perr, s.undo())
+		s.cerr = errors.Join(s.pfd.Close(), s.undo())
 	})
 	return s.cerr
 }
@@ -369,6 +373,8 @@ func (s *Socket) Stats() Stats {
 
 // KernelStats reads the kernel's drop counters for the socket.
 func (s *Socket) KernelStats() (KernelStats, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return KernelStats{}, ErrClosed
 	}
