@@ -2,13 +2,17 @@ package afxdp
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
 	"github.com/epair-cni/epair/pkg/netmap"
@@ -88,6 +92,15 @@ func backend() porttest.Backend {
 		IsClosed: func(err error) bool { return errors.Is(err, ErrClosed) },
 		CheckGone: func(tb testing.TB, p porttest.Port) {
 			s := p.(*Socket)
+			// The UMEM is private anonymous memory: look for its exact range.
+			b, err := os.ReadFile("/proc/self/maps")
+			if err != nil {
+				tb.Fatal(err)
+			}
+			umem := fmt.Sprintf("%x-%x ", sys.Addr(s.umem), sys.Addr(s.umem)+uintptr(len(s.umem)))
+			if strings.Contains(string(b), umem) {
+				tb.Fatalf("UMEM %s still mapped after Close", umem)
+			}
 			if s.ProgramID() == 0 || s.MapID() == 0 {
 				tb.Fatalf("socket did not record its program/map IDs")
 			}
@@ -183,6 +196,11 @@ func TestOversizeAndStats(t *testing.T) {
 	ks, err := s.KernelStats()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// While open, the UMEM range is mapped (the leak check after Close looks for it).
+	b, _ := os.ReadFile("/proc/self/maps")
+	if umem := fmt.Sprintf("%x-%x ", sys.Addr(s.umem), sys.Addr(s.umem)+uintptr(len(s.umem))); !strings.Contains(string(b), umem) {
+		t.Fatalf("UMEM range %s not found in /proc/self/maps", umem)
 	}
 	t.Logf("kernel stats: %+v", ks)
 }

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -230,9 +231,19 @@ func Run(t *testing.T, be Backend) {
 		warm := be.Open(t, p.Host, p.HostA) // first use creates the runtime's epoll fd
 		warm.Close()
 		fds := fdCount(t)
+		maps := SharedMappings(t)
 		a := be.Open(t, p.Host, p.HostA)
 		if got := fdCount(t); got <= fds {
 			t.Fatalf("open did not take a descriptor (%d → %d)", fds, got)
+		}
+		var ours []string
+		for m := range SharedMappings(t) {
+			if !maps[m] {
+				ours = append(ours, m)
+			}
+		}
+		if len(ours) == 0 {
+			t.Fatal("open mapped no shared ring memory")
 		}
 		if err := a.Close(); err != nil {
 			t.Fatal(err)
@@ -242,6 +253,12 @@ func Run(t *testing.T, be Backend) {
 		}
 		if got := fdCount(t); got != fds {
 			t.Fatalf("descriptors: %d before open, %d after close", fds, got)
+		}
+		after := SharedMappings(t)
+		for _, m := range ours {
+			if after[m] {
+				t.Fatalf("ring mapping %q still mapped after Close", m)
+			}
 		}
 		if _, err := a.Receive(make([][]byte, 1), make([]int, 1)); !be.IsClosed(err) {
 			t.Fatalf("Receive after Close = %v; want the closed error", err)
@@ -261,6 +278,23 @@ func Run(t *testing.T, be Backend) {
 			be.CheckClean(t, before)
 		}
 	})
+}
+
+// SharedMappings returns the process's MAP_SHARED mappings (lines of /proc/self/maps whose
+// permissions end in 's'): the kernel rings live there.
+func SharedMappings(tb testing.TB) map[string]bool {
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 2 && len(f[1]) == 4 && f[1][3] == 's' {
+			out[f[0]+" "+strings.Join(f[5:], " ")] = true
+		}
+	}
+	return out
 }
 
 func linkNames(tb testing.TB) []string {
