@@ -133,6 +133,19 @@ func BenchmarkForward(b *testing.B) {
 	}
 }
 
+// BenchmarkForwardSmallBursts is BenchmarkForward with 32-frame bursts per
+// port per round: the frames in flight per round stay few, which separates
+// the cost of having many ports from the cost of a working set (254 ports ×
+// 2 rings × 256 buffers) that does not fit the caches.
+func BenchmarkForwardSmallBursts(b *testing.B) {
+	for _, n := range []int{2, 8, 64, 254} {
+		b.Run(fmt.Sprintf("ports=%d/size=64/burst=32", n), func(b *testing.B) {
+			ports, _ := setupBench(b, n, 64, 256, false)
+			runForward(b, ports, 32, n, 64)
+		})
+	}
+}
+
 // BenchmarkFlood: broadcast frames from one port to 1, 7 and 63 others.
 // pps counts frames received by the switch; each is copied to every
 // other port.

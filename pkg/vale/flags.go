@@ -1,9 +1,11 @@
 package vale
 
-// Slot flags the switch interprets, with netmap.h's values.
+import "github.com/epair-cni/epair/pkg/netmap"
+
+// Slot flags the switch interprets (netmap.h values, from pkg/netmap).
 const (
 	// FlagNoLearn is NS_NO_LEARN: do not learn the source MAC of this frame.
-	FlagNoLearn uint16 = 0x0008
+	FlagNoLearn = netmap.NoLearn
 	// FlagMoreFrag is NS_MOREFRAG: the frame continues in the next slot.
-	FlagMoreFrag uint16 = 0x0020
+	FlagMoreFrag = netmap.MoreFrag
 )
