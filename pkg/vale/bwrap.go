@@ -208,7 +208,13 @@ func (b *bwrap) pull(src bwSource) bool {
 	if r.Head == r.Tail {
 		return false
 	}
-	next := src.p.sw.forward(src.p, r.Slot, r.Pool(), r.Head, r.Tail)
+	// One batch per source per round: the rest stays in the adapter's
+	// ring (not consumed, not dropped) and the sources take turns.
+	to := r.Tail
+	if batch := uint32(src.p.sw.cfg.BatchSize); k.Dist(r.Head, to) > batch {
+		to = k.Add(r.Head, batch)
+	}
+	next := src.p.sw.forward(src.p, r.Slot, r.Pool(), r.Head, to)
 	if next == r.Head {
 		return false
 	}

@@ -140,7 +140,7 @@ func newGeneric(t *testing.T, name string, host netmap.HostStack) (*netmap.Gener
 
 func TestBwrapGenericAdapter(t *testing.T) {
 	before := runtime.NumGoroutine()
-	nm, r := newTestRegistry(t, func(o *Options) { o.PortGeometry.RxSlots = 256 })
+	nm, r := newTestRegistry(t, func(o *Options) { o.PortGeometry.RxSlots = 256; o.Defaults.BatchSize = 16 })
 	g, be := newGeneric(t, "eth0", nil)
 	g.NA().Get() // the test's reference
 	defer g.NA().Put()
