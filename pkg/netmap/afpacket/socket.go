@@ -39,6 +39,10 @@ const (
 	blkStatusOff   = 8
 	blkNumPktsOff  = 12
 	blkFirstPktOff = 16
+	// blkHdrLen bounds the block descriptor (tpacket_block_desc with tpacket_hdr_v1).
+	blkHdrLen = 48
+	// tpacket3HdrLen is sizeof(struct tpacket3_hdr).
+	tpacket3HdrLen = 48
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -83,6 +87,7 @@ func (c Config) withDefaults() (Config, error) {
 type Stats struct {
 	RxPackets, RxBytes uint64
 	RxTruncated        uint64 // frames cut to the caller's buffer or the ring's snap length
+	RxErrors           uint64 // receive blocks with an inconsistent layout (rest of block dropped)
 	TxPackets, TxBytes uint64
 	TxDropped          uint64 // frames refused: empty or larger than a transmit slot
 	TxRejected         uint64 // slots the kernel returned with TP_STATUS_WRONG_FORMAT
@@ -135,6 +140,7 @@ type Socket struct {
 	txDone    <-chan struct{}
 
 	rxPackets, rxBytes, rxTrunc       atomic.Uint64
+	rxErrors                          atomic.Uint64
 	txPackets, txBytes, txDrop, txRej atomic.Uint64
 	kmu                               sync.Mutex
 	kstats                            KernelStats
@@ -239,7 +245,7 @@ func (s *Socket) Name() string { return s.ifname }
 // Stats returns the socket's counters.
 func (s *Socket) Stats() Stats {
 	return Stats{
-		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxTruncated: s.rxTrunc.Load(),
+		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(), RxTruncated: s.rxTrunc.Load(), RxErrors: s.rxErrors.Load(),
 		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(), TxDropped: s.txDrop.Load(), TxRejected: s.txRej.Load(),
 	}
 }
@@ -307,11 +313,23 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 			s.pktOff = binary.NativeEndian.Uint32(blk[blkFirstPktOff:])
 		}
 		for s.pkt < num && n < want {
+			// The layout comes from the kernel; it is still checked, so that a
+			// corrupt block costs a counted error, never a panic or a stray read.
+			if uint64(s.pktOff)+tpacket3HdrLen > uint64(len(blk)) || s.pktOff < blkHdrLen {
+				s.rxErrors.Add(1)
+				s.pkt = num // drop the rest of the block
+				break
+			}
 			h := sys.PointerAt[unix.Tpacket3Hdr](blk, uint64(s.pktOff))
 			lens[n] = s.copyFrame(bufs[n], blk, h)
 			bytes += uint64(lens[n])
 			n++
 			s.pkt++
+			if s.pkt < num && h.Next_offset < tpacket3HdrLen {
+				s.rxErrors.Add(1)
+				s.pkt = num
+				break
+			}
 			s.pktOff += h.Next_offset
 		}
 		if s.pkt == num {

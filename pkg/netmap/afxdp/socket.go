@@ -388,7 +388,10 @@ func (s *Socket) KernelStats() (KernelStats, error) {
 // ---- receive side ----
 
 // PeekRX returns up to max received descriptors without copying: the frames stay valid
-// (Frame(desc)) until ReleaseRX. It never blocks; zero means the RX ring is empty.
+// (Frame(desc)) until ReleaseRX. It never blocks; zero means the RX ring is empty. The
+// zero-copy calls (PeekRX, RXDesc, Frame, ReleaseRX) are not guarded against Close: their
+// caller must stop using them before closing the socket. Receive is the guarded, copying
+// form.
 func (s *Socket) PeekRX(max int) (first uint32, n int) {
 	avail := s.rx.avail() - s.peeked
 	if uint32(max) < avail {
