@@ -3,6 +3,7 @@ package vale
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/epair-cni/epair/pkg/netmap"
 )
@@ -34,6 +35,9 @@ type bwrap struct {
 	host *Port // the host-rings port, or nil
 
 	srcs []bwSource
+	txs  []*txWriter // the adapter's TX rings (host TX ring last)
+
+	txPending atomic.Bool // a TX ring has room again: push what it holds
 
 	kick chan struct{} // capacity 1: "there may be frames"
 	stop chan struct{}
@@ -124,6 +128,17 @@ func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) (err 
 	for _, src := range b.srcs {
 		src.k.Notify = b.notify
 	}
+	// The TX rings' notify (room again after a backend could not take
+	// everything) makes the worker push what is left in them.
+	for i := 0; i < nt; i++ {
+		b.txs = append(b.txs, &txWriter{k: na.TxRings[i]})
+	}
+	if host {
+		b.txs = append(b.txs, &txWriter{k: na.TxRings[nt]})
+	}
+	for _, w := range b.txs {
+		w.k.Notify = b.txNotify
+	}
 	if err := a.Register(true); err != nil {
 		a.KringsDelete()
 		return fmt.Errorf("attach adapter %s: register %q: %w", name, na.Name, err)
@@ -131,10 +146,7 @@ func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) (err 
 	na.Get()
 	na.SetFlags(netmap.NAFNetmapOn | netmap.NAFBusy)
 
-	txs := make([]*txWriter, nt)
-	for i := range txs {
-		txs[i] = &txWriter{k: na.TxRings[i]}
-	}
+	txs := b.txs[:nt]
 	if err := s.addPort(b.port); err != nil { // cannot fail after the checks above, but unwind anyway
 		b.unregister()
 		return err
@@ -146,7 +158,7 @@ func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) (err 
 			b.unregister()
 			return err
 		}
-		s.setOn(b.host, true, nil, []*txWriter{{k: na.TxRings[nt]}})
+		s.setOn(b.host, true, nil, b.txs[nt:])
 	}
 	r.bwraps[na.Name] = b
 	go b.run()
@@ -162,6 +174,12 @@ func (b *bwrap) notify(_ *netmap.Kring, _ uint32) {
 	}
 }
 
+// txNotify is the TX rings' nm_notify: wake the worker to txsync them.
+func (b *bwrap) txNotify(_ *netmap.Kring, _ uint32) {
+	b.txPending.Store(true)
+	b.notify(nil, 0)
+}
+
 // run is the worker: on each wake-up it drains every source ring until no
 // frames are left (re-waking itself after maxPullRounds so that a stop
 // request is seen even under constant load).
@@ -172,6 +190,11 @@ func (b *bwrap) run() {
 		case <-b.stop:
 			return
 		case <-b.kick:
+		}
+		if b.txPending.Swap(false) {
+			for _, w := range b.txs {
+				w.flush()
+			}
 		}
 		for round := 0; ; round++ {
 			progress := false
@@ -268,6 +291,18 @@ func (b *bwrap) unregister() {
 type txWriter struct {
 	mu sync.Mutex
 	k  *netmap.Kring
+}
+
+// flush txsyncs the ring so the adapter takes frames it could not take
+// before (and completed slots are reclaimed).
+func (w *txWriter) flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.k.TryGet() != nil {
+		return
+	}
+	_ = w.k.SyncTx(netmap.ForceReclaim)
+	w.k.Put()
 }
 
 func (w *txWriter) deliver(frames []Frame, bufs [][]byte, order []int32, maxLen int32) (nf int, nbytes uint64) {

@@ -17,14 +17,18 @@ import (
 // tests): Inject queues frames for the adapter to receive; frames the
 // adapter transmits are collected.
 type memBackend struct {
-	mu     sync.Mutex
-	rx     [][]byte
-	tx     [][]byte
-	ready  chan struct{}
-	closed bool
+	mu      sync.Mutex
+	rx      [][]byte
+	tx      [][]byte
+	txLimit int // when > 0, the "wire" holds at most txLimit frames until sent() drains it
+	ready   chan struct{}
+	txRoom  chan struct{}
+	closed  bool
 }
 
-func newMemBackend() *memBackend { return &memBackend{ready: make(chan struct{}, 1)} }
+func newMemBackend() *memBackend {
+	return &memBackend{ready: make(chan struct{}, 1), txRoom: make(chan struct{}, 1)}
+}
 
 func (m *memBackend) Queues() (int, int) { return 1, 1 }
 func (m *memBackend) FrameSize() int     { return 2048 }
@@ -32,10 +36,15 @@ func (m *memBackend) FrameSize() int     { return 2048 }
 func (m *memBackend) TxBatch(q int, frames [][]byte) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	n := 0
 	for _, f := range frames {
+		if m.txLimit > 0 && len(m.tx) >= m.txLimit {
+			break
+		}
 		m.tx = append(m.tx, append([]byte(nil), f...))
+		n++
 	}
-	return len(frames), nil
+	return n, nil
 }
 
 func (m *memBackend) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
@@ -52,19 +61,23 @@ func (m *memBackend) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
 
 func (m *memBackend) WaitReady(ctx context.Context, q int, dir netmap.Direction) error {
 	for {
+		m.mu.Lock()
+		ok := len(m.rx) > 0
 		if dir == netmap.TX {
+			ok = m.txLimit == 0 || len(m.tx) < m.txLimit
+		}
+		m.mu.Unlock()
+		if ok {
 			return nil
 		}
-		m.mu.Lock()
-		n := len(m.rx)
-		m.mu.Unlock()
-		if n > 0 {
-			return nil
+		ch := m.ready
+		if dir == netmap.TX {
+			ch = m.txRoom
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-m.ready:
+		case <-ch:
 		}
 	}
 }
@@ -91,6 +104,10 @@ func (m *memBackend) sent() [][]byte {
 	defer m.mu.Unlock()
 	out := m.tx
 	m.tx = nil
+	select {
+	case m.txRoom <- struct{}{}:
+	default:
+	}
 	return out
 }
 
@@ -303,5 +320,34 @@ func TestAttachByNameAndUserBusy(t *testing.T) {
 	}
 	if err := u.Register(&netmap.Req{Name: "eth0", Version: netmap.API, Flags: netmap.RegAllNIC}); err != nil {
 		t.Fatalf("user register after detach: %v", err)
+	}
+}
+
+// A backend that cannot take everything at once gets the rest when it has
+// room again, without new traffic (the TX ring's notify wakes the bwrap).
+func TestBwrapTxBackpressure(t *testing.T) {
+	nm, r := newTestRegistry(t, nil)
+	g, be := newGeneric(t, "eth0", nil)
+	be.txLimit = 5
+	g.NA().Get()
+	defer g.NA().Put()
+	if err := r.AttachAdapter("vale0:eth0", g, false); err != nil {
+		t.Fatal(err)
+	}
+	a := openPort(t, nm, "vale0:a", mac(1))
+	var fs [][]byte
+	for i := 0; i < 12; i++ {
+		fs = append(fs, ethFrame(bcast, a.mac, 60+i))
+	}
+	a.send(fs...)
+	var got [][]byte
+	eventually(t, "all frames on the wire", func() bool { got = append(got, be.sent()...); return len(got) >= 12 })
+	for i := range fs {
+		if !bytes.Equal(got[i], fs[i]) {
+			t.Fatalf("frame %d differs", i)
+		}
+	}
+	if err := r.Detach("vale0:eth0"); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -19,8 +19,10 @@
 //     (DELIF, EBUSY while attached or open);
 //   - bwrap: any other netmap adapter (native, or generic over AF_XDP or
 //     AF_PACKET) attached with AttachAdapter or ATTACH; the switch owns it
-//     (NAF_BUSY: users get EBUSY), a worker goroutine pulls its RX rings,
-//     and senders write its TX rings;
+//     (NAF_BUSY: users get EBUSY), a worker goroutine pulls its RX rings
+//     (one batch per ring per round, the rest stays in the adapter), senders
+//     write its TX rings, and the worker txsyncs them again when the adapter
+//     signals room for frames it could not take;
 //   - host: with host set, the bwrap'd adapter's host rings are a second
 //     port "<ifname>^".
 //
