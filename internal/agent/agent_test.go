@@ -1,0 +1,428 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/epair-cni/epair/pkg/agentapi"
+	"github.com/epair-cni/epair/pkg/epair"
+)
+
+// memDataplane is a test double of the dataplane: it records ports and refuses links
+// that the memLinks double does not have. The real dataplane is exercised by e2e/cni.
+type memDataplane struct {
+	links *memLinks
+
+	mu     sync.Mutex
+	ports  map[string]agentapi.PortInfo // switch/hostIfName
+	closed bool
+}
+
+func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.PortInfo, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.links.has(req.HostIfName, req.HostIfIndex) {
+		return agentapi.PortInfo{}, fmt.Errorf("open %s: %w", req.HostIfName, syscall.ENXIO)
+	}
+	pi := agentapi.PortInfo{Name: req.Switch + ":" + req.HostIfName, Kind: "pod", HostIfName: req.HostIfName,
+		HostIfIndex: req.HostIfIndex, Owner: req.Owner, Active: true}
+	d.ports[req.Switch+"/"+req.HostIfName] = pi
+	return pi, nil
+}
+
+func (d *memDataplane) DetachPort(sw, host string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.ports, sw+"/"+host)
+	return nil
+}
+
+func (d *memDataplane) Port(sw, host string) (agentapi.PortInfo, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, ok := d.ports[sw+"/"+host]
+	return p, ok
+}
+
+func (d *memDataplane) Switches(context.Context) (*agentapi.SwitchList, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s := agentapi.SwitchInfo{Name: "vale0"}
+	for _, p := range d.ports {
+		s.Ports = append(s.Ports, p)
+	}
+	return &agentapi.SwitchList{Items: []agentapi.SwitchInfo{s}}, nil
+}
+
+func (d *memDataplane) FDB(_ context.Context, sw string) (*agentapi.FDB, error) {
+	return &agentapi.FDB{Switch: sw, Entries: []agentapi.FDBEntry{}}, nil
+}
+
+func (d *memDataplane) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ports = map[string]agentapi.PortInfo{}
+	d.closed = true
+	return nil
+}
+
+type memLinks struct {
+	mu    sync.Mutex
+	pairs map[string]epair.Pair
+	next  int
+}
+
+func (l *memLinks) add(owner string) epair.Pair {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.next++
+	p := epair.Pair{Unit: l.next, HostName: epair.HostName(l.next), HostIndex: 100 + l.next, Owner: owner}
+	l.pairs[p.HostName] = p
+	return p
+}
+
+func (l *memLinks) has(name string, idx int) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, ok := l.pairs[name]
+	return ok && p.HostIndex == idx
+}
+
+func (l *memLinks) List() ([]epair.Pair, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []epair.Pair
+	for _, p := range l.pairs {
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func (l *memLinks) Destroy(name string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pairs, name)
+	return nil
+}
+
+func (l *memLinks) Close() error { return nil }
+
+type fixture struct {
+	t     *testing.T
+	dir   string
+	cfg   *Config
+	links *memLinks
+	dp    *memDataplane
+	a     *Agent
+	c     *agentapi.Client
+	srv   *agentapi.SocketServer
+}
+
+func testConfig(t *testing.T, dir string) *Config {
+	t.Helper()
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`{"socket":%q,"stateDir":%q,"recoverGrace":"1h",
+		"switches":[{"name":"vale0","mtu":1400,"ranges":[{"subnet":"10.50.0.0/24"},{"subnet":"fd50::/120"}]},
+		            {"name":"vale1","ranges":[{"subnet":"10.51.0.0/29"}]}]}`,
+		filepath.Join(dir, "run", "agent.sock"), filepath.Join(dir, "state"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, dir: t.TempDir(), links: &memLinks{pairs: map[string]epair.Pair{}}}
+	f.cfg = testConfig(t, f.dir)
+	f.start()
+	t.Cleanup(f.stop)
+	return f
+}
+
+func (f *fixture) start() {
+	f.t.Helper()
+	f.dp = &memDataplane{links: f.links, ports: map[string]agentapi.PortInfo{}}
+	a, err := New(Options{Config: f.cfg, Dataplane: f.dp, Links: f.links, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.a = a
+	if f.srv, err = agentapi.ListenAndServe(f.cfg.Socket, a.Handler()); err != nil {
+		f.t.Fatal(err)
+	}
+	f.c = agentapi.NewClient(f.cfg.Socket, 5*time.Second)
+}
+
+func (f *fixture) stop() {
+	if f.a == nil {
+		return
+	}
+	f.c.Close()
+	f.srv.Close()
+	f.a.Close()
+	f.a = nil
+}
+
+func key(id string) agentapi.Key { return agentapi.Key{ContainerID: id, IfName: "eth0"} }
+
+// add does what the plugin's ADD does against the agent: allocate, create the link, attach.
+func (f *fixture) add(id, network string) (*agentapi.Attachment, epair.Pair) {
+	f.t.Helper()
+	ctx := context.Background()
+	at, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key(id), Network: network})
+	if err != nil {
+		f.t.Fatalf("allocate %s: %v", id, err)
+	}
+	p := f.links.add(network + "/" + id + "/eth0")
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key(id), HostIfName: p.HostName, HostIfIndex: p.HostIndex}); err != nil {
+		f.t.Fatalf("attach %s: %v", id, err)
+	}
+	return at, p
+}
+
+func TestNotReadyUntilRecovered(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	st, err := f.c.Status(ctx)
+	if err != nil || st.Ready || !strings.Contains(st.Reason, "recovering") {
+		t.Fatalf("status before Recover: %+v %v", st, err)
+	}
+	_, err = f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("a")})
+	if !errors.Is(err, agentapi.ErrNotReady) {
+		t.Fatalf("allocate before Recover: %v, want NotReady", err)
+	}
+	// DEL must not wait for readiness.
+	if _, err := f.c.Release(ctx, &agentapi.ReleaseRequest{Key: key("a")}); err != nil {
+		t.Fatalf("release before Recover: %v", err)
+	}
+	if err := f.c.Ready(ctx); err == nil {
+		t.Fatal("readyz before Recover: ok")
+	}
+	if _, err := f.a.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.c.Ready(ctx); err != nil {
+		t.Fatalf("readyz: %v", err)
+	}
+}
+
+func TestAllocateAttachCheckRelease(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	at, p := f.add("c1", "net1")
+	if len(at.IPs) != 2 || at.MTU != 1400 || at.Switch != "vale0" || len(at.Routes) != 2 {
+		t.Fatalf("attachment: %+v", at)
+	}
+	if at.IPs[0].Gateway != netip.MustParseAddr("10.50.0.1") || at.IPs[0].Address.Bits() != 24 {
+		t.Fatalf("v4: %+v", at.IPs[0])
+	}
+	// Idempotent.
+	again, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("c1")})
+	if err != nil || again.IPs[0] != at.IPs[0] || again.IPs[1] != at.IPs[1] {
+		t.Fatalf("allocate again: %+v %v", again, err)
+	}
+	chk, err := f.c.Check(ctx, &agentapi.CheckRequest{Key: key("c1")})
+	if err != nil || chk.Port == nil || !chk.Port.Up || chk.Port.HostIfName != p.HostName || chk.Port.Name != "vale0:"+p.HostName {
+		t.Fatalf("check: %+v %v", chk, err)
+	}
+	sl, err := f.c.Switches(ctx)
+	if err != nil || len(sl.Items) != 1 || len(sl.Items[0].Ports) != 1 {
+		t.Fatalf("switches: %+v %v", sl, err)
+	}
+	if _, err := f.c.FDB(ctx, "nope"); !errors.Is(err, agentapi.ErrNotFound) {
+		t.Fatalf("fdb of unknown switch: %v", err)
+	}
+	for i := range 3 {
+		r, err := f.c.Release(ctx, &agentapi.ReleaseRequest{Key: key("c1")})
+		if err != nil || r.Released != (i == 0) {
+			t.Fatalf("release #%d: %+v %v", i, r, err)
+		}
+	}
+	if _, ok := f.dp.Port("vale0", p.HostName); ok {
+		t.Fatal("release left the port")
+	}
+	if _, err := f.c.Check(ctx, &agentapi.CheckRequest{Key: key("c1")}); !errors.Is(err, agentapi.ErrNotFound) {
+		t.Fatalf("check after release: %v", err)
+	}
+}
+
+func TestAllocateErrors(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	cases := []struct {
+		req   agentapi.AllocateRequest
+		code  agentapi.Code
+		field string
+	}{
+		{agentapi.AllocateRequest{Key: key("x"), Switch: "vale9"}, agentapi.CodeInvalidRequest, "switch"},
+		{agentapi.AllocateRequest{Key: key("x"), MTU: 9000}, agentapi.CodeInvalidRequest, "mtu"},
+		{agentapi.AllocateRequest{Key: key("x"), IPs: []netip.Addr{netip.MustParseAddr("192.168.1.1")}}, agentapi.CodeInvalidRequest, "ips"},
+	}
+	for _, c := range cases {
+		_, err := f.c.Allocate(ctx, &c.req)
+		var e *agentapi.Error
+		if !errors.As(err, &e) || e.Code != c.code || e.Field != c.field || !strings.Contains(e.Message, c.field) {
+			t.Errorf("%+v: %v, want %s naming %s", c.req, err, c.code, c.field)
+		}
+	}
+	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("y"), IPs: []netip.Addr{netip.MustParseAddr("10.50.0.9")}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("z"), IPs: []netip.Addr{netip.MustParseAddr("10.50.0.9")}})
+	if !errors.Is(err, agentapi.ErrConflict) {
+		t.Errorf("requested address of another: %v, want Conflict", err)
+	}
+	// vale1 has a /29: 5 addresses besides the gateway.
+	for i := range 5 {
+		if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key(fmt.Sprint("s", i)), Switch: "vale1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("s5"), Switch: "vale1"}); !errors.Is(err, agentapi.ErrExhausted) {
+		t.Errorf("full range: %v, want Exhausted", err)
+	}
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("nobody"), HostIfName: "epair9a", HostIfIndex: 9}); !errors.Is(err, agentapi.ErrNotFound) {
+		t.Errorf("attach unknown: %v", err)
+	}
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: "epair9a", HostIfIndex: 9}); agentapi.CodeOf(err) != agentapi.CodeInternal || !strings.Contains(err.Error(), "epair9a") {
+		t.Errorf("attach missing link: %v", err)
+	}
+}
+
+func TestGC(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	f.add("keep", "net1")
+	f.add("stale", "net1")
+	f.add("other", "net2")
+	resp, err := f.c.GC(ctx, &agentapi.GCRequest{Network: "net1", Valid: []agentapi.Key{key("keep")}})
+	if err != nil || len(resp.Removed) != 1 || resp.Removed[0] != key("stale") {
+		t.Fatalf("gc: %+v %v", resp, err)
+	}
+	l, _ := f.c.List(ctx)
+	if len(l.Items) != 2 {
+		t.Fatalf("list after gc: %+v", l.Items)
+	}
+}
+
+// TestRestartRecovery: the agent goes away (as after kill -9: nothing is closed in order),
+// a pod is deleted meanwhile, and the new agent re-attaches the live pods with the same
+// addresses and releases the gone one.
+func TestRestartRecovery(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	a1, p1 := f.add("live", "net1")
+	_, p2 := f.add("gone", "net1")
+	// Allocated but never attached (ADD interrupted): kept within RecoverGrace.
+	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("pending"), Network: "net1"}); err != nil {
+		t.Fatal(err)
+	}
+	f.stop()
+	f.links.Destroy(p2.HostName)
+	f.start()
+	st, err := f.a.Recover(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Reattached != 1 || st.Stale != 1 || st.Pending != 1 {
+		t.Fatalf("recover: %+v", st)
+	}
+	chk, err := f.c.Check(ctx, &agentapi.CheckRequest{Key: key("live")})
+	if err != nil || chk.Port == nil || !chk.Port.Up || chk.IPs[0] != a1.IPs[0] || chk.Port.HostIfName != p1.HostName {
+		t.Fatalf("check after restart: %+v %v", chk, err)
+	}
+	if _, err := f.c.Check(ctx, &agentapi.CheckRequest{Key: key("gone")}); !errors.Is(err, agentapi.ErrNotFound) {
+		t.Fatalf("gone pod after restart: %v", err)
+	}
+	// Reconcile while running releases a pod whose link vanishes.
+	f.links.Destroy(p1.HostName)
+	rel, err := f.a.Reconcile(ctx)
+	if err != nil || len(rel) != 1 || rel[0] != key("live") {
+		t.Fatalf("reconcile: %v %v", rel, err)
+	}
+}
+
+func TestUninstall(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	f.add("a", "n")
+	f.add("b", "n")
+	f.srv.Close()
+	if err := f.a.Uninstall(); err != nil {
+		t.Fatal(err)
+	}
+	f.a = nil
+	if l, _ := f.links.List(); len(l) != 0 {
+		t.Fatalf("links left: %+v", l)
+	}
+	if !f.dp.closed {
+		t.Fatal("dataplane not closed")
+	}
+	matches, _ := filepath.Glob(filepath.Join(f.cfg.StateDir, "*.db"))
+	if len(matches) != 0 {
+		t.Fatalf("state left: %v", matches)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	f := newFixture(t)
+	f.a.Recover(context.Background())
+	f.add("m", "n")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (netConn, error) {
+		return dialUnix(ctx, f.cfg.Socket)
+	}}}
+	resp, err := hc.Get("http://agent/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`epair_agent_api_calls_total{op="allocate"} 1`, "epair_agent_attachments 1", `epair_port_in_frames_total{switch="vale0"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b)
+		}
+	}
+}
+
+func TestConcurrentAllocate(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	var wg sync.WaitGroup
+	res := make([]netip.Prefix, 100)
+	errs := make([]error, 100)
+	for i := range 100 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			at, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key(fmt.Sprint("p", i))})
+			if err == nil {
+				res[i] = at.IPs[0].Address
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	seen := map[netip.Prefix]bool{}
+	for i, p := range res {
+		if errs[i] != nil || seen[p] {
+			t.Fatalf("#%d: %v %v (dup=%v)", i, p, errs[i], seen[p])
+		}
+		seen[p] = true
+	}
+}

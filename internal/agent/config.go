@@ -1,0 +1,204 @@
+package agent
+
+import (
+	"bytes"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/epair-cni/epair/internal/ipam"
+)
+
+// Defaults of the standalone agent.
+const (
+	DefaultSocket   = "/run/epair/agent.sock"
+	DefaultStateDir = "/var/lib/epair"
+	DefaultSwitch   = "vale0"
+	DefaultMTU      = 1500
+	// MinMTU and MaxMTU bound a switch's MTU (IPv4's minimum; the largest whose frames fit
+	// one 4 KiB buffer of the AF_XDP/AF_PACKET backends with an Ethernet header and a tag).
+	MinMTU = 576
+	MaxMTU = 4096 - 18
+)
+
+// ErrInvalidConfig is wrapped by every configuration error; the message names the field.
+var ErrInvalidConfig = errors.New("invalid agent config")
+
+//go:embed default.json
+var defaultConfig []byte
+
+// DefaultConfigJSON is the embedded standalone configuration (one switch, default pod CIDR).
+func DefaultConfigJSON() []byte { return bytes.Clone(defaultConfig) }
+
+// Config is the agent's configuration (standalone mode reads it from a file or uses the
+// embedded default; a cluster-mode caller fills Switches[i].Ranges from the node's pod CIDRs).
+type Config struct {
+	// Socket is the agent API's unix socket (root-only).
+	Socket string `json:"socket"`
+	// StateDir holds the IPAM and attachment stores.
+	StateDir string `json:"stateDir"`
+	// NodeID seeds the epair MAC scheme; empty means /etc/machine-id.
+	NodeID string `json:"nodeID,omitempty"`
+	// Backend opens pod links: "auto" (AF_XDP, falling back to AF_PACKET), "xdp", "packet".
+	Backend string `json:"backend"`
+	// Switches are the node's switches; the first is the default one.
+	Switches []SwitchConfig `json:"switches"`
+	// MetricsAddr, if set, serves /metrics (Prometheus text format) on this TCP address as
+	// well as on the socket.
+	MetricsAddr string `json:"metricsAddr,omitempty"`
+	// Masquerade traffic from the pod ranges leaving the pod network (nftables), with
+	// hairpin.
+	Masquerade bool `json:"masquerade,omitempty"`
+	// RecoverGrace is how long an attachment allocated but never attached survives a
+	// restart before it is collected (an ADD that the crash interrupted).
+	RecoverGrace Duration `json:"recoverGrace,omitempty"`
+}
+
+// SwitchConfig is one switch, its address ranges and its host port.
+type SwitchConfig struct {
+	Name string `json:"name"`
+	// MTU of the switch, its ports and its pods.
+	MTU int `json:"mtu"`
+	// Ranges are the pod address ranges (one or more per family: v4, v6 or dual-stack).
+	Ranges []ipam.RangeConfig `json:"ranges"`
+	// HostPort is the name of the TAP device that carries the gateways; empty means the
+	// dataplane's default ("ep" + switch name).
+	HostPort string `json:"hostPort,omitempty"`
+}
+
+// Duration is a time.Duration in Go syntax ("30s") in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON parses "30s".
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration: want a string such as \"30s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON prints "30s".
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// LoadConfig reads the configuration at path, or the embedded default when path is "",
+// applies defaults and validates it.
+func LoadConfig(path string) (*Config, error) {
+	data := defaultConfig
+	if path != "" {
+		var err error
+		if data, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("read config: %w", err)
+		}
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig is LoadConfig without the file: defaults → unmarshal (unknown fields are
+// errors) → Validate.
+func ParseConfig(data []byte) (*Config, error) {
+	c := &Config{Socket: DefaultSocket, StateDir: DefaultStateDir, Backend: "auto", RecoverGrace: Duration(2 * time.Minute)}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return nil, fmt.Errorf("parse config: %w: %w", ErrInvalidConfig, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("parse config: %w: trailing data after the JSON object", ErrInvalidConfig)
+	}
+	for i := range c.Switches {
+		if c.Switches[i].MTU == 0 {
+			c.Switches[i].MTU = DefaultMTU
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var switchName = regexp.MustCompile(`^[a-z][a-z0-9]{0,14}$`)
+
+func fieldErr(field, format string, a ...any) error {
+	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, a...))
+}
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	if c.Socket == "" || !filepath.IsAbs(c.Socket) {
+		return fieldErr("socket", "%q must be an absolute path", c.Socket)
+	}
+	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
+		return fieldErr("stateDir", "%q must be an absolute path", c.StateDir)
+	}
+	switch c.Backend {
+	case "auto", "xdp", "packet":
+	default:
+		return fieldErr("backend", "%q, want one of auto, xdp, packet", c.Backend)
+	}
+	if len(c.Switches) == 0 {
+		return fieldErr("switches", "at least one switch is required")
+	}
+	if c.RecoverGrace < 0 {
+		return fieldErr("recoverGrace", "must not be negative")
+	}
+	seen := map[string]bool{}
+	hosts := map[string]bool{}
+	for i, s := range c.Switches {
+		f := fmt.Sprintf("switches[%d]", i)
+		if !switchName.MatchString(s.Name) {
+			return fieldErr(f+".name", "%q must match %s", s.Name, switchName)
+		}
+		if seen[s.Name] {
+			return fieldErr(f+".name", "%q is used twice", s.Name)
+		}
+		seen[s.Name] = true
+		if s.MTU < MinMTU || s.MTU > MaxMTU {
+			return fieldErr(f+".mtu", "%d out of range %d..%d", s.MTU, MinMTU, MaxMTU)
+		}
+		if len(s.HostPort) > 15 {
+			return fieldErr(f+".hostPort", "%q longer than 15 bytes", s.HostPort)
+		}
+		if s.HostPort != "" && hosts[s.HostPort] {
+			return fieldErr(f+".hostPort", "%q is used twice", s.HostPort)
+		}
+		hosts[s.HostPort] = true
+		if _, err := ipam.ParseRanges(s.Ranges); err != nil {
+			var fe *ipam.FieldError
+			if errors.As(err, &fe) {
+				return fieldErr(f+"."+fe.Field, "%q: %s", fe.Value, fe.Reason)
+			}
+			return fmt.Errorf("%w: %s.ranges: %w", ErrInvalidConfig, f, err)
+		}
+	}
+	return nil
+}
+
+// switchRanges returns the parsed ranges of switch i (Validate has accepted them).
+func (c *Config) switchRanges(i int) []ipam.Range {
+	r, _ := ipam.ParseRanges(c.Switches[i].Ranges)
+	return r
+}
+
+// Switch returns the configuration of the named switch ("" is the default one).
+func (c *Config) Switch(name string) (*SwitchConfig, bool) {
+	if name == "" {
+		return &c.Switches[0], true
+	}
+	for i := range c.Switches {
+		if c.Switches[i].Name == name {
+			return &c.Switches[i], true
+		}
+	}
+	return nil, false
+}

@@ -1,0 +1,55 @@
+package agent
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestDefaultConfig(t *testing.T) {
+	c, err := LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Socket != DefaultSocket || c.StateDir != DefaultStateDir || len(c.Switches) != 1 || c.Switches[0].Name != DefaultSwitch {
+		t.Fatalf("default: %+v", c)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, tc := range []struct{ in, field string }{
+		{`{"switches":[]}`, "switches"},
+		{`{"socket":"rel","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "socket"},
+		{`{"backend":"dpdk","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "backend"},
+		{`{"switches":[{"name":"Vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].name"},
+		{`{"switches":[{"name":"vale0","mtu":100,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].mtu"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/33"}]}]}`, "switches[0].ranges[0].subnet"},
+		{`{"switches":[{"name":"vale0","ranges":[]}]}`, "switches[0]"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale0","ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1].name"},
+		{`{"bogus":1}`, "bogus"},
+		{`{"recoverGrace":"soon","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "soon"},
+	} {
+		_, err := ParseConfig([]byte(tc.in))
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: %v, want an invalid-config error naming %s", tc.in, err, tc.field)
+		}
+	}
+}
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add(DefaultConfigJSON())
+	f.Add([]byte(`{"switches":[{"name":"vale0","ranges":[{"subnet":"fd00::/64"},{"subnet":"10.0.0.0/24"}]}]}`))
+	f.Add([]byte(`{"switches":[{"name":"v","mtu":-1}]}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseConfig(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatalf("error %v does not wrap ErrInvalidConfig", err)
+			}
+			return
+		}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+	})
+}

@@ -1,0 +1,31 @@
+// Package agent is the node agent's composition root: the agentapi backend over the IPAM
+// stores and the dataplane, the standalone configuration, restart recovery, graceful
+// shutdown and uninstall, and the metrics.
+//
+// Model:
+//
+//   - One IPAM store per switch (internal/ipam, bbolt, fsync'd per allocation) holds the
+//     addresses; one attachment store (bbolt, attachments.db) holds the rest of each
+//     attachment: network, netns, pod identity, switch, MTU, MAC and, once attached, the host
+//     link. Both are under Config.StateDir and survive kill -9 and reboots.
+//   - Allocate writes the addresses, then the record; Release detaches, frees the addresses,
+//     then deletes the record. A crash between two steps leaves an address without a record
+//     (Recover records it as an orphan of unknown network, which any GC collects) or a record
+//     without an address (Recover drops it): never a lost or a duplicated address.
+//   - Calls on one key are serialised by a striped lock; calls on different keys run in
+//     parallel. Allocate and Attach are refused until Recover has run (CodeNotReady, CNI
+//     code 11); Release and GC are served at once: DEL never waits for readiness.
+//   - Recover finds every pod's host link by the owner alias the plugin records
+//     ("<network>/<containerID>/<ifname>", cniplugin.OwnerKey) and re-attaches it: the pods
+//     are not touched. An attachment whose link is gone (its netns was deleted while the
+//     agent was down) is released; one never attached is kept for RecoverGrace so that the
+//     runtime's retry of an interrupted ADD finds it. Reconcile (every 30s) repeats the
+//     "link gone" sweep while running.
+//   - Close detaches every port and closes the dataplane, keeping pods and state for the next
+//     agent; Uninstall also destroys every epair link and the stores.
+//
+// The dataplane is behind the small Dataplane interface (the single owner of switches and
+// ports). SocketServer, MetricsServer and ReconcileLoop have controller-runtime's Runnable
+// shape (Start(ctx) error) so that a manager can own them in cluster mode; Run wires them for
+// standalone mode.
+package agent

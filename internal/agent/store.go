@@ -1,0 +1,100 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/epair-cni/epair/pkg/agentapi"
+)
+
+// record is what the agent persists per attachment besides the addresses (which live in
+// the switch's IPAM store): enough to answer Check/List, to GC by network and to re-attach
+// the host link after a restart.
+type record struct {
+	Key          agentapi.Key `json:"key"`
+	Network      string       `json:"network,omitempty"`
+	NetNS        string       `json:"netns,omitempty"`
+	PodName      string       `json:"podName,omitempty"`
+	PodNamespace string       `json:"podNamespace,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
+	Switch       string       `json:"switch"`
+	MAC          string       `json:"mac,omitempty"`
+	MTU          int          `json:"mtu"`
+	// HostIfName/HostIfIndex are set once Attach succeeded.
+	HostIfName  string    `json:"hostIfName,omitempty"`
+	HostIfIndex int       `json:"hostIfIndex,omitempty"`
+	Created     time.Time `json:"created"`
+}
+
+var bktAttachments = []byte("attachments")
+
+func recKey(k agentapi.Key) []byte { return []byte(k.ContainerID + "\x00" + k.IfName) }
+
+// recordStore persists records in bbolt (one fsync'd transaction per change).
+type recordStore struct{ db *bolt.DB }
+
+func openRecords(path string) (*recordStore, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open attachment store: %w", err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err != nil {
+		if errors.Is(err, bolt.ErrTimeout) {
+			return nil, fmt.Errorf("open attachment store %s: locked by another agent: %w", path, syscall.EWOULDBLOCK)
+		}
+		return nil, fmt.Errorf("open attachment store %s: %w", path, err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucketIfNotExists(bktAttachments)
+		return err
+	}); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open attachment store %s: %w", path, err)
+	}
+	return &recordStore{db: db}, nil
+}
+
+func (s *recordStore) put(r *record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode attachment %s: %w", r.Key, err)
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bktAttachments).Put(recKey(r.Key), b) }); err != nil {
+		return fmt.Errorf("store attachment %s: %w", r.Key, err)
+	}
+	return nil
+}
+
+func (s *recordStore) delete(k agentapi.Key) error {
+	if err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bktAttachments).Delete(recKey(k)) }); err != nil {
+		return fmt.Errorf("delete attachment %s: %w", k, err)
+	}
+	return nil
+}
+
+func (s *recordStore) all() ([]*record, error) {
+	var out []*record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bktAttachments).ForEach(func(k, v []byte) error {
+			r := new(record)
+			if err := json.Unmarshal(v, r); err != nil {
+				return fmt.Errorf("decode attachment %q: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load attachments: %w", err)
+	}
+	return out, nil
+}
+
+func (s *recordStore) close() error { return s.db.Close() }

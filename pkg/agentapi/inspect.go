@@ -1,0 +1,121 @@
+package agentapi
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+)
+
+// Inspection endpoints (valectl). They are optional for a backend: NewAgentServer serves
+// them when given an Inspector, and NewServer alone answers them with CodeNotFound.
+const (
+	PathSwitches = "/v1/switches"
+	// PathFDB is GET /v1/switches/{switch}/fdb.
+	PathFDB = "/v1/switches/{switch}/fdb"
+)
+
+// Inspector is the read-only view of the dataplane that valectl shows.
+type Inspector interface {
+	// Switches lists every switch with its ports and their counters.
+	Switches(ctx context.Context) (*SwitchList, error)
+	// FDB returns the learned and static forwarding entries of one switch; ErrNotFound if
+	// there is no such switch.
+	FDB(ctx context.Context, sw string) (*FDB, error)
+}
+
+// Counters are a port's (or a switch's) frame counters. "In" is what the switch received
+// from the port, "Out" what it delivered to it.
+type Counters struct {
+	InFrames  uint64 `json:"inFrames"`
+	InBytes   uint64 `json:"inBytes"`
+	OutFrames uint64 `json:"outFrames"`
+	OutBytes  uint64 `json:"outBytes"`
+	Dropped   uint64 `json:"dropped"`
+	// Drops by reason (names are the dataplane's), only non-zero ones.
+	Drops map[string]uint64 `json:"drops,omitempty"`
+}
+
+// PortInfo is one switch port as valectl lists it.
+type PortInfo struct {
+	// Name is the switch port name ("vale0:epair3a").
+	Name string `json:"name"`
+	// Kind is "pod", "host" or another dataplane kind.
+	Kind        string `json:"kind"`
+	HostIfName  string `json:"hostIfName,omitempty"`
+	HostIfIndex int    `json:"hostIfIndex,omitempty"`
+	// Backend is how the link is opened: "afxdp", "afpacket" or "tap".
+	Backend string `json:"backend,omitempty"`
+	// Owner is the attachment ("containerID/ifName") the port belongs to, if any.
+	Owner  string   `json:"owner,omitempty"`
+	Active bool     `json:"active"`
+	Stats  Counters `json:"counters"`
+}
+
+// SwitchInfo is one switch and its ports.
+type SwitchInfo struct {
+	Name  string     `json:"name"`
+	MTU   int        `json:"mtu,omitempty"`
+	Ports []PortInfo `json:"ports"`
+	Stats Counters   `json:"counters"`
+}
+
+// SwitchList is every switch of the node.
+type SwitchList struct {
+	Items []SwitchInfo `json:"items"`
+}
+
+// FDBEntry is one forwarding entry.
+type FDBEntry struct {
+	MAC    string `json:"mac"`
+	Port   string `json:"port"`
+	Static bool   `json:"static,omitempty"`
+	// AgeSeconds is the time since the entry was last refreshed (0 for static ones).
+	AgeSeconds float64 `json:"ageSeconds"`
+}
+
+// FDB is a switch's forwarding table.
+type FDB struct {
+	Switch  string     `json:"switch"`
+	Entries []FDBEntry `json:"entries"`
+}
+
+// NewAgentServer is NewServer plus the inspection endpoints served by insp, and extra
+// handlers (for example /metrics) mounted at their patterns.
+func NewAgentServer(backend Interface, insp Inspector, extra map[string]http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	if insp != nil {
+		mux.HandleFunc("GET "+PathSwitches, func(w http.ResponseWriter, r *http.Request) {
+			resp, err := insp.Switches(r.Context())
+			reply(w, resp, err)
+		})
+		mux.HandleFunc("GET "+PathFDB, func(w http.ResponseWriter, r *http.Request) {
+			sw := r.PathValue("switch")
+			if sw == "" {
+				writeError(w, invalid("switch", "must not be empty"))
+				return
+			}
+			resp, err := insp.FDB(r.Context(), sw)
+			reply(w, resp, err)
+		})
+	}
+	for pattern, h := range extra {
+		mux.Handle(pattern, h)
+	}
+	mux.Handle("/", NewServer(backend))
+	return mux
+}
+
+// Switches calls GET /v1/switches.
+func (c *Client) Switches(ctx context.Context) (*SwitchList, error) {
+	return call[SwitchList](ctx, c, http.MethodGet, PathSwitches, nil)
+}
+
+// FDB calls GET /v1/switches/{sw}/fdb.
+func (c *Client) FDB(ctx context.Context, sw string) (*FDB, error) {
+	if sw == "" {
+		return nil, invalid("switch", "must not be empty")
+	}
+	return call[FDB](ctx, c, http.MethodGet, "/v1/switches/"+url.PathEscape(sw)+"/fdb", nil)
+}
+
+var _ Inspector = (*Client)(nil)
