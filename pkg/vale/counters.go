@@ -19,6 +19,9 @@ const (
 	numDropReasons
 )
 
+// NumDropReasons is the length of Counters.Drops.
+const NumDropReasons = int(numDropReasons)
+
 var dropNames = [numDropReasons]string{"no_space", "no_destination", "too_long", "bad_frame"}
 
 func (r DropReason) String() string {

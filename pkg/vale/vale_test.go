@@ -1,9 +1,12 @@
 package vale
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/epair-cni/epair/pkg/netmap"
 )
@@ -299,4 +302,29 @@ func TestStaticEntryThroughSwitch(t *testing.T) {
 	if err := sw.DeleteStatic(mac(9)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// A receiver blocked in poll is woken by a sender's publish (the RX
+// ring's notify after the lease completes).
+func TestPollWakesReceiver(t *testing.T) {
+	nm, _ := newTestRegistry(t, nil)
+	a := openPort(t, nm, "vale0:a", mac(1))
+	b := openPort(t, nm, "vale0:b", mac(2))
+	f := ethFrame(bcast, a.mac, 64)
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		ev, err := b.h.Poll(ctx, netmap.PollIn)
+		if err == nil && ev&netmap.PollIn == 0 {
+			err = fmt.Errorf("poll returned %#x", ev)
+		}
+		res <- err
+	}()
+	time.Sleep(20 * time.Millisecond) // let the poller block
+	a.send(f)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	b.expect(f)
 }
