@@ -1,0 +1,300 @@
+package dataplane
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/epair-cni/epair/pkg/ifcore"
+	"github.com/epair-cni/epair/pkg/linkport"
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+// Limits of the dataplane's own settings (the switch limits are vale's).
+const (
+	// DefaultMTU is the pod network MTU when a switch leaves it at 0.
+	DefaultMTU = 1500
+	// MinMTU and MaxMTU bound SwitchConfig.MTU: the IPv4 minimum, and the
+	// largest MTU whose frames (plus an Ethernet header and a VLAN tag) fit
+	// in one 4096-byte buffer of the AF_XDP/AF_PACKET backends.
+	MinMTU = 576
+	MaxMTU = 4096 - etherVLANHeader
+	// DefaultQueueLen is the output queue length of a port when its policy
+	// leaves it at 0 (DragonFly's IFQ_MAXLEN of 50 is far too short for a
+	// software switch draining batches of 64).
+	DefaultQueueLen = 1024
+	// MaxQueueLen bounds PortPolicy.QueueLen.
+	MaxQueueLen = 65536
+	// DefaultRingSlots is the slot count of every port's netmap rings.
+	DefaultRingSlots = 1024
+	// MaxPriority is the lowest priority class (0 is served first).
+	MaxPriority = ifcore.PrioClassBands - 1
+
+	etherVLANHeader = 14 + 4
+)
+
+// Config configures a Dataplane. Start from DefaultConfig, set the
+// switches, and let New validate it.
+type Config struct {
+	// NetNS is the path of the network namespace the dataplane works in
+	// (the host namespace of the pods' veths, where the TAP host ports and
+	// the nft table go). Empty means the namespace of the calling thread.
+	NetNS string
+	// Switches are created by New; at least one.
+	Switches []SwitchConfig
+	// Backend selects how pod links are opened (linkport.Auto: AF_XDP with
+	// fallback to AF_PACKET; XDP or Packet force one).
+	Backend linkport.Backend
+	// Link sizes the AF_XDP and AF_PACKET sockets of pod links (zero
+	// fields take the backends' defaults; Link.Backend is ignored, Backend
+	// decides).
+	Link linkport.Options
+	// Workers is the number of netisr workers of the output queues
+	// (0: one per CPU).
+	Workers int
+	// RingSlots is the slot count of each port's netmap rings (0:
+	// DefaultRingSlots); a power of two in [64, 8192].
+	RingSlots int
+	// DefaultPolicy is the output queue policy of a port attached without
+	// one.
+	DefaultPolicy PortPolicy
+	// Masquerade installs an nftables table "epair" that masquerades
+	// traffic from the switches' pod CIDRs leaving the pod network, and
+	// hairpin traffic (a pod reaching itself through a DNATed service
+	// address).
+	Masquerade bool
+	// NFTTable names the nftables table (default "epair").
+	NFTTable string
+}
+
+// SwitchConfig describes one switch and its host port.
+type SwitchConfig struct {
+	// Name is the VALE switch name ("vale0").
+	Name string
+	// MTU of the pod network on this switch (0: DefaultMTU); the switch
+	// forwards frames up to MTU plus an Ethernet header and a VLAN tag.
+	MTU int
+	// BatchSize, MaxPorts, FDBSize and Aging are the switch's VALE limits;
+	// zero takes vale's defaults (1024, 254, 1024, 300 s).
+	BatchSize int
+	MaxPorts  int
+	FDBSize   int
+	Aging     time.Duration
+	// HostPort connects the switch to the node's network stack.
+	HostPort HostPortConfig
+}
+
+// HostPortConfig describes a switch's TAP host port.
+type HostPortConfig struct {
+	// Name of the TAP device (default "ep" + switch name, when that fits
+	// in 15 bytes).
+	Name string
+	// MAC of the TAP (nil: the kernel picks one).
+	MAC net.HardwareAddr
+	// Gateways are the pod gateway addresses with the pod CIDR's prefix
+	// length (10.244.1.1/24, fd00:10:244:1::1/64): pods reach the node
+	// through them.
+	Gateways []netip.Prefix
+	// PodCIDRs are routed to the TAP (a gateway's own prefix is already
+	// routed by the kernel). They are also what masquerading treats as the
+	// pod network.
+	PodCIDRs []netip.Prefix
+}
+
+// Discipline is the queueing discipline of a port's output queue.
+type Discipline = ifcore.DisciplineKind
+
+// The disciplines (ifcore's).
+const (
+	DiscClassic   = ifcore.DiscClassic
+	DiscPrioClass = ifcore.DiscPrioClass
+	DiscFair      = ifcore.DiscFair
+)
+
+// PortPolicy is the output queueing of one port: what the Kubernetes
+// PortPolicy resource sets. The zero value is a classic FIFO of
+// DefaultQueueLen frames without rate limit.
+type PortPolicy struct {
+	// Discipline of the output queue (classic, priority classes, fair).
+	Discipline Discipline
+	// QueueLen is the output queue length in frames (0: DefaultQueueLen).
+	QueueLen int
+	// Priority is the class [0, MaxPriority] given to the frames this port
+	// sends, used by the DiscPrioClass queues of the ports they go to
+	// (0 is served first; the classic discipline treats 0 as its priority
+	// FIFO only when Priority is explicitly marked with PriorityFIFO).
+	Priority uint8
+	// PriorityFIFO puts this port's frames on the classic discipline's
+	// priority FIFO of the ports they go to.
+	PriorityFIFO bool
+	// RateBitsPerSec and RatePktsPerSec limit what leaves the queue toward
+	// the pod (0: that dimension unlimited; both 0: no limit).
+	RateBitsPerSec uint64
+	RatePktsPerSec uint64
+	// BurstBytes and BurstPkts size the token buckets (0: 10 ms worth).
+	BurstBytes int
+	BurstPkts  int
+}
+
+// DefaultConfig returns a configuration without switches.
+func DefaultConfig() Config {
+	return Config{Backend: linkport.Auto, RingSlots: DefaultRingSlots, NFTTable: "epair"}
+}
+
+// Validate checks every field and names the first bad one.
+func (c *Config) Validate() error {
+	if len(c.Switches) == 0 {
+		return fmt.Errorf("validate config: switches: at least one is required: %w", ErrInvalid)
+	}
+	switch c.Backend {
+	case linkport.Auto, linkport.XDP, linkport.Packet:
+	default:
+		return fmt.Errorf("validate config: backend %d: want auto, xdp or packet: %w", c.Backend, ErrInvalid)
+	}
+	if c.Workers < 0 || c.Workers > 1024 {
+		return fmt.Errorf("validate config: workers %d: want 0 (one per CPU) to 1024: %w", c.Workers, ErrInvalid)
+	}
+	if c.RingSlots != 0 && (c.RingSlots < 64 || c.RingSlots > 8192 || c.RingSlots&(c.RingSlots-1) != 0) {
+		return fmt.Errorf("validate config: ringSlots %d: want 0 or a power of two in [64, 8192]: %w", c.RingSlots, ErrInvalid)
+	}
+	if c.NFTTable != "" && !validNFTName(c.NFTTable) {
+		return fmt.Errorf("validate config: nftTable %q: want 1-32 letters, digits, '_' or '-': %w", c.NFTTable, ErrInvalid)
+	}
+	if err := c.DefaultPolicy.Validate(); err != nil {
+		return fmt.Errorf("validate config: defaultPolicy: %w", err)
+	}
+	seenSw, seenTap := map[string]bool{}, map[string]bool{}
+	for i := range c.Switches {
+		s := &c.Switches[i]
+		if err := s.Validate(); err != nil {
+			return fmt.Errorf("validate config: switches[%d]: %w", i, err)
+		}
+		if seenSw[s.Name] {
+			return fmt.Errorf("validate config: switches[%d]: name %q used twice: %w", i, s.Name, ErrInvalid)
+		}
+		seenSw[s.Name] = true
+		tap := s.HostPort.tapName(s.Name)
+		if seenTap[tap] {
+			return fmt.Errorf("validate config: switches[%d]: hostPort.name %q used twice: %w", i, tap, ErrInvalid)
+		}
+		seenTap[tap] = true
+	}
+	return nil
+}
+
+func validNFTName(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate checks a switch configuration.
+func (s *SwitchConfig) Validate() error {
+	if err := vale.ValidateSwitchName(s.Name); err != nil {
+		return fmt.Errorf("name: %w", err)
+	}
+	if s.MTU != 0 && (s.MTU < MinMTU || s.MTU > MaxMTU) {
+		return fmt.Errorf("switch %s: mtu %d: want 0 (%d) or [%d, %d]: %w", s.Name, s.MTU, DefaultMTU, MinMTU, MaxMTU, ErrInvalid)
+	}
+	if _, err := s.valeConfig(); err != nil {
+		return fmt.Errorf("switch %s: %w", s.Name, err)
+	}
+	tap := s.HostPort.tapName(s.Name)
+	if len(tap) == 0 || len(tap) > 15 {
+		return fmt.Errorf("switch %s: hostPort.name %q: want 1-15 bytes (set it when \"ep\"+switch name is longer): %w", s.Name, tap, ErrInvalid)
+	}
+	if m := s.HostPort.MAC; m != nil && (len(m) != 6 || m[0]&1 != 0) {
+		return fmt.Errorf("switch %s: hostPort.mac %v: want a 6-byte unicast address: %w", s.Name, m, ErrInvalid)
+	}
+	for i, g := range s.HostPort.Gateways {
+		if !g.IsValid() || g.Addr().IsUnspecified() || g.Addr().IsMulticast() || g.Bits() == g.Addr().BitLen() {
+			return fmt.Errorf("switch %s: hostPort.gateways[%d] %v: want a unicast address with the pod CIDR's prefix length: %w", s.Name, i, g, ErrInvalid)
+		}
+	}
+	for i, p := range s.HostPort.PodCIDRs {
+		if !p.IsValid() || p.Masked() != p {
+			return fmt.Errorf("switch %s: hostPort.podCIDRs[%d] %v: want a network prefix (host bits zero): %w", s.Name, i, p, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (h HostPortConfig) tapName(sw string) string {
+	if h.Name != "" {
+		return h.Name
+	}
+	return "ep" + sw
+}
+
+func (s *SwitchConfig) mtu() int {
+	if s.MTU == 0 {
+		return DefaultMTU
+	}
+	return s.MTU
+}
+
+// valeConfig is the switch's VALE configuration.
+func (s *SwitchConfig) valeConfig() (vale.Config, error) {
+	vc := vale.DefaultConfig()
+	if s.BatchSize != 0 {
+		vc.BatchSize = s.BatchSize
+	}
+	if s.MaxPorts != 0 {
+		vc.MaxPorts = s.MaxPorts
+	}
+	if s.FDBSize != 0 {
+		vc.FDBSize = s.FDBSize
+	}
+	if s.Aging != 0 {
+		vc.Aging = s.Aging
+	}
+	vc.MaxFrame = s.mtu() + etherVLANHeader
+	if err := vc.Validate(); err != nil {
+		return vc, err
+	}
+	return vc, nil
+}
+
+// Validate checks a port policy.
+func (p PortPolicy) Validate() error {
+	switch p.Discipline {
+	case DiscClassic, DiscPrioClass, DiscFair:
+	default:
+		return fmt.Errorf("validate port policy: discipline %d: want classic, prioclass or fair: %w", p.Discipline, ErrInvalid)
+	}
+	if p.QueueLen < 0 || p.QueueLen > MaxQueueLen {
+		return fmt.Errorf("validate port policy: queueLen %d: want 0 (%d) to %d: %w", p.QueueLen, DefaultQueueLen, MaxQueueLen, ErrInvalid)
+	}
+	if p.Priority > MaxPriority {
+		return fmt.Errorf("validate port policy: priority %d: want 0 to %d: %w", p.Priority, MaxPriority, ErrInvalid)
+	}
+	if p.BurstBytes < 0 || p.BurstPkts < 0 {
+		return fmt.Errorf("validate port policy: burst %d bytes / %d packets: must not be negative: %w", p.BurstBytes, p.BurstPkts, ErrInvalid)
+	}
+	if (p.BurstBytes != 0 && p.RateBitsPerSec == 0) || (p.BurstPkts != 0 && p.RatePktsPerSec == 0) {
+		return fmt.Errorf("validate port policy: a burst is set without its rate: %w", ErrInvalid)
+	}
+	return nil
+}
+
+func (p PortPolicy) queueLen() int {
+	if p.QueueLen == 0 {
+		return DefaultQueueLen
+	}
+	return p.QueueLen
+}
+
+// rate is the ifcore regulator setting, nil for none.
+func (p PortPolicy) rate() *ifcore.Rate {
+	if p.RateBitsPerSec == 0 && p.RatePktsPerSec == 0 {
+		return nil
+	}
+	return &ifcore.Rate{BitsPerSec: p.RateBitsPerSec, PktsPerSec: p.RatePktsPerSec, BurstBytes: p.BurstBytes, BurstPkts: p.BurstPkts}
+}

@@ -1,0 +1,464 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/pkg/hostport"
+	"github.com/epair-cni/epair/pkg/ifcore"
+	"github.com/epair-cni/epair/pkg/netmap"
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+// Dataplane is the single owner of a node's switches and ports. Its
+// methods are safe for concurrent use; configuration changes are
+// serialised on one mutex, the packet path never takes it.
+type Dataplane struct {
+	cfg Config
+
+	ns    netns.NsHandle // the dataplane's namespace, or -1 for the caller's
+	nl    *netlink.Handle
+	nm    *netmap.Netmap
+	reg   *vale.Registry
+	ifn   *ifcore.Net
+	nft   *masq
+	start time.Time
+
+	mu       sync.Mutex
+	closed   bool
+	switches map[string]*swState
+	order    []string         // switch names in configuration order
+	ports    map[string]*Port // by port name "<switch>:<hostIfName>"
+	byLink   map[string]*Port // by host link name
+	byOwner  map[string]*Port
+
+	agingStop chan struct{}
+	agingDone chan struct{}
+}
+
+// swState is one switch with its host port.
+type swState struct {
+	cfg      SwitchConfig
+	sw       *vale.Switch
+	classes  *classTable
+	bufSize  int
+	tap      *hostport.Port
+	tapAd    *netmap.GenericAdapter
+	tapName  string // port name in the switch (the TAP's name)
+	tapIndex int
+}
+
+// New creates the configured switches and their host ports and, with
+// Config.Masquerade, the nftables table. On error nothing is left behind.
+func New(cfg Config) (_ *Dataplane, err error) {
+	if cfg.RingSlots == 0 {
+		cfg.RingSlots = DefaultRingSlots
+	}
+	if cfg.NFTTable == "" {
+		cfg.NFTTable = "epair"
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("create dataplane: %w", err)
+	}
+	cl := cleanup.Make(nil)
+	defer func() {
+		if err != nil {
+			_ = cl.Clean()
+		}
+	}()
+	d := &Dataplane{
+		cfg: cfg, ns: -1, start: time.Now(),
+		switches: map[string]*swState{}, ports: map[string]*Port{},
+		byLink: map[string]*Port{}, byOwner: map[string]*Port{},
+	}
+	if cfg.NetNS != "" {
+		h, err := netns.GetFromPath(cfg.NetNS)
+		if err != nil {
+			return nil, fmt.Errorf("create dataplane: open netns %s: %w", cfg.NetNS, err)
+		}
+		d.ns = h
+		cl.Add(func() error { return h.Close() })
+		d.nl, err = netlink.NewHandleAt(h)
+		if err != nil {
+			return nil, fmt.Errorf("create dataplane: netlink handle in %s: %w", cfg.NetNS, err)
+		}
+	} else {
+		d.nl, err = netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("create dataplane: netlink handle: %w", err)
+		}
+	}
+	cl.Add(func() error { d.nl.Close(); return nil })
+
+	d.ifn, err = ifcore.New(ifcore.Config{Workers: cfg.Workers})
+	if err != nil {
+		return nil, fmt.Errorf("create dataplane: %w", err)
+	}
+	cl.Add(d.ifn.Close)
+	d.nm = netmap.New(netmap.Config{})
+	opts := vale.DefaultOptions()
+	opts.MaxSwitches = max(opts.MaxSwitches, len(cfg.Switches))
+	opts.Clock = func() int64 { return int64(time.Since(d.start)) }
+	d.reg, err = vale.New(d.nm, opts)
+	if err != nil {
+		return nil, fmt.Errorf("create dataplane: %w", err)
+	}
+	cl.Add(d.reg.Close)
+
+	for _, sc := range cfg.Switches {
+		s, err := d.createSwitch(sc, &cl)
+		if err != nil {
+			return nil, fmt.Errorf("create dataplane: %w", err)
+		}
+		d.switches[sc.Name] = s
+		d.order = append(d.order, sc.Name)
+	}
+	if cfg.Masquerade {
+		d.nft, err = newMasq(d, cfg.NFTTable)
+		if err != nil {
+			return nil, fmt.Errorf("create dataplane: %w", err)
+		}
+		if err := d.nft.install(context.Background(), d.podNetwork()); err != nil {
+			return nil, fmt.Errorf("create dataplane: %w", err)
+		}
+		cl.Add(func() error { return d.nft.remove(context.Background()) })
+	}
+	d.agingStop, d.agingDone = make(chan struct{}), make(chan struct{})
+	go d.ager()
+	cl.Release()
+	return d, nil
+}
+
+// bufSizeFor is the buffer size that holds a frame of an MTU.
+func bufSizeFor(mtu int) int {
+	if mtu+etherVLANHeader <= netmap.DefaultBufSize {
+		return netmap.DefaultBufSize
+	}
+	return 4096
+}
+
+func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState, error) {
+	vc, err := sc.valeConfig()
+	if err != nil {
+		return nil, fmt.Errorf("switch %s: %w", sc.Name, err)
+	}
+	sw, err := d.reg.CreateSwitch(sc.Name, vc)
+	if err != nil {
+		return nil, err
+	}
+	cl.Add(func() error { return d.reg.DestroySwitch(sc.Name) })
+	s := &swState{cfg: sc, sw: sw, classes: newClassTable(vc.MaxPorts), bufSize: bufSizeFor(sc.mtu()), tapName: sc.HostPort.tapName(sc.Name)}
+
+	// The host port: a TAP with the gateway addresses, as a bwrap'd port.
+	err = d.inNS(func() error {
+		var err error
+		s.tap, err = hostport.Open(hostport.Config{
+			Name: s.tapName, MTU: sc.mtu(), MAC: sc.HostPort.MAC,
+			Addrs: sc.HostPort.Gateways, TXQueueLen: 4096,
+		})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("switch %s: open host port: %w", sc.Name, err)
+	}
+	s.tapIndex = s.tap.Ifindex()
+	s.tapAd, err = netmap.NewGenericAdapter(s.tapName, s.tap, netmap.GenericConfig{Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize})
+	if err != nil {
+		_ = s.tap.Close()
+		return nil, fmt.Errorf("switch %s: host port adapter: %w", sc.Name, err)
+	}
+	s.tapAd.Get() // ours: Detach must not destroy it before we are done
+	cl.Add(func() error { s.tapAd.Put(); return nil })
+	if err := d.reg.AttachAdapter(vale.JoinName(sc.Name, s.tapName), s.tapAd, false); err != nil {
+		return nil, fmt.Errorf("switch %s: attach host port: %w", sc.Name, err)
+	}
+	cl.Add(func() error { return d.reg.Detach(vale.JoinName(sc.Name, s.tapName)) })
+	if err := d.routePodCIDRs(s); err != nil {
+		return nil, fmt.Errorf("switch %s: %w", sc.Name, err)
+	}
+	return s, nil
+}
+
+// routePodCIDRs routes the pod CIDRs that no gateway prefix covers to the
+// TAP (the kernel already routes a gateway's own prefix there).
+func (d *Dataplane) routePodCIDRs(s *swState) error {
+	for _, c := range s.cfg.HostPort.PodCIDRs {
+		covered := false
+		for _, g := range s.cfg.HostPort.Gateways {
+			if g.Masked() == c {
+				covered = true
+			}
+		}
+		if covered {
+			continue
+		}
+		r := &netlink.Route{LinkIndex: s.tapIndex, Dst: prefixIPNet(c), Scope: netlink.SCOPE_LINK}
+		if err := d.nl.RouteReplace(r); err != nil {
+			return fmt.Errorf("route %v to %s: %w", c, s.tapName, err)
+		}
+	}
+	return nil
+}
+
+func prefixIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// podNetwork lists every switch's pod CIDRs (gateway prefixes included)
+// and host port names, for masquerading.
+func (d *Dataplane) podNetwork() podNet {
+	var pn podNet
+	seen := map[netip.Prefix]bool{}
+	for _, name := range d.order {
+		s := d.switches[name]
+		pn.taps = append(pn.taps, s.tapName)
+		add := func(p netip.Prefix) {
+			if !seen[p] {
+				seen[p] = true
+				pn.cidrs = append(pn.cidrs, p)
+			}
+		}
+		for _, g := range s.cfg.HostPort.Gateways {
+			add(g.Masked())
+		}
+		for _, c := range s.cfg.HostPort.PodCIDRs {
+			add(c)
+		}
+	}
+	return pn
+}
+
+// inNS runs f on a thread in the dataplane's namespace (sockets, TAPs and
+// child processes made there belong to it), switching back afterwards.
+func (d *Dataplane) inNS(f func() error) error {
+	if d.ns < 0 {
+		return f()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return fmt.Errorf("get current netns: %w", err)
+	}
+	defer orig.Close()
+	if err := netns.Set(d.ns); err != nil {
+		return fmt.Errorf("enter netns %s: %w", d.cfg.NetNS, err)
+	}
+	ferr := f()
+	if err := netns.Set(orig); err != nil {
+		// The thread is stuck in a foreign namespace: never hand it back.
+		panic(fmt.Sprintf("dataplane: restore netns: %v", err))
+	}
+	return ferr
+}
+
+// ager removes expired FDB entries periodically (forwarding already
+// ignores them; this frees their slots).
+func (d *Dataplane) ager() {
+	defer close(d.agingDone)
+	t := time.NewTicker(30 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.agingStop:
+			return
+		case <-t.C:
+			d.mu.Lock()
+			for _, s := range d.switches {
+				s.sw.Age()
+			}
+			d.mu.Unlock()
+		}
+	}
+}
+
+// CloseOptions says what Close leaves behind.
+type CloseOptions struct {
+	// Uninstall also removes the nftables table. Without it (an agent
+	// restart) the table stays so that established masqueraded
+	// connections keep their translations.
+	Uninstall bool
+}
+
+// Close detaches every port, removes the host ports (TAP devices, their
+// addresses and routes), closes every socket (which releases the XDP
+// programs) and stops every goroutine. Pod links are never removed: they
+// belong to the CNI plugin. It is idempotent.
+func (d *Dataplane) Close(opts CloseOptions) error {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.closed = true
+	ports := make([]*Port, 0, len(d.ports))
+	for _, p := range d.ports {
+		ports = append(ports, p)
+	}
+	d.mu.Unlock()
+
+	close(d.agingStop)
+	<-d.agingDone
+	var errs []error
+	for _, p := range ports {
+		errs = append(errs, d.detach(p))
+	}
+	d.mu.Lock()
+	for _, name := range d.order {
+		s := d.switches[name]
+		errs = append(errs, d.reg.Detach(vale.JoinName(name, s.tapName)))
+		s.tapAd.Put() // closes the TAP
+		errs = append(errs, d.reg.DestroySwitch(name))
+	}
+	d.mu.Unlock()
+	errs = append(errs, d.reg.Close(), d.ifn.Close())
+	if d.nft != nil && opts.Uninstall {
+		errs = append(errs, d.nft.remove(context.Background()))
+	}
+	d.nl.Close()
+	if d.ns >= 0 {
+		errs = append(errs, d.ns.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close dataplane: %w", err)
+	}
+	return nil
+}
+
+// switchFor returns the named switch (the first one for ""). d.mu held.
+func (d *Dataplane) switchFor(name string) (*swState, error) {
+	if name == "" {
+		name = d.order[0]
+	}
+	s, ok := d.switches[name]
+	if !ok {
+		return nil, fmt.Errorf("switch %q: %w", name, ErrNoSwitch)
+	}
+	return s, nil
+}
+
+// Switches lists the switches with their counters and ports.
+func (d *Dataplane) Switches() []SwitchInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]SwitchInfo, 0, len(d.order))
+	for _, name := range d.order {
+		out = append(out, d.switchInfoLocked(d.switches[name]))
+	}
+	return out
+}
+
+// Switch describes one switch.
+func (d *Dataplane) Switch(name string) (SwitchInfo, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, err := d.switchFor(name)
+	if err != nil {
+		return SwitchInfo{}, fmt.Errorf("describe switch: %w", err)
+	}
+	return d.switchInfoLocked(s), nil
+}
+
+func (d *Dataplane) switchInfoLocked(s *swState) SwitchInfo {
+	si := SwitchInfo{
+		Name: s.cfg.Name, Config: s.cfg, HostPort: vale.JoinName(s.cfg.Name, s.tapName),
+		Counters: s.sw.Counters(),
+	}
+	hp := HostPortStats(s.tap.Stats())
+	si.HostPortStats = hp
+	for _, pi := range s.sw.Ports() {
+		if pi.Name == si.HostPort {
+			si.Ports = append(si.Ports, PortInfo{
+				Name: pi.Name, Switch: s.cfg.Name, HostIfName: s.tapName, HostIfIndex: s.tapIndex,
+				Kind: KindHost, Index: pi.Index, Up: pi.Active, Counters: pi.Counters,
+			})
+			continue
+		}
+		if p, ok := d.ports[pi.Name]; ok {
+			si.Ports = append(si.Ports, p.info())
+		}
+	}
+	return si
+}
+
+// SwitchInfo describes a switch.
+type SwitchInfo struct {
+	Name          string
+	Config        SwitchConfig
+	HostPort      string // the host port's name "<switch>:<tap>"
+	HostPortStats HostPortStats
+	Counters      vale.Counters // switch-wide
+	Ports         []PortInfo    // by index, host port included
+}
+
+// HostPortStats are the TAP's counters.
+type HostPortStats hostport.Stats
+
+// FDBEntry is one forwarding-table entry.
+type FDBEntry struct {
+	MAC    net.HardwareAddr
+	Port   string // port name, or "#<index>" for a port that just left
+	Static bool
+	Age    time.Duration
+}
+
+// FDB dumps a switch's forwarding table, sorted by MAC.
+func (d *Dataplane) FDB(sw string) ([]FDBEntry, error) {
+	d.mu.Lock()
+	s, err := d.switchFor(sw)
+	d.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("dump fdb: %w", err)
+	}
+	ents, err := s.sw.FDB()
+	if err != nil {
+		return nil, fmt.Errorf("dump fdb: %w", err)
+	}
+	names := map[int]string{}
+	for _, pi := range s.sw.Ports() {
+		names[pi.Index] = pi.Name
+	}
+	out := make([]FDBEntry, 0, len(ents))
+	for _, e := range ents {
+		n, ok := names[int(e.Port)]
+		if !ok {
+			n = fmt.Sprintf("#%d", e.Port)
+		}
+		out = append(out, FDBEntry{MAC: e.MAC, Port: n, Static: e.Static, Age: e.Age})
+	}
+	return out, nil
+}
+
+// Ports lists the pod ports of every switch, sorted by name.
+func (d *Dataplane) Ports() []PortInfo {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]PortInfo, 0, len(d.ports))
+	for _, p := range d.ports {
+		out = append(out, p.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Port describes one pod port by name ("<switch>:<hostIfName>").
+func (d *Dataplane) Port(name string) (PortInfo, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	p, ok := d.ports[name]
+	if !ok {
+		return PortInfo{}, fmt.Errorf("describe port %s: %w", name, ErrNoPort)
+	}
+	return p.info(), nil
+}

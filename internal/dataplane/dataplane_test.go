@@ -1,0 +1,106 @@
+package dataplane
+
+import (
+	"context"
+	"testing"
+
+	"github.com/epair-cni/epair/pkg/linkport"
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+var backends = []linkport.Backend{linkport.XDP, linkport.Packet}
+
+func TestPodsPing(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.String(), func(t *testing.T) {
+			e := newEnv(t, 3, be, nil)
+			a, b, c := e.pods[0], e.pods[1], e.pods[2]
+			e.ping(a, b.ip)
+			e.ping(b, c.ip)
+			e.ping(c, a.ip)
+			e.ping(a, testGW)
+			e.ping(c, testGW)
+			for _, p := range e.pods {
+				pi, err := e.dp.Port(p.portName())
+				if err != nil {
+					t.Fatal(err)
+				}
+				if pi.Backend != be.String() {
+					t.Errorf("%s: backend %s, want %s", pi.Name, pi.Backend, be)
+				}
+				if pi.Counters.InFrames < 4 || pi.Counters.OutFrames < 4 || pi.Queue.TxFrames < 4 {
+					t.Errorf("%s: counters %+v queue %+v; want ≥ 4 frames each way", pi.Name, pi.Counters, pi.Queue)
+				}
+			}
+			si, err := e.dp.Switch("vale0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(si.Ports) != 4 || si.HostPortStats.TxPackets == 0 || si.HostPortStats.RxPackets == 0 {
+				t.Errorf("switch info: %d ports, host port %+v", len(si.Ports), si.HostPortStats)
+			}
+			fdb, err := e.dp.FDB("vale0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			learned := map[string]string{}
+			for _, f := range fdb {
+				learned[f.MAC.String()] = f.Port
+			}
+			for _, p := range e.pods {
+				if learned[p.pair.PodMAC.String()] != p.portName() {
+					t.Errorf("FDB: %s on %q, want %s (fdb %v)", p.pair.PodMAC, learned[p.pair.PodMAC.String()], p.portName(), fdb)
+				}
+			}
+		})
+	}
+}
+
+func TestAttachIdempotentAndBusy(t *testing.T) {
+	e := newEnv(t, 2, linkport.Auto, nil)
+	a, b := e.pods[0], e.pods[1]
+	pi := e.attach(a) // again
+	if pi.Name != a.portName() {
+		t.Fatalf("re-attach returned %s", pi.Name)
+	}
+	if n := len(e.dp.Ports()); n != 2 {
+		t.Fatalf("%d ports after idempotent attach, want 2", n)
+	}
+	_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: "other/eth0", HostIfName: a.pair.HostName})
+	if Errno(err) != ErrBusy.errno {
+		t.Fatalf("attach for another owner: %v, want EBUSY", err)
+	}
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: b.pair.HostName})
+	if Errno(err) != ErrBusy.errno {
+		t.Fatalf("attach another link for an owner: %v, want EBUSY", err)
+	}
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: "nosuchlink"})
+	if Errno(err) != ErrNoPort.errno {
+		t.Fatalf("attach a missing link: %v, want ENXIO", err)
+	}
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: a.pair.HostName, HostIfIndex: a.pair.HostIndex + 1000})
+	if Errno(err) != ErrInvalid.errno {
+		t.Fatalf("attach with a mismatched index: %v, want EINVAL", err)
+	}
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Switch: "vale9", Owner: "x/eth0", HostIfName: b.pair.HostName})
+	if Errno(err) != ErrNoSwitch.errno {
+		t.Fatalf("attach to a missing switch: %v, want ENXIO", err)
+	}
+	if err := e.dp.DetachPort(context.Background(), a.portName()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dp.DetachPort(context.Background(), a.portName()); err != nil {
+		t.Fatalf("second detach: %v", err)
+	}
+	if _, err := e.dp.Port(a.portName()); Errno(err) != ErrNoPort.errno {
+		t.Fatalf("port after detach: %v", err)
+	}
+	for _, pi := range e.dp.Switches()[0].Ports {
+		if pi.Name == a.portName() {
+			t.Fatalf("switch still lists %s", pi.Name)
+		}
+	}
+	e.attach(a)
+	e.ping(a, b.ip)
+	_ = vale.ErrNoPort
+}

@@ -1,0 +1,77 @@
+// Package dataplane is a node's packet path: the single owner of the VALE
+// switches (pkg/vale), their TAP host ports (pkg/hostport) and the pods'
+// ports (pod host-end veths opened through pkg/linkport), with an ifcore
+// output queue (pkg/ifcore) in front of every pod port. The node agent owns
+// one Dataplane; the Kubernetes controller changes port policies through it.
+//
+// # Model
+//
+// New creates every configured switch with vale.Registry.CreateSwitch and
+// one host port per switch: a TAP device carrying the pod gateway
+// addresses, up, with the pod CIDRs routed to it, wrapped as a netmap
+// generic adapter and attached (bwrap) as the port "<switch>:<tap>". Pods
+// reach the node through it, and everything else through the node's
+// routing (and, with Config.Masquerade, the nftables table "epair").
+//
+// AttachPort opens a pod's host link (epair<n>a) with linkport (AF_XDP by
+// default, AF_PACKET as fallback or when forced), wraps it as a generic
+// adapter, attaches it to the switch as "<switch>:<hostIfName>" and installs
+// the port's output queue as the port's vale.Deliverer. Ports are keyed by
+// owner and link: the same request again is a no-op.
+//
+// # Packet path
+//
+//	pod veth ─RX─▶ backend (AF_XDP/AF_PACKET) ─▶ generic adapter RX ring
+//	   ▲               netpoller wait, "interrupt"      │ bwrap worker
+//	   │                                                 ▼
+//	   │                                 switch: gather, lookup, pass two
+//	   │                                                 │ Deliver
+//	   └─TX── backend TxBatch ◀── if_start ◀── ifaltq (discipline, TBR)
+//
+// Per port, the generic adapter's RX goroutine parks in the Go netpoller
+// until the link has frames and then wakes the port's bwrap worker, which
+// drains the RX ring in batches of at most the switch's BatchSize and runs
+// the two-pass forwarding. Pass two hands each destination's frames to its
+// output queue (outq.Deliver): the frames are copied into the port's
+// buffers, enqueued on the ifcore subqueue (discipline, queue length,
+// priority class of the source port) and if_start runs once per batch, on
+// the delivering goroutine when the subqueue's serializer is free, or on
+// the subqueue's owner netisr worker (ifcore.Workers, one per CPU) when it
+// is contended or when the token bucket's callout restarts it. if_start
+// hands up to 64 frames at a time to the backend; when the link's TX queue
+// is full the rest goes back to the head of the queue, OACTIVE is set, and
+// the port's TX goroutine waits in the netpoller for room and restarts it.
+// A full queue, ring or buffer pool is a counted drop; nothing on the path
+// blocks on a destination, and nothing polls: an idle dataplane costs no
+// CPU.
+//
+// Frames from the host port to a pod go through the pod's output queue like
+// any other; frames to the host port go straight into the TAP adapter's TX
+// ring (the host stack has its own queueing).
+//
+// # Goroutines
+//
+// Per pod port: the adapter's RX and TX waiters (pkg/netmap), the bwrap
+// worker (pkg/vale) and the output queue's TX waiter; per host port the
+// first three; per Dataplane the ifcore netisr workers and the FDB ager.
+// Close (and DetachPort for one port) stops each of them and waits.
+//
+// # Restart
+//
+// Close(CloseOptions{}) leaves the pods' links and the nftables table in
+// place (an agent restart); the TAPs and sockets go with the process anyway
+// (the XDP programs are bpf_links, released when their socket closes or the
+// process dies). After a restart, Adopt re-attaches a running pod's link
+// after checking that its alias records the owner, without touching the
+// link. Close(CloseOptions{Uninstall: true}) also removes the table.
+//
+// # Names
+//
+//	DragonFly / VALE                 Go
+//	ifnet + ifaltq of a port         outq (ifcore.Ifnet, Subqueue 0)
+//	if_start                         outq.Start (ifcore.Driver)
+//	ifsq_devstart / _sched           outq.kick
+//	TX completion, ifsq_clr_oactive  outq.txWait → Subqueue.TxComplete
+//	netisr threads                   ifcore.Workers
+//	bwrap, host rings                vale bwrap; the TAP replaces host rings
+package dataplane

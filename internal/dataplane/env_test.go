@@ -1,0 +1,216 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/linkport"
+)
+
+func TestMain(m *testing.M) { netnsutil.Main(m) }
+
+const (
+	testGW   = "10.78.0.1"
+	testCIDR = "10.78.0.0/24"
+	testTap  = "eptest0"
+)
+
+// env is a host namespace with a Dataplane in it and pods (namespaces
+// with an epair pair each, the host end in the host namespace).
+type env struct {
+	t    *testing.T
+	host *netnsutil.NS
+	cl   *epair.Cloner
+	cfg  Config
+	dp   *Dataplane
+	pods []*pod
+}
+
+type pod struct {
+	ns    *netnsutil.NS
+	pair  *epair.Pair
+	ip    string
+	owner string
+}
+
+func nsPath(n *netnsutil.NS) string { return "/var/run/netns/" + n.Name }
+
+func testConfig(host *netnsutil.NS, be linkport.Backend) Config {
+	cfg := DefaultConfig()
+	cfg.NetNS = nsPath(host)
+	cfg.Backend = be
+	cfg.Workers = 2
+	cfg.Switches = []SwitchConfig{{
+		Name: "vale0",
+		HostPort: HostPortConfig{
+			Name:     testTap,
+			MAC:      net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1},
+			Gateways: []netip.Prefix{netip.MustParsePrefix(testGW + "/24")},
+			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(testCIDR), netip.MustParsePrefix("10.79.0.0/24")},
+		},
+	}}
+	return cfg
+}
+
+// newEnv makes the host namespace and n pods, and starts a dataplane with
+// cfg adjusted by mod (nil for the defaults) and the pods attached.
+func newEnv(t *testing.T, n int, be linkport.Backend, mod func(*Config)) *env {
+	t.Helper()
+	netnsutil.RequireRoot(t)
+	e := &env{t: t, host: netnsutil.New(t)}
+	var err error
+	e.cl, err = epair.New(epair.Options{HostNetNS: nsPath(e.host), NodeID: "dataplane-test"})
+	if err != nil {
+		t.Fatalf("epair cloner: %v", err)
+	}
+	t.Cleanup(func() { e.cl.Close() })
+	e.cfg = testConfig(e.host, be)
+	if mod != nil {
+		mod(&e.cfg)
+	}
+	e.start()
+	for i := 0; i < n; i++ {
+		e.addPod()
+	}
+	return e
+}
+
+func (e *env) start() {
+	e.t.Helper()
+	dp, err := New(e.cfg)
+	if err != nil {
+		e.t.Fatalf("New: %v", err)
+	}
+	e.dp = dp
+	e.t.Cleanup(func() { _ = dp.Close(CloseOptions{Uninstall: true}) })
+}
+
+// addPod creates a pod namespace with an epair pair, addresses it and
+// attaches its host end.
+func (e *env) addPod() *pod {
+	t := e.t
+	t.Helper()
+	i := len(e.pods)
+	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("10.78.0.%d", 10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
+	var err error
+	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner})
+	if err != nil {
+		t.Fatalf("create epair for pod %d: %v", i, err)
+	}
+	l, err := p.ns.NL.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := netlink.ParseAddr(p.ip + "/24")
+	if err := p.ns.NL.AddrAdd(l, a); err != nil {
+		t.Fatalf("address pod %d: %v", i, err)
+	}
+	gw := net.ParseIP(testGW)
+	if err := p.ns.NL.RouteAdd(&netlink.Route{Gw: gw, LinkIndex: l.Attrs().Index}); err != nil {
+		t.Fatalf("default route in pod %d: %v", i, err)
+	}
+	e.pods = append(e.pods, p)
+	e.attach(p)
+	return p
+}
+
+func (e *env) attach(p *pod) PortInfo {
+	e.t.Helper()
+	pi, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName, HostIfIndex: p.pair.HostIndex})
+	if err != nil {
+		e.t.Fatalf("AttachPort %s: %v", p.pair.HostName, err)
+	}
+	return pi
+}
+
+func (p *pod) portName() string { return "vale0:" + p.pair.HostName }
+
+func (e *env) ping(from *pod, to string) {
+	e.t.Helper()
+	if out, err := from.ns.Exec("ping", "-c", "2", "-i", "0.2", "-W", "2", to); err != nil {
+		e.t.Fatalf("ping %s → %s: %v\n%s", from.ip, to, err, out)
+	}
+}
+
+// pair is the two-pod view porttest.UDPStream wants.
+func pairOf(a, b *pod) *netnsutil.Pods {
+	return &netnsutil.Pods{A: a.ns, B: b.ns, IPA: a.ip, IPB: b.ip}
+}
+
+// staticNeighbors pins the pods' ARP entries so a burst does not lose
+// frames to address resolution.
+func (e *env) staticNeighbors() {
+	for _, p := range e.pods {
+		l, err := p.ns.NL.LinkByName("eth0")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, q := range e.pods {
+			if q == p {
+				continue
+			}
+			err := p.ns.NL.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, State: netlink.NUD_PERMANENT,
+				Family: netlink.FAMILY_V4, IP: net.ParseIP(q.ip), HardwareAddr: q.pair.PodMAC})
+			if err != nil {
+				e.t.Fatal(err)
+			}
+		}
+	}
+}
+
+// xdpProgs lists the XDP programs attached to the host namespace's links.
+func (e *env) xdpProgs() []string {
+	links, err := e.host.NL.LinkList()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var out []string
+	for _, l := range links {
+		if x := l.Attrs().Xdp; x != nil && x.Attached {
+			out = append(out, fmt.Sprintf("%s:%d", l.Attrs().Name, x.ProgId))
+		}
+	}
+	return out
+}
+
+func (e *env) nftTables() string {
+	out, err := e.host.Exec("nft", "list", "tables")
+	if err != nil {
+		e.t.Fatalf("nft list tables: %v", err)
+	}
+	return out
+}
+
+func (e *env) hasLink(name string) bool {
+	_, err := e.host.NL.LinkByName(name)
+	return err == nil
+}
+
+func requireTool(t *testing.T, tool string) {
+	if _, err := exec.LookPath(tool); err != nil {
+		t.Skipf("%s not installed", tool)
+	}
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
+	t.Helper()
+	dl := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(dl) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var _ = strings.Contains

@@ -1,0 +1,369 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/epair-cni/epair/pkg/ifcore"
+	"github.com/epair-cni/epair/pkg/netmap"
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+// outBatch is how many frames one if_start hands to the backend at a time.
+const outBatch = 64
+
+// outq is the output queue in front of one pod port: an ifcore interface
+// (ifaltq subqueue with the port's discipline and token bucket) fed by the
+// switch's pass two (vale.Deliverer) and drained by its if_start (Driver)
+// into the port's backend TX queue.
+//
+// Frames are copied into buffers of a per-port pool when enqueued (the
+// switch's frames are only valid during Deliver); the packet's Buf is the
+// buffer index and the pool's OnFree returns it, so a packet freed anywhere
+// (sent, dropped by the discipline, purged) gives its buffer back.
+//
+// Ownership: Deliver runs on the sources' bwrap goroutines under the
+// switch's shared lock; Start runs with the subqueue's hardware serializer
+// held (on the delivering goroutine or an ifcore worker), so the backend's
+// TX queue has one user at a time; txWait is the TX "interrupt" goroutine,
+// owned by the outq and stopped by close.
+type outq struct {
+	name    string
+	be      netmap.GenericBackend
+	net     *ifcore.Net
+	ifp     *ifcore.Ifnet
+	sq      *ifcore.Subqueue
+	hw      ifcore.Serializer
+	classes *classTable
+	pp      ifcore.PacketPool
+	bufs    bufPool
+
+	batch  []*ifcore.Packet // under hw
+	frames [][]byte         // under hw
+
+	closed atomic.Bool
+	txKick chan struct{}
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	noBuf    atomic.Uint64 // frames dropped for want of a buffer
+	txFrames atomic.Uint64 // frames handed to the backend
+	txBytes  atomic.Uint64
+	txErrors atomic.Uint64 // frames the backend refused with an error (dropped)
+}
+
+var (
+	_ vale.Deliverer = (*outq)(nil)
+	_ ifcore.Driver  = (*outq)(nil)
+)
+
+func newOutq(n *ifcore.Net, name string, be netmap.GenericBackend, mtu, bufSize int, pol PortPolicy, classes *classTable) (*outq, error) {
+	q := &outq{
+		name: name, be: be, net: n, classes: classes,
+		batch:  make([]*ifcore.Packet, outBatch),
+		frames: make([][]byte, 0, outBatch),
+		txKick: make(chan struct{}, 1),
+		done:   make(chan struct{}),
+	}
+	q.bufs.init(bufSize, pol.queueLen()+2*outBatch)
+	q.pp.OnFree = func(p *ifcore.Packet) { q.bufs.put(p.Buf) }
+	ifp, err := n.Attach(ifcore.IfConfig{
+		Name: name, Type: ifcore.IFT_ETHER, MTU: mtu,
+		MaxLen: pol.queueLen(), Discipline: pol.Discipline, Rate: pol.rate(),
+		Driver: q,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create output queue %s: %w", name, err)
+	}
+	ifp.SetFlagBits(ifcore.IFF_UP | ifcore.IFF_RUNNING)
+	q.ifp, q.sq, q.hw = ifp, ifp.Snd().Subqueue(0), ifp.Serializer()
+	ctx, cancel := context.WithCancel(context.Background())
+	q.cancel = cancel
+	go q.txWait(ctx)
+	return q, nil
+}
+
+// setPolicy changes the queue length, discipline and regulator of the live
+// queue; queued frames move to a new discipline in order.
+func (q *outq) setPolicy(old, pol PortPolicy) error {
+	if err := q.ifp.Snd().SetMaxLen(pol.queueLen()); err != nil {
+		return fmt.Errorf("set queue length of %s: %w", q.name, err)
+	}
+	q.bufs.setMax(pol.queueLen() + 2*outBatch)
+	if pol.Discipline != old.Discipline {
+		if err := q.ifp.Snd().SetDiscipline(pol.Discipline); err != nil {
+			return fmt.Errorf("set discipline of %s: %w", q.name, err)
+		}
+	}
+	if err := q.ifp.Snd().SetRate(pol.rate()); err != nil {
+		return fmt.Errorf("set rate of %s: %w", q.name, err)
+	}
+	return nil
+}
+
+// Deliver implements vale.Deliverer: enqueue copies of the batch's frames
+// for this port, then start transmission once for the whole batch.
+func (q *outq) Deliver(d *vale.Delivery) int {
+	if q.closed.Load() {
+		return 0
+	}
+	n := d.Len()
+	cls, prio := q.classes.get(d.Source())
+	acc := 0
+	for i := 0; i < n; i++ {
+		idx, buf := q.bufs.get()
+		if buf == nil {
+			q.noBuf.Add(uint64(n - i))
+			break
+		}
+		l := d.CopyFrame(i, buf)
+		p := q.pp.Get()
+		p.Data, p.Len, p.Buf, p.Class = buf[:l], l, idx, cls
+		if prio {
+			p.Flags = ifcore.PktPrio
+		}
+		if l > 0 && buf[0]&1 != 0 {
+			p.Flags |= ifcore.PktMcast
+		}
+		p.Hash = flowHash(buf[:l])
+		if q.sq.Enqueue(p) == nil { // on error p was freed and counted
+			acc++
+		}
+	}
+	if acc > 0 {
+		q.kick()
+	}
+	return acc
+}
+
+// kick gets if_start going unless the backend's TX queue is full (its
+// completion restarts it) or another goroutine holds the serializer (then
+// the owner worker runs it, so delivery never waits for a transmit).
+func (q *outq) kick() {
+	if q.sq.IsOActive() {
+		return
+	}
+	if q.hw.TryLock() {
+		q.sq.DevstartLocked(nil)
+		q.hw.Unlock()
+		return
+	}
+	q.sq.DevstartSched()
+}
+
+// Start implements ifcore.Driver (if_start): dequeue in batches (the
+// regulator decides how many may leave) and hand them to the backend; when
+// the backend is full, push the rest back, set OACTIVE and let txWait clear
+// it once there is room.
+func (q *outq) Start(_ *ifcore.Worker, sq *ifcore.Subqueue) {
+	if q.closed.Load() {
+		sq.Purge()
+		return
+	}
+	buf := q.batch
+	for {
+		n := sq.DequeueBatch(buf)
+		if n == 0 {
+			return
+		}
+		acc := q.transmit(buf[:n])
+		if acc < n {
+			sq.PrependBatch(buf[acc:n])
+			sq.SetOActive() // before arming the waiter: its TxComplete clears it
+			clear(buf[:n])
+			select {
+			case q.txKick <- struct{}{}:
+			default:
+			}
+			return
+		}
+		clear(buf[:n])
+	}
+}
+
+// transmit hands pkts to the backend and frees the ones it took. A backend
+// error drops the whole batch (counted): retrying a refused batch forever
+// would wedge the queue.
+func (q *outq) transmit(pkts []*ifcore.Packet) int {
+	frames := q.frames[:0]
+	for _, p := range pkts {
+		frames = append(frames, p.Data)
+	}
+	n, err := q.be.TxBatch(0, frames)
+	clear(frames)
+	if err != nil {
+		q.txErrors.Add(uint64(len(pkts) - n))
+		n = len(pkts)
+	}
+	var bytes uint64
+	for _, p := range pkts[:n] {
+		bytes += uint64(p.Len)
+		p.Free()
+	}
+	q.txFrames.Add(uint64(n))
+	q.txBytes.Add(bytes)
+	return n
+}
+
+// txWait is the TX completion "interrupt": after a short transmit, wait in
+// the netpoller for room, then clear OACTIVE and restart on the owner worker.
+func (q *outq) txWait(ctx context.Context) {
+	defer close(q.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-q.txKick:
+		}
+		if err := q.be.WaitReady(ctx, 0, netmap.TX); err != nil && ctx.Err() != nil {
+			return
+		}
+		q.sq.TxComplete()
+	}
+}
+
+// close stops the queue: no more deliveries or transmits, the TX waiter
+// stopped, the interface detached from ifcore (purging what is queued).
+// The switch must no longer deliver here (port detached) before close.
+func (q *outq) close() error {
+	if !q.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	q.cancel()
+	<-q.done
+	err := q.net.Detach(q.ifp)
+	q.sq.Purge()
+	if err != nil {
+		return fmt.Errorf("close output queue %s: %w", q.name, err)
+	}
+	return nil
+}
+
+// stats is a snapshot of the queue's counters.
+func (q *outq) stats() QueueStats {
+	return QueueStats{
+		Len:      q.sq.Len(),
+		MaxLen:   q.ifp.Snd().MaxLen(),
+		Drops:    q.sq.Drops(),
+		NoBuf:    q.noBuf.Load(),
+		TxFrames: q.txFrames.Load(),
+		TxBytes:  q.txBytes.Load(),
+		TxErrors: q.txErrors.Load(),
+	}
+}
+
+// QueueStats are the counters of a port's output queue.
+type QueueStats struct {
+	Len, MaxLen int    // frames queued now, queue limit (with staging headroom)
+	Drops       uint64 // frames the discipline refused or evicted (queue full)
+	NoBuf       uint64 // frames dropped for want of a buffer
+	TxFrames    uint64 // frames handed to the link
+	TxBytes     uint64
+	TxErrors    uint64 // frames the link refused with an error
+}
+
+// bufPool is a port's frame buffers: at most max buffers of size bytes,
+// made on first use and then recycled by index, so the steady state does
+// not allocate and an idle port holds no more than it ever needed.
+type bufPool struct {
+	mu   sync.Mutex
+	size int
+	max  int
+	bufs [][]byte
+	free []uint32
+}
+
+func (b *bufPool) init(size, max int) {
+	b.size, b.max = size, max
+	b.free = make([]uint32, 0, max)
+}
+
+func (b *bufPool) setMax(max int) {
+	b.mu.Lock()
+	if max > b.max {
+		b.max = max
+	}
+	b.mu.Unlock()
+}
+
+func (b *bufPool) get() (uint32, []byte) {
+	b.mu.Lock()
+	if n := len(b.free); n > 0 {
+		idx := b.free[n-1]
+		b.free = b.free[:n-1]
+		buf := b.bufs[idx]
+		b.mu.Unlock()
+		return idx, buf
+	}
+	if len(b.bufs) < b.max {
+		idx := uint32(len(b.bufs))
+		buf := make([]byte, b.size)
+		b.bufs = append(b.bufs, buf)
+		b.mu.Unlock()
+		return idx, buf
+	}
+	b.mu.Unlock()
+	return 0, nil
+}
+
+func (b *bufPool) put(idx uint32) {
+	b.mu.Lock()
+	b.free = append(b.free, idx)
+	b.mu.Unlock()
+}
+
+// inUse is the number of buffers handed out and not returned.
+func (b *bufPool) inUse() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.bufs) - len(b.free)
+}
+
+// classTable holds, per switch port index, the priority class the port's
+// frames get in other ports' queues (and whether they go on the classic
+// discipline's priority FIFO). Read per batch without locks.
+type classTable struct {
+	v []atomic.Uint32
+}
+
+func newClassTable(n int) *classTable { return &classTable{v: make([]atomic.Uint32, n)} }
+
+func (t *classTable) set(idx uint16, p PortPolicy) {
+	v := uint32(p.Priority)
+	if p.PriorityFIFO {
+		v |= 1 << 8
+	}
+	t.v[idx].Store(v)
+}
+
+func (t *classTable) get(idx uint16) (uint8, bool) {
+	if int(idx) >= len(t.v) {
+		return 0, false
+	}
+	v := t.v[idx].Load()
+	return uint8(v), v&(1<<8) != 0
+}
+
+// flowHash is a cheap FNV-1a over the addresses and ports of IPv4/IPv6
+// frames (the MAC addresses otherwise), for the fair discipline.
+func flowHash(f []byte) uint32 {
+	var key []byte
+	switch {
+	case len(f) >= 38 && f[12] == 0x08 && f[13] == 0x00:
+		key = f[26:38]
+	case len(f) >= 58 && f[12] == 0x86 && f[13] == 0xdd:
+		key = f[22:58]
+	case len(f) >= 12:
+		key = f[:12]
+	default:
+		key = f
+	}
+	h := uint32(2166136261)
+	for _, c := range key {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h
+}

@@ -1,0 +1,327 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/linkport"
+	"github.com/epair-cni/epair/pkg/netmap"
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+// PortKind says what a port connects.
+type PortKind string
+
+// Port kinds.
+const (
+	KindPod  PortKind = "pod"  // a pod's host-end veth
+	KindHost PortKind = "host" // the switch's TAP host port
+)
+
+// AttachRequest asks for a pod's host link to become a switch port.
+type AttachRequest struct {
+	// Switch is the switch name ("" for the first configured switch).
+	Switch string
+	// Owner identifies the attachment (the CNI "<containerID>/<ifname>");
+	// the same owner and link make the request idempotent.
+	Owner string
+	// HostIfName and HostIfIndex name the host end of the pod's veth
+	// (epair<n>a); at least one is required, and both must agree.
+	HostIfName  string
+	HostIfIndex int
+	// Policy is the port's output queue policy (nil: Config.DefaultPolicy).
+	Policy *PortPolicy
+}
+
+// PortInfo describes a port.
+type PortInfo struct {
+	Name        string // "<switch>:<hostIfName>"
+	Switch      string
+	HostIfName  string
+	HostIfIndex int
+	Owner       string
+	Kind        PortKind
+	Index       int    // index in the switch
+	Backend     string // "xdp" or "packet" (pod ports)
+	Fallback    string // why AF_XDP was not used under auto selection
+	Up          bool
+	Policy      PortPolicy
+	// Counters are the switch's: In = frames from the link, Out = frames
+	// put on the port's output queue, Drops by reason (DropNoSpace here
+	// means the output queue refused the frame).
+	Counters vale.Counters
+	// Queue is the output queue (pod ports).
+	Queue QueueStats
+}
+
+// Port is an attached pod port.
+type Port struct {
+	name, hostIf, owner string
+	ifindex             int
+	sw                  *swState
+	ga                  *netmap.GenericAdapter
+	oq                  *outq
+	opened              linkport.Opened
+	vp                  *vale.Port
+
+	polMu  sync.Mutex
+	policy PortPolicy
+}
+
+func (p *Port) info() PortInfo {
+	pi := PortInfo{
+		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
+		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: p.opened.Backend.String(),
+		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(),
+	}
+	if p.opened.Fallback != nil {
+		pi.Fallback = p.opened.Fallback.Error()
+	}
+	p.polMu.Lock()
+	pi.Policy = p.policy
+	p.polMu.Unlock()
+	return pi
+}
+
+// AttachPort opens a pod's host link (AF_XDP by default, AF_PACKET as
+// fallback or when configured), puts an output queue with the request's
+// policy in front of it, attaches it to the switch and starts serving it.
+// Attaching the same link for the same owner again returns the existing
+// port; the link attached for another owner, or the owner with another
+// link, is EBUSY.
+func (d *Dataplane) AttachPort(ctx context.Context, req AttachRequest) (PortInfo, error) {
+	if err := ctx.Err(); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port: %w", err)
+	}
+	if req.Owner == "" {
+		return PortInfo{}, fmt.Errorf("attach port: owner: must not be empty: %w", ErrInvalid)
+	}
+	if req.HostIfName == "" && req.HostIfIndex <= 0 {
+		return PortInfo{}, fmt.Errorf("attach port for %s: hostIfName or hostIfIndex is required: %w", req.Owner, ErrInvalid)
+	}
+	if len(req.HostIfName) > 15 {
+		return PortInfo{}, fmt.Errorf("attach port for %s: hostIfName %q longer than 15 bytes: %w", req.Owner, req.HostIfName, ErrInvalid)
+	}
+	pol := d.cfg.DefaultPolicy
+	if req.Policy != nil {
+		pol = *req.Policy
+	}
+	if err := pol.Validate(); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
+	}
+	link, err := d.resolveLink(req.HostIfName, req.HostIfIndex)
+	if err != nil {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, ErrClosed)
+	}
+	return d.attachLocked(req.Switch, req.Owner, link, pol)
+}
+
+// resolveLink finds the host link by name and/or index.
+func (d *Dataplane) resolveLink(name string, index int) (netlink.Link, error) {
+	var l netlink.Link
+	var err error
+	if name != "" {
+		l, err = d.nl.LinkByName(name)
+	} else {
+		l, err = d.nl.LinkByIndex(index)
+	}
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil, fmt.Errorf("find link %q (index %d): %w", name, index, ErrNoPort)
+		}
+		return nil, fmt.Errorf("find link %q (index %d): %w", name, index, err)
+	}
+	if index > 0 && l.Attrs().Index != index {
+		return nil, fmt.Errorf("link %s has index %d, not %d: %w", l.Attrs().Name, l.Attrs().Index, index, ErrInvalid)
+	}
+	return l, nil
+}
+
+func (d *Dataplane) attachLocked(swName, owner string, link netlink.Link, pol PortPolicy) (_ PortInfo, err error) {
+	s, err := d.switchFor(swName)
+	if err != nil {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
+	}
+	ifname, ifindex := link.Attrs().Name, link.Attrs().Index
+	name := vale.JoinName(s.cfg.Name, ifname)
+	if p, ok := d.byLink[ifname]; ok {
+		if p.owner == owner && p.sw == s && p.ifindex == ifindex {
+			return p.info(), nil // idempotent
+		}
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: already attached as %s for %s: %w", name, owner, p.name, p.owner, ErrBusy)
+	}
+	if p, ok := d.byOwner[owner]; ok {
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: the owner already has port %s: %w", name, owner, p.name, ErrBusy)
+	}
+	if ifname == s.tapName {
+		return PortInfo{}, fmt.Errorf("attach port %s: that is the host port: %w", name, ErrInvalid)
+	}
+	if _, _, err := vale.ParseName(name); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
+	}
+
+	cl := cleanup.Make(nil)
+	defer func() {
+		if err != nil {
+			_ = cl.Clean()
+		}
+	}()
+	p := &Port{name: name, hostIf: ifname, owner: owner, ifindex: ifindex, sw: s, policy: pol}
+	lo := d.cfg.Link
+	lo.Backend = d.cfg.Backend
+	if s.bufSize > 2048 && lo.XDP.FrameSize == 0 {
+		lo.XDP.FrameSize = 4096
+	}
+	if err := d.inNS(func() error {
+		var err error
+		p.opened, err = linkport.Open(ifname, lo)
+		return err
+	}); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: open link: %w", name, err)
+	}
+	p.ga, err = netmap.NewGenericAdapter(ifname, p.opened.Port, netmap.GenericConfig{
+		Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize, Native: p.opened.Backend == linkport.XDP,
+	})
+	if err != nil {
+		_ = p.opened.Port.Close()
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	}
+	p.ga.Get() // ours, dropped last: the output queue transmits on the backend
+	cl.Add(func() error { p.ga.Put(); return nil })
+
+	p.oq, err = newOutq(d.ifn, ifname, p.opened.Port, s.cfg.mtu()+etherVLANHeader, s.bufSize, pol, s.classes)
+	if err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	}
+	cl.Add(p.oq.close)
+	if err := d.reg.AttachAdapter(name, p.ga, false); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	}
+	cl.Add(func() error { return d.reg.Detach(name) })
+	if err := s.sw.SetDeliverer(ifname, p.oq); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	}
+	vp, ok := s.sw.Port(ifname)
+	if !ok {
+		return PortInfo{}, fmt.Errorf("attach port %s: gone after attach: %w", name, ErrNoPort)
+	}
+	p.vp = vp
+	s.classes.set(vp.Index(), pol)
+	cl.Release()
+	d.ports[name] = p
+	d.byLink[ifname] = p
+	d.byOwner[owner] = p
+	return p.info(), nil
+}
+
+// Adopt re-attaches a running pod's host link after an agent restart
+// without touching the link: it checks that the link's alias records owner
+// (as pkg/epair writes it) and attaches it like AttachPort.
+func (d *Dataplane) Adopt(ctx context.Context, req AttachRequest) (PortInfo, error) {
+	link, err := d.resolveLink(req.HostIfName, req.HostIfIndex)
+	if err != nil {
+		return PortInfo{}, fmt.Errorf("adopt port for %s: %w", req.Owner, err)
+	}
+	alias := link.Attrs().Alias
+	if req.Owner == "" || !strings.HasPrefix(alias, epair.AliasPrefix) || strings.TrimPrefix(alias, epair.AliasPrefix) != req.Owner {
+		return PortInfo{}, fmt.Errorf("adopt port %s for %q: alias %q: %w", link.Attrs().Name, req.Owner, alias, ErrNotOwned)
+	}
+	req.HostIfName, req.HostIfIndex = link.Attrs().Name, link.Attrs().Index
+	return d.AttachPort(ctx, req)
+}
+
+// DetachPort detaches a pod port by name ("<switch>:<hostIfName>") or by
+// host link name, stops serving it and closes its sockets (which removes
+// the XDP program). Detaching a port that is not attached succeeds.
+func (d *Dataplane) DetachPort(ctx context.Context, name string) error {
+	d.mu.Lock()
+	p, ok := d.ports[name]
+	if !ok {
+		p, ok = d.byLink[name]
+	}
+	if !ok || d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.unlinkLocked(p)
+	d.mu.Unlock()
+	return d.detach(p)
+}
+
+// DetachOwner detaches the port of an owner, if any.
+func (d *Dataplane) DetachOwner(ctx context.Context, owner string) error {
+	d.mu.Lock()
+	p, ok := d.byOwner[owner]
+	if !ok || d.closed {
+		d.mu.Unlock()
+		return nil
+	}
+	d.unlinkLocked(p)
+	d.mu.Unlock()
+	return d.detach(p)
+}
+
+func (d *Dataplane) unlinkLocked(p *Port) {
+	delete(d.ports, p.name)
+	delete(d.byLink, p.hostIf)
+	delete(d.byOwner, p.owner)
+}
+
+// detach undoes attachLocked: the switch stops forwarding from and to the
+// port (waiting for passes in flight), then the queue stops and detaches
+// (waiting for if_start in flight on the workers), then the backend closes.
+func (d *Dataplane) detach(p *Port) error {
+	d.mu.Lock()
+	d.unlinkLocked(p)
+	d.mu.Unlock()
+	var errs []error
+	if err := d.reg.Detach(p.name); err != nil && !errors.Is(err, vale.ErrNoPort) {
+		errs = append(errs, err)
+	}
+	p.sw.classes.set(p.vp.Index(), PortPolicy{})
+	errs = append(errs, p.oq.close())
+	p.ga.Put()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("detach port %s: %w", p.name, err)
+	}
+	return nil
+}
+
+// SetPortPolicy changes a live port's output queue (length, discipline,
+// rate, priority) without restarting it. Queued frames are kept (moved to
+// a new discipline in order).
+func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
+	if err := pol.Validate(); err != nil {
+		return fmt.Errorf("set policy of %s: %w", name, err)
+	}
+	d.mu.Lock()
+	p, ok := d.ports[name]
+	if !ok {
+		p, ok = d.byLink[name]
+	}
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("set policy of %s: %w", name, ErrNoPort)
+	}
+	p.polMu.Lock()
+	defer p.polMu.Unlock()
+	if err := p.oq.setPolicy(p.policy, pol); err != nil {
+		return fmt.Errorf("set policy of %s: %w", name, err)
+	}
+	p.sw.classes.set(p.vp.Index(), pol)
+	p.policy = pol
+	return nil
+}
