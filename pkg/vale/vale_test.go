@@ -268,11 +268,12 @@ func TestAgingWithInjectedClock(t *testing.T) {
 	c.expect(f) // aged out: flooded
 	b.expect(f)
 	sw, _ := r.Switch("vale0")
-	if n := sw.Age(); n != 0 { // a was just re-learned; b expired but ...
-		fdb, _ := sw.FDB()
-		if len(fdb) != 1 {
-			t.Fatalf("after Age: %v", fdb)
-		}
+	if n := sw.Age(); n != 1 { // b expired; a was just re-learned
+		t.Fatalf("Age removed %d entries, want 1", n)
+	}
+	fdb, _ := sw.FDB()
+	if len(fdb) != 1 || fdb[0].MAC.String() != a.mac.String() || fdb[0].Port != 0 {
+		t.Fatalf("fdb after aging: %v", fdb)
 	}
 }
 
