@@ -568,3 +568,11 @@ func (e *Epair) Destroy(n *Net, ifp *Ifnet) error {
 	e.units.Free(sc.unit)
 	return first
 }
+
+// Qflush is epair_qflush with the D-E5 fix: purge the end's if_snd without
+// touching reference counts and take it off the drain lists.
+func (e *Epair) Qflush(ifp *Ifnet) {
+	sc := ifp.softc.(*epairSoftc)
+	e.removeDrain(sc)
+	ifp.snd.PurgeAll()
+}
