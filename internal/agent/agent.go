@@ -152,7 +152,9 @@ func (a *Agent) notReady() error {
 	return nil
 }
 
-func owner(k agentapi.Key) ipam.Owner { return ipam.Owner{ContainerID: k.ContainerID, IfName: k.IfName} }
+func owner(k agentapi.Key) ipam.Owner {
+	return ipam.Owner{ContainerID: k.ContainerID, IfName: k.IfName}
+}
 
 func ipamError(err error) error {
 	switch {
@@ -278,7 +280,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 		}
 	}
 	pi, err := a.dp.AttachPort(ctx, PortRequest{Switch: r.Switch, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
-		Owner: req.Key.String(), PodMAC: r.MAC})
+		Owner: ownerKey(r), PodMAC: r.MAC})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to switch %s: %w", req.HostIfName, r.Switch, err)
 	}
@@ -437,7 +439,9 @@ func (a *Agent) Status(ctx context.Context) (*agentapi.Status, error) {
 }
 
 // Switches implements agentapi.Inspector.
-func (a *Agent) Switches(ctx context.Context) (*agentapi.SwitchList, error) { return a.dp.Switches(ctx) }
+func (a *Agent) Switches(ctx context.Context) (*agentapi.SwitchList, error) {
+	return a.dp.Switches(ctx)
+}
 
 // FDB implements agentapi.Inspector.
 func (a *Agent) FDB(ctx context.Context, sw string) (*agentapi.FDB, error) {
@@ -457,4 +461,6 @@ func ownerKeyParts(o string) (network string, k agentapi.Key, ok bool) {
 }
 
 // ownerKey is the alias the plugin records on r's host link.
-func ownerKey(r *record) string { return cniplugin.OwnerKey(r.Network, r.Key.ContainerID, r.Key.IfName) }
+func ownerKey(r *record) string {
+	return cniplugin.OwnerKey(r.Network, r.Key.ContainerID, r.Key.IfName)
+}

@@ -41,6 +41,19 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 	return pi, nil
 }
 
+func (d *memDataplane) AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
+	d.links.mu.Lock()
+	ok := false
+	for _, p := range d.links.pairs {
+		ok = ok || (p.HostName == req.HostIfName && p.Owner == req.Owner)
+	}
+	d.links.mu.Unlock()
+	if !ok {
+		return agentapi.PortInfo{}, fmt.Errorf("adopt %s for %s: %w", req.HostIfName, req.Owner, syscall.EPERM)
+	}
+	return d.AttachPort(ctx, req)
+}
+
 func (d *memDataplane) DetachPort(sw, host string) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -69,7 +82,7 @@ func (d *memDataplane) FDB(_ context.Context, sw string) (*agentapi.FDB, error) 
 	return &agentapi.FDB{Switch: sw, Entries: []agentapi.FDBEntry{}}, nil
 }
 
-func (d *memDataplane) Close() error {
+func (d *memDataplane) Close(bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.ports = map[string]agentapi.PortInfo{}

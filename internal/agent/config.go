@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -202,3 +203,5 @@ func (c *Config) Switch(name string) (*SwitchConfig, bool) {
 	}
 	return nil, false
 }
+
+func netipPrefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }

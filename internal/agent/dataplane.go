@@ -13,14 +13,18 @@ type Dataplane interface {
 	// AttachPort opens the host link as a port of the switch and returns its state. Attaching
 	// a link that is already a port of that switch returns the existing port.
 	AttachPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error)
+	// AdoptPort re-attaches a running pod's host link after a restart, checking that the
+	// link's alias records req.Owner; the link is not touched.
+	AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error)
 	// DetachPort closes the port of the host link; detaching an unknown link succeeds.
 	DetachPort(sw, hostIfName string) error
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
 	agentapi.Inspector
-	// Close detaches every port and removes what the dataplane put on the node (host ports,
-	// nftables rules). Pod links are not touched.
-	Close() error
+	// Close detaches every port and removes the host ports; with uninstall it also removes
+	// the nftables rules (kept across restarts for established masqueraded flows). Pod links
+	// are not touched.
+	Close(uninstall bool) error
 }
 
 // PortRequest asks for a pod's host link on a switch.
@@ -28,7 +32,8 @@ type PortRequest struct {
 	Switch      string
 	HostIfName  string
 	HostIfIndex int
-	// Owner is "containerID/ifName", shown by valectl.
+	// Owner is the owner recorded in the link's alias (cniplugin.OwnerKey: network,
+	// container, ifname); the dataplane keys ports by it and valectl shows it.
 	Owner string
 	// PodMAC is the pod end's MAC (may be empty): a dataplane may pin it in the FDB.
 	PodMAC string

@@ -112,8 +112,8 @@ func (a *Agent) switchMTU(name string) int {
 
 func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 	defer a.lock(r.Key)()
-	if _, err := a.dp.AttachPort(ctx, PortRequest{Switch: r.Switch, HostIfName: p.HostName, HostIfIndex: p.HostIndex,
-		Owner: r.Key.String(), PodMAC: r.MAC}); err != nil {
+	if _, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: p.HostName, HostIfIndex: p.HostIndex,
+		Owner: p.Owner, PodMAC: r.MAC}); err != nil {
 		return err
 	}
 	if r.HostIfName == p.HostName && r.HostIfIndex == p.HostIndex {
@@ -169,6 +169,10 @@ func (a *Agent) Close() error {
 	if a.closed.Swap(true) {
 		return nil
 	}
+	return a.shutdown(false)
+}
+
+func (a *Agent) shutdown(uninstall bool) error {
 	a.ready.Store(false)
 	// Wait for in-flight calls: each holds its key's lock.
 	for i := range a.locks {
@@ -179,7 +183,7 @@ func (a *Agent) Close() error {
 			a.locks[i].Unlock()
 		}
 	}()
-	err := a.dp.Close()
+	err := a.dp.Close(uninstall)
 	return errors.Join(err, a.closeStores(), a.links.Close())
 }
 
@@ -187,6 +191,9 @@ func (a *Agent) Close() error {
 // host link (which deletes the pod end too), the ports, the dataplane's host ports and
 // rules, and the state directory's stores. It closes the agent.
 func (a *Agent) Uninstall() error {
+	if a.closed.Swap(true) {
+		return fmt.Errorf("uninstall: agent already closed")
+	}
 	var errs []error
 	for _, r := range a.records() {
 		_, err := a.release(r.Key)
@@ -197,7 +204,7 @@ func (a *Agent) Uninstall() error {
 	for _, p := range pairs {
 		errs = append(errs, a.links.Destroy(p.HostName))
 	}
-	errs = append(errs, a.Close())
+	errs = append(errs, a.shutdown(true))
 	for _, sw := range a.cfg.Switches {
 		errs = append(errs, removeIfExists(filepath.Join(a.cfg.StateDir, "ipam-"+sw.Name+".db")))
 	}

@@ -44,7 +44,7 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	}
 	a, err := New(Options{Config: o.Config, Dataplane: dp, Links: links, Logger: log})
 	if err != nil {
-		return errors.Join(fmt.Errorf("run agent: %w", err), dp.Close(), links.Close())
+		return errors.Join(fmt.Errorf("run agent: %w", err), dp.Close(false), links.Close())
 	}
 	defer func() {
 		var cerr error

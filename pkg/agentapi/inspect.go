@@ -6,6 +6,9 @@ import (
 	"net/url"
 )
 
+// DefaultSocket is the agent socket's default path (the plugin's agentSocket default).
+const DefaultSocket = "/run/epair/agent.sock"
+
 // Inspection endpoints (valectl). They are optional for a backend: NewAgentServer serves
 // them when given an Inspector, and NewServer alone answers them with CodeNotFound.
 const (
