@@ -436,7 +436,10 @@ func TestET17_RoundRobinDrain(t *testing.T) {
 		t.Fatalf("drain list %v", d)
 	}
 	release()
-	eventually(t, "all delivered", func() bool { _, o, d := e.QueueState(b0); return !o && len(d) == 0 && a0.Snd().Len() == 0 && a1.Snd().Len() == 0 })
+	eventually(t, "all delivered", func() bool {
+		_, o, d := e.QueueState(b0)
+		return !o && len(d) == 0 && a0.Snd().Len() == 0 && a1.Snd().Len() == 0
+	})
 	got := rx.list()
 	// Both senders must progress in the first half of the deliveries.
 	half := got[:len(got)/2]
