@@ -28,6 +28,17 @@ const (
 	MaxQueueLen = 65536
 	// DefaultRingSlots is the slot count of every port's netmap rings.
 	DefaultRingSlots = 1024
+	// DefaultXDPFrames is the UMEM size of a pod link's AF_XDP socket
+	// when Config.Link leaves it at 0: half of it receives, so a burst of
+	// up to 512 frames (a few TCP windows' worth of segments) is not
+	// dropped by the kernel before the switch runs. 2 MiB per port.
+	DefaultXDPFrames = 1024
+	// DefaultBurst is how much of its rate a token bucket holds when the
+	// policy sets no burst. ifcore's own default (10 ms) loses tokens
+	// whenever the goroutine that drains the queue waits longer than that
+	// for a CPU, which on a loaded node it does: 50 ms keeps the long-run
+	// rate exact there, at the cost of a burst of that length after idle.
+	DefaultBurst = 50 * time.Millisecond
 	// MaxPriority is the lowest priority class (0 is served first).
 	MaxPriority = ifcore.PrioClassBands - 1
 
@@ -132,7 +143,8 @@ type PortPolicy struct {
 	// the pod (0: that dimension unlimited; both 0: no limit).
 	RateBitsPerSec uint64
 	RatePktsPerSec uint64
-	// BurstBytes and BurstPkts size the token buckets (0: 10 ms worth).
+	// BurstBytes and BurstPkts size the token buckets (0: DefaultBurst
+	// worth of the rate).
 	BurstBytes int
 	BurstPkts  int
 }
@@ -296,5 +308,12 @@ func (p PortPolicy) rate() *ifcore.Rate {
 	if p.RateBitsPerSec == 0 && p.RatePktsPerSec == 0 {
 		return nil
 	}
-	return &ifcore.Rate{BitsPerSec: p.RateBitsPerSec, PktsPerSec: p.RatePktsPerSec, BurstBytes: p.BurstBytes, BurstPkts: p.BurstPkts}
+	r := &ifcore.Rate{BitsPerSec: p.RateBitsPerSec, PktsPerSec: p.RatePktsPerSec, BurstBytes: p.BurstBytes, BurstPkts: p.BurstPkts}
+	if r.BitsPerSec > 0 && r.BurstBytes == 0 {
+		r.BurstBytes = int(max(float64(r.BitsPerSec)/8*DefaultBurst.Seconds(), 2*1518))
+	}
+	if r.PktsPerSec > 0 && r.BurstPkts == 0 {
+		r.BurstPkts = int(max(float64(r.PktsPerSec)*DefaultBurst.Seconds(), 2))
+	}
+	return r
 }

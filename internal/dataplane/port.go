@@ -185,6 +185,9 @@ func (d *Dataplane) attachLocked(swName, owner string, link netlink.Link, pol Po
 	if s.bufSize > 2048 && lo.XDP.FrameSize == 0 {
 		lo.XDP.FrameSize = 4096
 	}
+	if lo.XDP.FrameCount == 0 {
+		lo.XDP.FrameCount = DefaultXDPFrames
+	}
 	if err := d.inNS(func() error {
 		var err error
 		p.opened, err = linkport.Open(ifname, lo)
