@@ -215,12 +215,7 @@ func (c *Cloner) usedUnits() (map[int]bool, error) {
 		links []netlink.Link
 		err   error
 	)
-	for range 5 {
-		links, err = c.host.LinkList()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	links, err = c.linkList()
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
 		return nil, fmt.Errorf("list host links: %w", err)
 	}
@@ -455,12 +450,7 @@ func (c *Cloner) List() ([]Pair, error) {
 		links []netlink.Link
 		err   error
 	)
-	for range 5 {
-		links, err = c.host.LinkList()
-		if !errors.Is(err, netlink.ErrDumpInterrupted) {
-			break
-		}
-	}
+	links, err = c.linkList()
 	if err != nil {
 		return nil, fmt.Errorf("list epairs: %w", err)
 	}
