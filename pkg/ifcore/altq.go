@@ -195,6 +195,12 @@ func (sq *Subqueue) stateLocked() QueueState {
 // enqueueLocked is ifsq_enqueue_locked: on failure the packet is freed
 // and counted as a drop.
 func (sq *Subqueue) enqueueLocked(p *Packet) error {
+	if sq.ifp.dead.Load() {
+		// Checked under the subqueue lock: Detach marks the interface
+		// dead before its final purge, so nothing can slip in after it.
+		p.Free()
+		return errDetached
+	}
 	ev, err := sq.disc.Enqueue(p, sq.stateLocked())
 	if ev != nil {
 		ev.Free()

@@ -46,7 +46,7 @@ func (ifp *Ifnet) Dispatch(w *Worker, p *Packet) error {
 	sq.mu.Lock()
 	err := sq.enqueueLocked(p)
 	if err != nil {
-		if !sq.dataReadyLocked() {
+		if err == errDetached || !sq.dataReadyLocked() {
 			sq.mu.Unlock()
 			return err
 		}

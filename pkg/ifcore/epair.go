@@ -286,6 +286,14 @@ func peerUsable(ifp *Ifnet) bool {
 	return f&IFF_RUNNING != 0 && f&IFF_UP != 0 && !ifp.dead.Load()
 }
 
+// Preallocated transmit errors: the packet path does not format.
+var (
+	errEpairNotRunning = fmt.Errorf("epair transmit: interface not running: %w", syscall.ENXIO)
+	errEpairDown       = fmt.Errorf("epair transmit: interface down: %w", syscall.ENETDOWN)
+	errEpairSndFull    = fmt.Errorf("epair transmit: send queue full: %w", syscall.ENOBUFS)
+	errEpairNetisrFull = fmt.Errorf("epair transmit: netisr queue full: %w", syscall.ENOBUFS)
+)
+
 // Transmit is epair_transmit.
 func (d epairDriver) Transmit(w *Worker, ifp *Ifnet, p *Packet) error {
 	if p == nil {
@@ -295,24 +303,28 @@ func (d epairDriver) Transmit(w *Worker, ifp *Ifnet, p *Packet) error {
 	f := ifp.Flags()
 	if f&IFF_RUNNING == 0 {
 		p.Free()
-		return fmt.Errorf("transmit on %s: not running: %w", ifp.Name(), syscall.ENXIO)
+		return errEpairNotRunning
 	}
 	if f&IFF_UP == 0 {
 		p.Free()
-		return fmt.Errorf("transmit on %s: down: %w", ifp.Name(), syscall.ENETDOWN)
+		return errEpairDown
 	}
+	peer := sc.other
+	plen, mc := p.Len, p.Flags&(PktMcast|PktBcast) != 0
+	q := peer.rxq
+	q.mu.Lock()
 	if tap := sc.e.cfg.Tap; tap != nil {
 		tap(ifp, p)
 	}
-	peer := sc.other
+	// The peer check is made under the queue lock: Destroy clears RUNNING
+	// before it purges under this lock, so nothing is queued to a pair
+	// being destroyed after its purge.
 	if !peerUsable(peer.ifp) {
+		q.mu.Unlock()
 		ifp.shard(w).OErrors.Add(1)
 		p.Free()
 		return nil
 	}
-	plen, mc := p.Len, p.Flags&(PktMcast|PktBcast) != 0
-	q := peer.rxq
-	q.mu.Lock()
 	if q.oactive {
 		// The queue is full: park in if_snd and register for the drain.
 		sq := ifp.snd.subqs[0]
@@ -325,7 +337,7 @@ func (d epairDriver) Transmit(w *Worker, ifp *Ifnet, p *Packet) error {
 		}
 		q.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("transmit on %s: send queue full: %w", ifp.Name(), err)
+			return errEpairSndFull
 		}
 		return nil
 	}
@@ -336,7 +348,7 @@ func (d epairDriver) Transmit(w *Worker, ifp *Ifnet, p *Packet) error {
 		q.drops.Add(1)
 		q.mu.Unlock()
 		p.Free()
-		return fmt.Errorf("transmit on %s: netisr queue full: %w", ifp.Name(), syscall.ENOBUFS)
+		return errEpairNetisrFull
 	}
 	peer.refcount.Add(1)
 	p.Rcvif = peer.ifp
@@ -411,7 +423,10 @@ func (sc *epairSoftc) startLocked(w *Worker, q *epairQueue) {
 // with nothing to program, MTU above ETHERMTU is EINVAL, the rest EINVAL.
 func (d epairDriver) Ioctl(ifp *Ifnet, cmd IoctlCmd, r *Ifreq) error {
 	switch cmd {
-	case SIOCSIFFLAGS, SIOCADDMULTI, SIOCDELMULTI:
+	case SIOCSIFFLAGS:
+		d.sc.updateLinkState()
+		return nil
+	case SIOCADDMULTI, SIOCDELMULTI:
 		return nil
 	case SIOCSIFMTU:
 		if r.MTU > ETHERMTU {
@@ -575,4 +590,22 @@ func (e *Epair) Qflush(ifp *Ifnet) {
 	sc := ifp.softc.(*epairSoftc)
 	e.removeDrain(sc)
 	ifp.snd.PurgeAll()
+}
+
+// updateLinkState applies the userspace-pair rule (§2.12, Linux veth
+// semantics): the link of both ends is UP iff both ends are admin-UP.
+func (sc *epairSoftc) updateLinkState() {
+	o := sc.other
+	if sc.ifp == nil || o.ifp == nil {
+		return
+	}
+	want := LinkStateDown
+	if sc.ifp.Flags()&IFF_UP != 0 && o.ifp.Flags()&IFF_UP != 0 {
+		want = LinkStateUp
+	}
+	for _, ifp := range []*Ifnet{sc.ifp, o.ifp} {
+		if ifp.LinkState() != want {
+			ifp.SetLinkState(want)
+		}
+	}
 }

@@ -571,3 +571,68 @@ func TestET22_NetisrMaxLen(t *testing.T) {
 	_, err := NewEpair(n3, EpairConfig{NetisrMaxLen: -1})
 	wantErrno(t, err, syscall.EINVAL)
 }
+
+// TestEpairLinkState: the link is UP iff both ends are admin-UP.
+func TestEpairLinkState(t *testing.T) {
+	n, _, _ := newEpairNet(t, Config{}, EpairConfig{})
+	a, b := mustCreate(t, n, "epair")
+	_ = a.Up()
+	if a.LinkState() == LinkStateUp {
+		t.Fatal("link up with one end down")
+	}
+	_ = b.Up()
+	if a.LinkState() != LinkStateUp || b.LinkState() != LinkStateUp {
+		t.Fatal("link not up with both ends up")
+	}
+	_ = a.Down()
+	if a.LinkState() != LinkStateDown || b.LinkState() != LinkStateDown {
+		t.Fatal("link not down")
+	}
+}
+
+// TestCloseWithTraffic closes a Net while pairs carry traffic; TestMain
+// then checks that no goroutine or packet is left.
+func TestCloseWithTraffic(t *testing.T) {
+	n, err := New(Config{Workers: 2, Clock: NewManualClock(time.Unix(1e9, 0))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got atomic.Int64
+	if _, err := NewEpair(n, EpairConfig{NetisrMaxLen: 8, Input: func(w *Worker, ifp *Ifnet, p *Packet) { got.Add(1); p.Free() }}); err != nil {
+		t.Fatal(err)
+	}
+	var ends []*Ifnet
+	for i := 0; i < 3; i++ {
+		a, b := mustCreate(t, n, "epair")
+		upBoth(t, a, b)
+		ends = append(ends, a, b)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, ifp := range ends {
+		wg.Add(1)
+		go func(ifp *Ifnet) {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = ifp.Dispatch(nil, pkt(60, 0))
+				_ = ifp.Transmit(nil, pkt(60, 0))
+			}
+		}(ifp)
+	}
+	eventually(t, "traffic", func() bool { return got.Load() > 1000 })
+	// Close while the producers are still sending; they must get errors,
+	// never strand a packet.
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+	if len(n.Interfaces()) != 0 {
+		t.Fatal("interfaces left after Close")
+	}
+}

@@ -203,6 +203,7 @@ type Ifnet struct {
 	multi        []*Multiaddr
 	addrs        []*Ifaddr
 	lastchange   time.Time
+	legacyMu     sync.Mutex
 	legacy       IfData // stats_compat copy, written by the slow timer
 
 	snd        Ifaltq
@@ -273,6 +274,17 @@ func (ifp *Ifnet) shard(w *Worker) *Counters {
 // Stats sums the per-worker counters (IFNET_STAT_GET), so it is always
 // current (D-I15).
 func (ifp *Ifnet) Stats() IfData {
+	d := ifp.sumCounters()
+	ifp.net.mu.Lock()
+	d.Metric = ifp.metric
+	d.LastChange = ifp.lastchange
+	ifp.net.mu.Unlock()
+	return d
+}
+
+// sumCounters sums the shards without taking the control-plane lock, so
+// the slow timer can call it on worker 0.
+func (ifp *Ifnet) sumCounters() IfData {
 	var d IfData
 	for i := range ifp.stats {
 		s := &ifp.stats[i]
@@ -295,18 +307,14 @@ func (ifp *Ifnet) Stats() IfData {
 	d.MTU = ifp.MTU()
 	d.Baudrate = ifp.baudrate
 	d.LinkState = LinkState(ifp.linkState.Load())
-	ifp.net.mu.Lock()
-	d.Metric = ifp.metric
-	d.LastChange = ifp.lastchange
-	ifp.net.mu.Unlock()
 	return d
 }
 
 // LegacyStats returns the legacy if_data copy that the slow timer refreshes
 // only when stats_compat is on (SIOCGIFDATA in the seed).
 func (ifp *Ifnet) LegacyStats() IfData {
-	ifp.net.mu.Lock()
-	defer ifp.net.mu.Unlock()
+	ifp.legacyMu.Lock()
+	defer ifp.legacyMu.Unlock()
 	return ifp.legacy
 }
 

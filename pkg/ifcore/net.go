@@ -529,10 +529,10 @@ func (n *Net) slowtimoDispatch(w *Worker) {
 	compat := n.statsCompat.Load()
 	for _, ifp := range n.Interfaces() {
 		if compat {
-			d := ifp.Stats()
-			n.mu.Lock()
+			d := ifp.sumCounters()
+			ifp.legacyMu.Lock()
 			ifp.legacy = d
-			n.mu.Unlock()
+			ifp.legacyMu.Unlock()
 		}
 		t := ifp.ifTimer.Load()
 		if t == 0 {

@@ -365,7 +365,7 @@ func TestIT32_WatchdogsAndSlowTimer(t *testing.T) {
 	_ = sq.SetOwner(1)
 	var sqFired []int
 	var mu sync.Mutex
-	wd := sq.NewWatchdog(func(sq *Subqueue) { mu.Lock(); sqFired = append(sqFired, sq.Owner()); mu.Unlock() })
+	wd := sq.NewWatchdog(func(w *Worker, sq *Subqueue) { mu.Lock(); sqFired = append(sqFired, w.ID()); mu.Unlock() })
 	wd.Start()
 	wd.Set(3)
 	for i := 0; i < 6; i++ {
@@ -373,8 +373,8 @@ func TestIT32_WatchdogsAndSlowTimer(t *testing.T) {
 		_ = n.ServiceSync()
 	}
 	mu.Lock()
-	if len(sqFired) != 1 {
-		t.Fatalf("subqueue watchdog fired %d times", len(sqFired))
+	if len(sqFired) != 1 || sqFired[0] != 1 {
+		t.Fatalf("subqueue watchdog fired %v (worker ids), want once on owner 1", sqFired)
 	}
 	mu.Unlock()
 	wd.Set(1)

@@ -7,11 +7,11 @@ import (
 )
 
 // Watchdog is the per-subqueue watchdog (ifsq_watchdog): a 1 s tick on the
-// subqueue's owner worker; when the driver-set timer counts down to zero
+// subqueue's owner worker (the callback gets that worker); when the driver-set timer counts down to zero
 // the callback runs under TrySerialize, or is retried a tick later.
 type Watchdog struct {
 	sq       *Subqueue
-	fn       func(sq *Subqueue)
+	fn       func(w *Worker, sq *Subqueue)
 	timer    atomic.Int32
 	mu       sync.Mutex
 	callout  Timer
@@ -22,7 +22,7 @@ type Watchdog struct {
 }
 
 // NewWatchdog binds a watchdog to sq (ifsq_watchdog_init).
-func (sq *Subqueue) NewWatchdog(fn func(sq *Subqueue)) *Watchdog {
+func (sq *Subqueue) NewWatchdog(fn func(w *Worker, sq *Subqueue)) *Watchdog {
 	wd := &Watchdog{sq: sq, fn: fn}
 	wd.msg.fn = wd.dispatch
 	wd.fire = wd.expire
@@ -76,7 +76,7 @@ func (wd *Watchdog) dispatch(w *Worker) {
 		wd.timer.Store(t)
 		if t == 0 {
 			if wd.sq.hw.TryLock() {
-				wd.fn(wd.sq)
+				wd.fn(w, wd.sq)
 				wd.sq.hw.Unlock()
 			} else {
 				wd.timer.Store(1) // retry in a second
