@@ -219,6 +219,7 @@ func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
 	frames, pos := g.txFrames[q][:0], g.txPos[q][:0]
 	head := k.RHead
 	inFrag := false
+	first := head // slot of frames[0]
 	for i := k.NrHwcur.Load(); i != head; i = k.Next(i) {
 		s := &k.Ring.Slot[i]
 		frag := inFrag || s.Flags&MoreFrag != 0
@@ -227,6 +228,9 @@ func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
 		if frag || buf == nil || int(s.Len) > g.maxFrame || int(s.Len) > len(buf) {
 			g.TxDropped.Add(1)
 			continue
+		}
+		if len(frames) == 0 {
+			first = i
 		}
 		frames = append(frames, buf[:s.Len])
 		pos = append(pos, k.Next(i))
@@ -239,9 +243,7 @@ func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
 		if n < len(frames) {
 			// frames[n] was not accepted: resume there next time.
 			if n == 0 {
-				newHwcur = k.NrHwcur.Load()
-				// skip the dropped slots before the first frame: keep simple,
-				// they are re-examined and re-counted only if still pending.
+				newHwcur = first // dropped slots before it are consumed
 			} else {
 				newHwcur = pos[n-1]
 			}

@@ -98,6 +98,9 @@ func (h *Handle) TxRing(i int) *Ring { return h.ring(TX, i) }
 // RxRing returns the user view of RX ring i (NETMAP_RXRING).
 func (h *Handle) RxRing(i int) *Ring { return h.ring(RX, i) }
 
+// Ring returns the user view of ring i of direction t.
+func (h *Handle) Ring(t Direction, i int) *Ring { return h.ring(t, i) }
+
 func (h *Handle) ring(t Direction, i int) *Ring {
 	b := h.bind.Load()
 	if b == nil {

@@ -272,3 +272,30 @@ func TestNT16_Poll(t *testing.T) {
 		}
 	})
 }
+
+// TestDN04_PollSkipsSyncAfterBadPrologue: the seed syncs an RX ring even
+// after its prologue failed; here the sync is skipped and POLLERR reported.
+func TestDN04_PollSkipsSyncAfterBadPrologue(t *testing.T) {
+	nm := New(Config{})
+	p := newTestPort(t, "tp", g8(1, 1), false)
+	if err := nm.Attach(p); err != nil {
+		t.Fatal(err)
+	}
+	h := nm.Open()
+	defer h.Close()
+	mustRegister(t, h, Req{Name: "tp"})
+	r := h.RxRing(0)
+	// Beyond hwtail 0; tail is overwritten too so the lock-free check sees
+	// an empty ring and the RX loop runs.
+	r.Head, r.Cur, r.Tail = 5, 5, 5
+	before := p.rxs.Load()
+	if ev := h.PollNow(PollIn); ev&PollErr == 0 {
+		t.Errorf("poll: %#x, want POLLERR", ev)
+	}
+	if p.rxs.Load() != before {
+		t.Error("rxsync ran after a failed prologue")
+	}
+	if r.Head != 0 || r.Cur != 0 {
+		t.Errorf("ring not reset: head %d cur %d", r.Head, r.Cur)
+	}
+}

@@ -87,6 +87,17 @@ func (r *Ring) Space() uint32 {
 	return r.Tail + r.NumSlots - r.Cur
 }
 
+// TxPending is nm_tx_pending: a TX ring still has slots the kernel has not
+// taken (tail != head - 1). A producer that stops must keep syncing (or
+// polling) until this is false, or the last frames stay in the ring.
+func (r *Ring) TxPending() bool {
+	prev := r.Head
+	if prev == 0 {
+		prev = r.NumSlots
+	}
+	return r.Tail != prev-1
+}
+
 // Buf returns the buffer of slot i, sliced to the buffer size (NETMAP_BUF).
 // An invalid buffer index yields nil.
 func (r *Ring) Buf(i uint32) []byte { return r.pool.Buf(r.Slot[i].BufIdx) }
