@@ -101,6 +101,47 @@ func (q *Ifaltq) SetRate(r *Rate) error {
 	return nil
 }
 
+// QueuePolicy is the output-queue part of a per-pod PortPolicy: what Apply
+// changes on a live interface. Zero fields are left alone; ClearRate
+// removes the regulator.
+type QueuePolicy struct {
+	Discipline *DisciplineKind
+	MaxLen     int
+	Rate       *Rate
+	ClearRate  bool
+}
+
+// Apply changes discipline, queue length and rate of a live interface,
+// validating everything first so a bad policy changes nothing.
+func (q *Ifaltq) Apply(p QueuePolicy) error {
+	if p.Discipline != nil {
+		if _, err := NewDiscipline(*p.Discipline); err != nil {
+			return fmt.Errorf("apply queue policy: %w", err)
+		}
+	}
+	if p.MaxLen < 0 {
+		return fmt.Errorf("apply queue policy: queue length %d is negative: %w", p.MaxLen, syscall.EINVAL)
+	}
+	if p.Rate != nil {
+		if p.ClearRate {
+			return fmt.Errorf("apply queue policy: both Rate and ClearRate set: %w", syscall.EINVAL)
+		}
+		if err := p.Rate.Validate(); err != nil {
+			return fmt.Errorf("apply queue policy: %w", err)
+		}
+	}
+	if p.MaxLen > 0 {
+		_ = q.SetMaxLen(p.MaxLen)
+	}
+	if p.Discipline != nil {
+		_ = q.SetDiscipline(*p.Discipline)
+	}
+	if p.Rate != nil || p.ClearRate {
+		_ = q.SetRate(p.Rate)
+	}
+	return nil
+}
+
 // PurgeAll purges every subqueue (ifq_purge_all).
 func (q *Ifaltq) PurgeAll() {
 	for _, sq := range q.subqs {

@@ -26,7 +26,7 @@ type EpairConfig struct {
 	// (default 5 s); on expiry destroy fails with EBUSY and can be retried.
 	DestroyTimeout time.Duration
 	// Input is if_input of every end made (nil: free the packet).
-	Input func(w *Worker, ifp *Ifnet, p *Packet)
+	Input InputFunc
 	// Tap is the BPF_MTAP hook, called with every packet a sender hands to
 	// the pair (including those then dropped because the peer is down).
 	Tap func(ifp *Ifnet, p *Packet)

@@ -171,7 +171,7 @@ type IfConfig struct {
 	Rate       *Rate
 	// Input is if_input, called for packets received on this interface
 	// (by the epair cloner). nil frees them.
-	Input func(w *Worker, ifp *Ifnet, p *Packet)
+	Input InputFunc
 	Softc any
 }
 
@@ -210,7 +210,7 @@ type Ifnet struct {
 	driver     Driver
 	serializer Serializer
 	stats      []Counters
-	input      func(w *Worker, ifp *Ifnet, p *Packet)
+	input      atomic.Pointer[InputFunc]
 	softc      any
 	cloner     *clonerEntry
 }
@@ -318,14 +318,22 @@ func (ifp *Ifnet) LegacyStats() IfData {
 	return ifp.legacy
 }
 
-// Input hands a received packet to if_input.
+// InputFunc is if_input: it owns p and must free or pass it on.
+type InputFunc func(w *Worker, ifp *Ifnet, p *Packet)
+
+// Input hands a received packet to if_input (freed if there is none).
 func (ifp *Ifnet) Input(w *Worker, p *Packet) {
-	if ifp.input == nil {
+	fn := ifp.input.Load()
+	if fn == nil || *fn == nil {
 		p.Free()
 		return
 	}
-	ifp.input(w, ifp, p)
+	(*fn)(w, ifp, p)
 }
+
+// SetInput replaces if_input on a live interface (for example when the
+// agent attaches the interface to a switch port).
+func (ifp *Ifnet) SetInput(fn InputFunc) { ifp.input.Store(&fn) }
 
 // SetTimer arms the legacy watchdog: it fires after n slow-timer ticks.
 func (ifp *Ifnet) SetTimer(n int) { ifp.ifTimer.Store(int32(n)) }

@@ -275,7 +275,10 @@ func (n *Net) Attach(cfg IfConfig) (*Ifnet, error) {
 
 	ifp := &Ifnet{net: n, dname: cfg.Dname, dunit: cfg.Dunit, typ: cfg.Type, baudrate: cfg.Baudrate,
 		lladdr: append([]byte(nil), cfg.Lladdr...), capabilities: cfg.Capabilities,
-		driver: cfg.Driver, serializer: ser, input: cfg.Input, softc: cfg.Softc}
+		driver: cfg.Driver, serializer: ser, softc: cfg.Softc}
+	if cfg.Input != nil {
+		ifp.SetInput(cfg.Input)
+	}
 	ifp.name.Store(&name)
 	ifp.flags.Store(cfg.Flags)
 	ifp.mtu.Store(int32(mtu))

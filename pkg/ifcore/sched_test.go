@@ -417,3 +417,79 @@ func TestRegulatorRestartsStart(t *testing.T) {
 		t.Log("interlock held")
 	}
 }
+
+func TestHandoffAndSubqueueMapping(t *testing.T) {
+	n, _ := newTestNet(t, Config{Workers: 2})
+	d := &sinkDriver{}
+	ifp := attachUp(t, n, "ho0", d, IfConfig{})
+	ifp.Serializer().Lock()
+	if err := ifp.Handoff(nil, pkt(80, PktMcast)); err != nil {
+		t.Fatal(err)
+	}
+	ifp.Serializer().Unlock()
+	if d.pkts.Load() != 1 || ifp.Stats().OBytes != 80 || ifp.Stats().OMcasts != 1 {
+		t.Fatal("handoff did not start or count")
+	}
+	_, err := n.Attach(IfConfig{Name: "mq", Driver: d, Subqueues: 3})
+	wantErrno(t, err, syscall.EINVAL)
+	for _, m := range []SubqMap{MapWorker, MapHash} {
+		d := &sinkDriver{}
+		d.full.Store(true)
+		ifp := attachUp(t, n, "mq"+string(rune('0'+m)), d, IfConfig{Subqueues: 2, SubqMap: m})
+		for i := 0; i < 4; i++ {
+			p := pkt(60, 0)
+			p.Hash = uint32(i)
+			if m == MapWorker {
+				_ = n.Workers().Get(i % 2).Do(func(w *Worker) { _ = ifp.Dispatch(w, p) })
+			} else {
+				_ = ifp.Dispatch(nil, p)
+			}
+		}
+		if a, b := ifp.Snd().Subqueue(0).Len(), ifp.Snd().Subqueue(1).Len(); a != 2 || b != 2 {
+			t.Fatalf("map %d: subqueue lengths %d/%d", m, a, b)
+		}
+		ifp.Snd().PurgeAll()
+	}
+}
+
+func TestApplyQueuePolicy(t *testing.T) {
+	n, _ := newTestNet(t, Config{Workers: 1, StageCntMax: -1})
+	d := &sinkDriver{}
+	d.full.Store(true)
+	ifp := attachUp(t, n, "pol0", d, IfConfig{})
+	q := ifp.Snd()
+	bad := DisciplineKind(7)
+	wantErrno(t, q.Apply(QueuePolicy{Discipline: &bad, MaxLen: 10}), syscall.EINVAL)
+	if q.MaxLen() != IFQ_MAXLEN {
+		t.Fatal("a rejected policy changed the queue length")
+	}
+	wantErrno(t, q.Apply(QueuePolicy{Rate: &Rate{BurstBytes: -1, BitsPerSec: 1}}), syscall.EINVAL)
+	k := DiscPrioClass
+	if err := q.Apply(QueuePolicy{Discipline: &k, MaxLen: 10, Rate: &Rate{BitsPerSec: 1e9}}); err != nil {
+		t.Fatal(err)
+	}
+	sq := q.Subqueue(0)
+	sq.mu.Lock()
+	_, ok := sq.disc.(*PrioClass)
+	hasTBR := sq.tbr != nil
+	sq.mu.Unlock()
+	if !ok || q.MaxLen() != 10 || !hasTBR {
+		t.Fatal("policy not applied")
+	}
+	if err := q.Apply(QueuePolicy{ClearRate: true}); err != nil {
+		t.Fatal(err)
+	}
+	sq.mu.Lock()
+	hasTBR = sq.tbr != nil
+	sq.mu.Unlock()
+	if hasTBR {
+		t.Fatal("rate not cleared")
+	}
+	// Input can be replaced on a live interface.
+	var got int
+	ifp.SetInput(func(w *Worker, ifp *Ifnet, p *Packet) { got++; p.Free() })
+	ifp.Input(nil, pkt(1, 0))
+	if got != 1 {
+		t.Fatal("SetInput")
+	}
+}

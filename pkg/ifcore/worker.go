@@ -105,10 +105,16 @@ func (w *Worker) Do(fn func(w *Worker)) error {
 	}
 }
 
-// AddRollup registers fn to run every time the worker's port goes idle
-// (netisr_register_rollup). It must be called on the worker itself or
-// before the worker starts processing (New does the latter).
-func (w *Worker) AddRollup(fn func(w *Worker)) { w.rollups = append(w.rollups, fn) }
+// AddRollup registers fn to run after every batch the worker takes from its
+// port (netisr_register_rollup). Called from outside the worker it waits
+// for the worker to register it; from another worker it fails (EDEADLK).
+func (w *Worker) AddRollup(fn func(w *Worker)) error {
+	if w.ws.onWorker() == w {
+		w.rollups = append(w.rollups, fn)
+		return nil
+	}
+	return w.Do(func(w *Worker) { w.rollups = append(w.rollups, fn) })
+}
 
 func (w *Worker) takeAll() *Msg {
 	w.mu.Lock()
