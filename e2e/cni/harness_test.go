@@ -2,6 +2,9 @@ package cni
 
 import (
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -317,4 +320,19 @@ func cniCode(err error) (uint, string) {
 		return te.Code, te.Msg + " " + te.Details
 	}
 	return 0, fmt.Sprint(err)
+}
+
+// metrics returns the agent's /metrics text.
+func (a *agentProc) metrics() string {
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", a.socket)
+	}}}
+	resp, err := hc.Get("http://agent/metrics")
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

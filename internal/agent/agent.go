@@ -171,6 +171,7 @@ func ipamError(err error) error {
 // Allocate implements agentapi.Interface.
 func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*agentapi.Attachment, error) {
 	a.metrics.calls[opAllocate].Add(1)
+	defer a.timed(opAllocate, req.Key, time.Now())
 	if err := a.notReady(); err != nil {
 		return nil, err
 	}
@@ -265,6 +266,7 @@ func (a *Agent) attachment(r *record) (*agentapi.Attachment, error) {
 // Attach implements agentapi.Interface.
 func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agentapi.Port, error) {
 	a.metrics.calls[opAttach].Add(1)
+	defer a.timed(opAttach, req.Key, time.Now())
 	if err := a.notReady(); err != nil {
 		return nil, err
 	}
@@ -298,6 +300,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 // never wait for readiness.
 func (a *Agent) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*agentapi.ReleaseResponse, error) {
 	a.metrics.calls[opRelease].Add(1)
+	defer a.timed(opRelease, req.Key, time.Now())
 	if a.closed.Load() {
 		return nil, agentapi.NewError(agentapi.CodeNotReady, "agent is shutting down")
 	}
@@ -463,4 +466,11 @@ func ownerKeyParts(o string) (network string, k agentapi.Key, ok bool) {
 // ownerKey is the alias the plugin records on r's host link.
 func ownerKey(r *record) string {
 	return cniplugin.OwnerKey(r.Network, r.Key.ContainerID, r.Key.IfName)
+}
+
+// timed records a call's latency (a histogram for /metrics) and logs it at debug level.
+func (a *Agent) timed(op int, k agentapi.Key, start time.Time) {
+	d := time.Since(start)
+	a.metrics.observe(op, d)
+	a.log.Debug("api call", "op", opNames[op], "key", k.String(), "duration", d)
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"sort"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -24,8 +25,20 @@ var opNames = [numOps]string{"allocate", "attach", "release", "check", "list", "
 // metrics are the agent's own counters; the dataplane's come from its Switches snapshot.
 type metrics struct {
 	calls     [numOps]atomic.Uint64
+	// latency histograms of the calls that change state (cumulative buckets)
+	lat    [numOps][len(latBuckets) + 1]atomic.Uint64
+	latSum [numOps]atomic.Int64 // nanoseconds
 	allocated atomic.Uint64
 	released  atomic.Uint64
+}
+
+// latBuckets are the latency histogram's upper bounds in seconds.
+var latBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+func (m *metrics) observe(op int, d time.Duration) {
+	i := sort.SearchFloat64s(latBuckets[:], d.Seconds())
+	m.lat[op][i].Add(1)
+	m.latSum[op].Add(int64(d))
 }
 
 // MetricsHandler serves the agent's and the dataplane's counters in the Prometheus text
@@ -58,6 +71,19 @@ func (a *Agent) writeMetrics(w io.Writer, r *http.Request) {
 	}
 	fmt.Fprintln(w, "# TYPE epair_agent_ready gauge")
 	fmt.Fprintf(w, "epair_agent_ready %d\n", ready)
+	fmt.Fprintln(w, "# HELP epair_agent_api_duration_seconds Latency of the agent API calls that change state.")
+	fmt.Fprintln(w, "# TYPE epair_agent_api_duration_seconds histogram")
+	for _, op := range []int{opAllocate, opAttach, opRelease} {
+		var cum uint64
+		for i, le := range latBuckets {
+			cum += a.metrics.lat[op][i].Load()
+			fmt.Fprintf(w, "epair_agent_api_duration_seconds_bucket{op=%q,le=\"%g\"} %d\n", opNames[op], le, cum)
+		}
+		cum += a.metrics.lat[op][len(latBuckets)].Load()
+		fmt.Fprintf(w, "epair_agent_api_duration_seconds_bucket{op=%q,le=\"+Inf\"} %d\n", opNames[op], cum)
+		fmt.Fprintf(w, "epair_agent_api_duration_seconds_sum{op=%q} %g\n", opNames[op], time.Duration(a.metrics.latSum[op].Load()).Seconds())
+		fmt.Fprintf(w, "epair_agent_api_duration_seconds_count{op=%q} %d\n", opNames[op], cum)
+	}
 	sl, err := a.dp.Switches(r.Context())
 	if err != nil {
 		return

@@ -1,0 +1,225 @@
+package cni
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/cni/libcni"
+
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+)
+
+// requireBench skips unless EPAIR_BENCH=1: the latency comparison and the scale run take
+// minutes and are run by hack/bench-cni.sh, not by the default suite.
+func requireBench(t *testing.T) {
+	if os.Getenv("EPAIR_BENCH") != "1" {
+		t.Skip("skipping: set EPAIR_BENCH=1 (hack/bench-cni.sh) for the CNI latency and scale runs")
+	}
+}
+
+type latencies struct{ add, del []time.Duration }
+
+func pct(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	i := int(float64(len(s))*p+0.5) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
+
+// measure runs n sequential pods and then a burst of `burst` concurrent ones through l.
+func measure(t *testing.T, e *env, l *libcni.NetworkConfigList, prefix string, n, burst int) (seq, con latencies) {
+	t.Helper()
+	nss := make([]*netnsutil.NS, n+burst)
+	for i := range nss {
+		nss[i] = netnsutil.New(t)
+	}
+	// One warm-up pod (page cache, first exec of the binaries).
+	warm := netnsutil.New(t)
+	e.mustAdd(l, rt(prefix+"-warm", warm))
+	if err := e.del(l, rt(prefix+"-warm", warm)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		s := time.Now()
+		e.mustAdd(l, rt(fmt.Sprintf("%s-s%02d", prefix, i), nss[i]))
+		seq.add = append(seq.add, time.Since(s))
+	}
+	for i := range n {
+		s := time.Now()
+		if err := e.del(l, rt(fmt.Sprintf("%s-s%02d", prefix, i), nss[i])); err != nil {
+			t.Fatal(err)
+		}
+		seq.del = append(seq.del, time.Since(s))
+	}
+	var mu sync.Mutex
+	run := func(f func(i int) time.Duration, out *[]time.Duration) {
+		var wg sync.WaitGroup
+		for i := range burst {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d := f(i)
+				mu.Lock()
+				*out = append(*out, d)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+	}
+	run(func(i int) time.Duration {
+		s := time.Now()
+		if _, err := e.add(l, rt(fmt.Sprintf("%s-c%02d", prefix, i), nss[n+i])); err != nil {
+			t.Error(err)
+		}
+		return time.Since(s)
+	}, &con.add)
+	run(func(i int) time.Duration {
+		s := time.Now()
+		if err := e.del(l, rt(fmt.Sprintf("%s-c%02d", prefix, i), nss[n+i])); err != nil {
+			t.Error(err)
+		}
+		return time.Since(s)
+	}, &con.del)
+	return seq, con
+}
+
+// TestLatencyVsBridge measures ADD and DEL latency (p50/p99) of epair and of the reference
+// bridge plugin with host-local IPAM, each for 50 sequential pods and a burst of 20
+// concurrent ones, through libcni in the same host namespace.
+func TestLatencyVsBridge(t *testing.T) {
+	requireBench(t)
+	e := newEnv(t, envOpts{})
+	epairSeq, epairCon := measure(t, e, e.conflist("1.1.0"), "ep", 50, 20)
+	br, err := libcni.ConfListFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"1.1.0","name":"brnet","plugins":[
+		{"type":"bridge","bridge":"cnibr0","isGateway":true,"ipMasq":false,
+		 "ipam":{"type":"host-local","ranges":[[{"subnet":"10.61.0.0/16"}]],"dataDir":%q}}]}`, filepath.Join(t.TempDir(), "hl"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hist []string
+	for _, line := range strings.Split(e.agent.metrics(), "\n") {
+		if strings.HasPrefix(line, "epair_agent_api_duration_seconds") {
+			hist = append(hist, line)
+		}
+	}
+	t.Logf("agent-side latency of the epair runs:\n%s", strings.Join(hist, "\n"))
+	brSeq, brCon := measure(t, e, br, "br", 50, 20)
+	var b strings.Builder
+	fmt.Fprintf(&b, "| plugin | run | ADD p50 (ms) | ADD p99 (ms) | DEL p50 (ms) | DEL p99 (ms) |\n|---|---|---|---|---|---|\n")
+	row := func(name, run string, l latencies) {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", name, run, ms(pct(l.add, .5)), ms(pct(l.add, .99)), ms(pct(l.del, .5)), ms(pct(l.del, .99)))
+	}
+	row("epair", "50 sequential", epairSeq)
+	row("bridge+host-local", "50 sequential", brSeq)
+	row("epair", "20 concurrent", epairCon)
+	row("bridge+host-local", "20 concurrent", brCon)
+	t.Logf("\n%s", b.String())
+	if out := os.Getenv("EPAIR_BENCH_OUT"); out != "" {
+		os.WriteFile(out, []byte(b.String()), 0o644)
+	}
+	for _, c := range []struct {
+		run     string
+		ep, ref latencies
+	}{{"sequential", epairSeq, brSeq}, {"concurrent", epairCon, brCon}} {
+		p99, ref := pct(c.ep.add, .99), pct(c.ref.add, .99)
+		if p99 > 50*time.Millisecond || p99 > ref/2 {
+			t.Logf("goal missed (%s): epair ADD p99 %v, bridge %v (goal: <= 50ms and <= half of bridge)", c.run, p99, ref)
+		}
+	}
+}
+
+func procStat(pid int) (rssKiB int, cpuTicks int) {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			rssKiB, _ = strconv.Atoi(f[1])
+		}
+	}
+	s, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	f := strings.Fields(string(s[strings.LastIndexByte(string(s), ')')+2:]))
+	ut, _ := strconv.Atoi(f[11])
+	st, _ := strconv.Atoi(f[12])
+	return rssKiB, ut + st
+}
+
+// TestScale250 puts 250 pods on the node, checks that a sample of pairs reach each other,
+// and records the agent's memory and idle CPU.
+func TestScale250(t *testing.T) {
+	requireBench(t)
+	e := newEnv(t, envOpts{})
+	l := e.conflist("1.1.0")
+	const n = 250
+	nss := make([]*netnsutil.NS, n)
+	for i := range nss {
+		nss[i] = netnsutil.New(t)
+	}
+	ips := make([]string, n)
+	sem := make(chan struct{}, 8)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r, err := e.add(l, rt(fmt.Sprintf("scale-%03d", i), nss[i]))
+			if err != nil {
+				t.Errorf("ADD %d: %v", i, err)
+				return
+			}
+			ips[i] = podIP(r)
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	t.Logf("%d ADDs (8 at a time) in %v", n, time.Since(start))
+	rng := rand.New(rand.NewPCG(1, 2))
+	fails := 0
+	for range 30 {
+		a, b := rng.IntN(n), rng.IntN(n)
+		if a == b {
+			continue
+		}
+		if err := ping(nss[a], ips[b]); err != nil {
+			fails++
+			t.Error(err)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	rss, c0 := procStat(e.agent.pid())
+	const idle = 10 * time.Second
+	time.Sleep(idle)
+	_, c1 := procStat(e.agent.pid())
+	cpu := float64(c1-c0) / 100 / idle.Seconds() * 100 // USER_HZ = 100
+	res := fmt.Sprintf("| pods | pairs pinged (failed) | agent RSS (MiB) | agent idle CPU (%% of a core) |\n|---|---|---|---|\n| %d | 30 (%d) | %.1f | %.2f |\n",
+		n, fails, float64(rss)/1024, cpu)
+	t.Logf("\n%s", res)
+	if out := os.Getenv("EPAIR_SCALE_OUT"); out != "" {
+		os.WriteFile(out, []byte(res), 0o644)
+	}
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := e.del(l, rt(fmt.Sprintf("scale-%03d", i), nss[i])); err != nil {
+				t.Errorf("DEL %d: %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
