@@ -34,7 +34,9 @@ func pct(d []time.Duration, p float64) time.Duration {
 	return s[max(0, min(i, len(s)-1))]
 }
 
-func ms(d time.Duration) string { return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) }
+func ms(d time.Duration) string {
+	return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64)
+}
 
 // measure runs n sequential pods and then a burst of `burst` concurrent ones through l.
 func measure(t *testing.T, e *env, l *libcni.NetworkConfigList, prefix string, n, burst int) (seq, con latencies) {

@@ -2,12 +2,12 @@ package cni
 
 import (
 	"context"
-	"io"
-	"net"
-	"net/http"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"

@@ -24,10 +24,10 @@ var opNames = [numOps]string{"allocate", "attach", "release", "check", "list", "
 
 // metrics are the agent's own counters; the dataplane's come from its Switches snapshot.
 type metrics struct {
-	calls     [numOps]atomic.Uint64
+	calls [numOps]atomic.Uint64
 	// latency histograms of the calls that change state (cumulative buckets)
-	lat    [numOps][len(latBuckets) + 1]atomic.Uint64
-	latSum [numOps]atomic.Int64 // nanoseconds
+	lat       [numOps][len(latBuckets) + 1]atomic.Uint64
+	latSum    [numOps]atomic.Int64 // nanoseconds
 	allocated atomic.Uint64
 	released  atomic.Uint64
 }
