@@ -1,0 +1,149 @@
+package v1alpha1
+
+import (
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// Discipline names an output-queue discipline (pkg/ifcore's DisciplineKind).
+// +kubebuilder:validation:Enum=classic;prioclass;fair
+type Discipline string
+
+const (
+	// DisciplineClassic is DragonFly's classic ifq: a priority FIFO and a normal FIFO.
+	DisciplineClassic Discipline = "classic"
+	// DisciplinePrioClass is strict priority over four classes.
+	DisciplinePrioClass Discipline = "prioclass"
+	// DisciplineFair is deficit round robin over flow-hash buckets.
+	DisciplineFair Discipline = "fair"
+)
+
+// Bounds shared by the schema markers and the agent's own validation. They are
+// the limits pkg/vale and pkg/ifcore enforce.
+const (
+	MinMTU         = 68
+	MaxMTU         = 65521 // 65535-byte frame minus the Ethernet header
+	MinBatchSize   = 1
+	MaxBatchSize   = 8192
+	MinMaxPorts    = 2
+	MaxMaxPorts    = 4096
+	MinFDBSize     = 16
+	MaxFDBSize     = 1 << 20
+	MinQueueLength = 1
+	MaxQueueLength = 65536
+)
+
+// VirtualSwitchSpec is the desired configuration of one switch on every node
+// that matches NodeSelector.
+type VirtualSwitchSpec struct {
+	// NodeSelector selects the nodes that run this switch. An empty or
+	// absent selector selects every node.
+	// +optional
+	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
+
+	// MTU of the switch's ports and of the pods' interfaces, in bytes.
+	// +kubebuilder:validation:Minimum=68
+	// +kubebuilder:validation:Maximum=65521
+	// +kubebuilder:default=1500
+	// +optional
+	MTU int32 `json:"mtu,omitempty"`
+
+	// BatchSize bounds the frames one forwarding pass takes from a source port.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=8192
+	// +kubebuilder:default=1024
+	// +optional
+	BatchSize int32 `json:"batchSize,omitempty"`
+
+	// MaxPorts bounds the number of ports (pods plus the host port).
+	// +kubebuilder:validation:Minimum=2
+	// +kubebuilder:validation:Maximum=4096
+	// +kubebuilder:default=254
+	// +optional
+	MaxPorts int32 `json:"maxPorts,omitempty"`
+
+	// FDB configures the learning forwarding table.
+	// +kubebuilder:default={}
+	// +optional
+	FDB FDBSpec `json:"fdb,omitzero"`
+
+	// DefaultQueue is the output queue of ports whose pod no PortPolicy selects.
+	// +kubebuilder:default={}
+	// +optional
+	DefaultQueue QueueSpec `json:"defaultQueue,omitzero"`
+}
+
+// FDBSpec configures the forwarding table.
+type FDBSpec struct {
+	// Size is the number of entries: a power of two in [16, 1048576].
+	// +kubebuilder:validation:Minimum=16
+	// +kubebuilder:validation:Maximum=1048576
+	// +kubebuilder:validation:XValidation:rule="[16,32,64,128,256,512,1024,2048,4096,8192,16384,32768,65536,131072,262144,524288,1048576].exists(p, p == self)",message="fdb.size must be a power of two in [16, 1048576]"
+	// +kubebuilder:default=4096
+	// +optional
+	Size int32 `json:"size,omitempty"`
+
+	// Aging is how long a learned address lives without traffic: "0s"
+	// disables aging, otherwise between 1s and 24h.
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Pattern=`^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$`
+	// +kubebuilder:validation:XValidation:rule="duration(self) == duration('0s') || (duration(self) >= duration('1s') && duration(self) <= duration('24h'))",message="fdb.aging must be 0s (off) or between 1s and 24h"
+	// +kubebuilder:default="5m"
+	// +optional
+	Aging metav1.Duration `json:"aging,omitzero"`
+}
+
+// QueueSpec is a port's output queue.
+type QueueSpec struct {
+	// Length is the queue's capacity in packets.
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65536
+	// +kubebuilder:default=256
+	// +optional
+	Length int32 `json:"length,omitempty"`
+
+	// Discipline is the queueing discipline.
+	// +kubebuilder:default=classic
+	// +optional
+	Discipline Discipline `json:"discipline,omitempty"`
+
+	// Rate limits the port's output in bits per second; absent or 0 is
+	// unlimited.
+	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="rate must not be negative"
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isGreaterThan(quantity('400G'))",message="rate must be at most 400G bits/s"
+	// +optional
+	Rate *resource.Quantity `json:"rate,omitempty"`
+}
+
+// +kubebuilder:object:root=true
+// +kubebuilder:resource:scope=Cluster,shortName=vsw,categories=epair
+// +kubebuilder:printcolumn:name="MTU",type=integer,JSONPath=`.spec.mtu`
+// +kubebuilder:printcolumn:name="Max-Ports",type=integer,JSONPath=`.spec.maxPorts`
+// +kubebuilder:printcolumn:name="Discipline",type=string,JSONPath=`.spec.defaultQueue.discipline`
+// +kubebuilder:printcolumn:name="Rate",type=string,JSONPath=`.spec.defaultQueue.rate`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+
+// VirtualSwitch is a VALE switch run by the node agents of the selected nodes.
+// Its name is the switch's name on the node: "vale" followed by at most 11
+// lower-case letters or digits (VALE names are at most 15 bytes).
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^vale[a-z0-9]{0,11}$')",message="metadata.name must be 'vale' followed by at most 11 lower-case letters or digits (a switch name of at most 15 bytes)"
+type VirtualSwitch struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec VirtualSwitchSpec `json:"spec"`
+}
+
+// +kubebuilder:object:root=true
+
+// VirtualSwitchList is a list of VirtualSwitch.
+type VirtualSwitchList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []VirtualSwitch `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&VirtualSwitch{}, &VirtualSwitchList{})
+}
