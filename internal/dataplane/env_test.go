@@ -28,7 +28,7 @@ const (
 // env is a host namespace with a Dataplane in it and pods (namespaces
 // with an epair pair each, the host end in the host namespace).
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	host *netnsutil.NS
 	cl   *epair.Cloner
 	cfg  Config
@@ -65,6 +65,15 @@ func testConfig(host *netnsutil.NS, be linkport.Backend) Config {
 // newEnv makes the host namespace and n pods, and starts a dataplane with
 // cfg adjusted by mod (nil for the defaults) and the pods attached.
 func newEnv(t *testing.T, n int, be linkport.Backend, mod func(*Config)) *env {
+	return newEnvTB(t, n, be, mod)
+}
+
+// newBenchEnv is two pods over be with larger AF_XDP sockets.
+func newBenchEnv(b *testing.B, be linkport.Backend) *env {
+	return newEnvTB(b, 2, be, func(c *Config) { c.Link.XDP.FrameCount = 4096 })
+}
+
+func newEnvTB(t testing.TB, n int, be linkport.Backend, mod func(*Config)) *env {
 	t.Helper()
 	netnsutil.RequireRoot(t)
 	e := &env{t: t, host: netnsutil.New(t)}
@@ -196,13 +205,13 @@ func (e *env) hasLink(name string) bool {
 	return err == nil
 }
 
-func requireTool(t *testing.T, tool string) {
+func requireTool(t testing.TB, tool string) {
 	if _, err := exec.LookPath(tool); err != nil {
 		t.Skipf("%s not installed", tool)
 	}
 }
 
-func waitFor(t *testing.T, what string, d time.Duration, f func() bool) {
+func waitFor(t testing.TB, what string, d time.Duration, f func() bool) {
 	t.Helper()
 	dl := time.Now().Add(d)
 	for !f() {

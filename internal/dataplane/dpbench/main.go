@@ -1,0 +1,171 @@
+// Command dpbench is the helper of hack/bench-dataplane.sh: it runs a
+// Dataplane in the calling process's network namespace over given links
+// (switch), floods 64-byte UDP frames (udp-flood), and turns off a link's
+// transmit checksum offload (csum-off). It only ever sends to the address
+// it is given, from inside the namespace the script put it in.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/epair-cni/epair/internal/dataplane"
+	"github.com/epair-cni/epair/internal/sys"
+	"github.com/epair-cni/epair/pkg/linkport"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: dpbench switch|udp-flood|csum-off [flags]")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "switch":
+		err = runSwitch(os.Args[2:])
+	case "udp-flood":
+		err = udpFlood(os.Args[2:])
+	case "csum-off":
+		err = csumOff(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dpbench:", err)
+		os.Exit(1)
+	}
+}
+
+type list []string
+
+func (l *list) String() string     { return strings.Join(*l, ",") }
+func (l *list) Set(s string) error { *l = append(*l, s); return nil }
+
+func runSwitch(args []string) error {
+	fs := flag.NewFlagSet("switch", flag.ExitOnError)
+	var links list
+	fs.Var(&links, "link", "host link to attach (repeat)")
+	backend := fs.String("backend", "auto", "auto, xdp or packet")
+	gw := fs.String("gw", "", "gateway address with prefix for the host port")
+	frames := fs.Int("xdp-frames", 0, "AF_XDP UMEM frames per link (0: dataplane default)")
+	qlen := fs.Int("queue", 0, "output queue length (0: default)")
+	_ = fs.Parse(args)
+	be, err := linkport.ParseBackend(*backend)
+	if err != nil {
+		return err
+	}
+	cfg := dataplane.DefaultConfig()
+	cfg.Backend = be
+	cfg.Link.XDP.FrameCount = uint32(*frames)
+	cfg.DefaultPolicy.QueueLen = *qlen
+	sc := dataplane.SwitchConfig{Name: "vale0"}
+	if *gw != "" {
+		p, err := netip.ParsePrefix(*gw)
+		if err != nil {
+			return fmt.Errorf("parse -gw: %w", err)
+		}
+		sc.HostPort.Gateways = []netip.Prefix{p}
+	}
+	cfg.Switches = []dataplane.SwitchConfig{sc}
+	dp, err := dataplane.New(cfg)
+	if err != nil {
+		return err
+	}
+	defer dp.Close(dataplane.CloseOptions{Uninstall: true})
+	for i, l := range links {
+		pi, err := dp.AttachPort(context.Background(), dataplane.AttachRequest{Owner: fmt.Sprintf("bench%d/eth0", i), HostIfName: l})
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "dpbench: attached %s (%s%s)\n", pi.Name, pi.Backend, strings.TrimSuffix(" "+pi.Fallback, " "))
+	}
+	fmt.Println("ready")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	<-sig
+	for _, p := range dp.Ports() {
+		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d\n",
+			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors)
+	}
+	return nil
+}
+
+// udpFlood sends 18-byte UDP payloads (64-byte frames with FCS) with
+// sendmmsg in batches of 64 until the duration ends.
+func udpFlood(args []string) error {
+	fs := flag.NewFlagSet("udp-flood", flag.ExitOnError)
+	dst := fs.String("dst", "", "destination ip:port")
+	size := fs.Int("size", 18, "UDP payload bytes")
+	dur := fs.Duration("duration", 5*time.Second, "how long to send")
+	flows := fs.Int("flows", 1, "source ports to spread over")
+	_ = fs.Parse(args)
+	ap, err := netip.ParseAddrPort(*dst)
+	if err != nil || !ap.Addr().Is4() {
+		return fmt.Errorf("parse -dst %q: want an IPv4 ip:port", *dst)
+	}
+	var fds []int
+	for i := 0; i < *flows; i++ {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+			return err
+		}
+		fds = append(fds, fd)
+	}
+	const batch = 64
+	payload := make([]byte, *size)
+	iov := make([]unix.Iovec, batch)
+	msgs := make([]unix.Mmsghdr, batch)
+	for i := range msgs {
+		iov[i].Base = &payload[0]
+		iov[i].SetLen(len(payload))
+		msgs[i].Hdr.Iov = &iov[i]
+		msgs[i].Hdr.SetIovlen(1)
+	}
+	var sent uint64
+	end := time.Now().Add(*dur)
+	for i := 0; time.Now().Before(end); i++ {
+		fd := fds[i%len(fds)]
+		binary.BigEndian.PutUint32(payload, uint32(i))
+		n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), batch, 0, 0, 0)
+		if e != 0 {
+			if e == unix.ENOBUFS || e == unix.EAGAIN || e == unix.ECONNREFUSED {
+				continue
+			}
+			return fmt.Errorf("sendmmsg: %w", e)
+		}
+		sent += uint64(n)
+	}
+	fmt.Printf("sent %d datagrams in %v (%.0f/s)\n", sent, *dur, float64(sent)/dur.Seconds())
+	return nil
+}
+
+func csumOff(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("usage: csum-off <link>")
+	}
+	if _, err := net.InterfaceByName(args[0]); err != nil {
+		return err
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return sys.SetTxChecksum(fd, args[0], false)
+}
