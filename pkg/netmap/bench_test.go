@@ -48,7 +48,10 @@ func BenchmarkPipe64B(b *testing.B) {
 		name  string
 		slots uint32
 		batch int
-	}{{"batch32", 1024, 32}, {"batch256", 1024, 256}, {"batch1023", 1024, 1023}} {
+	}{
+		{"slots=256/batch=32", 256, 32}, {"slots=256/batch=255", 256, 255},
+		{"slots=1024/batch=32", 1024, 32}, {"slots=1024/batch=256", 1024, 256}, {"slots=1024/batch=1023", 1024, 1023},
+	} {
 		b.Run(c.name, func(b *testing.B) { benchPipe(b, c.slots, c.batch) })
 	}
 }
@@ -56,9 +59,15 @@ func BenchmarkPipe64B(b *testing.B) {
 // BenchmarkPipe64BTwoGoroutines: producer and consumer on their own
 // goroutines, blocking in Poll (the real deployment shape).
 func BenchmarkPipe64BTwoGoroutines(b *testing.B) {
+	for _, slots := range []uint32{256, 1024} {
+		b.Run("slots="+itoa(int(slots)), func(b *testing.B) { benchPipe2(b, slots) })
+	}
+}
+
+func benchPipe2(b *testing.B, slots uint32) {
 	nm, _ := newMem(b, g8(1, 1), false)
 	m, s := nm.Open(), nm.Open()
-	mustRegister(b, m, Req{Name: "m0", Flags: RegPipeMaster, RingID: 1, TxSlots: 1024})
+	mustRegister(b, m, Req{Name: "m0", Flags: RegPipeMaster, RingID: 1, TxSlots: slots})
 	mustRegister(b, s, Req{Name: "m0", Flags: RegPipeSlave, RingID: 1})
 	defer m.Close()
 	defer s.Close()
@@ -107,12 +116,18 @@ func BenchmarkPipe64BTwoGoroutines(b *testing.B) {
 }
 
 // BenchmarkMemPortCopy64B copies 64-byte frames between two connected memory
-// ports (private pools: one copy per frame, leases on the destination).
+// ports (private pools: one copy per frame, leases on the destination). The
+// receiver releases a batch in the rxsync after the next txsync, so a batch
+// is at most half the ring (a full destination drops, as in VALE).
 func BenchmarkMemPortCopy64B(b *testing.B) {
-	for _, batch := range []int{32, 256} {
-		b.Run("batch"+itoa(batch), func(b *testing.B) {
+	for _, c := range []struct {
+		slots uint32
+		batch int
+	}{{256, 32}, {256, 127}, {1024, 32}, {1024, 256}, {1024, 511}} {
+		b.Run("slots="+itoa(int(c.slots))+"/batch="+itoa(c.batch), func(b *testing.B) {
+			batch := c.batch
 			nm := New(Config{})
-			g := Geometry{1, 1, 1024, 1024}
+			g := Geometry{1, 1, c.slots, c.slots}
 			pa, _ := NewMemPort("a", g, 0, 0)
 			pb, _ := NewMemPort("b", g, 0, 0)
 			_ = ConnectMemPorts(pa, pb)

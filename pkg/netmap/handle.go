@@ -26,7 +26,12 @@ type binding struct {
 //
 // The rings a handle exposes are used by one goroutine at a time per ring
 // (netmap's rule); syncs from two goroutines on the same ring are refused
-// with EBUSY, never a data race on kernel state.
+// with EBUSY, never a data race on kernel state. A handle bound to several
+// rings may be polled from several goroutines, but Poll's lock-free check and
+// txpoll read the user view of every bound ring: split TX and RX users
+// across handles (ONE_NIC binds, or NoTxPoll) when they run on different
+// goroutines. Close may be called while another goroutine is blocked in
+// Poll, which then returns PollErr.
 type Handle struct {
 	nm *Netmap
 
@@ -42,7 +47,10 @@ type Handle struct {
 	// the chain it finds here.
 	BufsHead uint32
 
-	pollMu sync.Mutex // serializes Poll on the handle (one poller per fd)
+	// opMu is held shared by every data-path call (sync, one poll round)
+	// and exclusively by Close, so Close never deletes rings under a running
+	// sync. A blocked Poll does not hold it.
+	opMu sync.RWMutex
 }
 
 // Open is open("/dev/netmap"): a new, unbound handle.
@@ -329,6 +337,8 @@ func (nm *Netmap) doUnregif(h *Handle, b *binding) {
 // (Dup) it only drops one; the last one unbinds and releases the adapter.
 func (h *Handle) Close() error {
 	nm := h.nm
+	h.opMu.Lock()
+	defer h.opMu.Unlock()
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	if h.closed {
@@ -345,6 +355,14 @@ func (h *Handle) Close() error {
 		return nil
 	}
 	h.bind.Store(nil)
+	// Wake a Poll of this handle blocked on a queue that outlives the bind
+	// (other handles may keep the rings): it sees the handle unbound.
+	for t := TX; t <= RX; t++ {
+		b.na.si[t].wake()
+		if rs := b.na.Rings(t); b.qfirst[t] < len(rs) {
+			rs[b.qfirst[t]].si.wake()
+		}
+	}
 	nm.doUnregif(h, b)
 	b.na.Put()
 	return nil
@@ -357,6 +375,8 @@ func (h *Handle) TxSync() error { return h.sync(TX) }
 func (h *Handle) RxSync() error { return h.sync(RX) }
 
 func (h *Handle) sync(t Direction) error {
+	h.opMu.RLock()
+	defer h.opMu.RUnlock()
 	b := h.bind.Load()
 	if b == nil {
 		return ErrNotBound

@@ -299,3 +299,35 @@ func TestDN04_PollSkipsSyncAfterBadPrologue(t *testing.T) {
 		t.Errorf("ring not reset: head %d cur %d", r.Head, r.Cur)
 	}
 }
+
+// TestCloseWakesPoll: Close while another goroutine is blocked in Poll makes
+// it return PollErr instead of hanging or touching deleted rings.
+func TestCloseWakesPoll(t *testing.T) {
+	for _, ringid := range []uint16{0, 1} { // per-ring and adapter-global queues
+		nm, _ := newMem(t, g8(2, 2), false)
+		h := nm.Open()
+		f := RegAllNIC
+		if ringid == 1 {
+			f = RegOneNIC
+		}
+		mustRegister(t, h, Req{Name: "m0", Flags: f, RingID: ringid})
+		other := nm.Open() // keeps the rings alive: only Close's wake-up helps
+		mustRegister(t, other, Req{Name: "m0", Flags: f, RingID: ringid})
+		defer other.Close()
+		got := make(chan Events)
+		go func() {
+			ev, _ := h.Poll(context.Background(), PollIn)
+			got <- ev
+		}()
+		time.Sleep(20 * time.Millisecond)
+		h.Close()
+		select {
+		case ev := <-got:
+			if ev != PollErr {
+				t.Errorf("poll after close: %#x", ev)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("poll still blocked after Close")
+		}
+	}
+}

@@ -21,10 +21,10 @@ const (
 // several rings) and run the syncs once more; only then block. A notify after
 // the recording closes the recorded channel, so the block returns at once.
 func (h *Handle) Poll(ctx context.Context, events Events) (Events, error) {
-	h.pollMu.Lock()
-	defer h.pollMu.Unlock()
 	for {
+		h.opMu.RLock()
 		rev, tx, rx := h.pollOnce(events, true)
+		h.opMu.RUnlock()
 		if rev != 0 {
 			return rev, nil
 		}
@@ -42,8 +42,8 @@ func (h *Handle) Poll(ctx context.Context, events Events) (Events, error) {
 
 // PollNow is a non-blocking poll (timeout 0).
 func (h *Handle) PollNow(events Events) Events {
-	h.pollMu.Lock()
-	defer h.pollMu.Unlock()
+	h.opMu.RLock()
+	defer h.opMu.RUnlock()
 	rev, _, _ := h.pollOnce(events, false)
 	return rev
 }
