@@ -81,6 +81,8 @@
 //	netmap_interp_ringid           InterpRingID
 //	NR_REG_*, NR_EXCLUSIVE,        RegAllNIC..RegPipeSlave, Exclusive,
 //	NR_MONITOR_TX/RX               MonitorTX, MonitorRX
+//	NR_TX_RINGS_ONLY/RX_RINGS_ONLY TxRingsOnly, RxRingsOnly
+//	nm_tx_pending                  Ring.TxPending
 //	NETMAP_NO_TX_POLL, ..._RING    NoTxPoll, SWRing, HWRing, RingMask
 //	netmap_vp_adapter              MemPort (and pkg/vale's port)
 //	netmap_pipe_adapter            pipe ends (PIPE_MASTER/SLAVE registrations)

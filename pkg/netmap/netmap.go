@@ -35,10 +35,12 @@ const (
 	RegPipeSlave  uint32 = 6
 	RegMask       uint32 = 0xf
 
-	MonitorTX uint32 = 0x100 // NR_MONITOR_TX
-	MonitorRX uint32 = 0x200 // NR_MONITOR_RX
-	ZCopyMon  uint32 = 0x400 // NR_ZCOPY_MON (not supported: copy monitors only)
-	Exclusive uint32 = 0x800 // NR_EXCLUSIVE
+	MonitorTX   uint32 = 0x100  // NR_MONITOR_TX
+	MonitorRX   uint32 = 0x200  // NR_MONITOR_RX
+	ZCopyMon    uint32 = 0x400  // NR_ZCOPY_MON (not supported: copy monitors only)
+	Exclusive   uint32 = 0x800  // NR_EXCLUSIVE
+	RxRingsOnly uint32 = 0x2000 // NR_RX_RINGS_ONLY: bind no TX ring
+	TxRingsOnly uint32 = 0x4000 // NR_TX_RINGS_ONLY: bind no RX ring
 )
 
 // nr_cmd values (NETMAP_BDG_*).
@@ -92,10 +94,13 @@ type Req struct {
 
 // PortLookup resolves names it owns (for example "vale0:p1" for pkg/vale):
 // it returns (nil, nil) for "not mine", (nil, err) for "mine but failed" and
-// (adapter, nil) with a reference taken for a match (netmap_get_bdg_na).
+// (adapter, nil) with a reference taken for a match (netmap_get_bdg_na). It
+// is called with the registry lock (NMG_LOCK) held: it must not call Lock,
+// Attach or Handle methods.
 type PortLookup func(nm *Netmap, req *Req, create bool) (Adapter, error)
 
-// BridgeCtl handles the NETMAP_BDG_* commands (netmap_bdg_ctl).
+// BridgeCtl handles the NETMAP_BDG_* commands (netmap_bdg_ctl). It is called
+// without the registry lock; it may take it with Netmap.Lock.
 type BridgeCtl func(nm *Netmap, req *Req) error
 
 // Netmap is the netmap "device": the registry of adapters and the global
@@ -464,6 +469,15 @@ func InterpRingID(ntx, nrx int, hostRings bool, ringid uint16, flags uint32) (qf
 		}
 	default:
 		return qfirst, qlast, 0, fmt.Errorf("interp ringid: invalid register mode %d: %w", reg, syscall.EINVAL)
+	}
+	if flags&TxRingsOnly != 0 && flags&RxRingsOnly != 0 {
+		return qfirst, qlast, 0, fmt.Errorf("interp ringid: both TX-only and RX-only: %w", syscall.EINVAL)
+	}
+	if flags&TxRingsOnly != 0 {
+		qfirst[RX], qlast[RX] = 0, 0
+	}
+	if flags&RxRingsOnly != 0 {
+		qfirst[TX], qlast[TX] = 0, 0
 	}
 	return qfirst, qlast, (flags &^ RegMask) | reg, nil
 }

@@ -115,6 +115,18 @@ func TestNT08_InterpRingID(t *testing.T) {
 			t.Errorf("%s: got %+v err %v, want %+v", c.name, got, err, c.want)
 		}
 	}
+	// TX-only / RX-only binds leave the other direction empty.
+	qf, ql, _, err := InterpRingID(4, 2, true, 0, RegAllNIC|TxRingsOnly)
+	if err != nil || qf[TX] != 0 || ql[TX] != 4 || ql[RX]-qf[RX] != 0 {
+		t.Errorf("TX only: %v %v %v", qf, ql, err)
+	}
+	qf, ql, _, err = InterpRingID(4, 2, true, 1, RegOneNIC|RxRingsOnly)
+	if err != nil || ql[TX]-qf[TX] != 0 || qf[RX] != 1 || ql[RX] != 2 {
+		t.Errorf("RX only: %v %v %v", qf, ql, err)
+	}
+	if _, _, _, err := InterpRingID(4, 2, true, 0, TxRingsOnly|RxRingsOnly); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("TX-only|RX-only: %v", err)
+	}
 	// np_flags keeps the non-reg bits; the legacy mode is made explicit.
 	_, _, f, _ := InterpRingID(4, 2, true, 0, RegOneNIC|Exclusive|MonitorTX)
 	if f != RegOneNIC|Exclusive|MonitorTX {
@@ -226,6 +238,17 @@ func TestNT10_ExclusiveBinds(t *testing.T) {
 		t.Fatalf("C after B unbinds: %v", err)
 	}
 	c.Close()
+	// Exclusive TX-only and exclusive RX-only binds of the same ring do not
+	// conflict: they hold disjoint krings.
+	d, e := nm.Open(), nm.Open()
+	defer d.Close()
+	defer e.Close()
+	if err := d.Register(&Req{Version: API, Name: "m0", Flags: RegOneNIC | Exclusive | TxRingsOnly, RingID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Register(&Req{Version: API, Name: "m0", Flags: RegOneNIC | Exclusive | RxRingsOnly, RingID: 1}); err != nil {
+		t.Errorf("RX-only exclusive next to TX-only exclusive: %v", err)
+	}
 }
 
 func TestNT11_RegisterLifecycle(t *testing.T) {
