@@ -20,6 +20,8 @@ func TestPodsPing(t *testing.T) {
 			e.ping(c, a.ip)
 			e.ping(a, testGW)
 			e.ping(c, testGW)
+			e.ping(a, b.ip6)
+			e.ping(c, testGW6)
 			for _, p := range e.pods {
 				pi, err := e.dp.Port(p.portName())
 				if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/pkg/epair"
@@ -23,6 +24,7 @@ const (
 	testGW   = "10.78.0.1"
 	testCIDR = "10.78.0.0/24"
 	testTap  = "eptest0"
+	testGW6  = "fd00:78::1"
 )
 
 // env is a host namespace with a Dataplane in it and pods (namespaces
@@ -40,6 +42,7 @@ type pod struct {
 	ns    *netnsutil.NS
 	pair  *epair.Pair
 	ip    string
+	ip6   string
 	owner string
 }
 
@@ -55,7 +58,7 @@ func testConfig(host *netnsutil.NS, be linkport.Backend) Config {
 		HostPort: HostPortConfig{
 			Name:     testTap,
 			MAC:      net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1},
-			Gateways: []netip.Prefix{netip.MustParsePrefix(testGW + "/24")},
+			Gateways: []netip.Prefix{netip.MustParsePrefix(testGW + "/24"), netip.MustParsePrefix(testGW6 + "/64")},
 			PodCIDRs: []netip.Prefix{netip.MustParsePrefix(testCIDR), netip.MustParsePrefix("10.79.0.0/24")},
 		},
 	}}
@@ -110,7 +113,7 @@ func (e *env) addPod() *pod {
 	t := e.t
 	t.Helper()
 	i := len(e.pods)
-	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("10.78.0.%d", 10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
+	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("10.78.0.%d", 10+i), ip6: fmt.Sprintf("fd00:78::%x", 0x10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
 	var err error
 	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner})
 	if err != nil {
@@ -122,6 +125,11 @@ func (e *env) addPod() *pod {
 	}
 	a, _ := netlink.ParseAddr(p.ip + "/24")
 	if err := p.ns.NL.AddrAdd(l, a); err != nil {
+		t.Fatalf("address pod %d: %v", i, err)
+	}
+	a6, _ := netlink.ParseAddr(p.ip6 + "/64")
+	a6.Flags = unix.IFA_F_NODAD
+	if err := p.ns.NL.AddrAdd(l, a6); err != nil {
 		t.Fatalf("address pod %d: %v", i, err)
 	}
 	gw := net.ParseIP(testGW)
