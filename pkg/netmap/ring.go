@@ -43,6 +43,16 @@ type Slot struct {
 	Ptr    uint64 // ptr: Indirect data (VALE), otherwise unused
 }
 
+// SwapBufs exchanges the buffers of two slots (a zero-copy move between
+// rings of the same pool) and marks both with BufChanged, as netmap requires
+// whenever buf_idx changes. Len moves with the buffer.
+func SwapBufs(a, b *Slot) {
+	a.BufIdx, b.BufIdx = b.BufIdx, a.BufIdx
+	a.Len, b.Len = b.Len, a.Len
+	a.Flags |= BufChanged
+	b.Flags |= BufChanged
+}
+
 // Ring is struct netmap_ring, the user view of a ring. In netmap it lives in
 // shared memory; here it is plain memory shared by the user goroutine and the
 // sync code, which the user calls (TxSync/RxSync/Poll) from its own
