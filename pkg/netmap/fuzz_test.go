@@ -114,7 +114,7 @@ func FuzzRxPrologue(f *testing.F) {
 // and checks it against a simple model: frames carry sequence numbers and
 // must arrive exactly in order, once, intact; a reinit rolls the producer
 // back to hwcur and the consumer back to its last release. CheckInvariants
-// runs after every sync.
+// runs on both rings after every step.
 type ringModel struct {
 	t        testing.TB
 	m, s     *Handle
@@ -236,6 +236,8 @@ func runRingModel(t testing.TB, n uint32, ops []byte) {
 	rm := &ringModel{t: t, m: m, s: s, n: n, txSeq: make([]uint32, n)}
 	for _, op := range ops {
 		rm.step(op)
+		rm.check(m, TX) // after every step, user-only steps included
+		rm.check(s, RX)
 	}
 	// Drain: everything committed must arrive, in order.
 	for i := 0; i < 4*int(n) && rm.expect != rm.produced; i++ {
