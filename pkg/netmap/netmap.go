@@ -169,8 +169,10 @@ func (nm *Netmap) UseCount() int {
 	return nm.useCount
 }
 
-// Attach is netmap_attach: register a native adapter under its name (the
-// "ifp"). It sets NAFNative and takes the registry's reference.
+// Attach is netmap_attach: register an adapter under its name (the "ifp")
+// and take the registry's reference. It marks the adapter NAFNative unless
+// the adapter declares itself generic (NAFSkipIntr, as a GenericAdapter
+// with GenericConfig.Native false does).
 func (nm *Netmap) Attach(a Adapter) error {
 	na := a.NA()
 	if na.self == nil {
@@ -187,7 +189,9 @@ func (nm *Netmap) Attach(a Adapter) error {
 		nm.ifaces[na.Name] = ifp
 	}
 	na.nm = nm
-	na.SetFlags(NAFNative)
+	if na.Flags()&NAFSkipIntr == 0 {
+		na.SetFlags(NAFNative)
+	}
 	na.Get()
 	ifp.native = a
 	return nil

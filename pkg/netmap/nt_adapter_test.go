@@ -354,3 +354,26 @@ func TestNT29_ExtraBuffers(t *testing.T) {
 		t.Errorf("extra buffers not returned: outstanding %d", o)
 	}
 }
+
+func TestAttachKeepsGenericAdaptersGeneric(t *testing.T) {
+	nm := New(Config{})
+	g, err := NewGenericAdapter("pk0", newMemBackend(1, 1), GenericConfig{Slots: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nm.Attach(g); err != nil {
+		t.Fatal(err)
+	}
+	if g.Flags()&NAFNative != 0 || g.Flags()&NAFSkipIntr == 0 {
+		t.Errorf("flags %#x", g.Flags())
+	}
+	h := nm.Open()
+	defer h.Close()
+	mustRegister(t, h, Req{Name: "pk0"})
+	if g.Reset(TX, 0, 0) != nil {
+		t.Error("netmap_reset on a generic adapter")
+	}
+	if err := nm.Attach(g); !errors.Is(err, syscall.EEXIST) {
+		t.Errorf("second attach: %v", err)
+	}
+}
