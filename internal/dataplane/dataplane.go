@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -45,6 +46,9 @@ type Dataplane struct {
 
 	agingStop chan struct{}
 	agingDone chan struct{}
+	watchStop chan struct{}
+	watchDone chan struct{}
+	linksGone atomic.Uint64 // ports detached because their link was deleted
 }
 
 // swState is one switch with its host port.
@@ -134,6 +138,10 @@ func New(cfg Config) (_ *Dataplane, err error) {
 		}
 		cl.Add(func() error { return d.nft.remove(context.Background()) })
 	}
+	if err := d.watchLinks(); err != nil {
+		return nil, fmt.Errorf("create dataplane: %w", err)
+	}
+	cl.Add(func() error { d.stopWatch(); return nil })
 	d.agingStop, d.agingDone = make(chan struct{}), make(chan struct{})
 	go d.ager()
 	cl.Release()
@@ -308,6 +316,7 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	}
 	d.mu.Unlock()
 
+	d.stopWatch()
 	close(d.agingStop)
 	<-d.agingDone
 	var errs []error

@@ -320,7 +320,7 @@ func TestHairpinAndMasquerade(t *testing.T) {
 		}
 	}
 	pn := e.dp.podNetwork()
-	if r := pn.rules(); len(r) != 2 || !strings.Contains(r[0], testCIDR) || !strings.Contains(r[1], "ct status dnat") {
+	if r := pn.rules(); len(r) != 4 || !strings.Contains(r[0], testCIDR) || !strings.Contains(r[1], "ct status dnat") || !strings.Contains(r[2], "ip6 saddr { fd00:78::/64 }") {
 		t.Errorf("rules %q", r)
 	}
 }
