@@ -3,6 +3,7 @@ package dataplane
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -322,5 +323,62 @@ func TestHairpinAndMasquerade(t *testing.T) {
 	pn := e.dp.podNetwork()
 	if r := pn.rules(); len(r) != 4 || !strings.Contains(r[0], testCIDR) || !strings.Contains(r[1], "ct status dnat") || !strings.Contains(r[2], "ip6 saddr { fd00:78::/64 }") {
 		t.Errorf("rules %q", r)
+	}
+}
+
+// TestBurstDrains sends bursts larger than one kernel transmit batch (32
+// frames in AF_XDP copy mode) and checks that every datagram arrives
+// without later traffic to push it out.
+func TestBurstDrains(t *testing.T) {
+	for _, be := range backends {
+		t.Run(be.String(), func(t *testing.T) {
+			e := newEnv(t, 2, be, nil)
+			e.staticNeighbors()
+			a, b := e.pods[0], e.pods[1]
+			var sfd, rfd int
+			if err := b.ns.Do(func() error {
+				var err error
+				rfd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+				if err != nil {
+					return err
+				}
+				_ = unix.SetsockoptInt(rfd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+				return unix.Bind(rfd, &unix.SockaddrInet4{Port: 9977})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(rfd)
+			if err := a.ns.Do(func() error {
+				var err error
+				sfd, err = unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+				if err != nil {
+					return err
+				}
+				return unix.Connect(sfd, &unix.SockaddrInet4{Port: 9977, Addr: [4]byte(net.ParseIP(b.ip).To4())})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer unix.Close(sfd)
+			buf := make([]byte, 64)
+			for _, burst := range []int{40, 100, 300} {
+				for i := 0; i < burst; i++ {
+					if err := unix.Send(sfd, buf, 0); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got := 0
+				waitFor(t, fmt.Sprintf("a burst of %d datagrams to arrive", burst), 3*time.Second, func() bool {
+					for {
+						if _, _, err := unix.Recvfrom(rfd, buf, 0); err != nil {
+							return got >= burst
+						}
+						got++
+					}
+				})
+				if got != burst {
+					t.Fatalf("burst of %d: %d arrived", burst, got)
+				}
+			}
+		})
 	}
 }
