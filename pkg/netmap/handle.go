@@ -2,7 +2,6 @@ package netmap
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
 	"syscall"
 )
@@ -19,6 +18,10 @@ type binding struct {
 	siUser  [2]bool
 	extra   int // extra buffers handed out
 	pipeEnd *pipeAdapter
+	// rings are the adapter's krings at bind time (host kring last). The
+	// data path reads them from here, never from the adapter, so deleting
+	// the krings (which stops each of them first) cannot race a slice read.
+	rings [2][]*Kring
 }
 
 // Handle is struct netmap_priv_d: an open /dev/netmap descriptor. Register
@@ -30,8 +33,9 @@ type binding struct {
 // rings may be polled from several goroutines, but Poll's lock-free check and
 // txpoll read the user view of every bound ring: split TX and RX users
 // across handles (ONE_NIC binds, or NoTxPoll) when they run on different
-// goroutines. Close may be called while another goroutine is blocked in
-// Poll, which then returns PollErr.
+// goroutines. Close may be called while other goroutines sync or poll the
+// handle: a running sync completes first, later ones fail (ENXIO, or EBUSY
+// for a ring being torn down), and a blocked Poll returns PollErr.
 type Handle struct {
 	nm *Netmap
 
@@ -47,10 +51,6 @@ type Handle struct {
 	// the chain it finds here.
 	BufsHead uint32
 
-	// opMu is held shared by every data-path call (sync, one poll round)
-	// and exclusively by Close, so Close never deletes rings under a running
-	// sync. A blocked Poll does not hold it.
-	opMu sync.RWMutex
 }
 
 // Open is open("/dev/netmap"): a new, unbound handle.
@@ -114,7 +114,7 @@ func (h *Handle) ring(t Direction, i int) *Ring {
 	if b == nil {
 		return nil
 	}
-	rs := b.na.Rings(t)
+	rs := b.rings[t]
 	if i < 0 || i >= len(rs) {
 		return nil
 	}
@@ -128,7 +128,7 @@ func (h *Handle) Kring(t Direction, i int) *Kring {
 	if b == nil {
 		return nil
 	}
-	rs := b.na.Rings(t)
+	rs := b.rings[t]
 	if i < 0 || i >= len(rs) {
 		return nil
 	}
@@ -251,6 +251,7 @@ func (nm *Netmap) doRegif(a Adapter, ringid uint16, flags uint32) (*binding, err
 		return nil, fmt.Errorf("register %q: %w", na.Name, err)
 	}
 	na.activeFds++
+	b.rings = [2][]*Kring{na.TxRings, na.RxRings}
 	if na.flags.Load()&NAFNetmapOn == 0 {
 		if err := a.Register(true); err != nil {
 			na.activeFds--
@@ -320,6 +321,14 @@ func (nm *Netmap) doUnregif(h *Handle, b *binding) {
 		}
 		na.si[TX].wake() // poll sleepers wake up and see POLLERR
 		na.si[RX].wake()
+		// Wait for syncs still running on these rings (another goroutine
+		// of this handle) and refuse new ones before the buffers go back
+		// to the pool.
+		for _, rs := range b.rings {
+			for _, k := range rs {
+				k.Stop()
+			}
+		}
 		b.a.KringsDelete()
 	}
 	for t := range b.siUser {
@@ -337,8 +346,6 @@ func (nm *Netmap) doUnregif(h *Handle, b *binding) {
 // (Dup) it only drops one; the last one unbinds and releases the adapter.
 func (h *Handle) Close() error {
 	nm := h.nm
-	h.opMu.Lock()
-	defer h.opMu.Unlock()
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	if h.closed {
@@ -359,7 +366,7 @@ func (h *Handle) Close() error {
 	// (other handles may keep the rings): it sees the handle unbound.
 	for t := TX; t <= RX; t++ {
 		b.na.si[t].wake()
-		if rs := b.na.Rings(t); b.qfirst[t] < len(rs) {
+		if rs := b.rings[t]; b.qfirst[t] < len(rs) {
 			rs[b.qfirst[t]].si.wake()
 		}
 	}
@@ -375,8 +382,6 @@ func (h *Handle) TxSync() error { return h.sync(TX) }
 func (h *Handle) RxSync() error { return h.sync(RX) }
 
 func (h *Handle) sync(t Direction) error {
-	h.opMu.RLock()
-	defer h.opMu.RUnlock()
 	b := h.bind.Load()
 	if b == nil {
 		return ErrNotBound
@@ -385,7 +390,7 @@ func (h *Handle) sync(t Direction) error {
 	if !na.On() {
 		return ErrDetached
 	}
-	rings := na.Rings(t)
+	rings := b.rings[t]
 	var bad error
 	for i := b.qfirst[t]; i < b.qlast[t]; i++ {
 		k := rings[i]

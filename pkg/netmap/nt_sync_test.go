@@ -331,3 +331,51 @@ func TestCloseWakesPoll(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDuringSyncs: goroutines keep syncing a handle (one per direction,
+// as the handle's contract requires) while it is closed; they see only nil,
+// EBUSY or ENXIO, never a race (-race) or a panic, and no buffer leaks. (Poll
+// during Close is TestCloseWakesPoll.)
+func TestCloseDuringSyncs(t *testing.T) {
+	for round := 0; round < 20; round++ {
+		nm, p := newMem(t, g8(2, 2), false)
+		h := nm.Open()
+		mustRegister(t, h, Req{Name: "m0"})
+		stop := make(chan struct{})
+		errs := make(chan error, 2)
+		for i := 0; i < 2; i++ {
+			go func(i int) {
+				var bad error
+				for {
+					select {
+					case <-stop:
+						errs <- bad
+						return
+					default:
+					}
+					var err error
+					if i == 0 {
+						err = h.TxSync()
+					} else {
+						err = h.RxSync()
+					}
+					if err != nil && !errors.Is(err, syscall.EBUSY) && !errors.Is(err, syscall.ENXIO) {
+						bad = err
+					}
+				}
+			}(i)
+		}
+		time.Sleep(time.Millisecond)
+		h.Close()
+		time.Sleep(time.Millisecond)
+		close(stop)
+		for i := 0; i < 2; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		if o := p.Mem.Outstanding(); o != 0 {
+			t.Fatalf("leak %d", o)
+		}
+	}
+}

@@ -22,9 +22,7 @@ const (
 // the recording closes the recorded channel, so the block returns at once.
 func (h *Handle) Poll(ctx context.Context, events Events) (Events, error) {
 	for {
-		h.opMu.RLock()
 		rev, tx, rx := h.pollOnce(events, true)
-		h.opMu.RUnlock()
 		if rev != 0 {
 			return rev, nil
 		}
@@ -42,8 +40,6 @@ func (h *Handle) Poll(ctx context.Context, events Events) (Events, error) {
 
 // PollNow is a non-blocking poll (timeout 0).
 func (h *Handle) PollNow(events Events) Events {
-	h.opMu.RLock()
-	defer h.opMu.RUnlock()
 	rev, _, _ := h.pollOnce(events, false)
 	return rev
 }
@@ -67,7 +63,7 @@ func (h *Handle) pollOnce(events Events, record bool) (revents Events, txw, rxw 
 
 	// Lock-free first round.
 	for t := TX; t <= RX; t++ {
-		rs := na.Rings(t)
+		rs := b.rings[t]
 		for i := b.qfirst[t]; want[t] != 0 && i < b.qlast[t]; i++ {
 			if !rs[i].Ring.Empty() {
 				revents |= want[t]
@@ -79,14 +75,14 @@ func (h *Handle) pollOnce(events Events, record bool) (revents Events, txw, rxw 
 		if checkAll[t] {
 			return &na.si[t]
 		}
-		return &na.Rings(t)[b.qfirst[t]].si
+		return &b.rings[t][b.qfirst[t]].si
 	}
 
 	retryTx, retryRx := record, record
 	if b.txpoll || want[TX] != 0 {
 	flushTx:
 		for {
-			rs := na.TxRings
+			rs := b.rings[TX]
 			for i := b.qfirst[TX]; i < b.qlast[TX]; i++ { // D-N3: TX bound
 				k := rs[i]
 				if want[TX] == 0 && k.Ring.Cur == k.NrHwcur.Load() {
@@ -118,7 +114,7 @@ func (h *Handle) pollOnce(events Events, record bool) (revents Events, txw, rxw 
 	if want[RX] != 0 {
 		for pass := 0; pass < 3; pass++ {
 			sendDown := 0
-			rs := na.RxRings
+			rs := b.rings[RX]
 			for i := b.qfirst[RX]; i < b.qlast[RX]; i++ {
 				k := rs[i]
 				if k.TryGet() != nil {
@@ -150,7 +146,7 @@ func (h *Handle) pollOnce(events Events, record bool) (revents Events, txw, rxw 
 			}
 			// Transparent mode on the host RX ring (004:2555-2566).
 			if na.Flags()&NAFHostRings != 0 {
-				k := na.RxRings[na.NumRxRings]
+				k := b.rings[RX][na.NumRxRings]
 				if checkAll[RX] && (cfg.Fwd || k.Ring.Flags&RingForward != 0) {
 					if k.Ring.Empty() && k.TryGet() == nil {
 						if _, ok := k.RxSyncPrologue(); ok {
