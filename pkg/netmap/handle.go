@@ -50,7 +50,6 @@ type Handle struct {
 	// The user may change it (taking or giving back buffers); Close frees
 	// the chain it finds here.
 	BufsHead uint32
-
 }
 
 // Open is open("/dev/netmap"): a new, unbound handle.
