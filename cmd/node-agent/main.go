@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/epair-cni/epair/internal/agent"
@@ -28,6 +29,11 @@ func main() {
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	printDefault := flag.Bool("print-default-config", false, "print the embedded configuration and exit")
 	flag.Parse()
+	// The agent's heap is mostly long-lived packet buffers (noscan): collecting at 50%
+	// growth instead of 100% costs little CPU and keeps RSS near the live heap.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(50)
+	}
 	if *printDefault {
 		os.Stdout.Write(agent.DefaultConfigJSON())
 		return

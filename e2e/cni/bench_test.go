@@ -1,6 +1,7 @@
 package cni
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -158,7 +159,9 @@ func procStat(pid int) (rssKiB int, cpuTicks int) {
 // and records the agent's memory and idle CPU.
 func TestScale250(t *testing.T) {
 	requireBench(t)
-	e := newEnv(t, envOpts{})
+	slots, _ := strconv.Atoi(os.Getenv("EPAIR_RING_SLOTS"))
+	frames, _ := strconv.Atoi(os.Getenv("EPAIR_XDP_FRAMES"))
+	e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames})
 	l := e.conflist("1.1.0")
 	const n = 250
 	nss := make([]*netnsutil.NS, n)
@@ -200,7 +203,9 @@ func TestScale250(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	time.Sleep(2 * time.Second)
+	// The pods' own start-up traffic (IPv6 router solicitations, MLD reports) goes on for
+	// about 10 s after their creation; idle means after it.
+	time.Sleep(15 * time.Second)
 	rss, c0 := procStat(e.agent.pid())
 	const idle = 10 * time.Second
 	time.Sleep(idle)
@@ -209,6 +214,10 @@ func TestScale250(t *testing.T) {
 	res := fmt.Sprintf("| pods | pairs pinged (failed) | agent RSS (MiB) | agent idle CPU (%% of a core) |\n|---|---|---|---|\n| %d | 30 (%d) | %.1f | %.2f |\n",
 		n, fails, float64(rss)/1024, cpu)
 	t.Logf("\n%s", res)
+	t.Logf("agent RSS by mapping kind: %s", rssBreakdown(e.agent.pid()))
+	if out := os.Getenv("EPAIR_SCALE_HEAP"); out != "" {
+		os.WriteFile(out, []byte(e.agent.get("/debug/pprof/heap")), 0o644)
+	}
 	if out := os.Getenv("EPAIR_SCALE_OUT"); out != "" {
 		os.WriteFile(out, []byte(res), 0o644)
 	}
@@ -224,4 +233,67 @@ func TestScale250(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// rssBreakdown sums the agent's resident memory by mapping name from /proc/<pid>/smaps
+// (Go heap, AF_XDP UMEM/rings, AF_PACKET rings, ...), for the record of where memory goes.
+func rssBreakdown(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", pid))
+	sums := map[string]int{}
+	name := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":") {
+			name = "[anon]"
+			if len(f) >= 6 {
+				name = f[5]
+			}
+			continue
+		}
+		if len(f) >= 2 && f[0] == "Rss:" {
+			kb, _ := strconv.Atoi(f[1])
+			sums[name] += kb
+		}
+	}
+	var parts []string
+	for k, v := range sums {
+		if v >= 1024 {
+			parts = append(parts, fmt.Sprintf("%s=%dMiB", k, v/1024))
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
+
+// TestThroughput runs iperf3 (TCP, 5 s) between two pods on the switch, with the ring and
+// UMEM sizes of EPAIR_RING_SLOTS / EPAIR_XDP_FRAMES (0: the agent's defaults).
+func TestThroughput(t *testing.T) {
+	requireBench(t)
+	netnsutil.RequireTool(t, "iperf3", "iperf3")
+	slots, _ := strconv.Atoi(os.Getenv("EPAIR_RING_SLOTS"))
+	frames, _ := strconv.Atoi(os.Getenv("EPAIR_XDP_FRAMES"))
+	e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames})
+	l := e.conflist("1.1.0")
+	a, b := netnsutil.New(t), netnsutil.New(t)
+	ra := e.mustAdd(l, rt("tp-a", a))
+	e.mustAdd(l, rt("tp-b", b))
+	if out, err := a.Exec("iperf3", "-s", "-1", "-D", "-B", podIP(ra)); err != nil {
+		t.Fatalf("iperf3 server: %v %s", err, out)
+	}
+	time.Sleep(300 * time.Millisecond)
+	out, err := b.Exec("iperf3", "-c", podIP(ra), "-t", "5", "-J")
+	if err != nil {
+		t.Fatalf("iperf3: %v\n%s", err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatalf("iperf3 output: %v", err)
+	}
+	t.Logf("TCP pod-to-pod (ringSlots=%d xdpFrames=%d): %.0f Mbit/s", slots, frames, r.End.SumReceived.BitsPerSecond/1e6)
 }

@@ -96,6 +96,8 @@ type agentProc struct {
 type envOpts struct {
 	subnet     string // default 10.60.0.0/16
 	masquerade bool
+	ringSlots  int // 0: the agent's default
+	xdpFrames  int // 0: the agent's default
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -120,7 +122,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	a := &agentProc{t: t, host: host, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "agent.sock"),
 		cfg: filepath.Join(dir, "agent.json")}
 	cfg := map[string]any{
-		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade,
+		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
 		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": []map[string]string{{"subnet": o.subnet}}}},
 	}
 	b, _ := json.Marshal(cfg)
@@ -323,12 +325,15 @@ func cniCode(err error) (uint, string) {
 }
 
 // metrics returns the agent's /metrics text.
-func (a *agentProc) metrics() string {
+func (a *agentProc) metrics() string { return a.get("/metrics") }
+
+// get returns the body of a GET on the agent socket.
+func (a *agentProc) get(path string) string {
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", a.socket)
 	}}}
-	resp, err := hc.Get("http://agent/metrics")
+	resp, err := hc.Get("http://agent" + path)
 	if err != nil {
 		return err.Error()
 	}

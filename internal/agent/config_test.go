@@ -27,6 +27,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{"switches":[{"name":"vale0","ranges":[]}]}`, "switches[0]"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale0","ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1].name"},
 		{`{"bogus":1}`, "bogus"},
+		{`{"ringSlots":100,"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "ringSlots"},
 		{`{"recoverGrace":"soon","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "soon"},
 	} {
 		_, err := ParseConfig([]byte(tc.in))

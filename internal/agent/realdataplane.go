@@ -23,6 +23,14 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	}
 	dc.Backend = b
 	dc.Masquerade = c.Masquerade
+	dc.Link.XDP.FrameCount = uint32(c.XDPFrames)
+	if dc.Link.XDP.FrameCount == 0 {
+		dc.Link.XDP.FrameCount = DefaultXDPFrames
+	}
+	dc.RingSlots = c.RingSlots
+	if dc.RingSlots == 0 {
+		dc.RingSlots = DefaultRingSlots
+	}
 	for i, s := range c.Switches {
 		sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU}
 		sc.HostPort.Name = s.HostPort

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/agentapi"
@@ -14,7 +15,12 @@ import (
 // Handler is the agent's HTTP API: agentapi's endpoints, the inspection endpoints and
 // /metrics.
 func (a *Agent) Handler() http.Handler {
-	return agentapi.NewAgentServer(a, a, map[string]http.Handler{"GET /metrics": a.MetricsHandler()})
+	// pprof is served on the root-only socket only, never on the metrics address.
+	return agentapi.NewAgentServer(a, a, map[string]http.Handler{
+		"GET /metrics":             a.MetricsHandler(),
+		"GET /debug/pprof/":        http.HandlerFunc(pprof.Index),
+		"GET /debug/pprof/profile": http.HandlerFunc(pprof.Profile),
+	})
 }
 
 // SocketServer serves the agent API on its unix socket. It is a controller-runtime
