@@ -116,6 +116,9 @@ func TestLatencyVsBridge(t *testing.T) {
 		}
 	}
 	t.Logf("agent-side latency of the epair runs:\n%s", strings.Join(hist, "\n"))
+	if out := os.Getenv("EPAIR_AGENT_LOG"); out != "" {
+		os.WriteFile(out, []byte(e.agent.logText()), 0o644)
+	}
 	brSeq, brCon := measure(t, e, br, "br", 50, 20)
 	var b strings.Builder
 	fmt.Fprintf(&b, "| plugin | run | ADD p50 (ms) | ADD p99 (ms) | DEL p50 (ms) | DEL p99 (ms) |\n|---|---|---|---|---|---|\n")

@@ -151,7 +151,7 @@ func (a *agentProc) start(extra ...string) {
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	args := append([]string{"netns", "exec", a.host.Name, filepath.Join(a.bin, "node-agent"), "-config", a.cfg}, extra...)
+	args := append([]string{"netns", "exec", a.host.Name, filepath.Join(a.bin, "node-agent"), "-config", a.cfg, "-log-level", "debug"}, extra...)
 	a.cmd = exec.Command("ip", args...)
 	a.cmd.Stdout, a.cmd.Stderr = lf, lf
 	a.log = lf
@@ -181,6 +181,7 @@ func (a *agentProc) start(extra ...string) {
 	}
 }
 
+// logText is the agent's log (debug level: every API call with its duration).
 func (a *agentProc) logText() string {
 	b, _ := os.ReadFile(filepath.Join(a.dir, "agent.log"))
 	return string(b)

@@ -318,9 +318,11 @@ func (a *Agent) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*age
 func (a *Agent) release(k agentapi.Key) (bool, error) {
 	r, ok := a.get(k)
 	if ok && r.HostIfName != "" {
+		t0 := time.Now()
 		if err := a.dp.DetachPort(r.Switch, r.HostIfName); err != nil {
 			return false, fmt.Errorf("release %s: detach %s: %w", k, r.HostIfName, err)
 		}
+		a.log.Debug("detached port", "key", k.String(), "link", r.HostIfName, "duration", time.Since(t0))
 	}
 	freed := false
 	for _, st := range a.stores {

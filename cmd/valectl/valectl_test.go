@@ -1,0 +1,106 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/epair-cni/epair/pkg/agentapi"
+)
+
+// fakeAgent serves fixed data through the real agentapi server, so that valectl's client
+// side, routing and printing are what is tested.
+type fakeAgent struct{ agentapi.Interface }
+
+func (fakeAgent) List(context.Context) (*agentapi.AttachmentList, error) {
+	return &agentapi.AttachmentList{Items: []agentapi.Attachment{{
+		Key: agentapi.Key{ContainerID: "c1", IfName: "eth0"}, Switch: "vale0",
+		IPs:  []agentapi.IPConfig{{Address: netip.MustParsePrefix("10.89.0.2/24")}},
+		Port: &agentapi.Port{HostIfName: "epair0a", Up: true},
+	}}}, nil
+}
+
+func (fakeAgent) Status(context.Context) (*agentapi.Status, error) {
+	return &agentapi.Status{Ready: true, AgentVersion: "test", Switches: []string{"vale0"}}, nil
+}
+
+func (fakeAgent) Switches(context.Context) (*agentapi.SwitchList, error) {
+	return &agentapi.SwitchList{Items: []agentapi.SwitchInfo{{Name: "vale0", MTU: 1500, Ports: []agentapi.PortInfo{
+		{Name: "vale0:epvale0", Kind: "host", Backend: "tap", Active: true, Stats: agentapi.Counters{InFrames: 3}},
+		{Name: "vale0:epair0a", Kind: "pod", Backend: "af_xdp", Owner: "podnet/c1/eth0", Active: true,
+			Stats: agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 1}},
+	}}}}, nil
+}
+
+func (fakeAgent) FDB(_ context.Context, sw string) (*agentapi.FDB, error) {
+	if sw != "vale0" {
+		return nil, agentapi.NewError(agentapi.CodeNotFound, "no switch "+sw)
+	}
+	return &agentapi.FDB{Switch: sw, Entries: []agentapi.FDBEntry{{MAC: "02:00:00:00:00:0b", Port: "vale0:epair0a", AgeSeconds: 1.5}}}, nil
+}
+
+func serve(t *testing.T) string {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "run", "agent.sock")
+	srv, err := agentapi.ListenAndServe(sock, agentapi.NewAgentServer(fakeAgent{}, fakeAgent{}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+func TestCommands(t *testing.T) {
+	sock := serve(t)
+	for _, tc := range []struct {
+		args []string
+		out  string
+		want []string
+	}{
+		{[]string{"status"}, "table", []string{"ready (agent test, switches vale0)"}},
+		{[]string{"switches"}, "table", []string{"vale0", "1500"}},
+		{[]string{"ports"}, "table", []string{"vale0:epair0a", "af_xdp", "podnet/c1/eth0", "42", "4200"}},
+		{[]string{"ports", "vale0"}, "json", []string{`"inFrames": 42`}},
+		{[]string{"fdb", "vale0"}, "table", []string{"02:00:00:00:00:0b", "vale0:epair0a", "1.5s"}},
+		{[]string{"attachments"}, "table", []string{"c1", "10.89.0.2/24", "epair0a", "true"}},
+	} {
+		var b bytes.Buffer
+		if err := run(context.Background(), &b, options{socket: sock, output: tc.out}, tc.args); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(b.String(), w) {
+				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, b.String())
+			}
+		}
+	}
+}
+
+func TestErrors(t *testing.T) {
+	sock := serve(t)
+	for _, tc := range []struct {
+		args    []string
+		output  string
+		mention string
+	}{
+		{nil, "table", "missing command"},
+		{[]string{"frobnicate"}, "table", "frobnicate"},
+		{[]string{"fdb"}, "table", "one switch"},
+		{[]string{"fdb", "vale7"}, "table", "vale7"},
+		{[]string{"ports", "vale7"}, "table", "vale7"},
+		{[]string{"status"}, "yaml", "yaml"},
+	} {
+		err := run(context.Background(), &bytes.Buffer{}, options{socket: sock, output: tc.output}, tc.args)
+		if err == nil || !strings.Contains(err.Error(), tc.mention) {
+			t.Errorf("%v: %v, want an error naming %q", tc.args, err, tc.mention)
+		}
+	}
+	err := run(context.Background(), &bytes.Buffer{}, options{socket: filepath.Join(t.TempDir(), "none.sock"), output: "table"}, []string{"status"})
+	if !errors.Is(err, agentapi.ErrUnavailable) {
+		t.Errorf("no agent: %v, want Unavailable", err)
+	}
+}
