@@ -347,3 +347,27 @@ func TestGenericTxReadiness(t *testing.T) {
 		t.Errorf("sent %d", n)
 	}
 }
+
+// TestPipeRebindWhilePeerBound: the master unbinds while the slave stays
+// bound (the pair's krings are kept), then binds again and still works.
+func TestPipeRebindWhilePeerBound(t *testing.T) {
+	nm, _ := newMem(t, g8(1, 1), false)
+	m, s := nm.Open(), nm.Open()
+	mustRegister(t, m, Req{Name: "m0", Flags: RegPipeMaster, RingID: 4})
+	mustRegister(t, s, Req{Name: "m0", Flags: RegPipeSlave, RingID: 4})
+	defer s.Close()
+	m.Close()
+	m2 := nm.Open()
+	defer m2.Close()
+	mustRegister(t, m2, Req{Name: "m0", Flags: RegPipeMaster, RingID: 4})
+	fillTx(m2.TxRing(0), 2, 60, 1)
+	if err := m2.TxSync(); err != nil {
+		t.Fatalf("txsync after rebind: %v", err)
+	}
+	if err := s.RxSync(); err != nil {
+		t.Fatal(err)
+	}
+	if s.RxRing(0).Space() != 2 {
+		t.Errorf("slave got %d frames", s.RxRing(0).Space())
+	}
+}

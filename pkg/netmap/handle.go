@@ -329,6 +329,13 @@ func (nm *Netmap) doUnregif(h *Handle, b *binding) {
 			}
 		}
 		b.a.KringsDelete()
+		if na.TxRings != nil { // kept (a pipe end whose peer is bound): usable again
+			for _, rs := range b.rings {
+				for _, k := range rs {
+					k.Start()
+				}
+			}
+		}
 	}
 	for t := range b.siUser {
 		if b.siUser[t] {
