@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -18,7 +19,12 @@ import (
 	"github.com/epair-cni/epair/pkg/linkport"
 )
 
-func TestMain(m *testing.M) { netnsutil.Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(childMain())
+	}
+	netnsutil.Main(m)
+}
 
 const (
 	testGW   = "10.78.0.1"
@@ -90,6 +96,9 @@ func newEnvTB(t testing.TB, n int, be linkport.Backend, mod func(*Config)) *env 
 	if mod != nil {
 		mod(&e.cfg)
 	}
+	if n < 0 { // no dataplane yet
+		return e
+	}
 	e.start()
 	for i := 0; i < n; i++ {
 		e.addPod()
@@ -110,6 +119,13 @@ func (e *env) start() {
 // addPod creates a pod namespace with an epair pair, addresses it and
 // attaches its host end.
 func (e *env) addPod() *pod {
+	p := e.makePod()
+	e.attach(p)
+	return p
+}
+
+// makePod creates a pod namespace with an epair pair and addresses it.
+func (e *env) makePod() *pod {
 	t := e.t
 	t.Helper()
 	i := len(e.pods)
@@ -137,7 +153,6 @@ func (e *env) addPod() *pod {
 		t.Fatalf("default route in pod %d: %v", i, err)
 	}
 	e.pods = append(e.pods, p)
-	e.attach(p)
 	return p
 }
 
