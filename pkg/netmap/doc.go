@@ -70,7 +70,8 @@
 //	netmap_txsync_to_host,         host kring Sync (internal)
 //	netmap_rxsync_from_host,
 //	netmap_sw_to_nic, grab_packets
-//	netmap_mem_d buffers, NMB      Pool, Pool.Buf, Ring.Buf, Kring.Buf
+//	netmap_mem_d buffers, NMB      Pool, Pool.Buf, Ring.Buf, Kring.Buf, SwapBufs
+//	(lut, objtotal, UMEM region)   Pool.Total, Pool.Region, Pool.Offset, Pool.IndexOf
 //	netmap_extra_alloc/free        Pool.AllocExtra / FreeExtra, Handle.BufsHead
 //	/dev/netmap, NMG_LOCK          Netmap (New), Netmap.Lock
 //	netmap_priv_d                  Handle (Netmap.Open, Dup, Close)

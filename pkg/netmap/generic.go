@@ -39,10 +39,14 @@ type GenericBackend interface {
 // GenericConfig configures NewGenericAdapter.
 type GenericConfig struct {
 	Slots     uint32 // slots per ring (generic_ringsize, default 1024)
-	BufSize   int    // buffer size (default 2048); must be >= FrameSize
+	BufSize   int    // buffer size (default 2048, or Pool's); must be >= FrameSize
 	HostRings bool   // NAF_HOST_RINGS (host rings are off by default on Linux)
 	Native    bool   // the backend is "native" (AF_XDP) rather than generic (AF_PACKET)
 	Host      HostStack
+	// Pool, if set, is used instead of a private pool (for example one
+	// whose Region a backend registered as its AF_XDP UMEM). It must hold
+	// at least Slots*(tx+1+rx+1) free buffers of at least FrameSize bytes.
+	Pool *Pool
 }
 
 // GenericAdapter is netmap_generic_adapter: it presents a GenericBackend as a
@@ -83,7 +87,9 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 	if cfg.Slots == 0 {
 		cfg.Slots = 1024
 	}
-	if cfg.BufSize == 0 {
+	if cfg.Pool != nil {
+		cfg.BufSize = int(cfg.Pool.BufSize())
+	} else if cfg.BufSize == 0 {
 		cfg.BufSize = DefaultBufSize
 	}
 	ntx, nrx := b.Queues()
@@ -94,10 +100,16 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 	if ntx <= 0 || nrx <= 0 || ntx > 256 || nrx > 256 {
 		return nil, fmt.Errorf("create generic adapter %q: queues %d/%d outside [1, 256]: %w", name, ntx, nrx, syscall.EINVAL)
 	}
-	nbufs := int(cfg.Slots)*(ntx+1+nrx+1) + reservedBufs + 64
-	pool, err := NewPool(nbufs, cfg.BufSize)
-	if err != nil {
-		return nil, fmt.Errorf("create generic adapter %q: %w", name, err)
+	pool := cfg.Pool
+	if pool == nil {
+		nbufs := int(cfg.Slots)*(ntx+1+nrx+1) + reservedBufs + 64
+		var err error
+		if pool, err = NewPool(nbufs, cfg.BufSize); err != nil {
+			return nil, fmt.Errorf("create generic adapter %q: %w", name, err)
+		}
+	} else if pool.Available() < int(cfg.Slots)*(ntx+1+nrx+1) {
+		return nil, fmt.Errorf("create generic adapter %q: pool has %d free buffers, need %d: %w",
+			name, pool.Available(), int(cfg.Slots)*(ntx+1+nrx+1), syscall.EINVAL)
 	}
 	g := &GenericAdapter{b: b, maxFrame: fs}
 	flags := NAFMemOwner
@@ -113,7 +125,7 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		return nil, err
 	}
 	g.Host = cfg.Host
-	g.ownPool = true
+	g.ownPool = cfg.Pool == nil
 	g.txFrames = make([][][]byte, ntx)
 	g.txPos = make([][]uint32, ntx)
 	g.txWant = make([]chan struct{}, ntx)

@@ -377,3 +377,29 @@ func TestAttachKeepsGenericAdaptersGeneric(t *testing.T) {
 		t.Errorf("second attach: %v", err)
 	}
 }
+
+func TestPoolRegionAndSharedGenericPool(t *testing.T) {
+	pool, err := NewPool(2+4*8+8, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pool.Region()) != 42*2048 || pool.Offset(5) != 5*2048 || pool.IndexOf(5*2048+100) != 5 {
+		t.Error("region/offset/index mismatch")
+	}
+	if pool.IndexOf(100) != 0 || pool.IndexOf(42*2048) != 0 {
+		t.Error("reserved or out-of-range offsets must map to 0")
+	}
+	if &pool.Buf(5)[0] != &pool.Region()[pool.Offset(5)] {
+		t.Error("Buf and Region disagree")
+	}
+	g, err := NewGenericAdapter("x", newMemBackend(1, 1), GenericConfig{Slots: 8, Pool: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Mem != pool {
+		t.Error("pool not used")
+	}
+	if _, err := NewGenericAdapter("y", newMemBackend(4, 4), GenericConfig{Slots: 8, Pool: pool}); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("too small a pool: %v", err)
+	}
+}

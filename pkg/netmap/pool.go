@@ -80,6 +80,25 @@ func (p *Pool) Buf(idx uint32) []byte {
 	return p.mem[off:end:end]
 }
 
+// Region returns the whole buffer region (objtotal * buf size bytes), for a
+// backend that registers the pool with the kernel (an AF_XDP UMEM whose chunk
+// size is BufSize). Buffer idx starts at Offset(idx).
+func (p *Pool) Region() []byte { return p.mem }
+
+// Offset is the byte offset of buffer idx in Region.
+func (p *Pool) Offset(idx uint32) uint64 { return uint64(idx) * uint64(p.bufSize) }
+
+// IndexOf is the buffer index holding byte offset off of Region (the inverse
+// of Offset for any address inside a buffer). It returns 0 (invalid) for an
+// offset outside the region or in a reserved buffer.
+func (p *Pool) IndexOf(off uint64) uint32 {
+	idx := off / uint64(p.bufSize)
+	if idx < reservedBufs || idx >= uint64(p.total) {
+		return 0
+	}
+	return uint32(idx)
+}
+
 // Alloc takes one buffer. It fails with ENOMEM when the pool is empty.
 func (p *Pool) Alloc() (uint32, error) {
 	p.mu.Lock()
