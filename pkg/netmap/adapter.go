@@ -96,11 +96,10 @@ type BaseAdapter struct {
 	// and transparent mode. Nil drops.
 	Host HostStack
 
-	pipes   map[uint32]*pipePair // na_next_pipe
-	prev    Adapter              // generic adapter: the native one it shadows
-	onDtor  func()               // registry cleanup
-	regCnt  int                  // number of Register(true) calls (tests)
-	ownPool bool
+	pipes  map[uint32]*pipePair // na_next_pipe
+	prev   Adapter              // generic adapter: the native one it shadows
+	onDtor func()               // registry cleanup
+	regCnt int                  // number of Register(true) calls (tests)
 }
 
 var _ Adapter = (*BaseAdapter)(nil)
@@ -212,15 +211,14 @@ func (na *BaseAdapter) Put() bool {
 	return true
 }
 
-// detachCommon is netmap_detach_common: delete leftover krings, drop pipes.
+// detachCommon is netmap_detach_common: delete leftover krings and run the
+// registry cleanup.
 func (na *BaseAdapter) detachCommon() {
 	if na.TxRings != nil {
 		na.self.KringsDelete()
 	}
-	for id, p := range na.pipes {
-		delete(na.pipes, id)
-		p.parentGone()
-	}
+	// No pipes can be left here: every pipe pair holds a reference on its
+	// parent until both ends are gone (pipeAdapter.Dtor).
 	if na.onDtor != nil {
 		na.onDtor()
 	}

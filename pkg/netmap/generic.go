@@ -125,7 +125,6 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		return nil, err
 	}
 	g.Host = cfg.Host
-	g.ownPool = cfg.Pool == nil
 	g.txFrames = make([][][]byte, ntx)
 	g.txPos = make([][]uint32, ntx)
 	g.txWant = make([]chan struct{}, ntx)

@@ -54,7 +54,6 @@ func NewMemPort(name string, g Geometry, bufSize, extraBufs int) (*MemPort, erro
 	if err := p.Init(p, AdapterConfig{Name: name, Geometry: g, Pool: pool, Flags: NAFMemOwner}); err != nil {
 		return nil, err
 	}
-	p.ownPool = true
 	return p, nil
 }
 

@@ -66,7 +66,6 @@ func (nm *Netmap) getMonitorNA(req *Req, create bool) (Adapter, error) {
 		return nil, fmt.Errorf("get monitor %q: %w", req.Name, err)
 	}
 	m.nm = nm
-	m.ownPool = true
 	m.Get()
 	return m, nil // the parent reference is held until Dtor
 }

@@ -193,6 +193,3 @@ func (p *pipeAdapter) Dtor() {
 		pna.Put()
 	}
 }
-
-// parentGone is called when the parent is destroyed with pipes left.
-func (pp *pipePair) parentGone() {}

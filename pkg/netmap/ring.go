@@ -222,8 +222,6 @@ type Kring struct {
 	monitors atomic.Pointer[[]*monitorLink]
 	monTail  uint32 // mon_tail: RX position up to which monitors copied (busy-flag holder)
 
-	// Timestamp source for the ring; nil means time.Now.
-	lastSyncErr error
 }
 
 // Adapter returns the adapter this kring belongs to.
