@@ -330,7 +330,7 @@ func (a *agentProc) metrics() string { return a.get("/metrics") }
 
 // get returns the body of a GET on the agent socket.
 func (a *agentProc) get(path string) string {
-	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", a.socket)
 	}}}
