@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
 	"github.com/epair-cni/epair/pkg/linkport"
 	"github.com/epair-cni/epair/pkg/vale"
@@ -315,6 +316,20 @@ func TestHairpinAndMasquerade(t *testing.T) {
 	}
 	e.ping(b, "10.96.0.10") // another pod through the service
 	e.ping(a, "10.96.0.10") // hairpin: the endpoint itself
+
+	// Masquerade on the way out: a network beyond the node that has no
+	// route back to the pod CIDR answers only if the pod's address was
+	// replaced by the node's.
+	out := netnsutil.New(t)
+	netnsutil.Veth(t, e.host, "up0", "10.99.1.1/24", out, "eth0", "10.99.1.2/24")
+	e.ping(a, "10.99.1.2")
+	// The control: without the table the same ping goes unanswered.
+	if o, err := e.host.Exec("nft", "delete", "table", "inet", "epair"); err != nil {
+		t.Fatalf("%v: %s", err, o)
+	}
+	if _, err := a.ns.Exec("ping", "-c", "1", "-W", "1", "10.99.1.2"); err == nil {
+		t.Error("the outside network answered without masquerade: the test proves nothing")
+	}
 	si, _ := e.dp.Switch("vale0")
 	for _, p := range si.Ports {
 		if p.Kind == KindHost && (p.Counters.InFrames == 0 || p.Counters.OutFrames == 0) {
