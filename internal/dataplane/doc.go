@@ -65,6 +65,37 @@
 // after checking that its alias records the owner, without touching the
 // link. Close(CloseOptions{Uninstall: true}) also removes the table.
 //
+// # Links that go away
+//
+// The Dataplane follows link deletions in its namespace (a netlink
+// subscription owned by it): when a pod's host link disappears under an
+// attached port (the pod was deleted before the agent released it), the
+// port is detached at once, so no socket keeps erroring on a dead link;
+// a later DetachPort succeeds (AutoDetached counts these).
+//
+// # Masquerade
+//
+// With Config.Masquerade the table "inet epair" masquerades traffic from
+// the pod CIDRs that leaves through any other interface than a host port,
+// and DNATed pod traffic that goes back into the pod network through a host
+// port (hairpin: a pod reaching itself through a service). It uses the nft
+// binary through sigs.k8s.io/knftables (see nft.go for why).
+//
+// # Deviations
+//
+//   - Frames to the host port bypass the output queues: they go straight
+//     into the TAP adapter's TX ring (the host stack queues on its own).
+//   - A policy without a burst gets DefaultBurst (100 ms) of its rate, not
+//     ifcore's 10 ms: a shorter bucket loses tokens whenever the draining
+//     goroutine waits for a CPU on a loaded node.
+//   - The hairpin rule masquerades every DNATed pod flow that re-enters the
+//     pod network, not only a pod reaching itself (nftables cannot compare
+//     the source with the destination address); kube-proxy's own
+//     masquerade marks are unaffected.
+//   - Output queue buffers are allocated on first use (up to the queue
+//     length plus two batches) and then recycled, so a port that never
+//     queues much holds little memory.
+//
 // # Names
 //
 //	DragonFly / VALE                 Go

@@ -256,9 +256,12 @@ func TestRestartAdopt(t *testing.T) {
 
 func TestCloseLeavesNothing(t *testing.T) {
 	requireTool(t, "nft")
-	g0 := runtime.NumGoroutine()
-	e := newEnv(t, 2, linkport.XDP, func(c *Config) { c.Masquerade = true })
-	a, b := e.pods[0], e.pods[1]
+	e := newEnv(t, -1, linkport.XDP, func(c *Config) { c.Masquerade = true })
+	a, b := e.makePod(), e.makePod()
+	g0, fd0 := runtime.NumGoroutine(), fdCount(t)
+	e.start()
+	e.attach(a)
+	e.attach(b)
 	e.ping(a, b.ip)
 	e.ping(a, testGW)
 	if !e.hasLink(testTap) {
@@ -292,6 +295,9 @@ func TestCloseLeavesNothing(t *testing.T) {
 		}
 	}
 	waitFor(t, "goroutines to exit", 5*time.Second, func() bool { return runtime.NumGoroutine() <= g0 })
+	if fd1 := fdCount(t); fd1 > fd0 {
+		t.Errorf("%d descriptors open before New, %d after Close", fd0, fd1)
+	}
 	if _, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: a.pair.HostName}); Errno(err) != ErrClosed.errno {
 		t.Errorf("attach after close: %v, want ENXIO", err)
 	}
@@ -397,4 +403,12 @@ func TestBurstDrains(t *testing.T) {
 			}
 		})
 	}
+}
+
+func fdCount(t *testing.T) int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
 }
