@@ -1,6 +1,7 @@
 package sys
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -186,3 +187,39 @@ func IsClosed(err error) bool { return errors.Is(err, os.ErrClosed) }
 
 // Addr returns the address of the first byte of mem (for registering memory with the kernel).
 func Addr(mem []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(mem))) }
+
+// CheckQueue rejects any queue but 0 of a single-queue backend named name.
+func CheckQueue(name string, q int) error {
+	if q != 0 {
+		return fmt.Errorf("select queue %d of %s: only queue 0 exists: %w", q, name, syscall.EINVAL)
+	}
+	return nil
+}
+
+// WaitReady is netmap.GenericBackend.WaitReady for a single-queue backend over p: it calls
+// wait (the backend's own readiness wait, parked in the netpoller, given ctx.Done() to
+// check) until it returns for a reason other than an interrupt, or ctx ends (ctx.Err()).
+// Cancellation interrupts the parked wait through a past deadline (InterruptRead when rx,
+// InterruptWrite otherwise); because wait also checks ctx.Done(), a cancellation racing
+// with the start of the wait is not lost. It allocates once per call, never per frame.
+func (p *PollFD) WaitReady(ctx context.Context, rx bool, wait func(done <-chan struct{}) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	interrupt := p.InterruptWrite
+	if rx {
+		interrupt = p.InterruptRead
+	}
+	stop := context.AfterFunc(ctx, interrupt)
+	defer stop()
+	for {
+		err := wait(ctx.Done())
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue // an interrupt left over from an earlier, already finished wait
+		}
+		return err
+	}
+}

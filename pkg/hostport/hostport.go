@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -345,47 +344,30 @@ func (p *Port) FrameSize() int { return p.mtu + 14 + 4 }
 
 // TxBatch is Transmit on queue 0.
 func (p *Port) TxBatch(q int, frames [][]byte) (int, error) {
-	if q != 0 {
-		return 0, fmt.Errorf("select queue %d of host port %s: only queue 0: %w", q, p.name, syscall.EINVAL)
+	if err := sys.CheckQueue(p.name, q); err != nil {
+		return 0, err
 	}
 	return p.Transmit(frames)
 }
 
 // RxBatch is Receive on queue 0.
 func (p *Port) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
-	if q != 0 {
-		return 0, fmt.Errorf("select queue %d of host port %s: only queue 0: %w", q, p.name, syscall.EINVAL)
+	if err := sys.CheckQueue(p.name, q); err != nil {
+		return 0, err
 	}
 	return p.Receive(bufs, lens)
 }
 
-// WaitReady waits for RX frames or TX room on queue 0 until ctx ends (see afxdp.WaitReady).
+// WaitReady parks in the netpoller until queue 0 has frames (netmap.RX) or transmit room
+// (netmap.TX), the backend is closed (ErrClosed) or ctx ends (ctx.Err()); see
+// sys.PollFD.WaitReady.
 func (p *Port) WaitReady(ctx context.Context, q int, dir netmap.Direction) error {
-	if q != 0 {
-		return fmt.Errorf("select queue %d of host port %s: only queue 0: %w", q, p.name, syscall.EINVAL)
-	}
-	if err := ctx.Err(); err != nil {
+	if err := sys.CheckQueue(p.name, q); err != nil {
 		return err
 	}
-	interrupt := p.pfd.InterruptWrite
+	r := p
 	if dir == netmap.RX {
-		interrupt = p.pfd.InterruptRead
+		return r.pfd.WaitReady(ctx, true, func(done <-chan struct{}) error { return r.waitRX(0, done) })
 	}
-	stop := context.AfterFunc(ctx, interrupt)
-	defer stop()
-	for {
-		var err error
-		if dir == netmap.RX {
-			err = p.waitRX(0, ctx.Done())
-		} else {
-			err = p.waitTX(0, ctx.Done())
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue
-		}
-		return err
-	}
+	return r.pfd.WaitReady(ctx, false, func(done <-chan struct{}) error { return r.waitTX(0, done) })
 }

@@ -2,11 +2,8 @@ package afxdp
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"os"
-	"syscall"
 
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/netmap"
 	"golang.org/x/sys/unix"
 )
@@ -22,16 +19,9 @@ func (s *Socket) Queues() (tx, rx int) { return 1, 1 }
 // FrameSize is the largest frame the socket receives: FrameSize minus XDP_PACKET_HEADROOM.
 func (s *Socket) FrameSize() int { return int(s.frameSize) - unix.XDP_PACKET_HEADROOM }
 
-func checkQueue(q int) error {
-	if q != 0 {
-		return fmt.Errorf("select queue %d: the socket has only queue 0: %w", q, syscall.EINVAL)
-	}
-	return nil
-}
-
 // TxBatch is Transmit on queue 0.
 func (s *Socket) TxBatch(q int, frames [][]byte) (int, error) {
-	if err := checkQueue(q); err != nil {
+	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return 0, err
 	}
 	return s.Transmit(frames)
@@ -39,42 +29,22 @@ func (s *Socket) TxBatch(q int, frames [][]byte) (int, error) {
 
 // RxBatch is Receive on queue 0.
 func (s *Socket) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
-	if err := checkQueue(q); err != nil {
+	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return 0, err
 	}
 	return s.Receive(bufs, lens)
 }
 
 // WaitReady parks in the netpoller until queue 0 has frames (netmap.RX) or transmit room
-// (netmap.TX), the socket is closed (ErrClosed) or ctx ends (ctx.Err()). Cancellation
-// interrupts the parked wait through a past deadline; the wait condition also checks
-// ctx.Done(), so a cancellation racing with the start of the wait is not lost.
+// (netmap.TX), the backend is closed (ErrClosed) or ctx ends (ctx.Err()); see
+// sys.PollFD.WaitReady.
 func (s *Socket) WaitReady(ctx context.Context, q int, dir netmap.Direction) error {
-	if err := checkQueue(q); err != nil {
+	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return err
 	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	interrupt := s.pfd.InterruptWrite
+	r := s
 	if dir == netmap.RX {
-		interrupt = s.pfd.InterruptRead
+		return r.pfd.WaitReady(ctx, true, func(done <-chan struct{}) error { return r.waitRX(0, done) })
 	}
-	stop := context.AfterFunc(ctx, interrupt)
-	defer stop()
-	for {
-		var err error
-		if dir == netmap.RX {
-			err = s.waitRX(0, ctx.Done())
-		} else {
-			err = s.waitTX(0, ctx.Done())
-		}
-		if cerr := ctx.Err(); cerr != nil {
-			return cerr
-		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			continue // an interrupt left over from an earlier, already finished wait
-		}
-		return err
-	}
+	return r.pfd.WaitReady(ctx, false, func(done <-chan struct{}) error { return r.waitTX(0, done) })
 }
