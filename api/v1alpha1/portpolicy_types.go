@@ -51,6 +51,7 @@ type PortPolicySpec struct {
 	// selects every pod of the namespace. When several policies select a pod,
 	// the oldest wins (then the lowest name) and the others are reported as
 	// conflicting.
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))",message="matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none"
 	// +required
 	PodSelector metav1.LabelSelector `json:"podSelector"`
 

@@ -38,6 +38,7 @@ const (
 type VirtualSwitchSpec struct {
 	// NodeSelector selects the nodes that run this switch. An empty or
 	// absent selector selects every node.
+	// +kubebuilder:validation:XValidation:rule="!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'] && ((e.operator in ['In', 'NotIn']) == (has(e.values) && size(e.values) > 0)))",message="matchExpressions: operator must be In, NotIn, Exists or DoesNotExist; In and NotIn need values, Exists and DoesNotExist take none"
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
@@ -109,7 +110,7 @@ type QueueSpec struct {
 
 	// Rate limits the port's output in bits per second; absent or 0 is
 	// unlimited.
-	// +kubebuilder:validation:XValidation:rule="quantity(string(self)).sign() >= 0",message="rate must not be negative"
+	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isLessThan(quantity('0'))",message="rate must not be negative"
 	// +kubebuilder:validation:XValidation:rule="!quantity(string(self)).isGreaterThan(quantity('400G'))",message="rate must be at most 400G bits/s"
 	// +optional
 	Rate *resource.Quantity `json:"rate,omitempty"`

@@ -1,0 +1,199 @@
+package controller
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
+)
+
+// Defaults, used when a field is zero (objects stored before a default
+// existed). FDB aging has none: the API server defaults it to 5m, so a zero
+// that reaches the agent is an explicit "0s" (aging off).
+const (
+	DefaultMTU         = 1500
+	DefaultBatchSize   = 1024
+	DefaultMaxPorts    = 254
+	DefaultFDBSize     = 4096
+	DefaultQueueLength = 256
+	maxRateBPS         = 400_000_000_000
+	minBurstBytes      = 1500
+	maxBurstBytes      = 1 << 30
+	minDefaultBurst    = 64 << 10
+)
+
+var switchName = regexp.MustCompile(`^vale[a-z0-9]{0,11}$`)
+
+// SwitchConfigFromSpec resolves a VirtualSwitch into a SwitchConfig, applying
+// the defaults and checking every bound again (the schema may have changed
+// since the object was stored).
+func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
+	s := vs.Spec
+	c := SwitchConfig{
+		Name:       vs.Name,
+		Generation: vs.Generation,
+		MTU:        orDefault(int(s.MTU), DefaultMTU),
+		BatchSize:  orDefault(int(s.BatchSize), DefaultBatchSize),
+		MaxPorts:   orDefault(int(s.MaxPorts), DefaultMaxPorts),
+		FDBSize:    orDefault(int(s.FDB.Size), DefaultFDBSize),
+		FDBAging:   s.FDB.Aging.Duration,
+		DefaultQueue: QueueConfig{
+			Length:     orDefault(int(s.DefaultQueue.Length), DefaultQueueLength),
+			Discipline: s.DefaultQueue.Discipline,
+		},
+	}
+	if c.DefaultQueue.Discipline == "" {
+		c.DefaultQueue.Discipline = epairv1.DisciplineClassic
+	}
+	if !switchName.MatchString(c.Name) {
+		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name,
+			&FieldError{"metadata.name", c.Name, "'vale' followed by at most 11 lower-case letters or digits"})
+	}
+	for _, r := range []struct {
+		field string
+		v, lo int
+		hi    int
+		unit  string
+	}{
+		{"spec.mtu", c.MTU, epairv1.MinMTU, epairv1.MaxMTU, "bytes"},
+		{"spec.batchSize", c.BatchSize, epairv1.MinBatchSize, epairv1.MaxBatchSize, "frames"},
+		{"spec.maxPorts", c.MaxPorts, epairv1.MinMaxPorts, epairv1.MaxMaxPorts, "ports"},
+		{"spec.defaultQueue.length", c.DefaultQueue.Length, epairv1.MinQueueLength, epairv1.MaxQueueLength, "packets"},
+	} {
+		if r.v < r.lo || r.v > r.hi {
+			return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name,
+				&FieldError{r.field, strconv.Itoa(r.v), fmt.Sprintf("%d..%d %s", r.lo, r.hi, r.unit)})
+		}
+	}
+	if c.FDBSize < epairv1.MinFDBSize || c.FDBSize > epairv1.MaxFDBSize || c.FDBSize&(c.FDBSize-1) != 0 {
+		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name,
+			&FieldError{"spec.fdb.size", strconv.Itoa(c.FDBSize), "a power of two in [16, 1048576]"})
+	}
+	if c.FDBAging != 0 && (c.FDBAging < time.Second || c.FDBAging > 24*time.Hour) {
+		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name,
+			&FieldError{"spec.fdb.aging", c.FDBAging.String(), "0s (off) or between 1s and 24h"})
+	}
+	if err := checkDiscipline("spec.defaultQueue.discipline", c.DefaultQueue.Discipline); err != nil {
+		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name, err)
+	}
+	rate, err := quantity("spec.defaultQueue.rate", s.DefaultQueue.Rate, 0, maxRateBPS, "0 (unlimited) to 400G bits/s")
+	if err != nil {
+		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name, err)
+	}
+	c.DefaultQueue.RateBPS = rate
+	return c, nil
+}
+
+// PolicyConfigFromSpec resolves a PortPolicy into a PolicyConfig.
+func PolicyConfigFromSpec(pp *epairv1.PortPolicy) (PolicyConfig, error) {
+	s := pp.Spec
+	c := PolicyConfig{
+		Policy:       pp.Namespace + "/" + pp.Name,
+		Priority:     s.PriorityClass.Band(),
+		Discipline:   s.Discipline,
+		AntiSpoofing: s.AntiSpoofing == nil || *s.AntiSpoofing,
+	}
+	wrap := func(err error) error { return fmt.Errorf("convert portpolicy %s: %w", c.Policy, err) }
+	if c.Priority < 0 {
+		return PolicyConfig{}, wrap(&FieldError{"spec.priorityClass", string(s.PriorityClass), "critical, high, normal or low"})
+	}
+	if s.Discipline != "" {
+		if err := checkDiscipline("spec.discipline", s.Discipline); err != nil {
+			return PolicyConfig{}, wrap(err)
+		}
+	}
+	var err error
+	if c.RateBPS, err = quantity("spec.rate", s.Rate, 1, maxRateBPS, "1 to 400G bits/s"); err != nil {
+		return PolicyConfig{}, wrap(err)
+	}
+	if c.BurstBytes, err = quantity("spec.burst", s.Burst, minBurstBytes, maxBurstBytes, "1500 to 1Gi bytes"); err != nil {
+		return PolicyConfig{}, wrap(err)
+	}
+	if c.BurstBytes != 0 && c.RateBPS == 0 {
+		return PolicyConfig{}, wrap(&FieldError{"spec.burst", s.Burst.String(), "burst only together with rate"})
+	}
+	if c.RateBPS != 0 && c.BurstBytes == 0 {
+		c.BurstBytes = max(c.RateBPS/8/100, minDefaultBurst) // 10 ms at rate
+	}
+	if s.PacketRate != nil {
+		if *s.PacketRate < 1 || *s.PacketRate > 100_000_000 {
+			return PolicyConfig{}, wrap(&FieldError{"spec.packetRate", strconv.FormatInt(*s.PacketRate, 10), "1 to 100000000 packets/s"})
+		}
+		c.PacketRate = *s.PacketRate
+	}
+	if s.PacketBurst != nil {
+		if *s.PacketBurst < 1 || *s.PacketBurst > 1_000_000 {
+			return PolicyConfig{}, wrap(&FieldError{"spec.packetBurst", strconv.FormatInt(*s.PacketBurst, 10), "1 to 1000000 packets"})
+		}
+		if c.PacketRate == 0 {
+			return PolicyConfig{}, wrap(&FieldError{"spec.packetBurst", strconv.FormatInt(*s.PacketBurst, 10), "packetBurst only together with packetRate"})
+		}
+		c.PacketBurst = *s.PacketBurst
+	} else if c.PacketRate != 0 {
+		c.PacketBurst = max(c.PacketRate/100, 1)
+	}
+	if s.QueueLength != nil {
+		if *s.QueueLength < epairv1.MinQueueLength || *s.QueueLength > epairv1.MaxQueueLength {
+			return PolicyConfig{}, wrap(&FieldError{"spec.queueLength", strconv.Itoa(int(*s.QueueLength)), "1 to 65536 packets"})
+		}
+		c.QueueLength = int(*s.QueueLength)
+	}
+	if m := s.Mirror; m != nil {
+		if m.Monitor == "" {
+			return PolicyConfig{}, wrap(&FieldError{"spec.mirror.monitor", "", "the name of a monitor port"})
+		}
+		mc := &MirrorConfig{Monitor: m.Monitor}
+		switch m.Direction {
+		case epairv1.MirrorRX:
+			mc.RX = true
+		case epairv1.MirrorTX:
+			mc.TX = true
+		case epairv1.MirrorBoth, "":
+			mc.RX, mc.TX = true, true
+		default:
+			return PolicyConfig{}, wrap(&FieldError{"spec.mirror.direction", string(m.Direction), "rx, tx or both"})
+		}
+		c.Mirror = mc
+	}
+	return c, nil
+}
+
+func checkDiscipline(field string, d epairv1.Discipline) error {
+	switch d {
+	case epairv1.DisciplineClassic, epairv1.DisciplinePrioClass, epairv1.DisciplineFair:
+		return nil
+	}
+	return &FieldError{field, string(d), "classic, prioclass or fair"}
+}
+
+// quantity converts q to an integer in [lo, hi], rounding a fraction up; nil
+// is 0 (absent).
+func quantity(field string, q *resource.Quantity, lo, hi int64, allowed string) (int64, error) {
+	if q == nil {
+		return 0, nil
+	}
+	v, ok := q.AsInt64()
+	if !ok {
+		// Fractional or huge: round up, then range-check.
+		f := q.AsApproximateFloat64()
+		if f > float64(hi) || f < 0 {
+			return 0, &FieldError{field, q.String(), allowed}
+		}
+		v = int64(f + 0.999999)
+	}
+	if v < lo || v > hi {
+		return 0, &FieldError{field, q.String(), allowed}
+	}
+	return v, nil
+}
+
+func orDefault(v, d int) int {
+	if v == 0 {
+		return d
+	}
+	return v
+}

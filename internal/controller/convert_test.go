@@ -1,0 +1,243 @@
+package controller
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
+)
+
+func TestSwitchConfigFromSpec(t *testing.T) {
+	vs := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0", Generation: 3}}
+	c, err := SwitchConfigFromSpec(vs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := SwitchConfig{Name: "vale0", Generation: 3, MTU: 1500, BatchSize: 1024, MaxPorts: 254, FDBSize: 4096,
+		DefaultQueue: QueueConfig{Length: 256, Discipline: epairv1.DisciplineClassic}}
+	if c != want {
+		t.Fatalf("zero spec: got %+v, want %+v", c, want)
+	}
+	rate := resource.MustParse("1.5M")
+	vs.Spec = epairv1.VirtualSwitchSpec{MTU: 9000, FDB: epairv1.FDBSpec{Size: 1 << 20, Aging: metav1.Duration{Duration: time.Hour}},
+		DefaultQueue: epairv1.QueueSpec{Rate: &rate, Discipline: epairv1.DisciplineFair, Length: 1}}
+	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 9000 {
+		t.Fatalf("got %+v, %v", c, err)
+	}
+	bad := []struct {
+		field string
+		mod   func(*epairv1.VirtualSwitch)
+	}{
+		{"metadata.name", func(v *epairv1.VirtualSwitch) { v.Name = "br0" }},
+		{"metadata.name", func(v *epairv1.VirtualSwitch) { v.Name = "vale0123456789ab" }},
+		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 67 }},
+		{"spec.batchSize", func(v *epairv1.VirtualSwitch) { v.Spec.BatchSize = 8193 }},
+		{"spec.maxPorts", func(v *epairv1.VirtualSwitch) { v.Spec.MaxPorts = 1 }},
+		{"spec.fdb.size", func(v *epairv1.VirtualSwitch) { v.Spec.FDB.Size = 1000 }},
+		{"spec.fdb.aging", func(v *epairv1.VirtualSwitch) { v.Spec.FDB.Aging.Duration = time.Millisecond }},
+		{"spec.defaultQueue.discipline", func(v *epairv1.VirtualSwitch) { v.Spec.DefaultQueue.Discipline = "red" }},
+		{"spec.defaultQueue.length", func(v *epairv1.VirtualSwitch) { v.Spec.DefaultQueue.Length = 65537 }},
+		{"spec.defaultQueue.rate", func(v *epairv1.VirtualSwitch) { q := resource.MustParse("-1"); v.Spec.DefaultQueue.Rate = &q }},
+		{"spec.defaultQueue.rate", func(v *epairv1.VirtualSwitch) { q := resource.MustParse("1P"); v.Spec.DefaultQueue.Rate = &q }},
+	}
+	for _, b := range bad {
+		v := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale1"}}
+		b.mod(v)
+		_, err := SwitchConfigFromSpec(v)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != b.field || !errors.Is(err, ErrInvalidSpec) {
+			t.Errorf("%s: got %v, want a FieldError for %s", b.field, err, b.field)
+		}
+	}
+}
+
+func TestPolicyConfigFromSpec(t *testing.T) {
+	off := false
+	pp := &epairv1.PortPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: epairv1.PortPolicySpec{
+		PriorityClass: epairv1.PriorityCritical,
+		Rate:          ptr(resource.MustParse("100M")),
+		PacketRate:    ptr(int64(10)),
+		QueueLength:   ptr(int32(64)),
+		Mirror:        &epairv1.MirrorSpec{Monitor: "mon", Direction: epairv1.MirrorTX},
+		AntiSpoofing:  &off,
+	}}
+	c, err := PolicyConfigFromSpec(pp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Policy != "ns/p" || c.Priority != 0 || c.RateBPS != 100_000_000 || c.BurstBytes != 125_000 ||
+		c.PacketRate != 10 || c.PacketBurst != 1 || c.QueueLength != 64 || c.AntiSpoofing ||
+		c.Mirror == nil || c.Mirror.RX || !c.Mirror.TX {
+		t.Fatalf("got %+v (mirror %+v)", c, c.Mirror)
+	}
+	// Small rates get a burst of at least one 64 KiB frame; default anti-spoofing is on.
+	pp.Spec = epairv1.PortPolicySpec{Rate: ptr(resource.MustParse("1M"))}
+	if c, err = PolicyConfigFromSpec(pp); err != nil || c.BurstBytes != 64<<10 || !c.AntiSpoofing || c.Priority != 2 {
+		t.Fatalf("got %+v, %v", c, err)
+	}
+	bad := []struct {
+		field string
+		spec  epairv1.PortPolicySpec
+	}{
+		{"spec.priorityClass", epairv1.PortPolicySpec{PriorityClass: "urgent"}},
+		{"spec.discipline", epairv1.PortPolicySpec{Discipline: "red"}},
+		{"spec.rate", epairv1.PortPolicySpec{Rate: ptr(resource.MustParse("0"))}},
+		{"spec.rate", epairv1.PortPolicySpec{Rate: ptr(resource.MustParse("500G"))}},
+		{"spec.burst", epairv1.PortPolicySpec{Burst: ptr(resource.MustParse("1M"))}},
+		{"spec.burst", epairv1.PortPolicySpec{Rate: ptr(resource.MustParse("1M")), Burst: ptr(resource.MustParse("10"))}},
+		{"spec.packetRate", epairv1.PortPolicySpec{PacketRate: ptr(int64(0))}},
+		{"spec.packetBurst", epairv1.PortPolicySpec{PacketBurst: ptr(int64(5))}},
+		{"spec.queueLength", epairv1.PortPolicySpec{QueueLength: ptr(int32(0))}},
+		{"spec.mirror.monitor", epairv1.PortPolicySpec{Mirror: &epairv1.MirrorSpec{}}},
+		{"spec.mirror.direction", epairv1.PortPolicySpec{Mirror: &epairv1.MirrorSpec{Monitor: "m", Direction: "up"}}},
+	}
+	for _, b := range bad {
+		pp.Spec = b.spec
+		_, err := PolicyConfigFromSpec(pp)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != b.field {
+			t.Errorf("%s: got %v", b.field, err)
+		} else if !strings.Contains(err.Error(), "want ") {
+			t.Errorf("%s: error %q does not say what is allowed", b.field, err)
+		}
+	}
+}
+
+func TestSelectPolicy(t *testing.T) {
+	t0 := metav1.NewTime(time.Unix(1000, 0))
+	t1 := metav1.NewTime(time.Unix(2000, 0))
+	mk := func(name string, ts metav1.Time, sel map[string]string) epairv1.PortPolicy {
+		return epairv1.PortPolicy{ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: ts},
+			Spec: epairv1.PortPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: sel}}}
+	}
+	ps := []epairv1.PortPolicy{
+		mk("z-new", t1, map[string]string{"a": "1"}),
+		mk("b-old", t0, map[string]string{"a": "1"}),
+		mk("a-old", t0, nil), // selects everything
+		mk("other", t0, map[string]string{"a": "2"}),
+	}
+	w, losers := SelectPolicy(ps, map[string]string{"a": "1"})
+	if w == nil || w.Name != "a-old" || strings.Join(losers, ",") != "b-old,z-new" {
+		t.Fatalf("winner %v losers %v", w, losers)
+	}
+	bad := mk("bad", t0, nil)
+	bad.Spec.PodSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "k", Operator: "Near"}}
+	if w, _ := SelectPolicy([]epairv1.PortPolicy{bad}, nil); w != nil {
+		t.Fatalf("unparsable selector selected")
+	}
+	if w, l := SelectPolicy(nil, nil); w != nil || l != nil {
+		t.Fatal("empty list")
+	}
+}
+
+func TestWriteFileAtomicAndInstall(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "10-epair.conflist")
+	for _, content := range []string{"one", "two, longer than one"} {
+		if err := WriteFileAtomic(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(p); string(b) != content {
+			t.Fatalf("content %q", b)
+		}
+	}
+	src := filepath.Join(dir, "src")
+	os.WriteFile(src, []byte("#!binary"), 0o600)
+	bin := filepath.Join(dir, "bin")
+	os.Mkdir(bin, 0o755)
+	if err := InstallFile(src, bin, "epair-cni"); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(bin, "epair-cni"))
+	if err != nil || fi.Mode().Perm() != 0o755 {
+		t.Fatalf("installed: %v %v", fi, err)
+	}
+	if err := InstallFile(src, filepath.Join(dir, "missing"), "epair-cni"); err == nil || !strings.Contains(err.Error(), "an existing directory") {
+		t.Fatalf("missing dir: %v", err)
+	}
+	if err := InstallFile(filepath.Join(dir, "nope"), bin, "x"); err == nil {
+		t.Fatal("missing source accepted")
+	}
+	// No temporary files are left behind, on success or failure.
+	if err := WriteFileAtomic(filepath.Join(dir, "nodir", "f"), nil, 0o644); err == nil {
+		t.Fatal("write into a missing dir succeeded")
+	}
+	for _, d := range []string{dir, bin} {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			if strings.Contains(e.Name(), ".tmp-") {
+				t.Fatalf("temporary file left: %s", e.Name())
+			}
+		}
+	}
+}
+
+func TestCNIConfigValidate(t *testing.T) {
+	ok := CNIConfig{Dir: "/etc/cni/net.d", FileName: "10-epair.conflist", ConfList: []byte(`{"cniVersion":"1.0.0","name":"epair","plugins":[{"type":"epair-cni"}]}`)}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, mod := range []func(*CNIConfig){
+		func(c *CNIConfig) { c.Dir = "relative" },
+		func(c *CNIConfig) { c.FileName = "../x.conflist" },
+		func(c *CNIConfig) { c.FileName = "x.json" },
+		func(c *CNIConfig) { c.ConfList = []byte("{") },
+		func(c *CNIConfig) { c.ConfList = []byte(`{"cniVersion":"1.0.0","name":"epair","plugins":[]}`) },
+	} {
+		c := ok
+		mod(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("accepted %+v", c)
+		}
+	}
+}
+
+// FuzzPolicyConfigFromSpec: any spec either converts to a configuration
+// within the documented bounds or fails with a FieldError; never a panic.
+func FuzzPolicyConfigFromSpec(f *testing.F) {
+	f.Add("10M", "64Ki", int64(1000), int64(10), int32(64), "high", "classic", "mon", "rx")
+	f.Add("", "", int64(0), int64(0), int32(0), "", "", "", "")
+	f.Add("1.5", "1e3", int64(-1), int64(1<<40), int32(-5), "x", "fair", "", "both")
+	f.Fuzz(func(t *testing.T, rate, burst string, prate, pburst int64, qlen int32, prio, disc, mon, dir string) {
+		var s epairv1.PortPolicySpec
+		if q, err := resource.ParseQuantity(rate); err == nil {
+			s.Rate = &q
+		}
+		if q, err := resource.ParseQuantity(burst); err == nil {
+			s.Burst = &q
+		}
+		if prate != 0 {
+			s.PacketRate = &prate
+		}
+		if pburst != 0 {
+			s.PacketBurst = &pburst
+		}
+		if qlen != 0 {
+			s.QueueLength = &qlen
+		}
+		s.PriorityClass, s.Discipline = epairv1.PriorityClass(prio), epairv1.Discipline(disc)
+		if mon != "" || dir != "" {
+			s.Mirror = &epairv1.MirrorSpec{Monitor: mon, Direction: epairv1.MirrorDirection(dir)}
+		}
+		c, err := PolicyConfigFromSpec(&epairv1.PortPolicy{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "n"}, Spec: s})
+		if err != nil {
+			var fe *FieldError
+			if !errors.As(err, &fe) {
+				t.Fatalf("error %v is not a FieldError", err)
+			}
+			return
+		}
+		if c.RateBPS < 0 || c.RateBPS > maxRateBPS || (c.RateBPS > 0) != (c.BurstBytes > 0) ||
+			c.BurstBytes > maxBurstBytes || c.PacketRate < 0 || (c.PacketRate > 0) != (c.PacketBurst > 0) ||
+			c.QueueLength < 0 || c.QueueLength > epairv1.MaxQueueLength || c.Priority < 0 || c.Priority > 3 {
+			t.Fatalf("out of bounds: %+v from %+v", c, s)
+		}
+	})
+}

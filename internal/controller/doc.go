@@ -1,0 +1,42 @@
+// Package controller is the node agent's cluster mode: controller-runtime
+// reconcilers that turn the epair.dev custom resources and the node's own
+// Node object into calls on a small Dataplane interface, and report back in
+// the node's NodeState.
+//
+// Model:
+//
+//   - One Controller per node (a DaemonSet pod): a manager without leader
+//     election whose cache holds only this node's Node, pods (field selector
+//     spec.nodeName) and NodeState, plus every VirtualSwitch and PortPolicy.
+//   - Node → Dataplane.SetPodCIDRs (IPAM); the conflist waits for it.
+//   - VirtualSwitch → ApplySwitch when its nodeSelector matches the node's
+//     labels, DeleteSwitch when it stops matching or is deleted. Node label
+//     changes re-evaluate every VirtualSwitch.
+//   - PortPolicy: the reconciler is keyed by pod, not by policy, because what
+//     the dataplane holds is one configuration per port. A policy change
+//     enqueues the namespace's pods of this node; a pod's label change
+//     enqueues the pod; Controller.PortAttached enqueues a pod whose port
+//     just appeared. The oldest selecting policy wins (then the lowest name);
+//     the others are reported as a PortPolicyConflict event. A change reaches
+//     the live port within one watch round-trip (tens to hundreds of
+//     milliseconds); pods are never restarted.
+//   - Status: NodeState (created owned by the Node) gets the dataplane's
+//     Snapshot (switches, ports, drops by reason, queue depths) every
+//     StatusInterval and the conditions Ready, PodCIDRsAssigned,
+//     SwitchesApplied, PoliciesApplied and CNIConfigInstalled at once when
+//     they change.
+//   - CNI config: the conflist is written (temporary file + rename) only when
+//     the dataplane is Ready, the pod CIDRs are set and the conflist's switch
+//     is applied, so kubelet never sends pods to an agent that cannot serve
+//     them. On stop it is removed only on uninstall (DaemonSetGone: the
+//     agent's DaemonSet is gone or its credentials were revoked), not on a
+//     rolling restart, so running pods' DEL and new pods' ADD keep working
+//     across an upgrade.
+//   - InstallFile is the chart's init step: epair-cni copied into the
+//     node's CNI bin dir atomically.
+//
+// The package never imports internal/agent or internal/dataplane: the agent
+// implements Dataplane over them. Errors from converting a spec are
+// *FieldError (wrapping ErrInvalidSpec) naming the field and the allowed
+// values; the API server's schema (api/v1alpha1) rejects the same specs first.
+package controller
