@@ -457,7 +457,7 @@ func TestCNIConfigWrittenOnlyWhenReadyAndRemovedOnUninstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		c, err := New(testCfg, Options{NodeName: node.Name, Dataplane: dp, StatusInterval: 300 * time.Millisecond,
-			CNI: CNIConfig{Dir: dir, FileName: "10-epair.conflist", ConfList: confList, Switch: "valecni"},
+			CNI:       CNIConfig{Dir: dir, FileName: "10-epair.conflist", ConfList: confList, Switch: "valecni"},
 			DaemonSet: types.NamespacedName{Namespace: dsNS, Name: ds.Name},
 		})
 		if err != nil {
