@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -437,5 +438,36 @@ func TestConcurrentAllocate(t *testing.T) {
 			t.Fatalf("#%d: %v %v (dup=%v)", i, p, errs[i], seen[p])
 		}
 		seen[p] = true
+	}
+}
+
+// TestRecordsRebuiltFromIPAMAndAliases: the attachment store is unsynced by design; if it
+// is unreadable after a power loss, the agent rebuilds the records from the IPAM store and
+// the links' aliases (network included) and the pods keep their addresses.
+func TestRecordsRebuiltFromIPAMAndAliases(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	at, _ := f.add("p1", "net1")
+	f.stop()
+	path := filepath.Join(f.cfg.StateDir, "attachments.db")
+	if err := os.WriteFile(path, []byte("not a bbolt file, torn by a power loss"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.start()
+	st, err := f.a.Recover(ctx)
+	if err != nil || st.Orphans != 1 || st.Reattached != 1 {
+		t.Fatalf("recover: %+v %v", st, err)
+	}
+	chk, err := f.c.Check(ctx, &agentapi.CheckRequest{Key: key("p1")})
+	if err != nil || chk.IPs[0] != at.IPs[0] || chk.Port == nil || !chk.Port.Up {
+		t.Fatalf("check: %+v %v", chk, err)
+	}
+	// The network came back from the alias: another network's GC leaves it alone.
+	if resp, err := f.c.GC(ctx, &agentapi.GCRequest{Network: "net2"}); err != nil || len(resp.Removed) != 0 {
+		t.Fatalf("gc of another network: %+v %v", resp, err)
+	}
+	if _, err := os.Stat(path + ".corrupt"); err != nil {
+		t.Fatalf("the unreadable store was not kept aside: %v", err)
 	}
 }

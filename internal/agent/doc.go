@@ -5,9 +5,11 @@
 // Model:
 //
 //   - One IPAM store per switch (internal/ipam, bbolt, fsync'd per allocation) holds the
-//     addresses; one attachment store (bbolt, attachments.db) holds the rest of each
-//     attachment: network, netns, pod identity, switch, MTU, MAC and, once attached, the host
-//     link. Both are under Config.StateDir and survive kill -9 and reboots.
+//     addresses: the source of truth. One attachment store (bbolt, attachments.db, not
+//     fsync'd) holds the rest of each attachment: network, netns, pod identity, switch, MTU,
+//     MAC and, once attached, the host link. Both are under Config.StateDir and survive
+//     kill -9 and clean reboots; after a power loss that tears the attachment store, it is
+//     rebuilt from IPAM and the links' aliases (only netns and pod name are lost).
 //   - Allocate writes the addresses, then the record; Release detaches, frees the addresses,
 //     then deletes the record. A crash between two steps leaves an address without a record
 //     (Recover records it as an orphan of unknown network, which any GC collects) or a record

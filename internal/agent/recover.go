@@ -73,10 +73,18 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 		}
 		p, ok := byOwner[ownerKey(r)]
 		if !ok && r.Network == "" {
-			// An orphan's network is unknown: match the alias by container and ifname.
+			// An orphan's network is unknown: match the alias by container and ifname, and
+			// take the network from it.
 			for o, q := range byOwner {
-				if _, k, ok2 := ownerKeyParts(o); ok2 && k == r.Key {
+				if network, k, ok2 := ownerKeyParts(o); ok2 && k == r.Key {
 					p, ok = q, true
+					nr := *r
+					nr.Network = network
+					if err := a.recs.put(&nr); err != nil {
+						return st, fmt.Errorf("recover: %w", err)
+					}
+					a.set(&nr)
+					r = &nr
 					break
 				}
 			}
