@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# build-image.sh [out.tar]: build the agent image without a registry or Docker.
+# A scratch image holding the static binaries that exist in the tree:
+#   /node-agent (cmd/node-agent), /epair-cni (cmd/epair-cni), /valectl (cmd/valectl),
+#   /epair-install-cni (internal/controller/cmd/epair-install-cni)
+# written as a docker-archive tarball (hack/k8s/mkimage.sh) that
+#   ctr -n k8s.io images import <out.tar>
+# loads as epair/node-agent:$TAG. Prints the tarball's path.
+# Default out: ~/.cache/epair/images/node-agent-$TAG.tar. Env: TAG (default dev).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+TAG=${TAG:-dev}
+CACHE=${EPAIR_CACHE:-$HOME/.cache/epair}
+OUT=${1:-$CACHE/images/node-agent-$TAG.tar}
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+mkdir -p "$W/rootfs/tmp" "$W/rootfs/etc"
+chmod 1777 "$W/rootfs/tmp"
+built=""
+for pkg in cmd/node-agent cmd/epair-cni cmd/valectl internal/controller/cmd/epair-install-cni; do
+	if [ ! -d "$pkg" ]; then
+		echo "build-image: $pkg does not exist yet; left out of the image" >&2
+		continue
+	fi
+	CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$W/rootfs/$(basename "$pkg")" "./$pkg"
+	built="$built $(basename "$pkg")"
+done
+[ -n "$built" ] || { echo "build-image: nothing to build" >&2; exit 1; }
+echo 'root:x:0:0:root:/:/node-agent' >"$W/rootfs/etc/passwd"
+echo 'root:x:0:' >"$W/rootfs/etc/group"
+hack/k8s/mkimage.sh "$W/rootfs" "epair/node-agent:$TAG" '"Entrypoint":["/node-agent"]' "$OUT"
+echo "build-image: epair/node-agent:$TAG with$built ($(du -h "$OUT" | cut -f1))" >&2
+echo "$OUT"

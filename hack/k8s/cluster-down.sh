@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# cluster-down.sh: tear down what hack/k8s/cluster-up.sh started, whatever state
+# it is in: workloads first (so the CNI DEL runs), then every process by its
+# recorded pid, then host leftovers, including anything epair left behind
+# (conflist, plugin binary, agent socket/state dirs, epair links, nftables
+# table) when a test failed before helm uninstall. Idempotent; needs root.
+# Usage: [WORK=<dir>] hack/k8s/cluster-down.sh
+set -uo pipefail
+[ "$(id -u)" = 0 ] || { echo "cluster-down: needs root" >&2; exit 1; }
+WORK=${WORK:-/tmp/epair-k8s}
+[ -d "$WORK" ] || exit 0
+WORK=$(cd "$WORK" && pwd)
+R=$WORK/run
+K="$WORK/bin/kubectl --kubeconfig=$R/admin.kubeconfig"
+[ -n "${CONTAINERD_DIR:-}" ] && export PATH="$(cd "$CONTAINERD_DIR" && pwd):$PATH"
+stop() { # stop <name>: SIGTERM the recorded pid, wait, then SIGKILL
+  local f=$R/pids/$1.pid; [ -f "$f" ] || return 0
+  local p; p=$(cat "$f")
+  kill "$p" 2>/dev/null
+  for i in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$p" 2>/dev/null; rm -f "$f"
+}
+# 1. no new pods, then delete all pods so kubelet -> containerd -> CNI DEL cleans up
+stop kube-controller-manager; stop kube-scheduler
+$K delete pods --all -A --grace-period=1 --wait=false >/dev/null 2>&1
+for i in $(seq 60); do
+  [ -z "$($K get pods -A -o name 2>/dev/null)" ] && [ -z "$(ctr -n k8s.io tasks ls -q 2>/dev/null)" ] && break
+  sleep 1
+done
+stop kubelet
+# 2. anything left in containerd: kill and remove (the shims exit with their tasks)
+for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
+  ctr -n k8s.io tasks kill -s SIGKILL "$c" >/dev/null 2>&1; sleep 0.2
+  ctr -n k8s.io tasks delete -f "$c" >/dev/null 2>&1
+  ctr -n k8s.io containers delete "$c" >/dev/null 2>&1
+done
+stop containerd
+# 3. kube-proxy rules
+stop kube-proxy
+"$WORK/bin/kube-proxy" --cleanup >/dev/null 2>&1
+stop kube-apiserver; stop etcd
+# 4. host leftovers: mounts, netns, bridge, iptables chains, state dirs
+grep -E " ($R|/run/containerd|/run/netns)" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+for n in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$n"; done
+ip link delete cni-test0 2>/dev/null
+for t in iptables ip6tables; do
+  $t-save | grep -vE -- '(^|[ :-])(CNI|KUBE)-' | $t-restore 2>/dev/null || true
+done
+rm -f /etc/cni/net.d/10-testbridge.conflist
+find /opt/cni/bin -maxdepth 1 -type l -lname '/usr/lib/cni/*' -delete 2>/dev/null
+rm -rf /var/lib/cni /var/log/pods /var/log/containers /run/containerd \
+       /var/lib/kubelet/device-plugins /usr/libexec/kubernetes/kubelet-plugins
+rmdir /var/lib/kubelet /usr/libexec/kubernetes 2>/dev/null
+# empty pod cgroups left by kubelet (cgroupfs driver; v1 hierarchies or v2 root)
+for d in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods; do
+  [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+done
+# 5. epair leftovers (normally removed by helm uninstall; see e2e/k8s)
+rm -f /etc/cni/net.d/10-epair.conflist /etc/cni/net.d/.10-epair.conflist.tmp-* /opt/cni/bin/epair-cni /opt/cni/bin/.epair-cni.tmp-*
+for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(epair[0-9]+a|epvale)' ); do
+  ip link delete "$l" 2>/dev/null
+done
+nft delete table inet epair 2>/dev/null; nft delete table ip epair 2>/dev/null
+rm -rf /run/epair /var/lib/epair
+rmdir /etc/cni/net.d /etc/cni /opt/cni/bin /opt/cni 2>/dev/null
+[ -f "$R/ip_forward.orig" ] && sysctl -qw net.ipv4.ip_forward="$(cat "$R/ip_forward.orig")"
+rm -rf "$R"
+exit 0
