@@ -4,7 +4,8 @@
 epair_deps() {
 	local pkgs=(iproute2 make)
 	case "${1:-test}" in
-	bench) pkgs+=(iperf3 iputils-ping) ;;
+	test) pkgs+=(nftables iputils-ping) ;;
+	bench) pkgs+=(iperf3 iputils-ping nftables) ;;
 	demo) pkgs+=(iputils-ping iperf3) ;;
 	esac
 	local missing=()
