@@ -224,3 +224,25 @@ func (c *Config) Switch(name string) (*SwitchConfig, bool) {
 }
 
 func netipPrefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
+
+// SetPodCIDRs makes the node's pod CIDRs (Node.spec.podCIDRs, one per family) the ranges
+// of switch sw ("" is the default switch), as cluster mode does instead of configured
+// ranges. Errors name "podCIDRs[i]".
+func (c *Config) SetPodCIDRs(sw string, cidrs []string) error {
+	s, ok := c.Switch(sw)
+	if !ok {
+		return fieldErr("switch", "unknown switch %q", sw)
+	}
+	if _, err := ipam.RangesFromPodCIDRs(cidrs); err != nil {
+		var fe *ipam.FieldError
+		if errors.As(err, &fe) {
+			return fieldErr(fe.Field, "%q: %s", fe.Value, fe.Reason)
+		}
+		return fmt.Errorf("%w: podCIDRs: %w", ErrInvalidConfig, err)
+	}
+	s.Ranges = make([]ipam.RangeConfig, len(cidrs))
+	for i, cidr := range cidrs {
+		s.Ranges[i] = ipam.RangeConfig{Subnet: cidr}
+	}
+	return nil
+}

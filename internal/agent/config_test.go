@@ -54,3 +54,22 @@ func FuzzParseConfig(f *testing.F) {
 		}
 	})
 }
+
+func TestSetPodCIDRs(t *testing.T) {
+	c, err := LoadConfig("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetPodCIDRs("", []string{"10.244.1.0/24", "fd00:10:244:1::/64"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil || len(c.switchRanges(0)) != 2 {
+		t.Fatalf("dual-stack pod CIDRs: %v %+v", err, c.Switches[0].Ranges)
+	}
+	if err := c.SetPodCIDRs("", []string{"10.244.1.0/33"}); !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), "podCIDRs[0]") {
+		t.Fatalf("bad pod CIDR: %v", err)
+	}
+	if err := c.SetPodCIDRs("vale7", []string{"10.244.1.0/24"}); err == nil || !strings.Contains(err.Error(), "vale7") {
+		t.Fatalf("unknown switch: %v", err)
+	}
+}
