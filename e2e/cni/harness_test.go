@@ -94,7 +94,8 @@ type agentProc struct {
 }
 
 type envOpts struct {
-	subnet     string // default 10.60.0.0/16
+	subnet     string   // default 10.60.0.0/16
+	subnets    []string // several ranges (dual-stack); overrides subnet
 	masquerade bool
 	ringSlots  int // 0: the agent's default
 	xdpFrames  int // 0: the agent's default
@@ -121,9 +122,16 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	a := &agentProc{t: t, host: host, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "agent.sock"),
 		cfg: filepath.Join(dir, "agent.json")}
+	if o.subnets == nil {
+		o.subnets = []string{o.subnet}
+	}
+	var ranges []map[string]string
+	for _, s := range o.subnets {
+		ranges = append(ranges, map[string]string{"subnet": s})
+	}
 	cfg := map[string]any{
 		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
-		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": []map[string]string{{"subnet": o.subnet}}}},
+		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges}},
 	}
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(a.cfg, b, 0o600); err != nil {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 )
@@ -71,5 +72,34 @@ func TestSetPodCIDRs(t *testing.T) {
 	}
 	if err := c.SetPodCIDRs("vale7", []string{"10.244.1.0/24"}); err == nil || !strings.Contains(err.Error(), "vale7") {
 		t.Fatalf("unknown switch: %v", err)
+	}
+}
+
+func TestEnableForwarding(t *testing.T) {
+	dir := t.TempDir()
+	old := procSys
+	procSys = dir
+	defer func() { procSys = old }()
+	for _, p := range []string{"/net/ipv4", "/net/ipv6/conf/all"} {
+		if err := os.MkdirAll(dir+p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, _ := ParseConfig([]byte(`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`))
+	if err := enableForwarding(c); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dir + "/net/ipv4/ip_forward"); string(b) != "1\n" {
+		t.Fatalf("ip_forward: %q", b)
+	}
+	if _, err := os.Stat(dir + "/net/ipv6/conf/all/forwarding"); err == nil {
+		t.Fatal("IPv6 forwarding touched without an IPv6 range")
+	}
+	c, _ = ParseConfig([]byte(`{"switches":[{"name":"vale0","ranges":[{"subnet":"fd00::/64"}]}]}`))
+	if err := enableForwarding(c); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(dir + "/net/ipv6/conf/all/forwarding"); string(b) != "1\n" {
+		t.Fatalf("ipv6 forwarding: %q", b)
 	}
 }

@@ -33,6 +33,9 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 	if log == nil {
 		log = slog.Default()
 	}
+	if err := enableForwarding(o.Config); err != nil {
+		return fmt.Errorf("run agent: %w", err)
+	}
 	links, err := epair.New(epair.Options{NodeID: o.Config.NodeID})
 	if err != nil {
 		return fmt.Errorf("run agent: %w", err)
