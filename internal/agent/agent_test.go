@@ -471,3 +471,33 @@ func TestRecordsRebuiltFromIPAMAndAliases(t *testing.T) {
 		t.Fatalf("the unreadable store was not kept aside: %v", err)
 	}
 }
+
+// TestRunnablesStop: the socket server and the reconcile loop serve until their context is
+// cancelled and then return, leaving no goroutine (TestMain checks).
+func TestRunnablesStop(t *testing.T) {
+	f := newFixture(t)
+	f.srv.Close() // the fixture's own server; the runnable serves a second socket
+	f.a.Recover(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	sock := filepath.Join(f.dir, "run2", "agent.sock")
+	errc := make(chan error, 2)
+	go func() { errc <- (&SocketServer{Agent: f.a, Path: sock, Ready: ready}).Start(ctx) }()
+	go func() { errc <- (&ReconcileLoop{Agent: f.a, Interval: 10 * time.Millisecond}).Start(ctx) }()
+	<-ready
+	c := agentapi.NewClient(sock, time.Second)
+	defer c.Close()
+	if err := c.Ready(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond) // a few reconcile rounds
+	cancel()
+	for range 2 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := os.Stat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("socket left behind: %v", err)
+	}
+}
