@@ -97,8 +97,9 @@ type envOpts struct {
 	subnet     string   // default 10.60.0.0/16
 	subnets    []string // several ranges (dual-stack); overrides subnet
 	masquerade bool
-	ringSlots  int // 0: the agent's default
-	xdpFrames  int // 0: the agent's default
+	ringSlots  int    // 0: the agent's default
+	xdpFrames  int    // 0: the agent's default
+	backend    string // "": auto
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -129,8 +130,12 @@ func newEnv(t testing.TB, o envOpts) *env {
 	for _, s := range o.subnets {
 		ranges = append(ranges, map[string]string{"subnet": s})
 	}
+	if o.backend == "" {
+		o.backend = "auto"
+	}
 	cfg := map[string]any{
-		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
+		"backend": o.backend,
+		"socket":  a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
 		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges}},
 	}
 	b, _ := json.Marshal(cfg)

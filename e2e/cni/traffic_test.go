@@ -2,6 +2,8 @@ package cni
 
 import (
 	"net"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -101,5 +103,26 @@ func TestMasqueradeAndHairpin(t *testing.T) {
 	out, err := pod.Exec("bash", "-c", "exec 3<>/dev/tcp/10.96.0.10/80 && timeout 5 head -n1 <&3")
 	if err != nil || strings.TrimSpace(out) != "hairpin" {
 		t.Fatalf("pod to itself through 10.96.0.10: %v %q", err, out)
+	}
+}
+
+// TestBackends: pods reach each other with the pod links forced onto AF_PACKET and onto
+// AF_XDP, and valectl's view (the inspection API) reports the backend in use.
+func TestBackends(t *testing.T) {
+	for _, be := range []struct{ cfg, want string }{{"packet", "af_packet"}, {"xdp", "af_xdp"}} {
+		t.Run(be.cfg, func(t *testing.T) {
+			e := newEnv(t, envOpts{backend: be.cfg})
+			l := e.conflist("1.1.0")
+			a, b := netnsutil.New(t), netnsutil.New(t)
+			e.mustAdd(l, rt("be-a", a))
+			rb := e.mustAdd(l, rt("be-b", b))
+			if err := ping(a, podIP(rb)); err != nil {
+				t.Fatal(err)
+			}
+			out, err := exec.Command(filepath.Join(e.bin, "valectl"), "-socket", e.agent.socket, "ports").CombinedOutput()
+			if err != nil || strings.Count(string(out), be.want) != 2 {
+				t.Fatalf("valectl ports: %v\n%s", err, out)
+			}
+		})
 	}
 }

@@ -133,7 +133,7 @@ func (l *memLinks) Destroy(name string) error {
 func (l *memLinks) Close() error { return nil }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	cfg   *Config
 	links *memLinks
@@ -143,7 +143,7 @@ type fixture struct {
 	srv   *agentapi.SocketServer
 }
 
-func testConfig(t *testing.T, dir string) *Config {
+func testConfig(t testing.TB, dir string) *Config {
 	t.Helper()
 	cfg, err := ParseConfig([]byte(fmt.Sprintf(`{"socket":%q,"stateDir":%q,"recoverGrace":"1h",
 		"switches":[{"name":"vale0","mtu":1400,"ranges":[{"subnet":"10.50.0.0/24"},{"subnet":"fd50::/120"}]},
