@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -31,6 +32,9 @@ type CNIConfig struct {
 	// RemoveOnStop is asked when the agent stops; true removes the file
 	// (uninstall). Nil keeps it. DaemonSetGone is the usual choice.
 	RemoveOnStop func(ctx context.Context) bool
+	// PluginPath, if set, is the installed epair-cni binary (as the agent
+	// sees it), removed together with the conflist on uninstall.
+	PluginPath string
 }
 
 // Validate checks the fields and that ConfList is a conflist with a name
@@ -39,6 +43,8 @@ func (c CNIConfig) Validate() error {
 	switch {
 	case !filepath.IsAbs(c.Dir):
 		return fmt.Errorf("validate cni config: %w", &FieldError{"dir", c.Dir, "an absolute path"})
+	case c.PluginPath != "" && !filepath.IsAbs(c.PluginPath):
+		return fmt.Errorf("validate cni config: %w", &FieldError{"pluginPath", c.PluginPath, "an absolute path"})
 	case c.FileName == "" || filepath.Base(c.FileName) != c.FileName ||
 		(filepath.Ext(c.FileName) != ".conflist" && filepath.Ext(c.FileName) != ".conf"):
 		return fmt.Errorf("validate cni config: %w", &FieldError{"fileName", c.FileName, "a file name ending in .conflist"})
@@ -60,10 +66,11 @@ func (c CNIConfig) Validate() error {
 // cniConfWriter writes the conflist once the agent is ready and keeps it
 // there; on stop it removes it if RemoveOnStop says so.
 type cniConfWriter struct {
-	cfg    CNIConfig
-	ready  func() bool
-	status *nodeStatus
-	poll   time.Duration
+	cfg       CNIConfig
+	uninstall *atomic.Bool // set when stop found an uninstall
+	ready     func() bool
+	status    *nodeStatus
+	poll      time.Duration
 }
 
 func (w *cniConfWriter) NeedLeaderElection() bool { return false }
@@ -113,10 +120,18 @@ func (w *cniConfWriter) stop(lg interface{ Info(string, ...any) }) error {
 	if !w.cfg.RemoveOnStop(ctx) {
 		return nil
 	}
+	w.uninstall.Store(true)
+	// The conflist first: from here on the runtime sends no new pod to us.
 	if err := os.Remove(w.path()); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("remove cni config: %w", err)
 	}
 	lg.Info("cni config removed (uninstall)", "path", w.path())
+	if w.cfg.PluginPath != "" {
+		if err := os.Remove(w.cfg.PluginPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove cni plugin: %w", err)
+		}
+		lg.Info("cni plugin removed (uninstall)", "path", w.cfg.PluginPath)
+	}
 	return nil
 }
 

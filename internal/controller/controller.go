@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -86,6 +87,7 @@ type Controller struct {
 	status   *nodeStatus
 	policies *policyReconciler
 	attached chan event.TypedGenericEvent[*corev1.Pod]
+	uninst   atomic.Bool
 }
 
 // New builds the manager and registers the controllers.
@@ -223,7 +225,7 @@ func (c *Controller) setup() error {
 		if o.CNI.RemoveOnStop == nil && o.DaemonSet.Name != "" {
 			o.CNI.RemoveOnStop = DaemonSetGone(mgr.GetAPIReader(), o.DaemonSet.Namespace, o.DaemonSet.Name)
 		}
-		if err := mgr.Add(&cniConfWriter{cfg: o.CNI, ready: gate, status: c.status, poll: time.Second}); err != nil {
+		if err := mgr.Add(&cniConfWriter{cfg: o.CNI, uninstall: &c.uninst, ready: gate, status: c.status, poll: time.Second}); err != nil {
 			return fmt.Errorf("cni config writer: %w", err)
 		}
 	}
@@ -256,6 +258,13 @@ func (c *Controller) cniReady() bool {
 	}
 	return c.opts.CNI.Switch == "" || c.status.switchApplied(c.opts.CNI.Switch)
 }
+
+// Uninstalling reports, once Start has returned, whether the agent stopped
+// because epair is being uninstalled (CNI.RemoveOnStop, or the DaemonSet
+// check, said so; the conflist and plugin are then already removed). The
+// agent then removes everything else it created (links, ports, rules, its
+// stores) instead of keeping the pods' state for the next agent.
+func (c *Controller) Uninstalling() bool { return c.uninst.Load() }
 
 // Manager returns the manager, for the agent to Add its own Runnables.
 func (c *Controller) Manager() manager.Manager { return c.mgr }

@@ -450,6 +450,11 @@ func TestCNIConfigWrittenOnlyWhenReadyAndRemovedOnUninstall(t *testing.T) {
 	dp.setReady(false)
 	path := filepath.Join(dir, "10-epair.conflist")
 
+	plugin := filepath.Join(t.TempDir(), "epair-cni")
+	if err := os.WriteFile(plugin, []byte("plugin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var last *Controller
 	run := func() (stop func()) {
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: uniq("node-")}}
 		node.Spec.PodCIDRs = []string{"10.244.10.0/24"}
@@ -457,12 +462,13 @@ func TestCNIConfigWrittenOnlyWhenReadyAndRemovedOnUninstall(t *testing.T) {
 			t.Fatal(err)
 		}
 		c, err := New(testCfg, Options{NodeName: node.Name, Dataplane: dp, StatusInterval: 300 * time.Millisecond,
-			CNI:       CNIConfig{Dir: dir, FileName: "10-epair.conflist", ConfList: confList, Switch: "valecni"},
+			CNI:       CNIConfig{Dir: dir, FileName: "10-epair.conflist", ConfList: confList, Switch: "valecni", PluginPath: plugin},
 			DaemonSet: types.NamespacedName{Namespace: dsNS, Name: ds.Name},
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		last = c
 		runCtx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { done <- c.Start(runCtx) }()
@@ -498,6 +504,9 @@ func TestCNIConfigWrittenOnlyWhenReadyAndRemovedOnUninstall(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("conflist removed on a restart: %v", err)
 	}
+	if _, err := os.Stat(plugin); err != nil || last.Uninstalling() {
+		t.Fatalf("restart taken for an uninstall: plugin %v, Uninstalling %v", err, last.Uninstalling())
+	}
 	// Uninstall (DaemonSet gone) removes it.
 	stop = run()
 	if err := testClient.Delete(ctx, ds); err != nil {
@@ -510,6 +519,9 @@ func TestCNIConfigWrittenOnlyWhenReadyAndRemovedOnUninstall(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
 		t.Fatalf("files left in the CNI dir: %v", ents)
+	}
+	if _, err := os.Stat(plugin); !os.IsNotExist(err) || !last.Uninstalling() {
+		t.Fatalf("uninstall: plugin %v, Uninstalling %v", err, last.Uninstalling())
 	}
 }
 
