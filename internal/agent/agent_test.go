@@ -501,3 +501,24 @@ func TestRunnablesStop(t *testing.T) {
 		t.Fatalf("socket left behind: %v", err)
 	}
 }
+
+// TestReconcilePending: an attachment allocated but never attached is collected after
+// RecoverGrace, unless its link exists (the plugin is between creating it and attaching).
+func TestReconcilePending(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.cfg.RecoverGrace = Duration(time.Millisecond)
+	f.a.Recover(ctx)
+	for _, id := range []string{"dead", "creating"} {
+		if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key(id), Network: "n"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.links.add("n/creating/eth0")
+	f.add("live", "n")
+	time.Sleep(5 * time.Millisecond)
+	rel, err := f.a.Reconcile(ctx)
+	if err != nil || len(rel) != 1 || rel[0] != key("dead") {
+		t.Fatalf("reconcile: %v %v", rel, err)
+	}
+}

@@ -21,8 +21,9 @@
 //     ("<network>/<containerID>/<ifname>", cniplugin.OwnerKey) and re-attaches it: the pods
 //     are not touched. An attachment whose link is gone (its netns was deleted while the
 //     agent was down) is released; one never attached is kept for RecoverGrace so that the
-//     runtime's retry of an interrupted ADD finds it. Reconcile (every 30s) repeats the
-//     "link gone" sweep while running.
+//     runtime's retry of an interrupted ADD finds it. Reconcile (every 30s) repeats both
+//     sweeps while running: attached with the link gone, or never attached past
+//     RecoverGrace with no link bearing the owner alias.
 //   - Close detaches every port and closes the dataplane, keeping pods and state for the next
 //     agent; Uninstall also destroys every epair link and the stores.
 //

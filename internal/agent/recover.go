@@ -136,34 +136,47 @@ func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 	return nil
 }
 
-// Reconcile releases every attached attachment whose host link has disappeared (its pod's
-// namespace was deleted without a DEL). It returns the released keys.
+// Reconcile releases the attachments of pods that are gone: an attached one whose host link
+// has disappeared (its pod's namespace was deleted without a DEL), and one allocated but
+// never attached for longer than RecoverGrace with no link bearing its owner alias (an ADD
+// that died half-way and was never cleaned up by the runtime). It returns the released keys.
 func (a *Agent) Reconcile(ctx context.Context) ([]agentapi.Key, error) {
+	// The records first, the links second: a port attached after the snapshot is not in it,
+	// and one attached before has its link in the list.
+	recs := a.records()
 	pairs, err := a.links.List()
 	if err != nil {
 		return nil, fmt.Errorf("reconcile: %w", err)
 	}
 	present := make(map[string]int, len(pairs))
+	owners := make(map[string]bool, len(pairs))
 	for _, p := range pairs {
 		present[p.HostName] = p.HostIndex
+		owners[p.Owner] = true
 	}
 	var out []agentapi.Key
-	for _, r := range a.records() {
-		if r.HostIfName == "" {
-			continue
+	for _, r := range recs {
+		if err := ctx.Err(); err != nil {
+			return out, fmt.Errorf("reconcile: %w", err)
 		}
-		if idx, ok := present[r.HostIfName]; ok && idx == r.HostIfIndex {
+		switch {
+		case r.HostIfName != "":
+			if idx, ok := present[r.HostIfName]; ok && idx == r.HostIfIndex {
+				continue
+			}
+		case time.Since(r.Created) > time.Duration(a.cfg.RecoverGrace) && !owners[ownerKey(r)]:
+		default:
 			continue
 		}
 		unlock := a.lock(r.Key)
 		cur, ok := a.get(r.Key)
-		if ok && cur.HostIfName == r.HostIfName && cur.HostIfIndex == r.HostIfIndex {
+		if ok && cur.HostIfName == r.HostIfName && cur.HostIfIndex == r.HostIfIndex && cur.Created.Equal(r.Created) {
 			if _, err := a.release(r.Key); err != nil {
 				unlock()
 				return out, fmt.Errorf("reconcile: %w", err)
 			}
 			out = append(out, r.Key)
-			a.log.Info("released attachment whose host link is gone", "key", r.Key.String(), "link", r.HostIfName)
+			a.log.Info("released the attachment of a pod that is gone", "key", r.Key.String(), "link", r.HostIfName)
 		}
 		unlock()
 	}
