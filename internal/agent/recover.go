@@ -97,7 +97,10 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 			}
 			st.Reattached++
 		case r.HostIfName != "" || time.Since(r.Created) > time.Duration(a.cfg.RecoverGrace):
-			if _, err := a.release(r.Key); err != nil {
+			unlock := a.lock(r.Key)
+			_, err := a.release(r.Key)
+			unlock()
+			if err != nil {
 				return st, fmt.Errorf("recover: %w", err)
 			}
 			st.Stale++
