@@ -69,6 +69,11 @@ func runMain(m *testing.M) int {
 	cfg, err := testEnv.Start()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "start envtest: %v\n", err)
+		// Start may fail after etcd and kube-apiserver are up (e.g. a CRD
+		// the API server rejects): stop what did start.
+		if err := testEnv.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stop envtest: %v\n", err)
+		}
 		return 1
 	}
 	defer func() {

@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# e2e/k8s/run.sh: epair on a real single-node Kubernetes cluster.
+#
+# Builds what it needs (Kubernetes, etcd and helm cached in ~/.cache/epair by
+# hack/k8s/build-k8s.sh; the agent image by hack/k8s/build-image.sh), starts a
+# cluster with containerd + kubelet (hack/k8s/cluster-up.sh), installs epair with
+# helm install, and checks, in order:
+#   1. the API server rejects an invalid VirtualSwitch and PortPolicy with a clear message
+#   2. the agent's RBAC is least-privilege, and the admission policy pins each agent
+#      to its own node's NodeState
+#   3. the init step installed epair-cni atomically (identical to the image's binary)
+#   4. the agents roll out; the node turns Ready only once the agent wrote the
+#      conflist; NodeState reports Ready with the node's pod CIDR
+#   5. pods scheduled by kubelet get addresses from the node's pod CIDR through
+#      epair-cni, on epair links
+#   6. pod-to-pod traffic goes through the switch: the pods' port counters in
+#      NodeState grow with the traffic
+#   7. a ClusterIP Service reaches its pods through kube-proxy, hairpin included
+#   8. kubectl apply of a PortPolicy limits a running pod's throughput to the
+#      configured rate (measured, within 10%); deleting it lifts the limit
+#   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
+#  10. deleting the pods leaves no epair links, ports or addresses behind
+#  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
+#      socket or state)
+# The cluster is torn down at the end whatever happened (hack/k8s/cluster-down.sh),
+# and the script checks that nothing of it is left.
+#
+# Needs root. Usage: e2e/k8s/run.sh      Env: WORK (default /tmp/epair-k8s-e2e),
+# KEEP=1 (leave the cluster up for debugging; tear down with
+# WORK=... hack/k8s/cluster-down.sh), RATE (PortPolicy rate, default 10M).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HK=$ROOT/hack/k8s
+export WORK=${WORK:-/tmp/epair-k8s-e2e}
+RATE=${RATE:-10M}
+NS=epair-e2e
+REL=epair
+RELNS=epair-system
+[ "$(id -u)" = 0 ] || { echo "e2e/k8s: needs root" >&2; exit 1; }
+
+T0=$(date +%s)
+step() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
+ok() { echo "    ok: $*"; }
+fail() { echo "FAIL: $*" >&2; diagnostics >&2 || true; exit 1; }
+
+# --- build (cached) -----------------------------------------------------------
+step "build: Kubernetes, etcd, helm (cached in ~/.cache/epair) and the agent image"
+"$HK/build-k8s.sh" cluster >/dev/null
+HELM=$("$HK/tools.sh" helm)
+IMG=$(TAG=e2e "$HK/build-image.sh" "$WORK.image.tar")
+
+# --- cluster ------------------------------------------------------------------
+teardown() {
+	local rc=$?
+	if [ "${KEEP:-0}" = 1 ]; then
+		echo "KEEP=1: cluster left up; tear down with WORK=$WORK $HK/cluster-down.sh"
+		exit $rc
+	fi
+	step "teardown"
+	"$HK/cluster-down.sh" || true
+	local left=""
+	for p in kube-apiserver etcd kubelet kube-proxy kube-scheduler kube-controller-manager containerd-shim-runc-v2; do
+		pgrep -x "$p" >/dev/null 2>&1 && left="$left $p"
+	done
+	pgrep -f "$WORK/" >/dev/null 2>&1 && left="$left (processes under $WORK)"
+	ip netns list 2>/dev/null | grep -q '^cni-' && left="$left netns"
+	ip -o link show 2>/dev/null | grep -qE ': epair[0-9]+a[@:]' && left="$left epair-links"
+	if [ -n "$left" ]; then
+		echo "FAIL: teardown left:$left" >&2
+		rc=1
+	else
+		ok "cluster torn down, nothing left"
+	fi
+	rm -f "$IMG"
+	[ $rc = 0 ] && echo "E2E-K8S-OK ($(( $(date +%s) - T0 ))s)"
+	exit $rc
+}
+trap teardown EXIT
+step "cluster up"
+"$HK/cluster-up.sh" >"$WORK.up.log" 2>&1 || { cat "$WORK.up.log" >&2; fail "cluster-up.sh"; }
+export KUBECONFIG=$WORK/run/admin.kubeconfig
+K="$WORK/bin/kubectl"
+NODE=$($K get nodes -o jsonpath='{.items[0].metadata.name}')
+PODCIDR=$($K get node "$NODE" -o jsonpath='{.spec.podCIDR}')
+for i in $(seq 30); do [ -n "$PODCIDR" ] && break; sleep 1; PODCIDR=$($K get node "$NODE" -o jsonpath='{.spec.podCIDR}'); done
+[ -n "$PODCIDR" ] || fail "node $NODE got no pod CIDR"
+ok "node $NODE, pod CIDR $PODCIDR"
+
+diagnostics() {
+	echo "--- diagnostics"
+	$K get nodes -o wide 2>&1 | head
+	$K get pods -A -o wide 2>&1 | head -30
+	$K -n "$RELNS" logs ds/$REL-agent -c agent --tail=40 2>&1
+	$K get nodestates -o yaml 2>&1 | head -80
+	$K get events -A --sort-by=.lastTimestamp 2>&1 | tail -20
+	ip -o link show | grep -E 'epair|epvale' | head
+}
+
+# --- install ------------------------------------------------------------------
+step "import the agent image and helm install"
+ctr -n k8s.io images import "$IMG" >/dev/null
+"$HELM" install $REL "$ROOT/charts/epair" -n $RELNS --create-namespace -f "$ROOT/e2e/k8s/values-e2e.yaml" >/dev/null
+$K wait --for condition=established --timeout=30s crd/virtualswitches.epair.dev crd/portpolicies.epair.dev crd/nodestates.epair.dev >/dev/null
+ok "installed"
+
+step "1. the API server rejects invalid objects"
+$K create namespace $NS >/dev/null
+expect_reject() { # expect_reject <what> <message part> <yaml>
+	local out
+	if out=$(echo "$3" | $K apply -f - 2>&1); then
+		fail "$1 was accepted: $out"
+	fi
+	echo "$out" | grep -qF -- "$2" || fail "$1 rejected without '$2': $out"
+	ok "$1 rejected: $(echo "$out" | grep -oF -- "$2" | head -1)"
+}
+expect_reject "VirtualSwitch mtu 10" "spec.mtu" 'apiVersion: epair.dev/v1alpha1
+kind: VirtualSwitch
+metadata: {name: valebad}
+spec: {mtu: 10}'
+expect_reject "VirtualSwitch fdb size 1000" "fdb.size must be a power of two" 'apiVersion: epair.dev/v1alpha1
+kind: VirtualSwitch
+metadata: {name: valebad}
+spec: {fdb: {size: 1000}}'
+expect_reject "VirtualSwitch named br0" "metadata.name must be 'vale'" 'apiVersion: epair.dev/v1alpha1
+kind: VirtualSwitch
+metadata: {name: br0}
+spec: {}'
+expect_reject "PortPolicy burst without rate" "burst needs rate" "apiVersion: epair.dev/v1alpha1
+kind: PortPolicy
+metadata: {name: bad, namespace: $NS}
+spec: {podSelector: {}, burst: 64Ki}"
+
+step "2. least-privilege RBAC and the NodeState admission policy"
+SA=system:serviceaccount:$RELNS:$REL-agent
+can() { $K auth can-i "$@" --as="$SA" 2>/dev/null || true; }
+for a in "list pods" "watch nodes" "list virtualswitches.epair.dev" "list portpolicies.epair.dev" "create nodestates.epair.dev" "create events.events.k8s.io"; do
+	[ "$(can $a)" = yes ] || fail "agent cannot $a"
+done
+[ "$(can update nodestates.epair.dev --subresource=status)" = yes ] || fail "agent cannot update nodestates/status"
+[ "$(can get daemonsets -n $RELNS)" = yes ] || fail "agent cannot get its daemonset"
+for a in "delete pods" "create pods" "get secrets" "update virtualswitches.epair.dev" "update portpolicies.epair.dev" "delete nodes" "update nodes" "get daemonsets -n default" "create events"; do
+	[ "$(can $a)" = no ] || fail "agent may $a"
+done
+ok "agent may read nodes/pods/switches/policies, write NodeState and events; nothing else checked is allowed"
+out=$(printf 'apiVersion: epair.dev/v1alpha1\nkind: NodeState\nmetadata: {name: not-%s}\nspec: {nodeName: not-%s}\n' "$NODE" "$NODE" |
+	$K create -f - --as="$SA" --as-user-extra=authentication.kubernetes.io/node-name="$NODE" 2>&1) && fail "agent of $NODE wrote another node's NodeState"
+echo "$out" | grep -q "may write only its own node" || fail "NodeState of another node rejected without the policy's message: $out"
+ok "an agent cannot write another node's NodeState"
+
+step "3. the init step installed epair-cni atomically"
+for i in $(seq 60); do [ -x /opt/cni/bin/epair-cni ] && break; sleep 1; done
+[ -x /opt/cni/bin/epair-cni ] || fail "epair-cni not installed in /opt/cni/bin"
+want=$(tar -xOf "$IMG" --wildcards '*/layer.tar' | tar -xOf - ./epair-cni | sha256sum | cut -d' ' -f1)
+got=$(sha256sum /opt/cni/bin/epair-cni | cut -d' ' -f1)
+[ "$want" = "$got" ] || fail "installed epair-cni differs from the image's ($got != $want)"
+ls -a /opt/cni/bin | grep -q '\.tmp-' && fail "temporary file left in /opt/cni/bin"
+ok "/opt/cni/bin/epair-cni = the image's binary, no temporary file"
+
+step "4. the agent rolls out, writes the conflist, the node turns Ready"
+if ! $K -n $RELNS rollout status ds/$REL-agent --timeout=90s; then
+	if $K -n $RELNS logs ds/$REL-agent -c agent 2>&1 | grep -q 'flag provided but not defined: -mode'; then
+		fail "NOT RUN from here: cmd/node-agent has no cluster mode yet (-mode=cluster and the flags in charts/epair/templates/daemonset.yaml; see internal/controller for the wiring)"
+	fi
+	fail "agent DaemonSet did not roll out"
+fi
+$K wait --for=condition=Ready node/"$NODE" --timeout=60s >/dev/null || fail "node not Ready"
+[ -f /etc/cni/net.d/10-epair.conflist ] || fail "conflist not written"
+$K wait --for=condition=Ready nodestate/"$NODE" --timeout=30s >/dev/null || fail "NodeState not Ready"
+[ "$($K get nodestate "$NODE" -o jsonpath='{.status.podCIDRs[0]}')" = "$PODCIDR" ] || fail "NodeState pod CIDRs"
+ok "agent ready, conflist written, node Ready, NodeState Ready with $PODCIDR"
+
+step "5. pods get addresses through epair-cni"
+$K -n $NS apply -f - >/dev/null <<EOT
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bb}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: bb}}
+  template:
+    metadata: {labels: {app: bb}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: bb
+        image: epair/busybox:local
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo hello-from-\$(hostname) > /tmp/index.html; dd if=/dev/zero of=/tmp/big bs=1M count=12 2>/dev/null; exec httpd -f -p 8080 -h /tmp"]
+EOT
+$K -n $NS wait --for=condition=Available deploy/bb --timeout=120s >/dev/null || fail "pods not available"
+PODS=($($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.name}'))
+A=${PODS[0]} B=${PODS[1]}
+AIP=$($K -n $NS get pod "$A" -o jsonpath='{.status.podIP}')
+BIP=$($K -n $NS get pod "$B" -o jsonpath='{.status.podIP}')
+in_cidr() { python3 -c "import ipaddress,sys; sys.exit(0 if ipaddress.ip_address('$1') in ipaddress.ip_network('$2') else 1)"; }
+for ip in "$AIP" "$BIP"; do in_cidr "$ip" "$PODCIDR" || fail "pod address $ip not in $PODCIDR"; done
+$K -n $NS exec "$A" -- ip -o link show eth0 >/dev/null || fail "no eth0 in $A"
+links=$(ip -o link show | grep -cE ': epair[0-9]+a@' || true)
+[ "$links" -ge 2 ] || fail "expected ≥2 epair host links, found $links"
+ok "$A=$AIP $B=$BIP in $PODCIDR; $links epair host links"
+
+step "6. pod-to-pod traffic goes through the switch (port counters)"
+port_rx() { # port_rx <pod>: rxPackets of the pod's port in NodeState
+	$K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.pod==\"$NS/$1\")].rxPackets}"
+}
+rx0=$(port_rx "$A"); rx0=${rx0:-0}
+$K -n $NS exec "$A" -- ping -c 20 -i 0.2 -W 2 "$BIP" >/dev/null || fail "ping $A -> $B"
+$K -n $NS exec "$A" -- wget -qO- "http://$BIP:8080/index.html" | grep -q "hello-from-$B" || fail "HTTP $A -> $B"
+rx1=$rx0
+for i in $(seq 10); do rx1=$(port_rx "$A"); [ "${rx1:-0}" -ge $((rx0 + 20)) ] && break; sleep 1; done
+[ "${rx1:-0}" -ge $((rx0 + 20)) ] || fail "port of $A counted $rx0 -> $rx1 frames for 20 pings + HTTP"
+ok "ping and HTTP $A -> $B; $A's port rxPackets $rx0 -> $rx1"
+
+step "7. ClusterIP Service through kube-proxy, hairpin included"
+$K -n $NS expose deploy bb --port=80 --target-port=8080 --name=bb-svc >/dev/null
+SVC=$($K -n $NS get svc bb-svc -o jsonpath='{.spec.clusterIP}')
+seen=""
+for i in $(seq 60); do
+	r=$($K -n $NS exec "$A" -- timeout 3 wget -qO- "http://$SVC/index.html" 2>/dev/null || true)
+	case $r in *"$A"*) seen="$seen hairpin" ;; *"$B"*) seen="$seen other" ;; esac
+	echo "$seen" | grep -q hairpin && echo "$seen" | grep -q other && break
+	sleep 0.5
+done
+echo "$seen" | grep -q other || fail "service $SVC did not reach $B from $A"
+echo "$seen" | grep -q hairpin || fail "service $SVC did not reach $A from itself (hairpin)"
+ok "service $SVC reached both backends from $A, itself included (hairpin)"
+
+step "8. a PortPolicy limits a running pod's throughput to $RATE; deleting it lifts the limit"
+RATE_BPS=$(python3 -c "
+s='$RATE'; m={'k':1e3,'M':1e6,'G':1e9}
+print(int(float(s[:-1])*m[s[-1]]) if s[-1] in m else int(s))")
+# Download 12 MB from B into A; the pod's clock (/proc/uptime) times it.
+measure() {
+	local t
+	t=$($K -n $NS exec "$A" -- sh -c "a=\$(cut -d' ' -f1 /proc/uptime); wget -qO /dev/null http://$BIP:8080/big || exit 1; b=\$(cut -d' ' -f1 /proc/uptime); echo \$a \$b") || return 1
+	echo "$t" | awk '{printf "%d\n", 12*1048576*8/($2-$1)}'
+}
+base=$(measure) || fail "unlimited download"
+echo "    unlimited: $((base / 1000000)) Mbit/s"
+[ "$base" -gt $((RATE_BPS * 3)) ] || fail "unlimited throughput $base bit/s is not well above $RATE_BPS: the test could not tell a limit"
+$K -n $NS label pod "$A" e2e-limit=yes >/dev/null
+$K -n $NS apply -f - >/dev/null <<EOT
+apiVersion: epair.dev/v1alpha1
+kind: PortPolicy
+metadata: {name: limit-a}
+spec:
+  podSelector: {matchLabels: {e2e-limit: "yes"}}
+  rate: "$RATE"
+EOT
+sleep 2
+lim=$(measure) || fail "limited download"
+echo "    limited: $(awk -v b="$lim" 'BEGIN{printf "%.2f", b/1e6}') Mbit/s (policy $RATE)"
+awk -v m="$lim" -v r="$RATE_BPS" 'BEGIN{d=(m-r)/r; if (d<0) d=-d; exit !(d<=0.10)}' ||
+	fail "limited throughput $lim bit/s not within 10% of $RATE_BPS"
+[ "$($K -n $NS get pod "$A" -o jsonpath='{.status.containerStatuses[0].restartCount}')" = 0 ] || fail "pod restarted"
+$K -n $NS delete portpolicy limit-a >/dev/null
+sleep 2
+free=$(measure) || fail "download after the policy was deleted"
+echo "    lifted: $((free / 1000000)) Mbit/s"
+[ "$free" -gt $((RATE_BPS * 3)) ] || fail "limit not lifted: $free bit/s"
+ok "limited to within 10% of $RATE and lifted again, pod not restarted"
+
+step "9. helm upgrade keeps running pods connected"
+uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')
+"$HELM" upgrade $REL "$ROOT/charts/epair" -n $RELNS -f "$ROOT/e2e/k8s/values-e2e.yaml" --set agent.logLevel=debug >/dev/null
+$K -n $RELNS rollout status ds/$REL-agent --timeout=90s >/dev/null || fail "upgrade did not roll out"
+[ "$($K -n $RELNS get ds/$REL-agent -o jsonpath='{.status.updatedNumberScheduled}')" = 1 ] || fail "agent not updated"
+uids1=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')
+[ "$uids0" = "$uids1" ] || fail "pods changed across the upgrade: $uids0 -> $uids1"
+for i in $(seq 20); do $K -n $NS exec "$A" -- ping -c 1 -W 1 "$BIP" >/dev/null 2>&1 && break; sleep 0.5; done
+$K -n $NS exec "$A" -- ping -c 5 -i 0.2 -W 2 "$BIP" >/dev/null || fail "pods disconnected after the upgrade"
+$K -n $NS exec "$A" -- wget -qO- "http://$BIP:8080/index.html" | grep -q "hello-from-$B" || fail "HTTP after the upgrade"
+[ -f /etc/cni/net.d/10-epair.conflist ] || fail "conflist removed by an upgrade"
+ok "same pods and addresses, ping and HTTP work after the upgrade"
+
+step "10. deleting the pods leaves nothing behind"
+$K -n $NS delete deploy bb --wait=true >/dev/null
+$K -n $NS wait --for=delete pod -l app=bb --timeout=60s >/dev/null 2>&1 || true
+for i in $(seq 30); do
+	n=$(ip -o link show | grep -cE ': epair[0-9]+a@' || true)
+	p=$($K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.pod!=\"\")].name}")
+	[ "$n" = 0 ] && [ -z "$p" ] && break
+	sleep 1
+done
+[ "$n" = 0 ] || fail "$n epair links left after deleting the pods"
+[ -z "$p" ] && ok "no epair links, no pod ports in NodeState" || fail "pod ports left: $p"
+for ip in "$AIP" "$BIP"; do
+	ip -o addr | grep -q " $ip/" && fail "address $ip left on the host"
+done
+ok "no pod address left on the host"
+
+step "11. helm uninstall leaves the node clean"
+"$HELM" uninstall $REL -n $RELNS --wait --timeout 90s >/dev/null
+for i in $(seq 30); do [ -z "$($K -n $RELNS get pods -o name 2>/dev/null)" ] && break; sleep 1; done
+left=""
+[ -e /etc/cni/net.d/10-epair.conflist ] && left="$left conflist"
+[ -e /opt/cni/bin/epair-cni ] && left="$left epair-cni"
+ip -o link show | grep -qE ': (epair[0-9]+a|epvale)' && left="$left links"
+nft list table inet epair >/dev/null 2>&1 && left="$left nft-table"
+[ -e /run/epair/agent.sock ] && left="$left socket"
+[ -n "$(ls -A /var/lib/epair 2>/dev/null)" ] && left="$left state($(ls /var/lib/epair | tr '\n' ' '))"
+[ -n "$left" ] && fail "helm uninstall left:$left"
+ok "no conflist, plugin, links, nft table or socket left"
