@@ -2,6 +2,7 @@ package cni
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -468,6 +469,21 @@ func TestInvalidConfigsAndRequests(t *testing.T) {
 			}
 			t.Logf("code %d: %s", code, strings.TrimSpace(msg))
 		})
+	}
+	// A request straight to the agent that names one of the node's own links: refused,
+	// the link never becomes a switch port.
+	ctx := context.Background()
+	k := agentapi.Key{ContainerID: "rogue", IfName: "eth0"}
+	if _, err := e.agent.client.Allocate(ctx, &agentapi.AllocateRequest{Key: k, Network: "podnet"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.agent.client.Attach(ctx, &agentapi.AttachRequest{Key: k, HostIfName: "lo", HostIfIndex: 1})
+	var ae *agentapi.Error
+	if !errors.As(err, &ae) || ae.Code != agentapi.CodeInvalidRequest || ae.Field != "hostIfName" || !strings.Contains(ae.Message, "lo") {
+		t.Fatalf("attach of the node's lo: %v, want InvalidRequest naming hostIfName", err)
+	}
+	if _, err := e.agent.client.Release(ctx, &agentapi.ReleaseRequest{Key: k}); err != nil {
+		t.Fatal(err)
 	}
 	if left := e.hostEpairs(); len(left) != 0 {
 		t.Fatalf("failed ADDs left links: %v", left)

@@ -281,7 +281,9 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 			return nil, fmt.Errorf("attach %s: detach previous port %s: %w", req.Key, r.HostIfName, err)
 		}
 	}
-	pi, err := a.dp.AttachPort(ctx, PortRequest{Switch: r.Switch, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
+	// AdoptPort, not AttachPort: the link must carry this attachment's owner alias, so a
+	// wrong name or index can never put one of the node's own interfaces on the switch.
+	pi, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
 		Owner: ownerKey(r), PodMAC: r.MAC})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to switch %s: %w", req.HostIfName, r.Switch, err)

@@ -313,6 +313,14 @@ func TestAllocateErrors(t *testing.T) {
 	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: "epair9a", HostIfIndex: 9}); agentapi.CodeOf(err) != agentapi.CodeInternal || !strings.Contains(err.Error(), "epair9a") {
 		t.Errorf("attach missing link: %v", err)
 	}
+	// A link that exists but records another owner is refused.
+	other := f.links.add("n/someone-else/eth0")
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: other.HostName, HostIfIndex: other.HostIndex}); err == nil || !strings.Contains(err.Error(), other.HostName) {
+		t.Errorf("attach another owner's link: %v", err)
+	}
+	if _, ok := f.dp.Port("vale0", other.HostName); ok {
+		t.Error("another owner's link was attached")
+	}
 }
 
 func TestGC(t *testing.T) {

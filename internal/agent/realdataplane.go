@@ -149,6 +149,8 @@ func dpError(err error) error {
 	switch {
 	case errors.Is(err, dataplane.ErrNoSwitch), errors.Is(err, dataplane.ErrNoPort):
 		return &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeInvalidRequest, Field: "hostIfName", Message: "hostIfName: " + err.Error()}}
+	case errors.Is(err, dataplane.ErrNotOwned):
+		return &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeInvalidRequest, Field: "hostIfName", Message: "hostIfName: " + err.Error()}}
 	case errors.Is(err, dataplane.ErrBusy):
 		return agentapi.NewError(agentapi.CodeConflict, err.Error())
 	case errors.Is(err, dataplane.ErrInvalid):
