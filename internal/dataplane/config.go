@@ -26,8 +26,11 @@ const (
 	DefaultQueueLen = 1024
 	// MaxQueueLen bounds PortPolicy.QueueLen.
 	MaxQueueLen = 65536
-	// DefaultRingSlots is the slot count of every port's netmap rings.
-	DefaultRingSlots = 1024
+	// DefaultRingSlots is the slot count of every port's netmap rings. A
+	// generic adapter holds four rings' worth of buffers (2 KiB each), so
+	// this is 2 MiB per port; a switch pass takes at most a ring's worth
+	// of frames from one port before the next port's turn anyway.
+	DefaultRingSlots = 256
 	// DefaultXDPFrames is the UMEM size of a pod link's AF_XDP socket
 	// when Config.Link leaves it at 0: half of it receives, so a burst of
 	// up to 512 frames (a few TCP windows' worth of segments) is not

@@ -320,10 +320,10 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	close(d.agingStop)
 	<-d.agingDone
 	var errs []error
-	for _, p := range ports {
-		errs = append(errs, d.detach(p))
-	}
 	d.mu.Lock()
+	for _, p := range ports {
+		errs = append(errs, d.detachLocked(p))
+	}
 	for _, name := range d.order {
 		s := d.switches[name]
 		errs = append(errs, d.reg.Detach(vale.JoinName(name, s.tapName)))

@@ -195,7 +195,8 @@ func (d *Dataplane) attachLocked(swName, owner string, link netlink.Link, pol Po
 	}); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: open link: %w", name, err)
 	}
-	p.ga, err = netmap.NewGenericAdapter(ifname, p.opened.Port, netmap.GenericConfig{
+	be := newTxSerial(p.opened.Port)
+	p.ga, err = netmap.NewGenericAdapter(ifname, be, netmap.GenericConfig{
 		Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize, Native: p.opened.Backend == linkport.XDP,
 	})
 	if err != nil {
@@ -205,7 +206,7 @@ func (d *Dataplane) attachLocked(swName, owner string, link netlink.Link, pol Po
 	p.ga.Get() // ours, dropped last: the output queue transmits on the backend
 	cl.Add(func() error { p.ga.Put(); return nil })
 
-	p.oq, err = newOutq(d.ifn, ifname, p.opened.Port, s.cfg.mtu()+etherVLANHeader, s.bufSize, pol, s.classes)
+	p.oq, err = newOutq(d.ifn, ifname, be, s.cfg.mtu()+etherVLANHeader, s.bufSize, pol, s.classes)
 	if err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
 	}
@@ -255,26 +256,22 @@ func (d *Dataplane) DetachPort(ctx context.Context, name string) error {
 	if !ok {
 		p, ok = d.byLink[name]
 	}
+	defer d.mu.Unlock()
 	if !ok || d.closed {
-		d.mu.Unlock()
 		return nil
 	}
-	d.unlinkLocked(p)
-	d.mu.Unlock()
-	return d.detach(p)
+	return d.detachLocked(p)
 }
 
 // DetachOwner detaches the port of an owner, if any.
 func (d *Dataplane) DetachOwner(ctx context.Context, owner string) error {
 	d.mu.Lock()
 	p, ok := d.byOwner[owner]
+	defer d.mu.Unlock()
 	if !ok || d.closed {
-		d.mu.Unlock()
 		return nil
 	}
-	d.unlinkLocked(p)
-	d.mu.Unlock()
-	return d.detach(p)
+	return d.detachLocked(p)
 }
 
 func (d *Dataplane) unlinkLocked(p *Port) {
@@ -283,13 +280,14 @@ func (d *Dataplane) unlinkLocked(p *Port) {
 	delete(d.byOwner, p.owner)
 }
 
-// detach undoes attachLocked: the switch stops forwarding from and to the
-// port (waiting for passes in flight), then the queue stops and detaches
-// (waiting for if_start in flight on the workers), then the backend closes.
-func (d *Dataplane) detach(p *Port) error {
-	d.mu.Lock()
+// detachLocked undoes attachLocked: the switch stops forwarding from and
+// to the port (waiting for passes in flight), then the queue stops and
+// detaches (waiting for if_start in flight on the workers), then the
+// backend closes. d.mu is held throughout, so an attach of the same link
+// waits until the old socket is gone (nothing on the packet path takes
+// d.mu).
+func (d *Dataplane) detachLocked(p *Port) error {
 	d.unlinkLocked(p)
-	d.mu.Unlock()
 	var errs []error
 	if err := d.reg.Detach(p.name); err != nil && !errors.Is(err, vale.ErrNoPort) {
 		errs = append(errs, err)

@@ -41,15 +41,13 @@ func (d *Dataplane) watchLinks() error {
 // linkGone detaches the port on a deleted link, if any.
 func (d *Dataplane) linkGone(name string, index int) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	p, ok := d.byLink[name]
 	if !ok || p.ifindex != index || d.closed {
-		d.mu.Unlock()
 		return
 	}
-	d.unlinkLocked(p)
 	d.linksGone.Add(1)
-	d.mu.Unlock()
-	_ = d.detach(p) // the link is gone: nothing to report to
+	_ = d.detachLocked(p) // the link is gone: nothing to report to
 }
 
 // stopWatch ends the subscription and waits for the watcher.
