@@ -157,12 +157,15 @@ ls -a /opt/cni/bin | grep -q '\.tmp-' && fail "temporary file left in /opt/cni/b
 ok "/opt/cni/bin/epair-cni = the image's binary, no temporary file"
 
 step "4. the agent rolls out, writes the conflist, the node turns Ready"
-if ! $K -n $RELNS rollout status ds/$REL-agent --timeout=90s; then
-	if $K -n $RELNS logs ds/$REL-agent -c agent 2>&1 | grep -q 'flag provided but not defined: -mode'; then
-		fail "NOT RUN from here: cmd/node-agent has no cluster mode yet (-mode=cluster and the flags in charts/epair/templates/daemonset.yaml; see internal/controller for the wiring)"
+ready=0
+for i in $(seq 120); do
+	[ "$($K -n $RELNS get ds/$REL-agent -o jsonpath='{.status.numberReady}')" = 1 ] && { ready=1; break; }
+	if $K -n $RELNS logs ds/$REL-agent -c agent 2>&1 | grep -q 'flag provided but not defined'; then
+		fail "NOT RUN from here: cmd/node-agent has no cluster mode yet ($($K -n $RELNS logs ds/$REL-agent -c agent 2>&1 | head -1)); it needs -mode=cluster and the flags in charts/epair/templates/daemonset.yaml, wired to internal/controller"
 	fi
-	fail "agent DaemonSet did not roll out"
-fi
+	sleep 1
+done
+[ $ready = 1 ] || fail "agent DaemonSet not ready after 120 s"
 $K wait --for=condition=Ready node/"$NODE" --timeout=60s >/dev/null || fail "node not Ready"
 [ -f /etc/cni/net.d/10-epair.conflist ] || fail "conflist not written"
 $K wait --for=condition=Ready nodestate/"$NODE" --timeout=30s >/dev/null || fail "NodeState not Ready"
