@@ -18,7 +18,7 @@ func BenchmarkSelectPolicy(b *testing.B) {
 	for i := range ps {
 		ps[i] = epairv1.PortPolicy{
 			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("p%03d", i), CreationTimestamp: metav1.NewTime(time.Unix(int64(i), 0))},
-			Spec: epairv1.PortPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", i%10)}}},
+			Spec:       epairv1.PortPolicySpec{PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("a%d", i%10)}}},
 		}
 	}
 	labels := map[string]string{"app": "a7", "tier": "web"}
