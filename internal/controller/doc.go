@@ -33,7 +33,10 @@
 //     rolling restart, so running pods' DEL and new pods' ADD keep working
 //     across an upgrade.
 //   - InstallFile is the chart's init step: epair-cni copied into the
-//     node's CNI bin dir atomically.
+//     node's CNI bin dir atomically (cmd/epair-install-cni).
+//   - Flags are the agent's cluster-mode flags as the chart passes them;
+//     TestChartArgsParse parses the rendered DaemonSet's command line with
+//     them, so the chart and the code cannot drift apart.
 //
 // The package never imports internal/agent or internal/dataplane: the agent
 // implements Dataplane over them. Errors from converting a spec are

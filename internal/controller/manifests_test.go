@@ -2,10 +2,12 @@ package controller
 
 import (
 	"encoding/json"
+	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -18,7 +20,8 @@ import (
 // kept in sync by hack/verify-generated.sh): the conflist the agent installs is one
 // CNIConfig accepts and whose epair-cni entry the plugin itself parses, and the
 // DaemonSet keeps to the privileges the chart documents.
-func TestManifestsConflist(t *testing.T) {
+func renderedObjects(t *testing.T) (*corev1.ConfigMap, *appsv1.DaemonSet) {
+	t.Helper()
 	raw, err := os.ReadFile(filepath.Join("..", "..", "manifests", "epair.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +49,18 @@ func TestManifestsConflist(t *testing.T) {
 	if cm == nil || ds == nil {
 		t.Fatalf("manifests lack the ConfigMap or the DaemonSet")
 	}
+	return cm, ds
+}
+
+func renderedDaemonSet(t *testing.T) *appsv1.DaemonSet { _, ds := renderedObjects(t); return ds }
+
+func renderedConflist(t *testing.T) []byte {
+	cm, _ := renderedObjects(t)
+	return []byte(cm.Data["10-epair.conflist"])
+}
+
+func TestManifestsConflist(t *testing.T) {
+	cm, ds := renderedObjects(t)
 	conf := []byte(cm.Data["10-epair.conflist"])
 	c := CNIConfig{Dir: "/host/etc/cni/net.d", FileName: "10-epair.conflist", ConfList: conf, Switch: "vale0"}
 	if err := c.Validate(); err != nil {
@@ -91,5 +106,58 @@ func TestManifestsConflist(t *testing.T) {
 				t.Errorf("%s: capability %s beyond the documented set", ctr.Name, c)
 			}
 		}
+	}
+}
+
+// TestChartArgsParse: the agent's command line in the chart parses with the
+// Flags cmd/node-agent registers (plus the agent's own flags) and makes valid
+// Options, so chart and code cannot drift apart silently.
+func TestChartArgsParse(t *testing.T) {
+	ds := renderedDaemonSet(t)
+	args := ds.Spec.Template.Spec.Containers[0].Command
+	if args[0] != "/node-agent" {
+		t.Fatalf("command %v", args)
+	}
+	dir := t.TempDir()
+	fs := flag.NewFlagSet("node-agent", flag.ContinueOnError)
+	var cf Flags
+	cf.Register(fs)
+	mode := fs.String("mode", "standalone", "agent's own")
+	for _, n := range []string{"socket", "state-dir", "backend", "masquerade", "log-level"} {
+		fs.String(n, "", "agent's own")
+	}
+	var parsed []string
+	for _, a := range args[1:] {
+		a = strings.ReplaceAll(a, "$(NODE_NAME)", "node-a")
+		a = strings.ReplaceAll(a, "$(POD_NAMESPACE)", "epair-system")
+		// The mounted conflist and host dirs are test files here.
+		a = strings.Replace(a, "-cni-conflist=/etc/epair/", "-cni-conflist="+dir+"/", 1)
+		a = strings.Replace(a, "-cni-conf-dir=/host/", "-cni-conf-dir="+dir+"/", 1)
+		parsed = append(parsed, a)
+	}
+	cm := renderedConflist(t)
+	if err := os.WriteFile(filepath.Join(dir, "10-epair.conflist"), cm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.Parse(parsed); err != nil {
+		t.Fatalf("chart args %v: %v", parsed, err)
+	}
+	if *mode != "cluster" || fs.NArg() != 0 {
+		t.Fatalf("mode %q, extra args %v", *mode, fs.Args())
+	}
+	o, err := cf.Options(newRecordingDataplane())
+	if err != nil {
+		t.Fatalf("options from the chart's args: %v", err)
+	}
+	if o.NodeName != "node-a" || o.DaemonSet.String() != "epair-system/epair-agent" || o.CNI.Switch != "vale0" ||
+		o.CNI.PluginPath != "/host/opt/cni/bin/epair-cni" || o.StatusInterval != 10*time.Second || o.HealthAddr != ":9876" {
+		t.Fatalf("options %+v", o)
+	}
+	bad := Flags{NodeName: "n", DaemonSet: "no-slash"}
+	if _, err := bad.Options(nil); err == nil || !strings.Contains(err.Error(), "-daemonset") {
+		t.Fatalf("bad -daemonset: %v", err)
+	}
+	if _, err := (&Flags{}).Options(nil); err == nil || !strings.Contains(err.Error(), "-node-name") {
+		t.Fatalf("no node name: %v", err)
 	}
 }
