@@ -14,6 +14,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
 )
@@ -32,6 +34,16 @@ type statusWriter struct {
 	cniGate  func() bool // nil when the agent writes no conflist
 	now      func() time.Time
 }
+
+var (
+	_ manager.Runnable               = (*statusWriter)(nil)
+	_ manager.LeaderElectionRunnable = (*statusWriter)(nil)
+	_ manager.Runnable               = (*cniConfWriter)(nil)
+	_ manager.LeaderElectionRunnable = (*cniConfWriter)(nil)
+	_ reconcile.Reconciler           = (*nodeReconciler)(nil)
+	_ reconcile.Reconciler           = (*switchReconciler)(nil)
+	_ reconcile.Reconciler           = (*policyReconciler)(nil)
+)
 
 func (w *statusWriter) NeedLeaderElection() bool { return false }
 
@@ -67,9 +79,11 @@ func (w *statusWriter) write(ctx context.Context) error {
 		return fmt.Errorf("get nodestate %s: %w", w.node, err)
 	}
 	snap, snapErr := w.dp.Status(ctx)
-	st := w.build(ns.Status.Conditions, ns.Generation, snap, snapErr)
-	ns.Status = st
-	if err := w.client.Status().Update(ctx, &ns); err != nil {
+	orig := ns.DeepCopy()
+	ns.Status = w.build(ns.Status.Conditions, ns.Generation, snap, snapErr)
+	// A merge patch without optimistic locking: this agent is the only
+	// writer, and the cache may not have caught up with its last write yet.
+	if err := w.client.Status().Patch(ctx, &ns, client.MergeFrom(orig)); err != nil {
 		return fmt.Errorf("update nodestate %s status: %w", w.node, err)
 	}
 	return nil
