@@ -48,6 +48,7 @@ build_k8s() {
 	staging=v0.${K8S_VERSION#1.} # k8s.io/api etc. are tagged v0.<minor>.<patch>
 	mkdir -p "$K8S_DIR/bin"
 	work=$(mktemp -d "$CACHE/.k8s-build.XXXXXX")
+	TMPDIRS+=("$work")
 	# k8s.io/kubernetes' go.mod replaces every k8s.io/<staging> module with
 	# ./staging/src/..., which the module zip lacks: point them at the
 	# published staging modules instead.
@@ -74,6 +75,7 @@ build_etcd() {
 	local work
 	mkdir -p "$ETCD_DIR/bin"
 	work=$(mktemp -d "$CACHE/.etcd-build.XXXXXX")
+	TMPDIRS+=("$work")
 	# go.etcd.io/etcd/server/v3 has replace directives too: wrap etcdmain.
 	cat >"$work/main.go" <<'EOT'
 package main
@@ -100,14 +102,17 @@ build_helm() {
 	local work
 	mkdir -p "$HELM_DIR/bin"
 	work=$(mktemp -d "$CACHE/.helm-build.XXXXXX")
+	TMPDIRS+=("$work")
 	GOBIN=$work CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
 	mv -f "$work/helm" "$HELM_DIR/bin/helm"
 	rm -rf "$work"
 }
 
 mkdir -p "$CACHE"
-# Remove any temporary build directory on exit, whatever happened.
-trap 'rm -rf "$CACHE"/.k8s-build.* "$CACHE"/.etcd-build.* "$CACHE"/.helm-build.* 2>/dev/null' EXIT
+# Remove this run's temporary build directories on exit, whatever happened
+# (another build running at the same time keeps its own).
+TMPDIRS=()
+trap 'rm -rf "${TMPDIRS[@]}" 2>/dev/null' EXIT
 build_etcd
 build_k8s
 [ "$want_helm" = 1 ] && build_helm
