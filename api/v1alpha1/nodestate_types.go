@@ -145,5 +145,5 @@ type NodeStateList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&NodeState{}, &NodeStateList{})
+	register(&NodeState{}, &NodeStateList{})
 }

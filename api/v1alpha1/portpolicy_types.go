@@ -151,5 +151,5 @@ type PortPolicyList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&PortPolicy{}, &PortPolicyList{})
+	register(&PortPolicy{}, &PortPolicyList{})
 }

@@ -146,5 +146,5 @@ type VirtualSwitchList struct {
 }
 
 func init() {
-	SchemeBuilder.Register(&VirtualSwitch{}, &VirtualSwitchList{})
+	register(&VirtualSwitch{}, &VirtualSwitchList{})
 }
