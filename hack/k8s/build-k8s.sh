@@ -13,8 +13,9 @@
 # name and renamed into place, so an interrupted build never leaves a
 # half-written binary in the cache.
 #
-# Usage: hack/k8s/build-k8s.sh [envtest|cluster|all]   (default: all)
+# Usage: hack/k8s/build-k8s.sh [envtest|helm|cluster|all]   (default: all)
 #   envtest: kube-apiserver, kubectl, etcd
+#   helm:    envtest + helm (what hack/verify-generated.sh needs)
 #   cluster: everything the e2e cluster needs (all of the above + kubelet,
 #            kube-controller-manager, kube-scheduler, kube-proxy, helm)
 # Prints the KUBEBUILDER_ASSETS directory on the last line of stdout.
@@ -32,8 +33,9 @@ ENVTEST_DIR=$CACHE/envtest-k8s-v$K8S_VERSION-etcd-v$ETCD_VERSION
 
 case $what in
 envtest) k8s_bins="kube-apiserver kubectl"; want_helm=0 ;;
+helm) k8s_bins="kube-apiserver kubectl"; want_helm=1 ;;
 cluster | all) k8s_bins="kube-apiserver kubectl kubelet kube-controller-manager kube-scheduler kube-proxy"; want_helm=1 ;;
-*) echo "build-k8s.sh: unknown target $what (want envtest, cluster or all)" >&2; exit 2 ;;
+*) echo "build-k8s.sh: unknown target $what (want envtest, helm, cluster or all)" >&2; exit 2 ;;
 esac
 
 log() { echo "build-k8s: $*" >&2; }

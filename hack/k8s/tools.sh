@@ -11,7 +11,7 @@ CACHE=${EPAIR_CACHE:-$HOME/.cache/epair}
 case ${1:-} in
 helm)
 	p=$CACHE/helm-v$HELM_VERSION/bin/helm
-	[ -x "$p" ] || "$HERE/build-k8s.sh" all >&2
+	[ -x "$p" ] || "$HERE/build-k8s.sh" helm >&2
 	echo "$p" ;;
 kubectl)
 	p=$CACHE/k8s-v$K8S_VERSION/bin/kubectl
