@@ -39,6 +39,16 @@ RELNS=epair-system
 [ "$(id -u)" = 0 ] || { echo "e2e/k8s: needs root" >&2; exit 1; }
 
 T0=$(date +%s)
+# our_links: host links of the chart's network ("epair-cni:epair/..." in the owner alias the
+# plugin records: "epair-cni:epair/<containerID>/<ifname>"), and the host port.
+# Other epair runs on the host (other networks) are not ours to count or remove.
+our_links() {
+	ip -j link show 2>/dev/null | python3 -c '
+import json, sys
+for l in json.load(sys.stdin):
+    if l.get("ifalias", "").startswith("epair-cni:epair/") or (len(sys.argv) > 1 and l.get("ifname") == "epvale0"):
+        print(l["ifname"])' "$@"
+}
 step() { echo; echo "=== [$(( $(date +%s) - T0 ))s] $*"; }
 ok() { echo "    ok: $*"; }
 fail() { echo "FAIL: $*" >&2; diagnostics >&2 || true; exit 1; }
@@ -57,14 +67,14 @@ teardown() {
 		exit $rc
 	fi
 	step "teardown"
-	"$HK/cluster-down.sh" || true
+	EPAIR_LEFTOVERS=1 "$HK/cluster-down.sh" || true
 	local left=""
 	for p in kube-apiserver etcd kubelet kube-proxy kube-scheduler kube-controller-manager containerd-shim-runc-v2; do
 		pgrep -x "$p" >/dev/null 2>&1 && left="$left $p"
 	done
 	pgrep -f "$WORK/" >/dev/null 2>&1 && left="$left (processes under $WORK)"
 	ip netns list 2>/dev/null | grep -q '^cni-' && left="$left netns"
-	ip -o link show 2>/dev/null | grep -qE ': epair[0-9]+a[@:]' && left="$left epair-links"
+	[ -n "$(our_links host-port)" ] && left="$left epair-links($(our_links host-port | tr '\n' ' '))"
 	if [ -n "$left" ]; then
 		echo "FAIL: teardown left:$left" >&2
 		rc=1
@@ -76,6 +86,7 @@ teardown() {
 	exit $rc
 }
 trap teardown EXIT
+trap 'exit 130' INT TERM
 step "cluster up"
 "$HK/cluster-up.sh" >"$WORK.up.log" 2>&1 || { cat "$WORK.up.log" >&2; fail "cluster-up.sh"; }
 export KUBECONFIG=$WORK/run/admin.kubeconfig
@@ -93,7 +104,7 @@ diagnostics() {
 	$K -n "$RELNS" logs ds/$REL-agent -c agent --tail=40 2>&1
 	$K get nodestates -o yaml 2>&1 | head -80
 	$K get events -A --sort-by=.lastTimestamp 2>&1 | tail -20
-	ip -o link show | grep -E 'epair|epvale' | head
+	our_links host-port
 }
 
 # --- install ------------------------------------------------------------------
@@ -198,7 +209,7 @@ BIP=$($K -n $NS get pod "$B" -o jsonpath='{.status.podIP}')
 in_cidr() { python3 -c "import ipaddress,sys; sys.exit(0 if ipaddress.ip_address('$1') in ipaddress.ip_network('$2') else 1)"; }
 for ip in "$AIP" "$BIP"; do in_cidr "$ip" "$PODCIDR" || fail "pod address $ip not in $PODCIDR"; done
 $K -n $NS exec "$A" -- ip -o link show eth0 >/dev/null || fail "no eth0 in $A"
-links=$(ip -o link show | grep -cE ': epair[0-9]+a@' || true)
+links=$(our_links | wc -l)
 [ "$links" -ge 2 ] || fail "expected ≥2 epair host links, found $links"
 ok "$A=$AIP $B=$BIP in $PODCIDR; $links epair host links"
 
@@ -280,7 +291,7 @@ step "10. deleting the pods leaves nothing behind"
 $K -n $NS delete deploy bb --wait=true >/dev/null
 $K -n $NS wait --for=delete pod -l app=bb --timeout=60s >/dev/null 2>&1 || true
 for i in $(seq 30); do
-	n=$(ip -o link show | grep -cE ': epair[0-9]+a@' || true)
+	n=$(our_links | wc -l)
 	p=$($K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.pod!=\"\")].name}")
 	[ "$n" = 0 ] && [ -z "$p" ] && break
 	sleep 1
@@ -298,7 +309,7 @@ for i in $(seq 30); do [ -z "$($K -n $RELNS get pods -o name 2>/dev/null)" ] && 
 left=""
 [ -e /etc/cni/net.d/10-epair.conflist ] && left="$left conflist"
 [ -e /opt/cni/bin/epair-cni ] && left="$left epair-cni"
-ip -o link show | grep -qE ': (epair[0-9]+a|epvale)' && left="$left links"
+[ -n "$(our_links host-port)" ] && left="$left links($(our_links host-port | tr '\n' ' '))"
 nft list table inet epair >/dev/null 2>&1 && left="$left nft-table"
 [ -e /run/epair/agent.sock ] && left="$left socket"
 [ -n "$(ls -A /var/lib/epair 2>/dev/null)" ] && left="$left state($(ls /var/lib/epair | tr '\n' ' '))"

@@ -3,8 +3,9 @@
 # it is in: workloads first (so the CNI DEL runs), then every process by its
 # recorded pid, then host leftovers, including anything epair left behind
 # (conflist, plugin binary, agent socket/state dirs, epair links, nftables
-# table) when a test failed before helm uninstall. Idempotent; needs root.
-# Usage: [WORK=<dir>] hack/k8s/cluster-down.sh
+# table) when a test failed before helm uninstall, if EPAIR_LEFTOVERS=1.
+# Idempotent; needs root.
+# Usage: [WORK=<dir>] [EPAIR_LEFTOVERS=1] hack/k8s/cluster-down.sh
 set -uo pipefail
 [ "$(id -u)" = 0 ] || { echo "cluster-down: needs root" >&2; exit 1; }
 WORK=${WORK:-/tmp/epair-k8s}
@@ -55,13 +56,21 @@ rmdir /var/lib/kubelet /usr/libexec/kubernetes 2>/dev/null
 for d in /sys/fs/cgroup/kubepods /sys/fs/cgroup/*/kubepods; do
   [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} \; 2>/dev/null
 done
-# 5. epair leftovers (normally removed by helm uninstall; see e2e/k8s)
-rm -f /etc/cni/net.d/10-epair.conflist /etc/cni/net.d/.10-epair.conflist.tmp-* /opt/cni/bin/epair-cni /opt/cni/bin/.epair-cni.tmp-*
-for l in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep -E '^(epair[0-9]+a|epvale)' ); do
-  ip link delete "$l" 2>/dev/null
-done
-nft delete table inet epair 2>/dev/null; nft delete table ip epair 2>/dev/null
-rm -rf /run/epair /var/lib/epair
+# 5. epair leftovers, normally removed by helm uninstall: only with
+#    EPAIR_LEFTOVERS=1 (e2e/k8s/run.sh sets it), because the agent's default
+#    paths and nftables table may belong to another epair run on a shared host.
+#    Links are removed only when their alias says they belong to the chart's
+#    network ("epair-cni:epair/<containerID>/<ifname>", pkg/epair + cniplugin.OwnerKey).
+if [ "${EPAIR_LEFTOVERS:-0}" = 1 ]; then
+  rm -f /etc/cni/net.d/10-epair.conflist /etc/cni/net.d/.10-epair.conflist.tmp-* /opt/cni/bin/epair-cni /opt/cni/bin/.epair-cni.tmp-*
+  ip -j link show 2>/dev/null | python3 -c '
+import json, sys
+for l in json.load(sys.stdin):
+    if l.get("ifalias", "").startswith("epair-cni:epair/") or l.get("ifname") == "epvale0":
+        print(l["ifname"])' | while read -r l; do ip link delete "$l" 2>/dev/null; done
+  nft delete table inet epair 2>/dev/null
+  rm -rf /run/epair /var/lib/epair
+fi
 rmdir /etc/cni/net.d /etc/cni /opt/cni/bin /opt/cni 2>/dev/null
 [ -f "$R/ip_forward.orig" ] && sysctl -qw net.ipv4.ip_forward="$(cat "$R/ip_forward.orig")"
 rm -rf "$R"
