@@ -69,10 +69,10 @@ teardown() {
 	step "teardown"
 	EPAIR_LEFTOVERS=1 "$HK/cluster-down.sh" || true
 	local left=""
-	for p in kube-apiserver etcd kubelet kube-proxy kube-scheduler kube-controller-manager containerd-shim-runc-v2; do
-		pgrep -x "$p" >/dev/null 2>&1 && left="$left $p"
-	done
-	pgrep -f "$WORK/" >/dev/null 2>&1 && left="$left (processes under $WORK)"
+	# The cluster's processes all run from $WORK (binaries, configs); the
+	# shims are containerd's children.
+	pgrep -f "$WORK/" >/dev/null 2>&1 && left="$left processes($(pgrep -f "$WORK/" | tr '\n' ' '))"
+	pgrep -x containerd-shim-runc-v2 >/dev/null 2>&1 && left="$left containerd-shims"
 	ip netns list 2>/dev/null | grep -q '^cni-' && left="$left netns"
 	[ -n "$(our_links host-port)" ] && left="$left epair-links($(our_links host-port | tr '\n' ' '))"
 	if [ -n "$left" ]; then
