@@ -5,7 +5,7 @@ epair_deps() {
 	local pkgs=(iproute2 make)
 	case "${1:-test}" in
 	test) pkgs+=(nftables iputils-ping) ;;
-	bench) pkgs+=(iperf3 iputils-ping nftables) ;;
+	bench) pkgs+=(iperf3 iputils-ping nftables jq) ;;
 	demo) pkgs+=(iputils-ping iperf3) ;;
 	esac
 	local missing=()
