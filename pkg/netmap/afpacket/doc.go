@@ -28,6 +28,17 @@
 // frames arriving on the interface. Unlike AF_XDP, AF_PACKET does not steal frames: they also
 // go up the host stack, which on an address-less epair host end drops them.
 //
+// # Offload mode (Config.VnetHdr)
+//
+// With PACKET_VNET_HDR every frame is preceded by a 10-byte struct virtio_net_hdr (VnetHdr):
+// the kernel writes the skb's GSO type and size and its partial-checksum offsets before each
+// received frame (at tp_mac - 10), so 64 KB TSO/GRO super-frames are received whole (receive
+// blocks of 256 KiB by default), and packet_snd reads the header on transmit, so a
+// super-frame leaves as one skb that the kernel segments and checksums only where needed.
+// Transmit then uses write(2) per frame instead of the TX ring (a ring slot cannot hold
+// 64 KB within the page-sized slot limit), waiting for send-buffer room with poll(2).
+// Peers of such a socket must speak the same header: see pkg/vale's per-port VnetHdrLen.
+//
 // Waiting is event-driven through the Go netpoller (see internal/sys.PollFD): WaitRX parks
 // until a block is retired to userspace; WaitTX until a transmitted skb is freed
 // (sk_write_space), re-checking every TXRecheck only while transmit is backlogged.

@@ -16,7 +16,13 @@ var _ netmap.GenericBackend = (*Socket)(nil)
 func (s *Socket) Queues() (tx, rx int) { return 1, 1 }
 
 // FrameSize is the largest frame a transmit slot holds.
-func (s *Socket) FrameSize() int { return int(s.txSlot) - txDataOff }
+// With VnetHdr it is MaxVnetFrame (virtio_net_hdr included).
+func (s *Socket) FrameSize() int {
+	if s.vnet {
+		return MaxVnetFrame
+	}
+	return int(s.txSlot) - txDataOff
+}
 
 // TxBatch is Transmit on queue 0.
 func (s *Socket) TxBatch(q int, frames [][]byte) (int, error) {

@@ -26,6 +26,13 @@ type Config struct {
 	// TXRecheck bounds how long WaitTX parks before re-reading the transmit ring while
 	// transmit is backlogged; default 2ms.
 	TXRecheck time.Duration
+	// VnetHdr turns on PACKET_VNET_HDR: every frame Receive returns and Transmit takes
+	// starts with a VnetHdrLen-byte struct virtio_net_hdr carrying the GSO and checksum
+	// offload state, and frames up to MaxVnetFrame bytes (64 KB GSO super-frames) cross
+	// the socket whole. Receive blocks then default to VnetBlockSize (at least
+	// MinVnetBlockSize); transmit uses write(2) per frame (the kernel's packet_snd, which
+	// honours the header) instead of the TX ring, so the TX* fields are unused.
+	VnetHdr bool
 }
 
 // DefaultConfig is the per-port budget stated in the package documentation.
@@ -47,6 +54,9 @@ const (
 
 func (c Config) withDefaults() (Config, error) {
 	d := DefaultConfig
+	if c.VnetHdr {
+		d.BlockSize, d.BlockCount = VnetBlockSize, VnetBlockCount
+	}
 	if c.BlockSize == 0 {
 		c.BlockSize = d.BlockSize
 	}
@@ -77,6 +87,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("check config: TXFrameSize %d must be a power of two in 2048..%d: %w", c.TXFrameSize, page, ErrBadConfig)
 	case c.TXFrameCount < 2 || c.TXFrameCount > 1<<16 || (c.TXFrameCount*c.TXFrameSize)%page != 0:
 		return c, fmt.Errorf("check config: TXFrameCount %d must be in 2..%d and fill whole pages: %w", c.TXFrameCount, 1<<16, ErrBadConfig)
+	case c.VnetHdr && c.BlockSize < MinVnetBlockSize:
+		return c, fmt.Errorf("check config: BlockSize %d is below %d, too small for a GSO super-frame with VnetHdr: %w", c.BlockSize, MinVnetBlockSize, ErrBadConfig)
 	case c.TXRecheck < 0:
 		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, ErrBadConfig)
 	}
@@ -128,8 +140,10 @@ type Socket struct {
 	rxDone    <-chan struct{} // Done channel of the current RX wait's context (RX waiter only)
 
 	// Transmit side, owned by the transmitting goroutine.
-	tx      []byte // the transmit ring
-	txSlot  uint32 // slot size
+	tx      []byte         // the transmit ring
+	vnet    bool           // PACKET_VNET_HDR: frames carry a virtio_net_hdr; TX by write(2)
+	txPoll  [1]unix.PollFd // the TX waiter's poll(2) set (vnet mode: no ring to look at)
+	txSlot  uint32         // slot size
 	txSlots uint32
 	txHead  uint32 // next slot to fill
 	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of
@@ -162,7 +176,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: create socket: %w", ifname, err)
 	}
-	s := &Socket{ifname: ifname, ifindex: ifi.Index, recheck: cfg.TXRecheck}
+	s := &Socket{ifname: ifname, ifindex: ifi.Index, recheck: cfg.TXRecheck, vnet: cfg.VnetHdr}
 	s.pfd, err = sys.NewPollFD(fd, "afpacket:"+ifname)
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: %w", ifname, err)
@@ -181,6 +195,18 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 			return nil, fmt.Errorf("open afpacket on %s: set %s: %w", ifname, o.name, err)
 		}
 	}
+	if cfg.VnetHdr {
+		// Before the rings: the kernel refuses PACKET_VNET_HDR once they exist.
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
+			return nil, fmt.Errorf("open afpacket on %s: set PACKET_VNET_HDR: %w", ifname, err)
+		}
+		// Room for a few super-frames in flight (write(2) blocks on the socket's send
+		// buffer, not on ring slots); SO_SNDBUFFORCE needs CAP_NET_ADMIN, so fall back.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, vnetSndBuf); err != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, vnetSndBuf)
+		}
+		s.txPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+	}
 	rxReq := unix.TpacketReq3{
 		Block_size: cfg.BlockSize, Block_nr: cfg.BlockCount, Frame_size: 2048,
 		Frame_nr:       cfg.BlockSize / 2048 * cfg.BlockCount,
@@ -195,11 +221,14 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		Block_size: txBlock, Block_nr: cfg.TXFrameCount * cfg.TXFrameSize / txBlock,
 		Frame_size: cfg.TXFrameSize, Frame_nr: cfg.TXFrameCount,
 	}
-	if err := sys.SetTpacketReq3(fd, unix.PACKET_TX_RING, &txReq); err != nil {
-		return nil, fmt.Errorf("open afpacket on %s: set up %d-slot TX ring: %w", ifname, cfg.TXFrameCount, err)
+	txLen := 0
+	if !cfg.VnetHdr {
+		if err := sys.SetTpacketReq3(fd, unix.PACKET_TX_RING, &txReq); err != nil {
+			return nil, fmt.Errorf("open afpacket on %s: set up %d-slot TX ring: %w", ifname, cfg.TXFrameCount, err)
+		}
+		txLen = int(cfg.TXFrameCount * cfg.TXFrameSize)
 	}
 	rxLen := int(cfg.BlockSize * cfg.BlockCount)
-	txLen := int(cfg.TXFrameCount * cfg.TXFrameSize)
 	s.mem, err = unix.Mmap(fd, 0, rxLen+txLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: map rings: %w", ifname, err)
@@ -353,6 +382,9 @@ func (s *Socket) copyFrame(dst, blk []byte, h *unix.Tpacket3Hdr) int {
 		s.rxTrunc.Add(1)
 		return 0
 	}
+	if s.vnet {
+		return s.copyVnetFrame(dst, blk, h, start)
+	}
 	data := blk[start : start+h.Snaplen]
 	if h.Snaplen < h.Len {
 		s.rxTrunc.Add(1)
@@ -413,6 +445,9 @@ func (s *Socket) slotBusy(i uint32) bool {
 
 // txRoom reports (reading atomics only) whether a slot is free or about to be reaped.
 func (s *Socket) txRoom() bool {
+	if s.vnet {
+		return s.vnetWritable()
+	}
 	p := s.txPending.Load()
 	return p < s.txSlots || !s.slotBusy(s.txTail.Load())
 }
@@ -446,6 +481,9 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return 0, ErrClosed
+	}
+	if s.vnet {
+		return s.transmitVnet(frames), nil
 	}
 	if s.txSlots-s.txPending.Load() < uint32(len(frames)) {
 		s.reap()
@@ -519,8 +557,10 @@ func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
 			}
 			return nil
 		}
-		if err := s.kick(); err != nil {
-			return err
+		if !s.vnet {
+			if err := s.kick(); err != nil {
+				return err
+			}
 		}
 		slice := s.recheck
 		if timeout > 0 {
