@@ -43,6 +43,11 @@ type Dataplane struct {
 	ports    map[string]*Port // by port name "<switch>:<hostIfName>"
 	byLink   map[string]*Port // by host link name
 	byOwner  map[string]*Port
+	// Links and owners being attached or detached (outside mu): a
+	// second operation on either waits for the channel to close.
+	busyLink  map[string]chan struct{}
+	busyOwner map[string]chan struct{}
+	ops       sync.WaitGroup // claims in flight; Close waits for them
 
 	agingStop chan struct{}
 	agingDone chan struct{}
@@ -85,6 +90,7 @@ func New(cfg Config) (_ *Dataplane, err error) {
 		cfg: cfg, ns: -1, start: time.Now(),
 		switches: map[string]*swState{}, ports: map[string]*Port{},
 		byLink: map[string]*Port{}, byOwner: map[string]*Port{},
+		busyLink: map[string]chan struct{}{}, busyOwner: map[string]chan struct{}{},
 	}
 	if cfg.NetNS != "" {
 		h, err := netns.GetFromPath(cfg.NetNS)
@@ -309,20 +315,24 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 		d.mu.Unlock()
 		return nil
 	}
-	d.closed = true
-	ports := make([]*Port, 0, len(d.ports))
-	for _, p := range d.ports {
-		ports = append(ports, p)
-	}
+	d.closed = true // no new claims from here on
 	d.mu.Unlock()
 
 	d.stopWatch()
 	close(d.agingStop)
 	<-d.agingDone
-	var errs []error
+	// Attaches and detaches in flight finish first (an attach sees closed
+	// when it publishes and undoes itself).
+	d.ops.Wait()
 	d.mu.Lock()
+	ports := make([]*Port, 0, len(d.ports))
+	for _, p := range d.ports {
+		ports = append(ports, p)
+	}
+	var errs []error
 	for _, p := range ports {
-		errs = append(errs, d.detachLocked(p))
+		d.unlinkLocked(p)
+		errs = append(errs, p.teardown(d))
 	}
 	for _, name := range d.order {
 		s := d.switches[name]

@@ -19,6 +19,15 @@
 // the port's output queue as the port's vale.Deliverer. Ports are keyed by
 // owner and link: the same request again is a no-op.
 //
+// Only the bookkeeping is serialised: AttachPort claims the link and the
+// owner under the dataplane's mutex, sets the port up (socket, UMEM, XDP
+// program, adapter, output queue, bwrap) without it and takes it again to
+// publish the port; DetachPort unlinks and claims the port under it and
+// closes it without it. An operation on a claimed link or owner waits for
+// the claim, so a link's new socket never races its old one, and Close
+// waits for every claim. Attaches and detaches of different pods run in
+// parallel (a burst of CNI ADDs does not queue behind one lock).
+//
 // # Packet path
 //
 //	pod veth ─RX─▶ backend (AF_XDP/AF_PACKET) ─▶ generic adapter RX ring

@@ -96,36 +96,46 @@ func (p *Port) info() PortInfo {
 // Attaching the same link for the same owner again returns the existing
 // port; the link attached for another owner, or the owner with another
 // link, is EBUSY.
+//
+// The expensive part (socket, UMEM, XDP program, adapter, output queue,
+// bwrap) runs without the dataplane's lock: the link and the owner are
+// claimed first (a concurrent attach or detach of the same link or owner
+// waits for the claim), and the lock is taken again only to publish the
+// port. Attaches of different links run in parallel.
 func (d *Dataplane) AttachPort(ctx context.Context, req AttachRequest) (PortInfo, error) {
+	pol, err := d.checkAttach(ctx, req)
+	if err != nil {
+		return PortInfo{}, err
+	}
+	link, err := d.resolveLink(req.HostIfName, req.HostIfIndex)
+	if err != nil {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
+	}
+	return d.attach(ctx, req.Switch, req.Owner, link, pol)
+}
+
+// checkAttach validates a request and returns the port's policy.
+func (d *Dataplane) checkAttach(ctx context.Context, req AttachRequest) (PortPolicy, error) {
 	if err := ctx.Err(); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port: %w", err)
+		return PortPolicy{}, fmt.Errorf("attach port: %w", err)
 	}
 	if req.Owner == "" {
-		return PortInfo{}, fmt.Errorf("attach port: owner: must not be empty: %w", ErrInvalid)
+		return PortPolicy{}, fmt.Errorf("attach port: owner: must not be empty: %w", ErrInvalid)
 	}
 	if req.HostIfName == "" && req.HostIfIndex <= 0 {
-		return PortInfo{}, fmt.Errorf("attach port for %s: hostIfName or hostIfIndex is required: %w", req.Owner, ErrInvalid)
+		return PortPolicy{}, fmt.Errorf("attach port for %s: hostIfName or hostIfIndex is required: %w", req.Owner, ErrInvalid)
 	}
 	if len(req.HostIfName) > 15 {
-		return PortInfo{}, fmt.Errorf("attach port for %s: hostIfName %q longer than 15 bytes: %w", req.Owner, req.HostIfName, ErrInvalid)
+		return PortPolicy{}, fmt.Errorf("attach port for %s: hostIfName %q longer than 15 bytes: %w", req.Owner, req.HostIfName, ErrInvalid)
 	}
 	pol := d.cfg.DefaultPolicy
 	if req.Policy != nil {
 		pol = *req.Policy
 	}
 	if err := pol.Validate(); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
+		return PortPolicy{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
 	}
-	link, err := d.resolveLink(req.HostIfName, req.HostIfIndex)
-	if err != nil {
-		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, ErrClosed)
-	}
-	return d.attachLocked(req.Switch, req.Owner, link, pol)
+	return pol, nil
 }
 
 // resolveLink finds the host link by name and/or index.
@@ -150,28 +160,94 @@ func (d *Dataplane) resolveLink(name string, index int) (netlink.Link, error) {
 	return l, nil
 }
 
-func (d *Dataplane) attachLocked(swName, owner string, link netlink.Link, pol PortPolicy) (_ PortInfo, err error) {
-	s, err := d.switchFor(swName)
-	if err != nil {
-		return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
+// claim marks a link and an owner ("" for none) as being attached or
+// detached; the returned release drops the claim and wakes its waiters.
+// Close waits for every claim to be released before it tears down. d.mu
+// held, d.closed false.
+func (d *Dataplane) claimLocked(ifname, owner string) (release func()) {
+	ch := make(chan struct{})
+	d.busyLink[ifname] = ch
+	if owner != "" {
+		d.busyOwner[owner] = ch
 	}
-	ifname, ifindex := link.Attrs().Name, link.Attrs().Index
-	name := vale.JoinName(s.cfg.Name, ifname)
-	if p, ok := d.byLink[ifname]; ok {
-		if p.owner == owner && p.sw == s && p.ifindex == ifindex {
-			return p.info(), nil // idempotent
+	d.ops.Add(1)
+	return func() {
+		d.mu.Lock()
+		delete(d.busyLink, ifname)
+		if owner != "" && d.busyOwner[owner] == ch {
+			delete(d.busyOwner, owner)
 		}
-		return PortInfo{}, fmt.Errorf("attach port %s for %s: already attached as %s for %s: %w", name, owner, p.name, p.owner, ErrBusy)
+		d.mu.Unlock()
+		close(ch)
+		d.ops.Done()
 	}
-	if p, ok := d.byOwner[owner]; ok {
-		return PortInfo{}, fmt.Errorf("attach port %s for %s: the owner already has port %s: %w", name, owner, p.name, ErrBusy)
+}
+
+// waitClaim waits, with d.mu released, until a claim is released or ctx
+// ends; d.mu is held again on return.
+func (d *Dataplane) waitClaim(ctx context.Context, ch chan struct{}) error {
+	d.mu.Unlock()
+	defer d.mu.Lock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netlink.Link, pol PortPolicy) (_ PortInfo, err error) {
+	ifname, ifindex := link.Attrs().Name, link.Attrs().Index
+	d.mu.Lock()
+	var s *swState
+	var name string
+	for {
+		if d.closed {
+			d.mu.Unlock()
+			return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, ErrClosed)
+		}
+		s, err = d.switchFor(swName)
+		if err != nil {
+			d.mu.Unlock()
+			return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
+		}
+		name = vale.JoinName(s.cfg.Name, ifname)
+		if p, ok := d.byLink[ifname]; ok {
+			defer d.mu.Unlock()
+			if p.owner == owner && p.sw == s && p.ifindex == ifindex {
+				return p.info(), nil // idempotent
+			}
+			return PortInfo{}, fmt.Errorf("attach port %s for %s: already attached as %s for %s: %w", name, owner, p.name, p.owner, ErrBusy)
+		}
+		if p, ok := d.byOwner[owner]; ok {
+			d.mu.Unlock()
+			return PortInfo{}, fmt.Errorf("attach port %s for %s: the owner already has port %s: %w", name, owner, p.name, ErrBusy)
+		}
+		ch, ok := d.busyLink[ifname]
+		if !ok {
+			ch, ok = d.busyOwner[owner]
+		}
+		if !ok {
+			break
+		}
+		// Being attached or detached: wait, then look again (the same
+		// request in flight ends as an idempotent success).
+		if err := d.waitClaim(ctx, ch); err != nil {
+			d.mu.Unlock()
+			return PortInfo{}, fmt.Errorf("attach port %s for %s: wait for the link: %w", name, owner, err)
+		}
 	}
 	if ifname == s.tapName {
+		d.mu.Unlock()
 		return PortInfo{}, fmt.Errorf("attach port %s: that is the host port: %w", name, ErrInvalid)
 	}
 	if _, _, err := vale.ParseName(name); err != nil {
+		d.mu.Unlock()
 		return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
 	}
+	release := d.claimLocked(ifname, owner)
+	d.mu.Unlock()
+	defer release()
 
 	cl := cleanup.Make(nil)
 	defer func() {
@@ -224,12 +300,29 @@ func (d *Dataplane) attachLocked(swName, owner string, link netlink.Link, pol Po
 	}
 	p.vp = vp
 	s.classes.set(vp.Index(), pol)
+	cl.Add(func() error { s.classes.set(vp.Index(), PortPolicy{}); return nil })
+
+	if h := testAttachHook; h != nil {
+		h(ifname)
+	}
+	// Publish.
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", name, owner, ErrClosed)
+	}
 	cl.Release()
 	d.ports[name] = p
 	d.byLink[ifname] = p
 	d.byOwner[owner] = p
-	return p.info(), nil
+	info := p.info()
+	d.mu.Unlock()
+	return info, nil
 }
+
+// testAttachHook, when set by a test, runs in attach after the port is
+// set up and before it is published (without d.mu).
+var testAttachHook func(ifname string)
 
 // Adopt re-attaches a running pod's host link after an agent restart
 // without touching the link: it checks that the link's alias records owner
@@ -244,34 +337,100 @@ func (d *Dataplane) Adopt(ctx context.Context, req AttachRequest) (PortInfo, err
 		return PortInfo{}, fmt.Errorf("adopt port %s for %q: alias %q: %w", link.Attrs().Name, req.Owner, alias, ErrNotOwned)
 	}
 	req.HostIfName, req.HostIfIndex = link.Attrs().Name, link.Attrs().Index
-	return d.AttachPort(ctx, req)
+	pol, err := d.checkAttach(ctx, req)
+	if err != nil {
+		return PortInfo{}, err
+	}
+	return d.attach(ctx, req.Switch, req.Owner, link, pol)
 }
 
 // DetachPort detaches a pod port by name ("<switch>:<hostIfName>") or by
 // host link name, stops serving it and closes its sockets (which removes
-// the XDP program). Detaching a port that is not attached succeeds.
+// the XDP program). Detaching a port that is not attached succeeds. An
+// attach or detach of the same link in flight is waited for first, so
+// when DetachPort returns the link is no port (unless attached again
+// since) and its socket is closed.
 func (d *Dataplane) DetachPort(ctx context.Context, name string) error {
-	d.mu.Lock()
-	p, ok := d.ports[name]
-	if !ok {
-		p, ok = d.byLink[name]
+	ifname := name
+	if _, pn, err := vale.ParseName(name); err == nil {
+		ifname = pn
 	}
-	defer d.mu.Unlock()
-	if !ok || d.closed {
-		return nil
-	}
-	return d.detachLocked(p)
+	return d.detachWhere(ctx, "detach port "+name, ifname, func() (*Port, bool) {
+		p, ok := d.ports[name]
+		if !ok {
+			p, ok = d.byLink[name]
+		}
+		return p, ok
+	})
 }
 
 // DetachOwner detaches the port of an owner, if any.
 func (d *Dataplane) DetachOwner(ctx context.Context, owner string) error {
 	d.mu.Lock()
+	for {
+		if d.closed {
+			d.mu.Unlock()
+			return nil
+		}
+		ch, busy := d.busyOwner[owner]
+		if !busy {
+			break
+		}
+		if err := d.waitClaim(ctx, ch); err != nil {
+			d.mu.Unlock()
+			return fmt.Errorf("detach port of %s: wait for it: %w", owner, err)
+		}
+	}
 	p, ok := d.byOwner[owner]
-	defer d.mu.Unlock()
-	if !ok || d.closed {
+	d.mu.Unlock()
+	if !ok {
 		return nil
 	}
-	return d.detachLocked(p)
+	return d.detachWhere(ctx, "detach port of "+owner, p.hostIf, func() (*Port, bool) {
+		p, ok := d.byOwner[owner]
+		return p, ok
+	})
+}
+
+// detachWhere waits for any claim on ifname, finds the port with find
+// (d.mu held), unlinks and claims it, and tears it down without d.mu.
+func (d *Dataplane) detachWhere(ctx context.Context, what, ifname string, find func() (*Port, bool)) error {
+	d.mu.Lock()
+	for {
+		if d.closed {
+			d.mu.Unlock()
+			return nil
+		}
+		ch, busy := d.busyLink[ifname]
+		if !busy {
+			break
+		}
+		if err := d.waitClaim(ctx, ch); err != nil {
+			d.mu.Unlock()
+			return fmt.Errorf("%s: wait for the link: %w", what, err)
+		}
+	}
+	p, ok := find()
+	if !ok {
+		d.mu.Unlock()
+		return nil
+	}
+	if p.hostIf != ifname {
+		// Found through another key (an owner): claim the port's link too.
+		if ch, busy := d.busyLink[p.hostIf]; busy {
+			if err := d.waitClaim(ctx, ch); err != nil {
+				d.mu.Unlock()
+				return fmt.Errorf("%s: wait for the link: %w", what, err)
+			}
+			d.mu.Unlock()
+			return d.detachWhere(ctx, what, p.hostIf, find)
+		}
+	}
+	d.unlinkLocked(p)
+	release := d.claimLocked(p.hostIf, p.owner)
+	d.mu.Unlock()
+	defer release()
+	return p.teardown(d)
 }
 
 func (d *Dataplane) unlinkLocked(p *Port) {
@@ -280,19 +439,20 @@ func (d *Dataplane) unlinkLocked(p *Port) {
 	delete(d.byOwner, p.owner)
 }
 
-// detachLocked undoes attachLocked: the switch stops forwarding from and
-// to the port (waiting for passes in flight), then the queue stops and
-// detaches (waiting for if_start in flight on the workers), then the
-// backend closes. d.mu is held throughout, so an attach of the same link
-// waits until the old socket is gone (nothing on the packet path takes
-// d.mu).
-func (d *Dataplane) detachLocked(p *Port) error {
-	d.unlinkLocked(p)
+// teardown undoes attach for an unlinked port: the switch stops forwarding
+// from and to the port (waiting for passes in flight), then the queue
+// stops and detaches (waiting for if_start in flight on the workers), then
+// the backend closes (which releases the XDP program). It runs without
+// d.mu, under the port's claim, so a new attach of the same link waits
+// until the old socket is gone while other ports attach and detach in
+// parallel. The port's priority class is cleared before its switch index
+// is freed, so it never clobbers the class of a port that reuses it.
+func (p *Port) teardown(d *Dataplane) error {
+	p.sw.classes.set(p.vp.Index(), PortPolicy{})
 	var errs []error
 	if err := d.reg.Detach(p.name); err != nil && !errors.Is(err, vale.ErrNoPort) {
 		errs = append(errs, err)
 	}
-	p.sw.classes.set(p.vp.Index(), PortPolicy{})
 	errs = append(errs, p.oq.close())
 	p.ga.Put()
 	if err := errors.Join(errs...); err != nil {

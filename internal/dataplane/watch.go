@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/vishvananda/netlink"
@@ -38,16 +39,18 @@ func (d *Dataplane) watchLinks() error {
 	return nil
 }
 
-// linkGone detaches the port on a deleted link, if any.
+// linkGone detaches the port on a deleted link, if any. An attach of that
+// link in flight is waited for first (it may publish a port on the link
+// that just went away).
 func (d *Dataplane) linkGone(name string, index int) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	p, ok := d.byLink[name]
-	if !ok || p.ifindex != index || d.closed {
-		return
-	}
-	d.linksGone.Add(1)
-	_ = d.detachLocked(p) // the link is gone: nothing to report to
+	_ = d.detachWhere(context.Background(), "detach port on deleted link "+name, name, func() (*Port, bool) {
+		p, ok := d.byLink[name]
+		if !ok || p.ifindex != index {
+			return nil, false
+		}
+		d.linksGone.Add(1) // counted as it is unlinked: Port no longer finds it
+		return p, true
+	}) // the link is gone: nothing to report to
 }
 
 // stopWatch ends the subscription and waits for the watcher.
