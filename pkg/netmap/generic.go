@@ -17,7 +17,10 @@ import (
 type GenericBackend interface {
 	// Queues reports the number of TX and RX queues (>= 1 each).
 	Queues() (tx, rx int)
-	// FrameSize is the largest frame the backend carries (<= buffer size).
+	// FrameSize is the largest frame the backend carries (<= MaxGenericFrame).
+	// When it exceeds the buffer size the adapter runs in chain mode: frames
+	// longer than a buffer travel in the rings as NS_MOREFRAG slot chains,
+	// gathered into one frame for TxBatch and scattered from RxBatch's.
 	FrameSize() int
 	// TxBatch transmits frames on queue q in order and returns how many it
 	// accepted (a prefix); it must copy or finish with each frame before
@@ -61,6 +64,13 @@ type GenericAdapter struct {
 	b        GenericBackend
 	maxFrame int
 
+	bufSize int
+	chain   bool // chain mode: maxFrame > bufSize
+
+	txScratch [][]byte   // chain mode: per TX queue, where chains are gathered
+	rxScratch [][][]byte // chain mode: per RX queue, whole frames before scattering
+	rxSlots   int        // chain mode: slots one frame of maxFrame bytes needs
+
 	txFrames [][][]byte
 	txPos    [][]uint32
 	rxBufs   [][][]byte
@@ -71,13 +81,27 @@ type GenericAdapter struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	TxDropped atomic.Uint64 // frames dropped (multi-fragment or too long)
-	RxErrors  atomic.Uint64
-	TxErrors  atomic.Uint64
-	closed    atomic.Bool
+	TxDropped atomic.Uint64 // frames dropped (multi-fragment outside chain mode, or too long)
+	// TxChains and RxChains count frames that crossed as slot chains (chain mode).
+	TxChains atomic.Uint64
+	RxChains atomic.Uint64
+	RxErrors atomic.Uint64
+	TxErrors atomic.Uint64
+	closed   atomic.Bool
 }
 
 var _ Adapter = (*GenericAdapter)(nil)
+
+// Chain-mode sizing.
+const (
+	// MaxGenericFrame bounds a backend's FrameSize: a 64 KB GSO super-frame.
+	MaxGenericFrame = 65535
+	// genericTxScratchFrames and genericRxScratchFrames are how many
+	// maximal frames a queue gathers (TX) or imports (RX) per batch in chain
+	// mode.
+	genericTxScratchFrames = 4
+	genericRxScratchFrames = 8
+)
 
 // NewGenericAdapter wraps b. The adapter owns b and closes it in Dtor.
 func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*GenericAdapter, error) {
@@ -94,8 +118,8 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 	}
 	ntx, nrx := b.Queues()
 	fs := b.FrameSize()
-	if fs <= 0 || fs > cfg.BufSize {
-		return nil, fmt.Errorf("create generic adapter %q: frame size %d outside (0, %d]: %w", name, fs, cfg.BufSize, syscall.EINVAL)
+	if fs <= 0 || fs > MaxGenericFrame {
+		return nil, fmt.Errorf("create generic adapter %q: frame size %d outside (0, %d]: %w", name, fs, MaxGenericFrame, syscall.EINVAL)
 	}
 	if ntx <= 0 || nrx <= 0 || ntx > 256 || nrx > 256 {
 		return nil, fmt.Errorf("create generic adapter %q: queues %d/%d outside [1, 256]: %w", name, ntx, nrx, syscall.EINVAL)
@@ -111,7 +135,7 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		return nil, fmt.Errorf("create generic adapter %q: pool has %d free buffers, need %d: %w",
 			name, pool.Available(), int(cfg.Slots)*(ntx+1+nrx+1), syscall.EINVAL)
 	}
-	g := &GenericAdapter{b: b, maxFrame: fs}
+	g := &GenericAdapter{b: b, maxFrame: fs, bufSize: cfg.BufSize, chain: fs > cfg.BufSize}
 	flags := NAFMemOwner
 	if cfg.HostRings {
 		flags |= NAFHostRings
@@ -132,6 +156,24 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		g.txFrames[i] = make([][]byte, 0, cfg.Slots)
 		g.txPos[i] = make([]uint32, 0, cfg.Slots)
 		g.txWant[i] = make(chan struct{}, 1)
+	}
+	if g.chain {
+		g.rxSlots = (fs + cfg.BufSize - 1) / cfg.BufSize
+		if g.rxSlots > int(cfg.Slots)-1 {
+			return nil, fmt.Errorf("create generic adapter %q: a %d-byte frame needs %d slots of %d bytes, the rings have %d: %w",
+				name, fs, g.rxSlots, cfg.BufSize, cfg.Slots, syscall.EINVAL)
+		}
+		g.txScratch = make([][]byte, ntx)
+		for i := range g.txScratch {
+			g.txScratch[i] = make([]byte, genericTxScratchFrames*fs)
+		}
+		g.rxScratch = make([][][]byte, nrx)
+		for i := range g.rxScratch {
+			g.rxScratch[i] = make([][]byte, genericRxScratchFrames)
+			for j := range g.rxScratch[i] {
+				g.rxScratch[i][j] = make([]byte, fs)
+			}
+		}
 	}
 	g.rxBufs = make([][][]byte, nrx)
 	g.rxLens = make([][]int, nrx)
@@ -223,44 +265,100 @@ func (g *GenericAdapter) txLoop(ctx context.Context, q int) {
 }
 
 // TxSync is generic_netmap_txsync: hand [hwcur, rhead) to the backend in one
-// batch. Multi-fragment packets are dropped (counted) — the generic path
-// carries single-buffer frames only.
+// batch. Multi-fragment packets are dropped (counted) unless the adapter is in
+// chain mode, where each NS_MOREFRAG chain is gathered into one frame (in a
+// per-queue scratch area; a full area is handed over first). A chain whose
+// last slot is not yet in [hwcur, rhead) waits for the next sync.
 func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
 	q := int(k.RingID)
 	frames, pos := g.txFrames[q][:0], g.txPos[q][:0]
 	head := k.RHead
-	inFrag := false
-	first := head // slot of frames[0]
-	for i := k.NrHwcur.Load(); i != head; i = k.Next(i) {
+	end := head      // where the scan stopped
+	first := head    // slot of frames[0]
+	newHwcur := head // where the next sync resumes
+	used := 0        // bytes of txScratch[q] holding gathered chains
+	full := true     // the backend took everything offered
+	inFrag := false  // outside chain mode: inside a chain being dropped
+	var err error
+	for i := k.NrHwcur.Load(); i != head; {
 		s := &k.Ring.Slot[i]
-		frag := inFrag || s.Flags&MoreFrag != 0
-		inFrag = s.Flags&MoreFrag != 0
-		buf := g.Mem.Buf(s.BufIdx)
-		if frag || buf == nil || int(s.Len) > g.maxFrame || int(s.Len) > len(buf) {
-			g.TxDropped.Add(1)
+		if s.Flags&MoreFrag == 0 || !g.chain {
+			next := k.Next(i)
+			frag := inFrag || s.Flags&MoreFrag != 0
+			inFrag = s.Flags&MoreFrag != 0
+			buf := g.Mem.Buf(s.BufIdx)
+			if frag || buf == nil || int(s.Len) > g.maxFrame || int(s.Len) > len(buf) {
+				g.TxDropped.Add(1)
+			} else {
+				if len(frames) == 0 {
+					first = i
+				}
+				frames = append(frames, buf[:s.Len])
+				pos = append(pos, next)
+			}
+			i = next
 			continue
 		}
+		// Chain mode, a chain starts at i: find its last slot and its length.
+		total, bad, j := 0, false, i
+		for {
+			sj := &k.Ring.Slot[j]
+			buf := g.Mem.Buf(sj.BufIdx)
+			if buf == nil || int(sj.Len) > len(buf) {
+				bad = true
+			}
+			total += int(sj.Len)
+			if sj.Flags&MoreFrag == 0 {
+				break
+			}
+			if j = k.Next(j); j == head {
+				break
+			}
+		}
+		if j == head { // incomplete: resume at its first slot
+			end = i
+			break
+		}
+		next := k.Next(j)
+		if bad || total > g.maxFrame {
+			g.TxDropped.Add(1)
+			i = next
+			continue
+		}
+		if used+total > len(g.txScratch[q]) {
+			var resume uint32
+			resume, full, err = g.txFlush(q, frames, pos, first)
+			frames, pos, used = frames[:0], pos[:0], 0
+			if !full || err != nil {
+				newHwcur = resume
+				end = resume
+				break
+			}
+		}
+		dst := g.txScratch[q][used : used+total]
+		off := 0
+		for c := i; ; c = k.Next(c) {
+			sc := &k.Ring.Slot[c]
+			off += copy(dst[off:], g.Mem.Buf(sc.BufIdx)[:sc.Len])
+			if c == j {
+				break
+			}
+		}
+		used += total
 		if len(frames) == 0 {
 			first = i
 		}
-		frames = append(frames, buf[:s.Len])
-		pos = append(pos, k.Next(i))
+		frames = append(frames, dst)
+		pos = append(pos, next)
+		g.TxChains.Add(1)
+		i = next
 	}
-	newHwcur := head
-	var err error
-	if len(frames) > 0 {
-		var n int
-		n, err = g.b.TxBatch(q, frames)
-		if n < len(frames) {
-			// frames[n] was not accepted: resume there next time.
-			if n == 0 {
-				newHwcur = first // dropped slots before it are consumed
-			} else {
-				newHwcur = pos[n-1]
-			}
-			select {
-			case g.txWant[q] <- struct{}{}:
-			default:
+	if full && err == nil {
+		newHwcur = end
+		if len(frames) > 0 {
+			newHwcur, full, err = g.txFlush(q, frames, pos, first)
+			if full {
+				newHwcur = end
 			}
 		}
 	}
@@ -273,39 +371,41 @@ func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
 	return nil
 }
 
+// txFlush hands frames (their slots end at pos, the first starts at first)
+// to the backend. When it takes fewer it returns where to resume (dropped
+// slots before the first frame are consumed) and asks the TX goroutine to
+// wait for room.
+func (g *GenericAdapter) txFlush(q int, frames [][]byte, pos []uint32, first uint32) (resume uint32, all bool, err error) {
+	n, err := g.b.TxBatch(q, frames)
+	if n >= len(frames) {
+		return 0, true, err
+	}
+	resume = first
+	if n > 0 {
+		resume = pos[n-1]
+	}
+	select {
+	case g.txWant[q] <- struct{}{}:
+	default:
+	}
+	return resume, false, err
+}
+
 // RxSync is generic_netmap_rxsync: release [hwcur, rhead), then import up to
-// the free slots from the backend. Imported slots get nkr_slot_flags.
+// the free slots from the backend. Imported slots get nkr_slot_flags. In chain
+// mode frames are imported whole into a per-queue scratch area (as many as the
+// free slots hold at the largest frame size) and scattered over consecutive
+// slots, every slot but a frame's last with NS_MOREFRAG.
 func (g *GenericAdapter) RxSync(k *Kring, flags SyncFlags) error {
 	q := int(k.RingID)
 	k.NrHwcur.Store(k.RHead)
 	hwtail := k.NrHwtail.Load()
 	free := k.NumSlots - 1 - k.Dist(k.RHead, hwtail)
-	bufs := g.rxBufs[q][:0]
-	for i, j := uint32(0), hwtail; i < free; i, j = i+1, k.Next(j) {
-		s := &k.Ring.Slot[j]
-		if !g.Mem.Valid(s.BufIdx) { // repaired by reinit: give it a buffer back
-			idx, err := g.Mem.Alloc()
-			if err != nil {
-				break
-			}
-			s.BufIdx = idx
-		}
-		bufs = append(bufs, g.Mem.Buf(s.BufIdx))
-	}
 	var err error
-	if len(bufs) > 0 {
-		var n int
-		lens := g.rxLens[q][:len(bufs)]
-		n, err = g.b.RxBatch(q, bufs, lens)
-		j := hwtail
-		for i := 0; i < n; i++ {
-			s := &k.Ring.Slot[j]
-			s.Len = uint16(lens[i])
-			s.Flags = k.NkrSlotFlags
-			j = k.Next(j)
-		}
-		k.NrHwtail.Store(j)
-		clear(bufs)
+	if g.chain {
+		err = g.rxChains(k, q, hwtail, free)
+	} else {
+		err = g.rxSingle(k, q, hwtail, free)
 	}
 	k.NrKflags.And(^KringPendIntr)
 	select { // re-arm the RX "interrupt"
@@ -316,6 +416,82 @@ func (g *GenericAdapter) RxSync(k *Kring, flags SyncFlags) error {
 		return fmt.Errorf("rxsync %s: %w", k.Name, err)
 	}
 	return nil
+}
+
+// slotBuf returns slot j's buffer, giving the slot a new one if reinit left
+// it invalid (nil when the pool is empty).
+func (g *GenericAdapter) slotBuf(s *Slot) []byte {
+	if !g.Mem.Valid(s.BufIdx) {
+		idx, err := g.Mem.Alloc()
+		if err != nil {
+			return nil
+		}
+		s.BufIdx = idx
+	}
+	return g.Mem.Buf(s.BufIdx)
+}
+
+func (g *GenericAdapter) rxSingle(k *Kring, q int, hwtail, free uint32) error {
+	bufs := g.rxBufs[q][:0]
+	for i, j := uint32(0), hwtail; i < free; i, j = i+1, k.Next(j) {
+		buf := g.slotBuf(&k.Ring.Slot[j])
+		if buf == nil {
+			break
+		}
+		bufs = append(bufs, buf)
+	}
+	if len(bufs) == 0 {
+		return nil
+	}
+	lens := g.rxLens[q][:len(bufs)]
+	n, err := g.b.RxBatch(q, bufs, lens)
+	j := hwtail
+	for i := 0; i < n; i++ {
+		s := &k.Ring.Slot[j]
+		s.Len = uint16(lens[i])
+		s.Flags = k.NkrSlotFlags
+		j = k.Next(j)
+	}
+	k.NrHwtail.Store(j)
+	clear(bufs)
+	return err
+}
+
+func (g *GenericAdapter) rxChains(k *Kring, q int, hwtail, free uint32) error {
+	nf := min(int(free)/g.rxSlots, len(g.rxScratch[q]))
+	if nf == 0 {
+		return nil
+	}
+	lens := g.rxLens[q][:nf]
+	n, err := g.b.RxBatch(q, g.rxScratch[q][:nf], lens)
+	j := hwtail
+frames:
+	for i := 0; i < n; i++ {
+		f := g.rxScratch[q][i][:min(lens[i], g.maxFrame)]
+		if len(f) > g.bufSize {
+			g.RxChains.Add(1)
+		}
+		start := j
+		for len(f) > 0 {
+			s := &k.Ring.Slot[j]
+			buf := g.slotBuf(s)
+			if buf == nil { // pool exhausted: drop this frame and the rest
+				g.RxErrors.Add(1)
+				j = start
+				break frames
+			}
+			c := copy(buf, f)
+			f = f[c:]
+			s.Len = uint16(c)
+			s.Flags = k.NkrSlotFlags
+			if len(f) > 0 {
+				s.Flags |= MoreFrag
+			}
+			j = k.Next(j)
+		}
+	}
+	k.NrHwtail.Store(j)
+	return err
 }
 
 // Dtor stops the goroutines (if still running) and closes the backend.

@@ -1,0 +1,189 @@
+package netmap
+
+import (
+	"bytes"
+	"testing"
+)
+
+// chainFrame is a frame of n bytes whose content depends on seq and position.
+func chainFrame(n int, seq byte) []byte {
+	f := make([]byte, n)
+	for i := range f {
+		f[i] = seq + byte(i*13)
+	}
+	return f
+}
+
+// putChain writes f on TX ring r as a slot chain of bufSize-byte fragments.
+func putChain(r *Ring, f []byte, bufSize int) {
+	for len(f) > 0 {
+		s := &r.Slot[r.Head]
+		c := copy(r.Buf(r.Head), f[:min(len(f), bufSize)])
+		f = f[c:]
+		s.Len = uint16(c)
+		s.Flags = 0
+		if len(f) > 0 {
+			s.Flags = MoreFrag
+		}
+		r.Advance(r.Next(r.Head))
+	}
+}
+
+// readChains collects the frames on RX ring r, joining NS_MOREFRAG chains, and
+// returns how many slots the longest one used.
+func readChains(r *Ring) (frames [][]byte, maxSlots int) {
+	var cur []byte
+	slots := 0
+	for !r.Empty() {
+		s := &r.Slot[r.Cur]
+		cur = append(cur, r.Buf(r.Cur)[:s.Len]...)
+		slots++
+		if s.Flags&MoreFrag == 0 {
+			frames = append(frames, cur)
+			maxSlots = max(maxSlots, slots)
+			cur, slots = nil, 0
+		}
+		r.Advance(r.Next(r.Cur))
+	}
+	return frames, maxSlots
+}
+
+// In chain mode (backend frames larger than a buffer) the generic adapter
+// gathers TX chains into whole frames and scatters received frames over
+// chains; outside it chains are still dropped (TestGenericAdapterGoroutines).
+func TestGenericChains(t *testing.T) {
+	nm := New(Config{})
+	b := newMemBackend(1, 1)
+	b.frame = 20000
+	g, err := NewGenericAdapter("eth0", b, GenericConfig{Slots: 64, Native: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nm.Attach(g); err != nil {
+		t.Fatal(err)
+	}
+	h := nm.Open()
+	defer h.Close()
+	mustRegister(t, h, Req{Name: "eth0"})
+	bs := int(g.Mem.BufSize())
+
+	// TX: a small frame, a 3-slot chain, an oversize chain (dropped), a 10-slot chain.
+	small, mid, big := chainFrame(100, 1), chainFrame(2*bs+7, 2), chainFrame(20000, 3)
+	tx := h.TxRing(0)
+	putChain(tx, small, bs)
+	putChain(tx, mid, bs)
+	putChain(tx, chainFrame(20001, 4), bs)
+	putChain(tx, big, bs)
+	if err := h.TxSync(); err != nil {
+		t.Fatal(err)
+	}
+	sent := b.sentFrames(0)
+	if len(sent) != 3 || !bytes.Equal(sent[0], small) || !bytes.Equal(sent[1], mid) || !bytes.Equal(sent[2], big) {
+		t.Fatalf("sent %d frames (want small, 3-slot and 10-slot chains, gathered)", len(sent))
+	}
+	if g.TxDropped.Load() != 1 || g.TxChains.Load() != 2 {
+		t.Errorf("TxDropped %d, TxChains %d; want 1, 2", g.TxDropped.Load(), g.TxChains.Load())
+	}
+
+	// TX: an incomplete chain waits for its end; the scratch area filling up
+	// and a backend taking one frame per call still deliver everything in order.
+	putChain(tx, big, bs)
+	tx.Slot[(tx.Head+uint32(len(tx.Slot))-1)%uint32(len(tx.Slot))].Flags |= MoreFrag // the user has not written the end yet
+	if err := h.TxSync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.sentFrames(0)) != 3 {
+		t.Fatal("an incomplete chain was sent")
+	}
+	tx.Slot[(tx.Head+uint32(len(tx.Slot))-1)%uint32(len(tx.Slot))].Flags &^= MoreFrag
+	b.mu.Lock()
+	b.txCap = 1
+	b.mu.Unlock()
+	for i := 0; i < 4; i++ {
+		putChain(tx, chainFrame(bs+1, byte(10+i)), bs)
+	}
+	for i := 0; i < 8 && len(b.sentFrames(0)) < 8; i++ {
+		if err := h.TxSync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sent = b.sentFrames(0)
+	if len(sent) != 8 || !bytes.Equal(sent[3], big) {
+		t.Fatalf("sent %d frames; want 8 with the completed chain 4th", len(sent))
+	}
+	for i := 0; i < 4; i++ {
+		if !bytes.Equal(sent[4+i], chainFrame(bs+1, byte(10+i))) {
+			t.Errorf("frame %d differs", 4+i)
+		}
+	}
+
+	// Five 10-slot chains overflow the 4-frame scratch area: it is flushed midway.
+	b.mu.Lock()
+	b.txCap = 0
+	b.mu.Unlock()
+	for i := 0; i < 5; i++ {
+		putChain(tx, chainFrame(20000, byte(20+i)), bs)
+	}
+	if err := h.TxSync(); err != nil {
+		t.Fatal(err)
+	}
+	sent = b.sentFrames(0)
+	if len(sent) != 13 {
+		t.Fatalf("sent %d frames; want 13", len(sent))
+	}
+	for i := 0; i < 5; i++ {
+		if !bytes.Equal(sent[8+i], chainFrame(20000, byte(20+i))) {
+			t.Errorf("frame %d differs", 8+i)
+		}
+	}
+
+	// RX: whole frames are scattered over chains.
+	b.inject(0, small, big, mid)
+	if err := h.RxSync(); err != nil {
+		t.Fatal(err)
+	}
+	got, maxSlots := readChains(h.RxRing(0))
+	if len(got) != 3 || !bytes.Equal(got[0], small) || !bytes.Equal(got[1], big) || !bytes.Equal(got[2], mid) {
+		t.Fatalf("received %d frames; want the three injected, intact", len(got))
+	}
+	if want := (len(big) + bs - 1) / bs; maxSlots != want {
+		t.Errorf("longest chain %d slots; want %d", maxSlots, want)
+	}
+	if g.RxChains.Load() != 2 {
+		t.Errorf("RxChains %d; want 2", g.RxChains.Load())
+	}
+	// More frames than free slots hold at the largest size wait in the backend.
+	many := make([][]byte, 12)
+	for i := range many {
+		many[i] = chainFrame(1000, byte(i))
+	}
+	b.inject(0, many...)
+	var all [][]byte
+	for i := 0; i < 10 && len(all) < len(many); i++ {
+		if err := h.RxSync(); err != nil {
+			t.Fatal(err)
+		}
+		f, _ := readChains(h.RxRing(0))
+		all = append(all, f...)
+	}
+	if len(all) != len(many) {
+		t.Fatalf("received %d of %d frames", len(all), len(many))
+	}
+	for i := range many {
+		if !bytes.Equal(all[i], many[i]) {
+			t.Errorf("frame %d differs", i)
+		}
+	}
+}
+
+func TestGenericChainConfig(t *testing.T) {
+	b := newMemBackend(1, 1)
+	b.frame = MaxGenericFrame + 1
+	if _, err := NewGenericAdapter("x", b, GenericConfig{Slots: 64}); err == nil {
+		t.Error("frame size above MaxGenericFrame accepted")
+	}
+	b.frame = 65535
+	if _, err := NewGenericAdapter("x", b, GenericConfig{Slots: 16}); err == nil {
+		t.Error("16-slot rings accepted for 33-slot chains")
+	}
+}
