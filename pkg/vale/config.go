@@ -39,6 +39,15 @@ const (
 	MaxSwitchesHi = 1024
 )
 
+// Virtio-net header lengths a switch accepts (NETMAP_BDG_VNET_HDR): none,
+// struct virtio_net_hdr, and struct virtio_net_hdr_mrg_rxbuf (the TAP's and
+// AF_PACKET's choices).
+const (
+	VnetHdrNone   = 0
+	VnetHdrLen    = 10
+	VnetHdrMrgLen = 12
+)
+
 // Config is the per-switch configuration. Start from DefaultConfig, change
 // fields, and let NewSwitch/CreateSwitch validate it.
 type Config struct {
@@ -57,6 +66,13 @@ type Config struct {
 	// Aging is how long a learned entry lives without being refreshed.
 	// 0 disables aging; otherwise [1s, 24h].
 	Aging time.Duration
+	// VnetHdrLen is the virtio-net header every frame of every port of
+	// this switch starts with (0, 10 or 12): the switch forwards the header
+	// and the frame as one unit (the lookup reads the Ethernet header after
+	// it), so ports exchange GSO super-frames and partial checksums with
+	// the kernel untouched. All ports must use this length; the switch
+	// converts nothing. MaxFrame counts the header.
+	VnetHdrLen int
 }
 
 // DefaultConfig returns VALE's defaults.
@@ -82,6 +98,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("validate config: max frame %d not in [%d, %d]: %w", c.MaxFrame, MinFrame, MaxFrameHi, ErrInvalid)
 	case c.FDBSize < MinFDBSize || c.FDBSize > MaxFDBSize || c.FDBSize&(c.FDBSize-1) != 0:
 		return fmt.Errorf("validate config: fdb size %d is not a power of two in [%d, %d]: %w", c.FDBSize, MinFDBSize, MaxFDBSize, ErrInvalid)
+	case c.VnetHdrLen != VnetHdrNone && c.VnetHdrLen != VnetHdrLen && c.VnetHdrLen != VnetHdrMrgLen:
+		return fmt.Errorf("validate config: vnet header length %d is not %d, %d or %d: %w", c.VnetHdrLen, VnetHdrNone, VnetHdrLen, VnetHdrMrgLen, ErrInvalid)
 	case c.Aging != 0 && (c.Aging < MinAging || c.Aging > MaxAging):
 		return fmt.Errorf("validate config: aging %v is neither 0 (off) nor in [%v, %v]: %w", c.Aging, MinAging, MaxAging, ErrInvalid)
 	}

@@ -56,7 +56,7 @@ func (c *fwdCtx) gather(slots []netmap.Slot, pool *netmap.Pool, from, to uint32,
 		c.st.inFrames++
 		c.st.inBytes += uint64(total)
 		switch {
-		case bad || frags > maxFrags || len(c.bufs[first]) < ethHeaderLen:
+		case bad || frags > maxFrags || len(c.bufs[first]) < c.hdrLen+ethHeaderLen:
 			c.st.drops[DropBadFrame]++
 			nb = first // reuse the scratch entries
 		case total > maxFrame:

@@ -124,8 +124,12 @@
 //   - Senders to a bwrap'd adapter's TX ring serialise on the copy (a TX
 //     ring has no lease protocol); VALE ports' RX rings use leases.
 //   - NS_INDIRECT slots (data at a user pointer) are dropped as bad frames,
-//     and virtio-net headers (VNET_HDR other than 0) are refused with
-//     EOPNOTSUPP.
+//     and the virtio-net header length is per switch (Config.VnetHdrLen,
+//     0, 10 or 12) rather than per port: every port of the switch carries
+//     it before each frame and the switch forwards it with the frame as
+//     plain bytes (no software segmentation or checksum when lengths
+//     differ, as VALE's bdg_mismatch_datapath does); NETMAP_BDG_VNET_HDR
+//     succeeds only for the switch's own length (else EOPNOTSUPP).
 //   - A switch made by CreateSwitch survives without ports until
 //     DestroySwitch (the agent configures switches before pods exist).
 package vale

@@ -22,6 +22,7 @@ type fwdCtx struct {
 	frames  []Frame  // the batch, in source order
 	bufs    [][]byte // fragment data, one per source slot; Frame.slot indexes it
 	maxLen  int32    // longest frame in the batch
+	hdrLen  int      // the switch's virtio-net header length (Config.VnetHdrLen)
 	heads   []int32  // per destination port: first frame, or listEmpty/listDone
 	tails   []int32  // per destination port: last frame
 	touched []uint16 // destinations with a list, in first-seen order

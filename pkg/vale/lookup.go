@@ -20,8 +20,10 @@ const (
 // engine fills Data, Len and Flags; the lookup sets Dst.
 type Frame struct {
 	// Data is the first fragment: the whole frame unless Flags of the
-	// source slots chained more (NS_MOREFRAG). It holds at least the
-	// Ethernet header (the engine drops shorter frames before the lookup).
+	// source slots chained more (NS_MOREFRAG). On a switch with a
+	// VnetHdrLen it starts with that header, and the Ethernet header
+	// follows it. It holds at least the (virtio-net and) Ethernet header
+	// (the engine drops shorter frames before the lookup).
 	Data []byte
 	// Len is the frame length over all fragments.
 	Len int32
@@ -57,6 +59,7 @@ type Lookup interface {
 // multicast. When a port sends many frames from the same source MAC in a
 // row, the table is touched once per batch instead of once per frame.
 type Learning struct {
+	hdr  int // virtio-net header before the Ethernet header
 	fdb  *FDB
 	last []atomic.Uint64 // per source port: last learned MAC | lastValid
 }
@@ -76,6 +79,20 @@ func NewLearning(fdb *FDB, maxPorts int) (*Learning, error) {
 	return &Learning{fdb: fdb, last: make([]atomic.Uint64, maxPorts)}, nil
 }
 
+// NewLearningVnet is NewLearning for a switch whose frames start with a
+// vnetHdrLen-byte virtio-net header (Config.VnetHdrLen).
+func NewLearningVnet(fdb *FDB, maxPorts, vnetHdrLen int) (*Learning, error) {
+	if vnetHdrLen < 0 || vnetHdrLen > VnetHdrMrgLen {
+		return nil, fmt.Errorf("new learning lookup: vnet header length %d not in [0, %d]: %w", vnetHdrLen, VnetHdrMrgLen, ErrInvalid)
+	}
+	l, err := NewLearning(fdb, maxPorts)
+	if err != nil {
+		return nil, err
+	}
+	l.hdr = vnetHdrLen
+	return l, nil
+}
+
 // FDB returns the forwarding table.
 func (l *Learning) FDB() *FDB { return l.fdb }
 
@@ -93,10 +110,11 @@ func (l *Learning) Lookup(src uint16, frames []Frame, now int64) {
 	for i := range frames {
 		f := &frames[i]
 		b := f.Data
-		if len(b) < 14 {
+		if len(b) < l.hdr+14 {
 			f.Dst = DstDrop
 			continue
 		}
+		b = b[l.hdr:]
 		if b[6]&1 == 0 && f.Flags&FlagNoLearn == 0 {
 			smac := binary.LittleEndian.Uint64(b[4:12]) >> 16
 			if smac|lastValid == last {

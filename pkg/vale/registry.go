@@ -470,12 +470,31 @@ func (r *Registry) bridgeCtl(nm *netmap.Netmap, req *netmap.Req) error {
 	case netmap.BdgList:
 		return r.list(req)
 	case netmap.BdgVnetHdr:
-		if req.Arg1 == 0 {
-			return nil
-		}
-		return fmt.Errorf("set vnet header on %s: length %d: virtio-net headers are not supported: %w", req.Name, req.Arg1, ErrNotSupported)
+		return r.checkVnetHdr(req.Name, int(req.Arg1))
 	}
 	return fmt.Errorf("bridge command %d on %s: %w", req.Cmd, req.Name, syscall.EINVAL)
+}
+
+// checkVnetHdr is NETMAP_BDG_VNET_HDR. The header length is a property of
+// the whole switch (Config.VnetHdrLen): the request succeeds when it asks
+// for the length the port's switch already uses (0 on a switch of a name
+// not created yet), and fails with ErrNotSupported otherwise, since the
+// switch does not convert between header lengths.
+func (r *Registry) checkVnetHdr(name string, l int) error {
+	swn, _, err := ParseName(name)
+	if err != nil {
+		return fmt.Errorf("set vnet header on %s: %w", name, err)
+	}
+	r.nm.Lock()
+	have := 0
+	if s, ok := r.switches[swn]; ok {
+		have = s.cfg.VnetHdrLen
+	}
+	r.nm.Unlock()
+	if l != have {
+		return fmt.Errorf("set vnet header on %s: length %d: the switch uses %d and does not convert: %w", name, l, have, ErrNotSupported)
+	}
+	return nil
 }
 
 // bdgHost is NETMAP_BDG_HOST in nr_arg1: also attach the host rings.

@@ -47,7 +47,7 @@ func newSwitch(r *Registry, name string, cfg Config, slot int) (*Switch, error) 
 	if err != nil {
 		return nil, fmt.Errorf("create switch %q: %w", name, err)
 	}
-	l, err := NewLearning(fdb, cfg.MaxPorts)
+	l, err := NewLearningVnet(fdb, cfg.MaxPorts, cfg.VnetHdrLen)
 	if err != nil {
 		return nil, fmt.Errorf("create switch %q: %w", name, err)
 	}
@@ -81,7 +81,9 @@ func (s *Switch) getCtx() *fwdCtx {
 		return c
 	}
 	s.ctxMu.Unlock()
-	return newFwdCtx(s.cfg.BatchSize, s.cfg.MaxPorts)
+	c := newFwdCtx(s.cfg.BatchSize, s.cfg.MaxPorts)
+	c.hdrLen = s.cfg.VnetHdrLen
+	return c
 }
 
 func (s *Switch) putCtx(c *fwdCtx) {
