@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -52,6 +53,17 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	flag.Parse()
+	// A fuzzing run (the coordinator and each worker run TestMain) needs no
+	// API server: starting one per worker only slows the fuzzer down.
+	if f := flag.Lookup("test.fuzz"); f != nil && f.Value.String() != "" {
+		envSkip = "fuzzing: envtest not started"
+		return m.Run()
+	}
+	if f := flag.Lookup("test.fuzzworker"); f != nil && f.Value.String() == "true" {
+		envSkip = "fuzz worker: envtest not started"
+		return m.Run()
+	}
 	assets := envtestAssets()
 	for _, b := range []string{"kube-apiserver", "etcd"} {
 		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
