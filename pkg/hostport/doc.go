@@ -14,6 +14,10 @@
 // WaitRX, WaitTX, Close) and implements netmap.GenericBackend. A TAP moves one frame per
 // read(2)/write(2), so a batch is a loop of non-blocking system calls that stops at EAGAIN;
 // waiting is through the Go netpoller (the TAP descriptor is pollable), so an idle host port
-// costs no CPU. The device is created with IFF_NO_PI and without IFF_VNET_HDR: the host stack
-// therefore completes checksums and segments before frames reach the switch.
+// costs no CPU. By default the device is created with IFF_NO_PI and without IFF_VNET_HDR: the
+// host stack therefore completes checksums and segments before frames reach the switch. In
+// offload mode (Config.VnetHdr) it adds IFF_VNET_HDR, a 10-byte header and TUNSETOFFLOAD
+// (checksum, TSO4/6, ECN): frames read and written start with a struct virtio_net_hdr and
+// TCP super-frames up to 64 KB cross unsegmented, for a switch whose ports all carry that
+// header (vale.Config.VnetHdrLen 10).
 package hostport

@@ -31,7 +31,21 @@ type Config struct {
 	Addrs []netip.Prefix
 	// TXQueueLen is the device's transmit queue length; 0 keeps the default (1000).
 	TXQueueLen int
+	// VnetHdr opens the TAP in offload mode (IFF_VNET_HDR, TUNSETVNETHDRSZ
+	// 10, TUNSETOFFLOAD checksum + TSO4/6 + ECN): every frame read or
+	// written starts with a 10-byte struct virtio_net_hdr, and the host
+	// stack hands over (and takes) unsegmented TCP super-frames up to
+	// MaxVnetFrame bytes with partial checksums.
+	VnetHdr bool
 }
+
+// Offload mode sizes.
+const (
+	// VnetHdrLen is sizeof(struct virtio_net_hdr).
+	VnetHdrLen = 10
+	// MaxVnetFrame is the largest header + frame in offload mode.
+	MaxVnetFrame = 65535
+)
 
 // Stats are the port's counters.
 type Stats struct {
@@ -49,6 +63,7 @@ type Port struct {
 	name    string
 	ifindex int
 	mtu     int
+	vnet    bool
 	pfd     *sys.PollFD
 	undo    func() error
 	closed  atomic.Bool
@@ -111,6 +126,9 @@ func Open(cfg Config) (*Port, error) {
 	var ifr ifreqFlags
 	copy(ifr.name[:], cfg.Name)
 	ifr.flags = unix.IFF_TAP | unix.IFF_NO_PI
+	if cfg.VnetHdr {
+		ifr.flags |= unix.IFF_VNET_HDR
+	}
 	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETIFF, uintptr(unsafe.Pointer(&ifr))); e != 0 {
 		unix.Close(fd)
 		if e == unix.EBUSY {
@@ -118,7 +136,7 @@ func Open(cfg Config) (*Port, error) {
 		}
 		return nil, fmt.Errorf("open host port %s: TUNSETIFF: %w", cfg.Name, e)
 	}
-	p := &Port{name: cfg.Name}
+	p := &Port{name: cfg.Name, vnet: cfg.VnetHdr}
 	p.pfd, err = sys.NewPollFD(fd, "tap:"+cfg.Name)
 	if err != nil {
 		return nil, fmt.Errorf("open host port %s: %w", cfg.Name, err)
@@ -126,6 +144,11 @@ func Open(cfg Config) (*Port, error) {
 	// Closing the descriptor destroys the (non-persistent) device.
 	c := cleanup.Make(p.pfd.Close)
 	defer c.Clean()
+	if cfg.VnetHdr {
+		if err := setVnet(fd); err != nil {
+			return nil, fmt.Errorf("open host port %s: %w", cfg.Name, err)
+		}
+	}
 
 	l, err := netlink.LinkByName(cfg.Name)
 	if err != nil {
@@ -239,7 +262,7 @@ func (p *Port) Receive(bufs [][]byte, lens []int) (int, error) {
 			}
 			return n, fmt.Errorf("read host port %s: %w", p.name, err)
 		}
-		if m == len(bufs[n]) && m < p.mtu+14 {
+		if full := p.mtu + 14; m == len(bufs[n]) && (m < full || p.vnet && m < MaxVnetFrame) {
 			// The kernel truncates silently when the buffer is short; a full buffer
 			// smaller than a full-size frame may have been cut.
 			p.rxTrunc.Add(1)
@@ -267,7 +290,7 @@ func (p *Port) Transmit(frames [][]byte) (int, error) {
 	var consumed, sent int
 	var bytes uint64
 	for _, f := range frames {
-		if len(f) < 14 || len(f) > p.mtu+14+4 {
+		if len(f) < p.minFrame() || len(f) > p.FrameSize() {
 			p.txDrop.Add(1)
 			consumed++
 			continue
@@ -339,8 +362,36 @@ func (p *Port) waitTX(timeout time.Duration, done <-chan struct{}) error {
 // Queues reports one TX and one RX queue.
 func (p *Port) Queues() (tx, rx int) { return 1, 1 }
 
-// FrameSize is the largest frame the port carries: MTU plus an Ethernet header and a VLAN tag.
-func (p *Port) FrameSize() int { return p.mtu + 14 + 4 }
+// FrameSize is the largest frame the port carries: MTU plus an Ethernet header and a VLAN tag,
+// or MaxVnetFrame (virtio_net_hdr included) in offload mode.
+func (p *Port) FrameSize() int {
+	if p.vnet {
+		return MaxVnetFrame
+	}
+	return p.mtu + 14 + 4
+}
+
+// VnetHdr reports whether the port is in offload mode.
+func (p *Port) VnetHdr() bool { return p.vnet }
+
+func (p *Port) minFrame() int {
+	if p.vnet {
+		return VnetHdrLen + 14
+	}
+	return 14
+}
+
+// setVnet sets the header size and the offloads the host stack may use towards the TAP.
+func setVnet(fd int) error {
+	if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, VnetHdrLen); err != nil {
+		return fmt.Errorf("TUNSETVNETHDRSZ %d: %w", VnetHdrLen, err)
+	}
+	off := unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6 | unix.TUN_F_TSO_ECN
+	if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.TUNSETOFFLOAD, uintptr(off)); e != 0 {
+		return fmt.Errorf("TUNSETOFFLOAD %#x: %w", off, e)
+	}
+	return nil
+}
 
 // TxBatch is Transmit on queue 0.
 func (p *Port) TxBatch(q int, frames [][]byte) (int, error) {

@@ -11,4 +11,9 @@
 // AF_XDP/XDP, missing privileges for BPF, an interface with several receive queues, or a
 // driver that refuses the XDP program. The reason is returned in Opened.Fallback so the agent
 // can report it.
+//
+// Options.Offload opens the link in offload mode: AF_PACKET with PACKET_VNET_HDR, so frames
+// carry a virtio_net_hdr and the pod's TSO/GRO super-frames and partial checksums cross whole
+// (to be wrapped by a chain-mode netmap.GenericAdapter and attached to a VALE switch with
+// VnetHdrLen OffloadHdrLen, together with a hostport.Config{VnetHdr: true} TAP).
 package linkport

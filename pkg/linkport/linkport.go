@@ -72,7 +72,18 @@ type Options struct {
 	Backend Backend
 	XDP     afxdp.Config
 	Packet  afpacket.Config
+	// Offload opens the port in offload mode: AF_PACKET with
+	// PACKET_VNET_HDR (Packet.VnetHdr is set), so every frame carries a
+	// virtio_net_hdr and TSO/GRO super-frames up to 64 KB cross whole
+	// (FrameSize is afpacket.MaxVnetFrame). Auto then means AF_PACKET
+	// (AF_XDP carries no offload metadata here); XDP is refused.
+	Offload bool
 }
+
+// OffloadHdrLen is the per-frame header length of an offload port
+// (struct virtio_net_hdr): what a VALE switch of offload ports needs as
+// its vale.Config.VnetHdrLen.
+const OffloadHdrLen = afpacket.VnetHdrLen
 
 // Opened is the result of Open.
 type Opened struct {
@@ -84,6 +95,16 @@ type Opened struct {
 
 // Open opens ifname (in the calling thread's network namespace) with the selected backend.
 func Open(ifname string, opts Options) (Opened, error) {
+	if opts.Offload {
+		if opts.Backend == XDP {
+			return Opened{}, fmt.Errorf("open port %s: offload mode needs af_packet, not af_xdp: %w", ifname, syscall.EINVAL)
+		}
+		if opts.Backend != Auto && opts.Backend != Packet {
+			return Opened{}, fmt.Errorf("open port %s: unknown backend %d: %w", ifname, int(opts.Backend), syscall.EINVAL)
+		}
+		opts.Backend = Packet
+		opts.Packet.VnetHdr = true
+	}
 	switch opts.Backend {
 	case XDP:
 		s, err := afxdp.Open(ifname, opts.XDP)
