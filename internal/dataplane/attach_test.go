@@ -126,8 +126,46 @@ func TestDetachWaitsForAttach(t *testing.T) {
 	if _, err := e.dp.Port(b.portName()); Errno(err) != ErrNoPort.errno {
 		t.Fatalf("port after detach: %v", err)
 	}
+	waitFor(t, "the detached port's XDP program to go", 5*time.Second, func() bool { return len(e.xdpProgs()) == 0 })
+}
+
+// TestDetachClosesInBackground: DetachPort returns once the port is out
+// of the switch; its socket closes in the background. Meanwhile the link
+// attaches again at once (waiting for the old socket, so no EBUSY), and a
+// detach right before Close leaves no XDP program or descriptor behind.
+func TestDetachClosesInBackground(t *testing.T) {
+	e := newEnv(t, 2, linkport.XDP, nil)
+	a, b := e.pods[0], e.pods[1]
+	fds := fdCount(t)
+	for range 3 {
+		if err := e.dp.DetachPort(context.Background(), b.portName()); err != nil {
+			t.Fatal(err)
+		}
+		for _, pi := range e.dp.Switches()[0].Ports {
+			if pi.Name == b.portName() {
+				t.Fatalf("switch still lists %s after DetachPort", pi.Name)
+			}
+		}
+		if _, err := e.dp.Port(b.portName()); Errno(err) != ErrNoPort.errno {
+			t.Fatalf("port after detach: %v", err)
+		}
+		e.attach(b) // right away: waits for the old socket
+	}
+	e.ping(a, b.ip)
+	if err := e.dp.DetachPort(context.Background(), b.portName()); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dp.DetachOwner(context.Background(), a.owner); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dp.Close(CloseOptions{Uninstall: true}); err != nil {
+		t.Fatal(err)
+	}
 	if progs := e.xdpProgs(); len(progs) != 0 {
-		t.Fatalf("XDP programs left: %v", progs)
+		t.Fatalf("XDP programs after Close: %v", progs)
+	}
+	if n := fdCount(t); n > fds {
+		t.Fatalf("%d descriptors after Close, %d with the ports attached", n, fds)
 	}
 }
 
@@ -220,12 +258,9 @@ func TestConcurrentAttachDetach(t *testing.T) {
 	if got := len(e.dp.Ports()); got != 0 {
 		t.Fatalf("%d ports after detaching all", got)
 	}
-	if progs := e.xdpProgs(); len(progs) != 0 {
-		t.Fatalf("XDP programs left: %v", progs)
-	}
-	if got := fdCount(t); got > fds {
-		t.Fatalf("%d descriptors after detaching all, %d before", got, fds)
-	}
+	// The sockets close in the background.
+	waitFor(t, "the detached ports' XDP programs to go", 10*time.Second, func() bool { return len(e.xdpProgs()) == 0 })
+	waitFor(t, "the detached ports' descriptors to close", 10*time.Second, func() bool { return fdCount(t) <= fds })
 	// The links attach again at once (the old sockets are gone).
 	e.attach(pods[0])
 	e.attach(pods[1])

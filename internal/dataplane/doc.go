@@ -22,8 +22,10 @@
 // Only the bookkeeping is serialised: AttachPort claims the link and the
 // owner under the dataplane's mutex, sets the port up (socket, UMEM, XDP
 // program, adapter, output queue, bwrap) without it and takes it again to
-// publish the port; DetachPort unlinks and claims the port under it and
-// closes it without it. An operation on a claimed link or owner waits for
+// publish the port; DetachPort unlinks and claims the port under it, takes
+// it out of the switch and stops its output queue without it, and returns:
+// the socket (XDP program detach, ring unmapping: ~20 ms of RCU grace
+// periods) closes on a goroutine that holds the claim until it is done. An operation on a claimed link or owner waits for
 // the claim, so a link's new socket never races its old one, and Close
 // waits for every claim. Attaches and detaches of different pods run in
 // parallel (a burst of CNI ADDs does not queue behind one lock).
@@ -62,8 +64,10 @@
 //
 // Per pod port: the adapter's RX and TX waiters (pkg/netmap), the bwrap
 // worker (pkg/vale) and the output queue's TX waiter; per host port the
-// first three; per Dataplane the ifcore netisr workers and the FDB ager.
-// Close (and DetachPort for one port) stops each of them and waits.
+// first three; per Dataplane the ifcore netisr workers and the FDB ager;
+// per detached port, until its socket is closed, one closer. Close (and
+// DetachPort for one port) stops each of them and waits (Close also waits
+// for the closers and for attaches in flight).
 //
 // # Restart
 //

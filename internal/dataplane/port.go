@@ -345,11 +345,12 @@ func (d *Dataplane) Adopt(ctx context.Context, req AttachRequest) (PortInfo, err
 }
 
 // DetachPort detaches a pod port by name ("<switch>:<hostIfName>") or by
-// host link name, stops serving it and closes its sockets (which removes
-// the XDP program). Detaching a port that is not attached succeeds. An
-// attach or detach of the same link in flight is waited for first, so
-// when DetachPort returns the link is no port (unless attached again
-// since) and its socket is closed.
+// host link name: when it returns, the switch no longer forwards from or
+// to the port and its output queue is gone. The socket then closes in the
+// background (which removes the XDP program); until it has, a new attach
+// of the link or of the owner waits for it, and Close waits for it.
+// Detaching a port that is not attached succeeds. An attach or detach of
+// the same link in flight is waited for first.
 func (d *Dataplane) DetachPort(ctx context.Context, name string) error {
 	ifname := name
 	if _, pn, err := vale.ParseName(name); err == nil {
@@ -429,8 +430,17 @@ func (d *Dataplane) detachWhere(ctx context.Context, what, ifname string, find f
 	d.unlinkLocked(p)
 	release := d.claimLocked(p.hostIf, p.owner)
 	d.mu.Unlock()
-	defer release()
-	return p.teardown(d)
+	err := p.unplug(d)
+	// Closing the socket (detaching the XDP program, unmapping the rings:
+	// RCU grace periods, ~20 ms) is all that is left, and nothing reaches
+	// the port any more: it finishes in the background under the claim,
+	// so a new attach of the link or owner waits for it, and Close waits
+	// for it too.
+	go func() {
+		defer release()
+		p.ga.Put()
+	}()
+	return err
 }
 
 func (d *Dataplane) unlinkLocked(p *Port) {
@@ -439,22 +449,29 @@ func (d *Dataplane) unlinkLocked(p *Port) {
 	delete(d.byOwner, p.owner)
 }
 
-// teardown undoes attach for an unlinked port: the switch stops forwarding
-// from and to the port (waiting for passes in flight), then the queue
-// stops and detaches (waiting for if_start in flight on the workers), then
-// the backend closes (which releases the XDP program). It runs without
-// d.mu, under the port's claim, so a new attach of the same link waits
-// until the old socket is gone while other ports attach and detach in
-// parallel. The port's priority class is cleared before its switch index
-// is freed, so it never clobbers the class of a port that reuses it.
+// teardown undoes attach for an unlinked port: unplug, then close the
+// backend (which releases the XDP program).
 func (p *Port) teardown(d *Dataplane) error {
+	err := p.unplug(d)
+	p.ga.Put()
+	return err
+}
+
+// unplug takes an unlinked port out of the switch: the switch stops
+// forwarding from and to the port (waiting for passes in flight), then the
+// queue stops and detaches (waiting for if_start in flight on the
+// workers). Only the backend is left open (p.ga's last reference). It runs
+// without d.mu, under the port's claim, so a new attach of the same link
+// waits until the old socket is gone while other ports attach and detach
+// in parallel. The port's priority class is cleared before its switch
+// index is freed, so it never clobbers the class of a port that reuses it.
+func (p *Port) unplug(d *Dataplane) error {
 	p.sw.classes.set(p.vp.Index(), PortPolicy{})
 	var errs []error
 	if err := d.reg.Detach(p.name); err != nil && !errors.Is(err, vale.ErrNoPort) {
 		errs = append(errs, err)
 	}
 	errs = append(errs, p.oq.close())
-	p.ga.Put()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("detach port %s: %w", p.name, err)
 	}
