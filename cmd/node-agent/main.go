@@ -1,11 +1,18 @@
-// Command node-agent is the epair node agent in standalone mode: it serves the plugin API
-// on a root-only unix socket and switches the pods' frames (see internal/agent).
+// Command node-agent is the epair node agent: it serves the plugin API on a root-only unix
+// socket and switches the pods' frames (see internal/agent).
 //
-//	node-agent [-config file] [-socket path] [-state-dir dir] [-uninstall] [-log-level info]
+//	node-agent [-mode standalone] [-config file] [-socket path] [-state-dir dir] [-uninstall] [-log-level info]
+//	node-agent -mode=cluster -node-name=$(NODE_NAME) [-backend auto] [-masquerade=false] [cluster flags]
+//
+// Standalone mode takes its switches and address ranges from the configuration file.
+// Cluster mode (the chart's DaemonSet) runs internal/controller: the address ranges are the
+// Node's pod CIDRs, the switch is the VirtualSwitch named by -cni-switch, PortPolicies are
+// applied to the pods' live ports and NodeState reports the dataplane (agent.RunCluster).
 //
 // SIGINT/SIGTERM shut it down gracefully: ports are detached and the pods keep their links
-// and addresses for the next agent; with -uninstall every link, port, rule and store the
-// agent and the plugin created is removed.
+// and addresses for the next agent; with -uninstall (standalone) or when the agent's
+// DaemonSet is gone (cluster) every link, port, rule and store the agent and the plugin
+// created is removed.
 package main
 
 import (
@@ -16,12 +23,21 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+
 	"github.com/epair-cni/epair/internal/agent"
+	"github.com/epair-cni/epair/internal/controller"
 )
 
 func main() {
+	mode := flag.String("mode", "standalone", "standalone (configuration file) or cluster (Kubernetes: pod CIDRs, VirtualSwitch, PortPolicy, NodeState)")
+	backend := flag.String("backend", "", "override the configuration's backend: auto, xdp or packet")
+	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
+	var cf controller.Flags
+	cf.Register(flag.CommandLine)
 	cfgPath := flag.String("config", "", "standalone configuration file (default: the embedded one)")
 	socket := flag.String("socket", "", "override the configuration's agent socket")
 	stateDir := flag.String("state-dir", "", "override the configuration's state directory")
@@ -45,12 +61,27 @@ func main() {
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	cfg, err := agent.LoadConfig(*cfgPath)
-	if err == nil && (*socket != "" || *stateDir != "") {
+	if *mode != "standalone" && *mode != "cluster" {
+		fmt.Fprintf(os.Stderr, "node-agent: -mode %q: want standalone or cluster\n", *mode)
+		os.Exit(2)
+	}
+	if err == nil {
 		if *socket != "" {
 			cfg.Socket = *socket
 		}
 		if *stateDir != "" {
 			cfg.StateDir = *stateDir
+		}
+		if *backend != "" {
+			cfg.Backend = *backend
+		}
+		if *masquerade != "" {
+			b, perr := strconv.ParseBool(*masquerade)
+			if perr != nil {
+				fmt.Fprintf(os.Stderr, "node-agent: -masquerade %q: want true or false\n", *masquerade)
+				os.Exit(2)
+			}
+			cfg.Masquerade = b
 		}
 		err = cfg.Validate()
 	}
@@ -60,6 +91,25 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if *mode == "cluster" {
+		if *uninstall {
+			fmt.Fprintln(os.Stderr, "node-agent: -uninstall is for standalone mode; in cluster mode the agent uninstalls when its DaemonSet is gone")
+			os.Exit(2)
+		}
+		rc, err := ctrlconfig.GetConfig()
+		if err != nil {
+			log.Error("cluster mode: API server configuration", "err", err)
+			os.Exit(2)
+		}
+		err = agent.RunCluster(ctx, agent.ClusterOptions{Config: cfg, Flags: cf, RestConfig: rc, Logger: log})
+		if err != nil {
+			log.Error("agent stopped", "err", err)
+			stop()
+			os.Exit(1)
+		}
+		log.Info("agent stopped")
+		return
+	}
 	err = agent.Run(ctx, agent.RunOptions{Config: cfg, NewDataplane: agent.NewDataplane, Logger: log, Uninstall: *uninstall})
 	if err != nil {
 		log.Error("agent stopped", "err", err)

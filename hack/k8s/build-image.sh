@@ -6,6 +6,10 @@
 # written as a docker-archive tarball (hack/k8s/mkimage.sh) that
 #   ctr -n k8s.io images import <out.tar>
 # loads as epair/node-agent:$TAG. Prints the tarball's path.
+# The image also carries the build host's nft binary with its shared libraries and
+# loader (same paths), because the agent's masquerade (on by default in the chart)
+# drives nftables through it. Env NFT=0 leaves it out (the chart then needs
+# agent.masquerade=false).
 # Default out: ~/.cache/epair/images/node-agent-$TAG.tar. Env: TAG (default dev).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -26,6 +30,18 @@ for pkg in cmd/node-agent cmd/epair-cni cmd/valectl internal/controller/cmd/epai
 	built="$built $(basename "$pkg")"
 done
 [ -n "$built" ] || { echo "build-image: nothing to build" >&2; exit 1; }
+if [ "${NFT:-1}" != 0 ]; then
+	nft=$(command -v nft || true)
+	[ -n "$nft" ] || { echo "build-image: no nft on this host (apt-get install nftables), or NFT=0 to build without masquerade support" >&2; exit 1; }
+	nft=$(readlink -f "$nft")
+	mkdir -p "$W/rootfs/usr/sbin"
+	cp "$nft" "$W/rootfs/usr/sbin/nft"
+	for lib in $(ldd "$nft" | awk '/=> \//{print $3} /^\t\/[^ ]*ld-linux/{print $1}'); do
+		mkdir -p "$W/rootfs$(dirname "$lib")"
+		cp -L "$lib" "$W/rootfs$lib"
+	done
+	built="$built nft"
+fi
 echo 'root:x:0:0:root:/:/node-agent' >"$W/rootfs/etc/passwd"
 echo 'root:x:0:' >"$W/rootfs/etc/group"
 hack/k8s/mkimage.sh "$W/rootfs" "epair/node-agent:$TAG" '"Entrypoint":["/node-agent"]' "$OUT"
