@@ -73,7 +73,11 @@ teardown() {
 	# shims are containerd's children.
 	pgrep -f "$WORK/" >/dev/null 2>&1 && left="$left processes($(pgrep -f "$WORK/" | tr '\n' ' '))"
 	pgrep -x containerd-shim-runc-v2 >/dev/null 2>&1 && left="$left containerd-shims"
-	ip netns list 2>/dev/null | grep -q '^cni-' && left="$left netns"
+	# only this cluster's pod namespaces (cluster-down.sh records them); others may be another run's
+	if [ -f "$WORK/netns.ours" ]; then
+		local ns
+		while read -r ns; do [ -e "$ns" ] && left="$left netns($ns)"; done <"$WORK/netns.ours"
+	fi
 	[ -n "$(our_links host-port)" ] && left="$left epair-links($(our_links host-port | tr '\n' ' '))"
 	if [ -n "$left" ]; then
 		echo "FAIL: teardown left:$left" >&2

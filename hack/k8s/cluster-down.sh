@@ -21,6 +21,28 @@ stop() { # stop <name>: SIGTERM the recorded pid, wait, then SIGKILL
   for i in $(seq 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
   kill -9 "$p" 2>/dev/null; rm -f "$f"
 }
+# ours_netns: record the network namespaces of this cluster's pod sandboxes (from this
+# containerd's container specs) in $WORK/netns.ours: only those are ever deleted or
+# unmounted here; other runs on the host have their own cni-* namespaces.
+NSLIST=$WORK/netns.ours
+ours_netns() {
+  local c
+  for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
+    ctr -n k8s.io containers info "$c" 2>/dev/null
+  done | python3 -c '
+import json, sys
+dec, s, i = json.JSONDecoder(), sys.stdin.read(), 0
+while True:
+    while i < len(s) and s[i].isspace(): i += 1
+    if i >= len(s): break
+    try: o, i = dec.raw_decode(s, i)
+    except ValueError: break
+    for n in (((o.get("Spec") or {}).get("linux") or {}).get("namespaces") or []):
+        if n.get("type") == "network" and n.get("path", "").startswith("/run/netns/"):
+            print(n["path"])' >>"$NSLIST" 2>/dev/null
+  sort -u -o "$NSLIST" "$NSLIST" 2>/dev/null
+}
+ours_netns
 # 1. no new pods, then delete all pods so kubelet -> containerd -> CNI DEL cleans up
 stop kube-controller-manager; stop kube-scheduler
 $K delete pods --all -A --grace-period=1 --wait=false >/dev/null 2>&1
@@ -30,6 +52,7 @@ for i in $(seq 60); do
 done
 stop kubelet
 # 2. anything left in containerd: kill and remove (the shims exit with their tasks)
+ours_netns
 for c in $(ctr -n k8s.io containers ls -q 2>/dev/null); do
   ctr -n k8s.io tasks kill -s SIGKILL "$c" >/dev/null 2>&1; sleep 0.2
   ctr -n k8s.io tasks delete -f "$c" >/dev/null 2>&1
@@ -41,8 +64,14 @@ stop kube-proxy
 "$WORK/bin/kube-proxy" --cleanup >/dev/null 2>&1
 stop kube-apiserver; stop etcd
 # 4. host leftovers: mounts, netns, bridge, iptables chains, state dirs
-grep -E " ($R|/run/containerd|/run/netns)" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
-for n in $(ip netns list 2>/dev/null | awk '/^cni-/{print $1}'); do ip netns delete "$n"; done
+grep -E " ($R|/run/containerd)" /proc/mounts | awk '{print $2}' | sort -r | xargs -r -n1 umount -l 2>/dev/null
+# only this cluster's pod network namespaces (ours_netns), never another run's
+if [ -f "$NSLIST" ]; then
+  while read -r ns; do
+    [ -e "$ns" ] || continue
+    ip netns delete "$(basename "$ns")" 2>/dev/null || { umount -l "$ns" 2>/dev/null; rm -f "$ns"; }
+  done <"$NSLIST"
+fi
 ip link delete cni-test0 2>/dev/null
 for t in iptables ip6tables; do
   $t-save | grep -vE -- '(^|[ :-])(CNI|KUBE)-' | $t-restore 2>/dev/null || true

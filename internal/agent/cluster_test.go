@@ -1,0 +1,140 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"testing"
+	"time"
+
+	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
+	"github.com/epair-cni/epair/internal/controller"
+	"github.com/epair-cni/epair/internal/dataplane"
+)
+
+func TestPortPolicyMapping(t *testing.T) {
+	def := dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100}
+	cases := []struct {
+		name string
+		in   controller.PolicyConfig
+		want dataplane.PortPolicy
+	}{
+		{"empty keeps default queue, priority 0 is FIFO", controller.PolicyConfig{},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, PriorityFIFO: true}},
+		{"all fields", controller.PolicyConfig{Priority: 2, Discipline: epairv1.Discipline("prioclass"), RateBPS: 10_000_000,
+			BurstBytes: 15000, PacketRate: 1000, PacketBurst: 10, QueueLength: 64},
+			dataplane.PortPolicy{Discipline: dataplane.DiscPrioClass, QueueLen: 64, Priority: 2, RateBitsPerSec: 10_000_000,
+				BurstBytes: 15000, RatePktsPerSec: 1000, BurstPkts: 10}},
+		{"priority 1 FIFO, classic", controller.PolicyConfig{Priority: 1, Discipline: epairv1.Discipline("classic")},
+			dataplane.PortPolicy{Discipline: dataplane.DiscClassic, QueueLen: 100, Priority: 1, PriorityFIFO: true}},
+		{"fair, priority 3", controller.PolicyConfig{Priority: 3, Discipline: epairv1.Discipline("fair")},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3}},
+	}
+	for _, c := range cases {
+		got := portPolicy(c.in, def)
+		if got != c.want {
+			t.Errorf("%s: portPolicy(%+v) = %+v, want %+v", c.name, c.in, got, c.want)
+		}
+		if err := got.Validate(); err != nil {
+			t.Errorf("%s: %+v does not validate: %v", c.name, got, err)
+		}
+	}
+	q := queuePolicy(controller.QueueConfig{Length: 256, Discipline: epairv1.Discipline("fair"), RateBPS: 5e6})
+	if q != (dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 256, RateBitsPerSec: 5e6}) {
+		t.Errorf("queuePolicy = %+v", q)
+	}
+}
+
+func testClusterDP(t *testing.T) *clusterDataplane {
+	t.Helper()
+	cfg, err := ParseConfig(DefaultConfigJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newClusterDataplane(cfg, "vale0", slog.New(slog.DiscardHandler))
+}
+
+func TestClusterDataplaneBeforeStart(t *testing.T) {
+	ctx := context.Background()
+	c := testClusterDP(t)
+	if c.Ready() {
+		t.Fatal("Ready before the agent started")
+	}
+	if err := c.SetPodCIDRs(ctx, nil); err == nil {
+		t.Fatal("SetPodCIDRs(nil) succeeded")
+	}
+	if err := c.ApplySwitch(ctx, controller.SwitchConfig{Name: "vale1", MTU: 1500}); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("ApplySwitch(other switch) = %v, want ErrUnsupported", err)
+	}
+	cidrs := []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}
+	if err := c.SetPodCIDRs(ctx, cidrs); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.startable:
+		t.Fatal("startable without the switch")
+	default:
+	}
+	// A switch deleted before start is forgotten.
+	sc := controller.SwitchConfig{Name: "vale0", Generation: 2, MTU: 1400, FDBAging: time.Minute,
+		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("fair")}}
+	if err := c.ApplySwitch(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.startable:
+	default:
+		t.Fatal("not startable with pod CIDRs and switch")
+	}
+	if err := c.prepareConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.cfg.Switches[0]; got.MTU != 1400 || len(got.Ranges) != 1 || got.Ranges[0].Subnet != "10.244.3.0/24" {
+		t.Fatalf("prepared switch config %+v", got)
+	}
+	if c.defPolicy.Discipline != dataplane.DiscFair || c.defPolicy.QueueLen != 128 {
+		t.Fatalf("default policy %+v", c.defPolicy)
+	}
+	// Started: a changed pod CIDR or switch needs a restart; the same ones are fine.
+	if err := c.SetPodCIDRs(ctx, cidrs); err != nil {
+		t.Fatalf("same pod CIDRs after start: %v", err)
+	}
+	err := c.SetPodCIDRs(ctx, []netip.Prefix{netip.MustParsePrefix("10.244.4.0/24")})
+	if !errors.Is(err, ErrRestartRequired) {
+		t.Fatalf("changed pod CIDRs = %v, want ErrRestartRequired", err)
+	}
+	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) {
+		t.Fatalf("ApplySwitch while starting = %v, want ErrRestartRequired", err)
+	}
+	if err := c.DeleteSwitch(ctx, "vale0"); !errors.Is(err, ErrRestartRequired) {
+		t.Fatalf("DeleteSwitch(running) = %v, want ErrRestartRequired", err)
+	}
+	if err := c.DeleteSwitch(ctx, "other"); err != nil {
+		t.Fatalf("DeleteSwitch(unknown) = %v", err)
+	}
+}
+
+func TestClusterDataplanePolicies(t *testing.T) {
+	ctx := context.Background()
+	c := testClusterDP(t)
+	pod := controller.PodRef{Namespace: "ns", Name: "p"}
+	for _, p := range []controller.PolicyConfig{
+		{Policy: "ns/m", Mirror: &controller.MirrorConfig{Monitor: "x", RX: true}},
+		{Policy: "ns/a", AntiSpoofing: true},
+	} {
+		if err := c.ApplyPortPolicy(ctx, pod, p); !errors.Is(err, ErrUnsupported) {
+			t.Errorf("ApplyPortPolicy(%s) = %v, want ErrUnsupported", p.Policy, err)
+		}
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/r", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
+		t.Errorf("ApplyPortPolicy without a port = %v, want ErrNoPort", err)
+	}
+	if err := c.ClearPortPolicy(ctx, pod); err != nil {
+		t.Errorf("ClearPortPolicy without a port = %v", err)
+	}
+	snap, err := c.Status(ctx)
+	if err != nil || len(snap.Ports) != 0 || len(snap.Switches) != 0 {
+		t.Errorf("Status before start = %+v, %v", snap, err)
+	}
+}
