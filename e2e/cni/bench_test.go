@@ -116,6 +116,7 @@ func TestLatencyVsBridge(t *testing.T) {
 		}
 	}
 	t.Logf("agent-side latency of the epair runs:\n%s", strings.Join(hist, "\n"))
+	t.Logf("agent-side latency per call (from its debug log):\n%s", agentSpans(e.agent.logText(), "ep"))
 	if out := os.Getenv("EPAIR_AGENT_LOG"); out != "" {
 		os.WriteFile(out, []byte(e.agent.logText()), 0o644)
 	}
@@ -312,4 +313,52 @@ func TestThroughput(t *testing.T) {
 		t.Fatalf("iperf3 output: %v", err)
 	}
 	t.Logf("TCP pod-to-pod (ringSlots=%d xdpFrames=%d): %.0f Mbit/s", slots, frames, r.End.SumReceived.BitsPerSecond/1e6)
+}
+
+// agentSpans tabulates the agent's own duration of each API call (its debug log's
+// "api call" lines) for the pods of measure's sequential ("<prefix>-sNN") and concurrent
+// ("<prefix>-cNN") runs: where an ADD or DEL spends its time inside the agent.
+func agentSpans(log, prefix string) string {
+	spans := map[string][]time.Duration{} // "<run> <op>"
+	for _, line := range strings.Split(log, "\n") {
+		if !strings.Contains(line, `msg="api call"`) {
+			continue
+		}
+		var op, key string
+		var d time.Duration
+		for _, f := range strings.Fields(line) {
+			k, v, ok := strings.Cut(f, "=")
+			if !ok {
+				continue
+			}
+			switch k {
+			case "op":
+				op = v
+			case "key":
+				key = v
+			case "duration":
+				d, _ = time.ParseDuration(v)
+			}
+		}
+		var run string
+		switch {
+		case strings.HasPrefix(key, prefix+"-s"):
+			run = "sequential"
+		case strings.HasPrefix(key, prefix+"-c"):
+			run = "concurrent"
+		default:
+			continue
+		}
+		spans[run+" "+op] = append(spans[run+" "+op], d)
+	}
+	var b strings.Builder
+	b.WriteString("| run | call | n | p50 (ms) | p99 (ms) |\n|---|---|---|---|---|\n")
+	for _, run := range []string{"sequential", "concurrent"} {
+		for _, op := range []string{"allocate", "attach", "release"} {
+			if d := spans[run+" "+op]; len(d) > 0 {
+				fmt.Fprintf(&b, "| %s | %s | %d | %s | %s |\n", run, op, len(d), ms(pct(d, .5)), ms(pct(d, .99)))
+			}
+		}
+	}
+	return b.String()
 }
