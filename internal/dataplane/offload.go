@@ -8,6 +8,7 @@ import (
 	"github.com/epair-cni/epair/pkg/hostport"
 	"github.com/epair-cni/epair/pkg/linkport"
 	"github.com/epair-cni/epair/pkg/netmap"
+	"github.com/epair-cni/epair/pkg/netmap/afpacket"
 	"github.com/epair-cni/epair/pkg/vale"
 )
 
@@ -33,6 +34,9 @@ type OffloadPortStats struct {
 	RxChains, TxChains uint64
 	// TxDropped counts frames the adapter dropped (too long).
 	TxDropped uint64
+	// KernelDrops counts frames the kernel dropped because the socket's
+	// receive ring was full (PACKET_STATISTICS; 0 for the host port).
+	KernelDrops uint64
 }
 
 // OffloadSwitch is the opt-in offload dataplane: one VALE switch whose
@@ -161,7 +165,13 @@ func (o *OffloadSwitch) Stats() []OffloadPortStats {
 	defer o.mu.Unlock()
 	out := make([]OffloadPortStats, 0, len(o.ports))
 	for n, ad := range o.ports {
-		out = append(out, OffloadPortStats{Name: n, RxChains: ad.RxChains.Load(), TxChains: ad.TxChains.Load(), TxDropped: ad.TxDropped.Load()})
+		st := OffloadPortStats{Name: n, RxChains: ad.RxChains.Load(), TxChains: ad.TxChains.Load(), TxDropped: ad.TxDropped.Load()}
+		if s, ok := ad.Backend().(*afpacket.Socket); ok {
+			if ks, err := s.KernelStats(); err == nil {
+				st.KernelDrops = ks.Drops
+			}
+		}
+		out = append(out, st)
 	}
 	return out
 }

@@ -39,6 +39,24 @@ type GenericBackend interface {
 	Close() error
 }
 
+// GenericFragBackend is an optional interface of a backend whose frames can
+// be longer than a buffer (chain mode): it moves a frame between the kernel
+// and the ring's fragments directly, saving the adapter's gather (TX) and
+// scatter (RX) copies. Same goroutine rules as TxBatch/RxBatch.
+type GenericFragBackend interface {
+	// TxFrags transmits one frame given as its fragments, in order. false
+	// with a nil error means no room now: the adapter retries after
+	// WaitReady(TX). A frame the backend refuses is consumed (true) and
+	// counted by the backend.
+	TxFrags(q int, frags [][]byte) (bool, error)
+	// RxScatter copies at most one received frame of queue q into bufs,
+	// filling each buffer before the next, and returns its length. ok is
+	// false when nothing is pending; n == 0 with ok means a frame was
+	// dropped (counted by the backend). The caller offers room for a
+	// frame of FrameSize bytes.
+	RxScatter(q int, bufs [][]byte) (n int, ok bool, err error)
+}
+
 // GenericConfig configures NewGenericAdapter.
 type GenericConfig struct {
 	Slots     uint32 // slots per ring (generic_ringsize, default 1024)
@@ -67,9 +85,10 @@ type GenericAdapter struct {
 	bufSize int
 	chain   bool // chain mode: maxFrame > bufSize
 
-	txScratch [][]byte   // chain mode: per TX queue, where chains are gathered
-	rxScratch [][][]byte // chain mode: per RX queue, whole frames before scattering
-	rxSlots   int        // chain mode: slots one frame of maxFrame bytes needs
+	txScratch [][]byte           // chain mode: per TX queue, where chains are gathered
+	rxScratch [][][]byte         // chain mode: per RX queue, whole frames before scattering
+	rxSlots   int                // chain mode: slots one frame of maxFrame bytes needs
+	fb        GenericFragBackend // chain mode, when the backend has it
 
 	txFrames [][][]byte
 	txPos    [][]uint32
@@ -158,6 +177,7 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		g.txWant[i] = make(chan struct{}, 1)
 	}
 	if g.chain {
+		g.fb, _ = b.(GenericFragBackend)
 		g.rxSlots = (fs + cfg.BufSize - 1) / cfg.BufSize
 		if g.rxSlots > int(cfg.Slots)-1 {
 			return nil, fmt.Errorf("create generic adapter %q: a %d-byte frame needs %d slots of %d bytes, the rings have %d: %w",
@@ -270,6 +290,9 @@ func (g *GenericAdapter) txLoop(ctx context.Context, q int) {
 // per-queue scratch area; a full area is handed over first). A chain whose
 // last slot is not yet in [hwcur, rhead) waits for the next sync.
 func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
+	if g.fb != nil {
+		return g.txFrags(k)
+	}
 	q := int(k.RingID)
 	frames, pos := g.txFrames[q][:0], g.txPos[q][:0]
 	head := k.RHead
@@ -371,6 +394,69 @@ func (g *GenericAdapter) TxSync(k *Kring, flags SyncFlags) error {
 	return nil
 }
 
+// txFrags is TxSync in chain mode over a GenericFragBackend: each frame
+// goes to TxFrags as its list of fragments, in ring order.
+func (g *GenericAdapter) txFrags(k *Kring) error {
+	q := int(k.RingID)
+	head := k.RHead
+	frags := g.txFrames[q][:0]
+	i := k.NrHwcur.Load()
+	var err error
+	for i != head {
+		start := i
+		frags = frags[:0]
+		total, bad, complete := 0, false, false
+		for {
+			s := &k.Ring.Slot[i]
+			buf := g.Mem.Buf(s.BufIdx)
+			if buf == nil || int(s.Len) > len(buf) {
+				bad = true
+			} else {
+				frags = append(frags, buf[:s.Len])
+			}
+			total += int(s.Len)
+			i = k.Next(i)
+			if s.Flags&MoreFrag == 0 {
+				complete = true
+				break
+			}
+			if i == head {
+				break
+			}
+		}
+		if !complete { // the user has not released the chain's end yet
+			i = start
+			break
+		}
+		if bad || total == 0 || total > g.maxFrame {
+			g.TxDropped.Add(1)
+			continue
+		}
+		var ok bool
+		if ok, err = g.fb.TxFrags(q, frags); err != nil {
+			break // consumed
+		}
+		if !ok {
+			i = start
+			select {
+			case g.txWant[q] <- struct{}{}:
+			default:
+			}
+			break
+		}
+		if len(frags) > 1 {
+			g.TxChains.Add(1)
+		}
+	}
+	clear(frags)
+	k.NrHwcur.Store(i)
+	k.NrHwtail.Store(k.Prev(i))
+	if err != nil {
+		return fmt.Errorf("txsync %s: %w", k.Name, err)
+	}
+	return nil
+}
+
 // txFlush hands frames (their slots end at pos, the first starts at first)
 // to the backend. When it takes fewer it returns where to resume (dropped
 // slots before the first frame are consumed) and asks the TX goroutine to
@@ -458,6 +544,9 @@ func (g *GenericAdapter) rxSingle(k *Kring, q int, hwtail, free uint32) error {
 }
 
 func (g *GenericAdapter) rxChains(k *Kring, q int, hwtail, free uint32) error {
+	if g.fb != nil {
+		return g.rxScatter(k, q, hwtail, free)
+	}
 	nf := min(int(free)/g.rxSlots, len(g.rxScratch[q]))
 	if nf == 0 {
 		return nil
@@ -491,6 +580,50 @@ frames:
 		}
 	}
 	k.NrHwtail.Store(j)
+	return err
+}
+
+// rxScatter is rxChains over a GenericFragBackend: the free slots' buffers
+// are offered to RxScatter frame by frame while room for a largest frame
+// remains.
+func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
+	bufs := g.rxBufs[q][:0]
+	for i, j := uint32(0), hwtail; i < free; i, j = i+1, k.Next(j) {
+		buf := g.slotBuf(&k.Ring.Slot[j])
+		if buf == nil {
+			break
+		}
+		bufs = append(bufs, buf[:g.bufSize])
+	}
+	j, pos := hwtail, 0
+	var err error
+	for len(bufs)-pos >= g.rxSlots {
+		var n int
+		var ok bool
+		n, ok, err = g.fb.RxScatter(q, bufs[pos:pos+g.rxSlots])
+		if err != nil || !ok {
+			break
+		}
+		if n <= 0 {
+			continue
+		}
+		used := (n + g.bufSize - 1) / g.bufSize
+		if used > 1 {
+			g.RxChains.Add(1)
+		}
+		for c := 0; c < used; c++ {
+			s := &k.Ring.Slot[j]
+			s.Len = uint16(min(n-c*g.bufSize, g.bufSize))
+			s.Flags = k.NkrSlotFlags
+			if c < used-1 {
+				s.Flags |= MoreFrag
+			}
+			j = k.Next(j)
+		}
+		pos += used
+	}
+	k.NrHwtail.Store(j)
+	clear(bufs)
 	return err
 }
 

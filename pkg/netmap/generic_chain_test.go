@@ -52,10 +52,56 @@ func readChains(r *Ring) (frames [][]byte, maxSlots int) {
 // gathers TX chains into whole frames and scatters received frames over
 // chains; outside it chains are still dropped (TestGenericAdapterGoroutines).
 func TestGenericChains(t *testing.T) {
+	t.Run("gather", func(t *testing.T) { testGenericChains(t, false) })
+	t.Run("frags", func(t *testing.T) { testGenericChains(t, true) })
+}
+
+// fragMem is a TEST DOUBLE GenericFragBackend over memBackend: TxFrags
+// records the joined frame (refusing while txCap < 0), RxScatter spreads
+// the next pending frame over the offered buffers.
+type fragMem struct{ *memBackend }
+
+func (f fragMem) TxFrags(q int, frags [][]byte) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.txCap < 0 {
+		return false, nil
+	}
+	var j []byte
+	for _, p := range frags {
+		j = append(j, p...)
+	}
+	f.sent[q] = append(f.sent[q], j)
+	return true, nil
+}
+
+func (f fragMem) RxScatter(q int, bufs [][]byte) (int, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.pending[q]) == 0 {
+		return 0, false, nil
+	}
+	fr := f.pending[q][0]
+	f.pending[q] = f.pending[q][1:]
+	n := 0
+	for _, b := range bufs {
+		n += copy(b, fr[n:])
+	}
+	if n < len(fr) {
+		return 0, true, nil // dropped: does not fit
+	}
+	return n, true, nil
+}
+
+func testGenericChains(t *testing.T, frag bool) {
 	nm := New(Config{})
 	b := newMemBackend(1, 1)
 	b.frame = 20000
-	g, err := NewGenericAdapter("eth0", b, GenericConfig{Slots: 64, Native: true})
+	var be GenericBackend = b
+	if frag {
+		be = fragMem{b}
+	}
+	g, err := NewGenericAdapter("eth0", be, GenericConfig{Slots: 64, Native: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +127,7 @@ func TestGenericChains(t *testing.T) {
 	if len(sent) != 3 || !bytes.Equal(sent[0], small) || !bytes.Equal(sent[1], mid) || !bytes.Equal(sent[2], big) {
 		t.Fatalf("sent %d frames (want small, 3-slot and 10-slot chains, gathered)", len(sent))
 	}
-	if g.TxDropped.Load() != 1 || g.TxChains.Load() != 2 {
+	if g.TxDropped.Load() != 1 || g.TxChains.Load() != 2 || (g.fb != nil) != frag {
 		t.Errorf("TxDropped %d, TxChains %d; want 1, 2", g.TxDropped.Load(), g.TxChains.Load())
 	}
 
@@ -97,23 +143,33 @@ func TestGenericChains(t *testing.T) {
 	}
 	tx.Slot[(tx.Head+uint32(len(tx.Slot))-1)%uint32(len(tx.Slot))].Flags &^= MoreFrag
 	b.mu.Lock()
+	b.txCap = -1 // no room: nothing moves, nothing is lost
+	b.mu.Unlock()
+	putChain(tx, chainFrame(bs+1, 9), bs)
+	if err := h.TxSync(); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.sentFrames(0)) != 3 {
+		t.Fatal("frames sent while the backend had no room")
+	}
+	b.mu.Lock()
 	b.txCap = 1
 	b.mu.Unlock()
 	for i := 0; i < 4; i++ {
 		putChain(tx, chainFrame(bs+1, byte(10+i)), bs)
 	}
-	for i := 0; i < 8 && len(b.sentFrames(0)) < 8; i++ {
+	for i := 0; i < 8 && len(b.sentFrames(0)) < 9; i++ {
 		if err := h.TxSync(); err != nil {
 			t.Fatal(err)
 		}
 	}
 	sent = b.sentFrames(0)
-	if len(sent) != 8 || !bytes.Equal(sent[3], big) {
-		t.Fatalf("sent %d frames; want 8 with the completed chain 4th", len(sent))
+	if len(sent) != 9 || !bytes.Equal(sent[3], big) || !bytes.Equal(sent[4], chainFrame(bs+1, 9)) {
+		t.Fatalf("sent %d frames; want 9 with the completed chain 4th and the refused one 5th", len(sent))
 	}
 	for i := 0; i < 4; i++ {
-		if !bytes.Equal(sent[4+i], chainFrame(bs+1, byte(10+i))) {
-			t.Errorf("frame %d differs", 4+i)
+		if !bytes.Equal(sent[5+i], chainFrame(bs+1, byte(10+i))) {
+			t.Errorf("frame %d differs", 5+i)
 		}
 	}
 
@@ -128,12 +184,12 @@ func TestGenericChains(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent = b.sentFrames(0)
-	if len(sent) != 13 {
-		t.Fatalf("sent %d frames; want 13", len(sent))
+	if len(sent) != 14 {
+		t.Fatalf("sent %d frames; want 14", len(sent))
 	}
 	for i := 0; i < 5; i++ {
-		if !bytes.Equal(sent[8+i], chainFrame(20000, byte(20+i))) {
-			t.Errorf("frame %d differs", 8+i)
+		if !bytes.Equal(sent[9+i], chainFrame(20000, byte(20+i))) {
+			t.Errorf("frame %d differs", 9+i)
 		}
 	}
 

@@ -76,7 +76,7 @@ func runSwitch(args []string) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	for _, s := range o.Stats() {
-		fmt.Fprintf(os.Stderr, "offloadbench: %s super-frames in %d out %d dropped %d\n", s.Name, s.RxChains, s.TxChains, s.TxDropped)
+		fmt.Fprintf(os.Stderr, "offloadbench: %s super-frames in %d out %d dropped %d, kernel RX ring drops %d\n", s.Name, s.RxChains, s.TxChains, s.TxDropped, s.KernelDrops)
 	}
 	if c, err := o.Counters(); err == nil {
 		fmt.Fprintf(os.Stderr, "offloadbench: switch in %d out %d drops %v\n", c.InFrames, c.OutFrames, c.Drops)

@@ -10,7 +10,10 @@ import (
 // Socket is a netmap generic backend with one TX and one RX queue: wrap it with
 // netmap.NewGenericAdapter(name, sock, netmap.GenericConfig{...}) and the adapter drives the
 // batch calls from its kring syncs and the readiness waits from its own goroutines.
-var _ netmap.GenericBackend = (*Socket)(nil)
+var (
+	_ netmap.GenericBackend     = (*Socket)(nil)
+	_ netmap.GenericFragBackend = (*Socket)(nil)
+)
 
 // Queues reports one TX and one RX queue.
 func (s *Socket) Queues() (tx, rx int) { return 1, 1 }

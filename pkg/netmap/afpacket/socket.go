@@ -140,10 +140,11 @@ type Socket struct {
 	rxDone    <-chan struct{} // Done channel of the current RX wait's context (RX waiter only)
 
 	// Transmit side, owned by the transmitting goroutine.
-	tx      []byte         // the transmit ring
-	vnet    bool           // PACKET_VNET_HDR: frames carry a virtio_net_hdr; TX by write(2)
-	txPoll  [1]unix.PollFd // the TX waiter's poll(2) set (vnet mode: no ring to look at)
-	txSlot  uint32         // slot size
+	tx      []byte                 // the transmit ring
+	vnet    bool                   // PACKET_VNET_HDR: frames carry a virtio_net_hdr; TX by write(2)
+	txPoll  [1]unix.PollFd         // the TX waiter's poll(2) set (vnet mode: no ring to look at)
+	txIov   [maxTxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
+	txSlot  uint32                 // slot size
 	txSlots uint32
 	txHead  uint32 // next slot to fill
 	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of

@@ -3,6 +3,10 @@ package afpacket
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/epair-cni/epair/internal/sys"
 
 	"golang.org/x/sys/unix"
 )
@@ -163,4 +167,200 @@ func (s *Socket) vnetWritable() bool {
 	s.txPoll[0].Revents = 0
 	n, err := unix.Poll(s.txPoll[:], 0)
 	return err == nil && n > 0 && s.txPoll[0].Revents&(unix.POLLOUT|unix.POLLERR|unix.POLLHUP) != 0
+}
+
+// maxTxFrags bounds the fragments of one frame given to TxFrags (a 64 KB frame in 2 KiB
+// buffers is 33; netmap chains are at most 64 slots).
+const maxTxFrags = 64
+
+// TxFrags transmits one frame given as its fragments with writev(2) (a netmap chain
+// without the gather copy). false means the send buffer is full (EAGAIN/ENOBUFS): call
+// WaitTX. Frames the socket cannot take (too short or long, too many fragments, refused
+// by the kernel) are consumed and counted. Only in VnetHdr mode: the TX ring takes
+// whole frames.
+func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
+	if err := sys.CheckQueue(s.ifname, q); err != nil {
+		return false, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return false, ErrClosed
+	}
+	if !s.vnet {
+		return false, fmt.Errorf("transmit fragments on %s: only with VnetHdr: %w", s.ifname, ErrBadConfig)
+	}
+	total := 0
+	for _, f := range frags {
+		total += len(f)
+	}
+	if len(frags) == 0 || len(frags) > maxTxFrags || total < VnetHdrLen+14 || total > MaxVnetFrame {
+		s.txDrop.Add(1)
+		return true, nil
+	}
+	iov := s.txIov[:len(frags)]
+	for i, f := range frags {
+		iov[i] = unix.Iovec{}
+		if len(f) > 0 {
+			iov[i].Base = &f[0]
+			iov[i].SetLen(len(f))
+		}
+	}
+	for {
+		_, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(s.pfd.FD()), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+		clear(iov)
+		switch e {
+		case 0:
+			s.txPackets.Add(1)
+			s.txBytes.Add(uint64(total - VnetHdrLen))
+			return true, nil
+		case unix.EAGAIN, unix.ENOBUFS:
+			return false, nil
+		case unix.EINTR:
+			for i, f := range frags {
+				if len(f) > 0 {
+					iov[i].Base = &f[0]
+					iov[i].SetLen(len(f))
+				}
+			}
+			continue
+		default:
+			s.txRej.Add(1)
+			return true, nil
+		}
+	}
+}
+
+// scatter writes consecutive bytes over a list of buffers.
+type scatter struct {
+	bufs   [][]byte
+	i, off int
+}
+
+func (w *scatter) write(p []byte) {
+	for len(p) > 0 && w.i < len(w.bufs) {
+		c := copy(w.bufs[w.i][w.off:], p)
+		p = p[c:]
+		if w.off += c; w.off == len(w.bufs[w.i]) {
+			w.i, w.off = w.i+1, 0
+		}
+	}
+}
+
+// RxScatter copies the next received frame (with its virtio_net_hdr in VnetHdr mode, and
+// a stripped VLAN tag re-inserted) over bufs, each filled before the next, and returns
+// its length; ok is false when no frame is pending. A frame that does not fit is dropped
+// (n == 0, counted in RxTruncated). It never blocks.
+func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
+	if err := sys.CheckQueue(s.ifname, q); err != nil {
+		return 0, false, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return 0, false, ErrClosed
+	}
+	for {
+		b := s.blk.Load()
+		st := s.blockStatus(b)
+		if st.Load()&unix.TP_STATUS_USER == 0 {
+			return 0, false, nil
+		}
+		base := b * s.blockSize
+		blk := s.rx[base : base+s.blockSize]
+		num := binary.NativeEndian.Uint32(blk[blkNumPktsOff:])
+		if s.pkt == 0 {
+			s.pktOff = binary.NativeEndian.Uint32(blk[blkFirstPktOff:])
+		}
+		got := false
+		if s.pkt < num {
+			if uint64(s.pktOff)+tpacket3HdrLen > uint64(len(blk)) || s.pktOff < blkHdrLen {
+				s.rxErrors.Add(1)
+				s.pkt = num
+			} else {
+				h := sys.PointerAt[unix.Tpacket3Hdr](blk, uint64(s.pktOff))
+				n, got = s.scatterFrame(bufs, blk, h), true
+				s.pkt++
+				if s.pkt < num && h.Next_offset < tpacket3HdrLen {
+					s.rxErrors.Add(1)
+					s.pkt = num
+				} else {
+					s.pktOff += h.Next_offset
+				}
+			}
+		}
+		if s.pkt >= num {
+			st.Store(unix.TP_STATUS_KERNEL)
+			s.blk.Store((b + 1) % s.blocks)
+			s.pkt, s.pktOff = 0, 0
+		}
+		if got {
+			if n > 0 {
+				s.rxPackets.Add(1)
+				s.rxBytes.Add(uint64(n))
+			}
+			return n, true, nil
+		}
+	}
+}
+
+func (s *Socket) scatterFrame(bufs [][]byte, blk []byte, h *unix.Tpacket3Hdr) int {
+	start := s.pktOff + uint32(h.Mac)
+	hl := uint32(0)
+	if s.vnet {
+		hl = VnetHdrLen
+	}
+	if start < hl || uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
+		s.rxTrunc.Add(1)
+		return 0
+	}
+	data := blk[start : start+h.Snaplen]
+	if h.Snaplen < h.Len {
+		s.rxTrunc.Add(1)
+	}
+	vlan := h.Status&unix.TP_STATUS_VLAN_VALID != 0 && len(data) >= 12
+	need := int(hl) + len(data)
+	if vlan {
+		need += 4
+	}
+	room := 0
+	for _, b := range bufs {
+		room += len(b)
+	}
+	if room < need {
+		s.rxTrunc.Add(1)
+		return 0
+	}
+	w := scatter{bufs: bufs}
+	if s.vnet {
+		var hdr [VnetHdrLen]byte
+		copy(hdr[:], blk[start-hl:start])
+		if vlan {
+			var v VnetHdr
+			v.Decode(hdr[:])
+			if v.Flags&VnetFlagNeedsCsum != 0 {
+				v.CsumStart += 4
+			}
+			if v.HdrLen != 0 {
+				v.HdrLen += 4
+			}
+			v.Encode(hdr[:])
+		}
+		w.write(hdr[:])
+	}
+	if !vlan {
+		w.write(data)
+		return need
+	}
+	tpid := uint16(unix.ETH_P_8021Q)
+	if h.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Hv1.Vlan_tpid != 0 {
+		tpid = h.Hv1.Vlan_tpid
+	}
+	var tag [4]byte
+	binary.BigEndian.PutUint16(tag[:], tpid)
+	binary.BigEndian.PutUint16(tag[2:], uint16(h.Hv1.Vlan_tci))
+	w.write(data[:12])
+	w.write(tag[:])
+	w.write(data[12:])
+	return need
 }
