@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -113,7 +114,7 @@ func RunCluster(ctx context.Context, o ClusterOptions) (err error) {
 	if err := cd.prepareConfig(); err != nil {
 		return fmt.Errorf("run cluster agent: %w", err)
 	}
-	if err := enableForwarding(o.Config); err != nil {
+	if err := clusterForwarding(o.Config); err != nil {
 		return fmt.Errorf("run cluster agent: %w", err)
 	}
 	links, err := epair.New(epair.Options{NodeID: o.Config.NodeID})
@@ -184,6 +185,31 @@ func RunCluster(ctx context.Context, o ClusterOptions) (err error) {
 	}
 	wg.Wait()
 	return firstErr(errc)
+}
+
+// clusterForwarding makes sure IP forwarding is on for the switches' families. A
+// DaemonSet pod sees /proc/sys read-only unless privileged: forwarding that is already
+// on (kube-proxy and most node setups turn it on) is enough, and when it is off and
+// cannot be turned on the error says what to do.
+func clusterForwarding(c *Config) error {
+	err := enableForwarding(c)
+	if err == nil {
+		return nil
+	}
+	var v4, v6 bool
+	for i := range c.Switches {
+		for _, r := range c.switchRanges(i) {
+			v4, v6 = v4 || r.Is4(), v6 || !r.Is4()
+		}
+	}
+	on := func(path string) bool {
+		b, rerr := os.ReadFile(procSys + path)
+		return rerr == nil && strings.TrimSpace(string(b)) == "1"
+	}
+	if (!v4 || on("/net/ipv4/ip_forward")) && (!v6 || on("/net/ipv6/conf/all/forwarding")) {
+		return nil
+	}
+	return fmt.Errorf("%w (IP forwarding is off on the node and the agent cannot turn it on: set net.ipv4.ip_forward=1, and net.ipv6.conf.all.forwarding=1 for IPv6, on the node)", err)
 }
 
 // clusterDataplane implements controller.Dataplane over the agent (attachments: which pod

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -136,5 +139,29 @@ func TestClusterDataplanePolicies(t *testing.T) {
 	snap, err := c.Status(ctx)
 	if err != nil || len(snap.Ports) != 0 || len(snap.Switches) != 0 {
 		t.Errorf("Status before start = %+v, %v", snap, err)
+	}
+}
+
+func TestClusterForwarding(t *testing.T) {
+	dir := t.TempDir()
+	old := procSys
+	procSys = dir
+	t.Cleanup(func() { procSys = old })
+	cfg, err := ParseConfig(DefaultConfigJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No writable /proc/sys and forwarding unknown: a clear error.
+	if err := clusterForwarding(cfg); err == nil || !strings.Contains(err.Error(), "net.ipv4.ip_forward=1") {
+		t.Fatalf("clusterForwarding without /proc/sys = %v, want an error naming the sysctl", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "net/ipv4"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := clusterForwarding(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "net/ipv4/ip_forward")); string(b) != "1\n" {
+		t.Fatalf("ip_forward = %q", b)
 	}
 }
