@@ -51,8 +51,11 @@ func runSwitch(args []string) error {
 	fs.Var(&links, "link", "host link to attach (repeat)")
 	gw := fs.String("gw", "", "gateway address with prefix for the host port")
 	slots := fs.Int("slots", 0, "ring slots per port (0: default)")
+	blocks := fs.Uint("blocks", 0, "AF_PACKET receive blocks per link (0: default)")
+	blockSize := fs.Uint("block-size", 0, "AF_PACKET receive block size (0: default)")
 	_ = fs.Parse(args)
 	cfg := dataplane.OffloadConfig{Switch: dataplane.SwitchConfig{Name: "vale0"}, RingSlots: *slots}
+	cfg.Link.Packet.BlockCount, cfg.Link.Packet.BlockSize = uint32(*blocks), uint32(*blockSize)
 	if *gw != "" {
 		p, err := netip.ParsePrefix(*gw)
 		if err != nil {

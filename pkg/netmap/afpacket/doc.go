@@ -30,14 +30,18 @@
 //
 // # Offload mode (Config.VnetHdr)
 //
-// With PACKET_VNET_HDR every frame is preceded by a 10-byte struct virtio_net_hdr (VnetHdr):
-// the kernel writes the skb's GSO type and size and its partial-checksum offsets before each
-// received frame (at tp_mac - 10), so 64 KB TSO/GRO super-frames are received whole (receive
-// blocks of 256 KiB by default), and packet_snd reads the header on transmit, so a
-// super-frame leaves as one skb that the kernel segments and checksums only where needed.
-// Transmit then uses write(2) per frame instead of the TX ring (a ring slot cannot hold
-// 64 KB within the page-sized slot limit), waiting for send-buffer room with poll(2).
-// Peers of such a socket must speak the same header: see pkg/vale's per-port VnetHdrLen.
+// With PACKET_VNET_HDR every frame is preceded by a 10-byte struct virtio_net_hdr (VnetHdr)
+// carrying the skb's GSO type and size and its partial-checksum offsets, so 64 KB TSO/GRO
+// super-frames cross whole in both directions, and the kernel segments and checksums them
+// only where a device needs it. The socket then has no rings: a TPACKET_V3 block is
+// handed over only when full or after its retire timer (1 ms at least), which delays every
+// TCP ACK by up to a millisecond and throttled TCP to half the rate; a 64 KB frame also
+// does not fit a page-sized TX slot. Frames are received with recvfrom/recvmsg(2) (one
+// readiness edge per frame, and RxScatter lets the kernel copy straight into a netmap slot
+// chain) into a receive buffer of BlockSize×BlockCount bytes (8 MiB by default), and sent
+// with write/writev(2) (TxFrags: straight from the chain's slots), waiting for room with
+// poll(2). VLAN tags the kernel moved to skb metadata are not re-inserted in this mode.
+// Peers of such a socket must speak the same header: see pkg/vale's Config.VnetHdrLen.
 //
 // Waiting is event-driven through the Go netpoller (see internal/sys.PollFD): WaitRX parks
 // until a block is retired to userspace; WaitTX until a transmitted skb is freed

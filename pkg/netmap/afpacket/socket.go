@@ -29,9 +29,11 @@ type Config struct {
 	// VnetHdr turns on PACKET_VNET_HDR: every frame Receive returns and Transmit takes
 	// starts with a VnetHdrLen-byte struct virtio_net_hdr carrying the GSO and checksum
 	// offload state, and frames up to MaxVnetFrame bytes (64 KB GSO super-frames) cross
-	// the socket whole. Receive blocks then default to VnetBlockSize (at least
-	// MinVnetBlockSize); transmit uses write(2) per frame (the kernel's packet_snd, which
-	// honours the header) instead of the TX ring, so the TX* fields are unused.
+	// the socket whole. The socket then has no rings: frames are received with
+	// recvmsg(2) into a receive buffer of BlockSize×BlockCount bytes (defaults
+	// VnetBlockSize×VnetBlockCount; BlockSize at least MinVnetBlockSize) and sent
+	// with write(2) (the kernel's packet_snd, which honours the header), so
+	// RetireTimeout and the TX* fields are unused.
 	VnetHdr bool
 }
 
@@ -144,6 +146,8 @@ type Socket struct {
 	vnet    bool                   // PACKET_VNET_HDR: frames carry a virtio_net_hdr; TX by write(2)
 	txPoll  [1]unix.PollFd         // the TX waiter's poll(2) set (vnet mode: no ring to look at)
 	txIov   [maxTxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
+	rxPoll  [1]unix.PollFd         // the RX waiter's poll(2) set (vnet mode: no ring)
+	rxIov   [maxTxFrags]unix.Iovec // RxScatter's recvmsg vector (receiving goroutine)
 	txSlot  uint32                 // slot size
 	txSlots uint32
 	txHead  uint32 // next slot to fill
@@ -213,8 +217,19 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		Frame_nr:       cfg.BlockSize / 2048 * cfg.BlockCount,
 		Retire_blk_tov: uint32(cfg.RetireTimeout / time.Millisecond),
 	}
-	if err := sys.SetTpacketReq3(fd, unix.PACKET_RX_RING, &rxReq); err != nil {
-		return nil, fmt.Errorf("open afpacket on %s: set up %d×%d-byte RX ring: %w", ifname, cfg.BlockCount, cfg.BlockSize, err)
+	rxLen := 0
+	if cfg.VnetHdr {
+		// No receive ring: recvmsg(2) per frame into a receive buffer of the ring's size.
+		rcv := int(min(uint64(cfg.BlockSize)*uint64(cfg.BlockCount), 1<<30))
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcv); err != nil {
+			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcv)
+		}
+		s.rxPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+	} else {
+		if err := sys.SetTpacketReq3(fd, unix.PACKET_RX_RING, &rxReq); err != nil {
+			return nil, fmt.Errorf("open afpacket on %s: set up %d×%d-byte RX ring: %w", ifname, cfg.BlockCount, cfg.BlockSize, err)
+		}
+		rxLen = int(cfg.BlockSize * cfg.BlockCount)
 	}
 	page := uint32(unix.Getpagesize())
 	txBlock := max(page, cfg.TXFrameSize)
@@ -229,14 +244,15 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		}
 		txLen = int(cfg.TXFrameCount * cfg.TXFrameSize)
 	}
-	rxLen := int(cfg.BlockSize * cfg.BlockCount)
-	s.mem, err = unix.Mmap(fd, 0, rxLen+txLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
-	if err != nil {
-		return nil, fmt.Errorf("open afpacket on %s: map rings: %w", ifname, err)
+	if rxLen+txLen > 0 {
+		s.mem, err = unix.Mmap(fd, 0, rxLen+txLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
+		if err != nil {
+			return nil, fmt.Errorf("open afpacket on %s: map rings: %w", ifname, err)
+		}
+		mem := s.mem
+		c.Add(func() error { return unix.Munmap(mem) })
+		s.rx, s.tx = s.mem[:rxLen:rxLen], s.mem[rxLen:]
 	}
-	mem := s.mem
-	c.Add(func() error { return unix.Munmap(mem) })
-	s.rx, s.tx = s.mem[:rxLen:rxLen], s.mem[rxLen:]
 	s.blockSize, s.blocks = cfg.BlockSize, cfg.BlockCount
 	s.txSlot, s.txSlots = cfg.TXFrameSize, cfg.TXFrameCount
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
@@ -245,6 +261,9 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	// The wait conditions read only atomics, so a waiter may run concurrently with
 	// Receive/Transmit on another goroutine.
 	s.rxWait = func(uintptr) bool { return s.closed.Load() || isDone(s.rxDone) || s.blockReady() }
+	if cfg.VnetHdr {
+		s.rxWait = func(uintptr) bool { return s.closed.Load() || isDone(s.rxDone) || s.vnetReadable() }
+	}
 	s.txWait = func(uintptr) bool { return s.closed.Load() || isDone(s.txDone) || s.txRoom() }
 	s.undo = c.Release()
 	return s, nil
@@ -327,6 +346,9 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
+	if s.vnet {
+		return s.receiveVnet(bufs, lens)
+	}
 	want := min(len(bufs), len(lens))
 	n := 0
 	var bytes uint64
@@ -382,9 +404,6 @@ func (s *Socket) copyFrame(dst, blk []byte, h *unix.Tpacket3Hdr) int {
 	if uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
 		s.rxTrunc.Add(1)
 		return 0
-	}
-	if s.vnet {
-		return s.copyVnetFrame(dst, blk, h, start)
 	}
 	data := blk[start : start+h.Snaplen]
 	if h.Snaplen < h.Len {

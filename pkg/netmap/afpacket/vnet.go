@@ -18,12 +18,12 @@ const (
 	// MaxVnetFrame is the largest header + frame the socket carries in VnetHdr mode: a
 	// 64 KB GSO super-frame (the netmap/VALE frame limit).
 	MaxVnetFrame = 65535
-	// MinVnetBlockSize is the smallest receive block that holds a MaxVnetFrame frame with
-	// its tpacket3_hdr and block descriptor.
+	// MinVnetBlockSize is the smallest BlockSize accepted in VnetHdr mode (the receive
+	// buffer, BlockSize×BlockCount, must hold several super-frames).
 	MinVnetBlockSize = 128 << 10
-	// VnetBlockSize and VnetBlockCount are the receive ring defaults in VnetHdr mode (2 MiB).
+	// VnetBlockSize and VnetBlockCount size the receive buffer in VnetHdr mode (8 MiB).
 	VnetBlockSize  = 256 << 10
-	VnetBlockCount = 8
+	VnetBlockCount = 32
 	// vnetSndBuf is the send buffer asked for in VnetHdr mode.
 	vnetSndBuf = 4 << 20
 )
@@ -75,53 +75,6 @@ func (h VnetHdr) Encode(b []byte) bool {
 
 // VnetHdr reports whether the socket runs in offload (PACKET_VNET_HDR) mode.
 func (s *Socket) VnetHdr() bool { return s.vnet }
-
-// copyVnetFrame copies the virtio_net_hdr the kernel wrote just before the frame (at
-// tp_mac - VnetHdrLen) followed by the frame, re-inserting a stripped VLAN tag (and then
-// moving csum_start and hdr_len, which count from the frame's start, by the tag's 4 bytes).
-func (s *Socket) copyVnetFrame(dst, blk []byte, h *unix.Tpacket3Hdr, start uint32) int {
-	if start < VnetHdrLen || uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
-		s.rxTrunc.Add(1)
-		return 0
-	}
-	hdr := blk[start-VnetHdrLen : start]
-	data := blk[start : start+h.Snaplen]
-	if h.Snaplen < h.Len {
-		s.rxTrunc.Add(1)
-	}
-	vlan := h.Status&unix.TP_STATUS_VLAN_VALID != 0 && len(data) >= 12
-	need := VnetHdrLen + len(data)
-	if vlan {
-		need += 4
-	}
-	if len(dst) < need {
-		// A header cut short is worse than no frame: the far side would misparse it.
-		s.rxTrunc.Add(1)
-		return 0
-	}
-	copy(dst, hdr)
-	if !vlan {
-		return VnetHdrLen + copy(dst[VnetHdrLen:], data)
-	}
-	var v VnetHdr
-	v.Decode(dst)
-	if v.Flags&VnetFlagNeedsCsum != 0 {
-		v.CsumStart += 4
-	}
-	if v.HdrLen != 0 {
-		v.HdrLen += 4
-	}
-	v.Encode(dst)
-	tpid := uint16(unix.ETH_P_8021Q)
-	if h.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Hv1.Vlan_tpid != 0 {
-		tpid = h.Hv1.Vlan_tpid
-	}
-	f := dst[VnetHdrLen:]
-	copy(f, data[:12])
-	binary.BigEndian.PutUint16(f[12:], tpid)
-	binary.BigEndian.PutUint16(f[14:], uint16(h.Hv1.Vlan_tci))
-	return VnetHdrLen + 16 + copy(f[16:], data[12:])
-}
 
 // transmitVnet writes each header + frame with write(2): packet_snd parses the
 // virtio_net_hdr, so a GSO super-frame leaves as one skb that the kernel segments (or
@@ -247,10 +200,11 @@ func (w *scatter) write(p []byte) {
 	}
 }
 
-// RxScatter copies the next received frame (with its virtio_net_hdr in VnetHdr mode, and
-// a stripped VLAN tag re-inserted) over bufs, each filled before the next, and returns
-// its length; ok is false when no frame is pending. A frame that does not fit is dropped
-// (n == 0, counted in RxTruncated). It never blocks.
+// RxScatter copies the next received frame (with its virtio_net_hdr in VnetHdr mode; from
+// the ring otherwise, a stripped VLAN tag re-inserted) over bufs, each filled before the next,
+// and returns its length; ok is false when no frame is pending. A frame that does not fit
+// is dropped (n == 0, counted in RxTruncated). It never blocks. In VnetHdr mode the
+// kernel copies straight into bufs (recvmsg(2) with one iovec per buffer).
 func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return 0, false, err
@@ -259,6 +213,9 @@ func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return 0, false, ErrClosed
+	}
+	if s.vnet {
+		return s.recvScatter(bufs)
 	}
 	for {
 		b := s.blk.Load()
@@ -304,13 +261,97 @@ func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	}
 }
 
+// recvScatter is RxScatter in VnetHdr mode: one recvmsg(2) with MSG_TRUNC (which returns
+// the frame's real length, so a cut frame is detected and dropped).
+func (s *Socket) recvScatter(bufs [][]byte) (int, bool, error) {
+	nb := min(len(bufs), len(s.rxIov))
+	room := 0
+	iov := s.rxIov[:nb]
+	for i, b := range bufs[:nb] {
+		if len(b) > 0 {
+			iov[i].Base = &b[0]
+			iov[i].SetLen(len(b))
+			room += len(b)
+		}
+	}
+	defer clear(iov)
+	var msg unix.Msghdr
+	msg.Iov = &iov[0]
+	msg.SetIovlen(nb)
+	for {
+		n, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.pfd.FD()), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		switch e {
+		case 0:
+		case unix.EAGAIN:
+			return 0, false, nil
+		case unix.EINTR:
+			continue
+		default:
+			return 0, false, fmt.Errorf("receive on %s: %w", s.ifname, e)
+		}
+		if int(n) > room || int(n) < VnetHdrLen {
+			s.rxTrunc.Add(1)
+			return 0, true, nil
+		}
+		s.rxPackets.Add(1)
+		s.rxBytes.Add(uint64(n))
+		return int(n), true, nil
+	}
+}
+
+// receiveVnet is Receive in VnetHdr mode: recvfrom(2) per frame, header included. A
+// frame longer than its buffer is dropped (counted in RxTruncated): a cut super-frame
+// would carry a header that no longer matches it.
+func (s *Socket) receiveVnet(bufs [][]byte, lens []int) (int, error) {
+	want := min(len(bufs), len(lens))
+	n := 0
+	var bytes uint64
+	fd := uintptr(s.pfd.FD())
+	for n < want {
+		b := bufs[n]
+		if len(b) == 0 {
+			break
+		}
+		m, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		switch e {
+		case 0:
+		case unix.EAGAIN:
+			goto done
+		case unix.EINTR:
+			continue
+		default:
+			if n > 0 {
+				goto done
+			}
+			return 0, fmt.Errorf("receive on %s: %w", s.ifname, e)
+		}
+		if int(m) > len(b) || int(m) < VnetHdrLen {
+			s.rxTrunc.Add(1)
+			continue
+		}
+		lens[n] = int(m)
+		bytes += uint64(m)
+		n++
+	}
+done:
+	if n > 0 {
+		s.rxPackets.Add(uint64(n))
+		s.rxBytes.Add(bytes)
+	}
+	return n, nil
+}
+
+// vnetReadable asks the kernel (poll(2), zero timeout) whether a frame is queued. Only the
+// RX waiter calls it (it owns rxPoll).
+func (s *Socket) vnetReadable() bool {
+	s.rxPoll[0].Revents = 0
+	n, err := unix.Poll(s.rxPoll[:], 0)
+	return err == nil && n > 0 && s.rxPoll[0].Revents&(unix.POLLIN|unix.POLLERR|unix.POLLHUP) != 0
+}
+
 func (s *Socket) scatterFrame(bufs [][]byte, blk []byte, h *unix.Tpacket3Hdr) int {
 	start := s.pktOff + uint32(h.Mac)
-	hl := uint32(0)
-	if s.vnet {
-		hl = VnetHdrLen
-	}
-	if start < hl || uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
+	if uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
 		s.rxTrunc.Add(1)
 		return 0
 	}
@@ -319,7 +360,7 @@ func (s *Socket) scatterFrame(bufs [][]byte, blk []byte, h *unix.Tpacket3Hdr) in
 		s.rxTrunc.Add(1)
 	}
 	vlan := h.Status&unix.TP_STATUS_VLAN_VALID != 0 && len(data) >= 12
-	need := int(hl) + len(data)
+	need := len(data)
 	if vlan {
 		need += 4
 	}
@@ -332,22 +373,6 @@ func (s *Socket) scatterFrame(bufs [][]byte, blk []byte, h *unix.Tpacket3Hdr) in
 		return 0
 	}
 	w := scatter{bufs: bufs}
-	if s.vnet {
-		var hdr [VnetHdrLen]byte
-		copy(hdr[:], blk[start-hl:start])
-		if vlan {
-			var v VnetHdr
-			v.Decode(hdr[:])
-			if v.Flags&VnetFlagNeedsCsum != 0 {
-				v.CsumStart += 4
-			}
-			if v.HdrLen != 0 {
-				v.HdrLen += 4
-			}
-			v.Encode(hdr[:])
-		}
-		w.write(hdr[:])
-	}
 	if !vlan {
 		w.write(data)
 		return need

@@ -109,3 +109,27 @@ func TestVnetSuperFrame(t *testing.T) {
 	}
 	t.Fatal("super-frame not received on the pod's end")
 }
+
+// FuzzVnetHdr: Decode accepts any input of at least VnetHdrLen bytes and Encode
+// reproduces those bytes; shorter input is refused.
+func FuzzVnetHdr(f *testing.F) {
+	f.Add(tcpSuperFrame(10, 1448)[:VnetHdrLen])
+	f.Add([]byte{1, 2, 3})
+	f.Add(make([]byte, VnetHdrLen))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var h VnetHdr
+		if !h.Decode(b) {
+			if len(b) >= VnetHdrLen {
+				t.Fatalf("Decode refused %d bytes", len(b))
+			}
+			return
+		}
+		out := make([]byte, VnetHdrLen)
+		if !h.Encode(out) || !bytes.Equal(out, b[:VnetHdrLen]) {
+			t.Fatalf("round trip %x -> %+v -> %x", b[:VnetHdrLen], h, out)
+		}
+		if h.Encode(out[:VnetHdrLen-1]) {
+			t.Fatal("Encode into a short buffer succeeded")
+		}
+	})
+}
