@@ -49,6 +49,9 @@ INSTALL_BRIDGE_CNI=${INSTALL_BRIDGE_CNI:-0}
 mkdir -p "$R"/{pki,logs,pids,etcd,kubelet,containerd/root}
 cd "$R"
 sysctl -n net.ipv4.ip_forward > ip_forward.orig   # bridge plugin / kube-proxy turn it on
+# a node prerequisite (kubeadm checks it too): the agent, a DaemonSet pod with a read-only
+# /proc/sys, cannot turn it on itself; cluster-down.sh restores the original value
+sysctl -qw net.ipv4.ip_forward=1
 start() { # start <name> <cmd...>: background it, remember its pid
   local n=$1; shift
   "$@" >"logs/$n.log" 2>&1 &
