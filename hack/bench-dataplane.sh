@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # bench-dataplane.sh: pod-to-pod through the epair switch (AF_XDP and AF_PACKET
 # ports) against the Linux kernel bridge with veth, in namespaces this script
-# creates and removes. Measures 64-byte UDP packets per second received by the
+# creates and removes, plus the opt-in offload mode (virtio-net headers through
+# the switch, pods keep TSO and checksum offload). Measures 64-byte UDP packets per second received by the
 # pod, TCP throughput with one and four streams (iperf3) and ping round trips,
 # prints a table and writes it to BENCHMARKS.md ("## Dataplane: ..." section;
 # --no-write only prints). Needs root. Usage: hack/bench-dataplane.sh [--no-write]
@@ -22,6 +23,7 @@ H=epbench-h A=epbench-a B=epbench-b
 IPA=10.90.0.1 IPB=10.90.0.2 GW=10.90.0.254/24
 WORK=$(mktemp -d)
 BIN=$WORK/dpbench
+OBIN=$WORK/offloadbench
 SWPID=
 
 cleanup() {
@@ -32,6 +34,7 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$BIN" ./internal/dataplane/dpbench
+go build -o "$OBIN" ./internal/dataplane/offloadbench
 
 for n in $H $A $B; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
 ip -n $H link add ha numtxqueues 1 numrxqueues 1 type veth peer name eth0 numtxqueues 1 numrxqueues 1 netns $A
@@ -85,9 +88,14 @@ measure() {
 	echo "bench-dataplane: $label: $pps pps, TCP $t1/$t4 Gbit/s, rtt $rtt ms; sender: $(tr '\n' ' ' <"$WORK/flood")" >&2
 }
 
-# start_switch BACKEND: the dataplane runs in the bench's host namespace.
+# start_switch BACKEND: the dataplane runs in the bench's host namespace
+# (BACKEND offload: the offload switch of offloadbench).
 start_switch() {
-	ip netns exec $H "$BIN" switch -backend "$1" -link ha -link hb -gw $GW -xdp-frames 4096 >"$WORK/sw.out" 2>"$WORK/sw.err" &
+	if [ "$1" = offload ]; then
+		ip netns exec $H "$OBIN" switch -link ha -link hb -gw $GW >"$WORK/sw.out" 2>"$WORK/sw.err" &
+	else
+		ip netns exec $H "$BIN" switch -backend "$1" -link ha -link hb -gw $GW -xdp-frames 4096 >"$WORK/sw.out" 2>"$WORK/sw.err" &
+	fi
 	SWPID=$!
 	for _ in $(seq 100); do
 		grep -q ready "$WORK/sw.out" 2>/dev/null && return 0
@@ -123,12 +131,23 @@ start_switch packet
 measure "epair switch, AF_PACKET ports"
 stop_switch
 
+# 5. The epair switch in offload mode: every port carries a virtio-net header
+# (AF_PACKET + PACKET_VNET_HDR, TAP with IFF_VNET_HDR), the pods keep TSO and
+# checksum offload, and 64 KB super-frames cross as slot chains.
+ip netns exec $A "$OBIN" csum-on eth0
+ip netns exec $B "$OBIN" csum-on eth0
+start_switch offload
+measure "epair offload switch, AF_PACKET + vnet header (pod offloads on)"
+stop_switch
+
 {
 	echo "## Dataplane: epair switch vs kernel bridge"
 	echo
 	echo "Pod to pod on one node: two network namespaces with a veth each, the host ends"
 	echo "either on a Linux bridge or attached to the epair switch (internal/dataplane:"
-	echo "VALE switch, ifcore output queue per port, AF_XDP or AF_PACKET sockets)."
+	echo "VALE switch, ifcore output queue per port, AF_XDP or AF_PACKET sockets; the"
+	echo "offload row: dataplane.OffloadSwitch, 10-byte virtio-net headers on every port,"
+	echo "no output queue, pods with TSO and checksum offload on)."
 	echo "UDP: 18-byte payloads (64-byte frames) sent with sendmmsg by one thread in pod A"
 	echo "for ${DUR} s, counted as packets received by pod B's eth0. TCP: iperf3, ${DUR} s."
 	echo "RTT: ping, 40 probes (average). Each figure is the best of ${RUNS} runs. Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
