@@ -133,3 +133,58 @@ func FuzzVnetHdr(f *testing.F) {
 		}
 	})
 }
+
+// TxFrags (writev from fragments) and RxScatter (recvmsg into buffers) move a super-frame
+// intact and allocate nothing per frame.
+func TestVnetFragsNoAlloc(t *testing.T) {
+	p := netnsutil.TwoPods(t)
+	a := open(t, p.Host, p.HostA, Config{VnetHdr: true})
+	pod := open(t, p.A, "eth0", Config{VnetHdr: true})
+	big := tcpSuperFrame(20000, 1448)
+	frags := [][]byte{big[:100], big[100:2048], big[2048:]}
+	bufs := make([][]byte, 33)
+	for i := range bufs {
+		bufs[i] = make([]byte, 2048)
+	}
+	recv := func() int {
+		deadline := time.Now().Add(3 * time.Second)
+		for time.Now().Before(deadline) {
+			n, ok, err := pod.RxScatter(0, bufs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok && n > VnetHdrLen+14 && bufs[0][VnetHdrLen+12] == 0x08 {
+				return n
+			}
+			if !ok {
+				_ = pod.WaitRX(50 * time.Millisecond)
+			}
+		}
+		return 0
+	}
+	if ok, err := a.TxFrags(0, frags); !ok || err != nil {
+		t.Fatalf("TxFrags = %v, %v", ok, err)
+	}
+	n := recv()
+	if n != len(big) {
+		t.Fatalf("RxScatter got %d bytes; want %d", n, len(big))
+	}
+	var joined []byte
+	for _, b := range bufs {
+		joined = append(joined, b...)
+	}
+	if !bytes.Equal(joined[VnetHdrLen:n], big[VnetHdrLen:]) {
+		t.Fatal("scattered frame differs")
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		if ok, err := a.TxFrags(0, frags); !ok || err != nil {
+			t.Fatalf("TxFrags = %v, %v", ok, err)
+		}
+		if recv() != len(big) {
+			t.Fatal("frame lost")
+		}
+	})
+	if allocs > 0 {
+		t.Errorf("%.1f allocations per TxFrags+RxScatter; want 0", allocs)
+	}
+}
