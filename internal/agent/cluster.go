@@ -68,6 +68,11 @@ func RunCluster(ctx context.Context, o ClusterOptions) (err error) {
 		swName = o.Config.Switches[0].Name
 	}
 	o.Config.Switches[0].Name = swName
+	if o.Config.NodeID == "" {
+		// The MAC scheme's seed: the node's name is unique in the cluster and stable, and
+		// a container image has no /etc/machine-id.
+		o.Config.NodeID = "k8s-node/" + o.Flags.NodeName
+	}
 	cd := newClusterDataplane(o.Config, swName, log)
 	opts, err := o.Flags.Options(cd)
 	if err != nil {
