@@ -19,5 +19,7 @@
 // offload mode (Config.VnetHdr) it adds IFF_VNET_HDR, a 10-byte header and TUNSETOFFLOAD
 // (checksum, TSO4/6, ECN): frames read and written start with a struct virtio_net_hdr and
 // TCP super-frames up to 64 KB cross unsegmented, for a switch whose ports all carry that
-// header (vale.Config.VnetHdrLen 10).
+// header (vale.Config.VnetHdrLen 10). Port is then also a netmap.GenericFragBackend
+// (TxFrags with writev(2), RxScatter with readv(2)): frames move between the TAP and a
+// netmap slot chain without the adapter's gather and scatter copies.
 package hostport

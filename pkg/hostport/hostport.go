@@ -79,6 +79,8 @@ type Port struct {
 	txWait func(uintptr) bool
 	txDone <-chan struct{}
 	txPoll [1]unix.PollFd
+	txIov  [maxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
+	rxIov  [maxFrags]unix.Iovec // RxScatter's readv vector (receiving goroutine)
 
 	rxPackets, rxBytes, rxTrunc atomic.Uint64
 	txPackets, txBytes, txDrop  atomic.Uint64

@@ -195,7 +195,26 @@ func TestVnetHdrMode(t *testing.T) {
 			if r[1] != 0 {
 				t.Errorf("echo reply has GSO type %d", r[1])
 			}
-			return // echo reply, after the header
+			// The same request as fragments (writev) is answered too, read with readv.
+			if ok, err := hp.TxFrags(0, [][]byte{f[:7], f[7:40], f[40:]}); !ok || err != nil {
+				t.Fatalf("TxFrags = %v, %v", ok, err)
+			}
+			bufs := [][]byte{make([]byte, 20), make([]byte, 30), make([]byte, 2048)}
+			for time.Now().Before(deadline) {
+				n, ok, err := hp.RxScatter(0, bufs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !ok {
+					_ = hp.WaitRX(100 * time.Millisecond)
+					continue
+				}
+				j := append(append(append([]byte(nil), bufs[0]...), bufs[1]...), bufs[2]...)[:n]
+				if n == len(r) && j[VnetHdrLen+14+9] == 1 && j[VnetHdrLen+14+20] == 0 {
+					return
+				}
+			}
+			t.Fatal("no echo reply to the fragmented request")
 		}
 	}
 	t.Fatal("no echo reply read from the offload TAP")
