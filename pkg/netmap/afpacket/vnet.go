@@ -184,27 +184,11 @@ func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
 	}
 }
 
-// scatter writes consecutive bytes over a list of buffers.
-type scatter struct {
-	bufs   [][]byte
-	i, off int
-}
-
-func (w *scatter) write(p []byte) {
-	for len(p) > 0 && w.i < len(w.bufs) {
-		c := copy(w.bufs[w.i][w.off:], p)
-		p = p[c:]
-		if w.off += c; w.off == len(w.bufs[w.i]) {
-			w.i, w.off = w.i+1, 0
-		}
-	}
-}
-
-// RxScatter copies the next received frame (with its virtio_net_hdr in VnetHdr mode; from
-// the ring otherwise, a stripped VLAN tag re-inserted) over bufs, each filled before the next,
-// and returns its length; ok is false when no frame is pending. A frame that does not fit
-// is dropped (n == 0, counted in RxTruncated). It never blocks. In VnetHdr mode the
-// kernel copies straight into bufs (recvmsg(2) with one iovec per buffer).
+// RxScatter receives the next frame, with its virtio_net_hdr, over bufs with one
+// recvmsg(2) (the kernel copies straight into them, each filled before the next) and
+// returns its length; ok is false when no frame is pending. A frame that does not fit is
+// dropped (n == 0, counted in RxTruncated). It never blocks. Only in VnetHdr mode: ring
+// frames fit one buffer.
 func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return 0, false, err
@@ -214,51 +198,13 @@ func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	if s.closed.Load() {
 		return 0, false, ErrClosed
 	}
-	if s.vnet {
-		return s.recvScatter(bufs)
+	if !s.vnet {
+		return 0, false, fmt.Errorf("receive fragments on %s: only with VnetHdr: %w", s.ifname, ErrBadConfig)
 	}
-	for {
-		b := s.blk.Load()
-		st := s.blockStatus(b)
-		if st.Load()&unix.TP_STATUS_USER == 0 {
-			return 0, false, nil
-		}
-		base := b * s.blockSize
-		blk := s.rx[base : base+s.blockSize]
-		num := binary.NativeEndian.Uint32(blk[blkNumPktsOff:])
-		if s.pkt == 0 {
-			s.pktOff = binary.NativeEndian.Uint32(blk[blkFirstPktOff:])
-		}
-		got := false
-		if s.pkt < num {
-			if uint64(s.pktOff)+tpacket3HdrLen > uint64(len(blk)) || s.pktOff < blkHdrLen {
-				s.rxErrors.Add(1)
-				s.pkt = num
-			} else {
-				h := sys.PointerAt[unix.Tpacket3Hdr](blk, uint64(s.pktOff))
-				n, got = s.scatterFrame(bufs, blk, h), true
-				s.pkt++
-				if s.pkt < num && h.Next_offset < tpacket3HdrLen {
-					s.rxErrors.Add(1)
-					s.pkt = num
-				} else {
-					s.pktOff += h.Next_offset
-				}
-			}
-		}
-		if s.pkt >= num {
-			st.Store(unix.TP_STATUS_KERNEL)
-			s.blk.Store((b + 1) % s.blocks)
-			s.pkt, s.pktOff = 0, 0
-		}
-		if got {
-			if n > 0 {
-				s.rxPackets.Add(1)
-				s.rxBytes.Add(uint64(n))
-			}
-			return n, true, nil
-		}
+	if len(bufs) == 0 {
+		return 0, false, nil
 	}
+	return s.recvScatter(bufs)
 }
 
 // recvScatter is RxScatter in VnetHdr mode: one recvmsg(2) with MSG_TRUNC (which returns
@@ -347,45 +293,4 @@ func (s *Socket) vnetReadable() bool {
 	s.rxPoll[0].Revents = 0
 	n, err := unix.Poll(s.rxPoll[:], 0)
 	return err == nil && n > 0 && s.rxPoll[0].Revents&(unix.POLLIN|unix.POLLERR|unix.POLLHUP) != 0
-}
-
-func (s *Socket) scatterFrame(bufs [][]byte, blk []byte, h *unix.Tpacket3Hdr) int {
-	start := s.pktOff + uint32(h.Mac)
-	if uint64(start)+uint64(h.Snaplen) > uint64(len(blk)) {
-		s.rxTrunc.Add(1)
-		return 0
-	}
-	data := blk[start : start+h.Snaplen]
-	if h.Snaplen < h.Len {
-		s.rxTrunc.Add(1)
-	}
-	vlan := h.Status&unix.TP_STATUS_VLAN_VALID != 0 && len(data) >= 12
-	need := len(data)
-	if vlan {
-		need += 4
-	}
-	room := 0
-	for _, b := range bufs {
-		room += len(b)
-	}
-	if room < need {
-		s.rxTrunc.Add(1)
-		return 0
-	}
-	w := scatter{bufs: bufs}
-	if !vlan {
-		w.write(data)
-		return need
-	}
-	tpid := uint16(unix.ETH_P_8021Q)
-	if h.Status&unix.TP_STATUS_VLAN_TPID_VALID != 0 && h.Hv1.Vlan_tpid != 0 {
-		tpid = h.Hv1.Vlan_tpid
-	}
-	var tag [4]byte
-	binary.BigEndian.PutUint16(tag[:], tpid)
-	binary.BigEndian.PutUint16(tag[2:], uint16(h.Hv1.Vlan_tci))
-	w.write(data[:12])
-	w.write(tag[:])
-	w.write(data[12:])
-	return need
 }

@@ -188,3 +188,14 @@ func TestVnetFragsNoAlloc(t *testing.T) {
 		t.Errorf("%.1f allocations per TxFrags+RxScatter; want 0", allocs)
 	}
 }
+
+func TestFragsNeedVnetHdr(t *testing.T) {
+	p := netnsutil.TwoPods(t)
+	a := open(t, p.Host, p.HostA, Config{})
+	if _, err := a.TxFrags(0, [][]byte{make([]byte, 64)}); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("TxFrags without VnetHdr: %v; want EINVAL", err)
+	}
+	if _, _, err := a.RxScatter(0, [][]byte{make([]byte, 64)}); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("RxScatter without VnetHdr: %v; want EINVAL", err)
+	}
+}
