@@ -223,3 +223,48 @@ func (p *PollFD) WaitReady(ctx context.Context, rx bool, wait func(done <-chan s
 		return err
 	}
 }
+
+// Done reports whether c is closed; a nil c never is.
+func Done(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitWriteKicked waits for transmit room on a ring socket whose completions advance only
+// when the kernel is kicked: until ready reports room it calls kick (nil: nothing to kick),
+// then parks for write readiness for at most recheck — the safety net against a wake-up
+// the kernel never sends while transmit is backlogged; it never applies to an idle socket,
+// which does not wait here. It returns nil when ready reports room or done closes,
+// ErrTimeout after timeout (≤ 0: none), os.ErrClosed after Close, or kick's error.
+func (p *PollFD) WaitWriteKicked(timeout, recheck time.Duration, ready func(fd uintptr) bool, kick func() error, done <-chan struct{}) error {
+	end := time.Now().Add(timeout)
+	for {
+		if ready(0) {
+			return nil
+		}
+		if kick != nil {
+			if err := kick(); err != nil {
+				return err
+			}
+		}
+		slice := recheck
+		if timeout > 0 {
+			left := time.Until(end)
+			if left <= 0 {
+				return ErrTimeout
+			}
+			slice = min(slice, left)
+		}
+		err := p.WaitWrite(slice, ready)
+		if err == nil || Done(done) {
+			return nil
+		}
+		if !errors.Is(err, ErrTimeout) {
+			return err
+		}
+	}
+}

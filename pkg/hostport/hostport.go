@@ -189,8 +189,8 @@ func Open(cfg Config) (*Port, error) {
 	p.ifindex, p.mtu = l.Attrs().Index, l.Attrs().MTU
 	p.rxPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	p.txPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
-	p.rxWait = func(uintptr) bool { return p.closed.Load() || isDone(p.rxDone) || ready(p.rxPoll[:]) }
-	p.txWait = func(uintptr) bool { return p.closed.Load() || isDone(p.txDone) || ready(p.txPoll[:]) }
+	p.rxWait = func(uintptr) bool { return p.closed.Load() || sys.Done(p.rxDone) || ready(p.rxPoll[:]) }
+	p.txWait = func(uintptr) bool { return p.closed.Load() || sys.Done(p.txDone) || ready(p.txPoll[:]) }
 	p.undo = c.Release()
 	return p, nil
 }
@@ -200,15 +200,6 @@ func ready(pfd []unix.PollFd) bool {
 	pfd[0].Revents = 0
 	n, err := unix.Poll(pfd, 0)
 	return err == nil && n > 0 && pfd[0].Revents&(pfd[0].Events|unix.POLLERR|unix.POLLHUP) != 0
-}
-
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 // Name returns the device name; Ifindex its index; MTU its MTU.

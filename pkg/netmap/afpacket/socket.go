@@ -260,11 +260,11 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	}
 	// The wait conditions read only atomics, so a waiter may run concurrently with
 	// Receive/Transmit on another goroutine.
-	s.rxWait = func(uintptr) bool { return s.closed.Load() || isDone(s.rxDone) || s.blockReady() }
+	s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.blockReady() }
 	if cfg.VnetHdr {
-		s.rxWait = func(uintptr) bool { return s.closed.Load() || isDone(s.rxDone) || s.vnetReadable() }
+		s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.vnetReadable() }
 	}
-	s.txWait = func(uintptr) bool { return s.closed.Load() || isDone(s.txDone) || s.txRoom() }
+	s.txWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.txDone) || s.txRoom() }
 	s.undo = c.Release()
 	return s, nil
 }
@@ -326,15 +326,6 @@ func (s *Socket) blockStatus(b uint32) *atomic.Uint32 {
 
 func (s *Socket) blockReady() bool {
 	return s.blockStatus(s.blk.Load()).Load()&unix.TP_STATUS_USER != 0
-}
-
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
 }
 
 // Receive copies up to len(bufs) received frames into bufs and their lengths into lens. It
@@ -569,36 +560,16 @@ func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
 	}
 	s.txDone = done
 	defer func() { s.txDone = nil }()
-	end := time.Now().Add(timeout)
-	for {
-		if s.txWait(0) {
-			if s.closed.Load() {
-				return ErrClosed
-			}
-			return nil
-		}
-		if !s.vnet {
-			if err := s.kick(); err != nil {
-				return err
-			}
-		}
-		slice := s.recheck
-		if timeout > 0 {
-			left := time.Until(end)
-			if left <= 0 {
-				return sys.ErrTimeout
-			}
-			slice = min(slice, left)
-		}
-		err := s.pfd.WaitWrite(slice, s.txWait)
-		if s.closed.Load() || sys.IsClosed(err) {
-			return ErrClosed
-		}
-		if err == nil || isDone(done) {
-			return nil
-		}
-		if !errors.Is(err, sys.ErrTimeout) {
-			return fmt.Errorf("wait for TX slots on %s: %w", s.ifname, err)
-		}
+	var kick func() error
+	if !s.vnet {
+		kick = s.kick
 	}
+	err := s.pfd.WaitWriteKicked(timeout, s.recheck, s.txWait, kick, done)
+	if s.closed.Load() || sys.IsClosed(err) {
+		return ErrClosed
+	}
+	if err != nil && !errors.Is(err, sys.ErrTimeout) {
+		return fmt.Errorf("wait for TX slots on %s: %w", s.ifname, err)
+	}
+	return err
 }

@@ -255,10 +255,10 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	// The wait conditions read only atomics shared with the kernel or the other side, so
 	// a waiter may run concurrently with Receive/Transmit on another goroutine.
 	s.rxWait = func(uintptr) bool {
-		return s.closed.Load() || isDone(s.rxDone) || s.rx.producer.Load() != s.rx.consumer.Load()
+		return s.closed.Load() || sys.Done(s.rxDone) || s.rx.producer.Load() != s.rx.consumer.Load()
 	}
 	s.txWait = func(uintptr) bool {
-		return s.closed.Load() || isDone(s.txDone) || s.txFreeN.Load() > 0 || s.comp.producer.Load() != s.comp.consumer.Load()
+		return s.closed.Load() || sys.Done(s.txDone) || s.txFreeN.Load() > 0 || s.comp.producer.Load() != s.comp.consumer.Load()
 	}
 	s.undo = c.Release()
 	return s, nil
@@ -480,15 +480,6 @@ func (s *Socket) waitRX(timeout time.Duration, done <-chan struct{}) error {
 
 // ---- transmit side ----
 
-func isDone(c <-chan struct{}) bool {
-	select {
-	case <-c:
-		return true
-	default:
-		return false
-	}
-}
-
 // reap moves completed transmit frames back to txFree and returns how many.
 func (s *Socket) reap() uint32 {
 	n := s.comp.avail()
@@ -580,34 +571,12 @@ func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
 	}
 	s.txDone = done
 	defer func() { s.txDone = nil }()
-	end := time.Now().Add(timeout)
-	for {
-		if s.txWait(0) {
-			if s.closed.Load() {
-				return ErrClosed
-			}
-			return nil
-		}
-		if err := s.kickTX(); err != nil {
-			return err
-		}
-		slice := s.recheck
-		if timeout > 0 {
-			left := time.Until(end)
-			if left <= 0 {
-				return sys.ErrTimeout
-			}
-			slice = min(slice, left)
-		}
-		err := s.pfd.WaitWrite(slice, s.txWait)
-		if s.closed.Load() || sys.IsClosed(err) {
-			return ErrClosed
-		}
-		if err == nil || isDone(done) {
-			return nil
-		}
-		if !errors.Is(err, sys.ErrTimeout) {
-			return fmt.Errorf("wait for TX completions on %s: %w", s.ifname, err)
-		}
+	err := s.pfd.WaitWriteKicked(timeout, s.recheck, s.txWait, s.kickTX, done)
+	if s.closed.Load() || sys.IsClosed(err) {
+		return ErrClosed
 	}
+	if err != nil && !errors.Is(err, sys.ErrTimeout) {
+		return fmt.Errorf("wait for TX completions on %s: %w", s.ifname, err)
+	}
+	return err
 }
