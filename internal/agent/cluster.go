@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -163,6 +164,11 @@ func RunCluster(ctx context.Context, o ClusterOptions) (err error) {
 				cancel()
 			}
 		}()
+	}
+	// The chart's hostPath volume creates the socket's directory 0755; it is the agent's
+	// own (a dedicated hostPath), so it is narrowed to root-only as the server requires.
+	if err := os.Chmod(filepath.Dir(o.Config.Socket), 0o700); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("run cluster agent: socket directory: %w", err)
 	}
 	ready := make(chan struct{})
 	start("socket server", (&SocketServer{Agent: a, Ready: ready}).Start)
