@@ -440,10 +440,10 @@ func (c *clusterDataplane) portOf(pod controller.PodRef) (string, bool) {
 // ApplyPortPolicy sets pod's port's output queue from p.
 func (c *clusterDataplane) ApplyPortPolicy(_ context.Context, pod controller.PodRef, p controller.PolicyConfig) error {
 	if p.Mirror != nil {
-		return fmt.Errorf("apply policy %s to %s: mirror: %w", p.Policy, pod, ErrUnsupported)
+		return fmt.Errorf("apply policy %s to %s: spec.mirror: %w", p.Policy, pod, ErrUnsupported)
 	}
 	if p.AntiSpoofing {
-		return fmt.Errorf("apply policy %s to %s: antiSpoofing: %w", p.Policy, pod, ErrUnsupported)
+		return fmt.Errorf("apply policy %s to %s: spec.antiSpoofing (true by default): %w; set antiSpoofing: false to apply the rest", p.Policy, pod, ErrUnsupported)
 	}
 	name, ok := c.portOf(pod)
 	if !ok {
