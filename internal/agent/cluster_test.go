@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -163,5 +165,124 @@ func TestClusterForwarding(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "net/ipv4/ip_forward")); string(b) != "1\n" {
 		t.Fatalf("ip_forward = %q", b)
+	}
+}
+
+// TestClusterDataplaneLive drives the cluster dataplane over a real internal/dataplane in a
+// network namespace of its own: a live port gets a PortPolicy and loses it, the switch's
+// default queue changes live on ports without a policy, an MTU change needs a restart,
+// and the status snapshot shows the pod, the policy and the queue.
+func TestClusterDataplaneLive(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (network namespace, veth, TAP)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs iproute2's ip")
+	}
+	ns := fmt.Sprintf("eptest-agentcl-%d", os.Getpid())
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	run("netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
+	run("-n", ns, "link", "add", "epcl0a", "type", "veth", "peer", "name", "epcl0b")
+	run("-n", ns, "link", "set", "epcl0a", "up")
+	run("-n", ns, "link", "set", "epcl0b", "up")
+
+	ctx := context.Background()
+	c := testClusterDP(t)
+	c.cfg.Backend = "packet"
+	c.cfg.StateDir = t.TempDir()
+	if err := c.SetPodCIDRs(ctx, []netip.Prefix{netip.MustParsePrefix("10.250.7.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	sc := controller.SwitchConfig{Name: "vale0", Generation: 1, MTU: 1500,
+		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("classic")}}
+	if err := c.ApplySwitch(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.prepareConfig(); err != nil {
+		t.Fatal(err)
+	}
+	dc, err := DataplaneConfig(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc.NetNS = "/run/netns/" + ns
+	dc.DefaultPolicy = c.defPolicy
+	d, err := dataplane.New(dc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close(dataplane.CloseOptions{Uninstall: true}) })
+	c.mu.Lock()
+	c.d = d
+	c.mu.Unlock()
+	ports := &clusterPorts{realDataplane: realDataplane{d: d}, c: c}
+	pi, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl0a", Owner: "test/cid/eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := controller.PodRef{Namespace: "ns", Name: "p"}
+	c.mu.Lock()
+	c.podPorts[pod.String()], c.portPods[pi.Name] = pi.Name, pod.String()
+	c.mu.Unlock()
+
+	policy := func() dataplane.PortPolicy {
+		t.Helper()
+		p, err := d.Port(pi.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Policy
+	}
+	if got := policy(); got.QueueLen != 128 {
+		t.Fatalf("attached with %+v, want the switch's default queue of 128", got)
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 {
+		t.Fatalf("policy after apply %+v", got)
+	}
+	snap, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, p := range snap.Ports {
+		if p.Name == "epcl0a" {
+			found = p.Pod == "ns/p" && p.Policy == "ns/lim" && p.QueueLength >= 128
+		}
+	}
+	if !found || len(snap.Switches) != 1 || snap.Switches[0].Ports != 1 {
+		t.Fatalf("snapshot %+v", snap)
+	}
+	// Live default queue: the port keeps its PortPolicy; after clearing it gets the new default.
+	sc.Generation, sc.DefaultQueue.Length = 2, 300
+	if err := c.ApplySwitch(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.RateBitsPerSec != 10_000_000 {
+		t.Fatalf("default queue change overrode the PortPolicy: %+v", got)
+	}
+	if err := c.ClearPortPolicy(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.RateBitsPerSec != 0 || got.QueueLen != 300 {
+		t.Fatalf("policy after clear %+v, want the new default queue", got)
+	}
+	sc.Generation, sc.MTU = 3, 1400
+	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) {
+		t.Fatalf("MTU change = %v, want ErrRestartRequired", err)
+	}
+	if err := ports.DetachPort("vale0", "epcl0a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
+		t.Fatalf("policy after detach = %v, want ErrNoPort", err)
 	}
 }
