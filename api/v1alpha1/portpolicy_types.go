@@ -101,8 +101,10 @@ type PortPolicySpec struct {
 	Mirror *MirrorSpec `json:"mirror,omitempty"`
 
 	// AntiSpoofing drops frames from the pod whose source MAC or IP is not
-	// the pod's own.
-	// +kubebuilder:default=true
+	// the pod's own. Not implemented by the dataplane yet: true is rejected
+	// by the agent (PoliciesApplied=False with a message naming the field),
+	// so it defaults to false.
+	// +kubebuilder:default=false
 	// +optional
 	AntiSpoofing *bool `json:"antiSpoofing,omitempty"`
 }

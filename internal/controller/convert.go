@@ -95,7 +95,7 @@ func PolicyConfigFromSpec(pp *epairv1.PortPolicy) (PolicyConfig, error) {
 		Policy:       pp.Namespace + "/" + pp.Name,
 		Priority:     s.PriorityClass.Band(),
 		Discipline:   s.Discipline,
-		AntiSpoofing: s.AntiSpoofing == nil || *s.AntiSpoofing,
+		AntiSpoofing: s.AntiSpoofing != nil && *s.AntiSpoofing,
 	}
 	wrap := func(err error) error { return fmt.Errorf("convert portpolicy %s: %w", c.Policy, err) }
 	if c.Priority < 0 {

@@ -77,9 +77,9 @@ func TestPolicyConfigFromSpec(t *testing.T) {
 		c.Mirror == nil || c.Mirror.RX || !c.Mirror.TX {
 		t.Fatalf("got %+v (mirror %+v)", c, c.Mirror)
 	}
-	// Small rates get a burst of at least one 64 KiB frame; default anti-spoofing is on.
+	// Small rates get a burst of at least one 64 KiB frame; anti-spoofing is off unless asked for.
 	pp.Spec = epairv1.PortPolicySpec{Rate: ptr(resource.MustParse("1M"))}
-	if c, err = PolicyConfigFromSpec(pp); err != nil || c.BurstBytes != 64<<10 || !c.AntiSpoofing || c.Priority != 2 {
+	if c, err = PolicyConfigFromSpec(pp); err != nil || c.BurstBytes != 64<<10 || c.AntiSpoofing || c.Priority != 2 {
 		t.Fatalf("got %+v, %v", c, err)
 	}
 	bad := []struct {
