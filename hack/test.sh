@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command and CI run it. Installs what it needs:
 # Go (hack/ensure-go.sh), Debian packages (hack/deps.sh), and the Kubernetes binaries that
-# envtest uses, built once from the Go module proxy and cached under ~/.cache/epair.
+# envtest and the e2e cluster use, built once from the Go module proxy and cached under
+# ~/.cache/epair. The Kubernetes e2e alone: e2e/k8s/run.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/ensure-go.sh
@@ -25,5 +26,12 @@ hack/verify-generated.sh
 
 echo "== go test -race (unit, fuzz seeds, envtest, root-namespace and libcni end-to-end tests)"
 go test -race -count=1 -timeout 40m ./...
+
+echo "== Kubernetes end to end: a real single-node cluster, helm install, pods through epair-cni"
+if [ "$(id -u)" -eq 0 ]; then
+	e2e/k8s/run.sh
+else
+	echo "skipped: e2e/k8s/run.sh needs root"
+fi
 
 echo "== test suite passed in $((SECONDS - start)) s"
