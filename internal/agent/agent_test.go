@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -398,26 +397,6 @@ func TestUninstall(t *testing.T) {
 	matches, _ := filepath.Glob(filepath.Join(f.cfg.StateDir, "*.db"))
 	if len(matches) != 0 {
 		t.Fatalf("state left: %v", matches)
-	}
-}
-
-func TestMetrics(t *testing.T) {
-	f := newFixture(t)
-	f.a.Recover(context.Background())
-	f.add("m", "n")
-	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (netConn, error) {
-		return dialUnix(ctx, f.cfg.Socket)
-	}}}
-	resp, err := hc.Get("http://agent/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{`epair_agent_api_calls_total{op="allocate"} 1`, "epair_agent_attachments 1", `epair_port_in_frames_total{switch="vale0"`} {
-		if !strings.Contains(string(b), want) {
-			t.Errorf("metrics lack %q:\n%s", want, b)
-		}
 	}
 }
 

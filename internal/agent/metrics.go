@@ -1,12 +1,17 @@
 package agent
 
 import (
+	"context"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
-	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 const (
@@ -22,102 +27,164 @@ const (
 
 var opNames = [numOps]string{"allocate", "attach", "release", "check", "list", "gc", "status"}
 
-// metrics are the agent's own counters; the dataplane's come from its Switches snapshot.
+// timedOps are the calls that change state; their latency is a histogram.
+var timedOps = [...]int{opAllocate, opAttach, opRelease}
+
+// metrics are the agent's own counters (atomics, read by the collector at scrape time) and
+// its latency histograms; the dataplane's counters come from its Switches snapshot.
 type metrics struct {
-	calls [numOps]atomic.Uint64
-	// latency histograms of the calls that change state (cumulative buckets)
-	lat       [numOps][len(latBuckets) + 1]atomic.Uint64
-	latSum    [numOps]atomic.Int64 // nanoseconds
+	calls     [numOps]atomic.Uint64
 	allocated atomic.Uint64
 	released  atomic.Uint64
+
+	latOnce sync.Once
+	lat     *prometheus.HistogramVec
+
+	regOnce sync.Once
+	reg     *prometheus.Registry
+	handler http.Handler
 }
 
 // latBuckets are the latency histogram's upper bounds in seconds.
-var latBuckets = [...]float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+var latBuckets = []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5}
+
+// latency returns the API latency histograms, creating them (with a zero series for every
+// timed call) on first use.
+func (m *metrics) latency() *prometheus.HistogramVec {
+	m.latOnce.Do(func() {
+		m.lat = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "epair_agent_api_duration_seconds",
+			Help:    "Latency of the agent API calls that change state.",
+			Buckets: latBuckets,
+		}, []string{"op"})
+		for _, op := range timedOps {
+			m.lat.WithLabelValues(opNames[op])
+		}
+	})
+	return m.lat
+}
 
 func (m *metrics) observe(op int, d time.Duration) {
-	i := sort.SearchFloat64s(latBuckets[:], d.Seconds())
-	m.lat[op][i].Add(1)
-	m.latSum[op].Add(int64(d))
+	m.latency().WithLabelValues(opNames[op]).Observe(d.Seconds())
 }
 
-// MetricsHandler serves the agent's and the dataplane's counters in the Prometheus text
-// exposition format (one collector: the snapshot is taken per scrape, nothing per packet).
-func (a *Agent) MetricsHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		a.writeMetrics(w, r)
+// registry returns the agent's private registry: the agent/dataplane collector, the
+// latency histograms and the Go and process collectors. Nothing is registered globally.
+func (a *Agent) registry() *prometheus.Registry {
+	m := &a.metrics
+	m.regOnce.Do(func() {
+		m.reg = prometheus.NewRegistry()
+		m.reg.MustRegister(
+			newAgentCollector(a),
+			m.latency(),
+			collectors.NewGoCollector(),
+			collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		)
+		log := a.log
+		if log == nil {
+			log = slog.Default()
+		}
+		m.handler = promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+			ErrorLog:      slogPrintln{log},
+			ErrorHandling: promhttp.ContinueOnError,
+			Registry:      m.reg,
+		})
 	})
+	return m.reg
 }
 
-func (a *Agent) writeMetrics(w io.Writer, r *http.Request) {
-	fmt.Fprintln(w, "# HELP epair_agent_api_calls_total Agent API calls by operation.")
-	fmt.Fprintln(w, "# TYPE epair_agent_api_calls_total counter")
-	for i := range numOps {
-		fmt.Fprintf(w, "epair_agent_api_calls_total{op=%q} %d\n", opNames[i], a.metrics.calls[i].Load())
+// MetricsHandler serves the agent's registry in the Prometheus exposition formats. The
+// dataplane's counters are read once per scrape, nothing is done per packet.
+func (a *Agent) MetricsHandler() http.Handler {
+	a.registry()
+	return a.metrics.handler
+}
+
+// slogPrintln is promhttp's error logger over slog.
+type slogPrintln struct{ l *slog.Logger }
+
+func (s slogPrintln) Println(v ...any) {
+	s.l.Warn("serve metrics", "error", fmt.Sprint(v...))
+}
+
+// scrapeTimeout bounds the dataplane snapshot of one scrape.
+const scrapeTimeout = 10 * time.Second
+
+// agentCollector is the one collector of the agent's and the dataplane's counters: it
+// reads the atomics and the dataplane's snapshot at scrape time and sends const metrics.
+type agentCollector struct {
+	a *Agent
+
+	calls, attachments, allocations, releases, ready, switches *prometheus.Desc
+	inFrames, inBytes, outFrames, outBytes, dropped, drops     *prometheus.Desc
+}
+
+func newAgentCollector(a *Agent) *agentCollector {
+	port := []string{"switch", "port"}
+	return &agentCollector{
+		a:           a,
+		calls:       prometheus.NewDesc("epair_agent_api_calls_total", "Agent API calls by operation.", []string{"op"}, nil),
+		attachments: prometheus.NewDesc("epair_agent_attachments", "Attachments the agent holds.", nil, nil),
+		allocations: prometheus.NewDesc("epair_agent_allocations_total", "Addresses allocated.", nil, nil),
+		releases:    prometheus.NewDesc("epair_agent_releases_total", "Attachments released.", nil, nil),
+		ready:       prometheus.NewDesc("epair_agent_ready", "1 when the agent is ready to serve, 0 otherwise.", nil, nil),
+		switches:    prometheus.NewDesc("epair_switches", "Switches of the node's dataplane.", nil, nil),
+		inFrames:    prometheus.NewDesc("epair_port_in_frames_total", "Frames the switch received from the port.", port, nil),
+		inBytes:     prometheus.NewDesc("epair_port_in_bytes_total", "Bytes the switch received from the port.", port, nil),
+		outFrames:   prometheus.NewDesc("epair_port_out_frames_total", "Frames the switch delivered to the port.", port, nil),
+		outBytes:    prometheus.NewDesc("epair_port_out_bytes_total", "Bytes the switch delivered to the port.", port, nil),
+		dropped:     prometheus.NewDesc("epair_port_dropped_total", "Frames dropped, charged to the port.", port, nil),
+		drops:       prometheus.NewDesc("epair_port_drops_total", "Frames dropped, charged to the port, by reason.", []string{"switch", "port", "reason"}, nil),
 	}
-	fmt.Fprintln(w, "# TYPE epair_agent_attachments gauge")
+}
+
+func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.calls, c.attachments, c.allocations, c.releases, c.ready, c.switches,
+		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops} {
+		ch <- d
+	}
+}
+
+func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
+	a, m := c.a, &c.a.metrics
+	for i := range numOps {
+		ch <- prometheus.MustNewConstMetric(c.calls, prometheus.CounterValue, float64(m.calls[i].Load()), opNames[i])
+	}
 	a.mu.RLock()
 	n := len(a.atts)
 	a.mu.RUnlock()
-	fmt.Fprintf(w, "epair_agent_attachments %d\n", n)
-	fmt.Fprintln(w, "# TYPE epair_agent_allocations_total counter")
-	fmt.Fprintf(w, "epair_agent_allocations_total %d\n", a.metrics.allocated.Load())
-	fmt.Fprintln(w, "# TYPE epair_agent_releases_total counter")
-	fmt.Fprintf(w, "epair_agent_releases_total %d\n", a.metrics.released.Load())
-	ready := 0
+	ch <- prometheus.MustNewConstMetric(c.attachments, prometheus.GaugeValue, float64(n))
+	ch <- prometheus.MustNewConstMetric(c.allocations, prometheus.CounterValue, float64(m.allocated.Load()))
+	ch <- prometheus.MustNewConstMetric(c.releases, prometheus.CounterValue, float64(m.released.Load()))
+	ready := 0.0
 	if a.ready.Load() {
 		ready = 1
 	}
-	fmt.Fprintln(w, "# TYPE epair_agent_ready gauge")
-	fmt.Fprintf(w, "epair_agent_ready %d\n", ready)
-	fmt.Fprintln(w, "# HELP epair_agent_api_duration_seconds Latency of the agent API calls that change state.")
-	fmt.Fprintln(w, "# TYPE epair_agent_api_duration_seconds histogram")
-	for _, op := range []int{opAllocate, opAttach, opRelease} {
-		var cum uint64
-		for i, le := range latBuckets {
-			cum += a.metrics.lat[op][i].Load()
-			fmt.Fprintf(w, "epair_agent_api_duration_seconds_bucket{op=%q,le=\"%g\"} %d\n", opNames[op], le, cum)
-		}
-		cum += a.metrics.lat[op][len(latBuckets)].Load()
-		fmt.Fprintf(w, "epair_agent_api_duration_seconds_bucket{op=%q,le=\"+Inf\"} %d\n", opNames[op], cum)
-		fmt.Fprintf(w, "epair_agent_api_duration_seconds_sum{op=%q} %g\n", opNames[op], time.Duration(a.metrics.latSum[op].Load()).Seconds())
-		fmt.Fprintf(w, "epair_agent_api_duration_seconds_count{op=%q} %d\n", opNames[op], cum)
-	}
-	sl, err := a.dp.Switches(r.Context())
+	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready)
+
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	sl, err := a.dp.Switches(ctx)
 	if err != nil {
+		// The agent's own series are served; the scrape logs the dataplane's error.
+		ch <- prometheus.NewInvalidMetric(c.switches, fmt.Errorf("dataplane switches: %w", err))
 		return
 	}
-	type series struct{ name, help string }
-	for _, s := range []series{
-		{"epair_port_in_frames_total", "Frames the switch received from the port."},
-		{"epair_port_in_bytes_total", "Bytes the switch received from the port."},
-		{"epair_port_out_frames_total", "Frames the switch delivered to the port."},
-		{"epair_port_out_bytes_total", "Bytes the switch delivered to the port."},
-		{"epair_port_dropped_total", "Frames dropped, charged to the port."},
-	} {
-		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", s.name, s.help, s.name)
-		for _, sw := range sl.Items {
-			for _, p := range sw.Ports {
-				v := map[string]uint64{
-					"epair_port_in_frames_total": p.Stats.InFrames, "epair_port_in_bytes_total": p.Stats.InBytes,
-					"epair_port_out_frames_total": p.Stats.OutFrames, "epair_port_out_bytes_total": p.Stats.OutBytes,
-					"epair_port_dropped_total": p.Stats.Dropped,
-				}[s.name]
-				fmt.Fprintf(w, "%s{switch=%q,port=%q} %d\n", s.name, sw.Name, p.Name, v)
-			}
-		}
-	}
-	fmt.Fprintln(w, "# TYPE epair_port_drops_total counter")
+	ch <- prometheus.MustNewConstMetric(c.switches, prometheus.GaugeValue, float64(len(sl.Items)))
 	for _, sw := range sl.Items {
 		for _, p := range sw.Ports {
-			reasons := make([]string, 0, len(p.Stats.Drops))
-			for k := range p.Stats.Drops {
-				reasons = append(reasons, k)
+			for _, s := range []struct {
+				d *prometheus.Desc
+				v uint64
+			}{
+				{c.inFrames, p.Stats.InFrames}, {c.inBytes, p.Stats.InBytes},
+				{c.outFrames, p.Stats.OutFrames}, {c.outBytes, p.Stats.OutBytes},
+				{c.dropped, p.Stats.Dropped},
+			} {
+				ch <- prometheus.MustNewConstMetric(s.d, prometheus.CounterValue, float64(s.v), sw.Name, p.Name)
 			}
-			sort.Strings(reasons)
-			for _, k := range reasons {
-				fmt.Fprintf(w, "epair_port_drops_total{switch=%q,port=%q,reason=%q} %d\n", sw.Name, p.Name, k, p.Stats.Drops[k])
+			for reason, v := range p.Stats.Drops {
+				ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(v), sw.Name, p.Name, reason)
 			}
 		}
 	}

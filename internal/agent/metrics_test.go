@@ -1,0 +1,238 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/epair-cni/epair/pkg/agentapi"
+)
+
+// parseMetrics parses a text exposition; a malformed one fails the test.
+func parseMetrics(t *testing.T, b []byte) map[string]*dto.MetricFamily {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	mfs, err := p.TextToMetricFamilies(strings.NewReader(string(b)))
+	if err != nil {
+		t.Fatalf("parse metrics: %v\n%s", err, b)
+	}
+	return mfs
+}
+
+// series finds the family's series whose labels include want; nil if none.
+func series(mf *dto.MetricFamily, want map[string]string) *dto.Metric {
+	for _, m := range mf.GetMetric() {
+		n := 0
+		for _, lp := range m.GetLabel() {
+			if v, ok := want[lp.GetName()]; ok && v == lp.GetValue() {
+				n++
+			}
+		}
+		if n == len(want) {
+			return m
+		}
+	}
+	return nil
+}
+
+// value is a counter's, a gauge's or (as a count) a histogram's value.
+func value(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return -1
+}
+
+// TestMetrics scrapes /metrics over the agent socket after one pod was added and checks
+// every family the agent exports: its type, its labels and the values the calls imply.
+func TestMetrics(t *testing.T) {
+	f := newFixture(t)
+	f.a.Recover(context.Background())
+	_, pair := f.add("m", "n")
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (netConn, error) {
+		return dialUnix(ctx, f.cfg.Socket)
+	}}}
+	resp, err := hc.Get("http://agent/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
+		t.Fatalf("GET /metrics: %s %q\n%s", resp.Status, resp.Header.Get("Content-Type"), b)
+	}
+	// The lines other tests and scripts grep for (the client library sorts label names:
+	// port before switch).
+	for _, want := range []string{`epair_agent_api_calls_total{op="allocate"} 1`, "epair_agent_attachments 1", `epair_port_in_frames_total{port="vale0:`,
+		`epair_agent_api_duration_seconds_bucket{op="allocate",le="0.001"}`, `epair_agent_api_duration_seconds_bucket{op="release",le="+Inf"} 0`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %q:\n%s", want, b)
+		}
+	}
+	mfs := parseMetrics(t, b)
+	port := map[string]string{"switch": "vale0", "port": "vale0:" + pair.HostName}
+	for _, c := range []struct {
+		name   string
+		typ    dto.MetricType
+		labels map[string]string
+		want   float64 // -1: any value
+	}{
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "allocate"}, 1},
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "attach"}, 1},
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "release"}, 0},
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "check"}, 0},
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "list"}, -1},
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "gc"}, -1},
+		{"epair_agent_api_calls_total", dto.MetricType_COUNTER, map[string]string{"op": "status"}, -1},
+		{"epair_agent_attachments", dto.MetricType_GAUGE, nil, 1},
+		{"epair_agent_allocations_total", dto.MetricType_COUNTER, nil, 1},
+		{"epair_agent_releases_total", dto.MetricType_COUNTER, nil, 0},
+		{"epair_agent_ready", dto.MetricType_GAUGE, nil, 1},
+		{"epair_agent_api_duration_seconds", dto.MetricType_HISTOGRAM, map[string]string{"op": "allocate"}, 1},
+		{"epair_agent_api_duration_seconds", dto.MetricType_HISTOGRAM, map[string]string{"op": "attach"}, 1},
+		{"epair_agent_api_duration_seconds", dto.MetricType_HISTOGRAM, map[string]string{"op": "release"}, 0},
+		{"epair_switches", dto.MetricType_GAUGE, nil, 1},
+		{"epair_port_in_frames_total", dto.MetricType_COUNTER, port, 0},
+		{"epair_port_in_bytes_total", dto.MetricType_COUNTER, port, 0},
+		{"epair_port_out_frames_total", dto.MetricType_COUNTER, port, 0},
+		{"epair_port_out_bytes_total", dto.MetricType_COUNTER, port, 0},
+		{"epair_port_dropped_total", dto.MetricType_COUNTER, port, 0},
+		{"go_goroutines", dto.MetricType_GAUGE, nil, -1},
+		{"process_start_time_seconds", dto.MetricType_GAUGE, nil, -1},
+	} {
+		mf := mfs[c.name]
+		if mf == nil {
+			t.Errorf("no family %s", c.name)
+			continue
+		}
+		if mf.GetType() != c.typ || mf.GetHelp() == "" {
+			t.Errorf("%s: type %v help %q, want type %v and a help text", c.name, mf.GetType(), mf.GetHelp(), c.typ)
+		}
+		m := series(mf, c.labels)
+		if m == nil {
+			t.Errorf("%s: no series %v", c.name, c.labels)
+			continue
+		}
+		if got := value(m); c.want >= 0 && got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+	if mf := mfs["epair_agent_api_duration_seconds"]; mf != nil {
+		if len(mf.GetMetric()) != len(timedOps) {
+			t.Errorf("latency series: %d, want %d (allocate, attach, release)", len(mf.GetMetric()), len(timedOps))
+		}
+		for _, m := range mf.GetMetric() {
+			// the parser keeps the +Inf bucket
+			if h := m.GetHistogram(); len(h.GetBucket()) != len(latBuckets)+1 {
+				t.Errorf("latency %v: %d buckets, want %d", m.GetLabel(), len(h.GetBucket()), len(latBuckets)+1)
+			}
+		}
+	}
+	if pbs, err := testutil.GatherAndLint(f.a.registry()); err != nil || len(pbs) != 0 {
+		t.Errorf("lint: %v %+v", err, pbs)
+	}
+}
+
+// statsDataplane serves a fixed Switches snapshot (or an error); the rest of Dataplane is
+// not used by the collector.
+type statsDataplane struct {
+	Dataplane
+	sl  *agentapi.SwitchList
+	err error
+}
+
+func (d statsDataplane) Switches(context.Context) (*agentapi.SwitchList, error) { return d.sl, d.err }
+
+// TestMetricsDataplaneCounters: the collector exports the dataplane's port counters and
+// drops by reason as they are at scrape time, labelled by switch and port.
+func TestMetricsDataplaneCounters(t *testing.T) {
+	a := &Agent{dp: statsDataplane{sl: &agentapi.SwitchList{Items: []agentapi.SwitchInfo{
+		{Name: "vale0", Ports: []agentapi.PortInfo{
+			{Name: "vale0:epair3a", Stats: agentapi.Counters{InFrames: 10, InBytes: 1000, OutFrames: 7, OutBytes: 700, Dropped: 3,
+				Drops: map[string]uint64{"no-dest": 2, "queue-full": 1}}},
+			{Name: "vale0:eth0", Stats: agentapi.Counters{InFrames: 1}},
+		}},
+		{Name: "vale1"},
+	}}}}
+	a.metrics.calls[opAllocate].Add(2)
+	a.metrics.allocated.Add(2)
+	a.ready.Store(true)
+	want := `
+# HELP epair_agent_allocations_total Addresses allocated.
+# TYPE epair_agent_allocations_total counter
+epair_agent_allocations_total 2
+# HELP epair_agent_ready 1 when the agent is ready to serve, 0 otherwise.
+# TYPE epair_agent_ready gauge
+epair_agent_ready 1
+# HELP epair_switches Switches of the node's dataplane.
+# TYPE epair_switches gauge
+epair_switches 2
+# HELP epair_port_in_frames_total Frames the switch received from the port.
+# TYPE epair_port_in_frames_total counter
+epair_port_in_frames_total{port="vale0:epair3a",switch="vale0"} 10
+epair_port_in_frames_total{port="vale0:eth0",switch="vale0"} 1
+# HELP epair_port_in_bytes_total Bytes the switch received from the port.
+# TYPE epair_port_in_bytes_total counter
+epair_port_in_bytes_total{port="vale0:epair3a",switch="vale0"} 1000
+epair_port_in_bytes_total{port="vale0:eth0",switch="vale0"} 0
+# HELP epair_port_out_frames_total Frames the switch delivered to the port.
+# TYPE epair_port_out_frames_total counter
+epair_port_out_frames_total{port="vale0:epair3a",switch="vale0"} 7
+epair_port_out_frames_total{port="vale0:eth0",switch="vale0"} 0
+# HELP epair_port_out_bytes_total Bytes the switch delivered to the port.
+# TYPE epair_port_out_bytes_total counter
+epair_port_out_bytes_total{port="vale0:epair3a",switch="vale0"} 700
+epair_port_out_bytes_total{port="vale0:eth0",switch="vale0"} 0
+# HELP epair_port_dropped_total Frames dropped, charged to the port.
+# TYPE epair_port_dropped_total counter
+epair_port_dropped_total{port="vale0:epair3a",switch="vale0"} 3
+epair_port_dropped_total{port="vale0:eth0",switch="vale0"} 0
+# HELP epair_port_drops_total Frames dropped, charged to the port, by reason.
+# TYPE epair_port_drops_total counter
+epair_port_drops_total{port="vale0:epair3a",reason="no-dest",switch="vale0"} 2
+epair_port_drops_total{port="vale0:epair3a",reason="queue-full",switch="vale0"} 1
+`
+	if err := testutil.GatherAndCompare(a.registry(), strings.NewReader(want),
+		"epair_agent_allocations_total", "epair_agent_ready", "epair_switches",
+		"epair_port_in_frames_total", "epair_port_in_bytes_total", "epair_port_out_frames_total",
+		"epair_port_out_bytes_total", "epair_port_dropped_total", "epair_port_drops_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(newAgentCollector(a), "epair_agent_api_calls_total"); n != numOps {
+		t.Errorf("api call series: %d, want %d", n, numOps)
+	}
+}
+
+// TestMetricsDataplaneError: a failing dataplane snapshot costs only the dataplane's
+// series; the agent's own are still served.
+func TestMetricsDataplaneError(t *testing.T) {
+	a := &Agent{dp: statsDataplane{err: errors.New("dataplane gone")}}
+	rec := httptest.NewRecorder()
+	a.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d:\n%s", rec.Code, rec.Body)
+	}
+	mfs := parseMetrics(t, rec.Body.Bytes())
+	for _, name := range []string{"epair_agent_api_calls_total", "epair_agent_ready", "epair_agent_api_duration_seconds"} {
+		if mfs[name] == nil {
+			t.Errorf("no family %s", name)
+		}
+	}
+	if mfs["epair_port_in_frames_total"] != nil || mfs["epair_switches"] != nil {
+		t.Errorf("dataplane series served without a snapshot:\n%s", rec.Body)
+	}
+}
