@@ -101,9 +101,12 @@ type PortPolicySpec struct {
 	Mirror *MirrorSpec `json:"mirror,omitempty"`
 
 	// AntiSpoofing drops frames from the pod whose source MAC or IP is not
-	// the pod's own. Not implemented by the dataplane yet: true is rejected
-	// by the agent (PoliciesApplied=False with a message naming the field),
-	// so it defaults to false.
+	// the pod's own (the attachment's MAC and IPAM addresses): the Ethernet
+	// source, the IPv4/IPv6 source (IPv6 link-local and :: pass), the ARP
+	// sender, and Neighbor Discovery link-layer options and advertised
+	// targets; router advertisements, redirects and other EtherTypes than
+	// IPv4, ARP and IPv6 are dropped too. Drops show as reason "spoofed" in
+	// the node's status. Off unless set.
 	// +kubebuilder:default=false
 	// +optional
 	AntiSpoofing *bool `json:"antiSpoofing,omitempty"`

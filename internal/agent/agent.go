@@ -284,7 +284,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 	// AdoptPort, not AttachPort: the link must carry this attachment's owner alias, so a
 	// wrong name or index can never put one of the node's own interfaces on the switch.
 	pi, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
-		Owner: ownerKey(r), PodMAC: r.MAC})
+		Owner: ownerKey(r), PodMAC: r.MAC, PodIPs: a.podIPs(r)})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to switch %s: %w", req.HostIfName, r.Switch, err)
 	}
@@ -477,4 +477,22 @@ func (a *Agent) timed(op int, k agentapi.Key, start time.Time) {
 	d := time.Since(start)
 	a.metrics.observe(op, d)
 	a.log.Debug("api call", "op", opNames[op], "key", k.String(), "duration", d)
+}
+
+// podIPs are an attachment's addresses from IPAM (nil when they cannot be read: the port
+// then has no identity for antiSpoofing).
+func (a *Agent) podIPs(r *record) []netip.Addr {
+	st, ok := a.stores[r.Switch]
+	if !ok {
+		return nil
+	}
+	al, ok, err := st.Get(owner(r.Key))
+	if err != nil || !ok {
+		return nil
+	}
+	out := make([]netip.Addr, 0, len(al.Addrs))
+	for _, ad := range al.Addrs {
+		out = append(out, ad.Prefix.Addr())
+	}
+	return out
 }

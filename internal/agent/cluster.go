@@ -442,9 +442,6 @@ func (c *clusterDataplane) ApplyPortPolicy(_ context.Context, pod controller.Pod
 	if p.Mirror != nil {
 		return fmt.Errorf("apply policy %s to %s: spec.mirror: %w", p.Policy, pod, ErrUnsupported)
 	}
-	if p.AntiSpoofing {
-		return fmt.Errorf("apply policy %s to %s: spec.antiSpoofing (true by default): %w; set antiSpoofing: false to apply the rest", p.Policy, pod, ErrUnsupported)
-	}
 	name, ok := c.portOf(pod)
 	if !ok {
 		return fmt.Errorf("apply policy %s to %s: %w", p.Policy, pod, controller.ErrNoPort)
@@ -499,6 +496,7 @@ func portPolicy(p controller.PolicyConfig, def dataplane.PortPolicy) dataplane.P
 		BurstBytes:     int(max(p.BurstBytes, 0)),
 		RatePktsPerSec: uint64(max(p.PacketRate, 0)),
 		BurstPkts:      int(max(p.PacketBurst, 0)),
+		AntiSpoofing:   p.AntiSpoofing,
 	}
 	if p.Discipline != "" {
 		pol.Discipline = discipline(p.Discipline)
@@ -550,6 +548,12 @@ func (c *clusterDataplane) Status(context.Context) (controller.Snapshot, error) 
 				QueueDepth: int32(p.Queue.Len), QueueLength: int32(p.Queue.MaxLen)}
 			if p.Kind == dataplane.KindHost {
 				ps.TxPackets, ps.TxBytes = int64(p.Counters.OutFrames), int64(p.Counters.OutBytes)
+			}
+			// Anti-spoofing drops are reported on their own, not as no-destination.
+			p.Counters.Drops[vale.DropNoDest] -= min(p.SpoofDrops, p.Counters.Drops[vale.DropNoDest])
+			if p.SpoofDrops != 0 {
+				ps.Drops = append(ps.Drops, epairv1.DropCount{Reason: "spoofed", Packets: int64(p.SpoofDrops)})
+				drops["spoofed"] += int64(p.SpoofDrops)
 			}
 			for i, n := range p.Counters.Drops {
 				if n != 0 {
@@ -615,10 +619,11 @@ func (p *clusterPorts) AdoptPort(ctx context.Context, req PortRequest) (agentapi
 
 func (p *clusterPorts) attach(ctx context.Context, req PortRequest, f func(context.Context, dataplane.AttachRequest) (dataplane.PortInfo, error)) (agentapi.PortInfo, error) {
 	pod, havePod := p.podFor(req.Owner)
-	ar := dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex}
+	ar := dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
+		PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs}
 	polName := ""
 	if havePod && p.c.ctrl != nil {
-		if pc, ok := p.c.ctrl.PolicyFor(pod.Namespace, pod.Name); ok && pc.Mirror == nil && !pc.AntiSpoofing {
+		if pc, ok := p.c.ctrl.PolicyFor(pod.Namespace, pod.Name); ok && pc.Mirror == nil {
 			p.c.mu.Lock()
 			pol := portPolicy(pc, p.c.defPolicy)
 			p.c.mu.Unlock()

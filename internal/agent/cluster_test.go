@@ -35,6 +35,8 @@ func TestPortPolicyMapping(t *testing.T) {
 			dataplane.PortPolicy{Discipline: dataplane.DiscClassic, QueueLen: 100, Priority: 1, PriorityFIFO: true}},
 		{"fair, priority 3", controller.PolicyConfig{Priority: 3, Discipline: epairv1.Discipline("fair")},
 			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3}},
+		{"anti-spoofing", controller.PolicyConfig{Priority: 3, AntiSpoofing: true},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, AntiSpoofing: true}},
 	}
 	for _, c := range cases {
 		got := portPolicy(c.in, def)
@@ -126,11 +128,13 @@ func TestClusterDataplanePolicies(t *testing.T) {
 	pod := controller.PodRef{Namespace: "ns", Name: "p"}
 	for _, p := range []controller.PolicyConfig{
 		{Policy: "ns/m", Mirror: &controller.MirrorConfig{Monitor: "x", RX: true}},
-		{Policy: "ns/a", AntiSpoofing: true},
 	} {
 		if err := c.ApplyPortPolicy(ctx, pod, p); !errors.Is(err, ErrUnsupported) {
 			t.Errorf("ApplyPortPolicy(%s) = %v, want ErrUnsupported", p.Policy, err)
 		}
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/a", AntiSpoofing: true}); !errors.Is(err, controller.ErrNoPort) {
+		t.Errorf("ApplyPortPolicy(antiSpoofing) without a port = %v, want ErrNoPort", err)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/r", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
 		t.Errorf("ApplyPortPolicy without a port = %v, want ErrNoPort", err)
@@ -222,7 +226,8 @@ func TestClusterDataplaneLive(t *testing.T) {
 	c.d = d
 	c.mu.Unlock()
 	ports := &clusterPorts{realDataplane: realDataplane{d: d}, c: c}
-	pi, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl0a", Owner: "test/cid/eth0"})
+	pi, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl0a", Owner: "test/cid/eth0",
+		PodMAC: "02:00:00:0a:fa:07", PodIPs: []netip.Addr{netip.MustParseAddr("10.250.7.5")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,8 +250,24 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 {
+	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 || got.AntiSpoofing {
 		t.Fatalf("policy after apply %+v", got)
+	}
+	// Anti-spoofing on and off, live; the port carries the pod's identity.
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/as", RateBPS: 10_000_000, Priority: 2, AntiSpoofing: true}); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); !got.AntiSpoofing || got.RateBitsPerSec != 10_000_000 {
+		t.Fatalf("policy with antiSpoofing %+v", got)
+	}
+	if p, _ := d.Port(pi.Name); p.PodMAC.String() != "02:00:00:0a:fa:07" || len(p.PodIPs) != 1 || p.PodIPs[0] != netip.MustParseAddr("10.250.7.5") {
+		t.Fatalf("port identity %v %v", p.PodMAC, p.PodIPs)
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.AntiSpoofing {
+		t.Fatalf("antiSpoofing still on after the policy dropped it: %+v", got)
 	}
 	snap, err := c.Status(ctx)
 	if err != nil {

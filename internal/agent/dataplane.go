@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"net/netip"
 
 	"github.com/epair-cni/epair/pkg/agentapi"
 )
@@ -37,4 +38,7 @@ type PortRequest struct {
 	Owner string
 	// PodMAC is the pod end's MAC (may be empty): a dataplane may pin it in the FDB.
 	PodMAC string
+	// PodIPs are the attachment's addresses. With PodMAC they are the pod's identity
+	// that a PortPolicy's antiSpoofing enforces.
+	PodIPs []netip.Addr
 }

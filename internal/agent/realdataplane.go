@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 
 	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
@@ -66,7 +67,7 @@ var _ Dataplane = (*realDataplane)(nil)
 
 func (r *realDataplane) AttachPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
 	pi, err := r.d.AttachPort(ctx, dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner,
-		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex})
+		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs})
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)
 	}
@@ -75,7 +76,7 @@ func (r *realDataplane) AttachPort(ctx context.Context, req PortRequest) (agenta
 
 func (r *realDataplane) AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
 	pi, err := r.d.Adopt(ctx, dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner,
-		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex})
+		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs})
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)
 	}
@@ -159,4 +160,17 @@ func dpError(err error) error {
 		return agentapi.NewError(agentapi.CodeNotReady, err.Error())
 	}
 	return err
+}
+
+// podMAC parses an attachment's recorded MAC (nil when empty or malformed: the port then
+// has no identity, and a policy with antiSpoofing is refused for it).
+func podMAC(s string) net.HardwareAddr {
+	if s == "" {
+		return nil
+	}
+	m, err := net.ParseMAC(s)
+	if err != nil || len(m) != 6 {
+		return nil
+	}
+	return m
 }

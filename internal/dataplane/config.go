@@ -128,8 +128,8 @@ const (
 	DiscFair      = ifcore.DiscFair
 )
 
-// PortPolicy is the output queueing of one port: what the Kubernetes
-// PortPolicy resource sets. The zero value is a classic FIFO of
+// PortPolicy is the output queueing and filtering of one port: what the
+// Kubernetes PortPolicy resource sets. The zero value is a classic FIFO of
 // DefaultQueueLen frames without rate limit.
 type PortPolicy struct {
 	// Discipline of the output queue (classic, priority classes, fair).
@@ -152,6 +152,10 @@ type PortPolicy struct {
 	// worth of the rate).
 	BurstBytes int
 	BurstPkts  int
+	// AntiSpoofing drops (and counts in PortInfo.SpoofDrops) the frames
+	// the pod sends with another source MAC or address than its own
+	// (AttachRequest.PodMAC, PodIPs); see spoof.go for the exact rules.
+	AntiSpoofing bool
 }
 
 // DefaultConfig returns a configuration without switches.

@@ -61,6 +61,7 @@ type swState struct {
 	cfg      SwitchConfig
 	sw       *vale.Switch
 	classes  *classTable
+	guard    *guardLookup // the switch's lookup: anti-spoofing before learning
 	bufSize  int
 	tap      *hostport.Port
 	tapAd    *netmap.GenericAdapter
@@ -173,6 +174,8 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 	}
 	cl.Add(func() error { return d.reg.DestroySwitch(sc.Name) })
 	s := &swState{cfg: sc, sw: sw, classes: newClassTable(vc.MaxPorts), bufSize: bufSizeFor(sc.mtu()), tapName: sc.HostPort.tapName(sc.Name)}
+	s.guard = newGuardLookup(sw.Learning(), vc.MaxPorts)
+	sw.SetLookup(s.guard)
 
 	// The host port: a TAP with the gateway addresses, as a bwrap'd port.
 	err = d.inNS(func() error {

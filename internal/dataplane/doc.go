@@ -60,6 +60,18 @@
 // any other; frames to the host port go straight into the TAP adapter's TX
 // ring (the host stack has its own queueing).
 //
+// # Anti-spoofing
+//
+// Every switch's lookup is a guardLookup in front of the switch's learning
+// lookup. A pod port whose policy has AntiSpoofing gets a guard built from
+// the identity given at attach (AttachRequest.PodMAC, PodIPs): frames from
+// the pod with another Ethernet source, IP source, ARP sender or Neighbor
+// Discovery claim are marked DstDrop before the learning lookup sees them
+// (so their source MAC is never learned) and counted in PortInfo.SpoofDrops
+// (and in the switch's no_destination drops). Without a guard a batch costs
+// one atomic load; SetPortPolicy installs or removes a guard from the next
+// batch on. The rules are in spoof.go.
+//
 // # Goroutines
 //
 // Per pod port: the adapter's RX and TX waiters (pkg/netmap), the bwrap

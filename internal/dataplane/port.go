@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 
@@ -36,8 +39,14 @@ type AttachRequest struct {
 	// (epair<n>a); at least one is required, and both must agree.
 	HostIfName  string
 	HostIfIndex int
-	// Policy is the port's output queue policy (nil: Config.DefaultPolicy).
+	// Policy is the port's policy (nil: Config.DefaultPolicy).
 	Policy *PortPolicy
+	// PodMAC and PodIPs are the pod's identity on the switch: what
+	// PortPolicy.AntiSpoofing lets the pod send as. Both are required for
+	// a policy with AntiSpoofing (at attach or later through
+	// SetPortPolicy); without them the port cannot have it.
+	PodMAC net.HardwareAddr
+	PodIPs []netip.Addr
 }
 
 // PortInfo describes a port.
@@ -59,6 +68,12 @@ type PortInfo struct {
 	Counters vale.Counters
 	// Queue is the output queue (pod ports).
 	Queue QueueStats
+	// SpoofDrops counts the frames from the pod that anti-spoofing dropped
+	// (PortPolicy.AntiSpoofing); they are in Counters' DropNoDest too.
+	SpoofDrops uint64
+	// PodMAC and PodIPs are the identity given at attach (pod ports).
+	PodMAC net.HardwareAddr
+	PodIPs []netip.Addr
 }
 
 // Port is an attached pod port.
@@ -71,6 +86,9 @@ type Port struct {
 	opened              linkport.Opened
 	vp                  *vale.Port
 
+	id         podIdentity
+	spoofDrops atomic.Uint64
+
 	polMu  sync.Mutex
 	policy PortPolicy
 }
@@ -79,7 +97,8 @@ func (p *Port) info() PortInfo {
 	pi := PortInfo{
 		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
 		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: p.opened.Backend.String(),
-		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(),
+		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), SpoofDrops: p.spoofDrops.Load(),
+		PodMAC: p.id.mac, PodIPs: p.id.ips,
 	}
 	if p.opened.Fallback != nil {
 		pi.Fallback = p.opened.Fallback.Error()
@@ -111,7 +130,7 @@ func (d *Dataplane) AttachPort(ctx context.Context, req AttachRequest) (PortInfo
 	if err != nil {
 		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
 	}
-	return d.attach(ctx, req.Switch, req.Owner, link, pol)
+	return d.attach(ctx, req.Switch, req.Owner, link, pol, identityOf(req))
 }
 
 // checkAttach validates a request and returns the port's policy.
@@ -135,7 +154,26 @@ func (d *Dataplane) checkAttach(ctx context.Context, req AttachRequest) (PortPol
 	if err := pol.Validate(); err != nil {
 		return PortPolicy{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
 	}
+	if req.PodMAC != nil && (len(req.PodMAC) != 6 || req.PodMAC[0]&1 != 0) {
+		return PortPolicy{}, fmt.Errorf("attach port for %s: podMAC %v: want a 6-byte unicast address: %w", req.Owner, req.PodMAC, ErrInvalid)
+	}
+	for i, a := range req.PodIPs {
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
+			return PortPolicy{}, fmt.Errorf("attach port for %s: podIPs[%d] %v: want a unicast address: %w", req.Owner, i, a, ErrInvalid)
+		}
+	}
+	if pol.AntiSpoofing && !identityOf(req).valid() {
+		return PortPolicy{}, fmt.Errorf("attach port for %s: antiSpoofing needs the pod's MAC and at least one address: %w", req.Owner, ErrInvalid)
+	}
 	return pol, nil
+}
+
+func identityOf(req AttachRequest) podIdentity {
+	id := podIdentity{mac: append(net.HardwareAddr(nil), req.PodMAC...)}
+	for _, a := range req.PodIPs {
+		id.ips = append(id.ips, a.Unmap())
+	}
+	return id
 }
 
 // resolveLink finds the host link by name and/or index.
@@ -196,7 +234,7 @@ func (d *Dataplane) waitClaim(ctx context.Context, ch chan struct{}) error {
 	}
 }
 
-func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netlink.Link, pol PortPolicy) (_ PortInfo, err error) {
+func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netlink.Link, pol PortPolicy, id podIdentity) (_ PortInfo, err error) {
 	ifname, ifindex := link.Attrs().Name, link.Attrs().Index
 	d.mu.Lock()
 	var s *swState
@@ -255,7 +293,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 			_ = cl.Clean()
 		}
 	}()
-	p := &Port{name: name, hostIf: ifname, owner: owner, ifindex: ifindex, sw: s, policy: pol}
+	p := &Port{name: name, hostIf: ifname, owner: owner, ifindex: ifindex, sw: s, policy: pol, id: id}
 	lo := d.cfg.Link
 	lo.Backend = d.cfg.Backend
 	if s.bufSize > 2048 && lo.XDP.FrameSize == 0 {
@@ -301,6 +339,8 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	p.vp = vp
 	s.classes.set(vp.Index(), pol)
 	cl.Add(func() error { s.classes.set(vp.Index(), PortPolicy{}); return nil })
+	p.setGuard(pol)
+	cl.Add(func() error { s.guard.set(vp.Index(), nil); return nil })
 
 	if h := testAttachHook; h != nil {
 		h(ifname)
@@ -341,7 +381,7 @@ func (d *Dataplane) Adopt(ctx context.Context, req AttachRequest) (PortInfo, err
 	if err != nil {
 		return PortInfo{}, err
 	}
-	return d.attach(ctx, req.Switch, req.Owner, link, pol)
+	return d.attach(ctx, req.Switch, req.Owner, link, pol, identityOf(req))
 }
 
 // DetachPort detaches a pod port by name ("<switch>:<hostIfName>") or by
@@ -467,6 +507,7 @@ func (p *Port) teardown(d *Dataplane) error {
 // index is freed, so it never clobbers the class of a port that reuses it.
 func (p *Port) unplug(d *Dataplane) error {
 	p.sw.classes.set(p.vp.Index(), PortPolicy{})
+	p.sw.guard.set(p.vp.Index(), nil)
 	var errs []error
 	if err := d.reg.Detach(p.name); err != nil && !errors.Is(err, vale.ErrNoPort) {
 		errs = append(errs, err)
@@ -494,12 +535,26 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	if !ok {
 		return fmt.Errorf("set policy of %s: %w", name, ErrNoPort)
 	}
+	if pol.AntiSpoofing && !p.id.valid() {
+		return fmt.Errorf("set policy of %s: antiSpoofing needs the pod's MAC and addresses, and the port was attached without them: %w", name, ErrInvalid)
+	}
 	p.polMu.Lock()
 	defer p.polMu.Unlock()
 	if err := p.oq.setPolicy(p.policy, pol); err != nil {
 		return fmt.Errorf("set policy of %s: %w", name, err)
 	}
 	p.sw.classes.set(p.vp.Index(), pol)
+	p.setGuard(pol)
 	p.policy = pol
 	return nil
+}
+
+// setGuard installs or removes the port's anti-spoofing guard (takes effect
+// from the next batch).
+func (p *Port) setGuard(pol PortPolicy) {
+	var g *spoofGuard
+	if pol.AntiSpoofing {
+		g = newSpoofGuard(p.id, &p.spoofDrops)
+	}
+	p.sw.guard.set(p.vp.Index(), g)
 }

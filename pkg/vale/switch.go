@@ -307,7 +307,7 @@ func (s *Switch) portsLocked() []PortInfo {
 func (s *Switch) FDB() ([]FDBEntry, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.learning == nil || s.lookup != Lookup(s.learning) {
+	if s.learning == nil || s.lookup != Lookup(s.learning) && !wrapsLearning(s.lookup, s.learning) {
 		return nil, fmt.Errorf("dump fdb of %s: custom lookup in use: %w", s.name, ErrNotSupported)
 	}
 	return s.learning.FDB().Entries(s.reg.clock()), nil
@@ -363,4 +363,22 @@ func (s *Switch) infoLocked() SwitchInfo {
 
 func sortInfos(in []SwitchInfo) {
 	sort.Slice(in, func(i, j int) bool { return in[i].Name < in[j].Name })
+}
+
+// Learning returns the switch's default learning lookup (the one SetLookup(nil)
+// restores), for a Lookup that wraps it (see LearningWrapper).
+func (s *Switch) Learning() *Learning { return s.learning }
+
+// LearningWrapper is implemented by a Lookup that filters frames and hands
+// the rest to the switch's own learning lookup: FDB keeps dumping the table
+// while it is installed. The switch still tells the learning lookup about
+// detached ports itself.
+type LearningWrapper interface {
+	Lookup
+	WrappedLearning() *Learning
+}
+
+func wrapsLearning(lk Lookup, l *Learning) bool {
+	w, ok := lk.(LearningWrapper)
+	return ok && w.WrappedLearning() == l
 }
