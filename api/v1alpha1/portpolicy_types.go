@@ -96,7 +96,10 @@ type PortPolicySpec struct {
 	// +optional
 	QueueLength *int32 `json:"queueLength,omitempty"`
 
-	// Mirror copies the port's frames to a monitor port.
+	// Mirror copies the port's frames to a monitor port of the pod's switch
+	// (named without the switch, e.g. "mon0" for vale0:mon0). Copies for a
+	// monitor that is absent, not open or full are dropped and counted;
+	// mirroring never slows the pod down.
 	// +optional
 	Mirror *MirrorSpec `json:"mirror,omitempty"`
 

@@ -32,8 +32,8 @@ import (
 // NodeState's conditions until it is restarted.
 var ErrRestartRequired = errors.New("needs an agent restart")
 
-// ErrUnsupported is wrapped by ApplyPortPolicy for PortPolicy features the dataplane does
-// not implement (mirror, anti-spoofing): the policy is rejected, not silently half-applied.
+// ErrUnsupported is wrapped for configuration the dataplane does not implement (a second
+// switch per node): it is rejected, not silently half-applied.
 var ErrUnsupported = errors.New("not implemented by the epair dataplane")
 
 // ClusterOptions wire the cluster-mode agent.
@@ -439,9 +439,6 @@ func (c *clusterDataplane) portOf(pod controller.PodRef) (string, bool) {
 
 // ApplyPortPolicy sets pod's port's output queue from p.
 func (c *clusterDataplane) ApplyPortPolicy(_ context.Context, pod controller.PodRef, p controller.PolicyConfig) error {
-	if p.Mirror != nil {
-		return fmt.Errorf("apply policy %s to %s: spec.mirror: %w", p.Policy, pod, ErrUnsupported)
-	}
 	name, ok := c.portOf(pod)
 	if !ok {
 		return fmt.Errorf("apply policy %s to %s: %w", p.Policy, pod, controller.ErrNoPort)
@@ -497,6 +494,9 @@ func portPolicy(p controller.PolicyConfig, def dataplane.PortPolicy) dataplane.P
 		RatePktsPerSec: uint64(max(p.PacketRate, 0)),
 		BurstPkts:      int(max(p.PacketBurst, 0)),
 		AntiSpoofing:   p.AntiSpoofing,
+	}
+	if m := p.Mirror; m != nil {
+		pol.Mirror = dataplane.Mirror{Monitor: m.Monitor, RX: m.RX, TX: m.TX}
 	}
 	if p.Discipline != "" {
 		pol.Discipline = discipline(p.Discipline)
@@ -623,7 +623,7 @@ func (p *clusterPorts) attach(ctx context.Context, req PortRequest, f func(conte
 		PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs}
 	polName := ""
 	if havePod && p.c.ctrl != nil {
-		if pc, ok := p.c.ctrl.PolicyFor(pod.Namespace, pod.Name); ok && pc.Mirror == nil {
+		if pc, ok := p.c.ctrl.PolicyFor(pod.Namespace, pod.Name); ok {
 			p.c.mu.Lock()
 			pol := portPolicy(pc, p.c.defPolicy)
 			p.c.mu.Unlock()

@@ -16,6 +16,7 @@ import (
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
 	"github.com/epair-cni/epair/internal/controller"
 	"github.com/epair-cni/epair/internal/dataplane"
+	"github.com/epair-cni/epair/pkg/vale"
 )
 
 func TestPortPolicyMapping(t *testing.T) {
@@ -37,6 +38,8 @@ func TestPortPolicyMapping(t *testing.T) {
 			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3}},
 		{"anti-spoofing", controller.PolicyConfig{Priority: 3, AntiSpoofing: true},
 			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, AntiSpoofing: true}},
+		{"mirror", controller.PolicyConfig{Priority: 3, Mirror: &controller.MirrorConfig{Monitor: "mon0", TX: true}},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, Mirror: dataplane.Mirror{Monitor: "mon0", TX: true}}},
 	}
 	for _, c := range cases {
 		got := portPolicy(c.in, def)
@@ -128,13 +131,11 @@ func TestClusterDataplanePolicies(t *testing.T) {
 	pod := controller.PodRef{Namespace: "ns", Name: "p"}
 	for _, p := range []controller.PolicyConfig{
 		{Policy: "ns/m", Mirror: &controller.MirrorConfig{Monitor: "x", RX: true}},
+		{Policy: "ns/a", AntiSpoofing: true},
 	} {
-		if err := c.ApplyPortPolicy(ctx, pod, p); !errors.Is(err, ErrUnsupported) {
-			t.Errorf("ApplyPortPolicy(%s) = %v, want ErrUnsupported", p.Policy, err)
+		if err := c.ApplyPortPolicy(ctx, pod, p); !errors.Is(err, controller.ErrNoPort) {
+			t.Errorf("ApplyPortPolicy(%s) without a port = %v, want ErrNoPort", p.Policy, err)
 		}
-	}
-	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/a", AntiSpoofing: true}); !errors.Is(err, controller.ErrNoPort) {
-		t.Errorf("ApplyPortPolicy(antiSpoofing) without a port = %v, want ErrNoPort", err)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/r", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
 		t.Errorf("ApplyPortPolicy without a port = %v, want ErrNoPort", err)
@@ -269,6 +270,23 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if got := policy(); got.AntiSpoofing {
 		t.Fatalf("antiSpoofing still on after the policy dropped it: %+v", got)
 	}
+	// Mirror on and off, live; a mirror to the port itself is refused.
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/m", RateBPS: 10_000_000, Priority: 2,
+		Mirror: &controller.MirrorConfig{Monitor: "mon0", RX: true, TX: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.Mirror != (dataplane.Mirror{Monitor: "mon0", RX: true, TX: true}) {
+		t.Fatalf("policy with mirror %+v", got)
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/m", Mirror: &controller.MirrorConfig{Monitor: "epcl0a", RX: true}}); !errors.Is(err, dataplane.ErrInvalid) {
+		t.Fatalf("mirror to itself = %v, want ErrInvalid", err)
+	}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.Mirror.RX || got.Mirror.TX {
+		t.Fatalf("mirror still on after the policy dropped it: %+v", got)
+	}
 	snap, err := c.Status(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -305,5 +323,16 @@ func TestClusterDataplaneLive(t *testing.T) {
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
 		t.Fatalf("policy after detach = %v, want ErrNoPort", err)
+	}
+}
+
+func TestPortInfoSpoofed(t *testing.T) {
+	var p dataplane.PortInfo
+	p.Counters.Drops[vale.DropNoDest] = 5
+	p.Counters.Drops[vale.DropNoSpace] = 1
+	p.SpoofDrops = 3
+	got := portInfo(p).Stats
+	if got.Dropped != 6 || got.Drops["spoofed"] != 3 || got.Drops[vale.DropNoDest.String()] != 2 || got.Drops[vale.DropNoSpace.String()] != 1 {
+		t.Fatalf("counters %+v", got)
 	}
 }

@@ -128,8 +128,21 @@ func (r *realDataplane) Close(uninstall bool) error {
 }
 
 func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
+	// Anti-spoofing drops are in the switch's no_destination count: report them as
+	// "spoofed" instead (the total is unchanged).
+	c := p.Counters
+	spoofed := min(p.SpoofDrops, c.Drops[vale.DropNoDest])
+	c.Drops[vale.DropNoDest] -= spoofed
+	st := counters(c)
+	if spoofed != 0 {
+		if st.Drops == nil {
+			st.Drops = map[string]uint64{}
+		}
+		st.Drops["spoofed"] = spoofed
+		st.Dropped += spoofed
+	}
 	return agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
-		Backend: p.Backend, Owner: p.Owner, Active: p.Up, Stats: counters(p.Counters)}
+		Backend: p.Backend, Owner: p.Owner, Active: p.Up, Stats: st}
 }
 
 func counters(c vale.Counters) agentapi.Counters {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/ifcore"
@@ -156,6 +157,36 @@ type PortPolicy struct {
 	// the pod sends with another source MAC or address than its own
 	// (AttachRequest.PodMAC, PodIPs); see spoof.go for the exact rules.
 	AntiSpoofing bool
+	// Mirror copies the port's frames to a monitor port (zero: none).
+	Mirror Mirror
+}
+
+// Mirror names a monitor port and the directions copied to it.
+//
+// Monitor is a port of the pod's switch by its name in the switch (the part
+// after ':'): "mon0" is "vale0:mon0" on switch vale0, for example a
+// persistent VALE port made with valectl or an ephemeral one a capture tool
+// opens through netmap, or another pod's host link. It must not be the port
+// itself nor the switch's host port, and need not exist yet: copies for a
+// monitor that is absent or not open are dropped and counted on the switch
+// (no_destination), and a full monitor ring drops them too (no_space on the
+// monitor); the mirrored port is never slowed down.
+//
+// RX copies what the pod sends (every frame the switch receives from it,
+// anti-spoofing drops included); TX copies what the switch hands to the pod's
+// output queue (frames the queue accepted).
+type Mirror struct {
+	Monitor string
+	RX, TX  bool
+}
+
+func (m Mirror) on() bool { return m.RX || m.TX }
+
+func (m Mirror) vale() *vale.Mirror {
+	if !m.on() {
+		return nil
+	}
+	return &vale.Mirror{Monitor: m.Monitor, RX: m.RX, TX: m.TX}
 }
 
 // DefaultConfig returns a configuration without switches.
@@ -301,6 +332,14 @@ func (p PortPolicy) Validate() error {
 	}
 	if (p.BurstBytes != 0 && p.RateBitsPerSec == 0) || (p.BurstPkts != 0 && p.RatePktsPerSec == 0) {
 		return fmt.Errorf("validate port policy: a burst is set without its rate: %w", ErrInvalid)
+	}
+	if m := p.Mirror; m.on() || m.Monitor != "" {
+		if !m.on() {
+			return fmt.Errorf("validate port policy: mirror to %q: want rx, tx or both: %w", m.Monitor, ErrInvalid)
+		}
+		if m.Monitor == "" || len(m.Monitor) > 63 || strings.ContainsAny(m.Monitor, ":{}^ /") {
+			return fmt.Errorf("validate port policy: mirror monitor %q: want a port name of the switch (1-63 bytes, no ':'): %w", m.Monitor, ErrInvalid)
+		}
 	}
 	return nil
 }

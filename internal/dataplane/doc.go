@@ -72,6 +72,17 @@
 // one atomic load; SetPortPolicy installs or removes a guard from the next
 // batch on. The rules are in spoof.go.
 //
+// # Mirror
+//
+// PortPolicy.Mirror has the switch (vale.Switch.SetMirror) copy a pod
+// port's frames to a monitor port of the same switch, named by its port
+// name ("mon0" for "vale0:mon0"): RX copies in the forwarding pass of the
+// pod's own batches (every frame received from the pod), TX copies in pass
+// two after the pod's output queue accepted frames. The monitor is an
+// ordinary switch port (a VALE port a capture tool opens, or any other
+// port): it also receives its share of floods. An absent, closed or full
+// monitor is a counted drop, never a wait.
+//
 // # Goroutines
 //
 // Per pod port: the adapter's RX and TX waiters (pkg/netmap), the bwrap

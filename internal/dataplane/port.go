@@ -332,6 +332,12 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	if err := s.sw.SetDeliverer(ifname, p.oq); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
 	}
+	if err := s.checkMirror(ifname, pol); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	}
+	if err := s.sw.SetMirror(ifname, pol.Mirror.vale()); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	}
 	vp, ok := s.sw.Port(ifname)
 	if !ok {
 		return PortInfo{}, fmt.Errorf("attach port %s: gone after attach: %w", name, ErrNoPort)
@@ -538,6 +544,9 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	if pol.AntiSpoofing && !p.id.valid() {
 		return fmt.Errorf("set policy of %s: antiSpoofing needs the pod's MAC and addresses, and the port was attached without them: %w", name, ErrInvalid)
 	}
+	if err := p.sw.checkMirror(p.hostIf, pol); err != nil {
+		return fmt.Errorf("set policy of %s: %w", name, err)
+	}
 	p.polMu.Lock()
 	defer p.polMu.Unlock()
 	if err := p.oq.setPolicy(p.policy, pol); err != nil {
@@ -545,7 +554,18 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	}
 	p.sw.classes.set(p.vp.Index(), pol)
 	p.setGuard(pol)
+	if err := p.sw.sw.SetMirror(p.hostIf, pol.Mirror.vale()); err != nil {
+		return fmt.Errorf("set policy of %s: %w", name, err)
+	}
 	p.policy = pol
+	return nil
+}
+
+// checkMirror refuses a mirror to the port itself or to the host port.
+func (s *swState) checkMirror(ifname string, pol PortPolicy) error {
+	if m := pol.Mirror; m.on() && (m.Monitor == ifname || m.Monitor == s.tapName) {
+		return fmt.Errorf("mirror monitor %q: the port itself or the host port: %w", m.Monitor, ErrInvalid)
+	}
 	return nil
 }
 

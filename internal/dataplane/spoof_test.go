@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -13,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/epair-cni/epair/pkg/linkport"
+	"github.com/epair-cni/epair/pkg/netmap"
 	"github.com/epair-cni/epair/pkg/vale"
 )
 
@@ -280,5 +283,84 @@ func TestGuardLookup(t *testing.T) {
 	gl.PortDetached(1)
 	if gl.guards[1].Load() != nil {
 		t.Fatal("guard kept after PortDetached")
+	}
+}
+
+// monitor is a VALE port of the test switch opened through netmap.
+type monitor struct {
+	t *testing.T
+	h *netmap.Handle
+}
+
+func (e *env) openMonitor(t *testing.T, name string) *monitor {
+	h := e.dp.reg.Netmap().Open()
+	if err := h.Register(&netmap.Req{Name: name, Version: netmap.API, Flags: netmap.RegAllNIC}); err != nil {
+		h.Close()
+		t.Fatalf("register %s: %v", name, err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return &monitor{t: t, h: h}
+}
+
+// count drains the monitor and counts the unicast frames from and to mac.
+func (m *monitor) count(mac net.HardwareAddr) (from, to int) {
+	m.t.Helper()
+	if err := m.h.RxSync(); err != nil {
+		m.t.Fatal(err)
+	}
+	r := m.h.RxRing(0)
+	for r.Head != r.Tail {
+		b := r.Buf(r.Head)[:r.Slot[r.Head].Len]
+		if len(b) >= 14 && b[0]&1 == 0 {
+			if bytes.Equal(b[6:12], mac) {
+				from++
+			}
+			if bytes.Equal(b[0:6], mac) {
+				to++
+			}
+		}
+		r.Advance(r.Next(r.Head))
+	}
+	if err := m.h.RxSync(); err != nil {
+		m.t.Fatal(err)
+	}
+	return from, to
+}
+
+func TestMirror(t *testing.T) {
+	e := newEnv(t, 0, linkport.Auto, nil)
+	a, b := e.makePod(), e.makePod()
+	mon := e.openMonitor(t, "vale0:mon0")
+	e.attachWithID(a, &PortPolicy{Mirror: Mirror{Monitor: "mon0", RX: true}})
+	e.attachWithID(b, nil)
+	if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{Mirror: Mirror{Monitor: a.pair.HostName, RX: true}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("mirror to itself: %v, want ErrInvalid", err)
+	}
+	if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{Mirror: Mirror{Monitor: "mon0"}}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("mirror without direction: %v, want ErrInvalid", err)
+	}
+	step := func(what string, pol PortPolicy, wantFrom, wantTo bool) {
+		t.Helper()
+		if err := e.dp.SetPortPolicy(a.portName(), pol); err != nil {
+			t.Fatal(err)
+		}
+		mon.count(a.pair.PodMAC) // drop what came before
+		e.ping(a, b.ip)
+		var from, to int
+		// The last reply may still be on its way to the monitor.
+		time.Sleep(100 * time.Millisecond)
+		from, to = mon.count(a.pair.PodMAC)
+		if (from >= 2) != wantFrom || (to >= 2) != wantTo {
+			t.Fatalf("%s: the monitor got %d unicast frames from the pod and %d to it", what, from, to)
+		}
+		t.Logf("%s: %d from, %d to", what, from, to)
+	}
+	step("rx", PortPolicy{Mirror: Mirror{Monitor: "mon0", RX: true}}, true, false)
+	step("tx", PortPolicy{Mirror: Mirror{Monitor: "mon0", TX: true}}, false, true)
+	step("both", PortPolicy{Mirror: Mirror{Monitor: "mon0", RX: true, TX: true}}, true, true)
+	step("off", PortPolicy{}, false, false)
+	pi, _ := e.dp.Port(a.portName())
+	if pi.Policy.Mirror.on() {
+		t.Fatalf("policy %+v", pi.Policy)
 	}
 }

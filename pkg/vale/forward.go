@@ -30,6 +30,7 @@ type fwdCtx struct {
 	bcTail  int32
 	bcOrder []int32 // the broadcast list flattened, for flood-only ports
 	order   []int32 // the merged list of the destination being delivered
+	all     []int32 // 0, 1, … batch-1: every frame, for an RX mirror
 	st      batchStats
 	sink    byte // keeps the touch loops from being optimised away
 }
@@ -43,6 +44,10 @@ func newFwdCtx(batch, maxPorts int) *fwdCtx {
 		touched: make([]uint16, 0, maxPorts),
 		bcOrder: make([]int32, 0, batch),
 		order:   make([]int32, 0, batch),
+		all:     make([]int32, batch),
+	}
+	for i := range c.all {
+		c.all[i] = int32(i)
 	}
 	for i := range c.heads {
 		c.heads[i] = listEmpty

@@ -56,6 +56,7 @@ type Port struct {
 	rx      []*netmap.Kring // VALE port: its RX krings, leased by senders
 	tx      []*txWriter     // bwrap/host: the wrapped adapter's TX krings
 	deliver Deliverer       // replaces the ring delivery when set
+	mirror  *Mirror         // copies of this port's frames, or nil
 
 	vp *vpAdapter // VALE ports
 	bw *bwrap     // bwrap and host ports

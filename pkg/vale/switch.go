@@ -112,6 +112,9 @@ func (s *Switch) forward(src *Port, slots []netmap.Slot, pool *netmap.Pool, from
 		next := c.gather(slots, pool, from, to, s.cfg.BatchSize, s.cfg.MaxFrame)
 		if len(c.frames) > 0 {
 			c.passOne(s.lookup, src.idx, s.ports, s.reg.clock())
+			if m := src.mirror; m != nil && m.RX {
+				s.mirrorTo(c, src, m, c.all[:min(len(c.frames), len(c.all))], src.idx)
+			}
 			s.passTwo(c, src.idx)
 		}
 		s.mu.RUnlock()
@@ -177,6 +180,81 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 	}
 	drops := uint64(len(order) - nf)
 	p.stats.addOut(uint64(nf), nb, drops)
+	s.stats.addOut(uint64(nf), nb, drops)
+	if m := p.mirror; m != nil && m.TX && nf > 0 {
+		s.mirrorTo(c, p, m, order[:nf], src)
+	}
+}
+
+// Mirror sends copies of a port's frames to a monitor port of the same
+// switch: RX, every frame the switch receives from the port (before the
+// lookup's decision: dropped ones too); TX, every frame the switch hands
+// to the port (that its ring or deliverer accepted). Monitor is the
+// monitor's port name (the part after ':'); while no such port is attached
+// and receiving, copies are dropped and counted as the monitor's
+// no_destination, and when the monitor's ring is full as its no_space:
+// mirroring never blocks the mirrored port. The copies count as the
+// monitor's Out. A frame the monitor itself sent is not copied back to it.
+type Mirror struct {
+	Monitor string
+	RX, TX  bool
+}
+
+// SetMirror sets (nil: removes) the mirror of a port; it takes effect from
+// the next batch. The monitor need not exist yet.
+func (s *Switch) SetMirror(port string, m *Mirror) error {
+	if m != nil {
+		if m.Monitor == "" || m.Monitor == port {
+			return fmt.Errorf("set mirror of %s: monitor %q: want another port of the switch: %w", JoinName(s.name, port), m.Monitor, ErrInvalid)
+		}
+		c := *m
+		m = &c
+		if !m.RX && !m.TX {
+			m = nil
+		}
+	}
+	s.reg.nm.Lock()
+	defer s.reg.nm.Unlock()
+	p, ok := s.byName[port]
+	if !ok {
+		return fmt.Errorf("set mirror of %s: %w", JoinName(s.name, port), ErrNoPort)
+	}
+	s.mu.Lock()
+	p.mirror = m
+	s.mu.Unlock()
+	return nil
+}
+
+// mirrorTo copies frames (order) of port p's mirror m to its monitor.
+// Shared lock held.
+func (s *Switch) mirrorTo(c *fwdCtx, p *Port, m *Mirror, order []int32, src uint16) {
+	mon := s.byName[m.Monitor]
+	if mon == p || (mon != nil && mon.idx == src) {
+		return
+	}
+	if mon == nil || !mon.on {
+		if mon != nil {
+			mon.stats.drops[DropNoDest].Add(uint64(len(order)))
+		}
+		s.stats.drops[DropNoDest].Add(uint64(len(order)))
+		return
+	}
+	var nf int
+	var nb uint64
+	switch {
+	case mon.deliver != nil:
+		d := Delivery{c: c, order: order, src: src}
+		nf = min(max(mon.deliver.Deliver(&d), 0), len(order))
+		for _, fi := range order[:nf] {
+			nb += uint64(c.frames[fi].Len)
+		}
+	case len(mon.rx) > 0:
+		nf, nb = deliverRing(mon.rx[int(src)%len(mon.rx)], c.frames, c.bufs, order, c.maxLen, &c.sink)
+	case len(mon.tx) > 0:
+		nf, nb = mon.tx[int(src)%len(mon.tx)].deliver(c.frames, c.bufs, order, c.maxLen)
+	}
+	drops := uint64(len(order) - nf)
+	mon.stats.addOut(uint64(nf), nb, drops)
 	s.stats.addOut(uint64(nf), nb, drops)
 }
 
