@@ -1,0 +1,44 @@
+// Package leakcheck fails a test binary whose goroutines outlive its tests: every server,
+// worker and adapter a test starts must be stopped by its owner's Close.
+//
+//	func TestMain(m *testing.M) { leakcheck.Main(m) }
+package leakcheck
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+)
+
+// Grace is how long Main waits for goroutines that are already on their way out.
+const Grace = 5 * time.Second
+
+// Main runs the tests and, if they passed, exits non-zero when more goroutines are left
+// than before they ran, printing every stack.
+func Main(m *testing.M) {
+	before := runtime.NumGoroutine()
+	code := m.Run()
+	if code == 0 {
+		if err := Check(before, Grace); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// Check waits up to grace for the goroutine count to fall back to before and returns an
+// error listing every goroutine's stack if it does not.
+func Check(before int, grace time.Duration) error {
+	deadline := time.Now().Add(grace)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		buf := make([]byte, 1<<20)
+		return fmt.Errorf("leak: %d goroutines after the tests, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
+	}
+	return nil
+}
