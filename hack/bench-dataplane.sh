@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 . hack/deps.sh
 epair_deps bench
 
-WRITE=1
+WRITE=${WRITE:-1} # WRITE=0: print the table only
 [ "${1:-}" = "--no-write" ] && WRITE=0
 [ "$(id -u)" -eq 0 ] || { echo "bench-dataplane: needs root (namespaces, XDP)" >&2; exit 1; }
 for t in iperf3 jq ping ip; do command -v "$t" >/dev/null || { echo "bench-dataplane: $t missing" >&2; exit 1; }; done
@@ -23,7 +23,6 @@ H=epbench-h A=epbench-a B=epbench-b
 IPA=10.90.0.1 IPB=10.90.0.2 GW=10.90.0.254/24
 WORK=$(mktemp -d)
 BIN=$WORK/dpbench
-OBIN=$WORK/offloadbench
 SWPID=
 
 cleanup() {
@@ -34,7 +33,6 @@ cleanup() {
 trap cleanup EXIT
 
 go build -o "$BIN" ./internal/dataplane/dpbench
-go build -o "$OBIN" ./internal/dataplane/offloadbench
 
 for n in $H $A $B; do ip netns del "$n" 2>/dev/null || true; ip netns add "$n"; ip -n "$n" link set lo up; done
 ip -n $H link add ha numtxqueues 1 numrxqueues 1 type veth peer name eth0 numtxqueues 1 numrxqueues 1 netns $A
@@ -89,10 +87,10 @@ measure() {
 }
 
 # start_switch BACKEND: the dataplane runs in the bench's host namespace
-# (BACKEND offload: the offload switch of offloadbench).
+# (BACKEND offload: dpbench offload-switch).
 start_switch() {
 	if [ "$1" = offload ]; then
-		ip netns exec $H "$OBIN" switch -link ha -link hb -gw $GW >"$WORK/sw.out" 2>"$WORK/sw.err" &
+		ip netns exec $H "$BIN" offload-switch -link ha -link hb -gw $GW >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	else
 		ip netns exec $H "$BIN" switch -backend "$1" -link ha -link hb -gw $GW -xdp-frames 4096 >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	fi
@@ -134,8 +132,8 @@ stop_switch
 # 5. The epair switch in offload mode: every port carries a virtio-net header
 # (AF_PACKET + PACKET_VNET_HDR, TAP with IFF_VNET_HDR), the pods keep TSO and
 # checksum offload, and 64 KB super-frames cross as slot chains.
-ip netns exec $A "$OBIN" csum-on eth0
-ip netns exec $B "$OBIN" csum-on eth0
+ip netns exec $A "$BIN" csum-on eth0
+ip netns exec $B "$BIN" csum-on eth0
 start_switch offload
 measure "epair offload switch, AF_PACKET + vnet header (pod offloads on)"
 stop_switch

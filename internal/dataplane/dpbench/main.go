@@ -1,7 +1,9 @@
 // Command dpbench is the helper of hack/bench-dataplane.sh: it runs a
 // Dataplane in the calling process's network namespace over given links
-// (switch), floods 64-byte UDP frames (udp-flood), and turns off a link's
-// transmit checksum offload (csum-off). It only ever sends to the address
+// (switch), or a dataplane.OffloadSwitch (offload-switch: ports with
+// virtio-net headers, pods keep TSO and checksum offload), floods 64-byte UDP
+// frames (udp-flood), and turns a link's transmit checksum offload, and with
+// it TSO, off or on (csum-off, csum-on). It only ever sends to the address
 // it is given, from inside the namespace the script put it in.
 package main
 
@@ -28,7 +30,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dpbench switch|udp-flood|csum-off [flags]")
+		fmt.Fprintln(os.Stderr, "usage: dpbench switch|offload-switch|udp-flood|csum-off|csum-on [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -37,8 +39,12 @@ func main() {
 		err = runSwitch(os.Args[2:])
 	case "udp-flood":
 		err = udpFlood(os.Args[2:])
+	case "offload-switch":
+		err = runOffloadSwitch(os.Args[2:])
 	case "csum-off":
-		err = csumOff(os.Args[2:])
+		err = setCsum(os.Args[2:], false)
+	case "csum-on":
+		err = setCsum(os.Args[2:], true)
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -155,9 +161,10 @@ func udpFlood(args []string) error {
 	return nil
 }
 
-func csumOff(args []string) error {
+// setCsum turns a link's transmit checksum offload (and with it TSO) on or off.
+func setCsum(args []string, on bool) error {
 	if len(args) != 1 {
-		return fmt.Errorf("usage: csum-off <link>")
+		return fmt.Errorf("usage: csum-on|csum-off <link>")
 	}
 	if _, err := net.InterfaceByName(args[0]); err != nil {
 		return err
@@ -167,5 +174,5 @@ func csumOff(args []string) error {
 		return err
 	}
 	defer unix.Close(fd)
-	return sys.SetTxChecksum(fd, args[0], false)
+	return sys.SetTxChecksum(fd, args[0], on)
 }
