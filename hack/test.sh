@@ -16,6 +16,8 @@ if [ -n "$unformatted" ]; then
 	echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+echo "== staticcheck"
+go run honnef.co/go/tools/cmd/staticcheck@"$(sed -n 's/^STATICCHECK_VERSION ?= //p' Makefile)" ./...
 
 echo "== Kubernetes binaries for envtest and helm (cached: $HOME/.cache/epair)"
 KUBEBUILDER_ASSETS=$(hack/k8s/build-k8s.sh helm | tail -n 1)

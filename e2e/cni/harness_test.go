@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -45,12 +44,10 @@ func bins(t testing.TB) string {
 	}
 	netnsutil.RequireRoot(t)
 	buildOnce.Do(func() {
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if _, err := os.Stat(gobin); err != nil {
-			if gobin, err = exec.LookPath("go"); err != nil {
-				buildErr = fmt.Errorf("go tool not found")
-				return
-			}
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("go tool not found on PATH: %w", err)
+			return
 		}
 		dir, err := os.MkdirTemp("", "epair-e2e-bin-")
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/epair-cni/epair/pkg/agentapi"
 )
@@ -53,7 +54,7 @@ func openRecords(path string) (*recordStore, error) {
 	}
 	opts := &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true}
 	db, err := bolt.Open(path, 0o600, opts)
-	if err != nil && !errors.Is(err, bolt.ErrTimeout) {
+	if err != nil && !errors.Is(err, berrors.ErrTimeout) {
 		// Unreadable (a power loss during an unsynced write): start afresh, keeping the
 		// old file for inspection; Recover rebuilds the records.
 		if rerr := os.Rename(path, path+".corrupt"); rerr == nil {
@@ -61,7 +62,7 @@ func openRecords(path string) (*recordStore, error) {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open attachment store %s: locked by another agent: %w", path, syscall.EWOULDBLOCK)
 		}
 		return nil, fmt.Errorf("open attachment store %s: %w", path, err)

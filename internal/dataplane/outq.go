@@ -314,13 +314,6 @@ func (b *bufPool) put(idx uint32) {
 	b.mu.Unlock()
 }
 
-// inUse is the number of buffers handed out and not returned.
-func (b *bufPool) inUse() int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return len(b.bufs) - len(b.free)
-}
-
 // classTable holds, per switch port index, the priority class the port's
 // frames get in other ports' queues (and whether they go on the classic
 // discipline's priority FIFO). Read per batch without locks.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Sentinels callers branch on. Each error that wraps one also wraps the BSD errno the
@@ -89,7 +90,7 @@ func Open(path string, ranges []Range) (*Store, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("open ipam store %s: locked by another process: %w", path, syscall.EWOULDBLOCK)
 		}
 		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
@@ -125,7 +126,7 @@ func (s *Store) Ranges() []Range { return slices.Clone(s.ranges) }
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	err := s.db.Update(fn)
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	return err
@@ -133,7 +134,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 
 func (s *Store) view(fn func(*bolt.Tx) error) error {
 	err := s.db.View(fn)
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	return err

@@ -143,12 +143,6 @@ func (d *sinkDriver) Start(w *Worker, sq *Subqueue) {
 	}
 }
 
-func (d *sinkDriver) lens() []int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]int(nil), d.got...)
-}
-
 // ioctlDriver adds an if_ioctl to sinkDriver.
 type ioctlDriver struct{ sinkDriver }
 

@@ -36,8 +36,10 @@ func TestIT20_ClassicLimits(t *testing.T) {
 	}
 	sq.Purge()
 	// Byte limit: maxbcnt = 4*2048 = 8192; two 4096-byte packets fill it.
-	if sq.Enqueue(pkt(4096, 0)) != nil || sq.Enqueue(pkt(4096, 0)) != nil {
-		t.Fatal("enqueue")
+	for i := range 2 {
+		if err := sq.Enqueue(pkt(4096, 0)); err != nil {
+			t.Fatalf("enqueue 4096-byte packet %d: %v", i, err)
+		}
 	}
 	wantErrno(t, sq.Enqueue(pkt(60, 0)), syscall.ENOBUFS)
 	if sq.Len() != 2 || sq.Drops() != 2 {

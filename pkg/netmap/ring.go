@@ -301,8 +301,10 @@ func (k *Kring) get() {
 func (k *Kring) Stop() {
 	k.stopped.Store(true)
 	k.get()
+	// An empty critical section on purpose: it waits for the current QLock
+	// holders (senders with leases) to leave, as netmap_disable_ring does.
 	k.QLock.Lock()
-	k.QLock.Unlock() //nolint:staticcheck // wait for lock holders, as netmap does
+	k.QLock.Unlock() //lint:ignore SA2001 waiting for lock holders is the point
 	k.Put()
 }
 
