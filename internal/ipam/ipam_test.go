@@ -485,3 +485,57 @@ func TestRangesFromPodCIDRs(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchedAllocationsWithFailure: concurrent Allocates share commits (DB.Batch); one that
+// fails (a conflicting request) fails alone, the others are unaffected, and everything
+// answered is on disk after a reopen.
+func TestBatchedAllocationsWithFailure(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ipam.db")
+	rs := mustRanges(t, RangeConfig{Subnet: "10.23.0.0/24"})
+	s := open(t, path, rs)
+	if _, err := s.Allocate(own(0), []netip.Addr{netip.MustParseAddr("10.23.0.200")}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	res := make([]Allocation, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		var req []netip.Addr
+		if i%10 == 0 {
+			req = []netip.Addr{netip.MustParseAddr("10.23.0.200")} // taken by owner 0
+		}
+		wg.Go(func() { res[i], errs[i] = s.Allocate(own(i), req) })
+	}
+	wg.Wait()
+	for i := 1; i < n; i++ {
+		if i%10 == 0 {
+			if !errors.Is(errs[i], ErrConflict) {
+				t.Fatalf("owner %d: %v, want ErrConflict", i, errs[i])
+			}
+			continue
+		}
+		if errs[i] != nil || len(res[i].Addrs) != 1 {
+			t.Fatalf("owner %d: %+v %v", i, res[i], errs[i])
+		}
+	}
+	verify(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path, rs)
+	defer s.Close()
+	for i := 1; i < n; i++ {
+		got, ok, err := s.Get(own(i))
+		if i%10 == 0 {
+			if ok {
+				t.Fatalf("owner %d: failed allocation persisted: %+v", i, got)
+			}
+			continue
+		}
+		if err != nil || !ok || got.Addrs[0] != res[i].Addrs[0] {
+			t.Fatalf("owner %d after reopen: %+v %v %v, answered %+v", i, got, ok, err, res[i])
+		}
+	}
+	verify(t, s)
+}

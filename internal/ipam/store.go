@@ -115,8 +115,14 @@ func Open(path string, ranges []Range) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
 	}
+	// Concurrent Allocates share one transaction and one fsync (group commit); the short
+	// delay bounds what a lone, sequential Allocate pays for it.
+	db.MaxBatchDelay = batchDelay
 	return &Store{db: db, ranges: slices.Clone(ranges)}, nil
 }
+
+// batchDelay is how long Allocate waits for others to share its commit.
+const batchDelay = time.Millisecond
 
 // Close closes the store. Further calls fail with ErrClosed.
 func (s *Store) Close() error { return s.db.Close() }
@@ -127,6 +133,17 @@ func (s *Store) Ranges() []Range { return slices.Clone(s.ranges) }
 func (s *Store) update(fn func(*bolt.Tx) error) error {
 	err := s.db.Update(fn)
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
+		return ErrClosed
+	}
+	return err
+}
+
+// batch runs fn in a transaction shared with concurrent callers (bbolt DB.Batch): it is
+// committed and fsync'd before batch returns. fn may run more than once (a batch whose
+// other function failed is retried) and must be idempotent, resetting what it writes.
+func (s *Store) batch(fn func(*bolt.Tx) error) error {
+	err := s.db.Batch(fn)
+	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	return err
@@ -162,7 +179,8 @@ func (s *Store) families() []bool {
 
 // Allocate returns owner's addresses, allocating one per configured family on first call.
 // requested (at most one per family) are honoured: each must be allocatable in a range and
-// free or already the owner's. The transaction is fsync'd before Allocate returns.
+// free or already the owner's. The transaction is fsync'd before Allocate returns;
+// concurrent Allocates share it (DB.Batch).
 func (s *Store) Allocate(owner Owner, requested []netip.Addr) (Allocation, error) {
 	if err := owner.validate(); err != nil {
 		return Allocation{}, err
@@ -179,7 +197,8 @@ func (s *Store) Allocate(owner Owner, requested []netip.Addr) (Allocation, error
 		want[a.Is4()] = a
 	}
 	var out Allocation
-	err := s.update(func(tx *bolt.Tx) error {
+	err := s.batch(func(tx *bolt.Tx) error {
+		out = Allocation{} // fn may be re-run: start from scratch
 		owners, addrs := tx.Bucket(bktOwners), tx.Bucket(bktAddrs)
 		if v := owners.Get(owner.key()); v != nil {
 			if err := json.Unmarshal(v, &out); err != nil {
