@@ -143,7 +143,7 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 // other function failed is retried) and must be idempotent, resetting what it writes.
 func (s *Store) batch(fn func(*bolt.Tx) error) error {
 	err := s.db.Batch(fn)
-	if errors.Is(err, bolt.ErrDatabaseNotOpen) {
+	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
 	return err
