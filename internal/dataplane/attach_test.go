@@ -97,7 +97,7 @@ func TestAttachOutsideLock(t *testing.T) {
 		t.Fatalf("%d ports, want 2 (a, b)", n)
 	}
 	_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: "other/eth0", HostIfName: b.pair.HostName})
-	if Errno(err) != ErrBusy.errno {
+	if Errno(err) != ErrBusy.Errno() {
 		t.Fatalf("attach of b for another owner: %v, want EBUSY", err)
 	}
 	e.ping(a, b.ip)
@@ -123,7 +123,7 @@ func TestDetachWaitsForAttach(t *testing.T) {
 	if err := <-detached; err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.dp.Port(b.portName()); Errno(err) != ErrNoPort.errno {
+	if _, err := e.dp.Port(b.portName()); Errno(err) != ErrNoPort.Errno() {
 		t.Fatalf("port after detach: %v", err)
 	}
 	waitFor(t, "the detached port's XDP program to go", 5*time.Second, func() bool { return len(e.xdpProgs()) == 0 })
@@ -146,7 +146,7 @@ func TestDetachClosesInBackground(t *testing.T) {
 				t.Fatalf("switch still lists %s after DetachPort", pi.Name)
 			}
 		}
-		if _, err := e.dp.Port(b.portName()); Errno(err) != ErrNoPort.errno {
+		if _, err := e.dp.Port(b.portName()); Errno(err) != ErrNoPort.Errno() {
 			t.Fatalf("port after detach: %v", err)
 		}
 		e.attach(b) // right away: waits for the old socket

@@ -69,23 +69,23 @@ func TestAttachIdempotentAndBusy(t *testing.T) {
 		t.Fatalf("%d ports after idempotent attach, want 2", n)
 	}
 	_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: "other/eth0", HostIfName: a.pair.HostName})
-	if Errno(err) != ErrBusy.errno {
+	if Errno(err) != ErrBusy.Errno() {
 		t.Fatalf("attach for another owner: %v, want EBUSY", err)
 	}
 	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: b.pair.HostName})
-	if Errno(err) != ErrBusy.errno {
+	if Errno(err) != ErrBusy.Errno() {
 		t.Fatalf("attach another link for an owner: %v, want EBUSY", err)
 	}
 	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: "nosuchlink"})
-	if Errno(err) != ErrNoPort.errno {
+	if Errno(err) != ErrNoPort.Errno() {
 		t.Fatalf("attach a missing link: %v, want ENXIO", err)
 	}
 	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: a.pair.HostName, HostIfIndex: a.pair.HostIndex + 1000})
-	if Errno(err) != ErrInvalid.errno {
+	if Errno(err) != ErrInvalid.Errno() {
 		t.Fatalf("attach with a mismatched index: %v, want EINVAL", err)
 	}
 	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Switch: "vale9", Owner: "x/eth0", HostIfName: b.pair.HostName})
-	if Errno(err) != ErrNoSwitch.errno {
+	if Errno(err) != ErrNoSwitch.Errno() {
 		t.Fatalf("attach to a missing switch: %v, want ENXIO", err)
 	}
 	if err := e.dp.DetachPort(context.Background(), a.portName()); err != nil {
@@ -94,7 +94,7 @@ func TestAttachIdempotentAndBusy(t *testing.T) {
 	if err := e.dp.DetachPort(context.Background(), a.portName()); err != nil {
 		t.Fatalf("second detach: %v", err)
 	}
-	if _, err := e.dp.Port(a.portName()); Errno(err) != ErrNoPort.errno {
+	if _, err := e.dp.Port(a.portName()); Errno(err) != ErrNoPort.Errno() {
 		t.Fatalf("port after detach: %v", err)
 	}
 	for _, pi := range e.dp.Switches()[0].Ports {

@@ -243,7 +243,7 @@ func TestRestartAdopt(t *testing.T) {
 		}
 	}
 	_, err := e.dp.Adopt(context.Background(), AttachRequest{Owner: "someone/else", HostIfName: a.pair.HostName})
-	if Errno(err) != ErrNotOwned.errno {
+	if Errno(err) != ErrNotOwned.Errno() {
 		t.Fatalf("adopt with the wrong owner: %v, want EPERM", err)
 	}
 	e.ping(a, b.ip)
@@ -298,7 +298,7 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if fd1 := fdCount(t); fd1 > fd0 {
 		t.Errorf("%d descriptors open before New, %d after Close", fd0, fd1)
 	}
-	if _, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: a.pair.HostName}); Errno(err) != ErrClosed.errno {
+	if _, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: a.pair.HostName}); Errno(err) != ErrClosed.Errno() {
 		t.Errorf("attach after close: %v, want ENXIO", err)
 	}
 }
