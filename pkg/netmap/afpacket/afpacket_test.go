@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
@@ -31,16 +32,21 @@ func open(tb testing.TB, ns *netnsutil.NS, ifname string, cfg Config) *Socket {
 	return s
 }
 
-func backend() porttest.Backend {
+func backend() porttest.Backend { return backendWith(Config{}) }
+
+func backendWith(cfg Config) porttest.Backend {
 	return porttest.Backend{
 		Open: func(tb testing.TB, ns *netnsutil.NS, ifname string) porttest.Port {
-			return open(tb, ns, ifname, Config{})
+			return open(tb, ns, ifname, cfg)
 		},
 		IsClosed: func(err error) bool { return errors.Is(err, ErrClosed) },
+		Ringless: cfg.Ringless || cfg.VnetHdr,
 	}
 }
 
 func TestConformance(t *testing.T) { porttest.Run(t, backend()) }
+
+func TestConformanceRingless(t *testing.T) { porttest.Run(t, backendWith(Config{Ringless: true})) }
 
 func TestConfigValidation(t *testing.T) {
 	bad := []Config{
@@ -63,10 +69,22 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestOversizeAndVLAN(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		cfg  Config
+	}{{"rings", Config{}}, {"ringless", Config{Ringless: true}}} {
+		t.Run(c.name, func(t *testing.T) { testOversizeAndVLAN(t, c.cfg) })
+	}
+}
+
+func testOversizeAndVLAN(t *testing.T, cfg Config) {
 	p := netnsutil.TwoPods(t)
-	a := open(t, p.Host, p.HostA, Config{})
-	b := open(t, p.Host, p.HostB, Config{})
+	a := open(t, p.Host, p.HostA, cfg)
+	b := open(t, p.Host, p.HostB, cfg)
 	_ = b
+	if cfg.Ringless && (a.mem != nil || a.rx != nil || a.tx != nil) {
+		t.Fatal("a ring-less socket has rings mapped")
+	}
 	big := make([]byte, 4000)
 	n, err := a.Transmit([][]byte{big, {}})
 	if err != nil || n != 2 {
@@ -137,6 +155,72 @@ func TestCopyFrameVLAN(t *testing.T) {
 }
 
 func BenchmarkTransmitReceive(b *testing.B) { porttest.Benchmark(b, backend()) }
+
+func BenchmarkTransmitReceiveRingless(b *testing.B) {
+	porttest.Benchmark(b, backendWith(Config{Ringless: true}))
+}
+
+func TestMaxFrame(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want int
+	}{{Config{}, 2000}, {Config{Ringless: true}, 2000}, {Config{TXFrameSize: 4096}, 4048}, {Config{VnetHdr: true}, MaxVnetFrame}} {
+		if got, err := c.cfg.MaxFrame(); err != nil || got != c.want {
+			t.Errorf("%+v.MaxFrame() = %d, %v; want %d", c.cfg, got, err, c.want)
+		}
+	}
+	if _, err := (Config{TXFrameSize: 1000}).MaxFrame(); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("bad config MaxFrame err = %v", err)
+	}
+}
+
+// auxCmsg builds a control buffer holding one PACKET_AUXDATA message.
+func auxCmsg(status uint32, tci, tpid uint16) []byte {
+	b := make([]byte, unix.CmsgSpace(auxLen))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level, h.Type = unix.SOL_PACKET, unix.PACKET_AUXDATA
+	h.SetLen(unix.CmsgLen(auxLen))
+	d := b[unix.CmsgLen(0):]
+	binary.NativeEndian.PutUint32(d[auxStatusOff:], status)
+	binary.NativeEndian.PutUint16(d[auxVlanTCIOff:], tci)
+	binary.NativeEndian.PutUint16(d[auxVlanTPIDOff:], tpid)
+	return b
+}
+
+func TestAuxVLAN(t *testing.T) {
+	s := &Socket{}
+	for _, c := range []struct {
+		name      string
+		cmsg      []byte
+		tci, tpid uint16
+		ok        bool
+	}{
+		{"none", nil, 0, 0, false},
+		{"untagged", auxCmsg(0, 0, 0), 0, 0, false},
+		{"802.1Q", auxCmsg(unix.TP_STATUS_VLAN_VALID, 0x2007, 0), 0x2007, unix.ETH_P_8021Q, true},
+		{"802.1ad", auxCmsg(unix.TP_STATUS_VLAN_VALID|unix.TP_STATUS_VLAN_TPID_VALID, 7, 0x88a8), 7, 0x88a8, true},
+		{"short", auxCmsg(unix.TP_STATUS_VLAN_VALID, 7, 0)[:unix.CmsgLen(0)+4], 0, 0, false},
+	} {
+		n := copy(s.rxCmsg[:], c.cmsg)
+		tci, tpid, ok := s.auxVLAN(n)
+		if ok != c.ok || tci != c.tci || tpid != c.tpid {
+			t.Errorf("%s: auxVLAN = %#x, %#x, %v; want %#x, %#x, %v", c.name, tci, tpid, ok, c.tci, c.tpid, c.ok)
+		}
+	}
+}
+
+// FuzzAuxVLAN feeds arbitrary control buffers (the kernel's layout, checked anyway).
+func FuzzAuxVLAN(f *testing.F) {
+	f.Add(auxCmsg(unix.TP_STATUS_VLAN_VALID, 0x2007, 0))
+	f.Add(append(auxCmsg(0, 0, 0), auxCmsg(unix.TP_STATUS_VLAN_VALID, 1, 0)...))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		s := &Socket{}
+		n := copy(s.rxCmsg[:], b)
+		s.auxVLAN(n)
+		s.auxVLAN(len(b))
+	})
+}
 
 func TestNetmapGenericAdapter(t *testing.T) {
 	porttest.Netmap(t, backend(), func(p porttest.Port) netmap.GenericBackend { return p.(*Socket) }, false)

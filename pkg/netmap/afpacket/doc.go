@@ -43,6 +43,19 @@
 // poll(2). VLAN tags the kernel moved to skb metadata are not re-inserted in this mode.
 // Peers of such a socket must speak the same header: see pkg/vale's Config.VnetHdrLen.
 //
+// # Ring-less mode (Config.Ringless)
+//
+// The same socket without rings and without the header: recvmsg(2) per frame straight into
+// the caller's buffer (PACKET_AUXDATA returns the VLAN tag the kernel took out of the frame,
+// which Receive puts back) and write(2) per frame. It is slower than the rings (about two
+// thirds of their rate in BenchmarkTransmitReceiveRingless) but opens in well under a
+// millisecond: setting up a ring waits for an RCU grace period (the kernel's packet_set_ring
+// calls synchronize_net), as does closing any AF_PACKET socket, which is 10–40 ms on a busy
+// node. pkg/linkport starts pod ports on such a socket and moves them to AF_XDP in the
+// background. In every mode the socket is created with protocol 0 and hooked into the
+// receive path only by bind, on its interface: created with ETH_P_ALL it would see every
+// interface's traffic until bind, and bind would unhook it with another grace period.
+//
 // Waiting is event-driven through the Go netpoller (see internal/sys.PollFD): WaitRX parks
 // until a block is retired to userspace; WaitTX until a transmitted skb is freed
 // (sk_write_space), re-checking every TXRecheck only while transmit is backlogged.

@@ -33,8 +33,16 @@ type Config struct {
 	// recvmsg(2) into a receive buffer of BlockSize×BlockCount bytes (defaults
 	// VnetBlockSize×VnetBlockCount; BlockSize at least MinVnetBlockSize) and sent
 	// with write(2) (the kernel's packet_snd, which honours the header), so
-	// RetireTimeout and the TX* fields are unused.
+	// RetireTimeout and the TX* fields are unused. VnetHdr implies Ringless.
 	VnetHdr bool
+	// Ringless opens the socket without rings: frames are received with recvmsg(2)
+	// (PACKET_AUXDATA gives back VLAN tags the kernel took out of the frame) and sent
+	// with write(2), one system call per frame. Such a socket opens in well under a
+	// millisecond, where setting up the rings costs two RCU grace periods (10–40 ms on
+	// a busy node); it moves fewer frames per second than the rings. The receive
+	// buffer is BlockSize×BlockCount bytes; RetireTimeout and TXFrameCount are unused;
+	// FrameSize is the same as with rings.
+	Ringless bool
 }
 
 // DefaultConfig is the per-port budget stated in the package documentation.
@@ -94,7 +102,22 @@ func (c Config) withDefaults() (Config, error) {
 	case c.TXRecheck < 0:
 		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, ErrBadConfig)
 	}
+	if c.VnetHdr {
+		c.Ringless = true
+	}
 	return c, nil
+}
+
+// MaxFrame is the FrameSize of a socket opened with c.
+func (c Config) MaxFrame() (int, error) {
+	c, err := c.withDefaults()
+	if err != nil {
+		return 0, err
+	}
+	if c.VnetHdr {
+		return MaxVnetFrame, nil
+	}
+	return int(c.TXFrameSize) - txDataOff, nil
 }
 
 // Stats are the socket's counters.
@@ -142,11 +165,14 @@ type Socket struct {
 	rxDone    <-chan struct{} // Done channel of the current RX wait's context (RX waiter only)
 
 	// Transmit side, owned by the transmitting goroutine.
-	tx      []byte                 // the transmit ring
-	vnet    bool                   // PACKET_VNET_HDR: frames carry a virtio_net_hdr; TX by write(2)
-	txPoll  [1]unix.PollFd         // the TX waiter's poll(2) set (vnet mode: no ring to look at)
+	tx       []byte                 // the transmit ring
+	ringless bool                   // no rings: RX by recvmsg(2), TX by write(2)
+	vnet     bool                   // PACKET_VNET_HDR (implies ringless): frames carry a virtio_net_hdr
+	hdrLen   int                    // VnetHdrLen with vnet, else 0
+	rxCmsg   [64]byte               // PACKET_AUXDATA control buffer (receiving goroutine, ring-less)
+	txPoll  [1]unix.PollFd         // the TX waiter's poll(2) set (ring-less: no ring to look at)
 	txIov   [maxTxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
-	rxPoll  [1]unix.PollFd         // the RX waiter's poll(2) set (vnet mode: no ring)
+	rxPoll  [1]unix.PollFd         // the RX waiter's poll(2) set (ring-less: no ring)
 	rxIov   [maxTxFrags]unix.Iovec // RxScatter's recvmsg vector (receiving goroutine)
 	txSlot  uint32                 // slot size
 	txSlots uint32
@@ -176,12 +202,18 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
 	}
+	// Protocol 0 until bind: a socket created with ETH_P_ALL is hooked into every
+	// interface's receive path at once, and bind would then unhook it again, waiting
+	// for an RCU grace period; created with 0 it is hooked only by bind, on ifname.
 	proto := htons(unix.ETH_P_ALL)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(proto))
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: create socket: %w", ifname, err)
 	}
-	s := &Socket{ifname: ifname, ifindex: ifi.Index, recheck: cfg.TXRecheck, vnet: cfg.VnetHdr}
+	s := &Socket{ifname: ifname, ifindex: ifi.Index, recheck: cfg.TXRecheck, ringless: cfg.Ringless, vnet: cfg.VnetHdr}
+	if s.vnet {
+		s.hdrLen = VnetHdrLen
+	}
 	s.pfd, err = sys.NewPollFD(fd, "afpacket:"+ifname)
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: %w", ifname, err)
@@ -210,7 +242,15 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, vnetSndBuf); err != nil {
 			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, vnetSndBuf)
 		}
+	}
+	if cfg.Ringless {
 		s.txPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
+		if !cfg.VnetHdr {
+			// VLAN tags the kernel moved out of the frame come back as PACKET_AUXDATA.
+			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+				return nil, fmt.Errorf("open afpacket on %s: set PACKET_AUXDATA: %w", ifname, err)
+			}
+		}
 	}
 	rxReq := unix.TpacketReq3{
 		Block_size: cfg.BlockSize, Block_nr: cfg.BlockCount, Frame_size: 2048,
@@ -218,7 +258,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		Retire_blk_tov: uint32(cfg.RetireTimeout / time.Millisecond),
 	}
 	rxLen := 0
-	if cfg.VnetHdr {
+	if cfg.Ringless {
 		// No receive ring: recvmsg(2) per frame into a receive buffer of the ring's size.
 		rcv := int(min(uint64(cfg.BlockSize)*uint64(cfg.BlockCount), 1<<30))
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, rcv); err != nil {
@@ -238,7 +278,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		Frame_size: cfg.TXFrameSize, Frame_nr: cfg.TXFrameCount,
 	}
 	txLen := 0
-	if !cfg.VnetHdr {
+	if !cfg.Ringless {
 		if err := sys.SetTpacketReq3(fd, unix.PACKET_TX_RING, &txReq); err != nil {
 			return nil, fmt.Errorf("open afpacket on %s: set up %d-slot TX ring: %w", ifname, cfg.TXFrameCount, err)
 		}
@@ -261,8 +301,8 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	// The wait conditions read only atomics, so a waiter may run concurrently with
 	// Receive/Transmit on another goroutine.
 	s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.blockReady() }
-	if cfg.VnetHdr {
-		s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.vnetReadable() }
+	if cfg.Ringless {
+		s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.ringlessReadable() }
 	}
 	s.txWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.txDone) || s.txRoom() }
 	s.undo = c.Release()
@@ -339,6 +379,9 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 	}
 	if s.vnet {
 		return s.receiveVnet(bufs, lens)
+	}
+	if s.ringless {
+		return s.receivePlain(bufs, lens)
 	}
 	want := min(len(bufs), len(lens))
 	n := 0
@@ -456,8 +499,8 @@ func (s *Socket) slotBusy(i uint32) bool {
 
 // txRoom reports (reading atomics only) whether a slot is free or about to be reaped.
 func (s *Socket) txRoom() bool {
-	if s.vnet {
-		return s.vnetWritable()
+	if s.ringless {
+		return s.ringlessWritable()
 	}
 	p := s.txPending.Load()
 	return p < s.txSlots || !s.slotBusy(s.txTail.Load())
@@ -493,8 +536,8 @@ func (s *Socket) Transmit(frames [][]byte) (int, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
-	if s.vnet {
-		return s.transmitVnet(frames), nil
+	if s.ringless {
+		return s.transmitRingless(frames), nil
 	}
 	if s.txSlots-s.txPending.Load() < uint32(len(frames)) {
 		s.reap()
@@ -561,7 +604,7 @@ func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
 	s.txDone = done
 	defer func() { s.txDone = nil }()
 	var kick func() error
-	if !s.vnet {
+	if !s.ringless {
 		kick = s.kick
 	}
 	err := s.pfd.WaitWriteKicked(timeout, s.recheck, s.txWait, kick, done)

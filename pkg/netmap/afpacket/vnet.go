@@ -76,17 +76,19 @@ func (h VnetHdr) Encode(b []byte) bool {
 // VnetHdr reports whether the socket runs in offload (PACKET_VNET_HDR) mode.
 func (s *Socket) VnetHdr() bool { return s.vnet }
 
-// transmitVnet writes each header + frame with write(2): packet_snd parses the
-// virtio_net_hdr, so a GSO super-frame leaves as one skb that the kernel segments (or
-// hands whole to a device that takes GSO, like veth) and checksums where the header
-// asks. It stops at the first frame the send buffer has no room for (EAGAIN, ENOBUFS);
-// frames the kernel refuses (a bad header) are consumed and counted in TxRejected.
-func (s *Socket) transmitVnet(frames [][]byte) int {
+// transmitRingless writes each frame (header + frame with VnetHdr) with write(2). With
+// VnetHdr, packet_snd parses the virtio_net_hdr, so a GSO super-frame leaves as one skb
+// that the kernel segments (or hands whole to a device that takes GSO, like veth) and
+// checksums where the header asks. It stops at the first frame the send buffer has no
+// room for (EAGAIN, ENOBUFS); frames the kernel refuses (a bad header, longer than the
+// MTU) are consumed and counted in TxRejected.
+func (s *Socket) transmitRingless(frames [][]byte) int {
 	var consumed, sent int
 	var bytes uint64
 	fd := s.pfd.FD()
+	maxLen := s.FrameSize()
 	for _, f := range frames {
-		if len(f) < VnetHdrLen+14 || len(f) > MaxVnetFrame {
+		if len(f) < s.hdrLen+14 || len(f) > maxLen {
 			s.txDrop.Add(1)
 			consumed++
 			continue
@@ -103,7 +105,7 @@ func (s *Socket) transmitVnet(frames [][]byte) int {
 			consumed++
 			continue
 		}
-		bytes += uint64(len(f) - VnetHdrLen)
+		bytes += uint64(len(f) - s.hdrLen)
 		sent++
 		consumed++
 	}
@@ -114,9 +116,9 @@ func (s *Socket) transmitVnet(frames [][]byte) int {
 	return consumed
 }
 
-// vnetWritable asks the kernel (poll(2), zero timeout) whether the send buffer has room.
-// Only the TX waiter calls it (it owns txPoll).
-func (s *Socket) vnetWritable() bool {
+// ringlessWritable asks the kernel (poll(2), zero timeout) whether the send buffer has
+// room. Only the TX waiter calls it (it owns txPoll).
+func (s *Socket) ringlessWritable() bool {
 	s.txPoll[0].Revents = 0
 	n, err := unix.Poll(s.txPoll[:], 0)
 	return err == nil && n > 0 && s.txPoll[0].Revents&(unix.POLLOUT|unix.POLLERR|unix.POLLHUP) != 0
@@ -287,9 +289,9 @@ done:
 	return n, nil
 }
 
-// vnetReadable asks the kernel (poll(2), zero timeout) whether a frame is queued. Only the
-// RX waiter calls it (it owns rxPoll).
-func (s *Socket) vnetReadable() bool {
+// ringlessReadable asks the kernel (poll(2), zero timeout) whether a frame is queued.
+// Only the RX waiter calls it (it owns rxPoll).
+func (s *Socket) ringlessReadable() bool {
 	s.rxPoll[0].Revents = 0
 	n, err := unix.Poll(s.rxPoll[:], 0)
 	return err == nil && n > 0 && s.rxPoll[0].Revents&(unix.POLLIN|unix.POLLERR|unix.POLLHUP) != 0

@@ -1,0 +1,120 @@
+package afpacket
+
+import (
+	"encoding/binary"
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Offsets in struct tpacket_auxdata (tp_status, tp_len, tp_snaplen, tp_mac, tp_net,
+// tp_vlan_tci, tp_vlan_tpid).
+const (
+	auxStatusOff   = 0
+	auxVlanTCIOff  = 16
+	auxVlanTPIDOff = 18
+	auxLen         = 20
+)
+
+// receivePlain is Receive in Ringless mode without VnetHdr: one recvmsg(2) per frame,
+// straight into the caller's buffer, with MSG_TRUNC (the frame's real length, so that a
+// frame cut to its buffer is counted in RxTruncated, as with rings) and PACKET_AUXDATA,
+// whose VLAN tag, when the kernel took it out of the frame, is put back.
+func (s *Socket) receivePlain(bufs [][]byte, lens []int) (int, error) {
+	want := min(len(bufs), len(lens))
+	n := 0
+	var bytes uint64
+	fd := uintptr(s.pfd.FD())
+	var iov unix.Iovec
+	var msg unix.Msghdr
+	for n < want {
+		b := bufs[n]
+		if len(b) == 0 {
+			break
+		}
+		iov.Base = &b[0]
+		iov.SetLen(len(b))
+		msg = unix.Msghdr{Iov: &iov, Control: &s.rxCmsg[0]}
+		msg.SetIovlen(1)
+		msg.SetControllen(len(s.rxCmsg))
+		m, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		switch e {
+		case 0:
+		case unix.EAGAIN:
+			goto done
+		case unix.EINTR:
+			continue
+		default:
+			if n > 0 {
+				goto done
+			}
+			return 0, fmt.Errorf("receive on %s: %w", s.ifname, e)
+		}
+		l := int(m)
+		if l > len(b) {
+			s.rxTrunc.Add(1)
+			l = len(b)
+		}
+		if tci, tpid, ok := s.auxVLAN(int(msg.Controllen)); ok && l >= 12 {
+			if l+4 > len(b) {
+				s.rxTrunc.Add(1)
+				l = len(b) - 4
+			}
+			copy(b[16:l+4], b[12:l])
+			binary.BigEndian.PutUint16(b[12:], tpid)
+			binary.BigEndian.PutUint16(b[14:], tci)
+			l += 4
+		}
+		lens[n] = l
+		bytes += uint64(l)
+		n++
+	}
+done:
+	if n > 0 {
+		s.rxPackets.Add(uint64(n))
+		s.rxBytes.Add(bytes)
+	}
+	return n, nil
+}
+
+// auxVLAN finds the PACKET_AUXDATA message in the first clen bytes of rxCmsg and returns
+// the VLAN tag the kernel took out of the frame, if any. The layout comes from the
+// kernel; it is still bounds-checked.
+func (s *Socket) auxVLAN(clen int) (tci, tpid uint16, ok bool) {
+	c := s.rxCmsg[:min(clen, len(s.rxCmsg))]
+	hdr := unix.CmsgLen(0)
+	for len(c) >= hdr {
+		// struct cmsghdr: cmsg_len (size_t), cmsg_level, cmsg_type (int), read byte-wise.
+		var cl uint64
+		lo := unix.SizeofCmsghdr - 8 // where cmsg_level starts: after a 4- or 8-byte cmsg_len
+		if lo == 8 {
+			cl = binary.NativeEndian.Uint64(c)
+		} else {
+			cl = uint64(binary.NativeEndian.Uint32(c))
+		}
+		level, typ := int32(binary.NativeEndian.Uint32(c[lo:])), int32(binary.NativeEndian.Uint32(c[lo+4:]))
+		if cl < uint64(hdr) || cl > uint64(len(c)) {
+			return 0, 0, false
+		}
+		l := int(cl)
+		if level == unix.SOL_PACKET && typ == unix.PACKET_AUXDATA && l-hdr >= auxLen {
+			d := c[hdr:l]
+			st := binary.NativeEndian.Uint32(d[auxStatusOff:])
+			if st&unix.TP_STATUS_VLAN_VALID == 0 {
+				return 0, 0, false
+			}
+			tpid = unix.ETH_P_8021Q
+			if v := binary.NativeEndian.Uint16(d[auxVlanTPIDOff:]); st&unix.TP_STATUS_VLAN_TPID_VALID != 0 && v != 0 {
+				tpid = v
+			}
+			return binary.NativeEndian.Uint16(d[auxVlanTCIOff:]), tpid, true
+		}
+		sp := unix.CmsgSpace(l - hdr)
+		if sp > len(c) {
+			return 0, 0, false
+		}
+		c = c[sp:]
+	}
+	return 0, 0, false
+}
