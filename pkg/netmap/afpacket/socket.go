@@ -170,13 +170,13 @@ type Socket struct {
 	vnet     bool                   // PACKET_VNET_HDR (implies ringless): frames carry a virtio_net_hdr
 	hdrLen   int                    // VnetHdrLen with vnet, else 0
 	rxCmsg   [64]byte               // PACKET_AUXDATA control buffer (receiving goroutine, ring-less)
-	txPoll  [1]unix.PollFd         // the TX waiter's poll(2) set (ring-less: no ring to look at)
-	txIov   [maxTxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
-	rxPoll  [1]unix.PollFd         // the RX waiter's poll(2) set (ring-less: no ring)
-	rxIov   [maxTxFrags]unix.Iovec // RxScatter's recvmsg vector (receiving goroutine)
-	txSlot  uint32                 // slot size
-	txSlots uint32
-	txHead  uint32 // next slot to fill
+	txPoll   [1]unix.PollFd         // the TX waiter's poll(2) set (ring-less: no ring to look at)
+	txIov    [maxTxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
+	rxPoll   [1]unix.PollFd         // the RX waiter's poll(2) set (ring-less: no ring)
+	rxIov    [maxTxFrags]unix.Iovec // RxScatter's recvmsg vector (receiving goroutine)
+	txSlot   uint32                 // slot size
+	txSlots  uint32
+	txHead   uint32 // next slot to fill
 	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of
 	// them) are written by the transmitting goroutine and read by the TX waiter.
 	txPending atomic.Uint32
