@@ -19,8 +19,11 @@ const (
 	Auto Backend = iota
 	// XDP forces AF_XDP.
 	XDP
-	// Packet forces AF_PACKET.
+	// Packet forces AF_PACKET (TPACKET_V3 rings).
 	Packet
+	// Ringless forces AF_PACKET without rings (afpacket.Config.Ringless): the
+	// fastest to open, the slowest to run.
+	Ringless
 )
 
 func (b Backend) String() string {
@@ -31,11 +34,14 @@ func (b Backend) String() string {
 		return "af_xdp"
 	case Packet:
 		return "af_packet"
+	case Ringless:
+		return "af_packet_ringless"
 	}
 	return fmt.Sprintf("Backend(%d)", int(b))
 }
 
-// ParseBackend parses "auto", "af_xdp" (or "xdp") and "af_packet" (or "packet").
+// ParseBackend parses "auto", "af_xdp" (or "xdp"), "af_packet" (or "packet") and
+// "af_packet_ringless" (or "ringless").
 func ParseBackend(s string) (Backend, error) {
 	switch s {
 	case "", "auto":
@@ -44,8 +50,10 @@ func ParseBackend(s string) (Backend, error) {
 		return XDP, nil
 	case "af_packet", "packet", "afpacket":
 		return Packet, nil
+	case "af_packet_ringless", "ringless":
+		return Ringless, nil
 	}
-	return Auto, fmt.Errorf("parse backend %q: want auto, af_xdp or af_packet: %w", s, syscall.EINVAL)
+	return Auto, fmt.Errorf("parse backend %q: want auto, af_xdp, af_packet or af_packet_ringless: %w", s, syscall.EINVAL)
 }
 
 // Port is what both backends offer.
@@ -78,6 +86,14 @@ type Options struct {
 	// (FrameSize is afpacket.MaxVnetFrame). Auto then means AF_PACKET
 	// (AF_XDP carries no offload metadata here); XDP is refused.
 	Offload bool
+	// FastStart, with Backend Auto or XDP, opens the port on a ring-less
+	// AF_PACKET socket (well under a millisecond, where attaching AF_XDP costs
+	// 10–40 ms, serialised under the kernel's RTNL lock) and returns it as an
+	// *Upgradable, whose Upgrade moves it to AF_XDP without stopping traffic
+	// (or leaves it ring-less where AF_XDP cannot serve the link). Ignored
+	// with Packet (there is no loss- and duplicate-free handoff between two
+	// packet sockets), Ringless and Offload (both are ring-less already).
+	FastStart bool
 }
 
 // OffloadHdrLen is the per-frame header length of an offload port
@@ -88,7 +104,9 @@ const OffloadHdrLen = afpacket.VnetHdrLen
 // Opened is the result of Open.
 type Opened struct {
 	Port    Port
-	Backend Backend // XDP or Packet: what was actually opened
+	// Backend is what was actually opened: XDP, Packet or Ringless (with
+	// FastStart: Ringless, and Port is an *Upgradable).
+	Backend Backend
 	// Fallback is why AF_XDP was not used when Backend was Auto (nil otherwise).
 	Fallback error
 }
@@ -99,13 +117,29 @@ func Open(ifname string, opts Options) (Opened, error) {
 		if opts.Backend == XDP {
 			return Opened{}, fmt.Errorf("open port %s: offload mode needs af_packet, not af_xdp: %w", ifname, syscall.EINVAL)
 		}
-		if opts.Backend != Auto && opts.Backend != Packet {
+		if opts.Backend != Auto && opts.Backend != Packet && opts.Backend != Ringless {
 			return Opened{}, fmt.Errorf("open port %s: unknown backend %d: %w", ifname, int(opts.Backend), syscall.EINVAL)
 		}
 		opts.Backend = Packet
-		opts.Packet.VnetHdr = true
+		opts.Packet.VnetHdr = true // ring-less already
+		opts.FastStart = false
+	}
+	if opts.FastStart && (opts.Backend == Auto || opts.Backend == XDP) {
+		u, err := openFast(ifname, opts)
+		if err != nil {
+			return Opened{}, err
+		}
+		return Opened{Port: u, Backend: Ringless}, nil
 	}
 	switch opts.Backend {
+	case Ringless:
+		pc := opts.Packet
+		pc.Ringless = true
+		s, err := afpacket.Open(ifname, pc)
+		if err != nil {
+			return Opened{}, fmt.Errorf("open port %s: %w", ifname, err)
+		}
+		return Opened{Port: s, Backend: Ringless}, nil
 	case XDP:
 		s, err := afxdp.Open(ifname, opts.XDP)
 		if err != nil {

@@ -72,6 +72,16 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
+// MaxFrame is the FrameSize of a socket opened with c (the UMEM frame minus the XDP
+// headroom).
+func (c Config) MaxFrame() (int, error) {
+	c, err := c.withDefaults()
+	if err != nil {
+		return 0, err
+	}
+	return int(c.FrameSize) - unix.XDP_PACKET_HEADROOM, nil
+}
+
 // Stats are the socket's counters. Rx/Tx count frames handed to/accepted from the caller.
 type Stats struct {
 	RxPackets, RxBytes uint64
