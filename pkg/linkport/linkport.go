@@ -103,7 +103,7 @@ const OffloadHdrLen = afpacket.VnetHdrLen
 
 // Opened is the result of Open.
 type Opened struct {
-	Port    Port
+	Port Port
 	// Backend is what was actually opened: XDP, Packet or Ringless (with
 	// FastStart: Ringless, and Port is an *Upgradable).
 	Backend Backend
