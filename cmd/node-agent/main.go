@@ -34,7 +34,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "standalone", "standalone (configuration file) or cluster (Kubernetes: pod CIDRs, VirtualSwitch, PortPolicy, NodeState)")
-	backend := flag.String("backend", "", "override the configuration's backend: auto, xdp or packet")
+	backend := flag.String("backend", "", "override the configuration's backend: auto, xdp, packet or ringless")
 	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
 	var cf controller.Flags
 	cf.Register(flag.CommandLine)

@@ -106,22 +106,34 @@ func TestMasqueradeAndHairpin(t *testing.T) {
 	}
 }
 
-// TestBackends: pods reach each other with the pod links forced onto AF_PACKET and onto
-// AF_XDP, and valectl's view (the inspection API) reports the backend in use.
+// TestBackends: pods reach each other with the pod links forced onto AF_PACKET (with and
+// without rings) and onto AF_XDP, and valectl's view (the inspection API) reports the
+// backend in use: an AF_XDP port starts ring-less and is moved to AF_XDP in the
+// background within moments.
 func TestBackends(t *testing.T) {
-	for _, be := range []struct{ cfg, want string }{{"packet", "af_packet"}, {"xdp", "af_xdp"}} {
+	for _, be := range []struct{ cfg, want string }{{"packet", "af_packet "}, {"ringless", "af_packet_ringless"}, {"xdp", "af_xdp"}} {
 		t.Run(be.cfg, func(t *testing.T) {
 			e := newEnv(t, envOpts{backend: be.cfg})
 			l := e.conflist("1.1.0")
 			a, b := netnsutil.New(t), netnsutil.New(t)
-			e.mustAdd(l, rt("be-a", a))
+			ra := e.mustAdd(l, rt("be-a", a))
 			rb := e.mustAdd(l, rt("be-b", b))
 			if err := ping(a, podIP(rb)); err != nil {
 				t.Fatal(err)
 			}
-			out, err := exec.Command(filepath.Join(e.bin, "valectl"), "-socket", e.agent.socket, "ports").CombinedOutput()
+			var out []byte
+			var err error
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+				out, err = exec.Command(filepath.Join(e.bin, "valectl"), "-socket", e.agent.socket, "ports").CombinedOutput()
+				if err != nil || strings.Count(string(out), be.want) == 2 {
+					break
+				}
+			}
 			if err != nil || strings.Count(string(out), be.want) != 2 {
-				t.Fatalf("valectl ports: %v\n%s", err, out)
+				t.Fatalf("valectl ports (want two %s ports): %v\n%s", be.want, err, out)
+			}
+			if err := ping(b, podIP(ra)); err != nil {
+				t.Fatal(err)
 			}
 		})
 	}

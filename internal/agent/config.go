@@ -48,8 +48,15 @@ type Config struct {
 	StateDir string `json:"stateDir"`
 	// NodeID seeds the epair MAC scheme; empty means /etc/machine-id.
 	NodeID string `json:"nodeID,omitempty"`
-	// Backend opens pod links: "auto" (AF_XDP, falling back to AF_PACKET), "xdp", "packet".
+	// Backend opens pod links: "auto" (AF_XDP, falling back to AF_PACKET), "xdp", "packet",
+	// "ringless" (AF_PACKET without rings).
 	Backend string `json:"backend"`
+	// DirectOpen attaches AF_XDP to a pod's link inside the CNI ADD. By default (false)
+	// the pod's port starts on a ring-less AF_PACKET socket, which opens in well under a
+	// millisecond, and moves to AF_XDP in the background without stopping traffic
+	// (dataplane.Config.DirectOpen): the XDP attach (10–40 ms under the kernel's RTNL
+	// lock) is then not part of the pod's start-up latency.
+	DirectOpen bool `json:"directOpen,omitempty"`
 	// Switches are the node's switches; the first is the default one.
 	Switches []SwitchConfig `json:"switches"`
 	// MetricsAddr, if set, serves /metrics (Prometheus text format) on this TCP address as
@@ -156,9 +163,9 @@ func (c *Config) Validate() error {
 		return fieldErr("stateDir", "%q must be an absolute path", c.StateDir)
 	}
 	switch c.Backend {
-	case "auto", "xdp", "packet":
+	case "auto", "xdp", "packet", "ringless":
 	default:
-		return fieldErr("backend", "%q, want one of auto, xdp, packet", c.Backend)
+		return fieldErr("backend", "%q, want one of auto, xdp, packet, ringless", c.Backend)
 	}
 	if len(c.Switches) == 0 {
 		return fieldErr("switches", "at least one switch is required")

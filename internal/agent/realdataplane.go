@@ -23,6 +23,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 		return dc, fmt.Errorf("dataplane config: backend: %w", err)
 	}
 	dc.Backend = b
+	dc.DirectOpen = c.DirectOpen
 	dc.Masquerade = c.Masquerade
 	dc.Link.XDP.FrameCount = uint32(c.XDPFrames)
 	if dc.Link.XDP.FrameCount == 0 {

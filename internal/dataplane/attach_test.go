@@ -235,6 +235,7 @@ func TestConcurrentAttachDetach(t *testing.T) {
 	if got := len(e.dp.Ports()); got != n {
 		t.Fatalf("%d ports, want %d", got, n)
 	}
+	settle(t, e.dp)
 	if got := len(e.xdpProgs()); got != n {
 		t.Fatalf("%d XDP programs, want %d", got, n)
 	}

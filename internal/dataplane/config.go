@@ -61,8 +61,22 @@ type Config struct {
 	// Switches are created by New; at least one.
 	Switches []SwitchConfig
 	// Backend selects how pod links are opened (linkport.Auto: AF_XDP with
-	// fallback to AF_PACKET; XDP or Packet force one).
+	// fallback to AF_PACKET; XDP, Packet or Ringless force one).
 	Backend linkport.Backend
+	// DirectOpen opens a pod link with its AF_XDP socket inside AttachPort.
+	// By default (false) a pod port with backend Auto or XDP starts on a
+	// ring-less AF_PACKET socket, which opens in well under a millisecond,
+	// and is moved to AF_XDP in the background without stopping traffic
+	// (linkport.Options.FastStart): attaching AF_XDP to a veth costs 10–40 ms
+	// under the kernel's RTNL lock, which would otherwise be part of every
+	// pod's CNI ADD. The background upgrades run one at a time, in a quiet
+	// moment (UpgradeQuiet without an attach or detach starting) or after
+	// UpgradeMaxDelay at the latest.
+	DirectOpen bool
+	// UpgradeQuiet and UpgradeMaxDelay time the background upgrades (0:
+	// DefaultUpgradeQuiet, DefaultUpgradeMaxDelay).
+	UpgradeQuiet    time.Duration
+	UpgradeMaxDelay time.Duration
 	// Link sizes the AF_XDP and AF_PACKET sockets of pod links (zero
 	// fields take the backends' defaults; Link.Backend is ignored, Backend
 	// decides).
@@ -200,9 +214,15 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("validate config: switches: at least one is required: %w", ErrInvalid)
 	}
 	switch c.Backend {
-	case linkport.Auto, linkport.XDP, linkport.Packet:
+	case linkport.Auto, linkport.XDP, linkport.Packet, linkport.Ringless:
 	default:
-		return fmt.Errorf("validate config: backend %d: want auto, xdp or packet: %w", c.Backend, ErrInvalid)
+		return fmt.Errorf("validate config: backend %d: want auto, xdp, packet or ringless: %w", c.Backend, ErrInvalid)
+	}
+	if c.UpgradeQuiet < 0 || c.UpgradeQuiet > time.Minute {
+		return fmt.Errorf("validate config: upgradeQuiet %v: want 0 to 1m: %w", c.UpgradeQuiet, ErrInvalid)
+	}
+	if c.UpgradeMaxDelay < 0 || c.UpgradeMaxDelay > time.Hour {
+		return fmt.Errorf("validate config: upgradeMaxDelay %v: want 0 to 1h: %w", c.UpgradeMaxDelay, ErrInvalid)
 	}
 	if c.Workers < 0 || c.Workers > 1024 {
 		return fmt.Errorf("validate config: workers %d: want 0 (one per CPU) to 1024: %w", c.Workers, ErrInvalid)

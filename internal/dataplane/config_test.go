@@ -32,6 +32,8 @@ func TestConfigValidate(t *testing.T) {
 	}{
 		{"no switches", func(c *Config) { c.Switches = nil }, "switches"},
 		{"bad backend", func(c *Config) { c.Backend = linkport.Backend(9) }, "backend"},
+		{"negative upgradeQuiet", func(c *Config) { c.UpgradeQuiet = -1 }, "upgradeQuiet"},
+		{"huge upgradeMaxDelay", func(c *Config) { c.UpgradeMaxDelay = 2 * time.Hour }, "upgradeMaxDelay"},
 		{"negative workers", func(c *Config) { c.Workers = -1 }, "workers"},
 		{"ring slots", func(c *Config) { c.RingSlots = 100 }, "ringSlots"},
 		{"nft table", func(c *Config) { c.NFTTable = "a b" }, "nftTable"},

@@ -54,6 +54,7 @@ type Dataplane struct {
 	watchStop chan struct{}
 	watchDone chan struct{}
 	linksGone atomic.Uint64 // ports detached because their link was deleted
+	up        *upgrader     // moves FastStart ports to AF_XDP
 }
 
 // swState is one switch with its host port.
@@ -151,6 +152,7 @@ func New(cfg Config) (_ *Dataplane, err error) {
 	cl.Add(func() error { d.stopWatch(); return nil })
 	d.agingStop, d.agingDone = make(chan struct{}), make(chan struct{})
 	go d.ager()
+	d.up = newUpgrader(d)
 	cl.Release()
 	return d, nil
 }
@@ -324,6 +326,7 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	d.stopWatch()
 	close(d.agingStop)
 	<-d.agingDone
+	d.up.close()
 	// Attaches and detaches in flight finish first (an attach sees closed
 	// when it publishes and undoes itself).
 	d.ops.Wait()

@@ -22,6 +22,7 @@ func TestPodsPing(t *testing.T) {
 			e.ping(c, testGW)
 			e.ping(a, b.ip6)
 			e.ping(c, testGW6)
+			settle(t, e.dp)
 			for _, p := range e.pods {
 				pi, err := e.dp.Port(p.portName())
 				if err != nil {

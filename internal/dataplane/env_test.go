@@ -246,3 +246,13 @@ func waitFor(t testing.TB, what string, d time.Duration, f func() bool) {
 }
 
 var _ = strings.Contains
+
+// settle waits for the background AF_XDP upgrades of FastStart ports.
+func settle(tb testing.TB, dp *Dataplane) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := dp.SettleUpgrades(ctx); err != nil {
+		tb.Fatalf("FastStart upgrades: %v", err)
+	}
+}

@@ -71,6 +71,9 @@ func TestIdleCPU250Ports(t *testing.T) {
 		}
 	}
 	t.Logf("attached %d ports in %v", n, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	settle(t, dp)
+	t.Logf("upgraded them to AF_XDP in %v more", time.Since(start).Round(time.Millisecond))
 	if got := len(dp.Switches()[0].Ports); got != n+1 {
 		t.Fatalf("switch has %d ports, want %d", got, n+1)
 	}

@@ -57,11 +57,16 @@ type PortInfo struct {
 	HostIfIndex int
 	Owner       string
 	Kind        PortKind
-	Index       int    // index in the switch
-	Backend     string // "xdp" or "packet" (pod ports)
-	Fallback    string // why AF_XDP was not used under auto selection
-	Up          bool
-	Policy      PortPolicy
+	Index       int // index in the switch
+	// Backend is the pod port's socket now: "af_xdp", "af_packet", or
+	// "af_packet_ringless" (a FastStart port before its upgrade, or one that
+	// AF_XDP cannot serve).
+	Backend string
+	// Fallback is why AF_XDP is not used (auto selection or a failed
+	// upgrade).
+	Fallback string
+	Up       bool
+	Policy   PortPolicy
 	// Counters are the switch's: In = frames from the link, Out = frames
 	// put on the port's output queue, Drops by reason (DropNoSpace here
 	// means the output queue refused the frame).
@@ -84,6 +89,7 @@ type Port struct {
 	ga                  *netmap.GenericAdapter
 	oq                  *outq
 	opened              linkport.Opened
+	up                  *linkport.Upgradable // FastStart: the port until and after its upgrade
 	vp                  *vale.Port
 
 	id         podIdentity
@@ -94,14 +100,18 @@ type Port struct {
 }
 
 func (p *Port) info() PortInfo {
+	o := p.opened
+	if p.up != nil {
+		o = p.up.Current()
+	}
 	pi := PortInfo{
 		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
-		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: p.opened.Backend.String(),
+		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: o.Backend.String(),
 		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), SpoofDrops: p.spoofDrops.Load(),
 		PodMAC: p.id.mac, PodIPs: p.id.ips,
 	}
-	if p.opened.Fallback != nil {
-		pi.Fallback = p.opened.Fallback.Error()
+	if o.Fallback != nil {
+		pi.Fallback = o.Fallback.Error()
 	}
 	p.polMu.Lock()
 	pi.Policy = p.policy
@@ -286,6 +296,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	release := d.claimLocked(ifname, owner)
 	d.mu.Unlock()
 	defer release()
+	d.up.touch()
 
 	cl := cleanup.Make(nil)
 	defer func() {
@@ -296,6 +307,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	p := &Port{name: name, hostIf: ifname, owner: owner, ifindex: ifindex, sw: s, policy: pol, id: id}
 	lo := d.cfg.Link
 	lo.Backend = d.cfg.Backend
+	lo.FastStart = !d.cfg.DirectOpen
 	if s.bufSize > 2048 && lo.XDP.FrameSize == 0 {
 		lo.XDP.FrameSize = 4096
 	}
@@ -309,6 +321,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	}); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: open link: %w", name, err)
 	}
+	p.up, _ = p.opened.Port.(*linkport.Upgradable)
 	be := newTxSerial(p.opened.Port)
 	p.ga, err = netmap.NewGenericAdapter(ifname, be, netmap.GenericConfig{
 		Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize, Native: p.opened.Backend == linkport.XDP,
@@ -363,6 +376,9 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	d.byOwner[owner] = p
 	info := p.info()
 	d.mu.Unlock()
+	if p.up != nil {
+		d.up.enqueue(p)
+	}
 	return info, nil
 }
 
@@ -476,6 +492,7 @@ func (d *Dataplane) detachWhere(ctx context.Context, what, ifname string, find f
 	d.unlinkLocked(p)
 	release := d.claimLocked(p.hostIf, p.owner)
 	d.mu.Unlock()
+	d.up.touch()
 	err := p.unplug(d)
 	// Closing the socket (detaching the XDP program, unmapping the rings:
 	// RCU grace periods, ~20 ms) is all that is left, and nothing reaches
