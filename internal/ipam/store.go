@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,8 +75,9 @@ type Allocation struct {
 
 // Store is a persistent allocator. Open it once per node (bbolt holds an exclusive lock).
 type Store struct {
-	db     *bolt.DB
-	ranges []Range
+	db       *bolt.DB
+	ranges   []Range
+	batching atomic.Int32 // batch calls in flight
 }
 
 // Open opens (creating if needed, mode 0600, parent directory 0700) the store at path for
@@ -140,9 +142,17 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 
 // batch runs fn in a transaction shared with concurrent callers (bbolt DB.Batch): it is
 // committed and fsync'd before batch returns. fn may run more than once (a batch whose
-// other function failed is retried) and must be idempotent, resetting what it writes.
+// other function failed is retried) and must be idempotent, resetting what it writes. A
+// caller with no other batch in flight commits at once (db.Update) instead of waiting
+// MaxBatchDelay for company that is not coming.
 func (s *Store) batch(fn func(*bolt.Tx) error) error {
-	err := s.db.Batch(fn)
+	var err error
+	if s.batching.Add(1) == 1 {
+		err = s.db.Update(fn)
+	} else {
+		err = s.db.Batch(fn)
+	}
+	s.batching.Add(-1)
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
