@@ -238,6 +238,9 @@ func (a *agentProc) pid() int { return a.cmd.Process.Pid }
 func (e *env) conflist(v string, extra ...string) *libcni.NetworkConfigList {
 	e.t.Helper()
 	plugins := []string{fmt.Sprintf(`{"type":"epair","agentSocket":%q,"timeouts":{"del":"2s","status":"2s"},"capabilities":{"ips":true,"mac":true}}`, e.agent.socket)}
+	if f := os.Getenv("EPAIR_CNI_LOG"); f != "" { // the plugin's debug log, with each step's time
+		plugins[0] = fmt.Sprintf(`{"type":"epair","agentSocket":%q,"timeouts":{"del":"2s","status":"2s"},"capabilities":{"ips":true,"mac":true},"logFile":%q,"logLevel":"debug"}`, e.agent.socket, f)
+	}
 	plugins = append(plugins, extra...)
 	src := fmt.Sprintf(`{"cniVersion":%q,"name":"podnet","plugins":[%s]}`, v, strings.Join(plugins, ","))
 	l, err := libcni.ConfListFromBytes([]byte(src))

@@ -181,7 +181,11 @@ func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*a
 			return nil, &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeConflict, Field: "switch",
 				Message: fmt.Sprintf("attachment %s exists on switch %s, not %s", req.Key, r.Switch, req.Switch)}}
 		}
-		return a.attachment(r)
+		att, err := a.attachment(r)
+		if att != nil {
+			att.Existing = true
+		}
+		return att, err
 	}
 	sw, ok := a.cfg.Switch(req.Switch)
 	if !ok {

@@ -242,8 +242,8 @@ func TestAllocateAttachCheckRelease(t *testing.T) {
 	}
 	// Idempotent.
 	again, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("c1")})
-	if err != nil || again.IPs[0] != at.IPs[0] || again.IPs[1] != at.IPs[1] {
-		t.Fatalf("allocate again: %+v %v", again, err)
+	if err != nil || again.IPs[0] != at.IPs[0] || again.IPs[1] != at.IPs[1] || !again.Existing || at.Existing {
+		t.Fatalf("allocate again: %+v %v (first existing=%v; want false, then true)", again, err, at.Existing)
 	}
 	chk, err := f.c.Check(ctx, &agentapi.CheckRequest{Key: key("c1")})
 	if err != nil || chk.Port == nil || !chk.Port.Up || chk.Port.HostIfName != p.HostName || chk.Port.Name != "vale0:"+p.HostName {

@@ -120,6 +120,7 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs, needNetNS bool) (*call, 
 	}
 	c := &call{cfg: cfg, args: args, close: func() {}}
 	c.log, c.close = openLog(cfg, verb, args.ContainerID)
+	c.debugf("begin")
 	if args.ContainerID == "" {
 		return c, fmt.Errorf("%s: %w", verb, fieldErr(ErrInvalidArgs, "CNI_CONTAINERID", "", "required", ""))
 	}
@@ -205,6 +206,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		return fmt.Errorf("add: open links: %w", err)
 	}
 	defer links.Close()
+	c.debugf("opened links")
 
 	req := &agentapi.AllocateRequest{
 		Key: c.key, NetNS: args.Netns, Network: cfg.Name, Switch: cfg.Switch,
@@ -243,16 +245,38 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		}
 	}
 
-	// A pair left by an earlier, interrupted ADD of the same attachment goes first.
-	if old, err := links.LookupOwner(c.owner); err == nil {
+	// A pair left by an earlier, interrupted ADD of the same attachment goes first. Only a
+	// retried ADD (the agent knew the attachment) can have one, or one whose pod interface
+	// is still there: a fresh ADD skips the link dump that finding it takes.
+	removeStale := func() (bool, error) {
+		old, err := links.LookupOwner(c.owner)
+		if errors.Is(err, syscall.ENXIO) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("add: look up existing epair: %w", err)
+		}
 		c.infof("removing stale %s of %s", old.HostName, c.owner)
 		if err := links.Destroy(old.HostName); err != nil {
-			return fmt.Errorf("add: remove stale epair of %s: %w", c.owner, err)
+			return false, fmt.Errorf("add: remove stale epair of %s: %w", c.owner, err)
 		}
-	} else if !errors.Is(err, syscall.ENXIO) {
-		return fmt.Errorf("add: look up existing epair: %w", err)
+		return true, nil
 	}
-	pair, err := links.Create(epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: att.MTU, Owner: c.owner})
+	if att.Existing {
+		if _, err := removeStale(); err != nil {
+			return err
+		}
+		c.debugf("looked up %s", c.owner)
+	}
+	req2 := epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: att.MTU, Owner: c.owner}
+	pair, err := links.Create(req2)
+	if errors.Is(err, syscall.EEXIST) && !att.Existing {
+		if removed, serr := removeStale(); serr != nil {
+			return serr
+		} else if removed {
+			pair, err = links.Create(req2)
+		}
+	}
 	if err != nil {
 		if netnsGone(args.Netns) {
 			return fmt.Errorf("add: create epair: %w: %w", ErrInvalidNetNS, err)
@@ -273,6 +297,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err := configurePod(args.Netns, args.IfName, mac, addrs, routes); err != nil {
 		return fmt.Errorf("add: configure pod interface: %w", err)
 	}
+	c.debugf("configured %s in %s", args.IfName, args.Netns)
 	port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex})
 	if err != nil {
 		return fmt.Errorf("add: attach %s to switch %s: %w", pair.HostName, att.Switch, err)

@@ -67,7 +67,9 @@ func (a *testAgent) Allocate(ctx context.Context, req *agentapi.AllocateRequest)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if at, ok := a.atts[req.Key]; ok {
-		return at, nil
+		c := *at
+		c.Existing = true
+		return &c, nil
 	}
 	al, err := a.ipam.Allocate(ipam.Owner{ContainerID: req.ContainerID, IfName: req.IfName}, req.IPs)
 	switch {
@@ -485,6 +487,47 @@ func TestHungAgent(t *testing.T) {
 	}
 	if _, err := pod2.NL.LinkByName("eth0"); err == nil {
 		t.Error("ADD with a hung agent left a link")
+	}
+}
+
+// TestAddRetried: a second ADD of the same attachment (a runtime retrying after a
+// failure it did not see the end of) replaces the first one's pair; so does an ADD
+// whose attachment the agent no longer knows while the pod interface is still there.
+// Either way one pair with the owner's alias is left.
+func TestAddRetried(t *testing.T) {
+	e := newEnv(t)
+	pod := netnsutil.New(t)
+	args := cmd("retried", pod.Path(), "eth0", e.conf("1.1.0", "podnet", ""))
+	owned := func() []string {
+		var out []string
+		for name, alias := range hostLinks(t, e.host) {
+			if alias == epair.AliasPrefix+OwnerKey("podnet", "retried", "eth0") {
+				out = append(out, name)
+			}
+		}
+		return out
+	}
+	first := e.add(args, "1.1.0")
+	second := e.add(args, "1.1.0")
+	if got := owned(); len(got) != 1 || got[0] != second.Interfaces[0].Name {
+		t.Fatalf("after a retried ADD: owned links %v, want only %s", got, second.Interfaces[0].Name)
+	}
+	if first.IPs[0].Address.String() != second.IPs[0].Address.String() {
+		t.Fatalf("retried ADD changed the address: %v → %v", first.IPs[0].Address, second.IPs[0].Address)
+	}
+	// The agent forgets the attachment; the pod's eth0 is still there.
+	if _, err := e.agent.Release(context.Background(), &agentapi.ReleaseRequest{Key: agentapi.Key{ContainerID: "retried", IfName: "eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+	third := e.add(args, "1.1.0")
+	if got := owned(); len(got) != 1 || got[0] != third.Interfaces[0].Name {
+		t.Fatalf("after an ADD the agent did not know: owned links %v, want only %s", got, third.Interfaces[0].Name)
+	}
+	if err := e.plugin.Del(args); err != nil {
+		t.Fatal(err)
+	}
+	if got := owned(); len(got) != 0 {
+		t.Fatalf("after DEL: owned links %v", got)
 	}
 }
 

@@ -150,6 +150,9 @@ type Attachment struct {
 	MAC string `json:"mac"`
 	// Port is set once the host end is attached (Check and List fill it).
 	Port *Port `json:"port,omitempty"`
+	// Existing is set by Allocate when the attachment was made by an earlier call (a
+	// retried ADD): links of that earlier ADD may be left over.
+	Existing bool `json:"existing,omitempty"`
 }
 
 // AttachRequest asks the agent to open the host link as a port of the attachment's switch.
