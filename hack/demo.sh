@@ -79,7 +79,9 @@ trap 'INTERRUPTED=1; exit 130' INT TERM
 say "building node-agent, epair-cni, valectl and cnitool into $BIN"
 mkdir -p "$BIN/cni"
 go build -o "$BIN/" ./cmd/node-agent ./cmd/valectl
-go build -o "$BIN/cni/epair" ./cmd/epair-cni
+# Static, as the image ships it: the plugin is exec'd for every pod, and the dynamic
+# loader would add ~0.7 ms to each call.
+CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$BIN/cni/epair" ./cmd/epair-cni
 go build -o "$BIN/cnitool" github.com/containernetworking/cni/cnitool
 
 say "starting the agent in standalone mode in namespace $NODE"

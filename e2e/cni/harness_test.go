@@ -63,7 +63,11 @@ func bins(t testing.TB) string {
 			"bridge":     "github.com/containernetworking/plugins/plugins/main/bridge",
 			"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
 		} {
-			cmd := exec.Command(gobin, "build", "-o", filepath.Join(dir, out), pkg)
+			// Static and stripped, as hack/k8s/build-image.sh ships ours and as
+			// containernetworking/plugins releases theirs: a dynamically linked Go binary
+			// spends about 0.7 ms more in the dynamic loader at every exec.
+			cmd := exec.Command(gobin, "build", "-trimpath", "-ldflags=-s -w", "-o", filepath.Join(dir, out), pkg)
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if b, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
 				return

@@ -19,6 +19,7 @@ import (
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/cleanup"
 	"github.com/epair-cni/epair/pkg/agentapi"
@@ -32,6 +33,7 @@ type Links interface {
 	DestroyPodEnd(podNetNS, ifName string) error
 	List() ([]epair.Pair, error)
 	LookupOwner(owner string) (*epair.Pair, error)
+	SetHostMTU(hostName string, mtu int) error
 	Close() error
 }
 
@@ -119,7 +121,17 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs, needNetNS bool) (*call, 
 		return nil, fmt.Errorf("%s: %w", verb, err)
 	}
 	c := &call{cfg: cfg, args: args, close: func() {}}
-	c.log, c.close = openLog(cfg, verb, args.ContainerID)
+	var closeLog func()
+	c.log, closeLog = openLog(cfg, verb, args.ContainerID)
+	c.close = func() {
+		if cfg.LogLevel == "debug" {
+			var ru unix.Rusage
+			if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+				c.log.Printf("end (process CPU: user %v, system %v)", time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano()))
+			}
+		}
+		closeLog()
+	}
 	c.debugf("begin")
 	if args.ContainerID == "" {
 		return c, fmt.Errorf("%s: %w", verb, fieldErr(ErrInvalidArgs, "CNI_CONTAINERID", "", "required", ""))
@@ -216,23 +228,45 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if cfg.RequestedMAC != nil {
 		req.MAC = cfg.RequestedMAC.String()
 	}
-	att, err := agent.Allocate(ctx, req)
-	if err != nil {
-		return fmt.Errorf("add: allocate attachment %s: %w", c.key, err)
+	// Allocate and clone the pair at the same time (each takes about a millisecond): the
+	// pair gets the configured MTU (the agent's, when it differs, is set afterwards) and
+	// the scheme's MAC (the agent's or the runtime's is set with the addresses).
+	type allocation struct {
+		att *agentapi.Attachment
+		err error
 	}
-	c.debugf("allocated %+v", att)
-	undo := cleanup.Make(func() error {
-		// A fresh context: the ADD deadline may be what failed.
-		rctx, rcancel := context.WithTimeout(context.Background(), time.Duration(cfg.Timeouts.Del))
-		defer rcancel()
-		_, err := agent.Release(rctx, &agentapi.ReleaseRequest{Key: c.key})
-		return err
-	})
+	allocated := make(chan allocation, 1)
+	go func() {
+		att, err := agent.Allocate(ctx, req)
+		allocated <- allocation{att, err}
+	}()
+	creq := epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: cfg.MTU, Owner: c.owner}
+	pair, cerr := links.Create(creq)
+	al := <-allocated
+	undo := cleanup.Make(nil)
 	defer func() {
 		if cerr := undo.Clean(); cerr != nil {
 			c.log.Printf("rollback: %v", cerr)
 		}
 	}()
+	if al.err == nil {
+		undo.Add(func() error {
+			// A fresh context: the ADD deadline may be what failed.
+			rctx, rcancel := context.WithTimeout(context.Background(), time.Duration(cfg.Timeouts.Del))
+			defer rcancel()
+			_, err := agent.Release(rctx, &agentapi.ReleaseRequest{Key: c.key})
+			return err
+		})
+	}
+	if cerr == nil {
+		hostName := pair.HostName
+		undo.Add(func() error { return links.Destroy(hostName) })
+	}
+	if al.err != nil {
+		return fmt.Errorf("add: allocate attachment %s: %w", c.key, al.err)
+	}
+	att := al.att
+	c.debugf("allocated %+v", att)
 	if len(att.IPs) == 0 {
 		return fmt.Errorf("add: attachment %s: the agent returned no address: %w", c.key, agentapi.ErrInternal)
 	}
@@ -240,50 +274,70 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	// else pkg/epair's node-unique scheme.
 	mac := cfg.RequestedMAC
 	if att.MAC != "" {
+		var err error
 		if mac, err = net.ParseMAC(att.MAC); err != nil {
 			return fmt.Errorf("add: attachment %s: agent MAC %q: %w", c.key, att.MAC, err)
 		}
 	}
 
-	// A pair left by an earlier, interrupted ADD of the same attachment goes first. Only a
-	// retried ADD (the agent knew the attachment) can have one, or one whose pod interface
-	// is still there: a fresh ADD skips the link dump that finding it takes.
+	// A pair left by an earlier, interrupted ADD of the same attachment goes. Only a
+	// retried ADD (the agent knew the attachment) can have one, or an ADD that found the
+	// pod interface still there: a fresh ADD skips the link dump that finding it takes.
+	keep := ""
+	if pair != nil {
+		keep = pair.HostName
+	}
 	removeStale := func() (bool, error) {
-		old, err := links.LookupOwner(c.owner)
-		if errors.Is(err, syscall.ENXIO) {
-			return false, nil
-		}
+		all, err := links.List()
 		if err != nil {
-			return false, fmt.Errorf("add: look up existing epair: %w", err)
+			return false, fmt.Errorf("add: look up existing epairs: %w", err)
 		}
-		c.infof("removing stale %s of %s", old.HostName, c.owner)
-		if err := links.Destroy(old.HostName); err != nil {
-			return false, fmt.Errorf("add: remove stale epair of %s: %w", c.owner, err)
+		removed := false
+		for _, old := range all {
+			if old.Owner != c.owner || old.HostName == keep {
+				continue
+			}
+			c.infof("removing stale %s of %s", old.HostName, c.owner)
+			if err := links.Destroy(old.HostName); err != nil {
+				return removed, fmt.Errorf("add: remove stale epair of %s: %w", c.owner, err)
+			}
+			removed = true
 		}
-		return true, nil
+		return removed, nil
 	}
 	if att.Existing {
 		if _, err := removeStale(); err != nil {
 			return err
 		}
-		c.debugf("looked up %s", c.owner)
+		c.debugf("removed what is left of %s", c.owner)
 	}
-	req2 := epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: att.MTU, Owner: c.owner}
-	pair, err := links.Create(req2)
-	if errors.Is(err, syscall.EEXIST) && !att.Existing {
-		if removed, serr := removeStale(); serr != nil {
-			return serr
-		} else if removed {
-			pair, err = links.Create(req2)
+	if errors.Is(cerr, syscall.EEXIST) {
+		// The pod interface is there: left by an earlier ADD of this attachment? (A
+		// pair of another owner is not touched, and Create fails again.)
+		removed, err := removeStale()
+		if err != nil {
+			return err
+		}
+		if removed || att.Existing {
+			pair, cerr = links.Create(creq)
+			if cerr == nil {
+				hostName := pair.HostName
+				undo.Add(func() error { return links.Destroy(hostName) })
+			}
 		}
 	}
-	if err != nil {
+	if cerr != nil {
 		if netnsGone(args.Netns) {
-			return fmt.Errorf("add: create epair: %w: %w", ErrInvalidNetNS, err)
+			return fmt.Errorf("add: create epair: %w: %w", ErrInvalidNetNS, cerr)
 		}
-		return fmt.Errorf("add: create epair: %w", err)
+		return fmt.Errorf("add: create epair: %w", cerr)
 	}
-	undo.Add(func() error { return links.Destroy(pair.HostName) })
+	if att.MTU != 0 && att.MTU != pair.MTU {
+		if err := links.SetHostMTU(pair.HostName, att.MTU); err != nil {
+			return fmt.Errorf("add: %w", err)
+		}
+		pair.MTU = att.MTU
+	}
 	c.debugf("created %s (index %d) / %s", pair.HostName, pair.HostIndex, args.IfName)
 
 	addrs := make([]netip.Prefix, 0, len(att.IPs))
@@ -294,14 +348,27 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return fmt.Errorf("add: %w", err)
 	}
-	if err := configurePod(args.Netns, args.IfName, mac, addrs, routes); err != nil {
-		return fmt.Errorf("add: configure pod interface: %w", err)
+	// The agent attaches the host end while the pod end is configured (a failure of
+	// either is undone by the release, which also detaches).
+	type attachment struct {
+		port *agentapi.Port
+		err  error
 	}
+	attached := make(chan attachment, 1)
+	go func() {
+		port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex})
+		attached <- attachment{port, err}
+	}()
+	perr := configurePod(args.Netns, args.IfName, mac, pair.MTU, addrs, routes)
 	c.debugf("configured %s in %s", args.IfName, args.Netns)
-	port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex})
-	if err != nil {
-		return fmt.Errorf("add: attach %s to switch %s: %w", pair.HostName, att.Switch, err)
+	at := <-attached
+	if perr != nil {
+		return fmt.Errorf("add: configure pod interface: %w", perr)
 	}
+	if at.err != nil {
+		return fmt.Errorf("add: attach %s to switch %s: %w", pair.HostName, att.Switch, at.err)
+	}
+	port := at.port
 	c.infof("attached %s as %s", pair.HostName, port.Name)
 
 	podMAC := pair.PodMAC

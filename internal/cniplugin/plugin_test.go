@@ -339,6 +339,11 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			if !st.up || st.mtu != 1400 || st.mac.String() != "02:aa:bb:cc:dd:01" {
 				t.Errorf("pod link: up=%v mtu=%d mac=%s", st.up, st.mtu, st.mac)
 			}
+			// The agent's MTU (1400) reached the host end too (the pair is cloned with the
+			// kernel's default while the agent allocates).
+			if hl, err := e.host.NL.LinkByName(res.Interfaces[0].Name); err != nil || hl.Attrs().MTU != 1400 {
+				t.Errorf("host end %s: %v, MTU %v; want 1400", res.Interfaces[0].Name, err, hl)
+			}
 			for _, ip := range res.IPs {
 				p, _ := ipNetToPrefix(&ip.Address)
 				found := false

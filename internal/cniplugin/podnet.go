@@ -39,7 +39,7 @@ func podHandle(nsPath string) (*netlink.Handle, error) {
 // with IFA_F_NODAD, so they are usable at once instead of after the DAD delay) and the
 // routes. The link was created UP by pkg/epair; a MAC change takes it down and up again.
 // Nothing needs undoing here: deleting the link (the caller's cleanup) removes it all.
-func configurePod(nsPath, ifName string, mac net.HardwareAddr, addrs []netip.Prefix, routes []podRoute) error {
+func configurePod(nsPath, ifName string, mac net.HardwareAddr, mtu int, addrs []netip.Prefix, routes []podRoute) error {
 	h, err := podHandle(nsPath)
 	if err != nil {
 		return err
@@ -48,6 +48,11 @@ func configurePod(nsPath, ifName string, mac net.HardwareAddr, addrs []netip.Pre
 	link, err := h.LinkByName(ifName)
 	if err != nil {
 		return fmt.Errorf("find %s in %s: %w", ifName, nsPath, err)
+	}
+	if mtu != 0 && link.Attrs().MTU != mtu {
+		if err := h.LinkSetMTU(link, mtu); err != nil {
+			return fmt.Errorf("set MTU %d on %s: %w", mtu, ifName, err)
+		}
 	}
 	if mac != nil && !slices.Equal(link.Attrs().HardwareAddr, mac) {
 		if err := h.LinkSetDown(link); err != nil {

@@ -471,6 +471,25 @@ func (c *Cloner) List() ([]Pair, error) {
 	return out, nil
 }
 
+// SetHostMTU sets the MTU of the host end hostName (an epair host end owned by this
+// plugin); the pod end's is set in the pod's namespace by whoever configures it.
+func (c *Cloner) SetHostMTU(hostName string, mtu int) error {
+	if mtu < 68 || mtu > 65535 {
+		return fmt.Errorf("set MTU of %s: %d outside 68..65535: %w", hostName, mtu, syscall.EINVAL)
+	}
+	l, err := c.host.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("set MTU of %s: %w", hostName, err)
+	}
+	if err := owned(l); err != nil {
+		return fmt.Errorf("set MTU of %s: %w", hostName, err)
+	}
+	if err := c.host.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("set MTU %d on %s: %w", mtu, hostName, err)
+	}
+	return nil
+}
+
 // LookupOwner returns the pair recorded with owner, or an error wrapping ENXIO.
 func (c *Cloner) LookupOwner(owner string) (*Pair, error) {
 	pairs, err := c.List()
