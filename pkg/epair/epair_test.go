@@ -204,6 +204,19 @@ func TestKeepPodNameAndRefuseForeign(t *testing.T) {
 	if err := c.DestroyPodEnd(pod.Path(), "lo"); !errors.Is(err, ErrNotOwned) {
 		t.Fatalf("destroy pod lo = %v; want ErrNotOwned", err)
 	}
+	// SetHostMTU changes ours only, within bounds.
+	if err := c.SetHostMTU(p.HostName, 1400); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := host.NL.LinkByName(p.HostName); err != nil || l.Attrs().MTU != 1400 {
+		t.Fatalf("host end after SetHostMTU(1400): %v, %v", l, err)
+	}
+	if err := c.SetHostMTU("epair9a", 1400); !errors.Is(err, ErrNotOwned) {
+		t.Fatalf("SetHostMTU on a foreign link = %v; want ErrNotOwned", err)
+	}
+	if err := c.SetHostMTU(p.HostName, 40); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("SetHostMTU(40) = %v; want EINVAL", err)
+	}
 	// The foreign epair9a is skipped by List and by the allocator's own destroy.
 	list, err := c.List()
 	if err != nil || len(list) != 1 || list[0].HostName != "epair0a" {
