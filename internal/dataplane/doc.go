@@ -30,6 +30,18 @@
 // waits for every claim. Attaches and detaches of different pods run in
 // parallel (a burst of CNI ADDs does not queue behind one lock).
 //
+// With backend auto or xdp, AttachPort does not attach AF_XDP itself unless
+// Config.DirectOpen is set: the port starts on a ring-less AF_PACKET socket
+// (linkport FastStart, ~0.06 ms to open) and a single upgrader goroutine
+// moves it to AF_XDP later (linkport.Upgradable.Upgrade: no frame lost or
+// duplicated), one port at a time, once no attach or detach has started for
+// UpgradeQuiet (50 ms) or after UpgradeMaxDelay (2 s) at the latest. The
+// XDP attach costs 10–40 ms under the kernel's RTNL lock, which every CNI
+// ADD and DEL also takes: done inside AttachPort it was most of a pod's ADD
+// latency. PortInfo.Backend shows where a port is (af_packet_ringless
+// before its upgrade, or for good with the reason in Fallback when AF_XDP
+// cannot serve the link); SettleUpgrades waits for the queue to drain.
+//
 // # Packet path
 //
 //	pod veth ─RX─▶ backend (AF_XDP/AF_PACKET) ─▶ generic adapter RX ring
