@@ -165,7 +165,7 @@ func TestScale250(t *testing.T) {
 	requireBench(t)
 	slots, _ := strconv.Atoi(os.Getenv("EPAIR_RING_SLOTS"))
 	frames, _ := strconv.Atoi(os.Getenv("EPAIR_XDP_FRAMES"))
-	e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames})
+	e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames, directOpen: os.Getenv("EPAIR_DIRECT_OPEN") == "1"})
 	l := e.conflist("1.1.0")
 	const n = 250
 	nss := make([]*netnsutil.NS, n)

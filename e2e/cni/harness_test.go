@@ -101,6 +101,7 @@ type envOpts struct {
 	ringSlots  int    // 0: the agent's default
 	xdpFrames  int    // 0: the agent's default
 	backend    string // "": auto
+	directOpen bool   // AF_XDP attached inside ADD instead of in the background
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -135,8 +136,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 		o.backend = "auto"
 	}
 	cfg := map[string]any{
-		"backend": o.backend,
-		"socket":  a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
+		"backend": o.backend, "directOpen": o.directOpen,
+		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
 		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges}},
 	}
 	b, _ := json.Marshal(cfg)

@@ -95,3 +95,27 @@ func SocketAt(ns netns.NsHandle, domain, typ, proto int) (int, error) {
 	}
 	return fd, nil
 }
+
+// IfIndex returns the index of interface name in the network namespace of socket fd
+// (SIOCGIFINDEX; fd < 0: a throwaway socket in the calling thread's namespace, for callers
+// whose socket family takes no ioctls, like AF_XDP): one lookup by name, where
+// net.InterfaceByName dumps every link of the namespace (megabytes of garbage per call
+// with hundreds of pods). A missing interface is an error wrapping ENODEV.
+func IfIndex(fd int, name string) (int, error) {
+	if fd < 0 {
+		tmp, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return 0, fmt.Errorf("interface %q: socket for SIOCGIFINDEX: %w", name, err)
+		}
+		defer unix.Close(tmp)
+		fd = tmp
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		return 0, fmt.Errorf("interface %q: %w", name, err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
+		return 0, fmt.Errorf("interface %q: %w", name, err)
+	}
+	return int(ifr.Uint32()), nil
+}

@@ -83,3 +83,22 @@ func TestViewsCheckBounds(t *testing.T) {
 		t.Fatal("views have the wrong length")
 	}
 }
+
+func TestIfIndex(t *testing.T) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, f := range []int{fd, -1} {
+		if i, err := IfIndex(f, "lo"); err != nil || i != 1 {
+			t.Errorf("IfIndex(%d, lo) = %d, %v; want 1", f, i, err)
+		}
+		if _, err := IfIndex(f, "no-such-if0"); !errors.Is(err, unix.ENODEV) {
+			t.Errorf("IfIndex(%d, no-such-if0) err = %v; want ENODEV", f, err)
+		}
+	}
+	if _, err := IfIndex(-1, "a-name-longer-than-ifnamsiz"); err == nil {
+		t.Error("IfIndex accepted a name longer than IFNAMSIZ")
+	}
+}

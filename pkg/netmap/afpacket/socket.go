@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -198,10 +197,6 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
-	}
 	// Protocol 0 until bind: a socket created with ETH_P_ALL is hooked into every
 	// interface's receive path at once, and bind would then unhook it again, waiting
 	// for an RCU grace period; created with 0 it is hooked only by bind, on ifname.
@@ -210,7 +205,12 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: create socket: %w", ifname, err)
 	}
-	s := &Socket{ifname: ifname, ifindex: ifi.Index, recheck: cfg.TXRecheck, ringless: cfg.Ringless, vnet: cfg.VnetHdr}
+	ifindex, err := sys.IfIndex(fd, ifname)
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
+	}
+	s := &Socket{ifname: ifname, ifindex: ifindex, recheck: cfg.TXRecheck, ringless: cfg.Ringless, vnet: cfg.VnetHdr}
 	if s.vnet {
 		s.hdrLen = VnetHdrLen
 	}
@@ -295,7 +295,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	}
 	s.blockSize, s.blocks = cfg.BlockSize, cfg.BlockCount
 	s.txSlot, s.txSlots = cfg.TXFrameSize, cfg.TXFrameCount
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifi.Index}); err != nil {
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: bind: %w", ifname, err)
 	}
 	// The wait conditions read only atomics, so a waiter may run concurrently with

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -162,20 +161,23 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err != nil {
 		return nil, err
 	}
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("open afxdp on %s: find interface: %w", ifname, err)
-	}
-	if n, err := rxQueues(ifname); err == nil && n > 1 {
-		return nil, fmt.Errorf("open afxdp on %s: it has %d receive queues, a socket serves one (create the veth with a single queue): %w", ifname, n, syscall.EOPNOTSUPP)
-	}
-	s := &Socket{
-		ifname: ifname, ifindex: ifi.Index, queue: cfg.QueueID, frameSize: cfg.FrameSize,
-		rxFrames: cfg.FrameCount / 2, recheck: cfg.TXRecheck,
-	}
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open afxdp on %s: create socket: %w", ifname, err)
+	}
+	ifindex, err := sys.IfIndex(-1, ifname) // AF_XDP sockets take no ioctls
+	if err == nil {
+		if n, qerr := rxQueues(ifname); qerr == nil && n > 1 {
+			err = fmt.Errorf("it has %d receive queues, a socket serves one (create the veth with a single queue): %w", n, syscall.EOPNOTSUPP)
+		}
+	}
+	if err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open afxdp on %s: %w", ifname, err)
+	}
+	s := &Socket{
+		ifname: ifname, ifindex: ifindex, queue: cfg.QueueID, frameSize: cfg.FrameSize,
+		rxFrames: cfg.FrameCount / 2, recheck: cfg.TXRecheck,
 	}
 	s.pfd, err = sys.NewPollFD(fd, "afxdp:"+ifname)
 	if err != nil {
@@ -252,7 +254,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		s.txFree = append(s.txFree, uint64(s.rxFrames+i)*uint64(s.frameSize))
 	}
 
-	sa := &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifi.Index), QueueID: cfg.QueueID}
+	sa := &unix.SockaddrXDP{Flags: unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, Ifindex: uint32(ifindex), QueueID: cfg.QueueID}
 	if err := bind(fd, sa); err != nil {
 		return nil, fmt.Errorf("open afxdp on %s: bind queue %d in copy mode: %w", ifname, cfg.QueueID, err)
 	}
