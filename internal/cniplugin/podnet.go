@@ -28,7 +28,7 @@ func podHandle(nsPath string) (*netlink.Handle, error) {
 		return nil, fmt.Errorf("open netns %s: %w: %w", nsPath, ErrInvalidNetNS, err)
 	}
 	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle in netns %s: %w: %w", nsPath, ErrInvalidNetNS, err)
 	}

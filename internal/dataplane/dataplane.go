@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/cleanup"
 	"github.com/epair-cni/epair/pkg/hostport"
@@ -101,12 +102,12 @@ func New(cfg Config) (_ *Dataplane, err error) {
 		}
 		d.ns = h
 		cl.Add(func() error { return h.Close() })
-		d.nl, err = netlink.NewHandleAt(h)
+		d.nl, err = netlink.NewHandleAt(h, unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("create dataplane: netlink handle in %s: %w", cfg.NetNS, err)
 		}
 	} else {
-		d.nl, err = netlink.NewHandle()
+		d.nl, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 		if err != nil {
 			return nil, fmt.Errorf("create dataplane: netlink handle: %w", err)
 		}

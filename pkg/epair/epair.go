@@ -113,14 +113,14 @@ func New(opts Options) (*Cloner, error) {
 		err error
 	)
 	if opts.HostNetNS == "" {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	} else {
 		var ns netns.NsHandle
 		ns, err = netns.GetFromPath(opts.HostNetNS)
 		if err != nil {
 			return nil, fmt.Errorf("open host netns %s: %w", opts.HostNetNS, err)
 		}
-		h, err = netlink.NewHandleAt(ns)
+		h, err = netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 		ns.Close()
 	}
 	if err != nil {
@@ -240,7 +240,7 @@ func (c *Cloner) Create(req Request) (*Pair, error) {
 		return nil, fmt.Errorf("open pod netns %s: %w", req.PodNetNS, err)
 	}
 	defer podNS.Close()
-	pod, err := netlink.NewHandleAt(podNS)
+	pod, err := netlink.NewHandleAt(podNS, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("open netlink handle in pod netns %s: %w", req.PodNetNS, err)
 	}
@@ -401,7 +401,7 @@ func (c *Cloner) DestroyPodEnd(podNetNS, ifName string) error {
 		return fmt.Errorf("destroy epair %s: open pod netns %s: %w", ifName, podNetNS, err)
 	}
 	defer ns.Close()
-	pod, err := netlink.NewHandleAt(ns)
+	pod, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return fmt.Errorf("destroy epair %s: open netlink handle in %s: %w", ifName, podNetNS, err)
 	}
@@ -536,7 +536,7 @@ func (c *Cloner) Check(owner, podNetNS, ifName string) (*Pair, error) {
 		return nil, fmt.Errorf("check epair %s: open pod netns %s: %w", p.HostName, podNetNS, err)
 	}
 	defer ns.Close()
-	pod, err := netlink.NewHandleAt(ns)
+	pod, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, fmt.Errorf("check epair %s: open netlink handle in %s: %w", p.HostName, podNetNS, err)
 	}
