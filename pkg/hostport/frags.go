@@ -23,11 +23,10 @@ func (p *Port) TxFrags(q int, frags [][]byte) (bool, error) {
 	if err := sys.CheckQueue(p.name, q); err != nil {
 		return false, err
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed.Load() {
-		return false, ErrClosed
+	if err := p.Enter(); err != nil {
+		return false, err
 	}
+	defer p.Exit()
 	total := 0
 	for _, f := range frags {
 		total += len(f)
@@ -56,7 +55,7 @@ func (p *Port) TxFrags(q int, frags [][]byte) (bool, error) {
 		case unix.EINTR:
 			continue
 		case unix.EIO:
-			if p.closed.Load() {
+			if p.Closed() {
 				return false, ErrClosed
 			}
 		}
@@ -74,11 +73,10 @@ func (p *Port) RxScatter(q int, bufs [][]byte) (int, bool, error) {
 	if err := sys.CheckQueue(p.name, q); err != nil {
 		return 0, false, err
 	}
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed.Load() {
-		return 0, false, ErrClosed
+	if err := p.Enter(); err != nil {
+		return 0, false, err
 	}
+	defer p.Exit()
 	nb := min(len(bufs), maxFrags)
 	iov := p.rxIov[:nb]
 	defer clear(iov)

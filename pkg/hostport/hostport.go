@@ -1,18 +1,16 @@
 package hostport
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 	"unsafe"
 
 	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/portcore"
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/netmap"
 	"github.com/vishvananda/netlink"
@@ -58,26 +56,20 @@ type Stats struct {
 // ErrClosed is returned by operations on a closed port.
 var ErrClosed = fmt.Errorf("host port closed: %w", syscall.EBADF)
 
-// Port is an open TAP host port.
+// Port is an open TAP host port. Its embedded Core provides Close (which also destroys
+// the device), Name, WaitRX, WaitTX and the netmap.GenericBackend glue; the waits ask the
+// kernel (poll(2) with a zero timeout): the TAP exposes no shared ring to look at.
 type Port struct {
+	portcore.Core
 	name    string
 	ifindex int
 	mtu     int
 	vnet    bool
 	pfd     *sys.PollFD
-	undo    func() error
-	closed  atomic.Bool
-	once    sync.Once
-	cerr    error
-	mu      sync.RWMutex
 
 	// The wait conditions ask the kernel (poll(2) with a zero timeout): the TAP exposes no
 	// shared ring to look at. Each direction has its own pollfd, owned by its waiter.
-	rxWait func(uintptr) bool
-	rxDone <-chan struct{}
 	rxPoll [1]unix.PollFd
-	txWait func(uintptr) bool
-	txDone <-chan struct{}
 	txPoll [1]unix.PollFd
 	txIov  [maxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
 	rxIov  [maxFrags]unix.Iovec // RxScatter's readv vector (receiving goroutine)
@@ -189,9 +181,11 @@ func Open(cfg Config) (*Port, error) {
 	p.ifindex, p.mtu = l.Attrs().Index, l.Attrs().MTU
 	p.rxPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
 	p.txPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLOUT}
-	p.rxWait = func(uintptr) bool { return p.closed.Load() || sys.Done(p.rxDone) || ready(p.rxPoll[:]) }
-	p.txWait = func(uintptr) bool { return p.closed.Load() || sys.Done(p.txDone) || ready(p.txPoll[:]) }
-	p.undo = c.Release()
+	p.Init(p, portcore.Config{
+		Name: p.name, PFD: p.pfd, ErrClosed: ErrClosed, Undo: c.Release(),
+		RxReady: func() bool { return ready(p.rxPoll[:]) },
+		TxReady: func() bool { return ready(p.txPoll[:]) },
+	})
 	return p, nil
 }
 
@@ -202,27 +196,8 @@ func ready(pfd []unix.PollFd) bool {
 	return err == nil && n > 0 && pfd[0].Revents&(pfd[0].Events|unix.POLLERR|unix.POLLHUP) != 0
 }
 
-// Name returns the device name; Ifindex its index; MTU its MTU.
-func (p *Port) Name() string { return p.name }
-
 // Ifindex returns the device's interface index.
 func (p *Port) Ifindex() int { return p.ifindex }
-
-// Close destroys the device (waking waiters with ErrClosed). It is idempotent.
-func (p *Port) Close() error {
-	p.once.Do(func() {
-		p.closed.Store(true)
-		// Wake parked waiters (their wait conditions see closed), then wait for every call
-		// holding mu to leave before the descriptor is closed: a raw system call on a
-		// closed (and possibly reused) descriptor number is never possible.
-		p.pfd.InterruptRead()
-		p.pfd.InterruptWrite()
-		p.mu.Lock()
-		defer p.mu.Unlock()
-		p.cerr = errors.Join(p.pfd.Close(), p.undo())
-	})
-	return p.cerr
-}
 
 // Stats returns the port's counters.
 func (p *Port) Stats() Stats {
@@ -236,11 +211,10 @@ func (p *Port) Stats() Stats {
 // A buffer shorter than the frame gets a truncated copy (counted in RxTruncated); size
 // buffers for MTU+14 bytes.
 func (p *Port) Receive(bufs [][]byte, lens []int) (int, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed.Load() {
-		return 0, ErrClosed
+	if err := p.Enter(); err != nil {
+		return 0, err
 	}
+	defer p.Exit()
 	want := min(len(bufs), len(lens))
 	n := 0
 	var bytes uint64
@@ -275,11 +249,10 @@ func (p *Port) Receive(bufs [][]byte, lens []int) (int, error) {
 // consumed (written, or dropped and counted in TxDropped). Fewer than len(frames) means the
 // device's queue is full: call WaitTX.
 func (p *Port) Transmit(frames [][]byte) (int, error) {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed.Load() {
-		return 0, ErrClosed
+	if err := p.Enter(); err != nil {
+		return 0, err
 	}
+	defer p.Exit()
 	var consumed, sent int
 	var bytes uint64
 	for _, f := range frames {
@@ -296,7 +269,7 @@ func (p *Port) Transmit(frames [][]byte) (int, error) {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			if errors.Is(err, unix.EIO) && p.closed.Load() {
+			if errors.Is(err, unix.EIO) && p.Closed() {
 				return consumed, ErrClosed
 			}
 			// EINVAL and friends: the kernel refused this frame; drop it, keep going.
@@ -314,46 +287,6 @@ func (p *Port) Transmit(frames [][]byte) (int, error) {
 	}
 	return consumed, nil
 }
-
-// WaitRX parks until the host stack has sent a frame out of the TAP, the timeout passes
-// (os.ErrDeadlineExceeded; ≤ 0 waits forever) or the port is closed (ErrClosed).
-func (p *Port) WaitRX(timeout time.Duration) error { return p.waitRX(timeout, nil) }
-
-func (p *Port) waitRX(timeout time.Duration, done <-chan struct{}) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed.Load() {
-		return ErrClosed
-	}
-	p.rxDone = done
-	err := p.pfd.WaitRead(timeout, p.rxWait)
-	p.rxDone = nil
-	if p.closed.Load() || sys.IsClosed(err) {
-		return ErrClosed
-	}
-	return err
-}
-
-// WaitTX parks until the TAP accepts writes again, the timeout passes or the port is closed.
-func (p *Port) WaitTX(timeout time.Duration) error { return p.waitTX(timeout, nil) }
-
-func (p *Port) waitTX(timeout time.Duration, done <-chan struct{}) error {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	if p.closed.Load() {
-		return ErrClosed
-	}
-	p.txDone = done
-	err := p.pfd.WaitWrite(timeout, p.txWait)
-	p.txDone = nil
-	if p.closed.Load() || sys.IsClosed(err) {
-		return ErrClosed
-	}
-	return err
-}
-
-// Queues reports one TX and one RX queue.
-func (p *Port) Queues() (tx, rx int) { return 1, 1 }
 
 // FrameSize is the largest frame the port carries: MTU plus an Ethernet header and a VLAN tag,
 // or MaxVnetFrame (virtio_net_hdr included) in offload mode.
@@ -384,34 +317,4 @@ func setVnet(fd int) error {
 		return fmt.Errorf("TUNSETOFFLOAD %#x: %w", off, e)
 	}
 	return nil
-}
-
-// TxBatch is Transmit on queue 0.
-func (p *Port) TxBatch(q int, frames [][]byte) (int, error) {
-	if err := sys.CheckQueue(p.name, q); err != nil {
-		return 0, err
-	}
-	return p.Transmit(frames)
-}
-
-// RxBatch is Receive on queue 0.
-func (p *Port) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
-	if err := sys.CheckQueue(p.name, q); err != nil {
-		return 0, err
-	}
-	return p.Receive(bufs, lens)
-}
-
-// WaitReady parks in the netpoller until queue 0 has frames (netmap.RX) or transmit room
-// (netmap.TX), the backend is closed (ErrClosed) or ctx ends (ctx.Err()); see
-// sys.PollFD.WaitReady.
-func (p *Port) WaitReady(ctx context.Context, q int, dir netmap.Direction) error {
-	if err := sys.CheckQueue(p.name, q); err != nil {
-		return err
-	}
-	r := p
-	if dir == netmap.RX {
-		return r.pfd.WaitReady(ctx, true, func(done <-chan struct{}) error { return r.waitRX(0, done) })
-	}
-	return r.pfd.WaitReady(ctx, false, func(done <-chan struct{}) error { return r.waitTX(0, done) })
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/portcore"
 	"github.com/epair-cni/epair/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -140,18 +141,14 @@ var ErrBadConfig = fmt.Errorf("bad config: %w", syscall.EINVAL)
 // ErrClosed is returned by operations on a closed socket.
 var ErrClosed = fmt.Errorf("afpacket socket closed: %w", syscall.EBADF)
 
-// Socket is an AF_PACKET TPACKET_V3 socket bound to one interface.
+// Socket is an AF_PACKET TPACKET_V3 socket bound to one interface. Its embedded Core
+// provides Close, Name, WaitRX, WaitTX and the netmap.GenericBackend glue.
 type Socket struct {
+	portcore.Core
 	ifname  string
 	ifindex int
-	recheck time.Duration
 	pfd     *sys.PollFD
 	mem     []byte
-	undo    func() error
-	closed  atomic.Bool
-	once    sync.Once
-	cerr    error
-	mu      sync.RWMutex // shared by calls touching the mapping, exclusive in Close
 
 	// Receive side, owned by the receiving goroutine.
 	rx        []byte // the receive ring (BlockCount blocks)
@@ -160,8 +157,6 @@ type Socket struct {
 	blk       atomic.Uint32 // current block; written by Receive, read by the RX waiter
 	pkt       uint32        // frames of the current block already consumed
 	pktOff    uint32        // offset of the next frame within the block
-	rxWait    func(uintptr) bool
-	rxDone    <-chan struct{} // Done channel of the current RX wait's context (RX waiter only)
 
 	// Transmit side, owned by the transmitting goroutine.
 	tx       []byte                 // the transmit ring
@@ -180,8 +175,6 @@ type Socket struct {
 	// them) are written by the transmitting goroutine and read by the TX waiter.
 	txPending atomic.Uint32
 	txTail    atomic.Uint32
-	txWait    func(uintptr) bool
-	txDone    <-chan struct{}
 
 	rxPackets, rxBytes, rxTrunc       atomic.Uint64
 	rxErrors                          atomic.Uint64
@@ -210,7 +203,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
 	}
-	s := &Socket{ifname: ifname, ifindex: ifindex, recheck: cfg.TXRecheck, ringless: cfg.Ringless, vnet: cfg.VnetHdr}
+	s := &Socket{ifname: ifname, ifindex: ifindex, ringless: cfg.Ringless, vnet: cfg.VnetHdr}
 	if s.vnet {
 		s.hdrLen = VnetHdrLen
 	}
@@ -298,38 +291,19 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: bind: %w", ifname, err)
 	}
-	// The wait conditions read only atomics, so a waiter may run concurrently with
-	// Receive/Transmit on another goroutine.
-	s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.blockReady() }
-	if cfg.Ringless {
-		s.rxWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.rxDone) || s.ringlessReadable() }
+	pc := portcore.Config{
+		Name: ifname, PFD: s.pfd, ErrClosed: ErrClosed, Undo: c.Release(),
+		RxReady: s.blockReady, TxReady: s.txRoom,
+		Kicked: true, Kick: s.kick, Recheck: cfg.TXRecheck, TxWaitWhat: "wait for TX slots",
 	}
-	s.txWait = func(uintptr) bool { return s.closed.Load() || sys.Done(s.txDone) || s.txRoom() }
-	s.undo = c.Release()
+	if cfg.Ringless {
+		pc.RxReady, pc.Kick = s.ringlessReadable, nil
+	}
+	s.Init(s, pc)
 	return s, nil
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
-
-// Close closes the socket (waking waiters with ErrClosed), waits for in-flight calls and
-// unmaps the rings. It is idempotent.
-func (s *Socket) Close() error {
-	s.once.Do(func() {
-		s.closed.Store(true)
-		// Wake parked waiters (their wait conditions see closed), then wait for every call
-		// holding mu to leave before the descriptor is closed: a raw system call on a
-		// closed (and possibly reused) descriptor number is never possible.
-		s.pfd.InterruptRead()
-		s.pfd.InterruptWrite()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.cerr = errors.Join(s.pfd.Close(), s.undo())
-	})
-	return s.cerr
-}
-
-// Name returns the interface name.
-func (s *Socket) Name() string { return s.ifname }
 
 // Stats returns the socket's counters.
 func (s *Socket) Stats() Stats {
@@ -341,11 +315,10 @@ func (s *Socket) Stats() Stats {
 
 // KernelStats reads PACKET_STATISTICS and returns the totals since Open.
 func (s *Socket) KernelStats() (KernelStats, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return KernelStats{}, ErrClosed
+	if err := s.Enter(); err != nil {
+		return KernelStats{}, err
 	}
+	defer s.Exit()
 	st, err := sys.TpacketStatsV3(s.pfd.FD())
 	if err != nil {
 		return KernelStats{}, fmt.Errorf("read packet statistics of %s: %w", s.ifname, err)
@@ -372,11 +345,10 @@ func (s *Socket) blockReady() bool {
 // never blocks; 0 means no retired block is pending. A frame longer than its buffer is
 // truncated and counted in RxTruncated.
 func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return 0, ErrClosed
+	if err := s.Enter(); err != nil {
+		return 0, err
 	}
+	defer s.Exit()
 	if s.vnet {
 		return s.receiveVnet(bufs, lens)
 	}
@@ -464,26 +436,6 @@ func (s *Socket) copyFrame(dst, blk []byte, h *unix.Tpacket3Hdr) int {
 	return 16 + copy(dst[16:], data[12:])
 }
 
-// WaitRX parks until a receive block is retired to userspace, the timeout passes
-// (os.ErrDeadlineExceeded; ≤ 0 waits forever) or the socket is closed (ErrClosed). It may
-// run concurrently with Receive on another goroutine; one RX waiter at a time.
-func (s *Socket) WaitRX(timeout time.Duration) error { return s.waitRX(timeout, nil) }
-
-func (s *Socket) waitRX(timeout time.Duration, done <-chan struct{}) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	s.rxDone = done
-	err := s.pfd.WaitRead(timeout, s.rxWait)
-	s.rxDone = nil
-	if s.closed.Load() || sys.IsClosed(err) {
-		return ErrClosed
-	}
-	return err
-}
-
 // ---- transmit side ----
 
 func (s *Socket) slotStatus(i uint32) *atomic.Uint32 {
@@ -531,11 +483,10 @@ func (s *Socket) reap() uint32 {
 // counted in TxDropped when empty or larger than a slot). Fewer than len(frames) means every
 // slot is in flight: call WaitTX.
 func (s *Socket) Transmit(frames [][]byte) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return 0, ErrClosed
+	if err := s.Enter(); err != nil {
+		return 0, err
 	}
+	defer s.Exit()
 	if s.ringless {
 		return s.transmitRingless(frames), nil
 	}
@@ -590,29 +541,3 @@ func (s *Socket) kick() error {
 
 // TXPending reports how many transmit slots are in flight.
 func (s *Socket) TXPending() int { return int(s.txPending.Load()) }
-
-// WaitTX parks until a transmit slot is free, the timeout passes or the socket is closed.
-// It may run concurrently with Transmit on another goroutine; one TX waiter at a time.
-func (s *Socket) WaitTX(timeout time.Duration) error { return s.waitTX(timeout, nil) }
-
-func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	s.txDone = done
-	defer func() { s.txDone = nil }()
-	var kick func() error
-	if !s.ringless {
-		kick = s.kick
-	}
-	err := s.pfd.WaitWriteKicked(timeout, s.recheck, s.txWait, kick, done)
-	if s.closed.Load() || sys.IsClosed(err) {
-		return ErrClosed
-	}
-	if err != nil && !errors.Is(err, sys.ErrTimeout) {
-		return fmt.Errorf("wait for TX slots on %s: %w", s.ifname, err)
-	}
-	return err
-}

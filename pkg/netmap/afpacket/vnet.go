@@ -137,11 +137,10 @@ func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
 	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return false, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return false, ErrClosed
+	if err := s.Enter(); err != nil {
+		return false, err
 	}
+	defer s.Exit()
 	if !s.vnet {
 		return false, fmt.Errorf("transmit fragments on %s: only with VnetHdr: %w", s.ifname, ErrBadConfig)
 	}
@@ -195,11 +194,10 @@ func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	if err := sys.CheckQueue(s.ifname, q); err != nil {
 		return 0, false, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return 0, false, ErrClosed
+	if err := s.Enter(); err != nil {
+		return 0, false, err
 	}
+	defer s.Exit()
 	if !s.vnet {
 		return 0, false, fmt.Errorf("receive fragments on %s: only with VnetHdr: %w", s.ifname, ErrBadConfig)
 	}

@@ -1,9 +1,6 @@
 package afxdp
 
 import (
-	"context"
-
-	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/netmap"
 	"golang.org/x/sys/unix"
 )
@@ -13,38 +10,5 @@ import (
 // batch calls from its kring syncs and the readiness waits from its own goroutines.
 var _ netmap.GenericBackend = (*Socket)(nil)
 
-// Queues reports one TX and one RX queue.
-func (s *Socket) Queues() (tx, rx int) { return 1, 1 }
-
 // FrameSize is the largest frame the socket receives: FrameSize minus XDP_PACKET_HEADROOM.
 func (s *Socket) FrameSize() int { return int(s.frameSize) - unix.XDP_PACKET_HEADROOM }
-
-// TxBatch is Transmit on queue 0.
-func (s *Socket) TxBatch(q int, frames [][]byte) (int, error) {
-	if err := sys.CheckQueue(s.ifname, q); err != nil {
-		return 0, err
-	}
-	return s.Transmit(frames)
-}
-
-// RxBatch is Receive on queue 0.
-func (s *Socket) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
-	if err := sys.CheckQueue(s.ifname, q); err != nil {
-		return 0, err
-	}
-	return s.Receive(bufs, lens)
-}
-
-// WaitReady parks in the netpoller until queue 0 has frames (netmap.RX) or transmit room
-// (netmap.TX), the backend is closed (ErrClosed) or ctx ends (ctx.Err()); see
-// sys.PollFD.WaitReady.
-func (s *Socket) WaitReady(ctx context.Context, q int, dir netmap.Direction) error {
-	if err := sys.CheckQueue(s.ifname, q); err != nil {
-		return err
-	}
-	r := s
-	if dir == netmap.RX {
-		return r.pfd.WaitReady(ctx, true, func(done <-chan struct{}) error { return r.waitRX(0, done) })
-	}
-	return r.pfd.WaitReady(ctx, false, func(done <-chan struct{}) error { return r.waitTX(0, done) })
-}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math/bits"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/portcore"
 	"github.com/epair-cni/epair/internal/sys"
 	"golang.org/x/sys/unix"
 )
@@ -99,14 +99,20 @@ var ErrBadConfig = fmt.Errorf("bad config: %w", syscall.EINVAL)
 var ErrClosed = fmt.Errorf("afxdp socket closed: %w", syscall.EBADF)
 
 // Socket is an AF_XDP socket bound to one queue of one interface, with its UMEM, rings and
-// XDP redirect program.
+// XDP redirect program. Its embedded Core provides Close, Name, WaitRX, WaitTX and the
+// netmap.GenericBackend glue: Close wakes waiters with ErrClosed, waits for the calls in
+// flight, detaches the XDP program, closes the map and program and unmaps the rings and
+// UMEM (users of the zero-copy PeekRX/Frame/ReleaseRX calls must stop before it); WaitRX
+// parks until the RX ring is non-empty; WaitTX kicks the kernel so that queued frames make
+// progress and parks until a transmit frame is free again (or completions wait to be
+// reaped).
 type Socket struct {
+	portcore.Core
 	ifname    string
 	ifindex   int
 	queue     uint32
 	frameSize uint32
 	rxFrames  uint32 // frames [0, rxFrames) receive, [rxFrames, 2*rxFrames) transmit
-	recheck   time.Duration
 
 	pfd    *sys.PollFD
 	umem   []byte
@@ -116,13 +122,6 @@ type Socket struct {
 	xdp    link.Link
 	progID ebpf.ProgramID
 	mapID  ebpf.MapID
-	undo   func() error
-	closed atomic.Bool
-	once   sync.Once
-	cerr   error
-	// mu is held shared by every call that touches the mappings (Receive, Transmit,
-	// WaitRX, WaitTX) and exclusively by Close while it unmaps them.
-	mu sync.RWMutex
 
 	// Receive side, owned by the receiving goroutine.
 	fill   prodRing
@@ -130,10 +129,6 @@ type Socket struct {
 	rx     consRing
 	rxQ    []unix.XDPDesc
 	peeked uint32 // RX descriptors handed out by PeekRX and not yet released
-	rxWait func(uintptr) bool
-	// rxDone is the Done channel of the context of the current RX wait (nil: none). Only
-	// the goroutine waiting for RX touches it.
-	rxDone <-chan struct{}
 
 	// Transmit side, owned by the transmitting goroutine.
 	tx     prodRing
@@ -144,8 +139,6 @@ type Socket struct {
 	// txFreeN mirrors len(txFree) for the TX waiter, which may run on another goroutine
 	// than Transmit and therefore reads only atomics.
 	txFreeN atomic.Int32
-	txWait  func(uintptr) bool
-	txDone  <-chan struct{} // as rxDone, for the TX waiter
 
 	rxPackets, rxBytes atomic.Uint64
 	txPackets, txBytes atomic.Uint64
@@ -177,7 +170,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	}
 	s := &Socket{
 		ifname: ifname, ifindex: ifindex, queue: cfg.QueueID, frameSize: cfg.FrameSize,
-		rxFrames: cfg.FrameCount / 2, recheck: cfg.TXRecheck,
+		rxFrames: cfg.FrameCount / 2,
 	}
 	s.pfd, err = sys.NewPollFD(fd, "afxdp:"+ifname)
 	if err != nil {
@@ -264,15 +257,13 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	c.Add(s.detach)
 
 	s.txFreeN.Store(int32(len(s.txFree)))
-	// The wait conditions read only atomics shared with the kernel or the other side, so
-	// a waiter may run concurrently with Receive/Transmit on another goroutine.
-	s.rxWait = func(uintptr) bool {
-		return s.closed.Load() || sys.Done(s.rxDone) || s.rx.producer.Load() != s.rx.consumer.Load()
-	}
-	s.txWait = func(uintptr) bool {
-		return s.closed.Load() || sys.Done(s.txDone) || s.txFreeN.Load() > 0 || s.comp.producer.Load() != s.comp.consumer.Load()
-	}
-	s.undo = c.Release()
+	// The readiness conditions read only atomics shared with the kernel or the other side.
+	s.Init(s, portcore.Config{
+		Name: ifname, PFD: s.pfd, ErrClosed: ErrClosed, Undo: c.Release(),
+		RxReady: func() bool { return s.rx.producer.Load() != s.rx.consumer.Load() },
+		TxReady: func() bool { return s.txFreeN.Load() > 0 || s.comp.producer.Load() != s.comp.consumer.Load() },
+		Kicked:  true, Kick: s.kickTX, Recheck: cfg.TXRecheck, TxWaitWhat: "wait for TX completions",
+	})
 	return s, nil
 }
 
@@ -340,28 +331,6 @@ func (s *Socket) detach() error {
 	return errors.Join(s.xdp.Close(), s.prog.Close(), s.xsks.Close())
 }
 
-// Close closes the socket (waking any WaitRX/WaitTX with ErrClosed), waits for in-flight
-// Receive/Transmit calls, detaches the XDP program, closes the map and program and unmaps the
-// rings and UMEM. Users of the zero-copy PeekRX/Frame/ReleaseRX calls must stop before Close.
-// It is idempotent.
-func (s *Socket) Close() error {
-	s.once.Do(func() {
-		s.closed.Store(true)
-		// Wake parked waiters (their wait conditions see closed), then wait for every call
-		// holding mu to leave before the descriptor is closed: a raw system call on a
-		// closed (and possibly reused) descriptor number is never possible.
-		s.pfd.InterruptRead()
-		s.pfd.InterruptWrite()
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		s.cerr = errors.Join(s.pfd.Close(), s.undo())
-	})
-	return s.cerr
-}
-
-// Name returns the interface name.
-func (s *Socket) Name() string { return s.ifname }
-
 // Ifindex returns the bound interface's index (in the namespace the socket was opened in).
 func (s *Socket) Ifindex() int { return s.ifindex }
 
@@ -385,11 +354,10 @@ func (s *Socket) Stats() Stats {
 
 // KernelStats reads the kernel's drop counters for the socket.
 func (s *Socket) KernelStats() (KernelStats, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return KernelStats{}, ErrClosed
+	if err := s.Enter(); err != nil {
+		return KernelStats{}, err
 	}
+	defer s.Exit()
 	st, err := sys.XDPStats(s.pfd.FD())
 	if err != nil {
 		return st, fmt.Errorf("read XDP statistics of %s: %w", s.ifname, err)
@@ -455,11 +423,10 @@ func (s *Socket) ReleaseRX() {
 // and recycles their UMEM frames. It never blocks; it returns 0 when nothing is pending. A
 // frame longer than its buffer is truncated to the buffer (lens reports the copied length).
 func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return 0, ErrClosed
+	if err := s.Enter(); err != nil {
+		return 0, err
 	}
+	defer s.Exit()
 	max := min(len(bufs), len(lens))
 	first, n := s.PeekRX(max)
 	for i := range n {
@@ -468,26 +435,6 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 	}
 	s.ReleaseRX()
 	return n, nil
-}
-
-// WaitRX parks until the RX ring is non-empty, the timeout passes (os.ErrDeadlineExceeded;
-// timeout ≤ 0 waits forever) or the socket is closed (ErrClosed). It may run concurrently
-// with Receive on another goroutine; one RX waiter at a time.
-func (s *Socket) WaitRX(timeout time.Duration) error { return s.waitRX(timeout, nil) }
-
-func (s *Socket) waitRX(timeout time.Duration, done <-chan struct{}) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	s.rxDone = done
-	err := s.pfd.WaitRead(timeout, s.rxWait)
-	s.rxDone = nil
-	if s.closed.Load() || sys.IsClosed(err) {
-		return ErrClosed
-	}
-	return err
 }
 
 // ---- transmit side ----
@@ -511,11 +458,10 @@ func (s *Socket) reap() uint32 {
 // queued, or dropped and counted in TxDropped because they exceed FrameSize (or are empty).
 // Fewer than len(frames) means the transmit frames are all in flight: call WaitTX.
 func (s *Socket) Transmit(frames [][]byte) (int, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return 0, ErrClosed
+	if err := s.Enter(); err != nil {
+		return 0, err
 	}
+	defer s.Exit()
 	if len(s.txFree) < len(frames) {
 		s.reap()
 	}
@@ -568,27 +514,3 @@ func (s *Socket) kickTX() error {
 
 // TXPending reports how many transmit frames are in flight (queued or awaiting completion).
 func (s *Socket) TXPending() int { return int(s.rxFrames) - int(s.txFreeN.Load()) }
-
-// WaitTX parks until a transmit frame is free again (or completions wait to be reaped), the
-// timeout passes or the socket is closed. It kicks the kernel first so that queued frames
-// make progress. It may run concurrently with Transmit on another goroutine; one TX waiter
-// at a time.
-func (s *Socket) WaitTX(timeout time.Duration) error { return s.waitTX(timeout, nil) }
-
-func (s *Socket) waitTX(timeout time.Duration, done <-chan struct{}) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	s.txDone = done
-	defer func() { s.txDone = nil }()
-	err := s.pfd.WaitWriteKicked(timeout, s.recheck, s.txWait, s.kickTX, done)
-	if s.closed.Load() || sys.IsClosed(err) {
-		return ErrClosed
-	}
-	if err != nil && !errors.Is(err, sys.ErrTimeout) {
-		return fmt.Errorf("wait for TX completions on %s: %w", s.ifname, err)
-	}
-	return err
-}
