@@ -17,11 +17,13 @@ const (
 	auxLen         = 20
 )
 
-// receivePlain is Receive in Ringless mode without VnetHdr: one recvmsg(2) per frame,
-// straight into the caller's buffer, with MSG_TRUNC (the frame's real length, so that a
-// frame cut to its buffer is counted in RxTruncated, as with rings) and PACKET_AUXDATA,
-// whose VLAN tag, when the kernel took it out of the frame, is put back.
-func (s *Socket) receivePlain(bufs [][]byte, lens []int) (int, error) {
+// receiveRingless is Receive without rings: one recvmsg(2) per frame, straight into the
+// caller's buffer, with MSG_TRUNC (the frame's real length). Without VnetHdr a frame cut to
+// its buffer is delivered cut and counted in RxTruncated, as with rings, and the VLAN tag
+// that PACKET_AUXDATA reports, when the kernel took it out of the frame, is put back. With
+// VnetHdr (header included in the frame) a frame longer than its buffer is dropped and
+// counted: a cut super-frame would carry a header that no longer matches it.
+func (s *Socket) receiveRingless(bufs [][]byte, lens []int) (int, error) {
 	want := min(len(bufs), len(lens))
 	n := 0
 	var bytes uint64
@@ -35,9 +37,12 @@ func (s *Socket) receivePlain(bufs [][]byte, lens []int) (int, error) {
 		}
 		iov.Base = &b[0]
 		iov.SetLen(len(b))
-		msg = unix.Msghdr{Iov: &iov, Control: &s.rxCmsg[0]}
+		msg = unix.Msghdr{Iov: &iov}
 		msg.SetIovlen(1)
-		msg.SetControllen(len(s.rxCmsg))
+		if !s.vnet {
+			msg.Control = &s.rxCmsg[0]
+			msg.SetControllen(len(s.rxCmsg))
+		}
 		m, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		switch e {
 		case 0:
@@ -52,11 +57,21 @@ func (s *Socket) receivePlain(bufs [][]byte, lens []int) (int, error) {
 			return 0, fmt.Errorf("receive on %s: %w", s.ifname, e)
 		}
 		l := int(m)
+		if s.vnet {
+			if l > len(b) || l < VnetHdrLen {
+				s.rxTrunc.Add(1)
+				continue
+			}
+			lens[n] = l
+			bytes += uint64(l)
+			n++
+			continue
+		}
 		if l > len(b) {
 			s.rxTrunc.Add(1)
 			l = len(b)
 		}
-		if tci, tpid, ok := s.auxVLAN(int(msg.Controllen)); ok && l >= 12 {
+		if tci, tpid, ok := s.auxVLAN(int(msg.Controllen)); ok && l >= 12 && len(b) >= 16 {
 			if l+4 > len(b) {
 				s.rxTrunc.Add(1)
 				l = len(b) - 4

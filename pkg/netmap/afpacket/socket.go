@@ -349,11 +349,8 @@ func (s *Socket) Receive(bufs [][]byte, lens []int) (int, error) {
 		return 0, err
 	}
 	defer s.Exit()
-	if s.vnet {
-		return s.receiveVnet(bufs, lens)
-	}
 	if s.ringless {
-		return s.receivePlain(bufs, lens)
+		return s.receiveRingless(bufs, lens)
 	}
 	want := min(len(bufs), len(lens))
 	n := 0

@@ -245,48 +245,6 @@ func (s *Socket) recvScatter(bufs [][]byte) (int, bool, error) {
 	}
 }
 
-// receiveVnet is Receive in VnetHdr mode: recvfrom(2) per frame, header included. A
-// frame longer than its buffer is dropped (counted in RxTruncated): a cut super-frame
-// would carry a header that no longer matches it.
-func (s *Socket) receiveVnet(bufs [][]byte, lens []int) (int, error) {
-	want := min(len(bufs), len(lens))
-	n := 0
-	var bytes uint64
-	fd := uintptr(s.pfd.FD())
-	for n < want {
-		b := bufs[n]
-		if len(b) == 0 {
-			break
-		}
-		m, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
-		switch e {
-		case 0:
-		case unix.EAGAIN:
-			goto done
-		case unix.EINTR:
-			continue
-		default:
-			if n > 0 {
-				goto done
-			}
-			return 0, fmt.Errorf("receive on %s: %w", s.ifname, e)
-		}
-		if int(m) > len(b) || int(m) < VnetHdrLen {
-			s.rxTrunc.Add(1)
-			continue
-		}
-		lens[n] = int(m)
-		bytes += uint64(m)
-		n++
-	}
-done:
-	if n > 0 {
-		s.rxPackets.Add(uint64(n))
-		s.rxBytes.Add(bytes)
-	}
-	return n, nil
-}
-
 // ringlessReadable asks the kernel (poll(2), zero timeout) whether a frame is queued.
 // Only the RX waiter calls it (it owns rxPoll).
 func (s *Socket) ringlessReadable() bool {
