@@ -117,6 +117,7 @@ type agentCollector struct {
 
 	calls, attachments, allocations, releases, ready, switches *prometheus.Desc
 	inFrames, inBytes, outFrames, outBytes, dropped, drops     *prometheus.Desc
+	portInfo                                                   *prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
@@ -135,12 +136,15 @@ func newAgentCollector(a *Agent) *agentCollector {
 		outBytes:    prometheus.NewDesc("epair_port_out_bytes_total", "Bytes the switch delivered to the port.", port, nil),
 		dropped:     prometheus.NewDesc("epair_port_dropped_total", "Frames dropped, charged to the port.", port, nil),
 		drops:       prometheus.NewDesc("epair_port_drops_total", "Frames dropped, charged to the port, by reason.", []string{"switch", "port", "reason"}, nil),
+		portInfo: prometheus.NewDesc("epair_port_info", "1 per port, labelled with the socket it runs on now (af_xdp, af_packet, "+
+			"af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).",
+			[]string{"switch", "port", "backend"}, nil),
 	}
 }
 
 func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.attachments, c.allocations, c.releases, c.ready, c.switches,
-		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops} {
+		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops, c.portInfo} {
 		ch <- d
 	}
 }
@@ -173,6 +177,7 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.switches, prometheus.GaugeValue, float64(len(sl.Items)))
 	for _, sw := range sl.Items {
 		for _, p := range sw.Ports {
+			ch <- prometheus.MustNewConstMetric(c.portInfo, prometheus.GaugeValue, 1, sw.Name, p.Name, p.Backend)
 			for _, s := range []struct {
 				d *prometheus.Desc
 				v uint64

@@ -162,9 +162,9 @@ func (d statsDataplane) Switches(context.Context) (*agentapi.SwitchList, error) 
 func TestMetricsDataplaneCounters(t *testing.T) {
 	a := &Agent{dp: statsDataplane{sl: &agentapi.SwitchList{Items: []agentapi.SwitchInfo{
 		{Name: "vale0", Ports: []agentapi.PortInfo{
-			{Name: "vale0:epair3a", Stats: agentapi.Counters{InFrames: 10, InBytes: 1000, OutFrames: 7, OutBytes: 700, Dropped: 3,
+			{Name: "vale0:epair3a", Backend: "af_packet_ringless", Stats: agentapi.Counters{InFrames: 10, InBytes: 1000, OutFrames: 7, OutBytes: 700, Dropped: 3,
 				Drops: map[string]uint64{"no-dest": 2, "queue-full": 1}}},
-			{Name: "vale0:eth0", Stats: agentapi.Counters{InFrames: 1}},
+			{Name: "vale0:eth0", Backend: "tap", Stats: agentapi.Counters{InFrames: 1}},
 		}},
 		{Name: "vale1"},
 	}}}}
@@ -205,11 +205,15 @@ epair_port_dropped_total{port="vale0:eth0",switch="vale0"} 0
 # TYPE epair_port_drops_total counter
 epair_port_drops_total{port="vale0:epair3a",reason="no-dest",switch="vale0"} 2
 epair_port_drops_total{port="vale0:epair3a",reason="queue-full",switch="vale0"} 1
+# HELP epair_port_info 1 per port, labelled with the socket it runs on now (af_xdp, af_packet, af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).
+# TYPE epair_port_info gauge
+epair_port_info{backend="af_packet_ringless",port="vale0:epair3a",switch="vale0"} 1
+epair_port_info{backend="tap",port="vale0:eth0",switch="vale0"} 1
 `
 	if err := testutil.GatherAndCompare(a.registry(), strings.NewReader(want),
 		"epair_agent_allocations_total", "epair_agent_ready", "epair_switches",
 		"epair_port_in_frames_total", "epair_port_in_bytes_total", "epair_port_out_frames_total",
-		"epair_port_out_bytes_total", "epair_port_dropped_total", "epair_port_drops_total"); err != nil {
+		"epair_port_out_bytes_total", "epair_port_dropped_total", "epair_port_drops_total", "epair_port_info"); err != nil {
 		t.Error(err)
 	}
 	if n := testutil.CollectAndCount(newAgentCollector(a), "epair_agent_api_calls_total"); n != numOps {
