@@ -105,7 +105,8 @@ type PortPolicySpec struct {
 
 	// AntiSpoofing drops frames from the pod whose source MAC or IP is not
 	// the pod's own (the attachment's MAC and IPAM addresses): the Ethernet
-	// source, the IPv4/IPv6 source (IPv6 link-local and :: pass), the ARP
+	// source, the IPv4/IPv6 source (besides the pod's addresses, its EUI-64
+	// IPv6 link-local address and :: pass), the ARP
 	// sender, and Neighbor Discovery link-layer options and advertised
 	// targets; router advertisements, redirects and other EtherTypes than
 	// IPv4, ARP and IPv6 are dropped too. Drops show as reason "spoofed" in

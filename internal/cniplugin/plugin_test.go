@@ -339,6 +339,9 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			if !st.up || st.mtu != 1400 || st.mac.String() != "02:aa:bb:cc:dd:01" {
 				t.Errorf("pod link: up=%v mtu=%d mac=%s", st.up, st.mtu, st.mac)
 			}
+			// The link-local address follows the runtime's MAC (EUI-64), as anti-spoofing
+			// expects: fe80:: + 00:aa:bb:ff:fe:cc:dd:01.
+			waitLinkLocal(t, pod.Path(), "eth0", netip.MustParseAddr("fe80::aa:bbff:fecc:dd01"))
 			// The agent's MTU (1400) reached the host end too (the pair is cloned with the
 			// kernel's default while the agent allocates).
 			if hl, err := e.host.NL.LinkByName(res.Interfaces[0].Name); err != nil || hl.Attrs().MTU != 1400 {
@@ -702,6 +705,30 @@ func TestOwnerKey(t *testing.T) {
 		t.Errorf("long network: %q", k)
 	}
 	_ = syscall.ENXIO
+}
+
+// waitLinkLocal waits for ifName's IPv6 link-local address in nsPath and checks it.
+func waitLinkLocal(t *testing.T, nsPath, ifName string, want netip.Addr) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st, err := inspectPod(nsPath, ifName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range st.addrs {
+			if p.Addr().IsLinkLocalUnicast() {
+				if p.Addr() != want {
+					t.Fatalf("%s link-local %s, want %s", ifName, p.Addr(), want)
+				}
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no link-local address on %s (%v)", ifName, st.addrs)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 func ipamOwner(cid string) ipam.Owner { return ipam.Owner{ContainerID: cid, IfName: "eth0"} }

@@ -23,17 +23,18 @@ import (
 //   - IPv4: the source address is one of the pod's IPv4 addresses;
 //   - ARP (Ethernet/IPv4): the sender hardware address is the pod's MAC and
 //     the sender IP one of the pod's IPv4 addresses or 0.0.0.0 (a probe);
-//   - IPv6: the source address is one of the pod's IPv6 addresses, a
-//     link-local address (fe80::/10) or :: (DAD). Neighbor Discovery
-//     (ICMPv6 directly after the IPv6 header): router advertisements and
-//     redirects are dropped; a neighbor advertisement's target must be one
-//     of the pod's addresses or link-local; the source/target link-layer
-//     address options of RS, NS and NA must carry the pod's MAC.
+//   - IPv6: the source address is one of the pod's IPv6 addresses, the
+//     pod's link-local address or :: (DAD). Neighbor Discovery (ICMPv6
+//     directly after the IPv6 header): router advertisements and redirects
+//     are dropped; a neighbor advertisement's target must be one of the
+//     pod's addresses or its link-local address; the source/target
+//     link-layer address options of RS, NS and NA must carry the pod's MAC.
 //
-// Deviation: link-local IPv6 sources and NA targets are not tied to the
-// pod (its kernel chooses them, EUI-64 or stable-privacy), so a pod can
-// claim another link-local address; global and IPv4 addresses cannot be
-// spoofed.
+// The pod's link-local address is fe80::/64 with the modified EUI-64 of its
+// MAC (RFC 4291 appendix A): pkg/epair sets the pod end's address
+// generation mode to EUI-64, so that is the one the pod's kernel makes. A
+// pod that switches its interface to stable-privacy link-local addresses
+// (it needs CAP_NET_ADMIN in its namespace) loses IPv6 on the switch.
 //
 // The check runs in a Lookup wrapper (guardLookup) installed on every
 // switch: for a port without anti-spoofing it costs one atomic pointer load
@@ -42,6 +43,7 @@ import (
 // spoofGuard is one port's identity as the packet path checks it.
 type spoofGuard struct {
 	mac   [6]byte
+	ll    [16]byte // the pod's link-local address: fe80::/64 + EUI-64(mac)
 	v4    [][4]byte
 	v6    [][16]byte
 	drops *atomic.Uint64
@@ -58,6 +60,7 @@ func (id podIdentity) valid() bool { return len(id.mac) == 6 && len(id.ips) > 0 
 func newSpoofGuard(id podIdentity, drops *atomic.Uint64) *spoofGuard {
 	g := &spoofGuard{drops: drops}
 	copy(g.mac[:], id.mac)
+	g.ll = linkLocalOf(g.mac)
 	for _, a := range id.ips {
 		a = a.Unmap()
 		if a.Is4() {
@@ -87,7 +90,19 @@ func (g *spoofGuard) has6(b []byte) bool {
 	return false
 }
 
-func linkLocal6(b []byte) bool { return b[0] == 0xfe && b[1]&0xc0 == 0x80 }
+// linkLocalOf is the EUI-64 link-local address of mac: fe80::, then the MAC
+// with the universal/local bit flipped and ff:fe in the middle.
+func linkLocalOf(mac [6]byte) [16]byte {
+	var a [16]byte
+	a[0], a[1] = 0xfe, 0x80
+	a[8], a[9], a[10] = mac[0]^0x02, mac[1], mac[2]
+	a[11], a[12] = 0xff, 0xfe
+	a[13], a[14], a[15] = mac[3], mac[4], mac[5]
+	return a
+}
+
+// ownLinkLocal reports whether b is the pod's link-local address.
+func (g *spoofGuard) ownLinkLocal(b []byte) bool { return bytes.Equal(g.ll[:], b) }
 
 func zero(b []byte) bool {
 	for _, c := range b {
@@ -142,7 +157,7 @@ func (g *spoofGuard) allow(b []byte) bool {
 			return false
 		}
 		src := p[8:24]
-		if !g.has6(src) && !linkLocal6(src) && !zero(src) {
+		if !g.has6(src) && !g.ownLinkLocal(src) && !zero(src) {
 			return false
 		}
 		if p[6] != ipICMPv6 {
@@ -177,7 +192,7 @@ func (g *spoofGuard) allowND(m []byte) bool {
 		if len(m) < 24 {
 			return false
 		}
-		if t := m[8:24]; !g.has6(t) && !linkLocal6(t) {
+		if t := m[8:24]; !g.has6(t) && !g.ownLinkLocal(t) {
 			return false
 		}
 		opts = m[24:]

@@ -232,7 +232,11 @@ func TestSpoofGuardRules(t *testing.T) {
 		{"ipv6 own echo", nd(mac, "fd00::10", []byte{128, 0, 0, 0, 0, 0, 0, 0}), true},
 		{"ipv6 other", nd(mac, "fd00::11", []byte{128, 0, 0, 0, 0, 0, 0, 0}), false},
 		{"ns dad", nd(mac, "::", ndMsg(icmp6NS, "fd00::10", 0, nil)), true},
-		{"ns lla", nd(mac, "fe80::1", ndMsg(icmp6NS, "fd00::11", 1, mac)), true},
+		{"ns from own link-local", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NS, "fd00::11", 1, mac)), true},
+		{"ns from another link-local", nd(mac, "fe80::1", ndMsg(icmp6NS, "fd00::11", 1, mac)), false},
+		{"ipv6 from another pod's link-local", nd(mac, "fe80::ff:fe00:99", []byte{128, 0, 0, 0, 0, 0, 0, 0}), false},
+		{"na own link-local target", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NA, "fe80::ff:fe00:10", 2, mac)), true},
+		{"na other link-local target", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NA, "fe80::ff:fe00:99", 2, mac)), false},
 		{"ns other slla", nd(mac, "fd00::10", ndMsg(icmp6NS, "fd00::11", 1, other)), false},
 		{"na own", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, mac)), true},
 		{"na other target", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::11", 2, mac)), false},
@@ -249,6 +253,19 @@ func TestSpoofGuardRules(t *testing.T) {
 	} {
 		if got := g.allow(c.frame); got != c.want {
 			t.Errorf("%s: allow = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestLinkLocalOf(t *testing.T) {
+	for mac, want := range map[string]string{
+		"02:00:00:00:00:10": "fe80::ff:fe00:10",
+		"00:1b:21:3c:4d:5e": "fe80::21b:21ff:fe3c:4d5e",
+		"02:42:ac:11:00:02": "fe80::42:acff:fe11:2",
+	} {
+		hw, _ := net.ParseMAC(mac)
+		if got := netip.AddrFrom16(linkLocalOf([6]byte(hw))); got.String() != want {
+			t.Errorf("linkLocalOf(%s) = %s, want %s", mac, got, want)
 		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/epair-cni/epair/internal/cleanup"
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -289,6 +290,12 @@ func (c *Cloner) Create(req Request) (*Pair, error) {
 		if err != nil {
 			return nil, fmt.Errorf("in pod netns %s: %w", req.PodNetNS, err)
 		}
+	}
+	// The pod's IPv6 link-local address is the EUI-64 of its MAC, whatever the namespace's
+	// default: anti-spoofing (internal/dataplane) ties it to the pod by that. Without
+	// IPv6 on the link there is nothing to set.
+	if err := pod.LinkSetIP6AddrGenMode(podLink, nl.IN6_ADDR_GEN_MODE_EUI64); err != nil && !errors.Is(err, syscall.EAFNOSUPPORT) {
+		return nil, fmt.Errorf("set EUI-64 link-local addressing on pod end %s in %s: %w", podName, req.PodNetNS, err)
 	}
 	if err := pod.LinkSetUp(podLink); err != nil {
 		return nil, fmt.Errorf("set pod end %s up in %s: %w", podName, req.PodNetNS, err)

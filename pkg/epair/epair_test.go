@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
@@ -81,6 +83,11 @@ func newEnv(t *testing.T) (*Cloner, *netnsutil.NS, *netnsutil.NS) {
 
 func TestCreateDestroy(t *testing.T) {
 	c, host, pod := newEnv(t)
+	// Random link-local addresses by default in the pod's namespace: the pod end must
+	// still get the EUI-64 one (anti-spoofing relies on it).
+	if out, err := pod.Exec("sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=3"); err != nil {
+		t.Fatalf("sysctl: %v %s", err, out)
+	}
 	p, err := c.Create(Request{PodNetNS: pod.Path(), IfName: "eth0", MTU: 1400, Owner: "ctr1/eth0"})
 	if err != nil {
 		t.Fatal(err)
@@ -105,6 +112,25 @@ func TestCreateDestroy(t *testing.T) {
 	}
 	if hl.Attrs().MTU != 1400 || pl.Attrs().MTU != 1400 {
 		t.Fatalf("MTU = %d/%d; want 1400", hl.Attrs().MTU, pl.Attrs().MTU)
+	}
+	wantLL := "fe80::" // EUI-64 of the pod MAC: U/L bit flipped, ff:fe in the middle
+	wantLL += fmt.Sprintf("%x:%xff:fe%x:%x", uint16(wantP[0]^2)<<8|uint16(wantP[1]), wantP[2], wantP[3], uint16(wantP[4])<<8|uint16(wantP[5]))
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		addrs, err := pod.NL.AddrList(pl, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(addrs) > 0 {
+			if got := addrs[0].IP.String(); got != netip.MustParseAddr(wantLL).String() {
+				t.Fatalf("pod end link-local %s; want the EUI-64 %s", got, wantLL)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no IPv6 link-local address on the pod end")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if hl.Attrs().Flags&(1<<0) == 0 || pl.Attrs().Flags&(1<<0) == 0 {
 		t.Fatalf("ends not up: %v / %v", hl.Attrs().Flags, pl.Attrs().Flags)
