@@ -91,10 +91,17 @@ func runSwitch(args []string) error {
 	}
 	defer dp.Close(dataplane.CloseOptions{Uninstall: true})
 	for i, l := range links {
-		pi, err := dp.AttachPort(context.Background(), dataplane.AttachRequest{Owner: fmt.Sprintf("bench%d/eth0", i), HostIfName: l})
-		if err != nil {
+		if _, err := dp.AttachPort(context.Background(), dataplane.AttachRequest{Owner: fmt.Sprintf("bench%d/eth0", i), HostIfName: l}); err != nil {
 			return err
 		}
+	}
+	// Measure the ports as they run for good: after the background move to AF_XDP.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := dp.SettleUpgrades(ctx); err != nil {
+		return fmt.Errorf("wait for the ports' AF_XDP upgrades: %w", err)
+	}
+	for _, pi := range dp.Ports() {
 		fmt.Fprintf(os.Stderr, "dpbench: attached %s (%s%s)\n", pi.Name, pi.Backend, strings.TrimSuffix(" "+pi.Fallback, " "))
 	}
 	fmt.Println("ready")
