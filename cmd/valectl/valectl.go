@@ -134,15 +134,16 @@ func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 
 func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED")
+	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
 			owner := p.Owner
 			if owner == "" {
 				owner = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, p.Active,
-				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped)
+			// SPOOFED is the part of DROPPED that anti-spoofing dropped (PortPolicy).
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, p.Active,
+				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, p.Stats.Drops["spoofed"])
 		}
 	}
 	return tw.Flush()
