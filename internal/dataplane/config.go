@@ -114,6 +114,16 @@ type SwitchConfig struct {
 	Aging     time.Duration
 	// HostPort connects the switch to the node's network stack.
 	HostPort HostPortConfig
+	// Offload makes every port of the switch carry the 10-byte virtio-net
+	// header: pod links are opened as AF_PACKET with PACKET_VNET_HDR (no
+	// rings, no XDP), the TAP host port with IFF_VNET_HDR, and the pods keep
+	// TSO and checksum offload, so 64 KB TCP super-frames cross the switch
+	// whole (as netmap slot chains) and partial checksums are completed by
+	// the kernel only where a device needs it. Policies, anti-spoofing and
+	// mirroring work as on a plain switch; the output queues keep
+	// super-frames in 64 KiB buffers (at most OffloadBigBufs per port).
+	// Frames up to 64 KB cross the switch; the pods' MTU is still MTU.
+	Offload bool
 }
 
 // HostPortConfig describes a switch's TAP host port.
@@ -242,6 +252,9 @@ func (c *Config) Validate() error {
 		if err := s.Validate(); err != nil {
 			return fmt.Errorf("validate config: switches[%d]: %w", i, err)
 		}
+		if s.Offload && c.Backend != linkport.Auto && c.Backend != linkport.Packet {
+			return fmt.Errorf("validate config: switches[%d]: offload: its ports are AF_PACKET with virtio-net headers, and backend %s forces another: %w", i, c.Backend, ErrInvalid)
+		}
 		if seenSw[s.Name] {
 			return fmt.Errorf("validate config: switches[%d]: name %q used twice: %w", i, s.Name, ErrInvalid)
 		}
@@ -328,6 +341,10 @@ func (s *SwitchConfig) valeConfig() (vale.Config, error) {
 		vc.Aging = s.Aging
 	}
 	vc.MaxFrame = s.mtu() + etherVLANHeader
+	if s.Offload {
+		vc.VnetHdrLen = linkport.OffloadHdrLen
+		vc.MaxFrame = vale.MaxFrameHi
+	}
 	if err := vc.Validate(); err != nil {
 		return vc, err
 	}

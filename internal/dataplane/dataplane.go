@@ -65,6 +65,7 @@ type swState struct {
 	classes  *classTable
 	guard    *guardLookup // the switch's lookup: anti-spoofing before learning
 	bufSize  int
+	hdrLen   int // virtio-net header of every frame (Offload)
 	tap      *hostport.Port
 	tapAd    *netmap.GenericAdapter
 	tapName  string // port name in the switch (the TAP's name)
@@ -176,8 +177,8 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 		return nil, err
 	}
 	cl.Add(func() error { return d.reg.DestroySwitch(sc.Name) })
-	s := &swState{cfg: sc, sw: sw, classes: newClassTable(vc.MaxPorts), bufSize: bufSizeFor(sc.mtu()), tapName: sc.HostPort.tapName(sc.Name)}
-	s.guard = newGuardLookup(sw.Learning(), vc.MaxPorts)
+	s := &swState{cfg: sc, sw: sw, classes: newClassTable(vc.MaxPorts), bufSize: bufSizeFor(sc.mtu()), hdrLen: vc.VnetHdrLen, tapName: sc.HostPort.tapName(sc.Name)}
+	s.guard = newGuardLookup(sw.Learning(), vc.MaxPorts, vc.VnetHdrLen)
 	sw.SetLookup(s.guard)
 
 	// The host port: a TAP with the gateway addresses, as a bwrap'd port.
@@ -185,7 +186,7 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 		var err error
 		s.tap, err = hostport.Open(hostport.Config{
 			Name: s.tapName, MTU: sc.mtu(), MAC: sc.HostPort.MAC,
-			Addrs: sc.HostPort.Gateways, TXQueueLen: 4096,
+			Addrs: sc.HostPort.Gateways, TXQueueLen: 4096, VnetHdr: sc.Offload,
 		})
 		return err
 	})

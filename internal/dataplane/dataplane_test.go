@@ -10,10 +10,30 @@ import (
 
 var backends = []linkport.Backend{linkport.XDP, linkport.Packet}
 
+// variant is a dataplane configuration the behaviour tests run on.
+type variant struct {
+	name    string
+	be      linkport.Backend
+	offload bool // SwitchConfig.Offload (the ports are AF_PACKET with virtio-net headers)
+}
+
+var variants = []variant{{"af_xdp", linkport.XDP, false}, {"af_packet", linkport.Packet, false}, {"offload", linkport.Packet, true}}
+
+// mod returns the variant's config change (chained after extra, if any).
+func (v variant) mod(extra func(*Config)) func(*Config) {
+	return func(c *Config) {
+		c.Switches[0].Offload = v.offload
+		if extra != nil {
+			extra(c)
+		}
+	}
+}
+
 func TestPodsPing(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.String(), func(t *testing.T) {
-			e := newEnv(t, 3, be, nil)
+	for _, v := range variants {
+		be := v.be
+		t.Run(v.name, func(t *testing.T) {
+			e := newEnv(t, 3, be, v.mod(nil))
 			a, b, c := e.pods[0], e.pods[1], e.pods[2]
 			e.ping(a, b.ip)
 			e.ping(b, c.ip)

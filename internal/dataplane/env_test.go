@@ -131,7 +131,8 @@ func (e *env) makePod() *pod {
 	i := len(e.pods)
 	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("10.78.0.%d", 10+i), ip6: fmt.Sprintf("fd00:78::%x", 0x10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
 	var err error
-	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner})
+	// On an offload switch the pods keep TSO and checksum offload.
+	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner, KeepTxChecksum: e.cfg.Switches[0].Offload})
 	if err != nil {
 		t.Fatalf("create epair for pod %d: %v", i, err)
 	}

@@ -39,6 +39,8 @@ type outq struct {
 	classes *classTable
 	pp      ifcore.PacketPool
 	bufs    bufPool
+	hdrLen  int      // virtio-net header before each frame (offload switches)
+	big     *bufPool // 64 KiB buffers for super-frames (offload switches), else nil
 
 	batch  []*ifcore.Packet // under hw
 	frames [][]byte         // under hw
@@ -59,18 +61,54 @@ var (
 	_ ifcore.Driver  = (*outq)(nil)
 )
 
-func newOutq(n *ifcore.Net, name string, be netmap.GenericBackend, mtu, bufSize int, pol PortPolicy, classes *classTable) (*outq, error) {
+// queueShape is what an output queue holds: frames up to mtu bytes in
+// buffers of bufSize, after a hdrLen-byte virtio-net header; with big,
+// longer frames (super-frames, up to 64 KB) in buffers of bigBufSize.
+type queueShape struct {
+	mtu, bufSize, hdrLen int
+	big                  bool
+}
+
+// queueShape is the shape of the output queues of s's pod ports.
+func (s *swState) queueShape() queueShape {
+	if s.cfg.Offload {
+		return queueShape{mtu: ifcore.IF_MAXMTU, bufSize: s.bufSize, hdrLen: s.hdrLen, big: true}
+	}
+	return queueShape{mtu: s.cfg.mtu() + etherVLANHeader, bufSize: s.bufSize}
+}
+
+// OffloadBigBufs bounds the super-frames (longer than a buffer) an output
+// queue of an offload switch holds at a time: 16 × 64 KiB, made on first use.
+const OffloadBigBufs = 16
+
+// bigBufSize holds any frame a switch forwards (vale.MaxFrameHi).
+const bigBufSize = 64 << 10
+
+// bigFlag marks a packet's Buf as an index into the big pool.
+const bigFlag = 1 << 31
+
+func newOutq(n *ifcore.Net, name string, be netmap.GenericBackend, shape queueShape, pol PortPolicy, classes *classTable) (*outq, error) {
 	q := &outq{
-		name: name, be: be, net: n, classes: classes,
+		name: name, be: be, net: n, classes: classes, hdrLen: shape.hdrLen,
 		batch:  make([]*ifcore.Packet, outBatch),
 		frames: make([][]byte, 0, outBatch),
 		txKick: make(chan struct{}, 1),
 		done:   make(chan struct{}),
 	}
-	q.bufs.init(bufSize, pol.queueLen()+2*outBatch)
-	q.pp.OnFree = func(p *ifcore.Packet) { q.bufs.put(p.Buf) }
+	q.bufs.init(shape.bufSize, pol.queueLen()+2*outBatch)
+	if shape.big {
+		q.big = &bufPool{}
+		q.big.init(bigBufSize, OffloadBigBufs)
+	}
+	q.pp.OnFree = func(p *ifcore.Packet) {
+		if p.Buf&bigFlag != 0 {
+			q.big.put(p.Buf &^ bigFlag)
+			return
+		}
+		q.bufs.put(p.Buf)
+	}
 	ifp, err := n.Attach(ifcore.IfConfig{
-		Name: name, Type: ifcore.IFT_ETHER, MTU: mtu,
+		Name: name, Type: ifcore.IFT_ETHER, MTU: shape.mtu,
 		MaxLen: pol.queueLen(), Discipline: pol.Discipline, Rate: pol.rate(),
 		Driver: q,
 	})
@@ -113,8 +151,16 @@ func (q *outq) Deliver(d *vale.Delivery) int {
 	cls, prio := q.classes.get(d.Source())
 	acc := 0
 	for i := 0; i < n; i++ {
-		idx, buf := q.bufs.get()
-		if buf == nil {
+		var idx uint32
+		var buf []byte
+		if q.big != nil && int(d.Frame(i).Len) > q.bufs.size {
+			// A super-frame: a big buffer, or a drop of this frame only.
+			if idx, buf = q.big.get(); buf == nil {
+				q.noBuf.Add(1)
+				continue
+			}
+			idx |= bigFlag
+		} else if idx, buf = q.bufs.get(); buf == nil {
 			q.noBuf.Add(uint64(n - i))
 			break
 		}
@@ -124,10 +170,11 @@ func (q *outq) Deliver(d *vale.Delivery) int {
 		if prio {
 			p.Flags = ifcore.PktPrio
 		}
-		if l > 0 && buf[0]&1 != 0 {
+		h := min(q.hdrLen, l)
+		if l > h && buf[h]&1 != 0 {
 			p.Flags |= ifcore.PktMcast
 		}
-		p.Hash = flowHash(buf[:l])
+		p.Hash = flowHash(buf[h:l])
 		if q.sq.Enqueue(p) == nil { // on error p was freed and counted
 			acc++
 		}

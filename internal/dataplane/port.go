@@ -76,6 +76,9 @@ type PortInfo struct {
 	// SpoofDrops counts the frames from the pod that anti-spoofing dropped
 	// (PortPolicy.AntiSpoofing); they are in Counters' DropNoDest too.
 	SpoofDrops uint64
+	// RxChains counts the frames longer than one netmap buffer (TSO/GRO
+	// super-frames, on offload switches) the port received from its link.
+	RxChains uint64
 	// PodMAC and PodIPs are the identity given at attach (pod ports).
 	PodMAC net.HardwareAddr
 	PodIPs []netip.Addr
@@ -107,7 +110,7 @@ func (p *Port) info() PortInfo {
 	pi := PortInfo{
 		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
 		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: o.Backend.String(),
-		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), SpoofDrops: p.spoofDrops.Load(),
+		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), SpoofDrops: p.spoofDrops.Load(), RxChains: p.ga.RxChains.Load(),
 		PodMAC: p.id.mac, PodIPs: p.id.ips,
 	}
 	if o.Fallback != nil {
@@ -308,6 +311,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	lo := d.cfg.Link
 	lo.Backend = d.cfg.Backend
 	lo.FastStart = !d.cfg.DirectOpen
+	lo.Offload = s.cfg.Offload
 	if s.bufSize > 2048 && lo.XDP.FrameSize == 0 {
 		lo.XDP.FrameSize = 4096
 	}
@@ -333,7 +337,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	p.ga.Get() // ours, dropped last: the output queue transmits on the backend
 	cl.Add(func() error { p.ga.Put(); return nil })
 
-	p.oq, err = newOutq(d.ifn, ifname, be, s.cfg.mtu()+etherVLANHeader, s.bufSize, pol, s.classes)
+	p.oq, err = newOutq(d.ifn, ifname, be, s.queueShape(), pol, s.classes)
 	if err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
 	}

@@ -217,13 +217,14 @@ func (g *spoofGuard) allowND(m []byte) bool {
 // learning lookup behind the per-port anti-spoofing guards.
 type guardLookup struct {
 	inner  *vale.Learning
+	hdrLen int                          // the switch's virtio-net header, before the Ethernet header
 	guards []atomic.Pointer[spoofGuard] // by source port index
 }
 
 var _ vale.LearningWrapper = (*guardLookup)(nil)
 
-func newGuardLookup(inner *vale.Learning, maxPorts int) *guardLookup {
-	return &guardLookup{inner: inner, guards: make([]atomic.Pointer[spoofGuard], maxPorts)}
+func newGuardLookup(inner *vale.Learning, maxPorts, hdrLen int) *guardLookup {
+	return &guardLookup{inner: inner, hdrLen: hdrLen, guards: make([]atomic.Pointer[spoofGuard], maxPorts)}
 }
 
 // set installs (nil: removes) the guard of a port index.
@@ -248,7 +249,9 @@ func (l *guardLookup) Lookup(src uint16, frames []vale.Frame, now int64) {
 	var bad uint64
 	start := 0
 	for i := range frames {
-		if g.allow(frames[i].Data) {
+		// The headers are in the first fragment (the engine checked it holds the
+		// virtio-net and Ethernet headers; allow checks the rest's lengths).
+		if g.allow(frames[i].Data[l.hdrLen:]) {
 			continue
 		}
 		if start < i {

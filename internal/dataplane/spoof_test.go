@@ -77,9 +77,9 @@ func udpFrame(src, dst net.HardwareAddr, sip, dip string) []byte {
 }
 
 func TestAntiSpoofing(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.String(), func(t *testing.T) {
-			e := newEnv(t, 0, be, nil)
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			e := newEnv(t, 0, v.be, v.mod(nil))
 			a, b := e.makePod(), e.makePod()
 			e.attachWithID(a, &PortPolicy{AntiSpoofing: true})
 			e.attachWithID(b, nil)
@@ -279,7 +279,7 @@ func TestGuardLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gl := newGuardLookup(lrn, 4)
+	gl := newGuardLookup(lrn, 4, 0)
 	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
 	var drops atomic.Uint64
 	good := udpFrame(mac, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}, "10.0.0.10", "10.0.0.11")

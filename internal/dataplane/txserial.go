@@ -22,8 +22,35 @@ type txSerial struct {
 
 var _ netmap.GenericBackend = (*txSerial)(nil)
 
-func newTxSerial(b netmap.GenericBackend) *txSerial {
-	return &txSerial{GenericBackend: b, waiter: make(chan struct{}, 1)}
+// newTxSerial wraps b; a backend that moves chains itself (offload ports:
+// netmap.GenericFragBackend) keeps doing so through the wrapper.
+func newTxSerial(b netmap.GenericBackend) netmap.GenericBackend {
+	s := &txSerial{GenericBackend: b, waiter: make(chan struct{}, 1)}
+	if fb, ok := b.(netmap.GenericFragBackend); ok {
+		return &txSerialFrag{txSerial: s, fb: fb}
+	}
+	return s
+}
+
+// txSerialFrag is txSerial for a netmap.GenericFragBackend: TxFrags is a
+// transmit too (serialised with TxBatch), RxScatter passes through.
+type txSerialFrag struct {
+	*txSerial
+	fb netmap.GenericFragBackend
+}
+
+var _ netmap.GenericFragBackend = (*txSerialFrag)(nil)
+
+// TxFrags implements netmap.GenericFragBackend.
+func (s *txSerialFrag) TxFrags(q int, frags [][]byte) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fb.TxFrags(q, frags)
+}
+
+// RxScatter implements netmap.GenericFragBackend.
+func (s *txSerialFrag) RxScatter(q int, bufs [][]byte) (int, bool, error) {
+	return s.fb.RxScatter(q, bufs)
 }
 
 // TxBatch implements netmap.GenericBackend.
