@@ -242,6 +242,9 @@ func (a *Agent) attachment(r *record) (*agentapi.Attachment, error) {
 	}
 	at := &agentapi.Attachment{Key: r.Key, NetNS: r.NetNS, PodName: r.PodName, PodNamespace: r.PodNamespace,
 		MTU: r.MTU, Switch: r.Switch, MAC: r.MAC}
+	if sw, ok := a.cfg.Switch(r.Switch); ok {
+		at.Offload = sw.Offload
+	}
 	var v4, v6 bool
 	for _, ad := range al.Addrs {
 		at.IPs = append(at.IPs, agentapi.IPConfig{Address: ad.Prefix, Gateway: ad.Gateway})

@@ -90,6 +90,11 @@ type SwitchConfig struct {
 	// HostPort is the name of the TAP device that carries the gateways; empty means the
 	// dataplane's default ("ep" + switch name).
 	HostPort string `json:"hostPort,omitempty"`
+	// Offload makes it an offload switch (dataplane.SwitchConfig.Offload): every port
+	// carries a virtio-net header, the pods keep TSO and checksum offload and their 64 KB
+	// TCP super-frames cross the switch whole. Its pod links are AF_PACKET sockets, so
+	// backend must be auto or packet.
+	Offload bool `json:"offload,omitempty"`
 }
 
 // Duration is a time.Duration in Go syntax ("30s") in JSON.
@@ -195,6 +200,9 @@ func (c *Config) Validate() error {
 		}
 		if len(s.HostPort) > 15 {
 			return fieldErr(f+".hostPort", "%q longer than 15 bytes", s.HostPort)
+		}
+		if s.Offload && c.Backend != "auto" && c.Backend != "packet" {
+			return fieldErr(f+".offload", "needs backend auto or packet (offload ports are AF_PACKET with virtio-net headers), not %q", c.Backend)
 		}
 		if s.HostPort != "" && hosts[s.HostPort] {
 			return fieldErr(f+".hostPort", "%q is used twice", s.HostPort)

@@ -28,6 +28,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{"switches":[{"name":"vale0","ranges":[]}]}`, "switches[0]"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale0","ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1].name"},
 		{`{"bogus":1}`, "bogus"},
+		{`{"backend":"xdp","switches":[{"name":"vale0","offload":true,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].offload"},
 		{`{"ringSlots":100,"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "ringSlots"},
 		{`{"recoverGrace":"soon","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "soon"},
 	} {
@@ -42,6 +43,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add(DefaultConfigJSON())
 	f.Add([]byte(`{"switches":[{"name":"vale0","ranges":[{"subnet":"fd00::/64"},{"subnet":"10.0.0.0/24"}]}]}`))
 	f.Add([]byte(`{"switches":[{"name":"v","mtu":-1}]}`))
+	f.Add([]byte(`{"backend":"packet","switches":[{"name":"vale0","offload":true,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		c, err := ParseConfig(b)
 		if err != nil {

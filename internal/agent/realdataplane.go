@@ -34,7 +34,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 		dc.RingSlots = DefaultRingSlots
 	}
 	for i, s := range c.Switches {
-		sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU}
+		sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU, Offload: s.Offload}
 		sc.HostPort.Name = s.HostPort
 		for _, r := range c.switchRanges(i) {
 			if r.Gateway.IsValid() {

@@ -359,7 +359,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex})
 		attached <- attachment{port, err}
 	}()
-	perr := configurePod(args.Netns, args.IfName, mac, pair.MTU, addrs, routes)
+	perr := configurePod(args.Netns, args.IfName, mac, pair.MTU, att.Offload, addrs, routes)
 	c.debugf("configured %s in %s", args.IfName, args.Netns)
 	at := <-attached
 	if perr != nil {

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/ipam"
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
@@ -42,6 +43,7 @@ type testAgent struct {
 	notReady   string
 	failAttach error
 	releases   int
+	offload    bool // the attachments are on an offload switch
 	// hang, when set, makes Allocate and Release wait for the caller's deadline: an agent
 	// that accepts connections but does not answer.
 	hang bool
@@ -81,7 +83,7 @@ func (a *testAgent) Allocate(ctx context.Context, req *agentapi.AllocateRequest)
 		return nil, err
 	}
 	at := &agentapi.Attachment{Key: req.Key, NetNS: req.NetNS, PodName: req.PodName, PodNamespace: req.PodNamespace,
-		MTU: 1400, Switch: "vale0", MAC: req.MAC,
+		MTU: 1400, Switch: "vale0", MAC: req.MAC, Offload: a.offload,
 		Routes: []agentapi.Route{{Dst: netip.MustParsePrefix("0.0.0.0/0")}, {Dst: netip.MustParsePrefix("::/0")}}}
 	if req.MTU != 0 {
 		at.MTU = req.MTU
@@ -495,6 +497,36 @@ func TestHungAgent(t *testing.T) {
 	}
 	if _, err := pod2.NL.LinkByName("eth0"); err == nil {
 		t.Error("ADD with a hung agent left a link")
+	}
+}
+
+// TestAddOffload: a pod on an offload switch keeps transmit checksum offload (and TSO);
+// on a plain switch it computes checksums itself.
+func TestAddOffload(t *testing.T) {
+	e := newEnv(t)
+	for _, offload := range []bool{false, true} {
+		e.agent.mu.Lock()
+		e.agent.offload = offload
+		e.agent.mu.Unlock()
+		pod := netnsutil.New(t)
+		cid := fmt.Sprintf("offload-%v", offload)
+		e.add(cmd(cid, pod.Path(), "eth0", e.conf("1.1.0", "podnet", "")), "1.1.0")
+		var on bool
+		err := pod.Do(func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			on, err = sys.TxChecksum(fd, "eth0")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if on != offload {
+			t.Fatalf("offload switch %v: pod eth0 transmit checksum offload %v", offload, on)
+		}
 	}
 }
 

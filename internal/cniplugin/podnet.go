@@ -11,6 +11,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/epair-cni/epair/internal/sys"
 	"golang.org/x/sys/unix"
 )
 
@@ -35,11 +37,18 @@ func podHandle(nsPath string) (*netlink.Handle, error) {
 	return h, nil
 }
 
-// configurePod sets the pod interface's MAC (if mac is non-nil), adds the addresses (IPv6
-// with IFA_F_NODAD, so they are usable at once instead of after the DAD delay) and the
-// routes. The link was created UP by pkg/epair; a MAC change takes it down and up again.
-// Nothing needs undoing here: deleting the link (the caller's cleanup) removes it all.
-func configurePod(nsPath, ifName string, mac net.HardwareAddr, mtu int, addrs []netip.Prefix, routes []podRoute) error {
+// configurePod sets the pod interface's MTU and MAC (if mac is non-nil), adds the
+// addresses (IPv6 with IFA_F_NODAD, so they are usable at once instead of after the DAD
+// delay) and the routes, and with offload turns transmit checksum offload (and with it TSO)
+// back on, which pkg/epair turned off. The link was created UP by pkg/epair; a MAC change
+// takes it down and up again. Nothing needs undoing here: deleting the link (the caller's
+// cleanup) removes it all.
+func configurePod(nsPath, ifName string, mac net.HardwareAddr, mtu int, offload bool, addrs []netip.Prefix, routes []podRoute) error {
+	if offload {
+		if err := setTxChecksum(nsPath, ifName, true); err != nil {
+			return err
+		}
+	}
 	h, err := podHandle(nsPath)
 	if err != nil {
 		return err
@@ -179,4 +188,22 @@ func ipNetToPrefix(n *net.IPNet) (netip.Prefix, bool) {
 func netnsGone(nsPath string) bool {
 	_, err := os.Stat(nsPath)
 	return errors.Is(err, os.ErrNotExist)
+}
+
+// setTxChecksum turns transmit checksum offload of ifName in the pod's namespace on or off.
+func setTxChecksum(nsPath, ifName string, on bool) error {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w: %w", nsPath, ErrInvalidNetNS, err)
+	}
+	defer ns.Close()
+	fd, err := sys.SocketAt(ns, unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		return fmt.Errorf("socket in netns %s: %w", nsPath, err)
+	}
+	defer unix.Close(fd)
+	if err := sys.SetTxChecksum(fd, ifName, on); err != nil {
+		return fmt.Errorf("in netns %s: %w", nsPath, err)
+	}
+	return nil
 }

@@ -153,6 +153,9 @@ type Attachment struct {
 	// Existing is set by Allocate when the attachment was made by an earlier call (a
 	// retried ADD): links of that earlier ADD may be left over.
 	Existing bool `json:"existing,omitempty"`
+	// Offload says the switch is an offload switch: the pod keeps transmit checksum
+	// offload and TSO (its super-frames cross the switch whole).
+	Offload bool `json:"offload,omitempty"`
 }
 
 // AttachRequest asks the agent to open the host link as a port of the attachment's switch.
