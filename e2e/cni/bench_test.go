@@ -289,30 +289,38 @@ func TestThroughput(t *testing.T) {
 	netnsutil.RequireTool(t, "iperf3", "iperf3")
 	slots, _ := strconv.Atoi(os.Getenv("EPAIR_RING_SLOTS"))
 	frames, _ := strconv.Atoi(os.Getenv("EPAIR_XDP_FRAMES"))
-	e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames})
-	l := e.conflist("1.1.0")
-	a, b := netnsutil.New(t), netnsutil.New(t)
-	ra := e.mustAdd(l, rt("tp-a", a))
-	e.mustAdd(l, rt("tp-b", b))
-	if out, err := a.Exec("iperf3", "-s", "-1", "-D", "-B", podIP(ra)); err != nil {
-		t.Fatalf("iperf3 server: %v %s", err, out)
+	for _, offload := range []bool{false, true} {
+		name := "plain"
+		if offload {
+			name = "offload"
+		}
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames, offload: offload})
+			l := e.conflist("1.1.0")
+			a, b := netnsutil.New(t), netnsutil.New(t)
+			ra := e.mustAdd(l, rt("tp-a", a))
+			e.mustAdd(l, rt("tp-b", b))
+			if out, err := a.Exec("iperf3", "-s", "-1", "-D", "-B", podIP(ra)); err != nil {
+				t.Fatalf("iperf3 server: %v %s", err, out)
+			}
+			time.Sleep(300 * time.Millisecond)
+			out, err := b.Exec("iperf3", "-c", podIP(ra), "-t", "5", "-J")
+			if err != nil {
+				t.Fatalf("iperf3: %v\n%s", err, out)
+			}
+			var r struct {
+				End struct {
+					SumReceived struct {
+						BitsPerSecond float64 `json:"bits_per_second"`
+					} `json:"sum_received"`
+				} `json:"end"`
+			}
+			if err := json.Unmarshal([]byte(out), &r); err != nil {
+				t.Fatalf("iperf3 output: %v", err)
+			}
+			t.Logf("TCP pod-to-pod, %s switch (ringSlots=%d xdpFrames=%d): %.0f Mbit/s", name, slots, frames, r.End.SumReceived.BitsPerSecond/1e6)
+		})
 	}
-	time.Sleep(300 * time.Millisecond)
-	out, err := b.Exec("iperf3", "-c", podIP(ra), "-t", "5", "-J")
-	if err != nil {
-		t.Fatalf("iperf3: %v\n%s", err, out)
-	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal([]byte(out), &r); err != nil {
-		t.Fatalf("iperf3 output: %v", err)
-	}
-	t.Logf("TCP pod-to-pod (ringSlots=%d xdpFrames=%d): %.0f Mbit/s", slots, frames, r.End.SumReceived.BitsPerSecond/1e6)
 }
 
 // agentSpans tabulates the agent's own duration of each API call (its debug log's

@@ -102,6 +102,7 @@ type envOpts struct {
 	xdpFrames  int    // 0: the agent's default
 	backend    string // "": auto
 	directOpen bool   // AF_XDP attached inside ADD instead of in the background
+	offload    bool   // an offload switch (virtio-net headers, pods keep TSO)
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -138,7 +139,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	cfg := map[string]any{
 		"backend": o.backend, "directOpen": o.directOpen,
 		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
-		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges}},
+		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges, "offload": o.offload}},
 	}
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(a.cfg, b, 0o600); err != nil {

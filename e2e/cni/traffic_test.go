@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 )
 
@@ -136,5 +139,52 @@ func TestBackends(t *testing.T) {
 				t.Fatal(err)
 			}
 		})
+	}
+}
+
+// TestOffloadSwitch: with an offload switch in the agent's configuration, pods added
+// through libcni keep transmit checksum offload, reach each other and the node, and a
+// TCP transfer between them (TSO super-frames) arrives intact; valectl shows the ports
+// on AF_PACKET.
+func TestOffloadSwitch(t *testing.T) {
+	e := newEnv(t, envOpts{offload: true})
+	l := e.conflist("1.1.0")
+	a, b := netnsutil.New(t), netnsutil.New(t)
+	ra := e.mustAdd(l, rt("off-a", a))
+	rb := e.mustAdd(l, rt("off-b", b))
+	if err := ping(a, podIP(rb)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(b, podIP(ra)); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range []*netnsutil.NS{a, b} {
+		var on bool
+		err := ns.Do(func() error {
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				return err
+			}
+			defer unix.Close(fd)
+			on, err = sys.TxChecksum(fd, "eth0")
+			return err
+		})
+		if err != nil || !on {
+			t.Fatalf("pod %s: transmit checksum offload %v (%v); want on for an offload switch", ns.Name, on, err)
+		}
+	}
+	rate := netnsutil.TCPTransfer(t, a, b, podIP(rb), 5202, 32<<20)
+	t.Logf("TCP through the offload switch: %.2f Gbit/s", rate/1e9)
+	out, err := exec.Command(filepath.Join(e.bin, "valectl"), "-socket", e.agent.socket, "ports").CombinedOutput()
+	if err != nil || strings.Count(string(out), "af_packet ") != 2 {
+		t.Fatalf("valectl ports (want two af_packet ports): %v\n%s", err, out)
+	}
+	for _, r := range []struct {
+		name string
+		ns   *netnsutil.NS
+	}{{"off-a", a}, {"off-b", b}} {
+		if err := e.del(l, rt(r.name, r.ns)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
