@@ -278,6 +278,7 @@ func (c *clusterDataplane) prepareConfig() error {
 	if c.sw.MTU != 0 {
 		c.cfg.Switches[0].MTU = c.sw.MTU
 	}
+	c.cfg.Switches[0].Offload = c.sw.Offload
 	c.defPolicy = queuePolicy(c.sw.DefaultQueue)
 	return c.cfg.Validate()
 }
@@ -378,6 +379,9 @@ func (c *clusterDataplane) ApplySwitch(_ context.Context, sc controller.SwitchCo
 	}
 	if sc.FDBAging != c.sw.FDBAging {
 		fixed = append(fixed, fmt.Sprintf("fdbAging %v→%v", c.sw.FDBAging, sc.FDBAging))
+	}
+	if sc.Offload != c.sw.Offload {
+		fixed = append(fixed, fmt.Sprintf("offload %v→%v", c.sw.Offload, sc.Offload))
 	}
 	d := c.d
 	old := c.defPolicy

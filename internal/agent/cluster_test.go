@@ -318,6 +318,10 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) {
 		t.Fatalf("MTU change = %v, want ErrRestartRequired", err)
 	}
+	sc.Generation, sc.MTU, sc.Offload = 4, 1500, true
+	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) || !strings.Contains(err.Error(), "offload false→true") {
+		t.Fatalf("offload change = %v, want ErrRestartRequired naming offload", err)
+	}
 	if err := ports.DetachPort("vale0", "epcl0a"); err != nil {
 		t.Fatal(err)
 	}

@@ -41,6 +41,7 @@ func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
 		MaxPorts:   orDefault(int(s.MaxPorts), DefaultMaxPorts),
 		FDBSize:    orDefault(int(s.FDB.Size), DefaultFDBSize),
 		FDBAging:   s.FDB.Aging.Duration,
+		Offload:    s.Offload,
 		DefaultQueue: QueueConfig{
 			Length:     orDefault(int(s.DefaultQueue.Length), DefaultQueueLength),
 			Discipline: s.DefaultQueue.Discipline,

@@ -28,7 +28,8 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 	rate := resource.MustParse("1.5M")
 	vs.Spec = epairv1.VirtualSwitchSpec{MTU: 9000, FDB: epairv1.FDBSpec{Size: 1 << 20, Aging: metav1.Duration{Duration: time.Hour}},
 		DefaultQueue: epairv1.QueueSpec{Rate: &rate, Discipline: epairv1.DisciplineFair, Length: 1}}
-	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 9000 {
+	vs.Spec.Offload = true
+	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 9000 || !c.Offload {
 		t.Fatalf("got %+v, %v", c, err)
 	}
 	bad := []struct {

@@ -64,6 +64,8 @@ type SwitchConfig struct {
 	// FDBAging is 0 when aging is off.
 	FDBAging     time.Duration
 	DefaultQueue QueueConfig
+	// Offload: every port carries a virtio-net header (dataplane.SwitchConfig.Offload).
+	Offload bool
 }
 
 // QueueConfig is an output queue.
