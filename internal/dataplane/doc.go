@@ -30,6 +30,16 @@
 // waits for every claim. Attaches and detaches of different pods run in
 // parallel (a burst of CNI ADDs does not queue behind one lock).
 //
+// A switch with SwitchConfig.Offload carries a 10-byte virtio-net header on
+// every frame of every port: pod links are AF_PACKET with PACKET_VNET_HDR
+// (ring-less, no XDP, nothing to upgrade), the TAP host port has
+// IFF_VNET_HDR, the pods keep TSO and checksum offload, and TCP super-frames
+// of up to 64 KB cross the switch as netmap slot chains. The output queues
+// keep super-frames in 64 KiB buffers (OffloadBigBufs per port, made on
+// first use); anti-spoofing and the queue's hash and multicast checks look
+// past the header. The older OffloadSwitch type is the same switch without
+// output queues, for benchmarks.
+//
 // With backend auto or xdp, AttachPort does not attach AF_XDP itself unless
 // Config.DirectOpen is set: the port starts on a ring-less AF_PACKET socket
 // (linkport FastStart, ~0.06 ms to open) and a single upgrader goroutine

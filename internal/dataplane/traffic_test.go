@@ -24,9 +24,9 @@ import (
 )
 
 func TestUDPNoLoss(t *testing.T) {
-	for _, be := range backends {
-		t.Run(be.String(), func(t *testing.T) {
-			e := newEnv(t, 2, be, nil)
+	for _, v := range variants {
+		t.Run(v.name, func(t *testing.T) {
+			e := newEnv(t, 2, v.be, v.mod(nil))
 			e.staticNeighbors()
 			a, b := e.pods[0], e.pods[1]
 			n := porttest.Frames(t)
@@ -305,7 +305,13 @@ func TestCloseLeavesNothing(t *testing.T) {
 
 func TestHairpinAndMasquerade(t *testing.T) {
 	requireTool(t, "nft")
-	e := newEnv(t, 2, linkport.Auto, func(c *Config) { c.Masquerade = true })
+	for _, v := range []variant{{"plain", linkport.Auto, false}, variants[2]} {
+		t.Run(v.name, func(t *testing.T) { testHairpinAndMasquerade(t, v) })
+	}
+}
+
+func testHairpinAndMasquerade(t *testing.T, v variant) {
+	e := newEnv(t, 2, v.be, v.mod(func(c *Config) { c.Masquerade = true }))
 	a, b := e.pods[0], e.pods[1]
 	if _, err := e.host.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
 		t.Fatal(err)
