@@ -8,9 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 )
 
@@ -159,18 +156,8 @@ func TestOffloadSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, ns := range []*netnsutil.NS{a, b} {
-		var on bool
-		err := ns.Do(func() error {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			on, err = sys.TxChecksum(fd, "eth0")
-			return err
-		})
-		if err != nil || !on {
-			t.Fatalf("pod %s: transmit checksum offload %v (%v); want on for an offload switch", ns.Name, on, err)
+		if !netnsutil.TxChecksumOn(t, ns, "eth0") {
+			t.Fatalf("pod %s: transmit checksum offload off; want on for an offload switch", ns.Name)
 		}
 	}
 	rate := netnsutil.TCPTransfer(t, a, b, podIP(rb), 5202, 32<<20)

@@ -24,7 +24,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/ipam"
-	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
@@ -511,19 +510,7 @@ func TestAddOffload(t *testing.T) {
 		pod := netnsutil.New(t)
 		cid := fmt.Sprintf("offload-%v", offload)
 		e.add(cmd(cid, pod.Path(), "eth0", e.conf("1.1.0", "podnet", "")), "1.1.0")
-		var on bool
-		err := pod.Do(func() error {
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return err
-			}
-			defer unix.Close(fd)
-			on, err = sys.TxChecksum(fd, "eth0")
-			return err
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		on := netnsutil.TxChecksumOn(t, pod, "eth0")
 		if on != offload {
 			t.Fatalf("offload switch %v: pod eth0 transmit checksum offload %v", offload, on)
 		}

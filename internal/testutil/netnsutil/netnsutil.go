@@ -214,6 +214,21 @@ func DisableTxChecksum(tb testing.TB, n *NS, name string) {
 	}
 }
 
+// TxChecksumOn reports whether a link's transmit checksum offload is on.
+func TxChecksumOn(tb testing.TB, n *NS, name string) bool {
+	tb.Helper()
+	fd, err := sys.SocketAt(n.Handle, unix.AF_INET, unix.SOCK_DGRAM, 0)
+	if err != nil {
+		tb.Fatalf("socket in %s: %v", n.Name, err)
+	}
+	defer unix.Close(fd)
+	on, err := sys.TxChecksum(fd, name)
+	if err != nil {
+		tb.Fatalf("in %s: %v", n.Name, err)
+	}
+	return on
+}
+
 // SetMAC sets a link's hardware address.
 func SetMAC(tb testing.TB, n *NS, name string, mac net.HardwareAddr) {
 	tb.Helper()
