@@ -87,10 +87,10 @@ measure() {
 }
 
 # start_switch BACKEND: the dataplane runs in the bench's host namespace
-# (BACKEND offload: dpbench offload-switch).
+# (BACKEND offload: an offload switch, AF_PACKET ports with virtio-net headers).
 start_switch() {
 	if [ "$1" = offload ]; then
-		ip netns exec $H "$BIN" offload-switch -link ha -link hb -gw $GW >"$WORK/sw.out" 2>"$WORK/sw.err" &
+		ip netns exec $H "$BIN" switch -offload -backend packet -link ha -link hb -gw $GW >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	else
 		ip netns exec $H "$BIN" switch -backend "$1" -link ha -link hb -gw $GW -xdp-frames 4096 >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	fi
@@ -144,8 +144,8 @@ stop_switch
 	echo "Pod to pod on one node: two network namespaces with a veth each, the host ends"
 	echo "either on a Linux bridge or attached to the epair switch (internal/dataplane:"
 	echo "VALE switch, ifcore output queue per port, AF_XDP or AF_PACKET sockets; the"
-	echo "offload row: dataplane.OffloadSwitch, 10-byte virtio-net headers on every port,"
-	echo "no output queue, pods with TSO and checksum offload on)."
+	echo "offload row: an offload switch (SwitchConfig.Offload), 10-byte virtio-net headers"
+	echo "on every port, pods with TSO and checksum offload on)."
 	echo "UDP: 18-byte payloads (64-byte frames) sent with sendmmsg by one thread in pod A"
 	echo "for ${DUR} s, counted as packets received by pod B's eth0. TCP: iperf3, ${DUR} s."
 	echo "RTT: ping, 40 probes (average). Each figure is the best of ${RUNS} runs. Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"

@@ -37,8 +37,7 @@
 // of up to 64 KB cross the switch as netmap slot chains. The output queues
 // keep super-frames in 64 KiB buffers (OffloadBigBufs per port, made on
 // first use); anti-spoofing and the queue's hash and multicast checks look
-// past the header. The older OffloadSwitch type is the same switch without
-// output queues, for benchmarks.
+// past the header.
 //
 // With backend auto or xdp, AttachPort does not attach AF_XDP itself unless
 // Config.DirectOpen is set: the port starts on a ring-less AF_PACKET socket

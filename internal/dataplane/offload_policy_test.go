@@ -24,6 +24,10 @@ func TestOffloadTCPAndRate(t *testing.T) {
 	if pb.Queue.NoBuf != 0 || pb.Queue.TxErrors != 0 {
 		t.Fatalf("queue to B: %+v", pb.Queue)
 	}
+	// To the node through the TAP host port (IFF_VNET_HDR), and back.
+	toHost := netnsutil.TCPTransfer(t, a.ns, e.host, testGW, 5202, 16<<20)
+	fromHost := netnsutil.TCPTransfer(t, e.host, b.ns, b.ip, 5203, 16<<20)
+	t.Logf("pod → node %.2f Gbit/s, node → pod %.2f Gbit/s", toHost/1e9, fromHost/1e9)
 
 	const limit = 100e6
 	if err := e.dp.SetPortPolicy(b.portName(), PortPolicy{RateBitsPerSec: limit}); err != nil {

@@ -256,7 +256,13 @@ func TestRestartAdopt(t *testing.T) {
 
 func TestCloseLeavesNothing(t *testing.T) {
 	requireTool(t, "nft")
-	e := newEnv(t, -1, linkport.XDP, func(c *Config) { c.Masquerade = true })
+	for _, v := range []variant{variants[0], variants[2]} {
+		t.Run(v.name, func(t *testing.T) { testCloseLeavesNothing(t, v) })
+	}
+}
+
+func testCloseLeavesNothing(t *testing.T, v variant) {
+	e := newEnv(t, -1, v.be, v.mod(func(c *Config) { c.Masquerade = true }))
 	a, b := e.makePod(), e.makePod()
 	g0, fd0 := runtime.NumGoroutine(), fdCount(t)
 	e.start()
@@ -267,8 +273,13 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if !e.hasLink(testTap) {
 		t.Fatal("no TAP while running")
 	}
-	if len(e.xdpProgs()) != 2 {
-		t.Fatalf("XDP programs while running: %v, want 2", e.xdpProgs())
+	settle(t, e.dp)
+	wantProgs := 2 // offload ports are AF_PACKET: no XDP
+	if v.offload {
+		wantProgs = 0
+	}
+	if len(e.xdpProgs()) != wantProgs {
+		t.Fatalf("XDP programs while running: %v, want %d", e.xdpProgs(), wantProgs)
 	}
 	tbl, err := e.host.Exec("nft", "list", "table", "inet", "epair")
 	if err != nil || !strings.Contains(tbl, "masquerade") {

@@ -1,7 +1,7 @@
 // Command dpbench is the helper of hack/bench-dataplane.sh: it runs a
 // Dataplane in the calling process's network namespace over given links
-// (switch), or a dataplane.OffloadSwitch (offload-switch: ports with
-// virtio-net headers, pods keep TSO and checksum offload), floods 64-byte UDP
+// (switch; with -offload an offload switch: ports with virtio-net headers,
+// pods keep TSO and checksum offload), floods 64-byte UDP
 // frames (udp-flood), and turns a link's transmit checksum offload, and with
 // it TSO, off or on (csum-off, csum-on). It only ever sends to the address
 // it is given, from inside the namespace the script put it in.
@@ -30,7 +30,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: dpbench switch|offload-switch|udp-flood|csum-off|csum-on [flags]")
+		fmt.Fprintln(os.Stderr, "usage: dpbench switch|udp-flood|csum-off|csum-on [flags]")
 		os.Exit(2)
 	}
 	var err error
@@ -39,8 +39,6 @@ func main() {
 		err = runSwitch(os.Args[2:])
 	case "udp-flood":
 		err = udpFlood(os.Args[2:])
-	case "offload-switch":
-		err = runOffloadSwitch(os.Args[2:])
 	case "csum-off":
 		err = setCsum(os.Args[2:], false)
 	case "csum-on":
@@ -67,6 +65,7 @@ func runSwitch(args []string) error {
 	gw := fs.String("gw", "", "gateway address with prefix for the host port")
 	frames := fs.Int("xdp-frames", 0, "AF_XDP UMEM frames per link (0: dataplane default)")
 	qlen := fs.Int("queue", 0, "output queue length (0: default)")
+	offload := fs.Bool("offload", false, "an offload switch (virtio-net headers; backend auto or packet)")
 	_ = fs.Parse(args)
 	be, err := linkport.ParseBackend(*backend)
 	if err != nil {
@@ -76,7 +75,7 @@ func runSwitch(args []string) error {
 	cfg.Backend = be
 	cfg.Link.XDP.FrameCount = uint32(*frames)
 	cfg.DefaultPolicy.QueueLen = *qlen
-	sc := dataplane.SwitchConfig{Name: "vale0"}
+	sc := dataplane.SwitchConfig{Name: "vale0", Offload: *offload}
 	if *gw != "" {
 		p, err := netip.ParsePrefix(*gw)
 		if err != nil {
@@ -109,8 +108,8 @@ func runSwitch(args []string) error {
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
 	for _, p := range dp.Ports() {
-		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d\n",
-			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors)
+		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d super-frames in %d\n",
+			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors, p.RxChains)
 	}
 	return nil
 }
