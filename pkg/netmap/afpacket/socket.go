@@ -159,16 +159,17 @@ type Socket struct {
 	pktOff    uint32        // offset of the next frame within the block
 
 	// Transmit side, owned by the transmitting goroutine.
-	tx       []byte                 // the transmit ring
-	ringless bool                   // no rings: RX by recvmsg(2), TX by write(2)
-	vnet     bool                   // PACKET_VNET_HDR (implies ringless): frames carry a virtio_net_hdr
-	hdrLen   int                    // VnetHdrLen with vnet, else 0
-	rxCmsg   [64]byte               // PACKET_AUXDATA control buffer (receiving goroutine, ring-less)
-	txPoll   [1]unix.PollFd         // the TX waiter's poll(2) set (ring-less: no ring to look at)
-	txIov    [maxTxFrags]unix.Iovec // TxFrags' writev vector (transmitting goroutine)
-	rxPoll   [1]unix.PollFd         // the RX waiter's poll(2) set (ring-less: no ring)
-	rxIov    [maxTxFrags]unix.Iovec // RxScatter's recvmsg vector (receiving goroutine)
-	txSlot   uint32                 // slot size
+	tx       []byte                   // the transmit ring
+	ringless bool                     // no rings: RX by recvmsg(2), TX by write(2)
+	vnet     bool                     // PACKET_VNET_HDR (implies ringless): frames carry a virtio_net_hdr
+	hdrLen   int                      // VnetHdrLen with vnet, else 0
+	rxCmsg   [64]byte                 // PACKET_AUXDATA control buffer (receiving goroutine, ring-less)
+	txPoll   [1]unix.PollFd           // the TX waiter's poll(2) set (ring-less: no ring to look at)
+	txIov    [maxTxFrags]unix.Iovec   // TxFrags' writev vector, transmitRingless' iovecs (transmitting goroutine)
+	txMsgs   [txBatchMax]unix.Mmsghdr // transmitRingless' sendmmsg vector (transmitting goroutine)
+	rxPoll   [1]unix.PollFd           // the RX waiter's poll(2) set (ring-less: no ring)
+	rxIov    [maxTxFrags]unix.Iovec   // RxScatter's recvmsg vector (receiving goroutine)
+	txSlot   uint32                   // slot size
 	txSlots  uint32
 	txHead   uint32 // next slot to fill
 	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of

@@ -2,7 +2,6 @@ package afpacket
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"unsafe"
 
@@ -76,39 +75,61 @@ func (h VnetHdr) Encode(b []byte) bool {
 // VnetHdr reports whether the socket runs in offload (PACKET_VNET_HDR) mode.
 func (s *Socket) VnetHdr() bool { return s.vnet }
 
-// transmitRingless writes each frame (header + frame with VnetHdr) with write(2). With
-// VnetHdr, packet_snd parses the virtio_net_hdr, so a GSO super-frame leaves as one skb
-// that the kernel segments (or hands whole to a device that takes GSO, like veth) and
-// checksums where the header asks. It stops at the first frame the send buffer has no
-// room for (EAGAIN, ENOBUFS); frames the kernel refuses (a bad header, longer than the
-// MTU) are consumed and counted in TxRejected.
+// txBatchMax bounds the frames one sendmmsg(2) of transmitRingless carries.
+const txBatchMax = 64
+
+// transmitRingless sends the frames (header + frame with VnetHdr) with sendmmsg(2), up
+// to txBatchMax per call, one message each. With VnetHdr, packet_snd parses the
+// virtio_net_hdr, so a GSO super-frame leaves as one skb that the kernel segments (or
+// hands whole to a device that takes GSO, like veth) and checksums where the header asks.
+// It stops at the first frame the send buffer has no room for (EAGAIN, ENOBUFS); frames
+// the kernel refuses (a bad header, longer than the MTU) are consumed and counted in
+// TxRejected, frames of an impossible length in TxDropped.
 func (s *Socket) transmitRingless(frames [][]byte) int {
 	var consumed, sent int
 	var bytes uint64
-	fd := s.pfd.FD()
+	fd := uintptr(s.pfd.FD())
 	maxLen := s.FrameSize()
-	for _, f := range frames {
-		if len(f) < s.hdrLen+14 || len(f) > maxLen {
+	defer clear(s.txIov[:])
+	for consumed < len(frames) {
+		// The run of sendable frames from consumed on.
+		n := 0
+		for n < txBatchMax && consumed+n < len(frames) {
+			f := frames[consumed+n]
+			if len(f) < s.hdrLen+14 || len(f) > maxLen {
+				break
+			}
+			s.txIov[n].Base = &f[0]
+			s.txIov[n].SetLen(len(f))
+			s.txMsgs[n] = unix.Mmsghdr{Hdr: unix.Msghdr{Iov: &s.txIov[n]}}
+			s.txMsgs[n].Hdr.SetIovlen(1)
+			n++
+		}
+		if n == 0 { // an impossible length: drop it
 			s.txDrop.Add(1)
 			consumed++
 			continue
 		}
-		_, err := unix.Write(fd, f)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
-				break
-			}
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
+		m, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.txMsgs[0])), uintptr(n), 0, 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e == unix.EAGAIN || e == unix.ENOBUFS:
+			goto done
+		case e != 0: // the first message was refused
 			s.txRej.Add(1)
 			consumed++
 			continue
 		}
-		bytes += uint64(len(f) - s.hdrLen)
-		sent++
-		consumed++
+		for i := 0; i < int(m); i++ {
+			bytes += uint64(len(frames[consumed+i]) - s.hdrLen)
+		}
+		sent += int(m)
+		consumed += int(m)
+		// Fewer than n: the next message failed; the next call tells why.
 	}
+done:
+	clear(s.txMsgs[:])
 	if sent > 0 {
 		s.txPackets.Add(uint64(sent))
 		s.txBytes.Add(bytes)
