@@ -397,3 +397,21 @@ func TestCheck(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCreateWithoutIPv6: a pod namespace with IPv6 disabled still gets its pair (there is
+// no link-local addressing to pin).
+func TestCreateWithoutIPv6(t *testing.T) {
+	c, _, pod := newEnv(t)
+	for _, k := range []string{"all", "default"} {
+		if out, err := pod.Exec("sysctl", "-qw", "net.ipv6.conf."+k+".disable_ipv6=1"); err != nil {
+			t.Fatalf("sysctl: %v %s", err, out)
+		}
+	}
+	p, err := c.Create(Request{PodNetNS: pod.Path(), IfName: "eth0", Owner: "nov6/eth0"})
+	if err != nil {
+		t.Fatalf("Create in a namespace without IPv6: %v", err)
+	}
+	if err := c.Destroy(p.HostName); err != nil {
+		t.Fatal(err)
+	}
+}
