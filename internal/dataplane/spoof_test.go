@@ -381,3 +381,24 @@ func TestMirror(t *testing.T) {
 		t.Fatalf("policy %+v", pi.Policy)
 	}
 }
+
+// FuzzSpoofGuard feeds arbitrary frames (a pod controls every byte of them) to the
+// anti-spoofing checks and the output queue's flow hash: they must never panic, and a
+// frame the guard allows must carry the pod's source MAC.
+func FuzzSpoofGuard(f *testing.F) {
+	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
+	other := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	f.Add(udpFrame(mac, other, "10.0.0.10", "10.0.0.11"))
+	f.Add(nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NS, "fd00::11", 1, mac)))
+	f.Add(nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, mac)))
+	f.Add(nd(mac, "fd00::10", append(ndMsg(icmp6NS, "fd00::11", 0, nil), 1, 0)))
+	f.Add([]byte{})
+	var drops atomic.Uint64
+	g := newSpoofGuard(podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("fd00::10")}}, &drops)
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if g.allow(b) && (len(b) < 12 || !bytes.Equal(b[6:12], mac)) {
+			t.Fatalf("allowed a frame without the pod's source MAC: %x", b)
+		}
+		_ = flowHash(b)
+	})
+}
