@@ -265,9 +265,6 @@ metadata: {name: limit-a}
 spec:
   podSelector: {matchLabels: {e2e-limit: "yes"}}
   rate: "$RATE"
-  # the dataplane does not implement anti-spoofing (true by default): the agent
-  # rejects a policy asking for it rather than pretend
-  antiSpoofing: false
 EOT
 sleep 2
 lim=$(measure) || fail "limited download"
@@ -281,6 +278,52 @@ free=$(measure) || fail "download after the policy was deleted"
 echo "    lifted: $((free / 1000000)) Mbit/s"
 [ "$free" -gt $((RATE_BPS * 3)) ] || fail "limit not lifted: $free bit/s"
 ok "limited to within 10% of $RATE and lifted again, pod not restarted"
+
+step "8b. a PortPolicy with antiSpoofing drops a pod's spoofed traffic, live"
+# A pod allowed to give its eth0 a second address (NET_ADMIN), to send from it.
+$K -n $NS apply -f - >/dev/null <<EOT
+apiVersion: v1
+kind: Pod
+metadata: {name: spoofer, labels: {e2e-spoof: "yes"}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: s
+    image: epair/busybox:local
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+    securityContext: {capabilities: {add: ["NET_ADMIN"]}}
+EOT
+$K -n $NS wait --for=condition=Ready pod/spoofer --timeout=60s >/dev/null || fail "spoofer pod not ready"
+SPOOF=$(python3 -c "import ipaddress; n=ipaddress.ip_network('$PODCIDR'); print(n[n.num_addresses-3])")
+BITS=${PODCIDR#*/}
+$K -n $NS exec spoofer -- ip addr add "$SPOOF/$BITS" dev eth0 || fail "second address in the spoofer"
+spoofed_ping() { $K -n $NS exec spoofer -- ping -c 2 -W 2 -I "$SPOOF" "$BIP" >/dev/null 2>&1; }
+spoofed_ping || fail "ping from $SPOOF without a policy"
+spoofed_drops() {
+	$K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.pod==\"$NS/spoofer\")].drops[?(@.reason==\"spoofed\")].packets}"
+}
+$K -n $NS apply -f - >/dev/null <<EOT
+apiVersion: epair.dev/v1alpha1
+kind: PortPolicy
+metadata: {name: no-spoof}
+spec:
+  podSelector: {matchLabels: {e2e-spoof: "yes"}}
+  antiSpoofing: true
+EOT
+on=""
+for i in $(seq 20); do spoofed_ping || { on=yes; break; }; sleep 0.5; done
+[ -n "$on" ] || fail "spoofed source $SPOOF still passes with antiSpoofing on"
+$K -n $NS exec spoofer -- ping -c 3 -i 0.2 -W 2 "$BIP" >/dev/null || fail "the spoofer's own address is dropped too"
+d=""
+for i in $(seq 30); do d=$(spoofed_drops); [ "${d:-0}" -gt 0 ] && break; sleep 1; done
+[ "${d:-0}" -gt 0 ] || fail "NodeState counts no spoofed drops for the spoofer"
+$K -n $NS delete portpolicy no-spoof >/dev/null
+off=""
+for i in $(seq 20); do spoofed_ping && { off=yes; break; }; sleep 0.5; done
+[ -n "$off" ] || fail "spoofed source still dropped after the policy was deleted"
+$K -n $NS delete pod spoofer --wait=true >/dev/null
+ok "spoofed pings from $SPOOF dropped ($d counted as spoofed in NodeState), own address passes, lifted live"
 
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')

@@ -288,15 +288,18 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 			return nil, fmt.Errorf("attach %s: detach previous port %s: %w", req.Key, r.HostIfName, err)
 		}
 	}
+	nr := *r
+	nr.HostIfName, nr.HostIfIndex = req.HostIfName, req.HostIfIndex
+	if req.PodMAC != "" {
+		nr.PodMAC = req.PodMAC
+	}
 	// AdoptPort, not AttachPort: the link must carry this attachment's owner alias, so a
 	// wrong name or index can never put one of the node's own interfaces on the switch.
 	pi, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
-		Owner: ownerKey(r), PodMAC: r.MAC, PodIPs: a.podIPs(r)})
+		Owner: ownerKey(r), PodMAC: nr.identityMAC(), PodIPs: a.podIPs(r)})
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to switch %s: %w", req.HostIfName, r.Switch, err)
 	}
-	nr := *r
-	nr.HostIfName, nr.HostIfIndex = req.HostIfName, req.HostIfIndex
 	if err := a.recs.put(&nr); err != nil {
 		a.dp.DetachPort(r.Switch, req.HostIfName)
 		return nil, err

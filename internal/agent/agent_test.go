@@ -26,6 +26,7 @@ type memDataplane struct {
 
 	mu     sync.Mutex
 	ports  map[string]agentapi.PortInfo // switch/hostIfName
+	podMAC map[string]string            // switch/hostIfName: the identity MAC of the last attach
 	closed bool
 }
 
@@ -38,6 +39,10 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 	pi := agentapi.PortInfo{Name: req.Switch + ":" + req.HostIfName, Kind: "pod", HostIfName: req.HostIfName,
 		HostIfIndex: req.HostIfIndex, Owner: req.Owner, Active: true}
 	d.ports[req.Switch+"/"+req.HostIfName] = pi
+	if d.podMAC == nil {
+		d.podMAC = map[string]string{}
+	}
+	d.podMAC[req.Switch+"/"+req.HostIfName] = req.PodMAC
 	return pi, nil
 }
 
@@ -507,5 +512,38 @@ func TestReconcilePending(t *testing.T) {
 	rel, err := f.a.Reconcile(ctx)
 	if err != nil || len(rel) != 1 || rel[0] != key("dead") {
 		t.Fatalf("reconcile: %v %v", rel, err)
+	}
+}
+
+// TestAttachRecordsPodMAC: the pod MAC the plugin reports at Attach becomes the port's
+// identity (what PortPolicy anti-spoofing needs), is checked, and survives a restart.
+func TestAttachRecordsPodMAC(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	if _, err := f.a.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("m1")}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.links.add("/m1/eth0")
+	bad := &agentapi.AttachRequest{Key: key("m1"), HostIfName: p.HostName, HostIfIndex: p.HostIndex, PodMAC: "03:00:00:00:00:01"}
+	if _, err := f.c.Attach(ctx, bad); !errors.Is(err, agentapi.ErrInvalidRequest) || !strings.Contains(err.Error(), "podMAC") {
+		t.Fatalf("attach with a multicast pod MAC = %v, want an invalid-request error naming podMAC", err)
+	}
+	const mac = "02:00:00:00:aa:01"
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("m1"), HostIfName: p.HostName, HostIfIndex: p.HostIndex, PodMAC: mac}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.dp.podMAC["vale0/"+p.HostName]; got != mac {
+		t.Fatalf("port identity MAC %q, want %q", got, mac)
+	}
+	f.stop()
+	f.start()
+	if _, err := f.a.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.dp.podMAC["vale0/"+p.HostName]; got != mac {
+		t.Fatalf("identity MAC after a restart %q, want %q", got, mac)
 	}
 }

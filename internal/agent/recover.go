@@ -124,7 +124,7 @@ func (a *Agent) switchMTU(name string) int {
 func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 	defer a.lock(r.Key)()
 	if _, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: p.HostName, HostIfIndex: p.HostIndex,
-		Owner: p.Owner, PodMAC: r.MAC, PodIPs: a.podIPs(r)}); err != nil {
+		Owner: p.Owner, PodMAC: r.identityMAC(), PodIPs: a.podIPs(r)}); err != nil {
 		return err
 	}
 	if r.HostIfName == p.HostName && r.HostIfIndex == p.HostIndex {

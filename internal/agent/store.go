@@ -28,6 +28,9 @@ type record struct {
 	Switch       string       `json:"switch"`
 	MAC          string       `json:"mac,omitempty"`
 	MTU          int          `json:"mtu"`
+	// PodMAC is the pod end's MAC as the plugin reported it at Attach (MAC is the one
+	// the runtime asked for, usually empty): with the addresses, the pod's identity.
+	PodMAC string `json:"podMAC,omitempty"`
 	// HostIfName/HostIfIndex are set once Attach succeeded.
 	HostIfName  string    `json:"hostIfName,omitempty"`
 	HostIfIndex int       `json:"hostIfIndex,omitempty"`
@@ -118,4 +121,13 @@ func (s *recordStore) all() ([]*record, error) {
 func (s *recordStore) close() error {
 	err := s.db.Sync()
 	return errors.Join(err, s.db.Close())
+}
+
+// identityMAC is the pod's MAC for anti-spoofing: the one it was asked to have, else the
+// one the plugin reported ("" when neither is known: no anti-spoofing for the port).
+func (r *record) identityMAC() string {
+	if r.MAC != "" {
+		return r.MAC
+	}
+	return r.PodMAC
 }

@@ -354,9 +354,14 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 		port *agentapi.Port
 		err  error
 	}
+	podMAC := pair.PodMAC
+	if mac != nil {
+		podMAC = mac
+	}
 	attached := make(chan attachment, 1)
 	go func() {
-		port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex})
+		port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex,
+			PodMAC: podMAC.String()})
 		attached <- attachment{port, err}
 	}()
 	perr := configurePod(args.Netns, args.IfName, mac, pair.MTU, att.Offload, addrs, routes)
@@ -371,10 +376,6 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	port := at.port
 	c.infof("attached %s as %s", pair.HostName, port.Name)
 
-	podMAC := pair.PodMAC
-	if mac != nil {
-		podMAC = mac
-	}
 	mtu := att.MTU
 	if mtu == 0 {
 		mtu = pair.MTU

@@ -42,7 +42,8 @@ type testAgent struct {
 	notReady   string
 	failAttach error
 	releases   int
-	offload    bool // the attachments are on an offload switch
+	offload    bool                    // the attachments are on an offload switch
+	podMACs    map[agentapi.Key]string // the pod MAC each Attach reported
 	// hang, when set, makes Allocate and Release wait for the caller's deadline: an agent
 	// that accepts connections but does not answer.
 	hang bool
@@ -109,6 +110,10 @@ func (a *testAgent) Attach(_ context.Context, req *agentapi.AttachRequest) (*age
 	if err != nil || l.Attrs().Name != req.HostIfName {
 		return nil, agentapi.NewError(agentapi.CodeInvalidRequest, fmt.Sprintf("host link %s/%d: %v", req.HostIfName, req.HostIfIndex, err))
 	}
+	if a.podMACs == nil {
+		a.podMACs = map[agentapi.Key]string{}
+	}
+	a.podMACs[req.Key] = req.PodMAC
 	at.Port = &agentapi.Port{Switch: at.Switch, Name: at.Switch + ":" + req.HostIfName, HostIfName: req.HostIfName,
 		HostIfIndex: req.HostIfIndex, Up: l.Attrs().Flags&net.FlagUp != 0}
 	return at.Port, nil
@@ -339,6 +344,12 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 			}
 			if !st.up || st.mtu != 1400 || st.mac.String() != "02:aa:bb:cc:dd:01" {
 				t.Errorf("pod link: up=%v mtu=%d mac=%s", st.up, st.mtu, st.mac)
+			}
+			e.agent.mu.Lock()
+			reported := e.agent.podMACs[agentapi.Key{ContainerID: cid, IfName: "eth0"}]
+			e.agent.mu.Unlock()
+			if reported != st.mac.String() {
+				t.Errorf("Attach reported pod MAC %q, the pod has %s", reported, st.mac)
 			}
 			// The link-local address follows the runtime's MAC (EUI-64), as anti-spoofing
 			// expects: fe80:: + 00:aa:bb:ff:fe:cc:dd:01.
