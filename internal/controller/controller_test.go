@@ -281,7 +281,8 @@ func TestVirtualSwitchApplyFailureRetriesAndReports(t *testing.T) {
 	if _, ok := waitFor(10*time.Second, func() bool { _, ok := dp.switchCfg(vs.Name); return ok }); !ok {
 		t.Fatalf("no retry: %v", dp.callLog())
 	}
-	if !hasEvent(ctx, vs.Name, "ApplyFailed") {
+	// Events are written asynchronously (the recorder's broadcaster): wait for it.
+	if _, ok := waitFor(5*time.Second, func() bool { return hasEvent(ctx, vs.Name, "ApplyFailed") }); !ok {
 		t.Fatalf("no ApplyFailed event")
 	}
 	var ns epairv1.NodeState
@@ -359,7 +360,7 @@ func TestPortPolicyAppliesLiveWithinOneSecond(t *testing.T) {
 			t.Fatalf("pod of another node reconciled: %q", c)
 		}
 	}
-	if !hasEvent(ctx, "web", "PortPolicyApplied") {
+	if _, ok := waitFor(5*time.Second, func() bool { return hasEvent(ctx, "web", "PortPolicyApplied") }); !ok {
 		t.Fatalf("no PortPolicyApplied event on the pod")
 	}
 }
