@@ -125,9 +125,13 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 
 func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SWITCH\tMTU\tPORTS\tIN-FRAMES\tOUT-FRAMES\tDROPPED")
+	fmt.Fprintln(tw, "SWITCH\tKIND\tMTU\tPORTS\tIN-FRAMES\tOUT-FRAMES\tDROPPED")
 	for _, s := range sl.Items {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\n", s.Name, s.MTU, len(s.Ports), s.Stats.InFrames, s.Stats.OutFrames, s.Stats.Dropped)
+		kind := "plain"
+		if s.Offload {
+			kind = "offload"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\n", s.Name, kind, s.MTU, len(s.Ports), s.Stats.InFrames, s.Stats.OutFrames, s.Stats.Dropped)
 	}
 	return tw.Flush()
 }

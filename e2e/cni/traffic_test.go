@@ -166,6 +166,10 @@ func TestOffloadSwitch(t *testing.T) {
 	if err != nil || strings.Count(string(out), "af_packet ") != 2 {
 		t.Fatalf("valectl ports (want two af_packet ports): %v\n%s", err, out)
 	}
+	out, err = exec.Command(filepath.Join(e.bin, "valectl"), "-socket", e.agent.socket, "switches").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "offload") {
+		t.Fatalf("valectl switches (want vale0 shown as an offload switch): %v\n%s", err, out)
+	}
 	for _, r := range []struct {
 		name string
 		ns   *netnsutil.NS

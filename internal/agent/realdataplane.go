@@ -99,7 +99,7 @@ func (r *realDataplane) Port(sw, hostIfName string) (agentapi.PortInfo, bool) {
 func (r *realDataplane) Switches(context.Context) (*agentapi.SwitchList, error) {
 	out := &agentapi.SwitchList{Items: []agentapi.SwitchInfo{}}
 	for _, s := range r.d.Switches() {
-		si := agentapi.SwitchInfo{Name: s.Name, MTU: s.Config.MTU, Stats: counters(s.Counters), Ports: []agentapi.PortInfo{}}
+		si := agentapi.SwitchInfo{Name: s.Name, MTU: s.Config.MTU, Offload: s.Config.Offload, Stats: counters(s.Counters), Ports: []agentapi.PortInfo{}}
 		for _, p := range s.Ports {
 			api := portInfo(p)
 			if p.Kind == dataplane.KindHost {

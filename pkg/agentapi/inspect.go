@@ -56,10 +56,12 @@ type PortInfo struct {
 
 // SwitchInfo is one switch and its ports.
 type SwitchInfo struct {
-	Name  string     `json:"name"`
-	MTU   int        `json:"mtu,omitempty"`
-	Ports []PortInfo `json:"ports"`
-	Stats Counters   `json:"counters"`
+	Name string `json:"name"`
+	MTU  int    `json:"mtu,omitempty"`
+	// Offload: an offload switch (virtio-net headers on every port, pods keep TSO).
+	Offload bool       `json:"offload,omitempty"`
+	Ports   []PortInfo `json:"ports"`
+	Stats   Counters   `json:"counters"`
 }
 
 // SwitchList is every switch of the node.
