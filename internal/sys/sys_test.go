@@ -102,3 +102,31 @@ func TestIfIndex(t *testing.T) {
 		t.Error("IfIndex accepted a name longer than IFNAMSIZ")
 	}
 }
+
+func TestSetIovecsWritev(t *testing.T) {
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(p[0])
+	defer unix.Close(p[1])
+	var iov [4]unix.Iovec
+	n, total := SetIovecs(iov[:], [][]byte{[]byte("ab"), nil, []byte("cde"), []byte("f"), []byte("not taken")})
+	if n != 4 || total != 6 {
+		t.Fatalf("SetIovecs = %d, %d; want 4 entries, 6 bytes", n, total)
+	}
+	if e := Writev(p[1], iov[:n]); e != 0 {
+		t.Fatalf("Writev: %v", e)
+	}
+	buf := make([]byte, 16)
+	m, err := unix.Read(p[0], buf)
+	if err != nil || string(buf[:m]) != "abcdef" {
+		t.Fatalf("read %q, %v; want abcdef", buf[:m], err)
+	}
+	if e := Writev(-1, iov[:n]); e != unix.EBADF {
+		t.Fatalf("Writev on a bad descriptor = %v; want EBADF", e)
+	}
+	if e := Writev(p[1], nil); e != 0 {
+		t.Fatalf("Writev of nothing = %v", e)
+	}
+}

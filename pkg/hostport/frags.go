@@ -37,31 +37,21 @@ func (p *Port) TxFrags(q int, frags [][]byte) (bool, error) {
 	}
 	iov := p.txIov[:len(frags)]
 	defer clear(iov)
-	for i, f := range frags {
-		if len(f) > 0 {
-			iov[i].Base = &f[0]
-			iov[i].SetLen(len(f))
-		}
-	}
-	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(p.pfd.FD()), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		switch e {
-		case 0:
-			p.txPackets.Add(1)
-			p.txBytes.Add(uint64(total))
-			return true, nil
-		case unix.EAGAIN:
-			return false, nil
-		case unix.EINTR:
-			continue
-		case unix.EIO:
-			if p.Closed() {
-				return false, ErrClosed
-			}
-		}
-		p.txDrop.Add(1) // refused by the kernel
+	sys.SetIovecs(iov, frags)
+	switch e := sys.Writev(p.pfd.FD(), iov); e {
+	case 0:
+		p.txPackets.Add(1)
+		p.txBytes.Add(uint64(total))
 		return true, nil
+	case unix.EAGAIN:
+		return false, nil
+	case unix.EIO:
+		if p.Closed() {
+			return false, ErrClosed
+		}
 	}
+	p.txDrop.Add(1) // refused by the kernel
+	return true, nil
 }
 
 // RxScatter reads the next frame the host stack sent out of the TAP over bufs with
@@ -77,17 +67,9 @@ func (p *Port) RxScatter(q int, bufs [][]byte) (int, bool, error) {
 		return 0, false, err
 	}
 	defer p.Exit()
-	nb := min(len(bufs), maxFrags)
+	nb, room := sys.SetIovecs(p.rxIov[:], bufs)
 	iov := p.rxIov[:nb]
 	defer clear(iov)
-	room := 0
-	for i, b := range bufs[:nb] {
-		if len(b) > 0 {
-			iov[i].Base = &b[0]
-			iov[i].SetLen(len(b))
-			room += len(b)
-		}
-	}
 	for {
 		n, _, e := unix.Syscall(unix.SYS_READV, uintptr(p.pfd.FD()), uintptr(unsafe.Pointer(&iov[0])), uintptr(nb))
 		switch e {

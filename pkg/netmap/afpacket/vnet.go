@@ -174,36 +174,18 @@ func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
 		return true, nil
 	}
 	iov := s.txIov[:len(frags)]
-	for i, f := range frags {
-		iov[i] = unix.Iovec{}
-		if len(f) > 0 {
-			iov[i].Base = &f[0]
-			iov[i].SetLen(len(f))
-		}
+	defer clear(iov)
+	sys.SetIovecs(iov, frags)
+	switch e := sys.Writev(s.pfd.FD(), iov); e {
+	case 0:
+		s.txPackets.Add(1)
+		s.txBytes.Add(uint64(total - VnetHdrLen))
+		return true, nil
+	case unix.EAGAIN, unix.ENOBUFS:
+		return false, nil
 	}
-	for {
-		_, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(s.pfd.FD()), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-		clear(iov)
-		switch e {
-		case 0:
-			s.txPackets.Add(1)
-			s.txBytes.Add(uint64(total - VnetHdrLen))
-			return true, nil
-		case unix.EAGAIN, unix.ENOBUFS:
-			return false, nil
-		case unix.EINTR:
-			for i, f := range frags {
-				if len(f) > 0 {
-					iov[i].Base = &f[0]
-					iov[i].SetLen(len(f))
-				}
-			}
-			continue
-		default:
-			s.txRej.Add(1)
-			return true, nil
-		}
-	}
+	s.txRej.Add(1)
+	return true, nil
 }
 
 // RxScatter receives the next frame, with its virtio_net_hdr, over bufs with one
@@ -231,16 +213,8 @@ func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 // recvScatter is RxScatter in VnetHdr mode: one recvmsg(2) with MSG_TRUNC (which returns
 // the frame's real length, so a cut frame is detected and dropped).
 func (s *Socket) recvScatter(bufs [][]byte) (int, bool, error) {
-	nb := min(len(bufs), len(s.rxIov))
-	room := 0
+	nb, room := sys.SetIovecs(s.rxIov[:], bufs)
 	iov := s.rxIov[:nb]
-	for i, b := range bufs[:nb] {
-		if len(b) > 0 {
-			iov[i].Base = &b[0]
-			iov[i].SetLen(len(b))
-			room += len(b)
-		}
-	}
 	defer clear(iov)
 	var msg unix.Msghdr
 	msg.Iov = &iov[0]
