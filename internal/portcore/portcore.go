@@ -82,6 +82,14 @@ func (c *Core) Enter() error {
 	return nil
 }
 
+// EnterQueue is Enter for a netmap.GenericBackend call on queue q (only queue 0 exists).
+func (c *Core) EnterQueue(q int) error {
+	if err := sys.CheckQueue(c.cfg.Name, q); err != nil {
+		return err
+	}
+	return c.Enter()
+}
+
 // Exit ends a call begun with Enter.
 func (c *Core) Exit() { c.mu.RUnlock() }
 

@@ -20,10 +20,7 @@ const maxFrags = 64
 // without the gather copy). false means the TAP's queue is full: call WaitTX. Frames it
 // cannot take are consumed and counted in TxDropped.
 func (p *Port) TxFrags(q int, frags [][]byte) (bool, error) {
-	if err := sys.CheckQueue(p.name, q); err != nil {
-		return false, err
-	}
-	if err := p.Enter(); err != nil {
+	if err := p.EnterQueue(q); err != nil {
 		return false, err
 	}
 	defer p.Exit()
@@ -60,10 +57,7 @@ func (p *Port) TxFrags(q int, frags [][]byte) (bool, error) {
 // fit the switch: both are dropped (n == 0, counted in RxTruncated), so offer room for
 // FrameSize bytes plus one.
 func (p *Port) RxScatter(q int, bufs [][]byte) (int, bool, error) {
-	if err := sys.CheckQueue(p.name, q); err != nil {
-		return 0, false, err
-	}
-	if err := p.Enter(); err != nil {
+	if err := p.EnterQueue(q); err != nil {
 		return 0, false, err
 	}
 	defer p.Exit()

@@ -155,10 +155,7 @@ const maxTxFrags = 64
 // by the kernel) are consumed and counted. Only in VnetHdr mode: the TX ring takes
 // whole frames.
 func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
-	if err := sys.CheckQueue(s.ifname, q); err != nil {
-		return false, err
-	}
-	if err := s.Enter(); err != nil {
+	if err := s.EnterQueue(q); err != nil {
 		return false, err
 	}
 	defer s.Exit()
@@ -194,10 +191,7 @@ func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
 // dropped (n == 0, counted in RxTruncated). It never blocks. Only in VnetHdr mode: ring
 // frames fit one buffer.
 func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
-	if err := sys.CheckQueue(s.ifname, q); err != nil {
-		return 0, false, err
-	}
-	if err := s.Enter(); err != nil {
+	if err := s.EnterQueue(q); err != nil {
 		return 0, false, err
 	}
 	defer s.Exit()
