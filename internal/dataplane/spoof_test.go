@@ -305,8 +305,9 @@ func TestGuardLookup(t *testing.T) {
 
 // monitor is a VALE port of the test switch opened through netmap.
 type monitor struct {
-	t *testing.T
-	h *netmap.Handle
+	t      *testing.T
+	h      *netmap.Handle
+	hdrLen int // the switch's virtio-net header before each frame
 }
 
 func (e *env) openMonitor(t *testing.T, name string) *monitor {
@@ -316,7 +317,11 @@ func (e *env) openMonitor(t *testing.T, name string) *monitor {
 		t.Fatalf("register %s: %v", name, err)
 	}
 	t.Cleanup(func() { h.Close() })
-	return &monitor{t: t, h: h}
+	m := &monitor{t: t, h: h}
+	if e.cfg.Switches[0].Offload {
+		m.hdrLen = linkport.OffloadHdrLen
+	}
+	return m
 }
 
 // count drains the monitor and counts the unicast frames from and to mac.
@@ -328,6 +333,7 @@ func (m *monitor) count(mac net.HardwareAddr) (from, to int) {
 	r := m.h.RxRing(0)
 	for r.Head != r.Tail {
 		b := r.Buf(r.Head)[:r.Slot[r.Head].Len]
+		b = b[min(m.hdrLen, len(b)):]
 		if len(b) >= 14 && b[0]&1 == 0 {
 			if bytes.Equal(b[6:12], mac) {
 				from++
@@ -345,7 +351,13 @@ func (m *monitor) count(mac net.HardwareAddr) (from, to int) {
 }
 
 func TestMirror(t *testing.T) {
-	e := newEnv(t, 0, linkport.Auto, nil)
+	for _, v := range []variant{{"plain", linkport.Auto, false}, variants[2]} {
+		t.Run(v.name, func(t *testing.T) { testMirror(t, v) })
+	}
+}
+
+func testMirror(t *testing.T, v variant) {
+	e := newEnv(t, 0, v.be, v.mod(nil))
 	a, b := e.makePod(), e.makePod()
 	mon := e.openMonitor(t, "vale0:mon0")
 	e.attachWithID(a, &PortPolicy{Mirror: Mirror{Monitor: "mon0", RX: true}})
