@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/cleanup"
+	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/hostport"
 	"github.com/epair-cni/epair/pkg/ifcore"
 	"github.com/epair-cni/epair/pkg/netmap"
@@ -266,22 +266,7 @@ func (d *Dataplane) inNS(f func() error) error {
 	if d.ns < 0 {
 		return f()
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(d.ns); err != nil {
-		return fmt.Errorf("enter netns %s: %w", d.cfg.NetNS, err)
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		// The thread is stuck in a foreign namespace: never hand it back.
-		panic(fmt.Sprintf("dataplane: restore netns: %v", err))
-	}
-	return ferr
+	return sys.InNetNS(d.ns, d.cfg.NetNS, f)
 }
 
 // ager removes expired FDB entries periodically (forwarding already

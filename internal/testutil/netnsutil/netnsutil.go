@@ -117,23 +117,7 @@ func (n *NS) Remove() error {
 }
 
 // Do runs f on a thread switched into the namespace and switches back before returning.
-func (n *NS) Do(f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(n.Handle); err != nil {
-		return fmt.Errorf("enter netns %s: %w", n.Name, err)
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("netnsutil: restore netns after %s: %v", n.Name, err))
-	}
-	return ferr
-}
+func (n *NS) Do(f func() error) error { return sys.InNetNS(n.Handle, n.Name, f) }
 
 // Exec runs a command inside the namespace (ip netns exec) and returns its combined output.
 func (n *NS) Exec(name string, args ...string) (string, error) {
