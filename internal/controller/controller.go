@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -163,7 +164,7 @@ func (c *Controller) setup() error {
 		For(&corev1.Node{}, builder.WithPredicates(predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				a, b := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-				return !equalStrings(a.Spec.PodCIDRs, b.Spec.PodCIDRs) || a.Spec.PodCIDR != b.Spec.PodCIDR
+				return !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) || a.Spec.PodCIDR != b.Spec.PodCIDR
 			},
 		})).
 		WithOptions(ctrlOptions(1)).
@@ -298,16 +299,4 @@ func (c *Controller) PolicyFor(namespace, name string) (PolicyConfig, bool) {
 func ctrlOptions(workers int) controller.Options {
 	skip := true
 	return controller.Options{MaxConcurrentReconciles: workers, SkipNameValidation: &skip}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

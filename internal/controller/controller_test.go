@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,7 +140,7 @@ func TestNodePodCIDRsAndNodeState(t *testing.T) {
 	}
 	_, node := startController(t, dp, nil, nil, "10.244.3.0/24", "fd00:10:244:3::/64")
 	want := []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParsePrefix("fd00:10:244:3::/64")}
-	if _, ok := waitFor(5*time.Second, func() bool { return equalPrefixes(dp.podCIDRs(), want) }); !ok {
+	if _, ok := waitFor(5*time.Second, func() bool { return slices.Equal(dp.podCIDRs(), want) }); !ok {
 		t.Fatalf("SetPodCIDRs never got %v; calls %v", want, dp.callLog())
 	}
 	var ns epairv1.NodeState

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -61,7 +62,7 @@ func (r *nodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 		r.status.setCIDRs(nil, fmt.Errorf("node %s has no spec.podCIDRs yet", r.node))
 		return reconcile.Result{}, nil
 	}
-	if equalPrefixes(cidrs, r.applied) {
+	if slices.Equal(cidrs, r.applied) {
 		return reconcile.Result{}, nil
 	}
 	if err := r.dp.SetPodCIDRs(ctx, cidrs); err != nil {
@@ -72,16 +73,4 @@ func (r *nodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	r.status.setCIDRs(cidrs, nil)
 	r.recorder.Eventf(&n, nil, corev1.EventTypeNormal, "PodCIDRsAssigned", "SetPodCIDRs", "epair agent allocates pod addresses from %v", cidrs)
 	return reconcile.Result{}, nil
-}
-
-func equalPrefixes(a, b []netip.Prefix) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
