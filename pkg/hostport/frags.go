@@ -24,17 +24,17 @@ func (p *Port) TxFrags(q int, frags [][]byte) (bool, error) {
 		return false, err
 	}
 	defer p.Exit()
-	total := 0
-	for _, f := range frags {
-		total += len(f)
-	}
-	if len(frags) == 0 || len(frags) > maxFrags || total < p.minFrame() || total > p.FrameSize() {
+	if len(frags) == 0 || len(frags) > maxFrags {
 		p.txDrop.Add(1)
 		return true, nil
 	}
 	iov := p.txIov[:len(frags)]
 	defer clear(iov)
-	sys.SetIovecs(iov, frags)
+	var total int
+	if _, total = sys.SetIovecs(iov, frags); total < p.minFrame() || total > p.FrameSize() {
+		p.txDrop.Add(1)
+		return true, nil
+	}
 	switch e := sys.Writev(p.pfd.FD(), iov); e {
 	case 0:
 		p.txPackets.Add(1)

@@ -162,17 +162,17 @@ func (s *Socket) TxFrags(q int, frags [][]byte) (bool, error) {
 	if !s.vnet {
 		return false, fmt.Errorf("transmit fragments on %s: only with VnetHdr: %w", s.ifname, ErrBadConfig)
 	}
-	total := 0
-	for _, f := range frags {
-		total += len(f)
-	}
-	if len(frags) == 0 || len(frags) > maxTxFrags || total < VnetHdrLen+14 || total > MaxVnetFrame {
+	if len(frags) == 0 || len(frags) > maxTxFrags {
 		s.txDrop.Add(1)
 		return true, nil
 	}
 	iov := s.txIov[:len(frags)]
 	defer clear(iov)
-	sys.SetIovecs(iov, frags)
+	var total int
+	if _, total = sys.SetIovecs(iov, frags); total < VnetHdrLen+14 || total > MaxVnetFrame {
+		s.txDrop.Add(1)
+		return true, nil
+	}
 	switch e := sys.Writev(s.pfd.FD(), iov); e {
 	case 0:
 		s.txPackets.Add(1)

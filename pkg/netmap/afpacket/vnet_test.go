@@ -199,3 +199,27 @@ func TestFragsNeedVnetHdr(t *testing.T) {
 		t.Errorf("RxScatter without VnetHdr: %v; want EINVAL", err)
 	}
 }
+
+// TestVnetFragsRefused: a chain TxFrags cannot send (too short, too long, too many
+// fragments, none) is consumed and counted, never written.
+func TestVnetFragsRefused(t *testing.T) {
+	p := netnsutil.TwoPods(t)
+	a := open(t, p.Host, p.HostA, Config{VnetHdr: true})
+	for _, c := range []struct {
+		name  string
+		frags [][]byte
+	}{
+		{"none", nil},
+		{"shorter than a header and an Ethernet header", [][]byte{make([]byte, 10), make([]byte, 13)}},
+		{"longer than a super-frame", [][]byte{make([]byte, 40000), make([]byte, 40000)}},
+		{"too many fragments", make([][]byte, maxTxFrags+1)},
+	} {
+		before := a.Stats()
+		if ok, err := a.TxFrags(0, c.frags); !ok || err != nil {
+			t.Fatalf("%s: TxFrags = %v, %v; want consumed", c.name, ok, err)
+		}
+		if st := a.Stats(); st.TxDropped != before.TxDropped+1 || st.TxPackets != before.TxPackets {
+			t.Fatalf("%s: stats %+v after %+v; want one more dropped, none sent", c.name, st, before)
+		}
+	}
+}
