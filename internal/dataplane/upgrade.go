@@ -21,7 +21,8 @@ type upgrader struct {
 	d               *Dataplane
 	quiet, maxDelay atomic.Int64 // time.Duration
 
-	lastOp atomic.Int64 // time.Since(d.start) when the latest attach or detach started
+	lastOp  atomic.Int64  // time.Since(d.start) when the latest attach or detach started
+	skipped atomic.Uint64 // queued ports that were detached before their turn
 
 	mu       sync.Mutex
 	queue    []upItem
@@ -156,6 +157,7 @@ func (u *upgrader) upgrade(p *Port) {
 	live := !d.closed && d.ports[p.name] == p
 	d.mu.Unlock()
 	if !live {
+		u.skipped.Add(1)
 		return
 	}
 	_ = d.inNS(func() error {

@@ -91,6 +91,9 @@ func TestUpgradeSkipsDetached(t *testing.T) {
 	}
 	e.dp.up.setTiming(time.Nanosecond, time.Nanosecond) // let the worker look now
 	waitFor(t, "the queue to empty", 5*time.Second, func() bool { return !e.dp.up.pending() })
+	if n := e.dp.up.skipped.Load(); n != 1 {
+		t.Fatalf("%d queued ports skipped, want the detached one", n)
+	}
 	if got := e.xdpProgs(); len(got) != 0 {
 		t.Fatalf("XDP programs after the detached port's turn: %v", got)
 	}
