@@ -235,8 +235,9 @@ func TestUpgradeCloseRaces(t *testing.T) {
 	}
 }
 
-// TestUpgradeNetmap drives a FastStart port through a netmap generic adapter across
-// its upgrade (the adapter's goroutines wait on it while it changes sockets).
+// TestUpgradeNetmap drives FastStart ports through netmap generic adapters (the suite's
+// in-order transfer and clean detach) while their upgrades run concurrently; where in the
+// transfer an upgrade lands varies from run to run (TestUpgradeUnderTraffic pins that).
 func TestUpgradeNetmap(t *testing.T) {
 	porttest.Netmap(t, porttest.Backend{
 		Open: func(tb testing.TB, ns *netnsutil.NS, ifname string) porttest.Port {
