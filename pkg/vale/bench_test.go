@@ -163,6 +163,32 @@ func BenchmarkFlood(b *testing.B) {
 	}
 }
 
+// BenchmarkFloodKnownOnly: like BenchmarkFlood, but every other frame is
+// unknown unicast and half of the receivers are known-only, so pass two
+// keeps two flood lists (broadcast + unknown, broadcast alone).
+func BenchmarkFloodKnownOnly(b *testing.B) {
+	for _, n := range []int{8, 64} {
+		b.Run(fmt.Sprintf("ports=%d", n), func(b *testing.B) {
+			ports, r := setupBench(b, n, 64, 256, true)
+			sw, err := r.Switch("vale0")
+			if err != nil {
+				b.Fatal(err)
+			}
+			for i := 1; i < n; i += 2 {
+				if err := sw.SetKnownOnly(fmt.Sprintf("p%d", i), true); err != nil {
+					b.Fatal(err)
+				}
+			}
+			tx := ports[0].tx
+			unknown := ethFrame(mac(0xee, 0xee), mac(0), 64)
+			for j := 1; j < len(tx.Slot); j += 2 {
+				tx.Slot[j].Len = uint16(copy(tx.Buf(uint32(j)), unknown))
+			}
+			runForward(b, ports, 255, 1, 64)
+		})
+	}
+}
+
 // BenchmarkLearningLookup measures the lookup alone over 1024-frame
 // batches: the hit path (known unicast, repeated source) and the flood
 // path (broadcast destination, changing sources that must be learned).
@@ -194,6 +220,51 @@ func BenchmarkLearningLookup(b *testing.B) {
 		fr := make([]Frame, 1024)
 		for i := range fr {
 			d := ethFrame(bcast, mac(byte(i>>8), byte(i)), 64)
+			fr[i] = Frame{Data: d, Len: 64}
+		}
+		run(b, fr)
+	})
+}
+
+// BenchmarkLearningResolve is BenchmarkLearningLookup for Resolve (pod
+// ports: no learning): known unicast, broadcast, and unknown unicast, which
+// probes both of the address's buckets.
+func BenchmarkLearningResolve(b *testing.B) {
+	run := func(b *testing.B, frames []Frame) {
+		l := newLearning(b, DefaultFDBSize, DefaultAging, DefaultMaxPorts)
+		for i := 0; i < 64; i++ {
+			l.FDB().learn(macKey(mac(byte(i))), uint16(i), 0)
+		}
+		b.ReportAllocs()
+		b.ResetTimer()
+		start := time.Now()
+		for done := 0; done < b.N; done += len(frames) {
+			l.Resolve(frames, int64(done))
+		}
+		el := time.Since(start).Seconds()
+		n := (b.N + len(frames) - 1) / len(frames) * len(frames)
+		b.ReportMetric(float64(n)/el, "pps")
+	}
+	b.Run("hit", func(b *testing.B) {
+		fr := make([]Frame, 1024)
+		for i := range fr {
+			d := ethFrame(mac(byte(i%64)), mac(byte(200)), 64)
+			fr[i] = Frame{Data: d, Len: 64}
+		}
+		run(b, fr)
+	})
+	b.Run("flood", func(b *testing.B) {
+		fr := make([]Frame, 1024)
+		for i := range fr {
+			d := ethFrame(bcast, mac(byte(i>>8), byte(i)), 64)
+			fr[i] = Frame{Data: d, Len: 64}
+		}
+		run(b, fr)
+	})
+	b.Run("unknown", func(b *testing.B) {
+		fr := make([]Frame, 1024)
+		for i := range fr {
+			d := ethFrame(mac(1, byte(i>>8), byte(i)), mac(byte(200)), 64)
 			fr[i] = Frame{Data: d, Len: 64}
 		}
 		run(b, fr)

@@ -24,7 +24,8 @@ const (
 )
 
 // Allowed ranges. The upper bounds are what the data structures support:
-// port indexes are uint16 with two values reserved for broadcast and drop.
+// port indexes are uint16 with four values reserved (DstRefused, DstUnknown,
+// DstBroadcast, DstDrop).
 const (
 	MinPorts      = 2
 	MaxPortsHi    = 4096
@@ -73,6 +74,12 @@ type Config struct {
 	// the kernel untouched. All ports must use this length; the switch
 	// converts nothing. MaxFrame counts the header.
 	VnetHdrLen int
+	// KnownOnly makes every port known-only from the moment it is attached
+	// (Switch.SetKnownOnly clears the mark of the ports that should get
+	// unknown unicast), so no port of a switch whose ports are untrusted
+	// receives unknown unicast between its attach and its owner's
+	// SetKnownOnly. False is VALE's behaviour.
+	KnownOnly bool
 }
 
 // DefaultConfig returns VALE's defaults.

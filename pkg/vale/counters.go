@@ -16,13 +16,17 @@ const (
 	// DropBadFrame: shorter than an Ethernet header, a bad buffer index
 	// or length, or a broken fragment chain.
 	DropBadFrame
+	// DropRefused: the lookup returned DstRefused (a policy, such as a
+	// lookup wrapper's port security, refused the frame). Appended last so
+	// that the indexes of Counters.Drops stay stable.
+	DropRefused
 	numDropReasons
 )
 
 // NumDropReasons is the length of Counters.Drops.
 const NumDropReasons = int(numDropReasons)
 
-var dropNames = [numDropReasons]string{"no_space", "no_destination", "too_long", "bad_frame"}
+var dropNames = [numDropReasons]string{"no_space", "no_destination", "too_long", "bad_frame", "refused"}
 
 func (r DropReason) String() string {
 	if r >= 0 && r < numDropReasons {

@@ -42,11 +42,14 @@
 //     are DropBadFrame, frames over Config.MaxFrame are DropTooLong;
 //   - pass one: the Lookup decides every frame's destination for the whole
 //     batch, and the frames are threaded onto one list per destination
-//     plus a broadcast list (DstDrop, the source itself or a missing port
-//     is DropNoDest);
+//     plus a broadcast list (DstBroadcast) and an unknown-unicast list
+//     (DstUnknown); DstDrop, the source itself or a missing port is
+//     DropNoDest, DstRefused is DropRefused;
 //   - pass two: each destination is visited once, with its unicast frames
-//     merged with the broadcast frames in source order; every other
-//     receiving port gets the broadcast list. For a VALE port the sender
+//     merged with the broadcast and unknown-unicast frames in source order
+//     (a known-only port: without the unknown unicast); every other
+//     receiving port gets the broadcast and unknown-unicast lists merged (a
+//     known-only port: the broadcast list alone). For a VALE port the sender
 //     reserves (leases) room on the RX ring under the ring's QLock, copies
 //     without it (re-cutting frames to the destination's buffer size), then
 //     publishes under the lock in lease order and notifies, so several
@@ -54,15 +57,42 @@
 //     DropNoSpace on the destination: forwarding never blocks.
 //
 // The default Lookup is Learning, a learning bridge over an FDB: a fixed
-// size, 4-way set-associative hash keyed by MAC with aging (against the
+// size, 4-way set-associative hash keyed by MAC with two-choice hashing
+// (every address has a primary and a secondary bucket), aging (against the
 // registry's injectable clock, read once per batch) and static entries;
 // it learns only valid unicast sources (not group, not zero, no NoLearn
 // flag), skips the table when a port repeats its last source address
-// (refreshing it once per batch), sends known unicast to its port and
-// floods unknown unicast, broadcast and multicast. Lookup is a batch
-// interface (VALE's bdg_ops.lookup, mSwitch's modules): Switch.SetLookup
-// replaces it. A Deliverer set on a port replaces the ring copy of pass two
-// (the seam for output queues).
+// (refreshing it once per batch), sends known unicast to its port, floods
+// unknown unicast (DstUnknown) and broadcast and multicast (DstBroadcast).
+// Learning.Resolve makes the same decision without learning. Lookup is a
+// batch interface (VALE's bdg_ops.lookup, mSwitch's modules):
+// Switch.SetLookup replaces it, and a LearningWrapper filters frames before
+// handing them to Learning. A Deliverer set on a port replaces the ring
+// copy of pass two (the seam for output queues).
+//
+// # Port security
+//
+// The switch gives a policy (a lookup wrapper such as the agent's
+// anti-spoofing; the policy itself is not here) what it needs to keep a
+// pod from sniffing or stealing other pods' traffic through MAC learning:
+//
+//   - a static entry belongs to its port: AddStatic for an address static
+//     on another port is ErrExists, and learning never changes a static
+//     entry;
+//   - learning never evicts another port's live entry (a new address takes
+//     an empty slot, an expired one, or its own port's oldest), so a port
+//     flooding random source addresses cannot make the switch forget its
+//     neighbours and flood their traffic (a learned address still moves to
+//     the port that sends from it last, as in any learning bridge: the
+//     addresses to protect are static entries);
+//   - Switch.SetKnownOnly keeps unknown unicast off a port: it gets only
+//     the unicast the lookup sends to it, and broadcast and multicast;
+//   - Learning.Resolve looks up without learning, for ports whose addresses
+//     are static entries;
+//   - a lookup refuses a frame with DstRefused, counted as DropRefused.
+//
+// With no known-only port and the plain Learning lookup the switch forwards
+// as VALE does (unknown unicast floods to every port).
 //
 // Counters (frames and bytes in and out, drops by reason) are per port and
 // per switch, added once per batch with atomics and read without locks.
@@ -71,9 +101,10 @@
 //
 //  1. NMG_LOCK, the netmap instance's global lock (Netmap.Lock): every
 //     configuration change — switches, ports, registration, attach and
-//     detach, lookups, static entries.
+//     detach, lookups, static entries, mirrors, known-only marks.
 //  2. Switch.mu, a sync.RWMutex per switch: exclusive (after NMG_LOCK) to
-//     add, remove, enable or disable a port or change the lookup; shared,
+//     add, remove, enable or disable a port, change its mirror or
+//     known-only mark, or change the lookup or static entries; shared,
 //     without NMG_LOCK, for a whole forwarding pass. Attach and detach
 //     therefore wait for the passes in flight, and a pass never sees a
 //     port change under it. A port detached while its user sends has its
@@ -112,11 +143,15 @@
 // # Deviations from VALE
 //
 //   - Up to 4096 ports per switch (uint16 indexes; broadcast and drop are
-//     0xFFFE and 0xFFFF instead of 254 and 255). The slot's NS_PORT_MASK
-//     destination override is not honoured: it cannot address more than
-//     255 ports.
-//   - The FDB is 4-way set-associative with aging and static entries (VALE:
-//     direct-mapped, no aging); entries for a detached port are flushed.
+//     0xFFFE and 0xFFFF instead of 254 and 255, and 0xFFFD and 0xFFFC are
+//     DstUnknown and DstRefused). The slot's NS_PORT_MASK destination
+//     override is not honoured: it cannot address more than 255 ports.
+//   - The FDB is 4-way set-associative with two-choice hashing, aging and
+//     static entries (VALE: direct-mapped, no aging); learning takes only
+//     an empty, expired or own slot (VALE overwrites whatever the slot
+//     holds); entries for a detached port are flushed.
+//   - Unknown unicast is DstUnknown, flooded like broadcast except to
+//     known-only ports (VALE: NM_BDG_BROADCAST, to every port).
 //   - A frame for its own source port, or for a port nobody has open, is
 //     counted as DropNoDest (VALE drops it silently).
 //   - Frames are re-cut to the destination's buffer size, so ports with

@@ -26,9 +26,12 @@ type fwdCtx struct {
 	heads   []int32  // per destination port: first frame, or listEmpty/listDone
 	tails   []int32  // per destination port: last frame
 	touched []uint16 // destinations with a list, in first-seen order
-	bcHead  int32    // broadcast list
+	bcHead  int32    // broadcast list (DstBroadcast)
 	bcTail  int32
-	bcOrder []int32 // the broadcast list flattened, for flood-only ports
+	unHead  int32 // unknown-unicast list (DstUnknown)
+	unTail  int32
+	bcOrder []int32 // the broadcast list flattened, for known-only flood ports
+	flOrder []int32 // the broadcast and unknown lists merged, for other flood ports
 	order   []int32 // the merged list of the destination being delivered
 	all     []int32 // 0, 1, … batch-1: every frame, for an RX mirror
 	st      batchStats
@@ -43,6 +46,7 @@ func newFwdCtx(batch, maxPorts int) *fwdCtx {
 		tails:   make([]int32, maxPorts),
 		touched: make([]uint16, 0, maxPorts),
 		bcOrder: make([]int32, 0, batch),
+		flOrder: make([]int32, 0, batch),
 		order:   make([]int32, 0, batch),
 		all:     make([]int32, batch),
 	}
@@ -56,11 +60,12 @@ func newFwdCtx(batch, maxPorts int) *fwdCtx {
 }
 
 // passOne runs the lookup over the batch and threads every frame onto the
-// list of its destination (or the broadcast list). ports is the switch's
-// port table, read under the shared lock.
+// list of its destination, the broadcast list or the unknown-unicast list.
+// ports is the switch's port table, read under the shared lock.
 func (c *fwdCtx) passOne(lk Lookup, src uint16, ports []*Port, now int64) {
 	c.touched = c.touched[:0]
 	c.bcHead, c.bcTail = -1, -1
+	c.unHead, c.unTail = -1, -1
 	if len(c.frames) == 0 {
 		return
 	}
@@ -72,13 +77,25 @@ func (c *fwdCtx) passOne(lk Lookup, src uint16, ports []*Port, now int64) {
 		f.next = -1
 		d := f.Dst
 		idx := int32(i)
-		if d == DstBroadcast {
+		switch d {
+		case DstBroadcast:
 			if c.bcHead < 0 {
 				c.bcHead = idx
 			} else {
 				frames[c.bcTail].next = idx
 			}
 			c.bcTail = idx
+			continue
+		case DstUnknown:
+			if c.unHead < 0 {
+				c.unHead = idx
+			} else {
+				frames[c.unTail].next = idx
+			}
+			c.unTail = idx
+			continue
+		case DstRefused:
+			c.st.drops[DropRefused]++
 			continue
 		}
 		if int(d) >= len(ports) || d == src || ports[d] == nil {
@@ -95,25 +112,62 @@ func (c *fwdCtx) passOne(lk Lookup, src uint16, ports []*Port, now int64) {
 	}
 }
 
-// merge flattens the unicast list starting at u and the broadcast list into
-// c.order, keeping the source order.
-func (c *fwdCtx) merge(u int32) []int32 {
-	o := c.order[:0]
-	b := c.bcHead
+// merge flattens the unicast list starting at u, the broadcast list and,
+// with unknown, the unknown-unicast list into c.order, keeping the source
+// order.
+func (c *fwdCtx) merge(u int32, unknown bool) []int32 {
+	x := int32(-1)
+	if unknown {
+		x = c.unHead
+	}
+	c.order = c.mergeLists(c.order[:0], u, c.bcHead, x)
+	return c.order
+}
+
+// mergeLists appends the frames of up to three lists (heads a, b, x; −1
+// for an empty one) to o in source order. Each frame is on one list and
+// every list is in source order, so this is a merge of sorted lists.
+func (c *fwdCtx) mergeLists(o []int32, a, b, x int32) []int32 {
 	frames := c.frames
-	for u >= 0 || b >= 0 {
-		if b < 0 || (u >= 0 && u < b) {
-			o = append(o, u)
-			u = frames[u].next
+	if x >= 0 {
+		if a < 0 {
+			a, x = x, -1
+		} else if b < 0 {
+			b, x = x, -1
+		}
+	}
+	if x >= 0 {
+		// Three lists: −1 as uint32 is larger than every index, so the
+		// smallest of the three is the next frame.
+		for {
+			m := int32(min(uint32(a), uint32(b), uint32(x)))
+			switch {
+			case m < 0:
+				return o
+			case m == a:
+				a = frames[a].next
+			case m == b:
+				b = frames[b].next
+			default:
+				x = frames[x].next
+			}
+			o = append(o, m)
+		}
+	}
+	for a >= 0 || b >= 0 {
+		if b < 0 || (a >= 0 && a < b) {
+			o = append(o, a)
+			a = frames[a].next
 		} else {
 			o = append(o, b)
 			b = frames[b].next
 		}
 	}
-	c.order = o
 	return o
 }
 
+// flattenBroadcast returns the broadcast list alone: what a known-only
+// port gets when flooding.
 func (c *fwdCtx) flattenBroadcast() []int32 {
 	o := c.bcOrder[:0]
 	for b := c.bcHead; b >= 0; b = c.frames[b].next {
@@ -121,6 +175,13 @@ func (c *fwdCtx) flattenBroadcast() []int32 {
 	}
 	c.bcOrder = o
 	return o
+}
+
+// flattenFlood returns the broadcast and unknown-unicast lists merged:
+// what every other port gets when flooding.
+func (c *fwdCtx) flattenFlood() []int32 {
+	c.flOrder = c.mergeLists(c.flOrder[:0], c.bcHead, c.unHead, -1)
+	return c.flOrder
 }
 
 // resetLists clears the per-destination heads touched by this batch.

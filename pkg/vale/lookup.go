@@ -8,8 +8,18 @@ import (
 
 // Destination values a Lookup may store in Frame.Dst besides a port index
 // (VALE's NM_BDG_BROADCAST and NM_BDG_NOPORT, widened to 16 bits so that a
-// switch can have more than 254 ports).
+// switch can have more than 254 ports, plus two of our own). Every value
+// from DstRefused up is special: no port index reaches it.
 const (
+	// DstRefused drops the frame because a policy refused it (a lookup
+	// wrapper's port security), counted as DropRefused on the source so
+	// that refusals are told apart from frames nobody could take.
+	DstRefused uint16 = 0xFFFC
+	// DstUnknown is unknown unicast: a unicast destination the lookup does
+	// not know. It floods like DstBroadcast (VALE's semantics) except to
+	// ports marked known-only (Switch.SetKnownOnly), so a pod port cannot
+	// receive other pods' unicast by having the switch forget an address.
+	DstUnknown uint16 = 0xFFFD
 	// DstBroadcast floods the frame to every port but its source.
 	DstBroadcast uint16 = 0xFFFE
 	// DstDrop drops the frame, counted as "no destination".
@@ -29,7 +39,8 @@ type Frame struct {
 	Len int32
 	// Flags are the netmap slot flags of the first slot (NoLearn, ...).
 	Flags uint16
-	// Dst is the lookup's decision: a port index, DstBroadcast or DstDrop.
+	// Dst is the lookup's decision: a port index, DstUnknown,
+	// DstBroadcast, DstRefused or DstDrop.
 	Dst uint16
 
 	// engine-private
@@ -55,9 +66,12 @@ type Lookup interface {
 // Learning is the default lookup, VALE's netmap_bdg_learning with aging
 // and static entries: it learns the source MAC of every valid unicast
 // source (not group, not zero, no NoLearn flag) on the source port, sends
-// known unicast to its port and floods unknown unicast, broadcast and
-// multicast. When a port sends many frames from the same source MAC in a
-// row, the table is touched once per batch instead of once per frame.
+// known unicast to its port, marks unknown unicast DstUnknown (flooded,
+// but not to known-only ports) and floods broadcast and multicast
+// (DstBroadcast). When a port sends many frames from the same source MAC
+// in a row, the table is touched once per batch instead of once per frame.
+// Resolve is the same decision without the learning, for ports whose
+// addresses are static entries.
 type Learning struct {
 	hdr  int // virtio-net header before the Ethernet header
 	fdb  *FDB
@@ -128,13 +142,7 @@ func (l *Learning) Lookup(src uint16, frames []Frame, now int64) {
 				last = smac | lastValid
 			}
 		}
-		dst := DstBroadcast
-		if b[0]&1 == 0 {
-			if p, ok := fdb.lookup(binary.LittleEndian.Uint64(b[0:8])&macMask, now); ok {
-				dst = p
-			}
-		}
-		f.Dst = dst
+		f.Dst = fdb.dst(binary.LittleEndian.Uint64(b), now)
 	}
 	if stale != 0 {
 		// Refresh the timestamp (and re-learn after a collision or a
@@ -142,6 +150,25 @@ func (l *Learning) Lookup(src uint16, frames []Frame, now int64) {
 		fdb.learn(stale&macMask, src, now)
 	}
 	l.last[src].Store(last)
+}
+
+// Resolve sets Dst on every frame exactly as Lookup does (a known unicast
+// address's port, DstUnknown, DstBroadcast for a group address, DstDrop
+// for a frame too short for the Ethernet header) but learns nothing. It is
+// for ports whose own addresses are installed as static entries (pod
+// ports): learning from them could only let a pod claim, or churn the
+// table with, addresses that are not its own. Like Lookup it may run for
+// several ports at once.
+func (l *Learning) Resolve(frames []Frame, now int64) {
+	fdb := l.fdb
+	for i := range frames {
+		f := &frames[i]
+		if len(f.Data) < l.hdr+14 {
+			f.Dst = DstDrop
+			continue
+		}
+		f.Dst = fdb.dst(binary.LittleEndian.Uint64(f.Data[l.hdr:]), now)
+	}
 }
 
 // PortDetached implements Lookup: forget everything about port.

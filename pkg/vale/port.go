@@ -57,6 +57,9 @@ type Port struct {
 	tx      []*txWriter     // bwrap/host: the wrapped adapter's TX krings
 	deliver Deliverer       // replaces the ring delivery when set
 	mirror  *Mirror         // copies of this port's frames, or nil
+	// knownOnly keeps unknown unicast (DstUnknown) off the port
+	// (Switch.SetKnownOnly).
+	knownOnly bool
 
 	vp *vpAdapter // VALE ports
 	bw *bwrap     // bwrap and host ports

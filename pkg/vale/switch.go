@@ -13,10 +13,10 @@ import (
 //
 // Locks: mu is the per-switch shared/exclusive lock. Forwarding holds it
 // shared for a whole batch (gather, lookup, both passes); adding, removing,
-// enabling or disabling a port, and replacing the lookup or static FDB
-// entries, hold it exclusively, always after NMG_LOCK (the netmap
-// instance's global lock). byName and nports are only touched under
-// NMG_LOCK.
+// enabling or disabling a port, changing its mirror or known-only mark,
+// and replacing the lookup or static FDB entries, hold it exclusively,
+// always after NMG_LOCK (the netmap instance's global lock). byName and
+// nports are only touched under NMG_LOCK.
 type Switch struct {
 	reg  *Registry
 	name string
@@ -130,21 +130,36 @@ func (s *Switch) forward(src *Port, slots []netmap.Slot, pool *netmap.Pool, from
 }
 
 // passTwo visits each destination once: the touched ones with their
-// unicast frames merged with the broadcast list, then (if there were
-// broadcasts) every other receiving port with the broadcast list alone.
+// unicast frames merged with the broadcast list and (unless the port is
+// known-only) the unknown-unicast list, then (if there were any) every
+// other receiving port with the broadcast and unknown-unicast lists, or a
+// known-only port with the broadcast list alone.
 func (s *Switch) passTwo(c *fwdCtx, src uint16) {
 	for _, d := range c.touched {
-		order := c.merge(c.heads[d])
+		p := s.ports[d]
+		order := c.merge(c.heads[d], !p.knownOnly)
 		c.heads[d] = listDone
-		s.deliverTo(c, s.ports[d], order, src)
+		s.deliverTo(c, p, order, src)
 	}
-	if c.bcHead >= 0 {
-		order := c.flattenBroadcast()
+	if c.bcHead >= 0 || c.unHead >= 0 {
+		flood := c.flattenFlood()
+		bcast, bcastDone := flood, c.unHead < 0
 		for _, d := range s.active {
 			if d == src || c.heads[d] == listDone {
 				continue
 			}
-			s.deliverTo(c, s.ports[d], order, src)
+			p := s.ports[d]
+			order := flood
+			if p.knownOnly {
+				if !bcastDone {
+					bcast, bcastDone = c.flattenBroadcast(), true
+				}
+				order = bcast
+			}
+			if len(order) == 0 {
+				continue
+			}
+			s.deliverTo(c, p, order, src)
 		}
 	}
 	c.resetLists()
@@ -225,6 +240,27 @@ func (s *Switch) SetMirror(port string, m *Mirror) error {
 	return nil
 }
 
+// SetKnownOnly marks a port (by its name within the switch) known-only, or
+// clears the mark; it takes effect from the next batch. A known-only port
+// receives the unicast frames the lookup sends to it and broadcast and
+// multicast (DstBroadcast), never unknown unicast (DstUnknown): a pod on
+// it cannot see other pods' unicast by making the switch forget their
+// addresses (or before the switch has learned them). Other ports still get
+// unknown unicast flooded, as in VALE. The mark goes with the port: a port
+// attached later at the same index starts without it.
+func (s *Switch) SetKnownOnly(port string, on bool) error {
+	s.reg.nm.Lock()
+	defer s.reg.nm.Unlock()
+	p, ok := s.byName[port]
+	if !ok {
+		return fmt.Errorf("set known-only %s: %w", JoinName(s.name, port), ErrNoPort)
+	}
+	s.mu.Lock()
+	p.knownOnly = on
+	s.mu.Unlock()
+	return nil
+}
+
 // mirrorTo copies frames (order) of port p's mirror m to its monitor.
 // Shared lock held.
 func (s *Switch) mirrorTo(c *fwdCtx, p *Port, m *Mirror, order []int32, src uint16) {
@@ -277,6 +313,7 @@ func (s *Switch) addPort(p *Port) error {
 	}
 	p.sw = s
 	p.idx = uint16(idx)
+	p.knownOnly = s.cfg.KnownOnly
 	s.ports[idx] = p
 	s.byName[p.name] = p
 	s.nports++
