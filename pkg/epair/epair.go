@@ -98,21 +98,11 @@ func New(opts Options) (*Cloner, error) {
 	if maxUnit < 0 || maxUnit > MaxUnit {
 		return nil, fmt.Errorf("check options: MaxUnit %d out of range 0..%d: %w", opts.MaxUnit, MaxUnit, syscall.EINVAL)
 	}
-	nodeID := strings.TrimSpace(opts.NodeID)
-	if nodeID == "" {
-		b, err := os.ReadFile("/etc/machine-id")
-		if err != nil {
-			return nil, fmt.Errorf("read node ID: %w (set Options.NodeID)", err)
-		}
-		nodeID = strings.TrimSpace(string(b))
-		if nodeID == "" {
-			return nil, fmt.Errorf("read node ID: /etc/machine-id is empty (set Options.NodeID): %w", syscall.EINVAL)
-		}
+	nodeID, err := NodeID(opts.NodeID)
+	if err != nil {
+		return nil, err
 	}
-	var (
-		h   *netlink.Handle
-		err error
-	)
+	var h *netlink.Handle
 	if opts.HostNetNS == "" {
 		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	} else {
@@ -176,6 +166,36 @@ func MACs(nodeID string, unit int) (host, pod net.HardwareAddr) {
 	host = net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], 0x0a}
 	pod = net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], 0x0b}
 	return host, pod
+}
+
+// NodeID returns the node-unique seed of the MAC schemes: configured (trimmed) when it is
+// set, else the contents of /etc/machine-id.
+func NodeID(configured string) (string, error) {
+	if id := strings.TrimSpace(configured); id != "" {
+		return id, nil
+	}
+	b, err := os.ReadFile("/etc/machine-id")
+	if err != nil {
+		return "", fmt.Errorf("read node ID: %w (set Options.NodeID)", err)
+	}
+	id := strings.TrimSpace(string(b))
+	if id == "" {
+		return "", fmt.Errorf("read node ID: /etc/machine-id is empty (set Options.NodeID): %w", syscall.EINVAL)
+	}
+	return id, nil
+}
+
+// GatewayMAC is the address of switch sw's host port (the pods' gateway) on the node
+// identified by nodeID: 02:h1:h2:h3:h4:01 with h = SHA-256(nodeID, NUL, "gateway", NUL, sw).
+// It is the same after every agent restart, so the pods' neighbor entries for the gateway
+// stay valid, and it never equals a pair's address (those end in 0a and 0b).
+func GatewayMAC(nodeID, sw string) net.HardwareAddr {
+	h := sha256.New()
+	h.Write([]byte(nodeID))
+	h.Write([]byte("\x00gateway\x00"))
+	h.Write([]byte(sw))
+	sum := h.Sum(nil)
+	return net.HardwareAddr{0x02, sum[0], sum[1], sum[2], sum[3], 0x01}
 }
 
 // MACs returns this cloner's addresses for unit.

@@ -69,6 +69,25 @@ func TestMACScheme(t *testing.T) {
 	}
 }
 
+func TestGatewayMAC(t *testing.T) {
+	g := GatewayMAC("node-a", "vale0")
+	if g[0] != 0x02 || g[5] != 0x01 {
+		t.Fatalf("GatewayMAC = %s; want a locally administered unicast 02:x:x:x:x:01", g)
+	}
+	if g2 := GatewayMAC("node-a", "vale0"); !bytes.Equal(g, g2) {
+		t.Fatalf("GatewayMAC not stable: %s vs %s", g, g2)
+	}
+	for _, other := range []net.HardwareAddr{GatewayMAC("node-b", "vale0"), GatewayMAC("node-a", "vale1")} {
+		if bytes.Equal(g, other) {
+			t.Fatalf("GatewayMAC %s repeats on another node or switch", g)
+		}
+	}
+	id, err := NodeID("  configured\n")
+	if err != nil || id != "configured" {
+		t.Fatalf("NodeID(configured) = %q, %v", id, err)
+	}
+}
+
 func newEnv(t *testing.T) (*Cloner, *netnsutil.NS, *netnsutil.NS) {
 	t.Helper()
 	host := netnsutil.New(t)
