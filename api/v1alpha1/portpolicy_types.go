@@ -103,17 +103,26 @@ type PortPolicySpec struct {
 	// +optional
 	Mirror *MirrorSpec `json:"mirror,omitempty"`
 
-	// AntiSpoofing drops frames from the pod whose source MAC or IP is not
-	// the pod's own (the attachment's MAC and IPAM addresses): the Ethernet
-	// source, the IPv4/IPv6 source (besides the pod's addresses, its EUI-64
-	// IPv6 link-local address and :: pass), the ARP
-	// sender, and Neighbor Discovery link-layer options and advertised
-	// targets; router advertisements, redirects and other EtherTypes than
-	// IPv4, ARP and IPv6 are dropped too. Drops show as reason "spoofed" in
-	// the node's status. Off unless set.
-	// +kubebuilder:default=false
+	// AntiSpoofing overrides the switch's spec.portSecurity.antiSpoofing
+	// (on by default) for the selected pods: false lets them send from other
+	// addresses than their own (a second IP, a VIP); they still cannot take
+	// another pod's MAC or receive its traffic. Absent keeps the switch's.
 	// +optional
 	AntiSpoofing *bool `json:"antiSpoofing,omitempty"`
+
+	// BroadcastRate overrides the switch's storm control for broadcast
+	// frames the selected pods send (frames per second, 0 is no limit).
+	// Absent keeps the switch's.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000000
+	// +optional
+	BroadcastRate *int64 `json:"broadcastRate,omitempty"`
+
+	// MulticastRate is the same for the other group-addressed frames.
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000000
+	// +optional
+	MulticastRate *int64 `json:"multicastRate,omitempty"`
 }
 
 // MirrorSpec names a monitor port that receives copies of a port's frames.

@@ -73,6 +73,15 @@ type VirtualSwitchSpec struct {
 	// +optional
 	DefaultQueue QueueSpec `json:"defaultQueue,omitzero"`
 
+	// PortSecurity is the default port security of the switch's pod ports; a
+	// PortPolicy may override each field for the pods it selects. Whatever it
+	// says, pod ports are never learned from: each pod's MAC and the gateway's
+	// are static entries of the forwarding table, so no pod can take another's
+	// address or receive another's unicast traffic.
+	// +kubebuilder:default={}
+	// +optional
+	PortSecurity PortSecuritySpec `json:"portSecurity,omitzero"`
+
 	// Offload makes every port of the switch carry a virtio-net header: the
 	// pods keep TSO and checksum offload and their 64 KB TCP super-frames
 	// cross the switch whole (several times the TCP rate of a plain switch);
@@ -81,6 +90,39 @@ type VirtualSwitchSpec struct {
 	// +kubebuilder:default=false
 	// +optional
 	Offload bool `json:"offload,omitempty"`
+}
+
+// PortSecuritySpec is what a pod may send through its port.
+type PortSecuritySpec struct {
+	// AntiSpoofing refuses frames from a pod whose source MAC or IP is not the
+	// pod's own (its MAC and IPAM addresses): the Ethernet source, the
+	// IPv4/IPv6 source (besides the pod's addresses, its EUI-64 IPv6
+	// link-local address and :: pass), the ARP sender, and Neighbor Discovery
+	// link-layer options and advertised targets; router advertisements,
+	// redirects and other EtherTypes than IPv4, ARP and IPv6 are refused too.
+	// Refused frames show in the node's status by reason (spoofed-mac,
+	// spoofed-ip, spoofed-arp-nd, spoofed-ethertype). false is the opt-out for
+	// pods that legitimately send from other addresses.
+	// +kubebuilder:default=true
+	// +optional
+	AntiSpoofing *bool `json:"antiSpoofing,omitempty"`
+
+	// BroadcastRate is how many broadcast frames per second a pod may send
+	// (storm control; the burst is 100 ms worth, at least 16); 0 is no limit.
+	// Frames over it are refused and counted as "storm".
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000000
+	// +kubebuilder:default=1000
+	// +optional
+	BroadcastRate *int64 `json:"broadcastRate,omitempty"`
+
+	// MulticastRate is the same for the other group-addressed frames
+	// (IPv6 neighbor discovery, MLD, mDNS, ...).
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=100000000
+	// +kubebuilder:default=5000
+	// +optional
+	MulticastRate *int64 `json:"multicastRate,omitempty"`
 }
 
 // FDBSpec configures the forwarding table.

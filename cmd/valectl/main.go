@@ -1,7 +1,7 @@
 // Command valectl shows the node agent's switches, ports with their counters, and FDBs over
 // the agent socket, in the spirit of vale-ctl.
 //
-//	valectl [-socket path] [-o json] switches|ports [switch]|fdb <switch>|attachments|status
+//	valectl [-socket path] [-o json] switches|ports [switch]|drops [switch]|fdb <switch>|attachments|status
 package main
 
 import (
@@ -19,7 +19,7 @@ func main() {
 	output := flag.String("o", "table", "output format: table or json")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of the call")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: valectl [flags] switches | ports [switch] | fdb <switch> | attachments | status\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: valectl [flags] switches | ports [switch] | drops [switch] | fdb <switch> | attachments | status\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 
@@ -22,7 +23,7 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 		return fmt.Errorf("-o %q: want table or json", o.output)
 	}
 	if len(args) == 0 {
-		return fmt.Errorf("missing command: want switches, ports, fdb, attachments or status")
+		return fmt.Errorf("missing command: want switches, ports, drops, fdb, attachments or status")
 	}
 	c := agentapi.NewClient(o.socket, 0)
 	defer c.Close()
@@ -32,7 +33,7 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 	)
 	cmd, rest := args[0], args[1:]
 	switch cmd {
-	case "switches", "ports":
+	case "switches", "ports", "drops":
 		if len(rest) > 1 || (cmd == "switches" && len(rest) > 0) {
 			return fmt.Errorf("%s: too many arguments %q", cmd, rest)
 		}
@@ -48,7 +49,7 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 				}
 			}
 			if keep == nil {
-				return fmt.Errorf("ports: no switch %q", rest[0])
+				return fmt.Errorf("%s: no switch %q", cmd, rest[0])
 			}
 			sl.Items = keep
 		}
@@ -56,6 +57,8 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 			v = sl
 		} else if cmd == "switches" {
 			return printSwitches(w, sl)
+		} else if cmd == "drops" {
+			return printDrops(w, sl)
 		} else {
 			return printPorts(w, sl)
 		}
@@ -116,7 +119,7 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 			return nil
 		}
 	default:
-		return fmt.Errorf("unknown command %q: want switches, ports, fdb, attachments or status", cmd)
+		return fmt.Errorf("unknown command %q: want switches, ports, drops, fdb, attachments or status", cmd)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -138,16 +141,42 @@ func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 
 func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED")
+	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
 			owner := p.Owner
 			if owner == "" {
 				owner = "-"
 			}
-			// SPOOFED is the part of DROPPED that anti-spoofing dropped (PortPolicy).
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, p.Active,
-				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, p.Stats.Drops["spoofed"])
+			// SPOOFED and STORM are the parts of DROPPED that port security refused:
+			// anti-spoofing (every spoofed_* reason) and storm control.
+			var spoofed uint64
+			for r, n := range p.Stats.Drops {
+				if strings.HasPrefix(r, "spoofed_") {
+					spoofed += n
+				}
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, p.Active,
+				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"])
+		}
+	}
+	return tw.Flush()
+}
+
+// printDrops lists every port's drops by reason, one reason a line.
+func printDrops(w io.Writer, sl *agentapi.SwitchList) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "PORT\tREASON\tFRAMES")
+	for _, s := range sl.Items {
+		for _, p := range s.Ports {
+			reasons := make([]string, 0, len(p.Stats.Drops))
+			for r := range p.Stats.Drops {
+				reasons = append(reasons, r)
+			}
+			sort.Strings(reasons)
+			for _, r := range reasons {
+				fmt.Fprintf(tw, "%s\t%s\t%d\n", p.Name, r, p.Stats.Drops[r])
+			}
 		}
 	}
 	return tw.Flush()

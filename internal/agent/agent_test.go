@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,8 @@ type memDataplane struct {
 	ports  map[string]agentapi.PortInfo // switch/hostIfName
 	podMAC map[string]string            // switch/hostIfName: the identity MAC of the last attach
 	closed bool
+
+	announced atomic.Int32 // AnnounceGateways calls
 }
 
 func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.PortInfo, error) {
@@ -44,6 +47,14 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 	}
 	d.podMAC[req.Switch+"/"+req.HostIfName] = req.PodMAC
 	return pi, nil
+}
+
+// testPodMAC is the pod MAC the tests' plugin reports at Attach.
+const testPodMAC = "02:00:00:00:00:0b"
+
+func (d *memDataplane) AnnounceGateways() error {
+	d.announced.Add(1)
+	return nil
 }
 
 func (d *memDataplane) AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
@@ -202,7 +213,7 @@ func (f *fixture) add(id, network string) (*agentapi.Attachment, epair.Pair) {
 		f.t.Fatalf("allocate %s: %v", id, err)
 	}
 	p := f.links.add(network + "/" + id + "/eth0")
-	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key(id), HostIfName: p.HostName, HostIfIndex: p.HostIndex}); err != nil {
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key(id), HostIfName: p.HostName, HostIfIndex: p.HostIndex, PodMAC: testPodMAC}); err != nil {
 		f.t.Fatalf("attach %s: %v", id, err)
 	}
 	return at, p
@@ -231,6 +242,10 @@ func TestNotReadyUntilRecovered(t *testing.T) {
 	}
 	if err := f.c.Ready(ctx); err != nil {
 		t.Fatalf("readyz: %v", err)
+	}
+	// The gateways are announced once the running pods are attached again.
+	if n := f.dp.announced.Load(); n != 1 {
+		t.Fatalf("AnnounceGateways called %d times by Recover, want 1", n)
 	}
 }
 
@@ -311,15 +326,15 @@ func TestAllocateErrors(t *testing.T) {
 	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("s5"), Switch: "vale1"}); !errors.Is(err, agentapi.ErrExhausted) {
 		t.Errorf("full range: %v, want Exhausted", err)
 	}
-	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("nobody"), HostIfName: "epair9a", HostIfIndex: 9}); !errors.Is(err, agentapi.ErrNotFound) {
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("nobody"), HostIfName: "epair9a", HostIfIndex: 9, PodMAC: testPodMAC}); !errors.Is(err, agentapi.ErrNotFound) {
 		t.Errorf("attach unknown: %v", err)
 	}
-	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: "epair9a", HostIfIndex: 9}); agentapi.CodeOf(err) != agentapi.CodeInternal || !strings.Contains(err.Error(), "epair9a") {
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: "epair9a", HostIfIndex: 9, PodMAC: testPodMAC}); agentapi.CodeOf(err) != agentapi.CodeInternal || !strings.Contains(err.Error(), "epair9a") {
 		t.Errorf("attach missing link: %v", err)
 	}
 	// A link that exists but records another owner is refused.
 	other := f.links.add("n/someone-else/eth0")
-	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: other.HostName, HostIfIndex: other.HostIndex}); err == nil || !strings.Contains(err.Error(), other.HostName) {
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("y"), HostIfName: other.HostName, HostIfIndex: other.HostIndex, PodMAC: testPodMAC}); err == nil || !strings.Contains(err.Error(), other.HostName) {
 		t.Errorf("attach another owner's link: %v", err)
 	}
 	if _, ok := f.dp.Port("vale0", other.HostName); ok {

@@ -27,7 +27,7 @@ func BenchmarkAllocateAttachRelease(b *testing.B) {
 			b.Fatal(err)
 		}
 		p := f.links.add("n/" + k.ContainerID + "/eth0")
-		if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: k, HostIfName: p.HostName, HostIfIndex: p.HostIndex}); err != nil {
+		if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: k, HostIfName: p.HostName, HostIfIndex: p.HostIndex, PodMAC: testPodMAC}); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := f.c.Release(ctx, &agentapi.ReleaseRequest{Key: k}); err != nil {

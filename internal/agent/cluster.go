@@ -279,7 +279,7 @@ func (c *clusterDataplane) prepareConfig() error {
 		c.cfg.Switches[0].MTU = c.sw.MTU
 	}
 	c.cfg.Switches[0].Offload = c.sw.Offload
-	c.defPolicy = queuePolicy(c.sw.DefaultQueue)
+	c.defPolicy = switchDefaultPolicy(*c.sw)
 	return c.cfg.Validate()
 }
 
@@ -305,7 +305,7 @@ func (c *clusterDataplane) newDataplane() (Dataplane, error) {
 	c.mu.Lock()
 	c.d = d
 	c.mu.Unlock()
-	return &clusterPorts{realDataplane: realDataplane{d: d}, c: c}, nil
+	return &clusterPorts{realDataplane: newRealDataplane(c.cfg, d), c: c}, nil
 }
 
 func (c *clusterDataplane) setAgent(a *Agent) {
@@ -348,7 +348,7 @@ func (c *clusterDataplane) ApplySwitch(_ context.Context, sc controller.SwitchCo
 	if sc.Name != c.swName {
 		return fmt.Errorf("apply switch %s: the agent serves only the conflist's switch %s; more switches per node need run-time switch creation in the dataplane: %w", sc.Name, c.swName, ErrUnsupported)
 	}
-	pol := queuePolicy(sc.DefaultQueue)
+	pol := switchDefaultPolicy(sc)
 	if err := pol.Validate(); err != nil {
 		return fmt.Errorf("apply switch %s: default queue: %w", sc.Name, err)
 	}
@@ -390,6 +390,7 @@ func (c *clusterDataplane) ApplySwitch(_ context.Context, sc controller.SwitchCo
 	// else changed.
 	q := *c.sw
 	q.DefaultQueue = sc.DefaultQueue
+	q.PortSecurity = sc.PortSecurity
 	if len(fixed) == 0 {
 		q.Generation = sc.Generation
 	}
@@ -497,7 +498,18 @@ func portPolicy(p controller.PolicyConfig, def dataplane.PortPolicy) dataplane.P
 		BurstBytes:     int(max(p.BurstBytes, 0)),
 		RatePktsPerSec: uint64(max(p.PacketRate, 0)),
 		BurstPkts:      int(max(p.PacketBurst, 0)),
-		AntiSpoofing:   p.AntiSpoofing,
+		AllowSpoofing:  def.AllowSpoofing,
+		BroadcastRate:  def.BroadcastRate,
+		MulticastRate:  def.MulticastRate,
+	}
+	if p.AntiSpoofing != nil {
+		pol.AllowSpoofing = !*p.AntiSpoofing
+	}
+	if p.BroadcastRate != nil {
+		pol.BroadcastRate = uint32(*p.BroadcastRate)
+	}
+	if p.MulticastRate != nil {
+		pol.MulticastRate = uint32(*p.MulticastRate)
 	}
 	if m := p.Mirror; m != nil {
 		pol.Mirror = dataplane.Mirror{Monitor: m.Monitor, RX: m.RX, TX: m.TX}
@@ -511,9 +523,12 @@ func portPolicy(p controller.PolicyConfig, def dataplane.PortPolicy) dataplane.P
 	return pol
 }
 
-// queuePolicy maps a switch's default queue onto a port policy.
-func queuePolicy(q controller.QueueConfig) dataplane.PortPolicy {
-	return dataplane.PortPolicy{Discipline: discipline(q.Discipline), QueueLen: q.Length, RateBitsPerSec: uint64(max(q.RateBPS, 0))}
+// switchDefaultPolicy is the policy of a port whose pod no PortPolicy selects: the
+// switch's default queue and port security.
+func switchDefaultPolicy(sc controller.SwitchConfig) dataplane.PortPolicy {
+	q, ps := sc.DefaultQueue, sc.PortSecurity
+	return dataplane.PortPolicy{Discipline: discipline(q.Discipline), QueueLen: q.Length, RateBitsPerSec: uint64(max(q.RateBPS, 0)),
+		AllowSpoofing: !ps.AntiSpoofing, BroadcastRate: uint32(max(ps.BroadcastRate, 0)), MulticastRate: uint32(max(ps.MulticastRate, 0))}
 }
 
 func discipline(d epairv1.Discipline) dataplane.Discipline {
@@ -553,23 +568,16 @@ func (c *clusterDataplane) Status(context.Context) (controller.Snapshot, error) 
 			if p.Kind == dataplane.KindHost {
 				ps.TxPackets, ps.TxBytes = int64(p.Counters.OutFrames), int64(p.Counters.OutBytes)
 			}
-			// Anti-spoofing drops are reported on their own, not as no-destination.
-			p.Counters.Drops[vale.DropNoDest] -= min(p.SpoofDrops, p.Counters.Drops[vale.DropNoDest])
-			if p.SpoofDrops != 0 {
-				ps.Drops = append(ps.Drops, epairv1.DropCount{Reason: "spoofed", Packets: int64(p.SpoofDrops)})
-				drops["spoofed"] += int64(p.SpoofDrops)
-			}
-			for i, n := range p.Counters.Drops {
-				if n != 0 {
-					reason := dropReason(vale.DropReason(i))
-					ps.Drops = append(ps.Drops, epairv1.DropCount{Reason: reason, Packets: int64(n)})
-					drops[reason] += int64(n)
-				}
+			for r, n := range dropsByReason(p) {
+				reason := dropReason(r)
+				ps.Drops = mergeDrop(ps.Drops, reason, int64(n))
+				drops[reason] += int64(n)
 			}
 			if p.Queue.Drops != 0 {
 				ps.Drops = mergeDrop(ps.Drops, "queue-full", int64(p.Queue.Drops))
 				drops["queue-full"] += int64(p.Queue.Drops)
 			}
+			sort.Slice(ps.Drops, func(i, j int) bool { return ps.Drops[i].Reason < ps.Drops[j].Reason })
 			snap.Ports = append(snap.Ports, ps)
 		}
 		snap.Switches = append(snap.Switches, st)
@@ -581,11 +589,13 @@ func (c *clusterDataplane) Status(context.Context) (controller.Snapshot, error) 
 	return snap, nil
 }
 
-func dropReason(r vale.DropReason) string {
-	if r == vale.DropNoSpace {
+// dropReason is NodeState's name of a drop reason of the agent API ("no_space" is the
+// output queue's "queue-full", "spoofed_mac" is "spoofed-mac").
+func dropReason(r string) string {
+	if r == vale.DropNoSpace.String() {
 		return "queue-full"
 	}
-	return strings.ReplaceAll(r.String(), "_", "-")
+	return strings.ReplaceAll(r, "_", "-")
 }
 
 func mergeDrop(ds []epairv1.DropCount, reason string, n int64) []epairv1.DropCount {
@@ -626,14 +636,20 @@ func (p *clusterPorts) attach(ctx context.Context, req PortRequest, f func(conte
 	ar := dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
 		PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs}
 	polName := ""
+	// Without a PortPolicy the port gets the switch's default as it is now (a live change
+	// of the VirtualSwitch included), not the dataplane's start-up default.
+	p.c.mu.Lock()
+	pol := p.c.defPolicy
+	p.c.mu.Unlock()
 	if havePod && p.c.ctrl != nil {
 		if pc, ok := p.c.ctrl.PolicyFor(pod.Namespace, pod.Name); ok {
 			p.c.mu.Lock()
-			pol := portPolicy(pc, p.c.defPolicy)
+			pol = portPolicy(pc, p.c.defPolicy)
 			p.c.mu.Unlock()
-			ar.Policy, polName = &pol, pc.Policy
+			polName = pc.Policy
 		}
 	}
+	ar.Policy = &pol
 	pi, err := f(ctx, ar)
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)

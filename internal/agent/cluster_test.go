@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,26 +21,27 @@ import (
 )
 
 func TestPortPolicyMapping(t *testing.T) {
-	def := dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100}
+	def := dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, BroadcastRate: 1000, MulticastRate: 5000}
+	off, zero, seven := false, int64(0), int64(7)
 	cases := []struct {
 		name string
 		in   controller.PolicyConfig
 		want dataplane.PortPolicy
 	}{
 		{"empty keeps default queue, priority 0 is FIFO", controller.PolicyConfig{},
-			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, PriorityFIFO: true}},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, PriorityFIFO: true, BroadcastRate: 1000, MulticastRate: 5000}},
 		{"all fields", controller.PolicyConfig{Priority: 2, Discipline: epairv1.Discipline("prioclass"), RateBPS: 10_000_000,
 			BurstBytes: 15000, PacketRate: 1000, PacketBurst: 10, QueueLength: 64},
 			dataplane.PortPolicy{Discipline: dataplane.DiscPrioClass, QueueLen: 64, Priority: 2, RateBitsPerSec: 10_000_000,
-				BurstBytes: 15000, RatePktsPerSec: 1000, BurstPkts: 10}},
+				BurstBytes: 15000, RatePktsPerSec: 1000, BurstPkts: 10, BroadcastRate: 1000, MulticastRate: 5000}},
 		{"priority 1 FIFO, classic", controller.PolicyConfig{Priority: 1, Discipline: epairv1.Discipline("classic")},
-			dataplane.PortPolicy{Discipline: dataplane.DiscClassic, QueueLen: 100, Priority: 1, PriorityFIFO: true}},
+			dataplane.PortPolicy{Discipline: dataplane.DiscClassic, QueueLen: 100, Priority: 1, PriorityFIFO: true, BroadcastRate: 1000, MulticastRate: 5000}},
 		{"fair, priority 3", controller.PolicyConfig{Priority: 3, Discipline: epairv1.Discipline("fair")},
-			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3}},
-		{"anti-spoofing", controller.PolicyConfig{Priority: 3, AntiSpoofing: true},
-			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, AntiSpoofing: true}},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, BroadcastRate: 1000, MulticastRate: 5000}},
+		{"anti-spoofing opt-out and storm overrides", controller.PolicyConfig{Priority: 3, AntiSpoofing: &off, BroadcastRate: &zero, MulticastRate: &seven},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, AllowSpoofing: true, MulticastRate: 7}},
 		{"mirror", controller.PolicyConfig{Priority: 3, Mirror: &controller.MirrorConfig{Monitor: "mon0", TX: true}},
-			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, Mirror: dataplane.Mirror{Monitor: "mon0", TX: true}}},
+			dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 100, Priority: 3, Mirror: dataplane.Mirror{Monitor: "mon0", TX: true}, BroadcastRate: 1000, MulticastRate: 5000}},
 	}
 	for _, c := range cases {
 		got := portPolicy(c.in, def)
@@ -50,9 +52,13 @@ func TestPortPolicyMapping(t *testing.T) {
 			t.Errorf("%s: %+v does not validate: %v", c.name, got, err)
 		}
 	}
-	q := queuePolicy(controller.QueueConfig{Length: 256, Discipline: epairv1.Discipline("fair"), RateBPS: 5e6})
-	if q != (dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 256, RateBitsPerSec: 5e6}) {
-		t.Errorf("queuePolicy = %+v", q)
+	q := switchDefaultPolicy(controller.SwitchConfig{DefaultQueue: controller.QueueConfig{Length: 256, Discipline: epairv1.Discipline("fair"), RateBPS: 5e6},
+		PortSecurity: controller.PortSecurityConfig{AntiSpoofing: true, BroadcastRate: 10, MulticastRate: 20}})
+	if q != (dataplane.PortPolicy{Discipline: dataplane.DiscFair, QueueLen: 256, RateBitsPerSec: 5e6, BroadcastRate: 10, MulticastRate: 20}) {
+		t.Errorf("switchDefaultPolicy = %+v", q)
+	}
+	if q := switchDefaultPolicy(controller.SwitchConfig{}); !q.AllowSpoofing {
+		t.Errorf("switchDefaultPolicy without anti-spoofing = %+v, want AllowSpoofing", q)
 	}
 }
 
@@ -127,11 +133,12 @@ func TestClusterDataplaneBeforeStart(t *testing.T) {
 
 func TestClusterDataplanePolicies(t *testing.T) {
 	ctx := context.Background()
+	on := true
 	c := testClusterDP(t)
 	pod := controller.PodRef{Namespace: "ns", Name: "p"}
 	for _, p := range []controller.PolicyConfig{
 		{Policy: "ns/m", Mirror: &controller.MirrorConfig{Monitor: "x", RX: true}},
-		{Policy: "ns/a", AntiSpoofing: true},
+		{Policy: "ns/a", AntiSpoofing: &on},
 	} {
 		if err := c.ApplyPortPolicy(ctx, pod, p); !errors.Is(err, controller.ErrNoPort) {
 			t.Errorf("ApplyPortPolicy(%s) without a port = %v, want ErrNoPort", p.Policy, err)
@@ -196,6 +203,9 @@ func TestClusterDataplaneLive(t *testing.T) {
 	run("-n", ns, "link", "add", "epcl0a", "type", "veth", "peer", "name", "epcl0b")
 	run("-n", ns, "link", "set", "epcl0a", "up")
 	run("-n", ns, "link", "set", "epcl0b", "up")
+	run("-n", ns, "link", "add", "epcl1a", "type", "veth", "peer", "name", "epcl1b")
+	run("-n", ns, "link", "set", "epcl1a", "up")
+	run("-n", ns, "link", "set", "epcl1b", "up")
 
 	ctx := context.Background()
 	c := testClusterDP(t)
@@ -205,7 +215,8 @@ func TestClusterDataplaneLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	sc := controller.SwitchConfig{Name: "vale0", Generation: 1, MTU: 1500,
-		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("classic")}}
+		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("classic")},
+		PortSecurity: controller.PortSecurityConfig{AntiSpoofing: true, BroadcastRate: 1000, MulticastRate: 5000}}
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +237,7 @@ func TestClusterDataplaneLive(t *testing.T) {
 	c.mu.Lock()
 	c.d = d
 	c.mu.Unlock()
-	ports := &clusterPorts{realDataplane: realDataplane{d: d}, c: c}
+	ports := &clusterPorts{realDataplane: newRealDataplane(c.cfg, d), c: c}
 	pi, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl0a", Owner: "test/cid/eth0",
 		PodMAC: "02:00:00:0a:fa:07", PodIPs: []netip.Addr{netip.MustParseAddr("10.250.7.5")}})
 	if err != nil {
@@ -245,21 +256,22 @@ func TestClusterDataplaneLive(t *testing.T) {
 		}
 		return p.Policy
 	}
-	if got := policy(); got.QueueLen != 128 {
-		t.Fatalf("attached with %+v, want the switch's default queue of 128", got)
+	if got := policy(); got.QueueLen != 128 || got.AllowSpoofing || got.BroadcastRate != 1000 || got.MulticastRate != 5000 {
+		t.Fatalf("attached with %+v, want the switch's default queue of 128 and its port security", got)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 || got.AntiSpoofing {
-		t.Fatalf("policy after apply %+v", got)
+	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 || got.AllowSpoofing {
+		t.Fatalf("policy after apply %+v, want the switch's anti-spoofing kept", got)
 	}
-	// Anti-spoofing on and off, live; the port carries the pod's identity.
-	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/as", RateBPS: 10_000_000, Priority: 2, AntiSpoofing: true}); err != nil {
+	// Anti-spoofing off and on again, live; the port carries the pod's identity.
+	off := false
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/as", RateBPS: 10_000_000, Priority: 2, AntiSpoofing: &off}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); !got.AntiSpoofing || got.RateBitsPerSec != 10_000_000 {
-		t.Fatalf("policy with antiSpoofing %+v", got)
+	if got := policy(); !got.AllowSpoofing || got.RateBitsPerSec != 10_000_000 {
+		t.Fatalf("policy opting out of anti-spoofing %+v", got)
 	}
 	if p, _ := d.Port(pi.Name); p.PodMAC.String() != "02:00:00:0a:fa:07" || len(p.PodIPs) != 1 || p.PodIPs[0] != netip.MustParseAddr("10.250.7.5") {
 		t.Fatalf("port identity %v %v", p.PodMAC, p.PodIPs)
@@ -267,8 +279,8 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.AntiSpoofing {
-		t.Fatalf("antiSpoofing still on after the policy dropped it: %+v", got)
+	if got := policy(); got.AllowSpoofing {
+		t.Fatalf("anti-spoofing still off after the policy dropped the opt-out: %+v", got)
 	}
 	// Mirror on and off, live; a mirror to the port itself is refused.
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/m", RateBPS: 10_000_000, Priority: 2,
@@ -314,11 +326,28 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if got := policy(); got.RateBitsPerSec != 0 || got.QueueLen != 300 {
 		t.Fatalf("policy after clear %+v, want the new default queue", got)
 	}
-	sc.Generation, sc.MTU = 3, 1400
+	// Live port security: a port without a PortPolicy gets the switch's new default, and so
+	// does a port attached afterwards (not the dataplane's start-up default).
+	sc.Generation, sc.PortSecurity = 3, controller.PortSecurityConfig{AntiSpoofing: false, BroadcastRate: 50, MulticastRate: 60}
+	if err := c.ApplySwitch(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); !got.AllowSpoofing || got.BroadcastRate != 50 || got.MulticastRate != 60 {
+		t.Fatalf("policy after a live port security change %+v", got)
+	}
+	pi2, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl1a", Owner: "test/cid1/eth0",
+		PodMAC: "02:00:00:0a:fa:08", PodIPs: []netip.Addr{netip.MustParseAddr("10.250.7.6")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p2, err := d.Port(pi2.Name); err != nil || p2.Policy.QueueLen != 300 || !p2.Policy.AllowSpoofing || p2.Policy.BroadcastRate != 50 {
+		t.Fatalf("port attached after the live changes: %+v, %v; want queue 300 and the new port security", p2.Policy, err)
+	}
+	sc.Generation, sc.MTU = 4, 1400
 	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) {
 		t.Fatalf("MTU change = %v, want ErrRestartRequired", err)
 	}
-	sc.Generation, sc.MTU, sc.Offload = 4, 1500, true
+	sc.Generation, sc.MTU, sc.Offload = 5, 1500, true
 	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) || !strings.Contains(err.Error(), "offload false→true") {
 		t.Fatalf("offload change = %v, want ErrRestartRequired naming offload", err)
 	}
@@ -330,13 +359,17 @@ func TestClusterDataplaneLive(t *testing.T) {
 	}
 }
 
-func TestPortInfoSpoofed(t *testing.T) {
+func TestPortInfoRefused(t *testing.T) {
 	var p dataplane.PortInfo
-	p.Counters.Drops[vale.DropNoDest] = 5
+	p.Counters.Drops[vale.DropNoDest] = 2
 	p.Counters.Drops[vale.DropNoSpace] = 1
-	p.SpoofDrops = 3
+	p.Counters.Drops[vale.DropRefused] = 9
+	p.Refused[dataplane.RefusedMAC] = 3
+	p.Refused[dataplane.RefusedIP] = 2
+	p.Refused[dataplane.RefusedStorm] = 4
 	got := portInfo(p).Stats
-	if got.Dropped != 6 || got.Drops["spoofed"] != 3 || got.Drops[vale.DropNoDest.String()] != 2 || got.Drops[vale.DropNoSpace.String()] != 1 {
-		t.Fatalf("counters %+v", got)
+	want := map[string]uint64{"no_destination": 2, "no_space": 1, "spoofed_mac": 3, "spoofed_ip": 2, "storm": 4}
+	if got.Dropped != 12 || !maps.Equal(got.Drops, want) {
+		t.Fatalf("counters %+v, want 12 dropped as %v", got, want)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/internal/ipam"
 )
 
@@ -28,6 +29,12 @@ const (
 	// one 4 KiB buffer of the AF_XDP/AF_PACKET backends with an Ethernet header and a tag).
 	MinMTU = 576
 	MaxMTU = 4096 - 18
+	// DefaultBroadcastRate and DefaultMulticastRate are a pod port's storm control when a
+	// switch sets none (frames per second the pod may send to broadcast and to other group
+	// addresses, with a burst of 100 ms worth): far above what ARP, ND and MLD need, far
+	// below a flood that costs the switch a core.
+	DefaultBroadcastRate = 1000
+	DefaultMulticastRate = 5000
 )
 
 // ErrInvalidConfig is wrapped by every configuration error; the message names the field.
@@ -95,7 +102,19 @@ type SwitchConfig struct {
 	// TCP super-frames cross the switch whole. Its pod links are AF_PACKET sockets, so
 	// backend must be auto or packet.
 	Offload bool `json:"offload,omitempty"`
+	// AntiSpoofing refuses frames that pods send with another source MAC or address than
+	// their own (dataplane.PortPolicy.AllowSpoofing is its opposite). Default true; false is
+	// the opt-out for a switch whose pods legitimately send from other addresses.
+	AntiSpoofing *bool `json:"antiSpoofing,omitempty"`
+	// BroadcastRate and MulticastRate are the storm control of the switch's pod ports:
+	// broadcast and other group-addressed frames a pod may send per second (0: no limit;
+	// absent: DefaultBroadcastRate, DefaultMulticastRate).
+	BroadcastRate *uint32 `json:"broadcastRate,omitempty"`
+	MulticastRate *uint32 `json:"multicastRate,omitempty"`
 }
+
+// antiSpoofing is the switch's setting with its default (on).
+func (s *SwitchConfig) antiSpoofing() bool { return s.AntiSpoofing == nil || *s.AntiSpoofing }
 
 // Duration is a time.Duration in Go syntax ("30s") in JSON.
 type Duration time.Duration
@@ -143,8 +162,15 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("parse config: %w: trailing data after the JSON object", ErrInvalidConfig)
 	}
 	for i := range c.Switches {
-		if c.Switches[i].MTU == 0 {
-			c.Switches[i].MTU = DefaultMTU
+		s := &c.Switches[i]
+		if s.MTU == 0 {
+			s.MTU = DefaultMTU
+		}
+		if s.BroadcastRate == nil {
+			s.BroadcastRate = ptr(uint32(DefaultBroadcastRate))
+		}
+		if s.MulticastRate == nil {
+			s.MulticastRate = ptr(uint32(DefaultMulticastRate))
 		}
 	}
 	if err := c.Validate(); err != nil {
@@ -204,6 +230,14 @@ func (c *Config) Validate() error {
 		if s.Offload && c.Backend != "auto" && c.Backend != "packet" {
 			return fieldErr(f+".offload", "needs backend auto or packet (offload ports are AF_PACKET with virtio-net headers), not %q", c.Backend)
 		}
+		for _, r := range []struct {
+			field string
+			v     *uint32
+		}{{".broadcastRate", s.BroadcastRate}, {".multicastRate", s.MulticastRate}} {
+			if r.v != nil && *r.v > dataplane.MaxStormRate {
+				return fieldErr(f+r.field, "%d frames/s, want 0 (no limit) to %d", *r.v, dataplane.MaxStormRate)
+			}
+		}
 		if s.HostPort != "" && hosts[s.HostPort] {
 			return fieldErr(f+".hostPort", "%q is used twice", s.HostPort)
 		}
@@ -237,6 +271,8 @@ func (c *Config) Switch(name string) (*SwitchConfig, bool) {
 	}
 	return nil, false
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func netipPrefix(a netip.Addr, bits int) netip.Prefix { return netip.PrefixFrom(a, bits) }
 

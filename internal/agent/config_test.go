@@ -15,6 +15,26 @@ func TestDefaultConfig(t *testing.T) {
 	if c.Socket != DefaultSocket || c.StateDir != DefaultStateDir || len(c.Switches) != 1 || c.Switches[0].Name != DefaultSwitch {
 		t.Fatalf("default: %+v", c)
 	}
+	// Port security is on by default, in the embedded file and for a switch that says
+	// nothing about it.
+	for _, in := range [][]byte{DefaultConfigJSON(), []byte(`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`)} {
+		c, err := ParseConfig(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pol := switchPolicy(&c.Switches[0])
+		if pol.AllowSpoofing || pol.BroadcastRate != DefaultBroadcastRate || pol.MulticastRate != DefaultMulticastRate {
+			t.Fatalf("%s: default port policy %+v, want anti-spoofing and storm control %d/%d", in, pol, DefaultBroadcastRate, DefaultMulticastRate)
+		}
+	}
+	// The opt-outs.
+	c, err = ParseConfig([]byte(`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}],"antiSpoofing":false,"broadcastRate":0,"multicastRate":7}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pol := switchPolicy(&c.Switches[0]); !pol.AllowSpoofing || pol.BroadcastRate != 0 || pol.MulticastRate != 7 {
+		t.Fatalf("opt-out: port policy %+v", pol)
+	}
 }
 
 func TestConfigErrors(t *testing.T) {
@@ -30,6 +50,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{"bogus":1}`, "bogus"},
 		{`{"backend":"xdp","switches":[{"name":"vale0","offload":true,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].offload"},
 		{`{"ringSlots":100,"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "ringSlots"},
+		{`{"switches":[{"name":"vale0","broadcastRate":100000001,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].broadcastRate"},
+		{`{"switches":[{"name":"vale0","multicastRate":-1,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "multicastRate"},
 		{`{"recoverGrace":"soon","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "soon"},
 	} {
 		_, err := ParseConfig([]byte(tc.in))

@@ -21,6 +21,9 @@ type Dataplane interface {
 	DetachPort(sw, hostIfName string) error
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
+	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,
+	// unsolicited neighbor advertisement), after a restart's adoptions.
+	AnnounceGateways() error
 	agentapi.Inspector
 	// Close detaches every port and removes the host ports; with uninstall it also removes
 	// the nftables rules (kept across restarts for established masqueraded flows). Pod links
@@ -36,9 +39,10 @@ type PortRequest struct {
 	// Owner is the owner recorded in the link's alias (cniplugin.OwnerKey: network,
 	// container, ifname); the dataplane keys ports by it and valectl shows it.
 	Owner string
-	// PodMAC is the pod end's MAC (may be empty): a dataplane may pin it in the FDB.
+	// PodMAC is the pod end's MAC: the dataplane pins it in the switch's FDB (pod ports are
+	// never learned from) and anti-spoofing holds the pod to it.
 	PodMAC string
 	// PodIPs are the attachment's addresses. With PodMAC they are the pod's identity
-	// that a PortPolicy's antiSpoofing enforces.
+	// that anti-spoofing enforces.
 	PodIPs []netip.Addr
 }

@@ -9,15 +9,20 @@ import (
 
 	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
+	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/linkport"
 	"github.com/epair-cni/epair/pkg/vale"
 )
 
 // DataplaneConfig translates the agent's configuration into internal/dataplane's: one switch
 // per configured switch, whose TAP host port carries every range's gateway (with the
-// range's prefix length) and routes its subnet.
+// range's prefix length) and routes its subnet, with the node's stable gateway MAC.
 func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	dc := dataplane.DefaultConfig()
+	nodeID, err := epair.NodeID(c.NodeID)
+	if err != nil {
+		return dc, fmt.Errorf("dataplane config: %w", err)
+	}
 	b, err := linkport.ParseBackend(c.Backend)
 	if err != nil {
 		return dc, fmt.Errorf("dataplane config: backend: %w", err)
@@ -36,6 +41,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	for i, s := range c.Switches {
 		sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU, Offload: s.Offload}
 		sc.HostPort.Name = s.HostPort
+		sc.HostPort.MAC = epair.GatewayMAC(nodeID, s.Name)
 		for _, r := range c.switchRanges(i) {
 			if r.Gateway.IsValid() {
 				sc.HostPort.Gateways = append(sc.HostPort.Gateways, netipPrefix(r.Gateway, r.Subnet.Bits()))
@@ -58,17 +64,56 @@ func NewDataplane(c *Config, log *slog.Logger) (Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start dataplane: %w", err)
 	}
-	return &realDataplane{d: d}, nil
+	r := newRealDataplane(c, d)
+	return &r, nil
 }
 
-// realDataplane adapts *dataplane.Dataplane to Dataplane.
-type realDataplane struct{ d *dataplane.Dataplane }
+// realDataplane adapts *dataplane.Dataplane to Dataplane: a port gets its switch's
+// default policy (port security from the configuration).
+type realDataplane struct {
+	d        *dataplane.Dataplane
+	policies map[string]dataplane.PortPolicy // by switch name; "" is the first switch's
+}
+
+func newRealDataplane(c *Config, d *dataplane.Dataplane) realDataplane {
+	r := realDataplane{d: d, policies: map[string]dataplane.PortPolicy{}}
+	for i := range c.Switches {
+		r.policies[c.Switches[i].Name] = switchPolicy(&c.Switches[i])
+	}
+	r.policies[""] = r.policies[c.Switches[0].Name]
+	return r
+}
+
+// switchPolicy is the policy of a pod port on switch s that no other policy applies to:
+// the output queue's defaults, with the switch's port security.
+func switchPolicy(s *SwitchConfig) dataplane.PortPolicy {
+	pol := dataplane.PortPolicy{AllowSpoofing: !s.antiSpoofing()}
+	if s.BroadcastRate != nil {
+		pol.BroadcastRate = *s.BroadcastRate
+	}
+	if s.MulticastRate != nil {
+		pol.MulticastRate = *s.MulticastRate
+	}
+	return pol
+}
+
+// request is the dataplane's attach request for req, with the switch's default policy.
+func (r *realDataplane) request(req PortRequest) dataplane.AttachRequest {
+	ar := dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner,
+		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs}
+	if pol, ok := r.policies[req.Switch]; ok {
+		ar.Policy = &pol
+	}
+	return ar
+}
+
+// AnnounceGateways implements Dataplane.
+func (r *realDataplane) AnnounceGateways() error { return r.d.AnnounceGateways() }
 
 var _ Dataplane = (*realDataplane)(nil)
 
 func (r *realDataplane) AttachPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
-	pi, err := r.d.AttachPort(ctx, dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner,
-		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs})
+	pi, err := r.d.AttachPort(ctx, r.request(req))
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)
 	}
@@ -76,8 +121,7 @@ func (r *realDataplane) AttachPort(ctx context.Context, req PortRequest) (agenta
 }
 
 func (r *realDataplane) AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
-	pi, err := r.d.Adopt(ctx, dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner,
-		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs})
+	pi, err := r.d.Adopt(ctx, r.request(req))
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)
 	}
@@ -129,21 +173,34 @@ func (r *realDataplane) Close(uninstall bool) error {
 }
 
 func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
-	// Anti-spoofing drops are in the switch's no_destination count: report them as
-	// "spoofed" instead (the total is unchanged).
-	c := p.Counters
-	spoofed := min(p.SpoofDrops, c.Drops[vale.DropNoDest])
-	c.Drops[vale.DropNoDest] -= spoofed
-	st := counters(c)
-	if spoofed != 0 {
-		if st.Drops == nil {
-			st.Drops = map[string]uint64{}
-		}
-		st.Drops["spoofed"] = spoofed
-		st.Dropped += spoofed
-	}
+	st := counters(p.Counters)
+	st.Drops = dropsByReason(p)
 	return agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
 		Backend: p.Backend, Owner: p.Owner, Active: p.Up, Stats: st}
+}
+
+// dropsByReason is a port's drops by reason (nil when none): the switch's, with its
+// "refused" drops split into port security's reasons (spoofed_mac, spoofed_ip,
+// spoofed_arp_nd, spoofed_ethertype, storm); the sum is the switch's total.
+func dropsByReason(p dataplane.PortInfo) map[string]uint64 {
+	var out map[string]uint64
+	add := func(reason string, n uint64) {
+		if n != 0 {
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[reason] += n
+		}
+	}
+	for i, n := range p.Counters.Drops {
+		if vale.DropReason(i) != vale.DropRefused {
+			add(vale.DropReason(i).String(), n)
+		}
+	}
+	for i, n := range p.Refused {
+		add(dataplane.Refusal(i).String(), n)
+	}
+	return out
 }
 
 func counters(c vale.Counters) agentapi.Counters {
@@ -176,8 +233,8 @@ func dpError(err error) error {
 	return err
 }
 
-// podMAC parses an attachment's recorded MAC (nil when empty or malformed: the port then
-// has no identity, and a policy with antiSpoofing is refused for it).
+// podMAC parses an attachment's recorded MAC (nil when empty or malformed: the dataplane
+// then refuses the port, whose MAC it must pin).
 func podMAC(s string) net.HardwareAddr {
 	if s == "" {
 		return nil

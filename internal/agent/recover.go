@@ -108,6 +108,11 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 			st.Pending++
 		}
 	}
+	// The gateway's MAC is stable across restarts, so the pods' neighbor entries are still
+	// right; the announcement is for pods that have another (an older agent's random one).
+	if err := a.dp.AnnounceGateways(); err != nil {
+		a.log.Warn("recover: announce the gateways", "err", err)
+	}
 	a.ready.Store(true)
 	a.log.Info("recovered state", "reattached", st.Reattached, "orphans", st.Orphans, "dropped", st.Dropped,
 		"stale", st.Stale, "pending", st.Pending)
@@ -123,8 +128,19 @@ func (a *Agent) switchMTU(name string) int {
 
 func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 	defer a.lock(r.Key)()
+	mac := r.identityMAC()
+	if mac == "" {
+		// A record from before the plugin reported the pod's MAC: the pod end has the MAC
+		// scheme's address (one the runtime asked for would be in the record).
+		if u, err := epair.ParseHostName(p.HostName); err == nil {
+			if id, err := epair.NodeID(a.cfg.NodeID); err == nil {
+				_, pod := epair.MACs(id, u)
+				mac = pod.String()
+			}
+		}
+	}
 	if _, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: p.HostName, HostIfIndex: p.HostIndex,
-		Owner: p.Owner, PodMAC: r.identityMAC(), PodIPs: a.podIPs(r)}); err != nil {
+		Owner: p.Owner, PodMAC: mac, PodIPs: a.podIPs(r)}); err != nil {
 		return err
 	}
 	if r.HostIfName == p.HostName && r.HostIfIndex == p.HostIndex {

@@ -124,7 +124,8 @@ func TestSchemaPortPolicy(t *testing.T) {
 	if err := testClient.Create(ctx, good); err != nil {
 		t.Fatalf("create valid policy: %v", err)
 	}
-	if good.Spec.PriorityClass != epairv1.PriorityNormal || good.Spec.AntiSpoofing == nil || *good.Spec.AntiSpoofing || good.Spec.Mirror.Direction != epairv1.MirrorBoth {
+	// antiSpoofing has no default: absent keeps the switch's port security.
+	if good.Spec.PriorityClass != epairv1.PriorityNormal || good.Spec.AntiSpoofing != nil || good.Spec.Mirror.Direction != epairv1.MirrorBoth {
 		t.Fatalf("defaults not applied: %+v", good.Spec)
 	}
 }

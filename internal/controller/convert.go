@@ -20,10 +20,15 @@ const (
 	DefaultMaxPorts    = 254
 	DefaultFDBSize     = 4096
 	DefaultQueueLength = 256
-	maxRateBPS         = 400_000_000_000
-	minBurstBytes      = 1500
-	maxBurstBytes      = 1 << 30
-	minDefaultBurst    = 64 << 10
+	// DefaultBroadcastRate and DefaultMulticastRate are the storm control of a switch
+	// stored without spec.portSecurity (frames per second).
+	DefaultBroadcastRate = 1000
+	DefaultMulticastRate = 5000
+	maxStormRate         = 100_000_000
+	maxRateBPS           = 400_000_000_000
+	minBurstBytes        = 1500
+	maxBurstBytes        = 1 << 30
+	minDefaultBurst      = 64 << 10
 )
 
 var switchName = regexp.MustCompile(`^vale[a-z0-9]{0,11}$`)
@@ -86,19 +91,53 @@ func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
 		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name, err)
 	}
 	c.DefaultQueue.RateBPS = rate
+	ps := s.PortSecurity
+	c.PortSecurity = PortSecurityConfig{AntiSpoofing: ps.AntiSpoofing == nil || *ps.AntiSpoofing,
+		BroadcastRate: DefaultBroadcastRate, MulticastRate: DefaultMulticastRate}
+	for _, r := range []struct {
+		field string
+		v     *int64
+		to    *int64
+	}{
+		{"spec.portSecurity.broadcastRate", ps.BroadcastRate, &c.PortSecurity.BroadcastRate},
+		{"spec.portSecurity.multicastRate", ps.MulticastRate, &c.PortSecurity.MulticastRate},
+	} {
+		if err := stormRate(r.field, r.v); err != nil {
+			return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name, err)
+		}
+		if r.v != nil {
+			*r.to = *r.v
+		}
+	}
 	return c, nil
+}
+
+// stormRate checks a storm control limit (nil: not set).
+func stormRate(field string, v *int64) error {
+	if v != nil && (*v < 0 || *v > maxStormRate) {
+		return &FieldError{field, strconv.FormatInt(*v, 10), "0 (no limit) to 100000000 frames/s"}
+	}
+	return nil
 }
 
 // PolicyConfigFromSpec resolves a PortPolicy into a PolicyConfig.
 func PolicyConfigFromSpec(pp *epairv1.PortPolicy) (PolicyConfig, error) {
 	s := pp.Spec
 	c := PolicyConfig{
-		Policy:       pp.Namespace + "/" + pp.Name,
-		Priority:     s.PriorityClass.Band(),
-		Discipline:   s.Discipline,
-		AntiSpoofing: s.AntiSpoofing != nil && *s.AntiSpoofing,
+		Policy:        pp.Namespace + "/" + pp.Name,
+		Priority:      s.PriorityClass.Band(),
+		Discipline:    s.Discipline,
+		AntiSpoofing:  s.AntiSpoofing,
+		BroadcastRate: s.BroadcastRate,
+		MulticastRate: s.MulticastRate,
 	}
 	wrap := func(err error) error { return fmt.Errorf("convert portpolicy %s: %w", c.Policy, err) }
+	if err := stormRate("spec.broadcastRate", s.BroadcastRate); err != nil {
+		return PolicyConfig{}, wrap(err)
+	}
+	if err := stormRate("spec.multicastRate", s.MulticastRate); err != nil {
+		return PolicyConfig{}, wrap(err)
+	}
 	if c.Priority < 0 {
 		return PolicyConfig{}, wrap(&FieldError{"spec.priorityClass", string(s.PriorityClass), "critical, high, normal or low"})
 	}

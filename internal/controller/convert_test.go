@@ -21,7 +21,8 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := SwitchConfig{Name: "vale0", Generation: 3, MTU: 1500, BatchSize: 1024, MaxPorts: 254, FDBSize: 4096,
-		DefaultQueue: QueueConfig{Length: 256, Discipline: epairv1.DisciplineClassic}}
+		DefaultQueue: QueueConfig{Length: 256, Discipline: epairv1.DisciplineClassic},
+		PortSecurity: PortSecurityConfig{AntiSpoofing: true, BroadcastRate: DefaultBroadcastRate, MulticastRate: DefaultMulticastRate}}
 	if c != want {
 		t.Fatalf("zero spec: got %+v, want %+v", c, want)
 	}
@@ -29,7 +30,10 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 	vs.Spec = epairv1.VirtualSwitchSpec{MTU: 9000, FDB: epairv1.FDBSpec{Size: 1 << 20, Aging: metav1.Duration{Duration: time.Hour}},
 		DefaultQueue: epairv1.QueueSpec{Rate: &rate, Discipline: epairv1.DisciplineFair, Length: 1}}
 	vs.Spec.Offload = true
-	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 9000 || !c.Offload {
+	off := false
+	vs.Spec.PortSecurity = epairv1.PortSecuritySpec{AntiSpoofing: &off, BroadcastRate: ptr(int64(0)), MulticastRate: ptr(int64(77))}
+	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 9000 || !c.Offload ||
+		c.PortSecurity != (PortSecurityConfig{AntiSpoofing: false, BroadcastRate: 0, MulticastRate: 77}) {
 		t.Fatalf("got %+v, %v", c, err)
 	}
 	bad := []struct {
@@ -45,6 +49,8 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		{"spec.fdb.aging", func(v *epairv1.VirtualSwitch) { v.Spec.FDB.Aging.Duration = time.Millisecond }},
 		{"spec.defaultQueue.discipline", func(v *epairv1.VirtualSwitch) { v.Spec.DefaultQueue.Discipline = "red" }},
 		{"spec.defaultQueue.length", func(v *epairv1.VirtualSwitch) { v.Spec.DefaultQueue.Length = 65537 }},
+		{"spec.portSecurity.broadcastRate", func(v *epairv1.VirtualSwitch) { v.Spec.PortSecurity.BroadcastRate = ptr(int64(-1)) }},
+		{"spec.portSecurity.multicastRate", func(v *epairv1.VirtualSwitch) { v.Spec.PortSecurity.MulticastRate = ptr(int64(100_000_001)) }},
 		{"spec.defaultQueue.rate", func(v *epairv1.VirtualSwitch) { q := resource.MustParse("-1"); v.Spec.DefaultQueue.Rate = &q }},
 		{"spec.defaultQueue.rate", func(v *epairv1.VirtualSwitch) { q := resource.MustParse("1P"); v.Spec.DefaultQueue.Rate = &q }},
 	}
@@ -74,13 +80,14 @@ func TestPolicyConfigFromSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Policy != "ns/p" || c.Priority != 0 || c.RateBPS != 100_000_000 || c.BurstBytes != 125_000 ||
-		c.PacketRate != 10 || c.PacketBurst != 1 || c.QueueLength != 64 || c.AntiSpoofing ||
+		c.PacketRate != 10 || c.PacketBurst != 1 || c.QueueLength != 64 || c.AntiSpoofing == nil || *c.AntiSpoofing ||
 		c.Mirror == nil || c.Mirror.RX || !c.Mirror.TX {
 		t.Fatalf("got %+v (mirror %+v)", c, c.Mirror)
 	}
-	// Small rates get a burst of at least one 64 KiB frame; anti-spoofing is off unless asked for.
+	// Small rates get a burst of at least one 64 KiB frame; port security is the switch's
+	// unless the policy says otherwise.
 	pp.Spec = epairv1.PortPolicySpec{Rate: ptr(resource.MustParse("1M"))}
-	if c, err = PolicyConfigFromSpec(pp); err != nil || c.BurstBytes != 64<<10 || c.AntiSpoofing || c.Priority != 2 {
+	if c, err = PolicyConfigFromSpec(pp); err != nil || c.BurstBytes != 64<<10 || c.AntiSpoofing != nil || c.BroadcastRate != nil || c.Priority != 2 {
 		t.Fatalf("got %+v, %v", c, err)
 	}
 	bad := []struct {
@@ -98,6 +105,8 @@ func TestPolicyConfigFromSpec(t *testing.T) {
 		{"spec.queueLength", epairv1.PortPolicySpec{QueueLength: ptr(int32(0))}},
 		{"spec.mirror.monitor", epairv1.PortPolicySpec{Mirror: &epairv1.MirrorSpec{}}},
 		{"spec.mirror.direction", epairv1.PortPolicySpec{Mirror: &epairv1.MirrorSpec{Monitor: "m", Direction: "up"}}},
+		{"spec.broadcastRate", epairv1.PortPolicySpec{BroadcastRate: ptr(int64(-5))}},
+		{"spec.multicastRate", epairv1.PortPolicySpec{MulticastRate: ptr(int64(200_000_000))}},
 	}
 	for _, b := range bad {
 		pp.Spec = b.spec

@@ -66,6 +66,16 @@ type SwitchConfig struct {
 	DefaultQueue QueueConfig
 	// Offload: every port carries a virtio-net header (dataplane.SwitchConfig.Offload).
 	Offload bool
+	// PortSecurity is the pod ports' default port security.
+	PortSecurity PortSecurityConfig
+}
+
+// PortSecurityConfig is what pods may send: anti-spoofing on or off, and the storm
+// control limits in frames per second (0: no limit).
+type PortSecurityConfig struct {
+	AntiSpoofing  bool
+	BroadcastRate int64
+	MulticastRate int64
 }
 
 // QueueConfig is an output queue.
@@ -94,8 +104,12 @@ type PolicyConfig struct {
 	// QueueLength in packets; 0 keeps the switch's default.
 	QueueLength int
 	// Mirror is nil when frames are not mirrored.
-	Mirror       *MirrorConfig
-	AntiSpoofing bool
+	Mirror *MirrorConfig
+	// AntiSpoofing, BroadcastRate and MulticastRate override the switch's port security;
+	// nil keeps the switch's.
+	AntiSpoofing  *bool
+	BroadcastRate *int64
+	MulticastRate *int64
 }
 
 // MirrorConfig copies a port's frames to a monitor port.

@@ -38,7 +38,7 @@ func TestAttachOutsideLock(t *testing.T) {
 	entered, release := holdAttach(t, b.pair.HostName)
 	first := make(chan error, 1)
 	go func() {
-		_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: b.owner, HostIfName: b.pair.HostName})
+		_, err := e.dp.AttachPort(context.Background(), b.req())
 		first <- err
 	}()
 	select {
@@ -48,7 +48,7 @@ func TestAttachOutsideLock(t *testing.T) {
 	}
 	again := make(chan PortInfo, 1)
 	go func() {
-		pi, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: b.owner, HostIfName: b.pair.HostName})
+		pi, err := e.dp.AttachPort(context.Background(), b.req())
 		if err != nil {
 			t.Errorf("second attach of the held link: %v", err)
 		}
@@ -72,7 +72,7 @@ func TestAttachOutsideLock(t *testing.T) {
 		// A bounded wait on the held link gives up with the context.
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 		defer cancel()
-		if _, err := e.dp.AttachPort(ctx, AttachRequest{Owner: "other/eth0", HostIfName: b.pair.HostName}); !errors.Is(err, context.DeadlineExceeded) {
+		if _, err := e.dp.AttachPort(ctx, b.reqAs("other/eth0")); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("attach of a held link with a short context: %v, want deadline exceeded", err)
 		}
 	}()
@@ -96,7 +96,7 @@ func TestAttachOutsideLock(t *testing.T) {
 	if n := len(e.dp.Ports()); n != 2 {
 		t.Fatalf("%d ports, want 2 (a, b)", n)
 	}
-	_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: "other/eth0", HostIfName: b.pair.HostName})
+	_, err := e.dp.AttachPort(context.Background(), b.reqAs("other/eth0"))
 	if Errno(err) != ErrBusy.Errno() {
 		t.Fatalf("attach of b for another owner: %v, want EBUSY", err)
 	}
@@ -110,7 +110,7 @@ func TestDetachWaitsForAttach(t *testing.T) {
 	e := newEnv(t, 0, linkport.Auto, nil)
 	b := e.makePod()
 	entered, release := holdAttach(t, b.pair.HostName)
-	go e.dp.AttachPort(context.Background(), AttachRequest{Owner: b.owner, HostIfName: b.pair.HostName})
+	go e.dp.AttachPort(context.Background(), b.req())
 	<-entered
 	detached := make(chan error, 1)
 	go func() { detached <- e.dp.DetachPort(context.Background(), b.portName()) }()
@@ -179,7 +179,7 @@ func TestCloseDuringAttach(t *testing.T) {
 	entered, release := holdAttach(t, b.pair.HostName)
 	res := make(chan error, 1)
 	go func() {
-		_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: b.owner, HostIfName: b.pair.HostName})
+		_, err := e.dp.AttachPort(context.Background(), b.req())
 		res <- err
 	}()
 	<-entered
@@ -222,7 +222,7 @@ func TestConcurrentAttachDetach(t *testing.T) {
 		for range 2 { // each twice: the second is idempotent
 			go func() {
 				defer wg.Done()
-				if _, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName}); err != nil {
+				if _, err := e.dp.AttachPort(context.Background(), p.req()); err != nil {
 					t.Error(err)
 				}
 			}()

@@ -48,6 +48,10 @@ const (
 	// MaxPriority is the lowest priority class (0 is served first).
 	MaxPriority = ifcore.PrioClassBands - 1
 
+	// MaxStormRate bounds PortPolicy.BroadcastRate and MulticastRate
+	// (frames per second).
+	MaxStormRate = 100_000_000
+
 	etherVLANHeader = 14 + 4
 )
 
@@ -177,10 +181,19 @@ type PortPolicy struct {
 	// worth of the rate).
 	BurstBytes int
 	BurstPkts  int
-	// AntiSpoofing drops (and counts in PortInfo.SpoofDrops) the frames
-	// the pod sends with another source MAC or address than its own
-	// (AttachRequest.PodMAC, PodIPs); see spoof.go for the exact rules.
-	AntiSpoofing bool
+	// AllowSpoofing turns anti-spoofing off for the port: by default (false)
+	// the frames the pod sends with another source MAC or address than its
+	// own (AttachRequest.PodMAC, PodIPs) are refused and counted in
+	// PortInfo.Refused (see spoof.go for the exact rules). It is for pods
+	// that legitimately send from other addresses; they still cannot take
+	// another port's MAC (pod ports never learn, see spoof.go).
+	AllowSpoofing bool
+	// BroadcastRate and MulticastRate limit the broadcast and the other
+	// group-addressed frames the pod sends, in frames per second (0: no
+	// limit), with a burst of 100 ms worth (at least 16): storm control.
+	// Frames over the limit are refused (PortInfo.Refused[RefusedStorm]).
+	BroadcastRate uint32
+	MulticastRate uint32
 	// Mirror copies the port's frames to a monitor port (zero: none).
 	Mirror Mirror
 }
@@ -341,6 +354,9 @@ func (s *SwitchConfig) valeConfig() (vale.Config, error) {
 		vc.Aging = s.Aging
 	}
 	vc.MaxFrame = s.mtu() + etherVLANHeader
+	// Pod ports never receive unknown unicast, from their attach on (the
+	// host port's mark is cleared when it is attached).
+	vc.KnownOnly = true
 	if s.Offload {
 		vc.VnetHdrLen = linkport.OffloadHdrLen
 		vc.MaxFrame = vale.MaxFrameHi
@@ -369,6 +385,9 @@ func (p PortPolicy) Validate() error {
 	}
 	if (p.BurstBytes != 0 && p.RateBitsPerSec == 0) || (p.BurstPkts != 0 && p.RatePktsPerSec == 0) {
 		return fmt.Errorf("validate port policy: a burst is set without its rate: %w", ErrInvalid)
+	}
+	if p.BroadcastRate > MaxStormRate || p.MulticastRate > MaxStormRate {
+		return fmt.Errorf("validate port policy: broadcastRate %d / multicastRate %d: want 0 (no limit) to %d frames/s: %w", p.BroadcastRate, p.MulticastRate, MaxStormRate, ErrInvalid)
 	}
 	if m := p.Mirror; m.on() || m.Monitor != "" {
 		if !m.on() {

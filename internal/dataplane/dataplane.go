@@ -68,7 +68,8 @@ type swState struct {
 	hdrLen   int // virtio-net header of every frame (Offload)
 	tap      *hostport.Port
 	tapAd    *netmap.GenericAdapter
-	tapName  string // port name in the switch (the TAP's name)
+	tapName  string           // port name in the switch (the TAP's name)
+	tapMAC   net.HardwareAddr // the gateway's MAC (a static FDB entry)
 	tapIndex int
 }
 
@@ -205,6 +206,23 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 		return nil, fmt.Errorf("switch %s: attach host port: %w", sc.Name, err)
 	}
 	cl.Add(func() error { return d.reg.Detach(vale.JoinName(sc.Name, s.tapName)) })
+	// The gateway's MAC is pinned like every pod's, and the host port is the
+	// one port that learns (whatever is behind it is the node's) and gets
+	// unknown unicast (pod ports are known-only, vale.Config.KnownOnly).
+	l, err := d.nl.LinkByIndex(s.tapIndex)
+	if err != nil {
+		return nil, fmt.Errorf("switch %s: read host port %s: %w", sc.Name, s.tapName, err)
+	}
+	s.tapMAC = l.Attrs().HardwareAddr
+	if err := sw.AddStatic(s.tapMAC, s.tapName); err != nil {
+		return nil, fmt.Errorf("switch %s: pin host port MAC %s: %w", sc.Name, s.tapMAC, err)
+	}
+	if err := sw.SetKnownOnly(s.tapName, false); err != nil {
+		return nil, fmt.Errorf("switch %s: host port: %w", sc.Name, err)
+	}
+	if vp, ok := sw.Port(s.tapName); ok {
+		s.guard.set(vp.Index(), &portSec{learn: true})
+	}
 	if err := d.routePodCIDRs(s); err != nil {
 		return nil, fmt.Errorf("switch %s: %w", sc.Name, err)
 	}

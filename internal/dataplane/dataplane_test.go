@@ -89,23 +89,23 @@ func TestAttachIdempotentAndBusy(t *testing.T) {
 	if n := len(e.dp.Ports()); n != 2 {
 		t.Fatalf("%d ports after idempotent attach, want 2", n)
 	}
-	_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: "other/eth0", HostIfName: a.pair.HostName})
+	_, err := e.dp.AttachPort(context.Background(), a.reqAs("other/eth0"))
 	if Errno(err) != ErrBusy.Errno() {
 		t.Fatalf("attach for another owner: %v, want EBUSY", err)
 	}
-	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: b.pair.HostName})
+	_, err = e.dp.AttachPort(context.Background(), b.reqAs(a.owner))
 	if Errno(err) != ErrBusy.Errno() {
 		t.Fatalf("attach another link for an owner: %v, want EBUSY", err)
 	}
-	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: "nosuchlink"})
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: "nosuchlink", PodMAC: a.pair.PodMAC, PodIPs: a.req().PodIPs})
 	if Errno(err) != ErrNoPort.Errno() {
 		t.Fatalf("attach a missing link: %v, want ENXIO", err)
 	}
-	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: a.pair.HostName, HostIfIndex: a.pair.HostIndex + 1000})
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Owner: "x/eth0", HostIfName: a.pair.HostName, HostIfIndex: a.pair.HostIndex + 1000, PodMAC: a.pair.PodMAC, PodIPs: a.req().PodIPs})
 	if Errno(err) != ErrInvalid.Errno() {
 		t.Fatalf("attach with a mismatched index: %v, want EINVAL", err)
 	}
-	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Switch: "vale9", Owner: "x/eth0", HostIfName: b.pair.HostName})
+	_, err = e.dp.AttachPort(context.Background(), AttachRequest{Switch: "vale9", Owner: "x/eth0", HostIfName: b.pair.HostName, PodMAC: b.pair.PodMAC, PodIPs: b.req().PodIPs})
 	if Errno(err) != ErrNoSwitch.Errno() {
 		t.Fatalf("attach to a missing switch: %v, want ENXIO", err)
 	}

@@ -81,17 +81,25 @@
 // any other; frames to the host port go straight into the TAP adapter's TX
 // ring (the host stack has its own queueing).
 //
-// # Anti-spoofing
+// # Port security
 //
 // Every switch's lookup is a guardLookup in front of the switch's learning
-// lookup. A pod port whose policy has AntiSpoofing gets a guard built from
-// the identity given at attach (AttachRequest.PodMAC, PodIPs): frames from
-// the pod with another Ethernet source, IP source, ARP sender or Neighbor
-// Discovery claim are marked DstDrop before the learning lookup sees them
-// (so their source MAC is never learned) and counted in PortInfo.SpoofDrops
-// (and in the switch's no_destination drops). Without a guard a batch costs
-// one atomic load; SetPortPolicy installs or removes a guard from the next
-// batch on. The rules are in spoof.go.
+// lookup, and every port is admitted to it by the dataplane (frames from a
+// port it has not admitted, one still being attached, are dropped). The host
+// port learns; pod ports never do: attach installs the pod's MAC
+// (AttachRequest.PodMAC, required) as a static FDB entry, refuses a MAC that
+// another port already has (EBUSY), and marks the port known-only, so unknown
+// unicast goes to the host port and never to a pod. The host port's MAC (the
+// gateway's, stable when the configuration sets it) is static too. By default
+// a pod port also has anti-spoofing (frames with another Ethernet source, IP
+// source, ARP sender or Neighbor Discovery claim than the pod's identity,
+// AttachRequest.PodMAC and PodIPs, are refused; PortPolicy.AllowSpoofing opts
+// out) and storm control (PortPolicy.BroadcastRate, MulticastRate). Refused
+// frames are marked vale.DstRefused (the switch's "refused" drops) and
+// counted in PortInfo.Refused by reason. SetPortPolicy swaps a port's
+// security from the next batch on. AnnounceGateways sends a gratuitous ARP
+// and an unsolicited NA for every gateway through the host port (after a
+// restart). The rules are in spoof.go.
 //
 // # Mirror
 //

@@ -159,7 +159,7 @@ func (e *env) makePod() *pod {
 
 func (e *env) attach(p *pod) PortInfo {
 	e.t.Helper()
-	pi, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName, HostIfIndex: p.pair.HostIndex})
+	pi, err := e.dp.AttachPort(context.Background(), p.req())
 	if err != nil {
 		e.t.Fatalf("AttachPort %s: %v", p.pair.HostName, err)
 	}
@@ -167,6 +167,20 @@ func (e *env) attach(p *pod) PortInfo {
 }
 
 func (p *pod) portName() string { return "vale0:" + p.pair.HostName }
+
+// reqAs is req with another owner.
+func (p *pod) reqAs(owner string) AttachRequest {
+	r := p.req()
+	r.Owner = owner
+	return r
+}
+
+// req is the pod's attach request: its link, owner and identity (MAC and both
+// addresses), with the default policy.
+func (p *pod) req() AttachRequest {
+	return AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName, HostIfIndex: p.pair.HostIndex,
+		PodMAC: p.pair.PodMAC, PodIPs: []netip.Addr{netip.MustParseAddr(p.ip), netip.MustParseAddr(p.ip6)}}
+}
 
 func (e *env) ping(from *pod, to string) {
 	e.t.Helper()

@@ -3,6 +3,8 @@ package dataplane
 import (
 	"context"
 	"fmt"
+	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -66,7 +68,8 @@ func TestIdleCPU250Ports(t *testing.T) {
 	defer dp.Close(CloseOptions{Uninstall: true})
 	start := time.Now()
 	for i := 0; i < n; i++ {
-		if _, err := dp.AttachPort(context.Background(), AttachRequest{Owner: fmt.Sprintf("c%d/eth0", i), HostIfName: fmt.Sprintf("ia%d", i)}); err != nil {
+		if _, err := dp.AttachPort(context.Background(), AttachRequest{Owner: fmt.Sprintf("c%d/eth0", i), HostIfName: fmt.Sprintf("ia%d", i),
+			PodMAC: net.HardwareAddr{0x02, 0x1d, 0, 0, byte(i >> 8), byte(i)}, PodIPs: []netip.Addr{netip.AddrFrom4([4]byte{10, 78, byte(i >> 8), byte(i)})}}); err != nil {
 			t.Fatalf("attach %d: %v", i, err)
 		}
 	}

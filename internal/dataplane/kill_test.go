@@ -57,7 +57,7 @@ func TestKill9Adopt(t *testing.T) {
 	e.staticNeighbors()
 
 	spec, _ := json.Marshal(childSpec{Config: e.cfg, Ports: []AttachRequest{
-		{Owner: a.owner, HostIfName: a.pair.HostName}, {Owner: b.owner, HostIfName: b.pair.HostName},
+		a.req(), b.req(),
 	}})
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(spec))
@@ -113,7 +113,7 @@ func TestKill9Adopt(t *testing.T) {
 	// The restarted agent.
 	e.start()
 	for _, p := range []*pod{a, b} {
-		if _, err := e.dp.Adopt(context.Background(), AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName}); err != nil {
+		if _, err := e.dp.Adopt(context.Background(), p.req()); err != nil {
 			t.Fatalf("adopt %s: %v", p.pair.HostName, err)
 		}
 	}

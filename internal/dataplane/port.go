@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,7 +9,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 
@@ -41,11 +41,13 @@ type AttachRequest struct {
 	HostIfIndex int
 	// Policy is the port's policy (nil: Config.DefaultPolicy).
 	Policy *PortPolicy
-	// PodMAC and PodIPs are the pod's identity on the switch: what
-	// PortPolicy.AntiSpoofing lets the pod send as. Both are required for
-	// a policy with AntiSpoofing (at attach or later through
-	// SetPortPolicy); without them the port cannot have it.
+	// PodMAC is the pod end's MAC (required): the switch installs it as
+	// the port's static FDB entry (pod ports are never learned from), and
+	// refuses it when another port of the switch has it already.
 	PodMAC net.HardwareAddr
+	// PodIPs are the pod's addresses: with PodMAC, what anti-spoofing lets
+	// the pod send as. At least one is required unless the policy sets
+	// AllowSpoofing (and a port attached without any cannot lose it later).
 	PodIPs []netip.Addr
 }
 
@@ -73,9 +75,10 @@ type PortInfo struct {
 	Counters vale.Counters
 	// Queue is the output queue (pod ports).
 	Queue QueueStats
-	// SpoofDrops counts the frames from the pod that anti-spoofing dropped
-	// (PortPolicy.AntiSpoofing); they are in Counters' DropNoDest too.
-	SpoofDrops uint64
+	// Refused counts the frames from the pod that port security refused, by
+	// reason (anti-spoofing and storm control); their total is Counters'
+	// vale.DropRefused.
+	Refused RefusedCounts
 	// RxChains counts the frames longer than one netmap buffer (TSO/GRO
 	// super-frames, on offload switches) the port received from its link.
 	RxChains uint64
@@ -95,8 +98,8 @@ type Port struct {
 	up                  *linkport.Upgradable // FastStart: the port until and after its upgrade
 	vp                  *vale.Port
 
-	id         podIdentity
-	spoofDrops atomic.Uint64
+	id      podIdentity
+	refused refusedCounters
 
 	polMu  sync.Mutex
 	policy PortPolicy
@@ -110,7 +113,7 @@ func (p *Port) info() PortInfo {
 	pi := PortInfo{
 		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
 		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: o.Backend.String(),
-		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), SpoofDrops: p.spoofDrops.Load(), RxChains: p.ga.RxChains.Load(),
+		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), Refused: p.refused.snapshot(), RxChains: p.ga.RxChains.Load(),
 		PodMAC: p.id.mac, PodIPs: p.id.ips,
 	}
 	if o.Fallback != nil {
@@ -167,16 +170,16 @@ func (d *Dataplane) checkAttach(ctx context.Context, req AttachRequest) (PortPol
 	if err := pol.Validate(); err != nil {
 		return PortPolicy{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
 	}
-	if req.PodMAC != nil && (len(req.PodMAC) != 6 || req.PodMAC[0]&1 != 0) {
-		return PortPolicy{}, fmt.Errorf("attach port for %s: podMAC %v: want a 6-byte unicast address: %w", req.Owner, req.PodMAC, ErrInvalid)
+	if len(req.PodMAC) != 6 || req.PodMAC[0]&1 != 0 || zero(req.PodMAC) {
+		return PortPolicy{}, fmt.Errorf("attach port for %s: podMAC %q: want the pod's 6-byte unicast address (the switch pins it; pod ports are never learned from): %w", req.Owner, req.PodMAC.String(), ErrInvalid)
 	}
 	for i, a := range req.PodIPs {
 		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() {
 			return PortPolicy{}, fmt.Errorf("attach port for %s: podIPs[%d] %v: want a unicast address: %w", req.Owner, i, a, ErrInvalid)
 		}
 	}
-	if pol.AntiSpoofing && !identityOf(req).valid() {
-		return PortPolicy{}, fmt.Errorf("attach port for %s: antiSpoofing needs the pod's MAC and at least one address: %w", req.Owner, ErrInvalid)
+	if !pol.AllowSpoofing && !identityOf(req).valid() {
+		return PortPolicy{}, fmt.Errorf("attach port for %s: podIPs: anti-spoofing needs at least one of the pod's addresses (or a policy that allows spoofing): %w", req.Owner, ErrInvalid)
 	}
 	return pol, nil
 }
@@ -362,7 +365,17 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	p.vp = vp
 	s.classes.set(vp.Index(), pol)
 	cl.Add(func() error { s.classes.set(vp.Index(), PortPolicy{}); return nil })
-	p.setGuard(pol)
+	// Port security before admission: until the guard admits the index, the
+	// port's frames are dropped (so nothing it sends is forwarded unchecked);
+	// the switch made it known-only at attach (vale.Config.KnownOnly), and
+	// the static entry keeps its MAC from any other port.
+	if err := s.sw.AddStatic(id.mac, ifname); err != nil {
+		if errors.Is(err, vale.ErrExists) {
+			return PortInfo{}, fmt.Errorf("attach port %s for %s: podMAC %s: %s: %w", name, owner, id.mac, d.macHolder(s, id.mac), ErrBusy)
+		}
+		return PortInfo{}, fmt.Errorf("attach port %s: pin podMAC %s: %w", name, id.mac, err)
+	}
+	p.admit(pol)
 	cl.Add(func() error { s.guard.set(vp.Index(), nil); return nil })
 
 	if h := testAttachHook; h != nil {
@@ -562,8 +575,8 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	if !ok {
 		return fmt.Errorf("set policy of %s: %w", name, ErrNoPort)
 	}
-	if pol.AntiSpoofing && !p.id.valid() {
-		return fmt.Errorf("set policy of %s: antiSpoofing needs the pod's MAC and addresses, and the port was attached without them: %w", name, ErrInvalid)
+	if !pol.AllowSpoofing && !p.id.valid() {
+		return fmt.Errorf("set policy of %s: anti-spoofing needs the pod's addresses, and the port was attached without them (with a policy that allowed spoofing): %w", name, ErrInvalid)
 	}
 	if err := p.sw.checkMirror(p.hostIf, pol); err != nil {
 		return fmt.Errorf("set policy of %s: %w", name, err)
@@ -574,7 +587,7 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 		return fmt.Errorf("set policy of %s: %w", name, err)
 	}
 	p.sw.classes.set(p.vp.Index(), pol)
-	p.setGuard(pol)
+	p.admit(pol)
 	if err := p.sw.sw.SetMirror(p.hostIf, pol.Mirror.vale()); err != nil {
 		return fmt.Errorf("set policy of %s: %w", name, err)
 	}
@@ -590,12 +603,21 @@ func (s *swState) checkMirror(ifname string, pol PortPolicy) error {
 	return nil
 }
 
-// setGuard installs or removes the port's anti-spoofing guard (takes effect
-// from the next batch).
-func (p *Port) setGuard(pol PortPolicy) {
-	var g *spoofGuard
-	if pol.AntiSpoofing {
-		g = newSpoofGuard(p.id, &p.spoofDrops)
+// admit (re)installs the port's security for pol in the switch's lookup
+// (it takes effect from the next batch).
+func (p *Port) admit(pol PortPolicy) {
+	p.sw.guard.set(p.vp.Index(), newPodSec(p.id, pol, &p.refused))
+}
+
+// macHolder names the port whose static FDB entry is mac, for an error.
+func (d *Dataplane) macHolder(s *swState, mac net.HardwareAddr) string {
+	ents, err := d.FDB(s.cfg.Name)
+	if err == nil {
+		for _, e := range ents {
+			if e.Static && bytes.Equal(e.MAC, mac) {
+				return "the address of port " + e.Port
+			}
+		}
 	}
-	p.sw.guard.set(p.vp.Index(), g)
+	return "the address of another port"
 }

@@ -6,27 +6,39 @@ import (
 	"net"
 	"net/netip"
 	"sync/atomic"
+	"time"
 
 	"github.com/epair-cni/epair/pkg/vale"
 )
 
-// Anti-spoofing (PortPolicy.AntiSpoofing) checks every frame a pod sends
-// against the pod's identity (AttachRequest.PodMAC and PodIPs) before the
-// switch's lookup sees it; a frame that fails is marked vale.DstDrop (so
-// the switch counts it as "no_destination" too) and counted in the port's
-// PortInfo.SpoofDrops. Its source MAC is never learned. A frame passes
-// when:
+// Port security. Every switch's lookup is a guardLookup (below) in front of
+// the switch's learning lookup, and every port is admitted to it by the
+// dataplane: frames from a port it has not admitted (a port still being
+// attached, or a VALE port someone else opened) are dropped. The host port
+// learns source MACs; pod ports never do: the dataplane installs each pod's
+// MAC (AttachRequest.PodMAC) and the host port's MAC as static FDB entries,
+// and marks pod ports known-only (vale.Switch.SetKnownOnly), so a frame for an
+// unknown unicast MAC goes to the host port and never to another pod. No pod
+// can steal, blackhole or sniff another's traffic through the FDB.
+//
+// On top of that, a pod port has anti-spoofing unless its policy sets
+// AllowSpoofing: every frame the pod sends is checked against the pod's
+// identity (AttachRequest.PodMAC and PodIPs), and storm control limits the
+// broadcast and multicast frames it sends (PortPolicy.BroadcastRate,
+// MulticastRate). A frame refused either way is marked vale.DstRefused (the
+// switch counts it as its refused drop) and counted in the port's
+// PortInfo.Refused by reason. Anti-spoofing passes a frame when:
 //
 //   - its Ethernet source is the pod's MAC (at most one 802.1Q/802.1ad tag
 //     is looked through), and its EtherType is IPv4, ARP or IPv6 (anything
-//     else is dropped);
+//     else is refused as RefusedEtherType);
 //   - IPv4: the source address is one of the pod's IPv4 addresses;
 //   - ARP (Ethernet/IPv4): the sender hardware address is the pod's MAC and
 //     the sender IP one of the pod's IPv4 addresses or 0.0.0.0 (a probe);
 //   - IPv6: the source address is one of the pod's IPv6 addresses, the
 //     pod's link-local address or :: (DAD). Neighbor Discovery (ICMPv6
 //     directly after the IPv6 header): router advertisements and redirects
-//     are dropped; a neighbor advertisement's target must be one of the
+//     are refused; a neighbor advertisement's target must be one of the
 //     pod's addresses or its link-local address; the source/target
 //     link-layer address options of RS, NS and NA must carry the pod's MAC.
 //
@@ -36,17 +48,79 @@ import (
 // pod that switches its interface to stable-privacy link-local addresses
 // (it needs CAP_NET_ADMIN in its namespace) loses IPv6 on the switch.
 //
-// The check runs in a Lookup wrapper (guardLookup) installed on every
-// switch: for a port without anti-spoofing it costs one atomic pointer load
-// per batch; with it, a few byte compares per frame, without allocation.
+// The checks cost a few byte compares per frame and one token-bucket step
+// per broadcast or multicast frame, without allocation; a port with neither
+// (the host port) costs one atomic pointer load per batch.
+
+// Refusal is why port security refused a frame from a pod.
+type Refusal int
+
+// The refusal reasons, in PortInfo.Refused.
+const (
+	// RefusedMAC: the Ethernet source is not the pod's MAC.
+	RefusedMAC Refusal = iota
+	// RefusedIP: the IPv4 or IPv6 source is not one of the pod's addresses
+	// (or the IP header is malformed).
+	RefusedIP
+	// RefusedClaim: an ARP or Neighbor Discovery message claims an address
+	// or MAC that is not the pod's, or is a router advertisement or redirect.
+	RefusedClaim
+	// RefusedEtherType: neither IPv4, ARP nor IPv6.
+	RefusedEtherType
+	// RefusedStorm: over the port's broadcast or multicast rate.
+	RefusedStorm
+	numRefusals
+
+	allowed Refusal = -1
+)
+
+// NumRefusals is the length of RefusedCounts.
+const NumRefusals = int(numRefusals)
+
+var refusalNames = [numRefusals]string{"spoofed_mac", "spoofed_ip", "spoofed_arp_nd", "spoofed_ethertype", "storm"}
+
+// String is the reason's name in the agent API and metrics ("spoofed_mac").
+func (r Refusal) String() string {
+	if r >= 0 && r < numRefusals {
+		return refusalNames[r]
+	}
+	return "unknown"
+}
+
+// RefusedCounts are a port's refused frames by reason.
+type RefusedCounts [numRefusals]uint64
+
+// Total is the sum over all reasons.
+func (c RefusedCounts) Total() uint64 {
+	var n uint64
+	for _, v := range c {
+		n += v
+	}
+	return n
+}
+
+// Spoofed is the sum of the anti-spoofing reasons (all but storm control).
+func (c RefusedCounts) Spoofed() uint64 { return c.Total() - c[RefusedStorm] }
+
+// refusedCounters are a port's refusal counters, added once per batch.
+type refusedCounters [numRefusals]atomic.Uint64
+
+func (c *refusedCounters) snapshot() RefusedCounts {
+	var s RefusedCounts
+	for i := range c {
+		s[i] = c[i].Load()
+	}
+	return s
+}
 
 // spoofGuard is one port's identity as the packet path checks it.
 type spoofGuard struct {
 	mac   [6]byte
+	mac32 uint32 // mac as the packet path compares it: bytes 0-3 and 4-5, little-endian
+	mac16 uint16
 	ll    [16]byte // the pod's link-local address: fe80::/64 + EUI-64(mac)
-	v4    [][4]byte
+	v4    []uint32 // little-endian, as read from a header
 	v6    [][16]byte
-	drops *atomic.Uint64
 }
 
 // podIdentity is what a pod port may send as.
@@ -57,14 +131,16 @@ type podIdentity struct {
 
 func (id podIdentity) valid() bool { return len(id.mac) == 6 && len(id.ips) > 0 }
 
-func newSpoofGuard(id podIdentity, drops *atomic.Uint64) *spoofGuard {
-	g := &spoofGuard{drops: drops}
+func newSpoofGuard(id podIdentity) *spoofGuard {
+	g := &spoofGuard{}
 	copy(g.mac[:], id.mac)
+	g.mac32, g.mac16 = binary.LittleEndian.Uint32(g.mac[0:4]), binary.LittleEndian.Uint16(g.mac[4:6])
 	g.ll = linkLocalOf(g.mac)
 	for _, a := range id.ips {
 		a = a.Unmap()
 		if a.Is4() {
-			g.v4 = append(g.v4, a.As4())
+			v := a.As4()
+			g.v4 = append(g.v4, binary.LittleEndian.Uint32(v[:]))
 		} else {
 			g.v6 = append(g.v6, a.As16())
 		}
@@ -72,13 +148,20 @@ func newSpoofGuard(id podIdentity, drops *atomic.Uint64) *spoofGuard {
 	return g
 }
 
+// has4 reports whether the 4 bytes at b are one of the pod's IPv4 addresses.
 func (g *spoofGuard) has4(b []byte) bool {
-	for i := range g.v4 {
-		if bytes.Equal(g.v4[i][:], b) {
+	a := binary.LittleEndian.Uint32(b)
+	for _, v := range g.v4 {
+		if v == a {
 			return true
 		}
 	}
 	return false
+}
+
+// isMAC reports whether the 6 bytes at b are the pod's MAC.
+func (g *spoofGuard) isMAC(b []byte) bool {
+	return binary.LittleEndian.Uint32(b) == g.mac32 && binary.LittleEndian.Uint16(b[4:]) == g.mac16
 }
 
 func (g *spoofGuard) has6(b []byte) bool {
@@ -129,43 +212,49 @@ const (
 	icmp6Redirect = 137
 )
 
-// allow reports whether a frame from the pod passes (b is the frame from its
-// Ethernet header on).
-func (g *spoofGuard) allow(b []byte) bool {
-	if len(b) < 14 || !bytes.Equal(b[6:12], g.mac[:]) {
-		return false
+// check returns allowed for a frame the pod may send, else why not (b is the
+// frame from its Ethernet header on).
+func (g *spoofGuard) check(b []byte) Refusal {
+	if len(b) < 14 || !g.isMAC(b[6:12]) {
+		return RefusedMAC
 	}
 	et, off := binary.BigEndian.Uint16(b[12:]), 14
 	if et == etVLAN || et == etQinQ {
 		if len(b) < 18 {
-			return false
+			return RefusedEtherType
 		}
 		et, off = binary.BigEndian.Uint16(b[16:]), 18
 	}
 	p := b[off:]
 	switch et {
 	case etIPv4:
-		return len(p) >= 20 && p[0]>>4 == 4 && g.has4(p[12:16])
+		if len(p) >= 20 && p[0]>>4 == 4 && g.has4(p[12:16]) {
+			return allowed
+		}
+		return RefusedIP
 	case etARP:
 		// htype 1, ptype IPv4, hlen 6, plen 4.
 		if len(p) < 28 || binary.BigEndian.Uint16(p[0:]) != 1 || binary.BigEndian.Uint16(p[2:]) != etIPv4 || p[4] != 6 || p[5] != 4 {
-			return false
+			return RefusedClaim
 		}
-		return bytes.Equal(p[8:14], g.mac[:]) && (g.has4(p[14:18]) || zero(p[14:18]))
+		if g.isMAC(p[8:14]) && (g.has4(p[14:18]) || zero(p[14:18])) {
+			return allowed
+		}
+		return RefusedClaim
 	case etIPv6:
 		if len(p) < 40 || p[0]>>4 != 6 {
-			return false
+			return RefusedIP
 		}
 		src := p[8:24]
 		if !g.has6(src) && !g.ownLinkLocal(src) && !zero(src) {
-			return false
+			return RefusedIP
 		}
-		if p[6] != ipICMPv6 {
-			return true
+		if p[6] != ipICMPv6 || g.allowND(p[40:]) {
+			return allowed
 		}
-		return g.allowND(p[40:])
+		return RefusedClaim
 	}
-	return false
+	return RefusedEtherType
 }
 
 // allowND checks an ICMPv6 message (the IPv6 payload) for Neighbor
@@ -205,7 +294,7 @@ func (g *spoofGuard) allowND(m []byte) bool {
 			return false
 		}
 		// Source (1) and target (2) link-layer address options.
-		if (opts[0] == 1 || opts[0] == 2) && (n < 8 || !bytes.Equal(opts[2:8], g.mac[:])) {
+		if (opts[0] == 1 || opts[0] == 2) && (n < 8 || !g.isMAC(opts[2:8])) {
 			return false
 		}
 		opts = opts[n:]
@@ -213,65 +302,163 @@ func (g *spoofGuard) allowND(m []byte) bool {
 	return true
 }
 
+// stormBucket limits a rate of frames: a generic cell rate algorithm (a token
+// bucket kept as one theoretical arrival time), so a step is two compares
+// and an add, in the switch clock's nanoseconds.
+type stormBucket struct {
+	interval int64 // nanoseconds per frame; 0: no limit
+	tol      int64 // how far ahead of now tat may run: (burst−1)·interval
+	tat      int64 // theoretical arrival time of the next frame
+}
+
+// stormBurst is how many frames a storm limit lets through at once: 100 ms
+// worth of the rate, at least 16 (a pod's start-up ARP and ND exchange).
+func stormBurst(rate uint32) int64 { return max(int64(rate)/10, 16) }
+
+func newStormBucket(rate uint32) stormBucket {
+	if rate == 0 {
+		return stormBucket{}
+	}
+	iv := max(int64(time.Second)/int64(rate), 1)
+	return stormBucket{interval: iv, tol: (stormBurst(rate) - 1) * iv}
+}
+
+// take reports whether a frame at time now is within the limit.
+func (b *stormBucket) take(now int64) bool {
+	if b.interval == 0 {
+		return true
+	}
+	t := max(b.tat, now)
+	if t-now > b.tol {
+		return false
+	}
+	b.tat = t + b.interval
+	return true
+}
+
+// portSec is one admitted port's security as the packet path applies it.
+// The storm buckets' state is written only by the port's forwarding pass
+// (vale serialises Lookup calls of one source port); a policy change
+// installs a new portSec.
+type portSec struct {
+	learn   bool        // learn source MACs (the host port); pod ports never do
+	spoof   *spoofGuard // nil: spoofing allowed
+	bcast   stormBucket // broadcast frames
+	mcast   stormBucket // other group-addressed frames
+	storm   bool        // either bucket limits
+	refused *refusedCounters
+}
+
+// newPodSec is the security of a pod port under pol.
+func newPodSec(id podIdentity, pol PortPolicy, refused *refusedCounters) *portSec {
+	ps := &portSec{refused: refused, bcast: newStormBucket(pol.BroadcastRate), mcast: newStormBucket(pol.MulticastRate)}
+	ps.storm = pol.BroadcastRate != 0 || pol.MulticastRate != 0
+	if !pol.AllowSpoofing {
+		ps.spoof = newSpoofGuard(id)
+	}
+	return ps
+}
+
+// check returns allowed or why the frame (from its Ethernet header on) is
+// refused.
+func (ps *portSec) check(b []byte, now int64) Refusal {
+	if ps.spoof != nil {
+		if r := ps.spoof.check(b); r != allowed {
+			return r
+		}
+	}
+	if ps.storm && b[0]&1 != 0 {
+		bk := &ps.mcast
+		if binary.LittleEndian.Uint32(b[0:4]) == 0xFFFFFFFF && binary.LittleEndian.Uint16(b[4:6]) == 0xFFFF {
+			bk = &ps.bcast
+		}
+		if !bk.take(now) {
+			return RefusedStorm
+		}
+	}
+	return allowed
+}
+
 // guardLookup is the dataplane's lookup on every switch: the switch's own
-// learning lookup behind the per-port anti-spoofing guards.
+// learning lookup behind each port's security.
 type guardLookup struct {
 	inner  *vale.Learning
-	hdrLen int                          // the switch's virtio-net header, before the Ethernet header
-	guards []atomic.Pointer[spoofGuard] // by source port index
+	hdrLen int                       // the switch's virtio-net header, before the Ethernet header
+	ports  []atomic.Pointer[portSec] // by source port index; nil: not admitted
 }
 
 var _ vale.LearningWrapper = (*guardLookup)(nil)
 
 func newGuardLookup(inner *vale.Learning, maxPorts, hdrLen int) *guardLookup {
-	return &guardLookup{inner: inner, hdrLen: hdrLen, guards: make([]atomic.Pointer[spoofGuard], maxPorts)}
+	return &guardLookup{inner: inner, hdrLen: hdrLen, ports: make([]atomic.Pointer[portSec], maxPorts)}
 }
 
-// set installs (nil: removes) the guard of a port index.
-func (l *guardLookup) set(idx uint16, g *spoofGuard) {
-	if int(idx) < len(l.guards) {
-		l.guards[idx].Store(g)
+// set admits a port index with its security (nil: no longer admitted).
+func (l *guardLookup) set(idx uint16, ps *portSec) {
+	if int(idx) < len(l.ports) {
+		l.ports[idx].Store(ps)
 	}
 }
 
-// Lookup implements vale.Lookup: frames that fail the source port's guard
-// are dropped, the runs in between go to the learning lookup (so a spoofed
-// source MAC is never learned).
+// Lookup implements vale.Lookup: frames of a port that is not admitted are
+// dropped, frames its security refuses are marked vale.DstRefused and
+// counted, and the runs in between go to the learning lookup (which learns
+// their source only on a learning port).
 func (l *guardLookup) Lookup(src uint16, frames []vale.Frame, now int64) {
-	var g *spoofGuard
-	if int(src) < len(l.guards) {
-		g = l.guards[src].Load()
+	var ps *portSec
+	if int(src) < len(l.ports) {
+		ps = l.ports[src].Load()
 	}
-	if g == nil {
-		l.inner.Lookup(src, frames, now)
+	if ps == nil {
+		for i := range frames {
+			frames[i].Dst = vale.DstDrop
+		}
 		return
 	}
-	var bad uint64
+	if ps.spoof == nil && !ps.storm {
+		ps.resolve(l.inner, src, frames, now)
+		return
+	}
+	var bad [numRefusals]uint32
+	refused := false
 	start := 0
 	for i := range frames {
 		// The headers are in the first fragment (the engine checked it holds the
-		// virtio-net and Ethernet headers; allow checks the rest's lengths).
-		if g.allow(frames[i].Data[l.hdrLen:]) {
+		// virtio-net and Ethernet headers; check looks at the rest's lengths).
+		r := ps.check(frames[i].Data[l.hdrLen:], now)
+		if r == allowed {
 			continue
 		}
 		if start < i {
-			l.inner.Lookup(src, frames[start:i], now)
+			ps.resolve(l.inner, src, frames[start:i], now)
 		}
-		frames[i].Dst = vale.DstDrop
-		bad++
+		frames[i].Dst = vale.DstRefused
+		bad[r]++
+		refused = true
 		start = i + 1
 	}
 	if start < len(frames) {
-		l.inner.Lookup(src, frames[start:], now)
+		ps.resolve(l.inner, src, frames[start:], now)
 	}
-	if bad != 0 {
-		g.drops.Add(bad)
+	if refused {
+		for r, n := range bad {
+			if n != 0 {
+				ps.refused[r].Add(uint64(n))
+			}
+		}
+	}
+}
+
+func (ps *portSec) resolve(inner *vale.Learning, src uint16, frames []vale.Frame, now int64) {
+	if ps.learn {
+		inner.Lookup(src, frames, now)
+	} else {
+		inner.Resolve(frames, now)
 	}
 }
 
 // PortDetached implements vale.Lookup; the switch tells the learning lookup
-// itself (vale.LearningWrapper), and the port's guard was cleared before it
-// detached.
+// itself (vale.LearningWrapper).
 func (l *guardLookup) PortDetached(port uint16) { l.set(port, nil) }
 
 // WrappedLearning implements vale.LearningWrapper.

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,21 +21,25 @@ import (
 // attachWithID attaches a pod with its identity and policy pol.
 func (e *env) attachWithID(p *pod, pol *PortPolicy) PortInfo {
 	e.t.Helper()
-	pi, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName, HostIfIndex: p.pair.HostIndex,
-		Policy: pol, PodMAC: p.pair.PodMAC, PodIPs: []netip.Addr{netip.MustParseAddr(p.ip), netip.MustParseAddr(p.ip6)}})
+	r := p.req()
+	r.Policy = pol
+	pi, err := e.dp.AttachPort(context.Background(), r)
 	if err != nil {
 		e.t.Fatalf("AttachPort %s: %v", p.pair.HostName, err)
 	}
 	return pi
 }
 
-func (e *env) spoofDrops(p *pod) uint64 {
+// spoofDrops is what anti-spoofing refused from the pod (every reason but storm).
+func (e *env) spoofDrops(p *pod) uint64 { return e.refused(p).Spoofed() }
+
+func (e *env) refused(p *pod) RefusedCounts {
 	e.t.Helper()
 	pi, err := e.dp.Port(p.portName())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return pi.SpoofDrops
+	return pi.Refused
 }
 
 // sendRaw sends one Ethernet frame from the pod's eth0.
@@ -81,10 +84,10 @@ func TestAntiSpoofing(t *testing.T) {
 		t.Run(v.name, func(t *testing.T) {
 			e := newEnv(t, 0, v.be, v.mod(nil))
 			a, b := e.makePod(), e.makePod()
-			e.attachWithID(a, &PortPolicy{AntiSpoofing: true})
-			e.attachWithID(b, nil)
+			e.attachWithID(a, nil) // the default: anti-spoofing on
+			e.attachWithID(b, &PortPolicy{AllowSpoofing: true})
 			pi, _ := e.dp.Port(a.portName())
-			if !pi.Policy.AntiSpoofing || pi.PodMAC.String() != a.pair.PodMAC.String() || len(pi.PodIPs) != 2 {
+			if pi.Policy.AllowSpoofing || pi.PodMAC.String() != a.pair.PodMAC.String() || len(pi.PodIPs) != 2 {
 				t.Fatalf("port info %+v", pi)
 			}
 
@@ -116,18 +119,18 @@ func TestAntiSpoofing(t *testing.T) {
 				t.Fatalf("ping from a spoofed source passed with anti-spoofing on")
 			}
 			n1 := e.spoofDrops(a)
-			if n1 == 0 {
-				t.Fatalf("spoofed source: no spoof drops counted")
+			if r := e.refused(a); r[RefusedIP] == 0 {
+				t.Fatalf("spoofed source: refused %v, want spoofed_ip counted", r)
 			}
 			// A spoofed source MAC with the pod's own IP.
 			sendRaw(t, a, udpFrame(net.HardwareAddr{0x02, 0xba, 0xd0, 0, 0, 1}, b.pair.PodMAC, a.ip, b.ip))
-			waitFor(t, "the spoofed MAC's drop", 2*time.Second, func() bool { return e.spoofDrops(a) > n1 })
-			if pi, _ := e.dp.Port(a.portName()); pi.Counters.Drops[vale.DropNoDest] < pi.SpoofDrops {
-				t.Fatalf("no_destination %d < spoof drops %d", pi.Counters.Drops[vale.DropNoDest], pi.SpoofDrops)
+			waitFor(t, "the spoofed MAC's drop", 2*time.Second, func() bool { return e.spoofDrops(a) > n1 && e.refused(a)[RefusedMAC] > 0 })
+			if pi, _ := e.dp.Port(a.portName()); pi.Counters.Drops[vale.DropRefused] != pi.Refused.Total() {
+				t.Fatalf("the switch's refused drops %d, port security's %d (%v)", pi.Counters.Drops[vale.DropRefused], pi.Refused.Total(), pi.Refused)
 			}
 
 			// Off, live: the spoofed source passes.
-			if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{}); err != nil {
+			if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{AllowSpoofing: true}); err != nil {
 				t.Fatal(err)
 			}
 			n2 := e.spoofDrops(a)
@@ -138,7 +141,7 @@ func TestAntiSpoofing(t *testing.T) {
 				t.Fatalf("spoof drops grew with anti-spoofing off: %d → %d", n2, n)
 			}
 			// On again, live.
-			if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{AntiSpoofing: true}); err != nil {
+			if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{}); err != nil {
 				t.Fatal(err)
 			}
 			if err := spoofPing(); err == nil {
@@ -149,14 +152,16 @@ func TestAntiSpoofing(t *testing.T) {
 			}
 			e.ping(a, b.ip)
 
-			// A port attached without an identity cannot have it.
-			if err := e.dp.SetPortPolicy(b.portName(), PortPolicy{AntiSpoofing: false}); err != nil {
+			// A port attached without addresses (allowed only with spoofing
+			// allowed) cannot lose that.
+			c := e.makePod()
+			r := c.req()
+			r.PodIPs, r.Policy = nil, &PortPolicy{AllowSpoofing: true}
+			if _, err := e.dp.AttachPort(context.Background(), r); err != nil {
 				t.Fatal(err)
 			}
-			c := e.makePod()
-			e.attach(c)
-			if err := e.dp.SetPortPolicy(c.portName(), PortPolicy{AntiSpoofing: true}); !errors.Is(err, ErrInvalid) {
-				t.Fatalf("anti-spoofing without identity: %v, want ErrInvalid", err)
+			if err := e.dp.SetPortPolicy(c.portName(), PortPolicy{}); !errors.Is(err, ErrInvalid) {
+				t.Fatalf("anti-spoofing without addresses: %v, want ErrInvalid", err)
 			}
 		})
 	}
@@ -195,8 +200,7 @@ func ndMsg(typ byte, target string, optType byte, optMAC net.HardwareAddr) []byt
 func TestSpoofGuardRules(t *testing.T) {
 	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
 	other := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
-	var drops atomic.Uint64
-	g := newSpoofGuard(podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("fd00::10")}}, &drops)
+	g := newSpoofGuard(podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("fd00::10")}})
 	arp := func(sha net.HardwareAddr, spa string) []byte {
 		b := make([]byte, 14+28)
 		copy(b[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
@@ -218,41 +222,42 @@ func TestSpoofGuardRules(t *testing.T) {
 	for _, c := range []struct {
 		name  string
 		frame []byte
-		want  bool
+		want  Refusal
 	}{
-		{"ipv4 own", udpFrame(mac, other, "10.0.0.10", "10.0.0.11"), true},
-		{"ipv4 other source", udpFrame(mac, other, "10.0.0.99", "10.0.0.11"), false},
-		{"ipv4 other mac", udpFrame(other, mac, "10.0.0.10", "10.0.0.11"), false},
-		{"ipv4 vlan own", vlan(udpFrame(mac, other, "10.0.0.10", "10.0.0.11")), true},
-		{"ipv4 vlan other", vlan(udpFrame(mac, other, "10.0.0.9", "10.0.0.11")), false},
-		{"arp own", arp(mac, "10.0.0.10"), true},
-		{"arp probe", arp(mac, "0.0.0.0"), true},
-		{"arp other ip", arp(mac, "10.0.0.11"), false},
-		{"arp other sha", arp(other, "10.0.0.10"), false},
-		{"ipv6 own echo", nd(mac, "fd00::10", []byte{128, 0, 0, 0, 0, 0, 0, 0}), true},
-		{"ipv6 other", nd(mac, "fd00::11", []byte{128, 0, 0, 0, 0, 0, 0, 0}), false},
-		{"ns dad", nd(mac, "::", ndMsg(icmp6NS, "fd00::10", 0, nil)), true},
-		{"ns from own link-local", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NS, "fd00::11", 1, mac)), true},
-		{"ns from another link-local", nd(mac, "fe80::1", ndMsg(icmp6NS, "fd00::11", 1, mac)), false},
-		{"ipv6 from another pod's link-local", nd(mac, "fe80::ff:fe00:99", []byte{128, 0, 0, 0, 0, 0, 0, 0}), false},
-		{"na own link-local target", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NA, "fe80::ff:fe00:10", 2, mac)), true},
-		{"na other link-local target", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NA, "fe80::ff:fe00:99", 2, mac)), false},
-		{"ns other slla", nd(mac, "fd00::10", ndMsg(icmp6NS, "fd00::11", 1, other)), false},
-		{"na own", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, mac)), true},
-		{"na other target", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::11", 2, mac)), false},
-		{"na other tlla", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, other)), false},
-		{"ra", nd(mac, "fe80::1", ndMsg(icmp6RA, "", 0, nil)), false},
-		{"redirect", nd(mac, "fe80::1", ndMsg(icmp6Redirect, "fd00::11", 0, nil)), false},
-		{"bad option length", nd(mac, "fd00::10", append(ndMsg(icmp6NS, "fd00::11", 0, nil), 1, 0)), false},
+		{"ipv4 own", udpFrame(mac, other, "10.0.0.10", "10.0.0.11"), allowed},
+		{"ipv4 other source", udpFrame(mac, other, "10.0.0.99", "10.0.0.11"), RefusedIP},
+		{"ipv4 other mac", udpFrame(other, mac, "10.0.0.10", "10.0.0.11"), RefusedMAC},
+		{"ipv4 vlan own", vlan(udpFrame(mac, other, "10.0.0.10", "10.0.0.11")), allowed},
+		{"ipv4 vlan other", vlan(udpFrame(mac, other, "10.0.0.9", "10.0.0.11")), RefusedIP},
+		{"arp own", arp(mac, "10.0.0.10"), allowed},
+		{"arp probe", arp(mac, "0.0.0.0"), allowed},
+		{"arp other ip", arp(mac, "10.0.0.11"), RefusedClaim},
+		{"arp other sha", arp(other, "10.0.0.10"), RefusedClaim},
+		{"ipv6 own echo", nd(mac, "fd00::10", []byte{128, 0, 0, 0, 0, 0, 0, 0}), allowed},
+		{"ipv6 other", nd(mac, "fd00::11", []byte{128, 0, 0, 0, 0, 0, 0, 0}), RefusedIP},
+		{"ns dad", nd(mac, "::", ndMsg(icmp6NS, "fd00::10", 0, nil)), allowed},
+		{"ns from own link-local", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NS, "fd00::11", 1, mac)), allowed},
+		{"ns from another link-local", nd(mac, "fe80::1", ndMsg(icmp6NS, "fd00::11", 1, mac)), RefusedIP},
+		{"ipv6 from another pod's link-local", nd(mac, "fe80::ff:fe00:99", []byte{128, 0, 0, 0, 0, 0, 0, 0}), RefusedIP},
+		{"na own link-local target", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NA, "fe80::ff:fe00:10", 2, mac)), allowed},
+		{"na other link-local target", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6NA, "fe80::ff:fe00:99", 2, mac)), RefusedClaim},
+		{"ns other slla", nd(mac, "fd00::10", ndMsg(icmp6NS, "fd00::11", 1, other)), RefusedClaim},
+		{"na own", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, mac)), allowed},
+		{"na other target", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::11", 2, mac)), RefusedClaim},
+		{"na other tlla", nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, other)), RefusedClaim},
+		{"ra", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6RA, "", 0, nil)), RefusedClaim},
+		{"redirect", nd(mac, "fe80::ff:fe00:10", ndMsg(icmp6Redirect, "fd00::11", 0, nil)), RefusedClaim},
+		{"ra from another address", nd(mac, "fe80::1", ndMsg(icmp6RA, "", 0, nil)), RefusedIP},
+		{"bad option length", nd(mac, "fd00::10", append(ndMsg(icmp6NS, "fd00::11", 0, nil), 1, 0)), RefusedClaim},
 		{"other ethertype", func() []byte {
 			f := udpFrame(mac, other, "10.0.0.10", "10.0.0.11")
 			f[12], f[13] = 0x88, 0xcc
 			return f
-		}(), false},
-		{"short", mac, false},
+		}(), RefusedEtherType},
+		{"short", mac, RefusedMAC},
 	} {
-		if got := g.allow(c.frame); got != c.want {
-			t.Errorf("%s: allow = %v, want %v", c.name, got, c.want)
+		if got := g.check(c.frame); got != c.want {
+			t.Errorf("%s: check = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
@@ -281,25 +286,104 @@ func TestGuardLookup(t *testing.T) {
 	}
 	gl := newGuardLookup(lrn, 4, 0)
 	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
-	var drops atomic.Uint64
-	good := udpFrame(mac, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}, "10.0.0.10", "10.0.0.11")
-	bad := udpFrame(net.HardwareAddr{0x02, 0xba, 0xd, 0, 0, 1}, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}, "10.0.0.10", "10.0.0.11")
-	frames := []vale.Frame{{Data: good, Len: int32(len(good))}, {Data: bad, Len: int32(len(bad))}, {Data: good, Len: int32(len(good))}}
-	gl.Lookup(1, frames, 1)
-	if frames[1].Dst == vale.DstDrop {
-		t.Fatalf("guard off: frame dropped")
+	peer := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}
+	bad := net.HardwareAddr{0x02, 0xba, 0xd, 0, 0, 1}
+	good := udpFrame(mac, peer, "10.0.0.10", "10.0.0.11")
+	spoofed := udpFrame(bad, peer, "10.0.0.10", "10.0.0.11")
+	frames := func() []vale.Frame {
+		return []vale.Frame{{Data: good, Len: int32(len(good))}, {Data: spoofed, Len: int32(len(spoofed))}, {Data: good, Len: int32(len(good))}}
 	}
-	gl.set(1, newSpoofGuard(podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}, &drops))
-	gl.Lookup(1, frames, 2)
-	if frames[0].Dst == vale.DstDrop || frames[1].Dst != vale.DstDrop || frames[2].Dst == vale.DstDrop || drops.Load() != 1 {
-		t.Fatalf("guard on: dsts %d %d %d, drops %d", frames[0].Dst, frames[1].Dst, frames[2].Dst, drops.Load())
+	fs := frames()
+	gl.Lookup(1, fs, 1)
+	for i := range fs {
+		if fs[i].Dst != vale.DstDrop {
+			t.Fatalf("port not admitted: frame %d has dst %#x, want DstDrop", i, fs[i].Dst)
+		}
 	}
-	if n := testing.AllocsPerRun(100, func() { gl.Lookup(1, frames, 3) }); n != 0 {
+	var refused refusedCounters
+	id := podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}
+	gl.set(1, newPodSec(id, PortPolicy{}, &refused))
+	fs = frames()
+	gl.Lookup(1, fs, 2)
+	if fs[0].Dst != vale.DstUnknown || fs[1].Dst != vale.DstRefused || fs[2].Dst != vale.DstUnknown || refused[RefusedMAC].Load() != 1 {
+		t.Fatalf("anti-spoofing: dsts %#x %#x %#x, refused %v", fs[0].Dst, fs[1].Dst, fs[2].Dst, refused.snapshot())
+	}
+	if ents := fdb.Entries(2); len(ents) != 0 {
+		t.Fatalf("a pod port was learned from: %v", ents)
+	}
+	if n := testing.AllocsPerRun(100, func() { gl.Lookup(1, fs, 3) }); n != 0 {
 		t.Fatalf("%v allocations per batch", n)
 	}
+	// Spoofing allowed: the frame passes, and is still not learned from.
+	gl.set(1, newPodSec(id, PortPolicy{AllowSpoofing: true}, &refused))
+	fs = frames()
+	gl.Lookup(1, fs, 4)
+	if fs[1].Dst != vale.DstUnknown {
+		t.Fatalf("spoofing allowed: dst %#x, want DstUnknown", fs[1].Dst)
+	}
+	if ents := fdb.Entries(4); len(ents) != 0 {
+		t.Fatalf("a pod port that may spoof was learned from: %v", ents)
+	}
+	// A learning port (the host port) is learned from.
+	gl.set(2, &portSec{learn: true})
+	gl.Lookup(2, frames()[:1], 5)
+	if p, ok := fdb.Lookup(mac, 5); !ok || p != 2 {
+		t.Fatalf("learning port: %v on %d, want learned on 2", ok, p)
+	}
 	gl.PortDetached(1)
-	if gl.guards[1].Load() != nil {
-		t.Fatal("guard kept after PortDetached")
+	if gl.ports[1].Load() != nil {
+		t.Fatal("port still admitted after PortDetached")
+	}
+}
+
+func TestStormControl(t *testing.T) {
+	fdb, _ := vale.NewFDB(64, time.Minute)
+	lrn, _ := vale.NewLearning(fdb, 4)
+	gl := newGuardLookup(lrn, 4, 0)
+	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
+	bcast := udpFrame(mac, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, "10.0.0.10", "10.0.0.255")
+	mcast := udpFrame(mac, net.HardwareAddr{0x01, 0, 0x5e, 0, 0, 0xfb}, "10.0.0.10", "224.0.0.251")
+	ucast := udpFrame(mac, net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}, "10.0.0.10", "10.0.0.11")
+	var refused refusedCounters
+	id := podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10")}}
+	// 100 broadcast frames/s (a burst of 16), 1000 multicast (a burst of 100).
+	gl.set(1, newPodSec(id, PortPolicy{BroadcastRate: 100, MulticastRate: 1000}, &refused))
+	batch := func(f []byte, n int, now int64) (passed int) {
+		fs := make([]vale.Frame, n)
+		for i := range fs {
+			fs[i] = vale.Frame{Data: f, Len: int32(len(f))}
+		}
+		gl.Lookup(1, fs, now)
+		for i := range fs {
+			if fs[i].Dst != vale.DstRefused {
+				passed++
+			}
+		}
+		return passed
+	}
+	now := int64(time.Hour)
+	if n := batch(bcast, 64, now); n != 16 {
+		t.Fatalf("broadcast burst: %d of 64 passed, want 16", n)
+	}
+	if n := batch(mcast, 200, now); n != 100 {
+		t.Fatalf("multicast burst: %d of 200 passed, want 100 (its own bucket)", n)
+	}
+	if n := batch(ucast, 500, now); n != 500 {
+		t.Fatalf("unicast: %d of 500 passed, want all (not limited)", n)
+	}
+	// A second later the broadcast bucket has refilled its burst, not more.
+	if n := batch(bcast, 64, now+int64(time.Second)); n != 16 {
+		t.Fatalf("broadcast a second later: %d passed, want 16", n)
+	}
+	// 10 ms later one more frame (100/s).
+	if n := batch(bcast, 8, now+int64(time.Second)+int64(10*time.Millisecond)); n != 1 {
+		t.Fatalf("broadcast 10 ms later: %d passed, want 1", n)
+	}
+	if got := refused[RefusedStorm].Load(); got != 48+100+48+7 {
+		t.Fatalf("storm refusals %d, want %d", got, 48+100+48+7)
+	}
+	if refused[RefusedMAC].Load()+refused[RefusedIP].Load() != 0 {
+		t.Fatalf("storm frames counted as spoofed: %v", refused.snapshot())
 	}
 }
 
@@ -405,10 +489,9 @@ func FuzzSpoofGuard(f *testing.F) {
 	f.Add(nd(mac, "fd00::10", ndMsg(icmp6NA, "fd00::10", 2, mac)))
 	f.Add(nd(mac, "fd00::10", append(ndMsg(icmp6NS, "fd00::11", 0, nil), 1, 0)))
 	f.Add([]byte{})
-	var drops atomic.Uint64
-	g := newSpoofGuard(podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("fd00::10")}}, &drops)
+	g := newSpoofGuard(podIdentity{mac: mac, ips: []netip.Addr{netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("fd00::10")}})
 	f.Fuzz(func(t *testing.T, b []byte) {
-		if g.allow(b) && (len(b) < 12 || !bytes.Equal(b[6:12], mac)) {
+		if g.check(b) == allowed && (len(b) < 12 || !bytes.Equal(b[6:12], mac)) {
 			t.Fatalf("allowed a frame without the pod's source MAC: %x", b)
 		}
 		_ = flowHash(b)

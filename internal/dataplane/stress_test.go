@@ -53,7 +53,7 @@ func TestConcurrentControl(t *testing.T) {
 		if err := e.dp.DetachPort(context.Background(), c.portName()); err != nil {
 			return err
 		}
-		_, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: c.owner, HostIfName: c.pair.HostName})
+		_, err := e.dp.AttachPort(context.Background(), c.req())
 		return err
 	})
 	done := make(chan struct{})

@@ -238,11 +238,11 @@ func TestRestartAdopt(t *testing.T) {
 	}
 	e.start()
 	for _, p := range e.pods {
-		if _, err := e.dp.Adopt(context.Background(), AttachRequest{Owner: p.owner, HostIfName: p.pair.HostName}); err != nil {
+		if _, err := e.dp.Adopt(context.Background(), p.req()); err != nil {
 			t.Fatalf("adopt %s: %v", p.pair.HostName, err)
 		}
 	}
-	_, err := e.dp.Adopt(context.Background(), AttachRequest{Owner: "someone/else", HostIfName: a.pair.HostName})
+	_, err := e.dp.Adopt(context.Background(), a.reqAs("someone/else"))
 	if Errno(err) != ErrNotOwned.Errno() {
 		t.Fatalf("adopt with the wrong owner: %v, want EPERM", err)
 	}
@@ -309,7 +309,7 @@ func testCloseLeavesNothing(t *testing.T, v variant) {
 	if fd1 := fdCount(t); fd1 > fd0 {
 		t.Errorf("%d descriptors open before New, %d after Close", fd0, fd1)
 	}
-	if _, err := e.dp.AttachPort(context.Background(), AttachRequest{Owner: a.owner, HostIfName: a.pair.HostName}); Errno(err) != ErrClosed.Errno() {
+	if _, err := e.dp.AttachPort(context.Background(), a.req()); Errno(err) != ErrClosed.Errno() {
 		t.Errorf("attach after close: %v, want ENXIO", err)
 	}
 }

@@ -165,7 +165,7 @@ func TestRoundTrip(t *testing.T) {
 	if err != nil || a2.MAC != a1.MAC || a2.IPs[0] != a1.IPs[0] {
 		t.Fatalf("allocate again: got %+v, %v; want %+v", a2, err, a1)
 	}
-	p, err := c.Attach(ctx, &AttachRequest{Key: key, HostIfName: "epair3a", HostIfIndex: 7})
+	p, err := c.Attach(ctx, &AttachRequest{Key: key, HostIfName: "epair3a", HostIfIndex: 7, PodMAC: "02:00:00:00:00:07"})
 	if err != nil || !p.Up || p.HostIfIndex != 7 || p.Name != "vale0:epair3a" {
 		t.Fatalf("attach: %+v, %v", p, err)
 	}

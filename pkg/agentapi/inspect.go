@@ -48,7 +48,7 @@ type PortInfo struct {
 	HostIfIndex int    `json:"hostIfIndex,omitempty"`
 	// Backend is how the link is opened: "afxdp", "afpacket" or "tap".
 	Backend string `json:"backend,omitempty"`
-	// Owner is the attachment ("containerID/ifName") the port belongs to, if any.
+	// Owner is the attachment ("<network>/<containerID>/<ifname>") the port belongs to, if any.
 	Owner  string   `json:"owner,omitempty"`
 	Active bool     `json:"active"`
 	Stats  Counters `json:"counters"`

@@ -163,9 +163,10 @@ type AttachRequest struct {
 	Key
 	HostIfName  string `json:"hostIfName"`
 	HostIfIndex int    `json:"hostIfIndex"`
-	// PodMAC is the pod end's MAC as the plugin set it (optional): with the attachment's
-	// addresses it is the pod's identity that PortPolicy anti-spoofing checks.
-	PodMAC string `json:"podMAC,omitempty"`
+	// PodMAC is the pod end's MAC as the plugin set it (required): the switch pins it as
+	// the port's forwarding entry, and with the attachment's addresses it is the pod's
+	// identity that anti-spoofing checks.
+	PodMAC string `json:"podMAC"`
 }
 
 // Validate checks the request.
@@ -182,10 +183,8 @@ func (r *AttachRequest) Validate() error {
 	if r.HostIfIndex <= 0 {
 		return invalid("hostIfIndex", fmt.Sprintf("%d, must be > 0", r.HostIfIndex))
 	}
-	if r.PodMAC != "" {
-		if m, err := net.ParseMAC(r.PodMAC); err != nil || len(m) != 6 || m[0]&1 != 0 {
-			return invalid("podMAC", fmt.Sprintf("%q, want a 6-byte unicast MAC", r.PodMAC))
-		}
+	if m, err := net.ParseMAC(r.PodMAC); err != nil || len(m) != 6 || m[0]&1 != 0 {
+		return invalid("podMAC", fmt.Sprintf("%q, want the pod's 6-byte unicast MAC", r.PodMAC))
 	}
 	return nil
 }
