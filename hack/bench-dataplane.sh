@@ -86,13 +86,20 @@ measure() {
 	echo "bench-dataplane: $label: $pps pps, TCP $t1/$t4 Gbit/s, rtt $rtt ms; sender: $(tr '\n' ' ' <"$WORK/flood")" >&2
 }
 
+# The pods' identities, which the switch pins in its FDB and anti-spoofing checks (the
+# dataplane's default); BENCH_ALLOW_SPOOFING=1 measures the ports without the checks.
+LINKA=ha,02:00:00:90:00:01,$IPA
+LINKB=hb,02:00:00:90:00:02,$IPB
+SPOOF=
+[ "${BENCH_ALLOW_SPOOFING:-0}" = 1 ] && SPOOF=-allow-spoofing
+
 # start_switch BACKEND: the dataplane runs in the bench's host namespace
 # (BACKEND offload: an offload switch, AF_PACKET ports with virtio-net headers).
 start_switch() {
 	if [ "$1" = offload ]; then
-		ip netns exec $H "$BIN" switch -offload -backend packet -link ha -link hb -gw $GW >"$WORK/sw.out" 2>"$WORK/sw.err" &
+		ip netns exec $H "$BIN" switch -offload -backend packet -link "$LINKA" -link "$LINKB" -gw $GW $SPOOF >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	else
-		ip netns exec $H "$BIN" switch -backend "$1" -link ha -link hb -gw $GW -xdp-frames 4096 >"$WORK/sw.out" 2>"$WORK/sw.err" &
+		ip netns exec $H "$BIN" switch -backend "$1" -link "$LINKA" -link "$LINKB" -gw $GW -xdp-frames 4096 $SPOOF >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	fi
 	SWPID=$!
 	for _ in $(seq 100); do

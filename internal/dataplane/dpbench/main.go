@@ -60,12 +60,13 @@ func (l *list) Set(s string) error { *l = append(*l, s); return nil }
 func runSwitch(args []string) error {
 	fs := flag.NewFlagSet("switch", flag.ExitOnError)
 	var links list
-	fs.Var(&links, "link", "host link to attach (repeat)")
+	fs.Var(&links, "link", "host link to attach as NAME,PODMAC,PODIP[,PODIP] (repeat)")
 	backend := fs.String("backend", "auto", "auto, xdp or packet")
 	gw := fs.String("gw", "", "gateway address with prefix for the host port")
 	frames := fs.Int("xdp-frames", 0, "AF_XDP UMEM frames per link (0: dataplane default)")
 	qlen := fs.Int("queue", 0, "output queue length (0: default)")
 	offload := fs.Bool("offload", false, "an offload switch (virtio-net headers; backend auto or packet)")
+	allowSpoofing := fs.Bool("allow-spoofing", false, "ports without anti-spoofing (default: the dataplane's port security)")
 	_ = fs.Parse(args)
 	be, err := linkport.ParseBackend(*backend)
 	if err != nil {
@@ -75,6 +76,7 @@ func runSwitch(args []string) error {
 	cfg.Backend = be
 	cfg.Link.XDP.FrameCount = uint32(*frames)
 	cfg.DefaultPolicy.QueueLen = *qlen
+	cfg.DefaultPolicy.AllowSpoofing = *allowSpoofing
 	sc := dataplane.SwitchConfig{Name: "vale0", Offload: *offload}
 	if *gw != "" {
 		p, err := netip.ParsePrefix(*gw)
@@ -90,7 +92,12 @@ func runSwitch(args []string) error {
 	}
 	defer dp.Close(dataplane.CloseOptions{Uninstall: true})
 	for i, l := range links {
-		if _, err := dp.AttachPort(context.Background(), dataplane.AttachRequest{Owner: fmt.Sprintf("bench%d/eth0", i), HostIfName: l}); err != nil {
+		req, err := linkRequest(l)
+		if err != nil {
+			return err
+		}
+		req.Owner = fmt.Sprintf("bench%d/eth0", i)
+		if _, err := dp.AttachPort(context.Background(), req); err != nil {
 			return err
 		}
 	}
@@ -181,4 +188,26 @@ func setCsum(args []string, on bool) error {
 	}
 	defer unix.Close(fd)
 	return sys.SetTxChecksum(fd, args[0], on)
+}
+
+// linkRequest parses -link NAME,PODMAC,PODIP[,PODIP]: the host link and the pod's identity,
+// which the switch pins (and anti-spoofing checks).
+func linkRequest(v string) (dataplane.AttachRequest, error) {
+	f := strings.Split(v, ",")
+	if len(f) < 3 {
+		return dataplane.AttachRequest{}, fmt.Errorf("-link %q: want NAME,PODMAC,PODIP[,PODIP]", v)
+	}
+	mac, err := net.ParseMAC(f[1])
+	if err != nil {
+		return dataplane.AttachRequest{}, fmt.Errorf("-link %q: pod MAC: %w", v, err)
+	}
+	req := dataplane.AttachRequest{HostIfName: f[0], PodMAC: mac}
+	for _, a := range f[2:] {
+		ip, err := netip.ParseAddr(a)
+		if err != nil {
+			return dataplane.AttachRequest{}, fmt.Errorf("-link %q: pod address: %w", v, err)
+		}
+		req.PodIPs = append(req.PodIPs, ip)
+	}
+	return req, nil
 }
