@@ -561,23 +561,10 @@ func (c *clusterDataplane) Status(context.Context) (controller.Snapshot, error) 
 			if p.Kind == dataplane.KindPod {
 				st.Ports++
 			}
-			ps := epairv1.PortState{Name: p.HostIfName, Switch: s.Name, Pod: pods[p.Name], Policy: pols[p.Name],
-				RxPackets: int64(p.Counters.InFrames), RxBytes: int64(p.Counters.InBytes),
-				TxPackets: int64(p.Queue.TxFrames), TxBytes: int64(p.Queue.TxBytes),
-				QueueDepth: int32(p.Queue.Len), QueueLength: int32(p.Queue.MaxLen)}
-			if p.Kind == dataplane.KindHost {
-				ps.TxPackets, ps.TxBytes = int64(p.Counters.OutFrames), int64(p.Counters.OutBytes)
+			ps := portState(s.Name, p, pods[p.Name], pols[p.Name])
+			for _, d := range ps.Drops {
+				drops[d.Reason] += d.Packets
 			}
-			for r, n := range dropsByReason(p) {
-				reason := dropReason(r)
-				ps.Drops = mergeDrop(ps.Drops, reason, int64(n))
-				drops[reason] += int64(n)
-			}
-			if p.Queue.Drops != 0 {
-				ps.Drops = mergeDrop(ps.Drops, "queue-full", int64(p.Queue.Drops))
-				drops["queue-full"] += int64(p.Queue.Drops)
-			}
-			sort.Slice(ps.Drops, func(i, j int) bool { return ps.Drops[i].Reason < ps.Drops[j].Reason })
 			snap.Ports = append(snap.Ports, ps)
 		}
 		snap.Switches = append(snap.Switches, st)
@@ -587,6 +574,28 @@ func (c *clusterDataplane) Status(context.Context) (controller.Snapshot, error) 
 	}
 	sort.Slice(snap.Drops, func(i, j int) bool { return snap.Drops[i].Reason < snap.Drops[j].Reason })
 	return snap, nil
+}
+
+// portState is a port's NodeState entry: its counters, queue and drops by reason, each
+// frame counted once. The switch's no_space of a pod port is what its full output queue
+// (or a lack of buffers) refused; the queue's own drops add only the frames it had queued
+// and then dropped (evicted for a higher priority, lost in a discipline change).
+func portState(sw string, p dataplane.PortInfo, pod, policy string) epairv1.PortState {
+	ps := epairv1.PortState{Name: p.HostIfName, Switch: sw, Pod: pod, Policy: policy,
+		RxPackets: int64(p.Counters.InFrames), RxBytes: int64(p.Counters.InBytes),
+		TxPackets: int64(p.Queue.TxFrames), TxBytes: int64(p.Queue.TxBytes),
+		QueueDepth: int32(p.Queue.Len), QueueLength: int32(p.Queue.MaxLen)}
+	if p.Kind == dataplane.KindHost {
+		ps.TxPackets, ps.TxBytes = int64(p.Counters.OutFrames), int64(p.Counters.OutBytes)
+	}
+	for r, n := range dropsByReason(p) {
+		ps.Drops = mergeDrop(ps.Drops, dropReason(r), int64(n))
+	}
+	if p.Queue.Evicted != 0 {
+		ps.Drops = mergeDrop(ps.Drops, "queue-full", int64(p.Queue.Evicted))
+	}
+	sort.Slice(ps.Drops, func(i, j int) bool { return ps.Drops[i].Reason < ps.Drops[j].Reason })
+	return ps
 }
 
 // dropReason is NodeState's name of a drop reason of the agent API ("no_space" is the

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -371,5 +372,21 @@ func TestPortInfoRefused(t *testing.T) {
 	want := map[string]uint64{"no_destination": 2, "no_space": 1, "spoofed_mac": 3, "spoofed_ip": 2, "storm": 4}
 	if got.Dropped != 12 || !maps.Equal(got.Drops, want) {
 		t.Fatalf("counters %+v, want 12 dropped as %v", got, want)
+	}
+}
+
+// A frame the full output queue refused is the switch's no_space and the queue's drop at
+// once: NodeState counts it once; frames the queue evicted after queueing them add to it.
+func TestPortStateCountsQueueDropsOnce(t *testing.T) {
+	var p dataplane.PortInfo
+	p.Kind, p.HostIfName = dataplane.KindPod, "epair0a"
+	p.Counters.Drops[vale.DropNoSpace] = 5 // refused by the full queue
+	p.Queue.Drops, p.Queue.Evicted = 7, 2  // the same 5, and 2 evicted
+	p.Counters.Drops[vale.DropRefused] = 3
+	p.Refused[dataplane.RefusedMAC] = 3
+	ps := portState("vale0", p, "ns/p", "")
+	want := []epairv1.DropCount{{Reason: "queue-full", Packets: 7}, {Reason: "spoofed-mac", Packets: 3}}
+	if !slices.Equal(ps.Drops, want) {
+		t.Fatalf("drops %+v, want %+v", ps.Drops, want)
 	}
 }

@@ -294,6 +294,7 @@ func (q *outq) stats() QueueStats {
 		Len:      q.sq.Len(),
 		MaxLen:   q.ifp.Snd().MaxLen(),
 		Drops:    q.sq.Drops(),
+		Evicted:  q.sq.Drops() - min(q.sq.Refused(), q.sq.Drops()),
 		NoBuf:    q.noBuf.Load(),
 		TxFrames: q.txFrames.Load(),
 		TxBytes:  q.txBytes.Load(),
@@ -305,10 +306,14 @@ func (q *outq) stats() QueueStats {
 type QueueStats struct {
 	Len, MaxLen int    // frames queued now, queue limit (with staging headroom)
 	Drops       uint64 // frames the discipline refused or evicted (queue full)
-	NoBuf       uint64 // frames dropped for want of a buffer
-	TxFrames    uint64 // frames handed to the link
-	TxBytes     uint64
-	TxErrors    uint64 // frames the link refused with an error
+	// Evicted is the part of Drops that had been queued (evicted for a
+	// higher-priority frame, or lost when the discipline changed); the rest,
+	// refused at enqueue, are in the switch's DropNoSpace of the port too.
+	Evicted  uint64
+	NoBuf    uint64 // frames dropped for want of a buffer
+	TxFrames uint64 // frames handed to the link
+	TxBytes  uint64
+	TxErrors uint64 // frames the link refused with an error
 }
 
 // bufPool is a port's frame buffers: at most max buffers of size bytes,

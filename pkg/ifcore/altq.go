@@ -200,6 +200,7 @@ type Subqueue struct {
 	startMsgs []startMsg
 	devMsg    startMsg
 	drops     atomic.Uint64
+	refused   atomic.Uint64 // the part of drops that Enqueue refused (the rest were queued first)
 	enqueued  atomic.Uint64
 	batch     []*Packet // driver scratch, used under the hw serializer
 	wd        *Watchdog
@@ -250,6 +251,7 @@ func (sq *Subqueue) enqueueLocked(p *Packet) error {
 	if err != nil {
 		p.Free()
 		sq.drops.Add(1)
+		sq.refused.Add(1)
 		return err
 	}
 	sq.enqueued.Add(1)
@@ -375,6 +377,12 @@ func (sq *Subqueue) Limits() (int, int) {
 // Drops returns the number of packets dropped by enqueue (full queue or
 // eviction).
 func (sq *Subqueue) Drops() uint64 { return sq.drops.Load() }
+
+// Refused returns the part of Drops that Enqueue refused (the queue was
+// full); the rest had been queued (evicted for a higher-priority packet, or
+// lost when the discipline changed). A caller of Enqueue that counts its
+// refusals itself adds only Drops − Refused.
+func (sq *Subqueue) Refused() uint64 { return sq.refused.Load() }
 
 // dataReadyLocked is ifsq_data_ready: not empty, and with a regulator, the
 // regulator lets the head leave now.
