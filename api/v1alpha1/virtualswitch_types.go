@@ -3,6 +3,8 @@ package v1alpha1
 import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 // Discipline names an output-queue discipline (pkg/ifcore's DisciplineKind).
@@ -19,10 +21,11 @@ const (
 )
 
 // Bounds shared by the schema markers and the agent's own validation. They are
-// the limits pkg/vale and pkg/ifcore enforce.
+// the limits pkg/vale and pkg/ifcore enforce; the MTU's are pkg/limits' (the markers
+// repeat them as literals, and a test compares the generated schema with them).
 const (
-	MinMTU         = 68
-	MaxMTU         = 65521 // 65535-byte frame minus the Ethernet header
+	MinMTU         = limits.MinMTU
+	MaxMTU         = limits.MaxMTU
 	MinBatchSize   = 1
 	MaxBatchSize   = 8192
 	MinMaxPorts    = 2
@@ -43,8 +46,8 @@ type VirtualSwitchSpec struct {
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
 	// MTU of the switch's ports and of the pods' interfaces, in bytes.
-	// +kubebuilder:validation:Minimum=68
-	// +kubebuilder:validation:Maximum=65521
+	// +kubebuilder:validation:Minimum=576
+	// +kubebuilder:validation:Maximum=4078
 	// +kubebuilder:default=1500
 	// +optional
 	MTU int32 `json:"mtu,omitempty"`

@@ -12,8 +12,8 @@ import (
 	"regexp"
 	"time"
 
-	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/internal/ipam"
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 // Defaults of the standalone agent.
@@ -21,20 +21,17 @@ const (
 	DefaultSocket   = "/run/epair/agent.sock"
 	DefaultStateDir = "/var/lib/epair"
 	DefaultSwitch   = "vale0"
-	DefaultMTU      = 1500
+	DefaultMTU      = limits.DefaultMTU
 	// DefaultRingSlots and DefaultXDPFrames size a port (see Config.RingSlots).
 	DefaultRingSlots = 64
 	DefaultXDPFrames = 128
-	// MinMTU and MaxMTU bound a switch's MTU (IPv4's minimum; the largest whose frames fit
-	// one 4 KiB buffer of the AF_XDP/AF_PACKET backends with an Ethernet header and a tag).
-	MinMTU = 576
-	MaxMTU = 4096 - 18
+	// MinMTU and MaxMTU bound a switch's MTU (pkg/limits).
+	MinMTU = limits.MinMTU
+	MaxMTU = limits.MaxMTU
 	// DefaultBroadcastRate and DefaultMulticastRate are a pod port's storm control when a
-	// switch sets none (frames per second the pod may send to broadcast and to other group
-	// addresses, with a burst of 100 ms worth): far above what ARP, ND and MLD need, far
-	// below a flood that costs the switch a core.
-	DefaultBroadcastRate = 1000
-	DefaultMulticastRate = 5000
+	// switch sets none (pkg/limits).
+	DefaultBroadcastRate = limits.DefaultBroadcastRate
+	DefaultMulticastRate = limits.DefaultMulticastRate
 )
 
 // ErrInvalidConfig is wrapped by every configuration error; the message names the field.
@@ -234,8 +231,8 @@ func (c *Config) Validate() error {
 			field string
 			v     *uint32
 		}{{".broadcastRate", s.BroadcastRate}, {".multicastRate", s.MulticastRate}} {
-			if r.v != nil && *r.v > dataplane.MaxStormRate {
-				return fieldErr(f+r.field, "%d frames/s, want 0 (no limit) to %d", *r.v, dataplane.MaxStormRate)
+			if r.v != nil && *r.v > limits.MaxStormRate {
+				return fieldErr(f+r.field, "%d frames/s, want 0 (no limit) to %d", *r.v, limits.MaxStormRate)
 			}
 		}
 		if s.HostPort != "" && hosts[s.HostPort] {

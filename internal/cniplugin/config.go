@@ -16,6 +16,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
+
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 // Defaults.
@@ -232,8 +234,8 @@ func (n *NetConf) Validate() error {
 			return fieldErr(ErrInvalidConfig, "switch", n.Switch, err, `"vale" followed by [A-Za-z0-9_], at most 15 bytes, e.g. vale0`)
 		}
 	}
-	if n.MTU != 0 && (n.MTU < 68 || n.MTU > 65535) {
-		return fieldErr(ErrInvalidConfig, "mtu", strconv.Itoa(n.MTU), "out of range", "0 (the switch's MTU) or 68..65535")
+	if n.MTU != 0 && (n.MTU < limits.MinMTU || n.MTU > limits.MaxMTU) {
+		return fieldErr(ErrInvalidConfig, "mtu", strconv.Itoa(n.MTU), "out of range", fmt.Sprintf("0 (the switch's MTU) or %d..%d", limits.MinMTU, limits.MaxMTU))
 	}
 	if n.LogFile != "" && (!filepath.IsAbs(n.LogFile) || strings.HasSuffix(n.LogFile, "/")) {
 		return fieldErr(ErrInvalidConfig, "logFile", n.LogFile, "must be an absolute file path", "")

@@ -11,6 +11,8 @@ import (
 	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/epair-cni/epair/pkg/agentapi"
+
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 func conf(version, extra string) []byte {
@@ -33,7 +35,7 @@ func TestLoadDefaults(t *testing.T) {
 }
 
 func TestLoadFull(t *testing.T) {
-	stdin := conf("1.0.0", `"agentSocket":"/var/run/epair/a.sock","switch":"vale_pods1","mtu":9000,
+	stdin := conf("1.0.0", `"agentSocket":"/var/run/epair/a.sock","switch":"vale_pods1","mtu":4000,
 		"logFile":"/var/log/epair.log","logLevel":"debug","timeouts":{"add":"5s","del":"750ms"},
 		"ipam":{"type":"epair","routes":[{"dst":"10.96.0.0/12"},{"dst":"fd00:96::/108","gw":"fd00:22::1"}]},
 		"capabilities":{"ips":true,"mac":true,"portMappings":true},
@@ -43,7 +45,7 @@ func TestLoadFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.AgentSocket != "/var/run/epair/a.sock" || c.Switch != "vale_pods1" || c.MTU != 9000 || c.LogLevel != "debug" ||
+	if c.AgentSocket != "/var/run/epair/a.sock" || c.Switch != "vale_pods1" || c.MTU != 4000 || c.LogLevel != "debug" ||
 		time.Duration(c.Timeouts.Add) != 5*time.Second || time.Duration(c.Timeouts.Del) != 750*time.Millisecond ||
 		time.Duration(c.Timeouts.GC) != DefaultGCTimeout || len(c.IPAM.Routes) != 2 {
 		t.Fatalf("fields: %+v", c.NetConf)
@@ -80,7 +82,8 @@ func TestValidateNamesField(t *testing.T) {
 		{conf("1.0.0", `"switch":"vale"`), "switch", ErrInvalidConfig},
 		{conf("1.0.0", `"switch":"vale-x"`), "switch", ErrInvalidConfig},
 		{conf("1.0.0", `"switch":"vale0123456789ab"`), "switch", ErrInvalidConfig},
-		{conf("1.0.0", `"mtu":67`), "mtu", ErrInvalidConfig},
+		{conf("1.0.0", `"mtu":575`), "mtu", ErrInvalidConfig},
+		{conf("1.0.0", `"mtu":4079`), "mtu", ErrInvalidConfig},
 		{conf("1.0.0", `"mtu":65536`), "mtu", ErrInvalidConfig},
 		{conf("1.0.0", `"mtu":-1`), "mtu", ErrInvalidConfig},
 		{conf("1.0.0", `"logFile":"epair.log"`), "logFile", ErrInvalidConfig},
@@ -247,7 +250,7 @@ func FuzzLoad(f *testing.F) {
 		if err := c.NetConf.Validate(); err != nil {
 			t.Fatalf("accepted config fails Validate: %v", err)
 		}
-		if c.MTU != 0 && (c.MTU < 68 || c.MTU > 65535) {
+		if c.MTU != 0 && (c.MTU < limits.MinMTU || c.MTU > limits.MaxMTU) {
 			t.Fatalf("mtu %d accepted", c.MTU)
 		}
 		if c.Timeouts.Add <= 0 || c.Timeouts.Del <= 0 || c.Timeouts.Check <= 0 || c.Timeouts.Status <= 0 || c.Timeouts.GC <= 0 {

@@ -34,8 +34,8 @@ func TestSchemaRejectsInvalidVirtualSwitch(t *testing.T) {
 		objName    string
 	}{
 		{"bad name", "metadata.name must be 'vale'", epairv1.VirtualSwitchSpec{}, "switch-a"},
-		{"mtu too small", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 10}, ""},
-		{"mtu too large", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 70000}, ""},
+		{"mtu too small", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 575}, ""},
+		{"mtu too large", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 4079}, ""},
 		{"batch", "spec.batchSize", epairv1.VirtualSwitchSpec{BatchSize: 9000}, ""},
 		{"max ports", "spec.maxPorts", epairv1.VirtualSwitchSpec{MaxPorts: 1}, ""},
 		{"fdb not power of two", "fdb.size must be a power of two", epairv1.VirtualSwitchSpec{FDB: epairv1.FDBSpec{Size: 1000}}, ""},
@@ -214,7 +214,7 @@ func TestVirtualSwitchFollowsNodeSelector(t *testing.T) {
 
 	all := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: uniq("valeall")}}
 	sel := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: uniq("valesel")}, Spec: epairv1.VirtualSwitchSpec{
-		NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"zone": zone}}, MTU: 9000,
+		NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"zone": zone}}, MTU: 4000,
 	}}
 	other := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: uniq("valeoth")}, Spec: epairv1.VirtualSwitchSpec{
 		NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"zone": "elsewhere"}},
@@ -228,7 +228,7 @@ func TestVirtualSwitchFollowsNodeSelector(t *testing.T) {
 	if _, ok := waitFor(5*time.Second, func() bool {
 		_, a := dp.switchCfg(all.Name)
 		s, b := dp.switchCfg(sel.Name)
-		return a && b && s.MTU == 9000
+		return a && b && s.MTU == 4000
 	}); !ok {
 		t.Fatalf("switches not applied: %v", dp.callLog())
 	}

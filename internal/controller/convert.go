@@ -9,22 +9,23 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 // Defaults, used when a field is zero (objects stored before a default
 // existed). FDB aging has none: the API server defaults it to 5m, so a zero
 // that reaches the agent is an explicit "0s" (aging off).
 const (
-	DefaultMTU         = 1500
+	DefaultMTU         = limits.DefaultMTU
 	DefaultBatchSize   = 1024
 	DefaultMaxPorts    = 254
 	DefaultFDBSize     = 4096
 	DefaultQueueLength = 256
 	// DefaultBroadcastRate and DefaultMulticastRate are the storm control of a switch
 	// stored without spec.portSecurity (frames per second).
-	DefaultBroadcastRate = 1000
-	DefaultMulticastRate = 5000
-	maxStormRate         = 100_000_000
+	DefaultBroadcastRate = limits.DefaultBroadcastRate
+	DefaultMulticastRate = limits.DefaultMulticastRate
+	maxStormRate         = limits.MaxStormRate
 	maxRateBPS           = 400_000_000_000
 	minBurstBytes        = 1500
 	maxBurstBytes        = 1 << 30
@@ -115,7 +116,7 @@ func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
 // stormRate checks a storm control limit (nil: not set).
 func stormRate(field string, v *int64) error {
 	if v != nil && (*v < 0 || *v > maxStormRate) {
-		return &FieldError{field, strconv.FormatInt(*v, 10), "0 (no limit) to 100000000 frames/s"}
+		return &FieldError{field, strconv.FormatInt(*v, 10), fmt.Sprintf("0 (no limit) to %d frames/s", maxStormRate)}
 	}
 	return nil
 }

@@ -27,12 +27,12 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		t.Fatalf("zero spec: got %+v, want %+v", c, want)
 	}
 	rate := resource.MustParse("1.5M")
-	vs.Spec = epairv1.VirtualSwitchSpec{MTU: 9000, FDB: epairv1.FDBSpec{Size: 1 << 20, Aging: metav1.Duration{Duration: time.Hour}},
+	vs.Spec = epairv1.VirtualSwitchSpec{MTU: 4000, FDB: epairv1.FDBSpec{Size: 1 << 20, Aging: metav1.Duration{Duration: time.Hour}},
 		DefaultQueue: epairv1.QueueSpec{Rate: &rate, Discipline: epairv1.DisciplineFair, Length: 1}}
 	vs.Spec.Offload = true
 	off := false
 	vs.Spec.PortSecurity = epairv1.PortSecuritySpec{AntiSpoofing: &off, BroadcastRate: ptr(int64(0)), MulticastRate: ptr(int64(77))}
-	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 9000 || !c.Offload ||
+	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 4000 || !c.Offload ||
 		c.PortSecurity != (PortSecurityConfig{AntiSpoofing: false, BroadcastRate: 0, MulticastRate: 77}) {
 		t.Fatalf("got %+v, %v", c, err)
 	}
@@ -42,7 +42,8 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 	}{
 		{"metadata.name", func(v *epairv1.VirtualSwitch) { v.Name = "br0" }},
 		{"metadata.name", func(v *epairv1.VirtualSwitch) { v.Name = "vale0123456789ab" }},
-		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 67 }},
+		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 575 }},
+		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 4079 }},
 		{"spec.batchSize", func(v *epairv1.VirtualSwitch) { v.Spec.BatchSize = 8193 }},
 		{"spec.maxPorts", func(v *epairv1.VirtualSwitch) { v.Spec.MaxPorts = 1 }},
 		{"spec.fdb.size", func(v *epairv1.VirtualSwitch) { v.Spec.FDB.Size = 1000 }},

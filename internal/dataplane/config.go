@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/epair-cni/epair/pkg/ifcore"
+	"github.com/epair-cni/epair/pkg/limits"
 	"github.com/epair-cni/epair/pkg/linkport"
 	"github.com/epair-cni/epair/pkg/vale"
 )
@@ -15,12 +16,12 @@ import (
 // Limits of the dataplane's own settings (the switch limits are vale's).
 const (
 	// DefaultMTU is the pod network MTU when a switch leaves it at 0.
-	DefaultMTU = 1500
+	DefaultMTU = limits.DefaultMTU
 	// MinMTU and MaxMTU bound SwitchConfig.MTU: the IPv4 minimum, and the
 	// largest MTU whose frames (plus an Ethernet header and a VLAN tag) fit
 	// in one 4096-byte buffer of the AF_XDP/AF_PACKET backends.
-	MinMTU = 576
-	MaxMTU = 4096 - etherVLANHeader
+	MinMTU = limits.MinMTU
+	MaxMTU = limits.MaxMTU
 	// DefaultQueueLen is the output queue length of a port when its policy
 	// leaves it at 0 (DragonFly's IFQ_MAXLEN of 50 is far too short for a
 	// software switch draining batches of 64).
@@ -50,7 +51,7 @@ const (
 
 	// MaxStormRate bounds PortPolicy.BroadcastRate and MulticastRate
 	// (frames per second).
-	MaxStormRate = 100_000_000
+	MaxStormRate = limits.MaxStormRate
 
 	etherVLANHeader = 14 + 4
 )

@@ -15,7 +15,7 @@ func TestSubqueueRefusedVsEvicted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wantErrno(t, sq.Enqueue(pkt(5, 0)), syscall.ENOBUFS) // refused
+	wantErrno(t, sq.Enqueue(pkt(5, 0)), syscall.ENOBUFS)  // refused
 	if err := sq.Enqueue(pkt(101, PktPrio)); err != nil { // evicts a normal packet
 		t.Fatal(err)
 	}

@@ -1,0 +1,25 @@
+// Package limits defines, once, the bounds and defaults that the CRD schema, the agent's
+// and the plugin's configurations and the dataplane all check: a value one layer accepts is
+// one every layer below it can serve. The CRD markers in api/v1alpha1 have to be literal
+// numbers; a test in internal/controller compares the generated schema with these
+// constants.
+package limits
+
+const (
+	// MinMTU is the smallest pod network MTU: IPv4's minimum datagram size (RFC 791).
+	MinMTU = 576
+	// MaxMTU is the largest: a frame of it with an Ethernet header and a VLAN tag fills one
+	// 4 KiB buffer of the AF_XDP and AF_PACKET backends.
+	MaxMTU = 4096 - 18
+	// DefaultMTU is a switch's MTU when its configuration sets none.
+	DefaultMTU = 1500
+
+	// DefaultBroadcastRate and DefaultMulticastRate are a pod port's storm control when the
+	// switch sets none: the broadcast and the other group-addressed frames per second a pod
+	// may send (a burst of 100 ms worth): far above what ARP, ND and MLD need, far below a
+	// flood that costs the switch a core.
+	DefaultBroadcastRate = 1000
+	DefaultMulticastRate = 5000
+	// MaxStormRate bounds the storm control rates (frames per second; 0 is no limit).
+	MaxStormRate = 100_000_000
+)
