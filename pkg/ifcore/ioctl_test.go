@@ -142,6 +142,64 @@ func TestIT10_CapAndTSO(t *testing.T) {
 	_ = ifp
 }
 
+// TestDI4_SetCapErrors: SIOCSIFCAP returns the driver's error (the seed
+// ignores it, 002:1898-1900) and is EOPNOTSUPP when the driver has no ioctl
+// (the seed calls a possibly NULL if_ioctl). A refused request enables
+// nothing; EPERM and the EINVAL check for unsupported bits come first.
+func TestDI4_SetCapErrors(t *testing.T) {
+	n, _ := newTestNet(t, Config{})
+	d := &ioctlDriver{}
+	if _, err := n.Attach(IfConfig{Name: "cap0", Driver: d, Capabilities: 0x3}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Attach(IfConfig{Name: "cap1", Driver: &sinkDriver{}, Capabilities: 0x3}); err != nil {
+		t.Fatal(err)
+	}
+	curcap := func(name string) uint32 {
+		t.Helper()
+		r := &Ifreq{Name: name}
+		if err := n.Ioctl(Cred{}, SIOCGIFCAP, r); err != nil {
+			t.Fatal(err)
+		}
+		return r.CurCap
+	}
+	setErr := func(err error) {
+		d.mu.Lock()
+		d.ioctlErr = err
+		d.mu.Unlock()
+	}
+	// The driver refuses: its error comes back and nothing is enabled.
+	setErr(syscall.EIO)
+	wantErrno(t, n.Ioctl(root, SIOCSIFCAP, &Ifreq{Name: "cap0", ReqCap: 0x1}), syscall.EIO)
+	if !slices.Contains(d.cmds(), SIOCSIFCAP) {
+		t.Fatal("driver not asked")
+	}
+	if c := curcap("cap0"); c != 0 {
+		t.Fatalf("capenable %#x after the driver refused, want 0", c)
+	}
+	// The driver accepts.
+	setErr(nil)
+	if err := n.Ioctl(root, SIOCSIFCAP, &Ifreq{Name: "cap0", ReqCap: 0x1}); err != nil {
+		t.Fatal(err)
+	}
+	if c := curcap("cap0"); c != 0x1 {
+		t.Fatalf("capenable %#x, want 0x1", c)
+	}
+	// Refused again: the enabled set stays as it was.
+	setErr(syscall.ENODEV)
+	wantErrno(t, n.Ioctl(root, SIOCSIFCAP, &Ifreq{Name: "cap0", ReqCap: 0x3}), syscall.ENODEV)
+	if c := curcap("cap0"); c != 0x1 {
+		t.Fatalf("capenable %#x after a refused change, want 0x1", c)
+	}
+	// No driver ioctl: EOPNOTSUPP, nothing enabled.
+	wantErrno(t, n.Ioctl(Cred{}, SIOCSIFCAP, &Ifreq{Name: "cap1", ReqCap: 0x1}), syscall.EPERM)
+	wantErrno(t, n.Ioctl(root, SIOCSIFCAP, &Ifreq{Name: "cap1", ReqCap: 0x4}), syscall.EINVAL)
+	wantErrno(t, n.Ioctl(root, SIOCSIFCAP, &Ifreq{Name: "cap1", ReqCap: 0x1}), syscall.EOPNOTSUPP)
+	if c := curcap("cap1"); c != 0 {
+		t.Fatalf("capenable %#x without a driver ioctl, want 0", c)
+	}
+}
+
 func TestIT11_Rename(t *testing.T) {
 	n, rec := newTestNet(t, Config{})
 	attach(t, n, "old0", &sinkDriver{})

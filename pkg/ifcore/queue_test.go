@@ -70,11 +70,30 @@ func TestIT21_ClassicPriorityEviction(t *testing.T) {
 	if want := []int{101, 102, 3, 4}; !equalInts(order, want) {
 		t.Fatalf("order %v want %v", order, want)
 	}
-	// D-I14: full of priority packets, normal FIFO empty: dropped.
-	_, sq2 := newSubqTest(t, 2)
-	_ = sq2.Enqueue(pkt(1, PktPrio))
-	_ = sq2.Enqueue(pkt(2, PktPrio))
-	wantErrno(t, sq2.Enqueue(pkt(3, PktPrio)), syscall.ENOBUFS)
+	// D-I14 (kept, "XXX nothing could be dropped?"): the queue is full,
+	// the priority FIFO is below both halves, but the normal FIFO is empty,
+	// so there is nothing to evict and the priority packet is refused. The
+	// queue is full of packets the driver pushed back (prepended), first by
+	// count, then by bytes.
+	_, sq2 := newSubqTest(t, 4)
+	for i := 1; i <= 4; i++ {
+		sq2.Prepend(pkt(i, 0))
+	}
+	before := DefaultPool.Outstanding()
+	wantErrno(t, sq2.Enqueue(pkt(5, PktPrio)), syscall.ENOBUFS)
+	if DefaultPool.Outstanding() != before || sq2.Len() != 4 || sq2.Drops() != 1 {
+		t.Fatalf("full by count: outstanding %+d len %d drops %d, want the priority packet freed and the queue unchanged",
+			DefaultPool.Outstanding()-before, sq2.Len(), sq2.Drops())
+	}
+	if n := sq2.Purge(); n != 4 {
+		t.Fatalf("purged %d, want the 4 prepended packets", n)
+	}
+	_, maxbcnt := sq2.Limits()
+	sq2.Prepend(pkt(maxbcnt, 0))
+	wantErrno(t, sq2.Enqueue(pkt(6, PktPrio)), syscall.ENOBUFS)
+	if sq2.Len() != 1 || sq2.Drops() != 2 {
+		t.Fatalf("full by bytes: len %d drops %d", sq2.Len(), sq2.Drops())
+	}
 	sq2.Purge()
 }
 

@@ -297,33 +297,115 @@ func TestIT19_SetMaxLenHeadroom(t *testing.T) {
 	}
 }
 
+// ifdataCounters lists the counter fields of an IfData in declaration order.
+func ifdataCounters(d IfData) [12]uint64 {
+	return [12]uint64{d.IPackets, d.IErrors, d.OPackets, d.OErrors, d.Collisions, d.IBytes, d.OBytes,
+		d.IMcasts, d.OMcasts, d.IQDrops, d.NoProto, d.OQDrops}
+}
+
+// TestIT33_StatsCompat (D-I15): SIOCGIFDATA and Stats sum the per-worker
+// counters on every read, whether or not stats_compat is on; the legacy copy
+// is refreshed only by a stats_compat tick. Every counter gets a different
+// amount in every shard, so a read that misses a shard or a counter, or
+// returns the legacy copy, cannot match: the reads happen before any tick
+// (legacy all zero) and after new traffic following a tick (legacy stale).
 func TestIT33_StatsCompat(t *testing.T) {
 	clk := NewManualClock(time.Unix(1e9, 0))
 	n, _ := newTestNet(t, Config{Clock: clk})
 	ifp := attach(t, n, "st0", &sinkDriver{})
-	ifp.Counters(n.Workers().Get(0)).OPackets.Add(3)
-	ifp.Counters(n.Workers().Get(1)).OPackets.Add(4)
-	ifp.Counters(nil).OPackets.Add(5)
-	if ifp.Stats().OPackets != 12 {
-		t.Fatal("sum on read")
+	shards := []*Counters{ifp.Counters(n.Workers().Get(0)), ifp.Counters(n.Workers().Get(1)), ifp.Counters(nil)}
+	var want [12]uint64
+	// add puts (field+1)*scale*100^shard into every field of every shard.
+	add := func(scale uint64) {
+		for i, s := range shards {
+			m := scale
+			for range i {
+				m *= 100
+			}
+			fs := []*atomic.Uint64{&s.IPackets, &s.IErrors, &s.OPackets, &s.OErrors, &s.Collisions, &s.IBytes, &s.OBytes,
+				&s.IMcasts, &s.OMcasts, &s.IQDrops, &s.NoProto, &s.OQDrops}
+			for j, f := range fs {
+				f.Add(uint64(j+1) * m)
+				want[j] += uint64(j+1) * m
+			}
+		}
+	}
+	gifdata := func(when string) {
+		t.Helper()
+		r := Ifreq{Name: "st0"}
+		if err := n.Ioctl(Cred{}, SIOCGIFDATA, &r); err != nil {
+			t.Fatal(err)
+		}
+		if got := ifdataCounters(r.Data); got != want {
+			t.Fatalf("%s: SIOCGIFDATA counters %v, want the sums %v", when, got, want)
+		}
+		if got := ifdataCounters(ifp.Stats()); got != want {
+			t.Fatalf("%s: Stats counters %v, want the sums %v", when, got, want)
+		}
+	}
+	legacy := func(when string, exp [12]uint64) {
+		t.Helper()
+		if got := ifdataCounters(ifp.LegacyStats()); got != exp {
+			t.Fatalf("%s: legacy counters %v, want %v", when, got, exp)
+		}
 	}
 	tick := func() {
 		clk.Advance(time.Second)
 		_ = n.ServiceSync()
 	}
+	add(1)
+	gifdata("before any tick")
+	legacy("before any tick", [12]uint64{})
 	tick()
-	if ifp.LegacyStats().OPackets != 0 {
-		t.Fatal("legacy counters updated without stats_compat")
-	}
+	legacy("after a tick without stats_compat", [12]uint64{})
+	gifdata("after a tick without stats_compat")
 	n.SetStatsCompat(true)
 	tick()
-	if ifp.LegacyStats().OPackets != 12 {
-		t.Fatalf("legacy %d after a stats_compat tick", ifp.LegacyStats().OPackets)
+	legacy("after a stats_compat tick", want)
+	snap := want
+	add(3)
+	gifdata("new traffic after a stats_compat tick")
+	legacy("new traffic after a stats_compat tick", snap)
+	tick()
+	legacy("after the next stats_compat tick", want)
+	n.SetStatsCompat(false)
+
+	// Live reads while three writers (one per shard) count: every read
+	// sums all shards, so a counter never goes backwards, and once the
+	// writers stop the read is exact.
+	const per = 2000
+	base := want[2]
+	var wg sync.WaitGroup
+	for _, s := range shards {
+		wg.Add(1)
+		go func(s *Counters) {
+			defer wg.Done()
+			for range per {
+				s.OPackets.Add(1)
+			}
+		}(s)
 	}
-	var r Ifreq
-	r.Name = "st0"
-	if err := n.Ioctl(Cred{}, SIOCGIFDATA, &r); err != nil || r.Data.OPackets != 12 {
-		t.Fatal("SIOCGIFDATA must compute sums on read (D-I15)")
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	prev := base
+	for stop := false; !stop; {
+		select {
+		case <-done:
+			stop = true
+		default:
+		}
+		r := Ifreq{Name: "st0"}
+		if err := n.Ioctl(Cred{}, SIOCGIFDATA, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Data.OPackets < prev || r.Data.OPackets > base+3*per {
+			t.Fatalf("live read: opackets %d after %d (range %d..%d)", r.Data.OPackets, prev, base, base+3*per)
+		}
+		prev = r.Data.OPackets
+	}
+	r := Ifreq{Name: "st0"}
+	if err := n.Ioctl(Cred{}, SIOCGIFDATA, &r); err != nil || r.Data.OPackets != base+3*per {
+		t.Fatalf("after the writers: opackets %d %v, want %d", r.Data.OPackets, err, base+3*per)
 	}
 }
 

@@ -2,6 +2,7 @@ package ifcore
 
 import (
 	"errors"
+	"slices"
 	"sync"
 	"syscall"
 	"testing"
@@ -397,24 +398,73 @@ func TestIT32_WatchdogsAndSlowTimer(t *testing.T) {
 
 // TestRegulatorRestartsStart checks that a throttled queue is restarted by
 // the regulator's callout (the TBR path of need_schedule).
+// TestRegulatorRestartsStart: when the token-bucket regulator throttles,
+// if_start gives up the interlock (nothing may leave, so nobody may hold it)
+// and the regulator's callout restarts the subqueue on its owner worker when
+// tokens are back. The clock moves in 10 ms steps; after each step and a
+// worker barrier the interlock is free again, the rate holds, and the queue
+// empties with no further dispatch.
 func TestRegulatorRestartsStart(t *testing.T) {
 	clk := NewManualClock(time.Unix(1e9, 0))
 	n, _ := newTestNet(t, Config{Workers: 2, Clock: clk})
 	d := &sinkDriver{}
 	ifp := attachUp(t, n, "rr0", d, IfConfig{Rate: &Rate{PktsPerSec: 10, BurstPkts: 1}, MaxLen: 100})
+	sq := ifp.Snd().Subqueue(0)
+	if err := sq.SetOwner(1); err != nil {
+		t.Fatal(err)
+	}
+	armed := func() bool {
+		sq.mu.Lock()
+		defer sq.mu.Unlock()
+		return sq.tbrTimer != nil
+	}
 	for i := 0; i < 20; i++ {
 		_ = ifp.Dispatch(nil, pkt(64, 0))
 	}
-	if d.pkts.Load() != 1 {
-		t.Fatalf("burst 1: %d delivered", d.pkts.Load())
+	if d.pkts.Load() != 1 || sq.Len() != 19 {
+		t.Fatalf("burst of 1: %d delivered, %d queued", d.pkts.Load(), sq.Len())
 	}
-	for i := 0; i < 25; i++ {
-		clk.Advance(100 * time.Millisecond)
-		_ = n.ServiceSync()
+	if sq.IsStarted() {
+		t.Fatal("if_start interlock still held while the regulator throttles")
 	}
-	eventually(t, "regulated drain", func() bool { return d.pkts.Load() == 20 })
-	if !ifp.Snd().Subqueue(0).IsStarted() == false {
-		t.Log("interlock held")
+	if !armed() {
+		t.Fatal("throttled with packets queued but no regulator callout armed")
+	}
+	const step, period = 10 * time.Millisecond, 100 * time.Millisecond
+	var elapsed time.Duration
+	for d.pkts.Load() < 20 {
+		if elapsed >= 3*time.Second { // 19 packets at 10/s need about 1.9 s
+			t.Fatalf("stalled: %d of 20 delivered after %v", d.pkts.Load(), elapsed)
+		}
+		clk.Advance(step)
+		elapsed += step
+		if err := n.ServiceSync(); err != nil {
+			t.Fatal(err)
+		}
+		// A packet leaves while the balance is positive, so the second
+		// leaves right after the first; after that one per 100 ms.
+		if got, most := d.pkts.Load(), 2+int64(elapsed/period); got > most {
+			t.Fatalf("rate exceeded: %d delivered after %v, at most %d", got, elapsed, most)
+		}
+		if sq.IsStarted() {
+			t.Fatalf("if_start interlock still held after the restart at %v (%d delivered)", elapsed, d.pkts.Load())
+		}
+		if sq.Len() > 0 && !armed() {
+			t.Fatalf("at %v: %d packets queued and no regulator callout armed", elapsed, sq.Len())
+		}
+	}
+	if sq.Len() != 0 || armed() {
+		t.Fatalf("after the drain: %d queued, callout armed %v", sq.Len(), armed())
+	}
+	// Only the first packet left from the dispatching goroutine; every other
+	// one was sent by a restart on the owner worker.
+	d.mu.Lock()
+	ws := slices.Clone(d.workers)
+	d.mu.Unlock()
+	for i, w := range ws[1:] {
+		if w != 1 {
+			t.Fatalf("packet %d sent from worker %d, want the owner (1): %v", i+2, w, ws)
+		}
 	}
 }
 

@@ -108,6 +108,14 @@ func TestNT18_HostRxSync(t *testing.T) {
 	}
 }
 
+// TestNT19_HostTxSync: netmap_txsync_to_host grabs with force=1, so every
+// slot in [hwcur, head) goes to the host stack in ring order whatever its
+// NS_FORWARD flag; slots shorter than an Ethernet header or longer than a
+// buffer are consumed without being delivered. As in netmap_grab_packets,
+// NS_FORWARD is cleared on the delivered slots (other flags kept) and the
+// skipped slots are left as they were. Afterwards hwcur = head and
+// hwtail = nm_prev(head). The second sync starts at a non-zero hwcur and
+// wraps.
 func TestNT19_HostTxSync(t *testing.T) {
 	nm := New(Config{})
 	sink := &hostSink{}
@@ -116,35 +124,80 @@ func TestNT19_HostTxSync(t *testing.T) {
 	defer h.Close()
 	mustRegister(t, h, Req{Name: "eth0", Flags: RegSW})
 	r := h.TxRing(1)
-	lens := []int{60, 10, 14, int(g.Mem.BufSize()) + 1, 100}
-	for i, l := range lens {
-		s := &r.Slot[r.Head]
-		copy(r.Buf(r.Head), frame(min(l, 100), byte(i)))
-		s.Len = uint16(l)
-		if i%2 == 0 {
-			s.Flags = Forward // irrelevant on the host TX ring
-		}
-		r.Advance(r.Next(r.Head))
-	}
-	if err := h.TxSync(); err != nil {
-		t.Fatal(err)
-	}
-	got := sink.got()
-	want := []int{60, 14, 100}
-	if len(got) != len(want) {
-		t.Fatalf("delivered %d frames, want %d", len(got), len(want))
-	}
-	for i, f := range got {
-		if len(f) != want[i] {
-			t.Errorf("frame %d len %d want %d", i, len(f), want[i])
-		}
-	}
-	if got[0][0] != 0 || got[1][0] != 2 || got[2][0] != 4 {
-		t.Error("order not kept")
-	}
 	k := h.Kring(TX, 1)
-	if k.NrHwcur.Load() != 5 || k.NrHwtail.Load() != 4 || r.Tail != 4 {
-		t.Errorf("hwcur %d hwtail %d tail %d", k.NrHwcur.Load(), k.NrHwtail.Load(), r.Tail)
+	bufSize := int(g.Mem.BufSize())
+	type slot struct {
+		len   int
+		flags uint16
+	}
+	var delivered, total int
+	round := func(slots []slot) {
+		t.Helper()
+		first := r.Head
+		if first != k.NrHwcur.Load() {
+			t.Fatalf("head %d, hwcur %d", first, k.NrHwcur.Load())
+		}
+		var want [][]byte
+		var idx []uint32
+		for _, c := range slots {
+			j := r.Head
+			tag := byte(0x40 + total)
+			total++
+			f := frame(min(c.len, bufSize), tag)
+			copy(r.Buf(j), f)
+			r.Slot[j].Len = uint16(c.len)
+			r.Slot[j].Flags = c.flags
+			if c.len >= 14 && c.len <= bufSize {
+				want = append(want, f)
+			}
+			idx = append(idx, j)
+			r.Advance(r.Next(j))
+		}
+		head := r.Head
+		if err := h.TxSync(); err != nil {
+			t.Fatal(err)
+		}
+		got := sink.got()[delivered:]
+		delivered += len(got)
+		if len(got) != len(want) {
+			t.Fatalf("delivered %d frames, want %d (every slot of a good length, Forward or not)", len(got), len(want))
+		}
+		for i := range want {
+			if !bytes.Equal(got[i], want[i]) {
+				t.Fatalf("frame %d: len %d tag %#x, want len %d tag %#x", i, len(got[i]), got[i][0], len(want[i]), want[i][0])
+			}
+		}
+		for i, c := range slots {
+			fl := r.Slot[idx[i]].Flags
+			exp := c.flags
+			if c.len >= 14 && c.len <= bufSize {
+				exp &^= Forward
+			}
+			if fl != exp {
+				t.Errorf("slot %d (len %d, flags %#x): flags %#x after the sync, want %#x", idx[i], c.len, c.flags, fl, exp)
+			}
+		}
+		if k.NrHwcur.Load() != head || k.NrHwtail.Load() != k.Prev(head) || r.Tail != k.Prev(head) {
+			t.Fatalf("head %d: hwcur %d hwtail %d tail %d, want %d %d %d",
+				head, k.NrHwcur.Load(), k.NrHwtail.Load(), r.Tail, head, k.Prev(head), k.Prev(head))
+		}
+	}
+	round([]slot{
+		{60, 0},                // delivered without Forward
+		{10, Forward},          // too short: consumed, untouched
+		{14, Forward | Report}, // delivered, Forward cleared, Report kept
+		{bufSize + 1, Forward}, // too long: consumed, untouched
+		{100, 0},               // delivered without Forward
+	})
+	round([]slot{ // slots 5, 6, 7, 0, 1
+		{20, Forward},
+		{30, 0},
+		{13, 0},
+		{bufSize, 0},
+		{61, Forward},
+	})
+	if delivered != 7 {
+		t.Fatalf("delivered %d frames in all, want 7", delivered)
 	}
 }
 
