@@ -477,7 +477,7 @@ func TestInvalidConfigsAndRequests(t *testing.T) {
 	if _, err := e.agent.client.Allocate(ctx, &agentapi.AllocateRequest{Key: k, Network: "podnet"}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.agent.client.Attach(ctx, &agentapi.AttachRequest{Key: k, HostIfName: "lo", HostIfIndex: 1})
+	_, err := e.agent.client.Attach(ctx, &agentapi.AttachRequest{Key: k, HostIfName: "lo", HostIfIndex: 1, PodMAC: "02:00:00:00:00:99"})
 	var ae *agentapi.Error
 	if !errors.As(err, &ae) || ae.Code != agentapi.CodeInvalidRequest || ae.Field != "hostIfName" || !strings.Contains(ae.Message, "lo") {
 		t.Fatalf("attach of the node's lo: %v, want InvalidRequest naming hostIfName", err)
