@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/epair-cni/epair/internal/cniplugin"
 	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
@@ -468,18 +467,23 @@ func (a *Agent) FDB(ctx context.Context, sw string) (*agentapi.FDB, error) {
 	return a.dp.FDB(ctx, sw)
 }
 
-// ownerKeyParts splits a host link's alias owner "<network>/<containerID>/<ifname>".
-func ownerKeyParts(o string) (network string, k agentapi.Key, ok bool) {
-	i, j := strings.IndexByte(o, '/'), strings.LastIndexByte(o, '/')
-	if i < 0 || j <= i {
-		return "", agentapi.Key{}, false
-	}
-	return o[:i], agentapi.Key{ContainerID: o[i+1 : j], IfName: o[j+1:]}, true
-}
-
 // ownerKey is the alias the plugin records on r's host link.
 func ownerKey(r *record) string {
-	return cniplugin.OwnerKey(r.Network, r.Key.ContainerID, r.Key.IfName)
+	return epair.OwnerKey(r.Network, r.Key.ContainerID, r.Key.IfName)
+}
+
+// recordOf finds the attachment whose host link's alias records owner.
+func (a *Agent) recordOf(owner string) (*record, bool) {
+	if _, cid, ifn, ok := epair.ParseOwnerKey(owner); ok {
+		r, ok := a.get(agentapi.Key{ContainerID: cid, IfName: ifn})
+		return r, ok && ownerKey(r) == owner
+	}
+	for _, r := range a.records() { // a hashed key: compare with each record's
+		if ownerKey(r) == owner {
+			return r, true
+		}
+	}
+	return nil, false
 }
 
 // timed records a call's latency (a histogram for /metrics) and logs it at debug level.

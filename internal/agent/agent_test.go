@@ -562,3 +562,21 @@ func TestAttachRecordsPodMAC(t *testing.T) {
 		t.Fatalf("identity MAC after a restart %q, want %q", got, mac)
 	}
 }
+
+// recordOf finds an attachment from its link's owner alias, also when the plugin had to
+// hash a long container ID into it (cluster mode finds the pod, and its PortPolicy, so).
+func TestRecordOfOwner(t *testing.T) {
+	a := &Agent{atts: map[agentapi.Key]*record{}}
+	short := &record{Key: key("c1"), Network: "podnet"}
+	long := &record{Key: agentapi.Key{ContainerID: strings.Repeat("f", 250), IfName: "eth0"}, Network: "podnet"}
+	a.set(short)
+	a.set(long)
+	for _, r := range []*record{short, long} {
+		if got, ok := a.recordOf(ownerKey(r)); !ok || got != r {
+			t.Errorf("recordOf(%q) = %v, %v; want the record", ownerKey(r), got, ok)
+		}
+	}
+	if _, ok := a.recordOf("othernet/c1/eth0"); ok {
+		t.Error("recordOf matched another network's owner")
+	}
+}

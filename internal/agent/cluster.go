@@ -702,11 +702,7 @@ func (p *clusterPorts) podFor(owner string) (controller.PodRef, bool) {
 	if a == nil {
 		return controller.PodRef{}, false
 	}
-	_, k, ok := ownerKeyParts(owner)
-	if !ok {
-		return controller.PodRef{}, false
-	}
-	r, ok := a.get(k)
+	r, ok := a.recordOf(owner)
 	if !ok || r.PodName == "" || r.PodNamespace == "" {
 		return controller.PodRef{}, false
 	}

@@ -36,7 +36,7 @@ type PortRequest struct {
 	Switch      string
 	HostIfName  string
 	HostIfIndex int
-	// Owner is the owner recorded in the link's alias (cniplugin.OwnerKey: network,
+	// Owner is the owner recorded in the link's alias (epair.OwnerKey: network,
 	// container, ifname); the dataplane keys ports by it and valectl shows it.
 	Owner string
 	// PodMAC is the pod end's MAC: the dataplane pins it in the switch's FDB (pod ports are

@@ -18,7 +18,7 @@
 //     parallel. Allocate and Attach are refused until Recover has run (CodeNotReady, CNI
 //     code 11); Release and GC are served at once: DEL never waits for readiness.
 //   - Recover finds every pod's host link by the owner alias the plugin records
-//     ("<network>/<containerID>/<ifname>", cniplugin.OwnerKey) and re-attaches it: the pods
+//     ("<network>/<containerID>/<ifname>", epair.OwnerKey) and re-attaches it: the pods
 //     are not touched. An attachment whose link is gone (its netns was deleted while the
 //     agent was down) is released; one never attached is kept for RecoverGrace so that the
 //     runtime's retry of an interrupted ADD finds it. Reconcile (every 30s) repeats both

@@ -76,7 +76,7 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 			// An orphan's network is unknown: match the alias by container and ifname, and
 			// take the network from it.
 			for o, q := range byOwner {
-				if network, k, ok2 := ownerKeyParts(o); ok2 && k == r.Key {
+				if network, cid, ifn, ok2 := epair.ParseOwnerKey(o); ok2 && (agentapi.Key{ContainerID: cid, IfName: ifn}) == r.Key {
 					p, ok = q, true
 					nr := *r
 					nr.Network = network

@@ -38,7 +38,7 @@
 //     cni.dev/valid-attachments, then have the agent drop the attachments (ports, addresses)
 //     not in the set. Links without our alias, and other networks' links, are never touched.
 //
-// Owner key: "<network>/<containerID>/<ifname>" (OwnerKey), hashed when it would not fit
+// Owner key: "<network>/<containerID>/<ifname>" (epair.OwnerKey), hashed when it would not fit
 // the 255-byte alias. Including the network keeps two epair networks on one node from
 // collecting each other's links.
 //

@@ -2,8 +2,6 @@ package cniplugin
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -87,24 +85,6 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 // About is the VERSION "about" string.
 const About = "epair CNI plugin: veth pairs switched by the epair node agent"
 
-// OwnerKey is the owner recorded in the host link's alias: network, container and ifname,
-// so that GC of one network never touches another's links. Keys that would not fit the
-// alias hash the container ID (and, if still too long, everything).
-func OwnerKey(network, containerID, ifName string) string {
-	const max = 255 - len(epair.AliasPrefix)
-	k := network + "/" + containerID + "/" + ifName
-	if len(k) <= max {
-		return k
-	}
-	h := sha256.Sum256([]byte(containerID))
-	k = network + "/sha256:" + hex.EncodeToString(h[:]) + "/" + ifName
-	if len(k) <= max {
-		return k
-	}
-	h = sha256.Sum256([]byte(network + "/" + containerID + "/" + ifName))
-	return "sha256:" + hex.EncodeToString(h[:])
-}
-
 type call struct {
 	cfg   *Config
 	args  *skel.CmdArgs
@@ -147,7 +127,7 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs, needNetNS bool) (*call, 
 		return c, fmt.Errorf("%s: netns %s does not exist: %w", verb, args.Netns, ErrInvalidNetNS)
 	}
 	c.key = agentapi.Key{ContainerID: args.ContainerID, IfName: args.IfName}
-	c.owner = OwnerKey(cfg.Name, args.ContainerID, args.IfName)
+	c.owner = epair.OwnerKey(cfg.Name, args.ContainerID, args.IfName)
 	return c, nil
 }
 
@@ -668,7 +648,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	valid := make(map[string]bool, len(cfg.ValidAttachments))
 	keys := make([]agentapi.Key, 0, len(cfg.ValidAttachments))
 	for _, a := range cfg.ValidAttachments {
-		valid[OwnerKey(cfg.Name, a.ContainerID, a.IfName)] = true
+		valid[epair.OwnerKey(cfg.Name, a.ContainerID, a.IfName)] = true
 		keys = append(keys, agentapi.Key{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
 	links, err := p.OpenLinks()

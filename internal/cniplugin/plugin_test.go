@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -387,7 +386,7 @@ func TestAddCheckDelEveryVersion(t *testing.T) {
 				}
 			}
 			hl := hostLinks(t, e.host)
-			if alias := hl[res.Interfaces[0].Name]; alias != epair.AliasPrefix+OwnerKey("podnet", cid, "eth0") {
+			if alias := hl[res.Interfaces[0].Name]; alias != epair.AliasPrefix+epair.OwnerKey("podnet", cid, "eth0") {
 				t.Errorf("host alias %q", alias)
 			}
 			// CHECK passes on the fresh attachment...
@@ -539,7 +538,7 @@ func TestAddRetried(t *testing.T) {
 	owned := func() []string {
 		var out []string
 		for name, alias := range hostLinks(t, e.host) {
-			if alias == epair.AliasPrefix+OwnerKey("podnet", "retried", "eth0") {
+			if alias == epair.AliasPrefix+epair.OwnerKey("podnet", "retried", "eth0") {
 				out = append(out, name)
 			}
 		}
@@ -719,22 +718,6 @@ func TestChainedAfterPrevResult(t *testing.T) {
 		len(res.IPs) != 3 || *res.IPs[0].Interface != 0 || *res.IPs[1].Interface != 2 || len(res.DNS.Nameservers) != 1 {
 		t.Fatalf("merged result: %+v", res)
 	}
-}
-
-func TestOwnerKey(t *testing.T) {
-	if k := OwnerKey("podnet", "abc", "eth0"); k != "podnet/abc/eth0" {
-		t.Error(k)
-	}
-	long := strings.Repeat("x", 300)
-	k := OwnerKey("podnet", long, "eth0")
-	if len(k) > 255-len(epair.AliasPrefix) || !strings.HasPrefix(k, "podnet/sha256:") || k != OwnerKey("podnet", long, "eth0") {
-		t.Errorf("long id: %q", k)
-	}
-	k = OwnerKey(long, long, "eth0")
-	if len(k) > 255-len(epair.AliasPrefix) || !strings.HasPrefix(k, "sha256:") {
-		t.Errorf("long network: %q", k)
-	}
-	_ = syscall.ENXIO
 }
 
 // waitLinkLocal waits for ifName's IPv6 link-local address in nsPath and checks it.

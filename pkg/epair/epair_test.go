@@ -434,3 +434,29 @@ func TestCreateWithoutIPv6(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestOwnerKey(t *testing.T) {
+	if k := OwnerKey("podnet", "abc", "eth0"); k != "podnet/abc/eth0" {
+		t.Error(k)
+	}
+	if n, c, i, ok := ParseOwnerKey("podnet/abc/eth0"); !ok || n != "podnet" || c != "abc" || i != "eth0" {
+		t.Errorf("ParseOwnerKey = %q %q %q %v", n, c, i, ok)
+	}
+	long := strings.Repeat("x", 300)
+	k := OwnerKey("podnet", long, "eth0")
+	if len(k) > 255-len(AliasPrefix) || !strings.HasPrefix(k, "podnet/sha256:") || k != OwnerKey("podnet", long, "eth0") {
+		t.Errorf("long id: %q", k)
+	}
+	if _, _, _, ok := ParseOwnerKey(k); ok {
+		t.Errorf("ParseOwnerKey(%q) claims to invert a hashed container ID", k)
+	}
+	k = OwnerKey(long, long, "eth0")
+	if len(k) > 255-len(AliasPrefix) || !strings.HasPrefix(k, "sha256:") {
+		t.Errorf("long network: %q", k)
+	}
+	for _, bad := range []string{"", "x", "a/b", k} {
+		if _, _, _, ok := ParseOwnerKey(bad); ok {
+			t.Errorf("ParseOwnerKey(%q) ok", bad)
+		}
+	}
+}
