@@ -751,23 +751,7 @@ func TestPortSecurity(t *testing.T) {
 	// 1024-entry FDB and the switch flooded unicast: X received 80 of 100 pings between
 	// two other pods.
 	t.Run("random_source_MACs", func(t *testing.T) {
-		rng := rand.New(rand.NewPCG(11, 1))
-		f := markerFrame(bcastMAC, w.x.mac, "rand")
-		o := w.run(t, attack{
-			gen: func(int) []byte {
-				randomUnicast(f[0:6], rng.Uint64())
-				randomUnicast(f[6:12], rng.Uint64())
-				return f
-			},
-			rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
-			pingFrom: w.a, pingTo: w.b.ip,
-			sniffers: []sniffSpec{
-				{"X: A<->B pings", w.x.ns, "eth0", abPings},
-				{"A: flood", w.a.ns, "eth0", isMarker("rand")},
-				{"B: flood", w.b.ns, "eth0", isMarker("rand")},
-				{"host: flood", e.host, "epvale0", isMarker("rand")},
-			},
-		})
+		o := w.run(t, w.randomMACFlood(e, 11))
 		noSniffing(t, o, "X: A<->B pings", "A↔B pings")
 		noLoss(t, o, "A→B")
 		refusedAs(t, o, "spoofed_mac", 4*1024) // 4 times the FDB the issue filled
@@ -917,6 +901,28 @@ func TestPortSecurity(t *testing.T) {
 	})
 }
 
+// randomMACFlood is X flooding frames with random source and destination MACs while A
+// pings B, sniffed at X (the pings), A, B and the host port (the flood).
+func (w *secWorld) randomMACFlood(e *env, seed uint64) attack {
+	rng := rand.New(rand.NewPCG(seed, seed))
+	f := markerFrame(bcastMAC, w.x.mac, "rand")
+	return attack{
+		gen: func(int) []byte {
+			randomUnicast(f[0:6], rng.Uint64())
+			randomUnicast(f[6:12], rng.Uint64())
+			return f
+		},
+		rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
+		pingFrom: w.a, pingTo: w.b.ip,
+		sniffers: []sniffSpec{
+			{"X: A<->B pings", w.x.ns, "eth0", icmpEchoBetween(w.a.ip, w.b.ip)},
+			{"A: flood", w.a.ns, "eth0", isMarker("rand")},
+			{"B: flood", w.b.ns, "eth0", isMarker("rand")},
+			{"host: flood", e.host, "epvale0", isMarker("rand")},
+		},
+	}
+}
+
 // udpSpoof has X send 1000 UDP datagrams with its own MAC and A's address as source to
 // B's MAC, address and a port B listens on, and returns how many B's socket received.
 func (w *secWorld) udpSpoof(t *testing.T) (*outcome, int64) {
@@ -963,7 +969,6 @@ func (w *secWorld) fdbHasOnlyOwnMAC(t *testing.T, o *outcome) {
 func TestPortSecurityOptOut(t *testing.T) {
 	e := newSecEnv(t, map[string]any{"antiSpoofing": false})
 	w := newSecWorld(t, e)
-	abPings := icmpEchoBetween(w.a.ip, w.b.ip)
 	noSpoofDrops := func(t *testing.T, o *outcome) {
 		t.Helper()
 		for _, k := range []string{"spoofed_mac", "spoofed_ip", "spoofed_arp_nd", "spoofed_ethertype"} {
@@ -982,23 +987,7 @@ func TestPortSecurityOptOut(t *testing.T) {
 	})
 
 	t.Run("random_source_MACs", func(t *testing.T) {
-		rng := rand.New(rand.NewPCG(12, 2))
-		f := markerFrame(bcastMAC, w.x.mac, "rand")
-		o := w.run(t, attack{
-			gen: func(int) []byte {
-				randomUnicast(f[0:6], rng.Uint64())
-				randomUnicast(f[6:12], rng.Uint64())
-				return f
-			},
-			rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
-			pingFrom: w.a, pingTo: w.b.ip,
-			sniffers: []sniffSpec{
-				{"X: A<->B pings", w.x.ns, "eth0", abPings},
-				{"A: flood", w.a.ns, "eth0", isMarker("rand")},
-				{"B: flood", w.b.ns, "eth0", isMarker("rand")},
-				{"host: flood", e.host, "epvale0", isMarker("rand")},
-			},
-		})
+		o := w.run(t, w.randomMACFlood(e, 12))
 		noSniffing(t, o, "X: A<->B pings", "A↔B pings")
 		noLoss(t, o, "A→B")
 		noSpoofDrops(t, o)

@@ -2,6 +2,7 @@ package vale
 
 import (
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -190,83 +191,46 @@ func BenchmarkFloodKnownOnly(b *testing.B) {
 }
 
 // BenchmarkLearningLookup measures the lookup alone over 1024-frame
-// batches: the hit path (known unicast, repeated source) and the flood
-// path (broadcast destination, changing sources that must be learned).
+// batches: the hit path (known unicast, repeated source), the flood path
+// (broadcast destination, changing sources that must be learned) and
+// unknown unicast.
 func BenchmarkLearningLookup(b *testing.B) {
-	run := func(b *testing.B, frames []Frame) {
-		l := newLearning(b, DefaultFDBSize, DefaultAging, DefaultMaxPorts)
-		for i := 0; i < 64; i++ {
-			l.FDB().learn(macKey(mac(byte(i))), uint16(i), 0)
-		}
-		b.ReportAllocs()
-		b.ResetTimer()
-		start := time.Now()
-		for done := 0; done < b.N; done += len(frames) {
-			l.Lookup(1, frames, int64(done))
-		}
-		el := time.Since(start).Seconds()
-		n := (b.N + len(frames) - 1) / len(frames) * len(frames)
-		b.ReportMetric(float64(n)/el, "pps")
-	}
-	b.Run("hit", func(b *testing.B) {
-		fr := make([]Frame, 1024)
-		for i := range fr {
-			d := ethFrame(mac(byte(i%64)), mac(byte(200)), 64)
-			fr[i] = Frame{Data: d, Len: 64}
-		}
-		run(b, fr)
-	})
-	b.Run("flood", func(b *testing.B) {
-		fr := make([]Frame, 1024)
-		for i := range fr {
-			d := ethFrame(bcast, mac(byte(i>>8), byte(i)), 64)
-			fr[i] = Frame{Data: d, Len: 64}
-		}
-		run(b, fr)
-	})
+	benchLookup(b, func(l *Learning, fr []Frame, now int64) { l.Lookup(1, fr, now) })
 }
 
 // BenchmarkLearningResolve is BenchmarkLearningLookup for Resolve (pod
-// ports: no learning): known unicast, broadcast, and unknown unicast, which
-// probes both of the address's buckets.
+// ports: no learning); unknown unicast probes both of the address's buckets.
 func BenchmarkLearningResolve(b *testing.B) {
-	run := func(b *testing.B, frames []Frame) {
-		l := newLearning(b, DefaultFDBSize, DefaultAging, DefaultMaxPorts)
-		for i := 0; i < 64; i++ {
-			l.FDB().learn(macKey(mac(byte(i))), uint16(i), 0)
-		}
-		b.ReportAllocs()
-		b.ResetTimer()
-		start := time.Now()
-		for done := 0; done < b.N; done += len(frames) {
-			l.Resolve(frames, int64(done))
-		}
-		el := time.Since(start).Seconds()
-		n := (b.N + len(frames) - 1) / len(frames) * len(frames)
-		b.ReportMetric(float64(n)/el, "pps")
+	benchLookup(b, func(l *Learning, fr []Frame, _ int64) { l.Resolve(fr, 0) })
+}
+
+func benchLookup(b *testing.B, call func(l *Learning, frames []Frame, now int64)) {
+	for _, c := range []struct {
+		name     string
+		src, dst func(i int) net.HardwareAddr
+	}{
+		{"hit", func(i int) net.HardwareAddr { return mac(byte(200)) }, func(i int) net.HardwareAddr { return mac(byte(i % 64)) }},
+		{"flood", func(i int) net.HardwareAddr { return mac(byte(i>>8), byte(i)) }, func(int) net.HardwareAddr { return bcast }},
+		{"unknown", func(i int) net.HardwareAddr { return mac(byte(200)) }, func(i int) net.HardwareAddr { return mac(1, byte(i>>8), byte(i)) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			fr := make([]Frame, 1024)
+			for i := range fr {
+				fr[i] = Frame{Data: ethFrame(c.dst(i), c.src(i), 64), Len: 64}
+			}
+			l := newLearning(b, DefaultFDBSize, DefaultAging, DefaultMaxPorts)
+			for i := 0; i < 64; i++ {
+				l.FDB().learn(macKey(mac(byte(i))), uint16(i), 0)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			for done := 0; done < b.N; done += len(fr) {
+				call(l, fr, int64(done))
+			}
+			el := time.Since(start).Seconds()
+			n := (b.N + len(fr) - 1) / len(fr) * len(fr)
+			b.ReportMetric(float64(n)/el, "pps")
+		})
 	}
-	b.Run("hit", func(b *testing.B) {
-		fr := make([]Frame, 1024)
-		for i := range fr {
-			d := ethFrame(mac(byte(i%64)), mac(byte(200)), 64)
-			fr[i] = Frame{Data: d, Len: 64}
-		}
-		run(b, fr)
-	})
-	b.Run("flood", func(b *testing.B) {
-		fr := make([]Frame, 1024)
-		for i := range fr {
-			d := ethFrame(bcast, mac(byte(i>>8), byte(i)), 64)
-			fr[i] = Frame{Data: d, Len: 64}
-		}
-		run(b, fr)
-	})
-	b.Run("unknown", func(b *testing.B) {
-		fr := make([]Frame, 1024)
-		for i := range fr {
-			d := ethFrame(mac(1, byte(i>>8), byte(i)), mac(byte(200)), 64)
-			fr[i] = Frame{Data: d, Len: 64}
-		}
-		run(b, fr)
-	})
 }
