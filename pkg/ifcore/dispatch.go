@@ -108,6 +108,9 @@ func (ifp *Ifnet) Handoff(w *Worker, p *Packet) error {
 }
 
 func (ifp *Ifnet) countOut(w *Worker, n int, mcast bool) {
+	if ifp.selfCounting {
+		return // the driver counts when the packet leaves (OutputCounter)
+	}
 	s := ifp.shard(w)
 	s.OBytes.Add(uint64(n))
 	if mcast {

@@ -78,10 +78,24 @@ type epairSoftc struct {
 type epairDriver struct{ sc *epairSoftc }
 
 var (
-	_ Driver      = epairDriver{}
-	_ Ioctler     = epairDriver{}
-	_ Transmitter = epairDriver{}
+	_ Driver        = epairDriver{}
+	_ Ioctler       = epairDriver{}
+	_ Transmitter   = epairDriver{}
+	_ OutputCounter = epairDriver{}
 )
+
+// CountsOutput implements OutputCounter: epair_start counts obytes and
+// omcasts when a packet reaches the peer's netisr queue, on every path
+// (D-E7), so ifq_dispatch and ifq_handoff must not count them again.
+func (epairDriver) CountsOutput() bool { return true }
+
+// OutputCounter is implemented by a driver that counts obytes and omcasts
+// itself when a packet leaves (the epair's start, D-E7): Dispatch and
+// Handoff then leave them to it instead of counting them at enqueue, so a
+// packet is counted once whichever path it takes.
+type OutputCounter interface {
+	CountsOutput() bool
+}
 
 // Transmitter is implemented by drivers with their own if_transmit, which
 // Ifnet.Transmit prefers over Dispatch.

@@ -572,12 +572,12 @@ func TestDE07_CountersOnEveryPath(t *testing.T) {
 }
 
 // TestDE07_DispatchCountsOnce: a packet sent with ifq_dispatch onto an epair
-// end is counted once. Known defect: Dispatch counts obytes/omcasts when it
-// enqueues (ifq_dispatch, I-T30) and epair_start counts them again when it
-// moves the packet to the netisr queue (D-E7), so one 100-byte multicast
-// packet shows obytes 200 and omcasts 2.
+// end is counted once. Dispatch counts obytes/omcasts when it enqueues
+// (ifq_dispatch, I-T30) and epair_start counts them when it moves the packet
+// to the netisr queue (D-E7); the epair's driver is an OutputCounter, so
+// Dispatch leaves them to it (one 100-byte multicast packet once showed
+// obytes 200 and omcasts 2).
 func TestDE07_DispatchCountsOnce(t *testing.T) {
-	t.Skip("known defect: Ifnet.Dispatch/Handoff (dispatch.go countOut) and epair startLocked (epair.go) both count obytes/omcasts, so a packet dispatched onto an epair end is counted twice")
 	n, _, rx := newEpairNet(t, Config{Workers: 2}, EpairConfig{})
 	a, b := mustCreate(t, n, "epair")
 	upBoth(t, a, b)

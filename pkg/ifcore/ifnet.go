@@ -206,13 +206,15 @@ type Ifnet struct {
 	legacyMu     sync.Mutex
 	legacy       IfData // stats_compat copy, written by the slow timer
 
-	snd        Ifaltq
-	driver     Driver
-	serializer Serializer
-	stats      []Counters
-	input      atomic.Pointer[InputFunc]
-	softc      any
-	cloner     *clonerEntry
+	snd    Ifaltq
+	driver Driver
+	// selfCounting: the driver counts obytes/omcasts itself (OutputCounter).
+	selfCounting bool
+	serializer   Serializer
+	stats        []Counters
+	input        atomic.Pointer[InputFunc]
+	softc        any
+	cloner       *clonerEntry
 }
 
 // Name returns if_xname.

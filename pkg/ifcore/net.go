@@ -276,6 +276,9 @@ func (n *Net) Attach(cfg IfConfig) (*Ifnet, error) {
 	ifp := &Ifnet{net: n, dname: cfg.Dname, dunit: cfg.Dunit, typ: cfg.Type, baudrate: cfg.Baudrate,
 		lladdr: append([]byte(nil), cfg.Lladdr...), capabilities: cfg.Capabilities,
 		driver: cfg.Driver, serializer: ser, softc: cfg.Softc}
+	if oc, ok := cfg.Driver.(OutputCounter); ok {
+		ifp.selfCounting = oc.CountsOutput()
+	}
 	if cfg.Input != nil {
 		ifp.SetInput(cfg.Input)
 	}
