@@ -3,6 +3,20 @@
 // and of FreeBSD's epair(4) pseudo-device (sys/net/if_epair.c, seed 000),
 // following SEEDS-SPEC.md §1, §2, §4.4 and §4.5.
 //
+// # What carries the node's traffic
+//
+// internal/dataplane puts one Ifnet with one Subqueue in front of every
+// switch port: its Discipline (altq.go, discipline.go), token bucket
+// (tbr.go), packets (packet.go) and the if_start runs on the owner Worker
+// (worker.go) are on the path of every frame a pod receives, through
+// Subqueue.Enqueue, DevstartLocked and DevstartSched. The rest reproduces
+// the seeds' semantics and is reached only by the conformance tests
+// (CONFORMANCE.md): the in-memory epair cloner (epair.go), the ioctl layer
+// (ioctl.go), groups, multicast and address lists (ifops.go), and ifq
+// staging through Dispatch and Handoff (dispatch.go; the dataplane's output
+// queues batch on their own and do not stage). A change there cannot break
+// a pod's traffic, only the conformance contract.
+//
 // # Model
 //
 // A Net owns a set of netisr-like Workers (one goroutine per CPU by

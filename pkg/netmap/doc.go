@@ -4,6 +4,16 @@
 // head/cur/tail, validated on every sync, over a pool of fixed-size buffers
 // addressed by index. Pure Go: no syscalls, no cgo, no unsafe.
 //
+// # What carries the node's traffic
+//
+// Every switch port of the node is a GenericAdapter (generic.go) over a
+// socket backend, with its krings, sync prologues (sync.go, ring.go), buffer
+// pool (pool.go) and wait queues (waitq.go, poll.go): that is the path of
+// every frame. Pipes (pipe.go), host rings (host.go), monitors (monitor.go)
+// and registration through Handle (handle.go, memport.go) reproduce the
+// seed and are reached only by tests today; applications' netmap ports
+// (issue 17) would put them on the path.
+//
 // # Model
 //
 // Every adapter (port) has NumTxRings TX and NumRxRings RX hardware krings
