@@ -8,11 +8,11 @@
 //
 // Every switch port of the node is a GenericAdapter (generic.go) over a
 // socket backend, with its krings, sync prologues (sync.go, ring.go), buffer
-// pool (pool.go) and wait queues (waitq.go, poll.go): that is the path of
-// every frame. Pipes (pipe.go), host rings (host.go), monitors (monitor.go)
-// and registration through Handle (handle.go, memport.go) reproduce the
-// seed and are reached only by tests today; applications' netmap ports
-// (issue 17) would put them on the path.
+// pool (pool.go) and notification (adapter.go, waitq.go): that is the path
+// of every frame. Pipes (pipe.go), host rings (host.go), monitors
+// (monitor.go), registration through Handle and its poll (handle.go,
+// memport.go, poll.go) reproduce the seed and are reached only by tests
+// today; netmap ports for applications (planned) would put them on the path.
 //
 // # Model
 //
