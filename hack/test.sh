@@ -19,6 +19,9 @@ go vet ./...
 echo "== staticcheck"
 go run honnef.co/go/tools/cmd/staticcheck@"$(sed -n 's/^STATICCHECK_VERSION ?= //p' Makefile)" ./...
 
+echo "== deadcode (what no binary reaches is listed with its reason in hack/deadcode.allow)"
+hack/deadcode.sh
+
 echo "== Kubernetes binaries for envtest and helm (cached: $HOME/.cache/epair)"
 KUBEBUILDER_ASSETS=$(hack/k8s/build-k8s.sh helm | tail -n 1)
 export KUBEBUILDER_ASSETS
