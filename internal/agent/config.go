@@ -69,8 +69,10 @@ type Config struct {
 	// RingSlots is the slot count of every port's netmap rings, a power of two in
 	// [64, 8192]; 0 means DefaultRingSlots. With XDPFrames it is what a port costs in
 	// memory: the defaults (64, 128) keep 250 pods under 256 MiB of agent RSS at about
-	// 1.3 Gbit/s of pod-to-pod TCP; 128/256 give about 1.9 Gbit/s for 275 MiB; the
-	// dataplane's own defaults (1024/1024) about 2 Gbit/s for 700 MiB (BENCHMARKS.md).
+	// 1.3 Gbit/s of pod-to-pod TCP; 128/256 give about 1.9 Gbit/s for 275 MiB; 1024 slots
+	// with 1024 frames about 2 Gbit/s for 700 MiB (BENCHMARKS.md). The agent sets these
+	// for every port; the dataplane's own defaults (dataplane.DefaultRingSlots,
+	// DefaultXDPFrames: 256 and 1024) apply only to its direct users (tests, dpbench).
 	RingSlots int `json:"ringSlots,omitempty"`
 	// XDPFrames is the UMEM frame count of every pod link's AF_XDP socket (half receive,
 	// half transmit), a power of two in [64, 16384]; 0 means DefaultXDPFrames (a frame is
