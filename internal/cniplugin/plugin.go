@@ -174,7 +174,7 @@ func (c *call) infof(format string, a ...any) {
 
 // Add implements CNI ADD: allocate-or-get the attachment, clone the epair, configure the pod
 // side, attach the host end to the switch, print the result. Every side effect is undone if a
-// later step fails.
+// later step fails. The steps are addOp's methods, in this order.
 func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	c, err := p.begin("add", args, true)
 	if c != nil {
@@ -188,188 +188,224 @@ func (p *Plugin) Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return err
 	}
-	cfg := c.cfg
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.Timeouts.Add))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(c.cfg.Timeouts.Add))
 	defer cancel()
-	agent := p.DialAgent(cfg)
-	defer agent.Close()
-	links, err := p.OpenLinks()
-	if err != nil {
+	op := &addOp{call: c, ctx: ctx, agent: p.DialAgent(c.cfg), undo: cleanup.Make(nil)}
+	defer op.agent.Close()
+	if op.links, err = p.OpenLinks(); err != nil {
 		return fmt.Errorf("add: open links: %w", err)
 	}
-	defer links.Close()
+	defer op.links.Close()
 	c.debugf("opened links")
+	defer func() {
+		if cerr := op.undo.Clean(); cerr != nil {
+			c.log.Printf("rollback: %v", cerr)
+		}
+	}()
+	if err := op.allocateAndClone(); err != nil {
+		return err
+	}
+	if err := op.ensurePair(); err != nil {
+		return err
+	}
+	res, err := op.attachAndConfigure()
+	if err != nil {
+		return err
+	}
+	out, err := res.GetAsVersion(c.cfg.CNIVersion)
+	if err != nil {
+		return fmt.Errorf("add: convert result to %s: %w", c.cfg.CNIVersion, err)
+	}
+	if err := out.PrintTo(p.Stdout); err != nil {
+		return fmt.Errorf("add: print result: %w", err)
+	}
+	op.undo.Release()
+	return nil
+}
 
+// addOp is one ADD's state between its steps.
+type addOp struct {
+	*call
+	ctx   context.Context
+	agent Agent
+	links Links
+	undo  cleanup.Cleanup // every side effect, undone unless the ADD succeeds
+
+	creq epair.Request
+	pair *epair.Pair
+	cerr error // the first Create's error: ensurePair may still recover from EEXIST
+	att  *agentapi.Attachment
+	mac  net.HardwareAddr // the MAC the pod end gets (nil: the pair's own)
+}
+
+// allocateAndClone allocates the attachment and clones the pair at the same time (each
+// takes about a millisecond): the pair gets the configured MTU (the agent's, when it
+// differs, is set afterwards) and the scheme's MAC (the agent's or the runtime's is set with
+// the addresses). It settles the pod's MAC: the agent's wins (it may pin it), else the
+// runtime's request, else pkg/epair's node-unique scheme.
+func (op *addOp) allocateAndClone() error {
+	cfg, args := op.cfg, op.args
 	req := &agentapi.AllocateRequest{
-		Key: c.key, NetNS: args.Netns, Network: cfg.Name, Switch: cfg.Switch,
+		Key: op.key, NetNS: args.Netns, Network: cfg.Name, Switch: cfg.Switch,
 		PodName: string(cfg.Args.K8S_POD_NAME), PodNamespace: string(cfg.Args.K8S_POD_NAMESPACE), PodUID: string(cfg.Args.K8S_POD_UID),
 		IPs: cfg.RequestedIPs, MTU: cfg.MTU,
 	}
 	if cfg.RequestedMAC != nil {
 		req.MAC = cfg.RequestedMAC.String()
 	}
-	// Allocate and clone the pair at the same time (each takes about a millisecond): the
-	// pair gets the configured MTU (the agent's, when it differs, is set afterwards) and
-	// the scheme's MAC (the agent's or the runtime's is set with the addresses).
 	type allocation struct {
 		att *agentapi.Attachment
 		err error
 	}
 	allocated := make(chan allocation, 1)
 	go func() {
-		att, err := agent.Allocate(ctx, req)
+		att, err := op.agent.Allocate(op.ctx, req)
 		allocated <- allocation{att, err}
 	}()
-	creq := epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: cfg.MTU, Owner: c.owner}
-	pair, cerr := links.Create(creq)
+	op.creq = epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: cfg.MTU, Owner: op.owner}
+	op.pair, op.cerr = op.links.Create(op.creq)
 	al := <-allocated
-	undo := cleanup.Make(nil)
-	defer func() {
-		if cerr := undo.Clean(); cerr != nil {
-			c.log.Printf("rollback: %v", cerr)
-		}
-	}()
 	if al.err == nil {
-		undo.Add(func() error {
+		op.undo.Add(func() error {
 			// A fresh context: the ADD deadline may be what failed.
 			rctx, rcancel := context.WithTimeout(context.Background(), time.Duration(cfg.Timeouts.Del))
 			defer rcancel()
-			_, err := agent.Release(rctx, &agentapi.ReleaseRequest{Key: c.key})
+			_, err := op.agent.Release(rctx, &agentapi.ReleaseRequest{Key: op.key})
 			return err
 		})
 	}
-	if cerr == nil {
-		hostName := pair.HostName
-		undo.Add(func() error { return links.Destroy(hostName) })
+	if op.cerr == nil {
+		op.undoPair()
 	}
 	if al.err != nil {
-		return fmt.Errorf("add: allocate attachment %s: %w", c.key, al.err)
+		return fmt.Errorf("add: allocate attachment %s: %w", op.key, al.err)
 	}
-	att := al.att
-	c.debugf("allocated %+v", att)
-	if len(att.IPs) == 0 {
-		return fmt.Errorf("add: attachment %s: the agent returned no address: %w", c.key, agentapi.ErrInternal)
+	op.att = al.att
+	op.debugf("allocated %+v", op.att)
+	if len(op.att.IPs) == 0 {
+		return fmt.Errorf("add: attachment %s: the agent returned no address: %w", op.key, agentapi.ErrInternal)
 	}
-	// The agent's MAC wins (it may pin it for anti-spoofing); else the runtime's request;
-	// else pkg/epair's node-unique scheme.
-	mac := cfg.RequestedMAC
-	if att.MAC != "" {
+	op.mac = cfg.RequestedMAC
+	if op.att.MAC != "" {
 		var err error
-		if mac, err = net.ParseMAC(att.MAC); err != nil {
-			return fmt.Errorf("add: attachment %s: agent MAC %q: %w", c.key, att.MAC, err)
+		if op.mac, err = net.ParseMAC(op.att.MAC); err != nil {
+			return fmt.Errorf("add: attachment %s: agent MAC %q: %w", op.key, op.att.MAC, err)
 		}
 	}
+	return nil
+}
 
-	// A pair left by an earlier, interrupted ADD of the same attachment goes. Only a
-	// retried ADD (the agent knew the attachment) can have one, or an ADD that found the
-	// pod interface still there: a fresh ADD skips the link dump that finding it takes.
-	keep := ""
-	if pair != nil {
-		keep = pair.HostName
-	}
-	removeStale := func() (bool, error) {
-		all, err := links.List()
-		if err != nil {
-			return false, fmt.Errorf("add: look up existing epairs: %w", err)
-		}
-		removed := false
-		for _, old := range all {
-			if old.Owner != c.owner || old.HostName == keep {
-				continue
-			}
-			c.infof("removing stale %s of %s", old.HostName, c.owner)
-			if err := links.Destroy(old.HostName); err != nil {
-				return removed, fmt.Errorf("add: remove stale epair of %s: %w", c.owner, err)
-			}
-			removed = true
-		}
-		return removed, nil
-	}
-	if att.Existing {
-		if _, err := removeStale(); err != nil {
+// undoPair registers the removal of the pair just created.
+func (op *addOp) undoPair() {
+	hostName := op.pair.HostName
+	op.undo.Add(func() error { return op.links.Destroy(hostName) })
+}
+
+// ensurePair removes a pair left by an earlier, interrupted ADD of the same attachment and
+// creates the pair again if that one was in the way, then gives it the agent's MTU. Only a
+// retried ADD (the agent knew the attachment) can have one, or an ADD that found the pod
+// interface still there: a fresh ADD skips the link dump that finding it takes.
+func (op *addOp) ensurePair() error {
+	if op.att.Existing {
+		if _, err := op.removeStale(); err != nil {
 			return err
 		}
-		c.debugf("removed what is left of %s", c.owner)
+		op.debugf("removed what is left of %s", op.owner)
 	}
-	if errors.Is(cerr, syscall.EEXIST) {
+	if errors.Is(op.cerr, syscall.EEXIST) {
 		// The pod interface is there: left by an earlier ADD of this attachment? (A
 		// pair of another owner is not touched, and Create fails again.)
-		removed, err := removeStale()
+		removed, err := op.removeStale()
 		if err != nil {
 			return err
 		}
-		if removed || att.Existing {
-			pair, cerr = links.Create(creq)
-			if cerr == nil {
-				hostName := pair.HostName
-				undo.Add(func() error { return links.Destroy(hostName) })
+		if removed || op.att.Existing {
+			if op.pair, op.cerr = op.links.Create(op.creq); op.cerr == nil {
+				op.undoPair()
 			}
 		}
 	}
-	if cerr != nil {
-		if netnsGone(args.Netns) {
-			return fmt.Errorf("add: create epair: %w: %w", ErrInvalidNetNS, cerr)
+	if op.cerr != nil {
+		if netnsGone(op.args.Netns) {
+			return fmt.Errorf("add: create epair: %w: %w", ErrInvalidNetNS, op.cerr)
 		}
-		return fmt.Errorf("add: create epair: %w", cerr)
+		return fmt.Errorf("add: create epair: %w", op.cerr)
 	}
-	if att.MTU != 0 && att.MTU != pair.MTU {
-		if err := links.SetHostMTU(pair.HostName, att.MTU); err != nil {
+	if op.att.MTU != 0 && op.att.MTU != op.pair.MTU {
+		if err := op.links.SetHostMTU(op.pair.HostName, op.att.MTU); err != nil {
 			return fmt.Errorf("add: %w", err)
 		}
-		pair.MTU = att.MTU
+		op.pair.MTU = op.att.MTU
 	}
-	c.debugf("created %s (index %d) / %s", pair.HostName, pair.HostIndex, args.IfName)
+	op.debugf("created %s (index %d) / %s", op.pair.HostName, op.pair.HostIndex, op.args.IfName)
+	return nil
+}
 
+// removeStale destroys the owner's pairs other than the one this ADD made.
+func (op *addOp) removeStale() (bool, error) {
+	keep := ""
+	if op.pair != nil {
+		keep = op.pair.HostName
+	}
+	all, err := op.links.List()
+	if err != nil {
+		return false, fmt.Errorf("add: look up existing epairs: %w", err)
+	}
+	removed := false
+	for _, old := range all {
+		if old.Owner != op.owner || old.HostName == keep {
+			continue
+		}
+		op.infof("removing stale %s of %s", old.HostName, op.owner)
+		if err := op.links.Destroy(old.HostName); err != nil {
+			return removed, fmt.Errorf("add: remove stale epair of %s: %w", op.owner, err)
+		}
+		removed = true
+	}
+	return removed, nil
+}
+
+// attachAndConfigure has the agent attach the host end while the pod end is configured (a
+// failure of either is undone by the release, which also detaches), and returns the result.
+func (op *addOp) attachAndConfigure() (*current.Result, error) {
+	cfg, args, att, pair := op.cfg, op.args, op.att, op.pair
 	addrs := make([]netip.Prefix, 0, len(att.IPs))
 	for _, ip := range att.IPs {
 		addrs = append(addrs, ip.Address)
 	}
 	routes, err := podRoutes(att, cfg.IPAM.Routes)
 	if err != nil {
-		return fmt.Errorf("add: %w", err)
+		return nil, fmt.Errorf("add: %w", err)
 	}
-	// The agent attaches the host end while the pod end is configured (a failure of
-	// either is undone by the release, which also detaches).
 	type attachment struct {
 		port *agentapi.Port
 		err  error
 	}
 	podMAC := pair.PodMAC
-	if mac != nil {
-		podMAC = mac
+	if op.mac != nil {
+		podMAC = op.mac
 	}
 	attached := make(chan attachment, 1)
 	go func() {
-		port, err := agent.Attach(ctx, &agentapi.AttachRequest{Key: c.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex,
+		port, err := op.agent.Attach(op.ctx, &agentapi.AttachRequest{Key: op.key, HostIfName: pair.HostName, HostIfIndex: pair.HostIndex,
 			PodMAC: podMAC.String()})
 		attached <- attachment{port, err}
 	}()
-	perr := configurePod(args.Netns, args.IfName, mac, pair.MTU, att.Offload, addrs, routes)
-	c.debugf("configured %s in %s", args.IfName, args.Netns)
+	perr := configurePod(args.Netns, args.IfName, op.mac, pair.MTU, att.Offload, addrs, routes)
+	op.debugf("configured %s in %s", args.IfName, args.Netns)
 	at := <-attached
 	if perr != nil {
-		return fmt.Errorf("add: configure pod interface: %w", perr)
+		return nil, fmt.Errorf("add: configure pod interface: %w", perr)
 	}
 	if at.err != nil {
-		return fmt.Errorf("add: attach %s to switch %s: %w", pair.HostName, att.Switch, at.err)
+		return nil, fmt.Errorf("add: attach %s to switch %s: %w", pair.HostName, att.Switch, at.err)
 	}
-	port := at.port
-	c.infof("attached %s as %s", pair.HostName, port.Name)
-
+	op.infof("attached %s as %s", pair.HostName, at.port.Name)
 	mtu := att.MTU
 	if mtu == 0 {
 		mtu = pair.MTU
 	}
-	res := buildResult(cfg, args, pair, podMAC, mtu, att, routes)
-	out, err := res.GetAsVersion(cfg.CNIVersion)
-	if err != nil {
-		return fmt.Errorf("add: convert result to %s: %w", cfg.CNIVersion, err)
-	}
-	if err := out.PrintTo(p.Stdout); err != nil {
-		return fmt.Errorf("add: print result: %w", err)
-	}
-	undo.Release()
-	return nil
+	return buildResult(cfg, args, pair, podMAC, mtu, att, routes), nil
 }
 
 // podRoutes resolves the agent's routes and the config's extra routes: a route without a
