@@ -153,7 +153,7 @@ type QueueSpec struct {
 	// Length is the queue's capacity in packets.
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65536
-	// +kubebuilder:default=256
+	// +kubebuilder:default=1024
 	// +optional
 	Length int32 `json:"length,omitempty"`
 

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 func TestSchemaRejectsInvalidVirtualSwitch(t *testing.T) {
@@ -75,8 +76,12 @@ func TestSchemaDefaultsVirtualSwitch(t *testing.T) {
 	defer testClient.Delete(ctx, vs)
 	s := vs.Spec
 	if s.MTU != 1500 || s.BatchSize != 1024 || s.MaxPorts != 254 || s.FDB.Size != 4096 ||
-		s.FDB.Aging.Duration != 5*time.Minute || s.DefaultQueue.Length != 256 || s.DefaultQueue.Discipline != epairv1.DisciplineClassic {
+		s.FDB.Aging.Duration != 5*time.Minute || s.DefaultQueue.Length != limits.DefaultQueueLen || s.DefaultQueue.Discipline != epairv1.DisciplineClassic {
 		t.Fatalf("defaults not applied: %+v", s)
+	}
+	if ps := s.PortSecurity; ps.AntiSpoofing == nil || !*ps.AntiSpoofing || ps.BroadcastRate == nil || *ps.BroadcastRate != limits.DefaultBroadcastRate ||
+		ps.MulticastRate == nil || *ps.MulticastRate != limits.DefaultMulticastRate {
+		t.Fatalf("port security defaults not applied: %+v", ps)
 	}
 	cfg, err := SwitchConfigFromSpec(vs)
 	if err != nil {

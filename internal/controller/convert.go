@@ -20,7 +20,7 @@ const (
 	DefaultBatchSize   = 1024
 	DefaultMaxPorts    = 254
 	DefaultFDBSize     = 4096
-	DefaultQueueLength = 256
+	DefaultQueueLength = limits.DefaultQueueLen
 	// DefaultBroadcastRate and DefaultMulticastRate are the storm control of a switch
 	// stored without spec.portSecurity (frames per second).
 	DefaultBroadcastRate = limits.DefaultBroadcastRate

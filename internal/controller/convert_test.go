@@ -21,7 +21,7 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := SwitchConfig{Name: "vale0", Generation: 3, MTU: 1500, BatchSize: 1024, MaxPorts: 254, FDBSize: 4096,
-		DefaultQueue: QueueConfig{Length: 256, Discipline: epairv1.DisciplineClassic},
+		DefaultQueue: QueueConfig{Length: 1024, Discipline: epairv1.DisciplineClassic},
 		PortSecurity: PortSecurityConfig{AntiSpoofing: true, BroadcastRate: DefaultBroadcastRate, MulticastRate: DefaultMulticastRate}}
 	if c != want {
 		t.Fatalf("zero spec: got %+v, want %+v", c, want)

@@ -50,6 +50,7 @@ func TestSchemaMatchesLimits(t *testing.T) {
 	if limits.DefaultMTU != 1500 {
 		t.Errorf("limits.DefaultMTU %d: the schema default says 1500", limits.DefaultMTU)
 	}
+	def("virtualswitch spec.defaultQueue.length", vs["defaultQueue"].Properties["length"], strconv.Itoa(limits.DefaultQueueLen))
 	ps := vs["portSecurity"].Properties
 	bounds("virtualswitch spec.portSecurity.broadcastRate", ps["broadcastRate"], 0, limits.MaxStormRate)
 	bounds("virtualswitch spec.portSecurity.multicastRate", ps["multicastRate"], 0, limits.MaxStormRate)

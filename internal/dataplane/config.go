@@ -25,7 +25,7 @@ const (
 	// DefaultQueueLen is the output queue length of a port when its policy
 	// leaves it at 0 (DragonFly's IFQ_MAXLEN of 50 is far too short for a
 	// software switch draining batches of 64).
-	DefaultQueueLen = 1024
+	DefaultQueueLen = limits.DefaultQueueLen
 	// MaxQueueLen bounds PortPolicy.QueueLen.
 	MaxQueueLen = 65536
 	// DefaultRingSlots is the slot count of every port's netmap rings. A

@@ -14,6 +14,12 @@ const (
 	// DefaultMTU is a switch's MTU when its configuration sets none.
 	DefaultMTU = 1500
 
+	// DefaultQueueLen is a port's output queue length in frames when nothing sets one, in
+	// both modes (a VirtualSwitch's spec.defaultQueue.length, the dataplane's PortPolicy):
+	// DragonFly's IFQ_MAXLEN of 50 is far too short for a software switch draining
+	// batches, and 1024 holds a few TCP windows of 1500-byte frames.
+	DefaultQueueLen = 1024
+
 	// DefaultBroadcastRate and DefaultMulticastRate are a pod port's storm control when the
 	// switch sets none: the broadcast and the other group-addressed frames per second a pod
 	// may send (a burst of 100 ms worth): far above what ARP, ND and MLD need, far below a
