@@ -241,7 +241,7 @@ type clusterDataplane struct {
 	a         *Agent
 	d         *dataplane.Dataplane
 	defPolicy dataplane.PortPolicy
-	policies  map[string]string // port name → PortPolicy "namespace/name"
+	policies  map[string]controller.PolicyConfig // port name → the PortPolicy applied to it
 	podPorts  map[string]string // pod "namespace/name" → port name
 	portPods  map[string]string // port name → pod
 }
@@ -253,7 +253,7 @@ var (
 
 func newClusterDataplane(cfg *Config, sw string, log *slog.Logger) *clusterDataplane {
 	return &clusterDataplane{cfg: cfg, swName: sw, log: log, startable: make(chan struct{}),
-		policies: map[string]string{}, podPorts: map[string]string{}, portPods: map[string]string{}}
+		policies: map[string]controller.PolicyConfig{}, podPorts: map[string]string{}, portPods: map[string]string{}}
 }
 
 // checkStartable closes startable once both the pod CIDRs and the switch are known. mu held.
@@ -340,8 +340,9 @@ func (c *clusterDataplane) SetPodCIDRs(_ context.Context, cidrs []netip.Prefix) 
 }
 
 // ApplySwitch records the conflist's switch before the agent starts (the dataplane creates
-// it at start). On the running switch it applies the default queue live (every port
-// without a PortPolicy gets it) and rejects changes of the MTU and the VALE limits, which
+// it at start). On the running switch it applies the default queue and port security live
+// (a port without a PortPolicy gets them; a port with one keeps its policy's fields over
+// them) and rejects changes of the MTU and the VALE limits, which
 // need a restart. Switches other than the conflist's are rejected: the dataplane cannot
 // create a switch at run time, and no conflist would attach pods to it.
 func (c *clusterDataplane) ApplySwitch(_ context.Context, sc controller.SwitchConfig) error {
@@ -395,18 +396,30 @@ func (c *clusterDataplane) ApplySwitch(_ context.Context, sc controller.SwitchCo
 		q.Generation = sc.Generation
 	}
 	c.sw = &q
-	var ports []string
+	// Every port follows the new default: the ones without a PortPolicy take it, and the
+	// others keep their policy's fields over it (what the policy leaves unset, such as its
+	// port security or queue length, is the switch's).
+	type update struct {
+		name string
+		pol  dataplane.PortPolicy
+	}
+	var ups []update
 	if pol != old {
 		for _, p := range d.Ports() {
-			if p.Kind == dataplane.KindPod && p.Switch == sc.Name && c.policies[p.Name] == "" {
-				ports = append(ports, p.Name)
+			if p.Kind != dataplane.KindPod || p.Switch != sc.Name {
+				continue
+			}
+			if pc, ok := c.policies[p.Name]; ok {
+				ups = append(ups, update{p.Name, portPolicy(pc, pol)})
+			} else {
+				ups = append(ups, update{p.Name, pol})
 			}
 		}
 	}
 	c.mu.Unlock()
 	var errs []error
-	for _, name := range ports {
-		if err := d.SetPortPolicy(name, pol); err != nil && !errors.Is(err, dataplane.ErrNoPort) {
+	for _, u := range ups {
+		if err := d.SetPortPolicy(u.name, u.pol); err != nil && !errors.Is(err, dataplane.ErrNoPort) {
 			errs = append(errs, err)
 		}
 	}
@@ -479,7 +492,7 @@ func (c *clusterDataplane) setPolicy(name string, pod controller.PodRef, p *cont
 	}
 	c.mu.Lock()
 	if p != nil {
-		c.policies[name] = p.Policy
+		c.policies[name] = *p
 	} else {
 		delete(c.policies, name)
 	}
@@ -550,7 +563,10 @@ func (c *clusterDataplane) Status(context.Context) (controller.Snapshot, error) 
 	}
 	c.mu.Lock()
 	gen := c.sw.Generation
-	pols := maps.Clone(c.policies)
+	pols := map[string]string{}
+	for name, pc := range c.policies {
+		pols[name] = pc.Policy
+	}
 	pods := maps.Clone(c.portPods)
 	c.mu.Unlock()
 	var snap controller.Snapshot
@@ -644,7 +660,7 @@ func (p *clusterPorts) attach(ctx context.Context, req PortRequest, f func(conte
 	pod, havePod := p.podFor(req.Owner)
 	ar := dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
 		PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs}
-	polName := ""
+	var polCfg *controller.PolicyConfig
 	// Without a PortPolicy the port gets the switch's default as it is now (a live change
 	// of the VirtualSwitch included), not the dataplane's start-up default.
 	p.c.mu.Lock()
@@ -655,7 +671,7 @@ func (p *clusterPorts) attach(ctx context.Context, req PortRequest, f func(conte
 			p.c.mu.Lock()
 			pol = portPolicy(pc, p.c.defPolicy)
 			p.c.mu.Unlock()
-			polName = pc.Policy
+			polCfg = &pc
 		}
 	}
 	ar.Policy = &pol
@@ -664,8 +680,8 @@ func (p *clusterPorts) attach(ctx context.Context, req PortRequest, f func(conte
 		return agentapi.PortInfo{}, dpError(err)
 	}
 	p.c.mu.Lock()
-	if polName != "" {
-		p.c.policies[pi.Name] = polName
+	if polCfg != nil {
+		p.c.policies[pi.Name] = *polCfg
 	} else {
 		delete(p.c.policies, pi.Name)
 	}

@@ -318,8 +318,8 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.RateBitsPerSec != 10_000_000 {
-		t.Fatalf("default queue change overrode the PortPolicy: %+v", got)
+	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.QueueLen != 300 {
+		t.Fatalf("after a default queue change %+v, want the PortPolicy's rate kept and the new queue length it leaves to the switch", got)
 	}
 	if err := c.ClearPortPolicy(ctx, pod); err != nil {
 		t.Fatal(err)
@@ -335,6 +335,24 @@ func TestClusterDataplaneLive(t *testing.T) {
 	}
 	if got := policy(); !got.AllowSpoofing || got.BroadcastRate != 50 || got.MulticastRate != 60 {
 		t.Fatalf("policy after a live port security change %+v", got)
+	}
+	// A port with a PortPolicy that leaves port security to the switch follows it too.
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
+		t.Fatal(err)
+	}
+	sc.PortSecurity = controller.PortSecurityConfig{AntiSpoofing: true, BroadcastRate: 70, MulticastRate: 80}
+	if err := c.ApplySwitch(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	if got := policy(); got.AllowSpoofing || got.BroadcastRate != 70 || got.RateBitsPerSec != 10_000_000 {
+		t.Fatalf("a port with a PortPolicy after a live port security change: %+v, want the switch's new port security and the policy's rate", got)
+	}
+	if err := c.ClearPortPolicy(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	sc.PortSecurity = controller.PortSecurityConfig{AntiSpoofing: false, BroadcastRate: 50, MulticastRate: 60}
+	if err := c.ApplySwitch(ctx, sc); err != nil {
+		t.Fatal(err)
 	}
 	pi2, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl1a", Owner: "test/cid1/eth0",
 		PodMAC: "02:00:00:0a:fa:08", PodIPs: []netip.Addr{netip.MustParseAddr("10.250.7.6")}})
