@@ -242,8 +242,8 @@ type clusterDataplane struct {
 	d         *dataplane.Dataplane
 	defPolicy dataplane.PortPolicy
 	policies  map[string]controller.PolicyConfig // port name → the PortPolicy applied to it
-	podPorts  map[string]string // pod "namespace/name" → port name
-	portPods  map[string]string // port name → pod
+	podPorts  map[string]string                  // pod "namespace/name" → port name
+	portPods  map[string]string                  // port name → pod
 }
 
 var (
