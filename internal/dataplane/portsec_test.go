@@ -225,16 +225,31 @@ func TestAnnounceGateways(t *testing.T) {
 	}
 }
 
-// TestUnsolicitedNAChecksum: the NA's checksum verifies (the kernel in the
-// test above would drop a frame with a wrong one too).
+// TestUnsolicitedNAChecksum checks the NA's checksum the RFC 8200 way, over an
+// explicit pseudo-header (the kernel in TestAnnounceGateways would drop a frame
+// with a wrong one too).
 func TestUnsolicitedNAChecksum(t *testing.T) {
 	f := unsolicitedNA(net.HardwareAddr{0x02, 0, 0, 0, 0, 1}, netip.MustParseAddr("fd00::1"))
-	m := f[14+40:]
-	var src, dst [16]byte
-	copy(src[:], f[14+8:14+24])
-	copy(dst[:], f[14+24:14+40])
-	// Folding the message with its checksum in gives 0xffff.
-	if c := icmp6Checksum(src, dst, m); c != 0 {
-		t.Fatalf("checksum over the message with its checksum = %#x, want 0", c)
+	ip6, msg := f[14:14+40], f[14+40:]
+	var pseudo []byte
+	pseudo = append(pseudo, ip6[8:40]...)                                         // source, destination
+	pseudo = append(pseudo, 0, 0, byte(len(msg)>>8), byte(len(msg)), 0, 0, 0, 58) // length, next header
+	pseudo = append(pseudo, msg...)
+	var sum uint32
+	for i := 0; i < len(pseudo); i += 2 {
+		w := uint32(pseudo[i]) << 8
+		if i+1 < len(pseudo) {
+			w |= uint32(pseudo[i+1])
+		}
+		sum += w
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	if sum != 0xffff {
+		t.Fatalf("the NA's checksum does not verify: ones' complement sum %#x, want 0xffff", sum)
+	}
+	if msg[0] != icmp6NA || msg[4] != 0xa0 || ip6[7] != 255 {
+		t.Fatalf("type %d flags %#x hop limit %d, want an NA with router and override flags and hop limit 255", msg[0], msg[4], ip6[7])
 	}
 }
