@@ -228,14 +228,20 @@ func (s *Switch) SetMirror(port string, m *Mirror) error {
 			m = nil
 		}
 	}
+	return s.setPort(port, "set mirror of", func(p *Port) { p.mirror = m })
+}
+
+// setPort changes a port (by its name within the switch) under NMG_LOCK and
+// the exclusive lock, so the change takes effect from the next batch.
+func (s *Switch) setPort(port, what string, f func(*Port)) error {
 	s.reg.nm.Lock()
 	defer s.reg.nm.Unlock()
 	p, ok := s.byName[port]
 	if !ok {
-		return fmt.Errorf("set mirror of %s: %w", JoinName(s.name, port), ErrNoPort)
+		return fmt.Errorf("%s %s: %w", what, JoinName(s.name, port), ErrNoPort)
 	}
 	s.mu.Lock()
-	p.mirror = m
+	f(p)
 	s.mu.Unlock()
 	return nil
 }
@@ -247,18 +253,9 @@ func (s *Switch) SetMirror(port string, m *Mirror) error {
 // it cannot see other pods' unicast by making the switch forget their
 // addresses (or before the switch has learned them). Other ports still get
 // unknown unicast flooded, as in VALE. The mark goes with the port: a port
-// attached later at the same index starts without it.
+// attached later at the same index starts with Config.KnownOnly.
 func (s *Switch) SetKnownOnly(port string, on bool) error {
-	s.reg.nm.Lock()
-	defer s.reg.nm.Unlock()
-	p, ok := s.byName[port]
-	if !ok {
-		return fmt.Errorf("set known-only %s: %w", JoinName(s.name, port), ErrNoPort)
-	}
-	s.mu.Lock()
-	p.knownOnly = on
-	s.mu.Unlock()
-	return nil
+	return s.setPort(port, "set known-only", func(p *Port) { p.knownOnly = on })
 }
 
 // mirrorTo copies frames (order) of port p's mirror m to its monitor.
@@ -378,16 +375,7 @@ func (s *Switch) SetLookup(l Lookup) {
 
 // SetDeliverer installs (or with nil removes) the pass-two hook of a port.
 func (s *Switch) SetDeliverer(port string, d Deliverer) error {
-	s.reg.nm.Lock()
-	defer s.reg.nm.Unlock()
-	p, ok := s.byName[port]
-	if !ok {
-		return fmt.Errorf("set deliverer %s: %w", JoinName(s.name, port), ErrNoPort)
-	}
-	s.mu.Lock()
-	p.deliver = d
-	s.mu.Unlock()
-	return nil
+	return s.setPort(port, "set deliverer", func(p *Port) { p.deliver = d })
 }
 
 // Port returns the port with the given name (the part after ':').
