@@ -5,7 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -169,12 +170,7 @@ func printDrops(w io.Writer, sl *agentapi.SwitchList) error {
 	fmt.Fprintln(tw, "PORT\tREASON\tFRAMES")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
-			reasons := make([]string, 0, len(p.Stats.Drops))
-			for r := range p.Stats.Drops {
-				reasons = append(reasons, r)
-			}
-			sort.Strings(reasons)
-			for _, r := range reasons {
+			for _, r := range slices.Sorted(maps.Keys(p.Stats.Drops)) {
 				fmt.Fprintf(tw, "%s\t%s\t%d\n", p.Name, r, p.Stats.Drops[r])
 			}
 		}

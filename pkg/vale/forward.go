@@ -79,20 +79,10 @@ func (c *fwdCtx) passOne(lk Lookup, src uint16, ports []*Port, now int64) {
 		idx := int32(i)
 		switch d {
 		case DstBroadcast:
-			if c.bcHead < 0 {
-				c.bcHead = idx
-			} else {
-				frames[c.bcTail].next = idx
-			}
-			c.bcTail = idx
+			c.push(&c.bcHead, &c.bcTail, idx)
 			continue
 		case DstUnknown:
-			if c.unHead < 0 {
-				c.unHead = idx
-			} else {
-				frames[c.unTail].next = idx
-			}
-			c.unTail = idx
+			c.push(&c.unHead, &c.unTail, idx)
 			continue
 		case DstRefused:
 			c.st.drops[DropRefused]++
@@ -110,6 +100,16 @@ func (c *fwdCtx) passOne(lk Lookup, src uint16, ports []*Port, now int64) {
 		}
 		tails[d] = idx
 	}
+}
+
+// push appends frame idx to the flood list head/tail (−1 when empty).
+func (c *fwdCtx) push(head, tail *int32, idx int32) {
+	if *head < 0 {
+		*head = idx
+	} else {
+		c.frames[*tail].next = idx
+	}
+	*tail = idx
 }
 
 // merge flattens the unicast list starting at u, the broadcast list and,
