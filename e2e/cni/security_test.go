@@ -764,46 +764,19 @@ func TestPortSecurity(t *testing.T) {
 	})
 
 	// The issue: frames with B's MAC as source made the switch send B's inbound traffic to
-	// X: 100 % loss for B.
-	t.Run("another_pods_MAC", func(t *testing.T) {
-		f := markerFrame(w.a.mac, w.b.mac, "podm")
-		o := w.run(t, attack{
-			gen:  func(int) []byte { return f },
-			rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
-			pingFrom: w.a, pingTo: w.b.ip,
-			sniffers: []sniffSpec{
-				{"X: A<->B pings", w.x.ns, "eth0", abPings},
-				{"A: forged", w.a.ns, "eth0", isMarker("podm")},
-			},
+	// X (100 % loss for B); frames with the gateway's MAC made X receive 49 of 50 of a
+	// neighbour's pings to the gateway, and the neighbour lost them all.
+	for _, c := range w.forgedMACCases() {
+		t.Run(c.name, func(t *testing.T) {
+			o := w.run(t, w.forgedMACAttack(c))
+			noSniffing(t, o, "X: victim pings", c.what)
+			noLoss(t, o, "A→"+c.dst.String())
+			refusedAs(t, o, "spoofed_mac", 1000)
+			if n := o.seen["A: forged"]; n != 0 {
+				t.Errorf("A received %d of X's frames forged with %s: refused frames must not be forwarded", n, c.forged)
+			}
 		})
-		noSniffing(t, o, "X: A<->B pings", "A↔B pings")
-		noLoss(t, o, "A→B")
-		refusedAs(t, o, "spoofed_mac", 1000)
-		if n := o.seen["A: forged"]; n != 0 {
-			t.Errorf("A received %d of X's frames forged with B's MAC: refused frames must not be forwarded", n)
-		}
-	})
-
-	// The issue: frames with the gateway's MAC as source made X receive 49 of 50 of a
-	// neighbour's pings to the gateway; the neighbour lost them all.
-	t.Run("gateway_MAC", func(t *testing.T) {
-		f := markerFrame(w.a.mac, w.gwMAC, "gwm")
-		o := w.run(t, attack{
-			gen:  func(int) []byte { return f },
-			rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
-			pingFrom: w.a, pingTo: w.gw,
-			sniffers: []sniffSpec{
-				{"X: A<->gw pings", w.x.ns, "eth0", icmpEchoBetween(w.a.ip, w.gw)},
-				{"A: forged", w.a.ns, "eth0", isMarker("gwm")},
-			},
-		})
-		noSniffing(t, o, "X: A<->gw pings", "A↔gateway pings")
-		noLoss(t, o, "A→gateway")
-		refusedAs(t, o, "spoofed_mac", 1000)
-		if n := o.seen["A: forged"]; n != 0 {
-			t.Errorf("A received %d of X's frames forged with the gateway's MAC: refused frames must not be forwarded", n)
-		}
-	})
+	}
 
 	// The issue: UDP with A's address as source (X's own MAC) reached B: 857 of 1000.
 	t.Run("another_pods_IP", func(t *testing.T) {
@@ -899,6 +872,37 @@ func TestPortSecurity(t *testing.T) {
 			}
 		}
 	})
+}
+
+// forgedMAC is an attack with another port's MAC as source: B's, or the gateway's.
+type forgedMAC struct {
+	name, tag string
+	src       net.HardwareAddr // the forged source
+	forged    string           // whose MAC it is
+	dst       net.IP           // what A pings meanwhile
+	what      string
+}
+
+func (w *secWorld) forgedMACCases() []forgedMAC {
+	return []forgedMAC{
+		{"another_pods_MAC", "podm", w.b.mac, "B's MAC", w.b.ip, "A↔B pings"},
+		{"gateway_MAC", "gwm", w.gwMAC, "the gateway's MAC", w.gw, "A↔gateway pings"},
+	}
+}
+
+// forgedMACAttack is X flooding frames to A with c's forged source while A pings c.dst,
+// sniffed at X (the pings) and A (the forged frames).
+func (w *secWorld) forgedMACAttack(c forgedMAC) attack {
+	f := markerFrame(w.a.mac, c.src, c.tag)
+	return attack{
+		gen:  func(int) []byte { return f },
+		rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
+		pingFrom: w.a, pingTo: c.dst,
+		sniffers: []sniffSpec{
+			{"X: victim pings", w.x.ns, "eth0", icmpEchoBetween(w.a.ip, c.dst)},
+			{"A: forged", w.a.ns, "eth0", isMarker(c.tag)},
+		},
+	}
 }
 
 // randomMACFlood is X flooding frames with random source and destination MACs while A
@@ -1003,26 +1007,9 @@ func TestPortSecurityOptOut(t *testing.T) {
 		w.fdbHasOnlyOwnMAC(t, o)
 	})
 
-	for _, c := range []struct {
-		name, tag string
-		src       net.HardwareAddr
-		dst       net.IP
-		what      string
-	}{
-		{"another_pods_MAC", "podm", w.b.mac, w.b.ip, "A↔B pings"},
-		{"gateway_MAC", "gwm", w.gwMAC, w.gw, "A↔gateway pings"},
-	} {
+	for _, c := range w.forgedMACCases() {
 		t.Run(c.name, func(t *testing.T) {
-			f := markerFrame(w.a.mac, c.src, c.tag)
-			o := w.run(t, attack{
-				gen:  func(int) []byte { return f },
-				rate: floodRate, max: floodMax, maxDur: 10 * time.Second,
-				pingFrom: w.a, pingTo: c.dst,
-				sniffers: []sniffSpec{
-					{"X: victim pings", w.x.ns, "eth0", icmpEchoBetween(w.a.ip, c.dst)},
-					{"A: forged", w.a.ns, "eth0", isMarker(c.tag)},
-				},
-			})
+			o := w.run(t, w.forgedMACAttack(c))
 			noSniffing(t, o, "X: victim pings", c.what)
 			noLoss(t, o, "A→"+c.dst.String())
 			noSpoofDrops(t, o)
