@@ -604,7 +604,7 @@ func portState(sw string, p dataplane.PortInfo, pod, policy string) epairv1.Port
 	if p.Kind == dataplane.KindHost {
 		ps.TxPackets, ps.TxBytes = int64(p.Counters.OutFrames), int64(p.Counters.OutBytes)
 	}
-	for r, n := range dropsByReason(p) {
+	for r, n := range dropsByReason(p.Counters, &p.Refused) {
 		ps.Drops = mergeDrop(ps.Drops, dropReason(r), int64(n))
 	}
 	if p.Queue.Evicted != 0 {

@@ -173,16 +173,27 @@ func (r *realDataplane) Close(uninstall bool) error {
 }
 
 func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
-	st := counters(p.Counters)
-	st.Drops = dropsByReason(p)
+	st := totals(p.Counters)
+	st.Drops = dropsByReason(p.Counters, &p.Refused)
 	return agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
 		Backend: p.Backend, Owner: p.Owner, Active: p.Up, Stats: st}
 }
 
-// dropsByReason is a port's drops by reason (nil when none): the switch's, with its
-// "refused" drops split into port security's reasons (spoofed_mac, spoofed_ip,
-// spoofed_arp_nd, spoofed_ethertype, storm); the sum is the switch's total.
-func dropsByReason(p dataplane.PortInfo) map[string]uint64 {
+// counters are a switch's counters for the agent API.
+func counters(c vale.Counters) agentapi.Counters {
+	st := totals(c)
+	st.Drops = dropsByReason(c, nil)
+	return st
+}
+
+func totals(c vale.Counters) agentapi.Counters {
+	return agentapi.Counters{InFrames: c.InFrames, InBytes: c.InBytes, OutFrames: c.OutFrames, OutBytes: c.OutBytes, Dropped: c.Dropped()}
+}
+
+// dropsByReason is c's drops by reason (nil when none). With a port's refusals, the
+// switch's "refused" drops are split into port security's reasons (spoofed_mac,
+// spoofed_ip, spoofed_arp_nd, spoofed_ethertype, storm); the sum stays the switch's total.
+func dropsByReason(c vale.Counters, refused *dataplane.RefusedCounts) map[string]uint64 {
 	var out map[string]uint64
 	add := func(reason string, n uint64) {
 		if n != 0 {
@@ -192,25 +203,14 @@ func dropsByReason(p dataplane.PortInfo) map[string]uint64 {
 			out[reason] += n
 		}
 	}
-	for i, n := range p.Counters.Drops {
-		if vale.DropReason(i) != vale.DropRefused {
+	for i, n := range c.Drops {
+		if refused == nil || vale.DropReason(i) != vale.DropRefused {
 			add(vale.DropReason(i).String(), n)
 		}
 	}
-	for i, n := range p.Refused {
-		add(dataplane.Refusal(i).String(), n)
-	}
-	return out
-}
-
-func counters(c vale.Counters) agentapi.Counters {
-	out := agentapi.Counters{InFrames: c.InFrames, InBytes: c.InBytes, OutFrames: c.OutFrames, OutBytes: c.OutBytes, Dropped: c.Dropped()}
-	for i, n := range c.Drops {
-		if n != 0 {
-			if out.Drops == nil {
-				out.Drops = map[string]uint64{}
-			}
-			out.Drops[vale.DropReason(i).String()] = n
+	if refused != nil {
+		for i, n := range refused {
+			add(dataplane.Refusal(i).String(), n)
 		}
 	}
 	return out
