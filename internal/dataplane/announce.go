@@ -18,7 +18,11 @@ import (
 // once the running pods are attached again: a pod whose neighbor entry for
 // the gateway holds another MAC (an agent that did not keep the host port's
 // MAC) then updates it at once instead of after its entry goes stale.
+// Switches are not added or removed meanwhile (it holds off AddSwitch and
+// RemoveSwitch), so it never sends on a host port that is going away.
 func (d *Dataplane) AnnounceGateways() error {
+	d.swMu.Lock()
+	defer d.swMu.Unlock()
 	d.mu.Lock()
 	type target struct {
 		tap   int

@@ -63,7 +63,8 @@ type Config struct {
 	// (the host namespace of the pods' veths, where the TAP host ports and
 	// the nft table go). Empty means the namespace of the calling thread.
 	NetNS string
-	// Switches are created by New; at least one.
+	// Switches are created by New; at least one. More can be added, and
+	// any removed, at run time (Dataplane.AddSwitch, RemoveSwitch).
 	Switches []SwitchConfig
 	// Backend selects how pod links are opened (linkport.Auto: AF_XDP with
 	// fallback to AF_PACKET; XDP, Packet or Ringless force one).
@@ -263,11 +264,8 @@ func (c *Config) Validate() error {
 	seenSw, seenTap := map[string]bool{}, map[string]bool{}
 	for i := range c.Switches {
 		s := &c.Switches[i]
-		if err := s.Validate(); err != nil {
+		if err := c.validateSwitch(s); err != nil {
 			return fmt.Errorf("validate config: switches[%d]: %w", i, err)
-		}
-		if s.Offload && c.Backend != linkport.Auto && c.Backend != linkport.Packet {
-			return fmt.Errorf("validate config: switches[%d]: offload: its ports are AF_PACKET with virtio-net headers, and backend %s forces another: %w", i, c.Backend, ErrInvalid)
 		}
 		if seenSw[s.Name] {
 			return fmt.Errorf("validate config: switches[%d]: name %q used twice: %w", i, s.Name, ErrInvalid)
@@ -278,6 +276,21 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("validate config: switches[%d]: hostPort.name %q used twice: %w", i, tap, ErrInvalid)
 		}
 		seenTap[tap] = true
+	}
+	return nil
+}
+
+// validateSwitch checks one switch for this configuration: its own fields
+// (SwitchConfig.Validate) and what the backend allows. Validate runs it on
+// every configured switch, AddSwitch on a switch added at run time; the
+// checks against the other switches (name, host port name) are the
+// callers'.
+func (c *Config) validateSwitch(s *SwitchConfig) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if s.Offload && c.Backend != linkport.Auto && c.Backend != linkport.Packet {
+		return fmt.Errorf("switch %s: offload: its ports are AF_PACKET with virtio-net headers, and backend %s forces another: %w", s.Name, c.Backend, ErrInvalid)
 	}
 	return nil
 }

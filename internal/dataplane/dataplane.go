@@ -25,7 +25,8 @@ import (
 
 // Dataplane is the single owner of a node's switches and ports. Its
 // methods are safe for concurrent use; configuration changes are
-// serialised on one mutex, the packet path never takes it.
+// serialised on one mutex (switch changes on a second one too), the packet
+// path never takes either.
 type Dataplane struct {
 	cfg Config
 
@@ -37,10 +38,20 @@ type Dataplane struct {
 	nft   *masq
 	start time.Time
 
+	// swMu serialises the switch changes (AddSwitch, RemoveSwitch) with
+	// each other and with AnnounceGateways; it is taken before mu and held
+	// across the slow work (TAP, nftables, waiting for ports), which mu is
+	// not.
+	swMu sync.Mutex
+
+	// maxSwitches bounds len(switches): MaxSwitches, or the configured
+	// count when that is more.
+	maxSwitches int
+
 	mu       sync.Mutex
 	closed   bool
 	switches map[string]*swState
-	order    []string         // switch names in configuration order
+	order    []string         // switch names in configuration order, then AddSwitch's
 	ports    map[string]*Port // by port name "<switch>:<hostIfName>"
 	byLink   map[string]*Port // by host link name
 	byOwner  map[string]*Port
@@ -71,6 +82,10 @@ type swState struct {
 	tapName  string           // port name in the switch (the TAP's name)
 	tapMAC   net.HardwareAddr // the gateway's MAC (a static FDB entry)
 	tapIndex int
+	// ops counts the claims (attaches, detaches, socket closes) on the
+	// switch's ports; RemoveSwitch waits for them once the switch is
+	// unpublished (no new claim can start then).
+	ops sync.WaitGroup
 }
 
 // New creates the configured switches and their host ports and, with
@@ -123,7 +138,8 @@ func New(cfg Config) (_ *Dataplane, err error) {
 	cl.Add(d.ifn.Close)
 	d.nm = netmap.New(netmap.Config{})
 	opts := vale.DefaultOptions()
-	opts.MaxSwitches = max(opts.MaxSwitches, len(cfg.Switches))
+	d.maxSwitches = max(MaxSwitches, len(cfg.Switches))
+	opts.MaxSwitches = d.maxSwitches
 	opts.Clock = func() int64 { return int64(time.Since(d.start)) }
 	d.reg, err = vale.New(d.nm, opts)
 	if err != nil {
@@ -255,23 +271,26 @@ func prefixIPNet(p netip.Prefix) *net.IPNet {
 }
 
 // podNetwork lists every switch's pod CIDRs (gateway prefixes included)
-// and host port names, for masquerading.
-func (d *Dataplane) podNetwork() podNet {
+// and host port names, for masquerading. d.mu held.
+func (d *Dataplane) podNetwork() podNet { return podNetOf(d.switchConfigsLocked()) }
+
+// podNetOf lists the pod CIDRs (gateway prefixes included) and host port
+// names of the switches scs, in order and without duplicates.
+func podNetOf(scs []*SwitchConfig) podNet {
 	var pn podNet
 	seen := map[netip.Prefix]bool{}
-	for _, name := range d.order {
-		s := d.switches[name]
-		pn.taps = append(pn.taps, s.tapName)
+	for _, sc := range scs {
+		pn.taps = append(pn.taps, sc.HostPort.tapName(sc.Name))
 		add := func(p netip.Prefix) {
 			if !seen[p] {
 				seen[p] = true
 				pn.cidrs = append(pn.cidrs, p)
 			}
 		}
-		for _, g := range s.cfg.HostPort.Gateways {
+		for _, g := range sc.HostPort.Gateways {
 			add(g.Masked())
 		}
-		for _, c := range s.cfg.HostPort.PodCIDRs {
+		for _, c := range sc.HostPort.PodCIDRs {
 			add(c)
 		}
 	}
@@ -366,9 +385,14 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	return nil
 }
 
-// switchFor returns the named switch (the first one for ""). d.mu held.
+// switchFor returns the named switch (for "", the first one in d.order:
+// the first configured switch, or the first remaining one once it is
+// removed). d.mu held.
 func (d *Dataplane) switchFor(name string) (*swState, error) {
 	if name == "" {
+		if len(d.order) == 0 {
+			return nil, fmt.Errorf("default switch: none left: %w", ErrNoSwitch)
+		}
 		name = d.order[0]
 	}
 	s, ok := d.switches[name]

@@ -13,6 +13,20 @@
 // reach the node through it, and everything else through the node's
 // routing (and, with Config.Masquerade, the nftables table "epair").
 //
+// Switches can also be added and removed while the dataplane runs (a
+// VirtualSwitch created or deleted without an agent restart), up to
+// MaxSwitches at once. AddSwitch checks the switch as Config.Validate would
+// and against the running ones, and sets it up as New does; RemoveSwitch
+// takes the switch away from the other methods at once, detaches its ports
+// (their sockets close, the pod links stay), waits for the attaches and
+// detaches of its ports in flight (an attach that would publish a port on
+// it fails with ErrNoSwitch instead), closes its TAP (addresses and routes
+// go with it) and destroys it. With Config.Masquerade both rewrite the
+// rules for the switches that run afterwards. Switch changes are serialised with each other on a mutex
+// of their own, so attaches and detaches on the other switches go on
+// meanwhile. An AttachRequest without Switch goes to the first switch in
+// configuration order (then order of AddSwitch) that still runs.
+//
 // AttachPort opens a pod's host link (epair<n>a) with linkport (AF_XDP by
 // default, AF_PACKET as fallback or when forced), wraps it as a generic
 // adapter, attaches it to the switch as "<switch>:<hostIfName>" and installs
@@ -118,8 +132,10 @@
 // worker (pkg/vale) and the output queue's TX waiter; per host port the
 // first three; per Dataplane the ifcore netisr workers and the FDB ager;
 // per detached port, until its socket is closed, one closer. Close (and
-// DetachPort for one port) stops each of them and waits (Close also waits
-// for the closers and for attaches in flight).
+// DetachPort for one port, RemoveSwitch for a switch's) stops each of them
+// and waits (Close also waits for the closers, for attaches in flight and
+// for switch changes in flight; RemoveSwitch for its switch's closers and
+// attaches).
 //
 // # Restart
 //
@@ -144,7 +160,9 @@
 // the pod CIDRs that leaves through any other interface than a host port,
 // and DNATed pod traffic that goes back into the pod network through a host
 // port (hairpin: a pod reaching itself through a service). It uses the nft
-// binary through sigs.k8s.io/knftables (see nft.go for why).
+// binary through sigs.k8s.io/knftables (see nft.go for why). Every
+// install replaces the chain's rules whole (one transaction), so AddSwitch
+// and RemoveSwitch rewrite them for the switches that run afterwards.
 //
 // # Deviations
 //

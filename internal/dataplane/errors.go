@@ -12,6 +12,9 @@ var (
 	ErrInvalid = errno.New("invalid argument", syscall.EINVAL)
 	// ErrNoSwitch: the request names a switch the dataplane does not have (ENXIO).
 	ErrNoSwitch = errno.New("no such switch", syscall.ENXIO)
+	// ErrSwitchExists: AddSwitch of a switch name the dataplane already
+	// runs (EEXIST).
+	ErrSwitchExists = errno.New("switch exists", syscall.EEXIST)
 	// ErrNoPort: no such port or link (ENXIO).
 	ErrNoPort = errno.New("no such port", syscall.ENXIO)
 	// ErrBusy: the link is attached for another owner, or the owner has

@@ -30,7 +30,8 @@ const (
 
 // AttachRequest asks for a pod's host link to become a switch port.
 type AttachRequest struct {
-	// Switch is the switch name ("" for the first configured switch).
+	// Switch is the switch name ("" for the first configured switch, or
+	// the first remaining one once it was removed, see RemoveSwitch).
 	Switch string
 	// Owner identifies the attachment (the CNI "<containerID>/<ifname>");
 	// the same owner and link make the request idempotent.
@@ -214,17 +215,20 @@ func (d *Dataplane) resolveLink(name string, index int) (netlink.Link, error) {
 	return l, nil
 }
 
-// claim marks a link and an owner ("" for none) as being attached or
-// detached; the returned release drops the claim and wakes its waiters.
-// Close waits for every claim to be released before it tears down. d.mu
-// held, d.closed false.
-func (d *Dataplane) claimLocked(ifname, owner string) (release func()) {
+// claim marks a link and an owner ("" for none) of switch s as being
+// attached or detached; the returned release drops the claim and wakes its
+// waiters. Close waits for every claim to be released before it tears
+// down, RemoveSwitch for every claim on its switch. d.mu held, d.closed
+// false, s published (or just unpublished by RemoveSwitch, which claims
+// the links of the ports it takes down before it waits).
+func (d *Dataplane) claimLocked(s *swState, ifname, owner string) (release func()) {
 	ch := make(chan struct{})
 	d.busyLink[ifname] = ch
 	if owner != "" {
 		d.busyOwner[owner] = ch
 	}
 	d.ops.Add(1)
+	s.ops.Add(1)
 	return func() {
 		d.mu.Lock()
 		delete(d.busyLink, ifname)
@@ -233,6 +237,7 @@ func (d *Dataplane) claimLocked(ifname, owner string) (release func()) {
 		}
 		d.mu.Unlock()
 		close(ch)
+		s.ops.Done()
 		d.ops.Done()
 	}
 }
@@ -299,7 +304,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 		d.mu.Unlock()
 		return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
 	}
-	release := d.claimLocked(ifname, owner)
+	release := d.claimLocked(s, ifname, owner)
 	d.mu.Unlock()
 	defer release()
 	d.up.touch()
@@ -381,11 +386,17 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	if h := testAttachHook; h != nil {
 		h(ifname)
 	}
-	// Publish.
+	// Publish, unless the dataplane closed or the switch was removed
+	// meanwhile (RemoveSwitch waits for this claim before it destroys the
+	// switch, so the undo still finds it).
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
 		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", name, owner, ErrClosed)
+	}
+	if d.switches[s.cfg.Name] != s {
+		d.mu.Unlock()
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: switch %q removed during the attach: %w", name, owner, s.cfg.Name, ErrNoSwitch)
 	}
 	cl.Release()
 	d.ports[name] = p
@@ -507,7 +518,7 @@ func (d *Dataplane) detachWhere(ctx context.Context, what, ifname string, find f
 		}
 	}
 	d.unlinkLocked(p)
-	release := d.claimLocked(p.hostIf, p.owner)
+	release := d.claimLocked(p.sw, p.hostIf, p.owner)
 	d.mu.Unlock()
 	d.up.touch()
 	err := p.unplug(d)
