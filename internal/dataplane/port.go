@@ -334,7 +334,7 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 		return PortInfo{}, fmt.Errorf("attach port %s: open link: %w", name, err)
 	}
 	p.up, _ = p.opened.Port.(*linkport.Upgradable)
-	be := newTxSerial(p.opened.Port)
+	be := p.opened.Port
 	p.ga, err = netmap.NewGenericAdapter(ifname, be, netmap.GenericConfig{
 		Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize, Native: p.opened.Backend == linkport.XDP,
 	})
@@ -350,19 +350,16 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
 	}
 	cl.Add(p.oq.close)
-	if err := d.reg.AttachAdapter(name, p.ga, false); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
-	}
-	cl.Add(func() error { return d.reg.Detach(name) })
-	if err := s.sw.SetDeliverer(ifname, p.oq); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
-	}
+	// The port is complete before the switch sees it: its output queue is
+	// its Deliverer from the first frame on, so the switch never writes the
+	// adapter's TX rings and the queue is the link's only transmitter.
 	if err := s.checkMirror(ifname, pol); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
 	}
-	if err := s.sw.SetMirror(ifname, pol.Mirror.vale()); err != nil {
+	if err := d.reg.AttachAdapterWith(name, p.ga, false, vale.PortOptions{Deliverer: p.oq, Mirror: pol.Mirror.vale()}); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
 	}
+	cl.Add(func() error { return d.reg.Detach(name) })
 	vp, ok := s.sw.Port(ifname)
 	if !ok {
 		return PortInfo{}, fmt.Errorf("attach port %s: gone after attach: %w", name, ErrNoPort)

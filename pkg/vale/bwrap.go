@@ -56,13 +56,34 @@ type bwSource struct {
 // second port "<port>^" (EOPNOTSUPP if a has none). a must not be open by
 // users (EBUSY) nor attached already (EBUSY). The registry takes its own
 // reference on a, released by Detach.
-func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) (err error) {
+func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) error {
+	return r.AttachAdapterWith(name, a, host, PortOptions{})
+}
+
+// PortOptions complete a port before it is attached.
+type PortOptions struct {
+	// Deliverer is the port's pass-two hook (SetDeliverer): with it, the
+	// switch never writes the adapter's TX rings, so whatever transmits
+	// for the Deliverer is the link's only transmitter from the first
+	// frame on.
+	Deliverer Deliverer
+	// Mirror is the port's mirror (SetMirror); nil for none.
+	Mirror *Mirror
+}
+
+// AttachAdapterWith is AttachAdapter with the port's Deliverer and Mirror
+// in place before the switch forwards a frame to or from it.
+func (r *Registry) AttachAdapterWith(name string, a netmap.Adapter, host bool, o PortOptions) (err error) {
 	swn, pn, err := ParseName(name)
 	if err != nil {
 		return fmt.Errorf("attach adapter: %w", err)
 	}
 	if a == nil {
 		return fmt.Errorf("attach adapter %s: nil adapter: %w", name, ErrInvalid)
+	}
+	mirror, err := checkMirror(name, pn, o.Mirror)
+	if err != nil {
+		return fmt.Errorf("attach adapter %s: %w", name, err)
 	}
 	na := a.NA()
 	r.nm.Lock()
@@ -108,7 +129,7 @@ func (r *Registry) AttachAdapter(name string, a netmap.Adapter, host bool) (err 
 		done: make(chan struct{}),
 	}
 	nt, nr := na.NumTxRings, na.NumRxRings
-	b.port = &Port{name: pn, kind: PortBwrap, bw: b}
+	b.port = &Port{name: pn, kind: PortBwrap, bw: b, deliver: o.Deliverer, mirror: mirror}
 	if host {
 		b.host = &Port{name: pn + HostSuffix, kind: PortHost, bw: b}
 	}

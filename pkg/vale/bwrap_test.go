@@ -351,3 +351,46 @@ func TestBwrapTxBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestAttachAdapterWith: a port attached with its Deliverer and Mirror has them from the
+// first frame on: the switch never writes the adapter's TX ring (the Deliverer is the
+// link's only transmitter), and the mirror copies the first frame the port receives.
+func TestAttachAdapterWith(t *testing.T) {
+	nm, r := newTestRegistry(t, nil)
+	a := openPort(t, nm, "vale0:a", mac(1))
+	g, be := newGeneric(t, "eth0", nil)
+	g.NA().Get()
+	defer g.NA().Put()
+	if err := r.AttachAdapterWith("vale0:eth0", g, false, PortOptions{Mirror: &Mirror{Monitor: "eth0", RX: true}}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("attach with a mirror to itself: %v, want EINVAL", err)
+	}
+	if _, err := r.PortInfo("vale0:eth0"); err == nil {
+		t.Fatal("a refused attach left the port")
+	}
+	d := &recordingDeliverer{limit: 100}
+	if err := r.AttachAdapterWith("vale0:eth0", g, false, PortOptions{Deliverer: d, Mirror: &Mirror{Monitor: "a", RX: true}}); err != nil {
+		t.Fatal(err)
+	}
+	f := ethFrame(bcast, a.mac, 64)
+	a.send(f)
+	d.mu.Lock()
+	n := len(d.frames)
+	d.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("deliverer got %d frames, want the first one", n)
+	}
+	if out := be.sent(); len(out) != 0 {
+		t.Fatalf("the switch wrote %d frames to the adapter's TX ring beside the Deliverer", len(out))
+	}
+	// RX mirror: a frame from the link reaches a as its mirror copy (it is unicast to an
+	// unknown MAC, flooded to a too: two copies).
+	in := ethFrame(mac(0x77), mac(0x55), 80)
+	be.inject(in)
+	var got [][]byte
+	eventually(t, "the mirrored frame", func() bool { got = append(got, a.recv()...); return len(got) >= 2 })
+	for _, g := range got {
+		if !bytes.Equal(g, in) {
+			t.Fatal("mirrored frame differs")
+		}
+	}
+}

@@ -218,17 +218,28 @@ type Mirror struct {
 // SetMirror sets (nil: removes) the mirror of a port; it takes effect from
 // the next batch. The monitor need not exist yet.
 func (s *Switch) SetMirror(port string, m *Mirror) error {
-	if m != nil {
-		if m.Monitor == "" || m.Monitor == port {
-			return fmt.Errorf("set mirror of %s: monitor %q: want another port of the switch: %w", JoinName(s.name, port), m.Monitor, ErrInvalid)
-		}
-		c := *m
-		m = &c
-		if !m.RX && !m.TX {
-			m = nil
-		}
+	m, err := checkMirror(JoinName(s.name, port), port, m)
+	if err != nil {
+		return fmt.Errorf("set mirror of %w", err)
 	}
 	return s.setPort(port, "set mirror of", func(p *Port) { p.mirror = m })
+}
+
+// checkMirror validates port's mirror m (full is the port's "switch:port"
+// name) and returns the port's copy of it: nil when m is nil or copies no
+// direction.
+func checkMirror(full, port string, m *Mirror) (*Mirror, error) {
+	if m == nil {
+		return nil, nil
+	}
+	if m.Monitor == "" || m.Monitor == port {
+		return nil, fmt.Errorf("%s: monitor %q: want another port of the switch: %w", full, m.Monitor, ErrInvalid)
+	}
+	if !m.RX && !m.TX {
+		return nil, nil
+	}
+	c := *m
+	return &c, nil
 }
 
 // setPort changes a port (by its name within the switch) under NMG_LOCK and
