@@ -28,16 +28,14 @@ const (
 	DefaultQueueLen = limits.DefaultQueueLen
 	// MaxQueueLen bounds PortPolicy.QueueLen.
 	MaxQueueLen = 65536
-	// DefaultRingSlots is the slot count of every port's netmap rings. A
-	// generic adapter holds four rings' worth of buffers (2 KiB each), so
-	// this is 2 MiB per port; a switch pass takes at most a ring's worth
-	// of frames from one port before the next port's turn anyway.
-	DefaultRingSlots = 256
-	// DefaultXDPFrames is the UMEM size of a pod link's AF_XDP socket
-	// when Config.Link leaves it at 0: half of it receives, so a burst of
-	// up to 512 frames (a few TCP windows' worth of segments) is not
-	// dropped by the kernel before the switch runs. 2 MiB per port.
-	DefaultXDPFrames = 1024
+	// DefaultRingSlots is the slot count of every port's netmap rings and
+	// DefaultXDPFrames the UMEM size of a pod link's AF_XDP socket when
+	// Config leaves them at 0: pkg/limits', the agent's too. A generic
+	// adapter holds four rings' worth of buffers (2 KiB each); a switch pass
+	// takes at most a ring's worth of frames from one port before the next
+	// port's turn anyway.
+	DefaultRingSlots = limits.DefaultRingSlots
+	DefaultXDPFrames = limits.DefaultXDPFrames
 	// DefaultBurst is how much of its rate a token bucket holds when the
 	// policy sets no burst. ifcore's own default (10 ms) loses tokens
 	// whenever the goroutine that drains the queue waits longer than that

@@ -59,6 +59,11 @@ func testConfig(host *netnsutil.NS, be linkport.Backend) Config {
 	cfg.NetNS = nsPath(host)
 	cfg.Backend = be
 	cfg.Workers = 2
+	// The no-loss tests send bursts of hundreds of datagrams: a pod link's AF_XDP socket
+	// needs 512 receive frames for them. The default (limits.DefaultXDPFrames, 128: the
+	// agent's, bounded by memory per pod) lets the kernel drop about 0.2 % of such a burst
+	// before the switch runs.
+	cfg.Link.XDP.FrameCount = 1024
 	cfg.Switches = []SwitchConfig{{
 		Name: "vale0",
 		HostPort: HostPortConfig{

@@ -28,4 +28,14 @@ const (
 	DefaultMulticastRate = 5000
 	// MaxStormRate bounds the storm control rates (frames per second; 0 is no limit).
 	MaxStormRate = 100_000_000
+
+	// DefaultRingSlots is the slot count of a port's netmap rings and DefaultXDPFrames the
+	// UMEM frame count of a pod link's AF_XDP socket (half receive, half transmit) when
+	// nothing sets them, for the agent (Config.RingSlots, XDPFrames) and the dataplane
+	// alike. They are what a port costs in memory: with these, 250 pods stay under 256 MiB
+	// of agent RSS at about 1.3 Gbit/s of pod-to-pod TCP; 128/256 give about 1.9 Gbit/s for
+	// 275 MiB, 1024/1024 about 2 Gbit/s for 700 MiB (BENCHMARKS.md). A burst larger than a
+	// ring is dropped by the kernel before the switch runs.
+	DefaultRingSlots = 64
+	DefaultXDPFrames = 128
 )

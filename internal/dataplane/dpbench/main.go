@@ -63,7 +63,8 @@ func runSwitch(args []string) error {
 	fs.Var(&links, "link", "host link to attach as NAME,PODMAC,PODIP[,PODIP] (repeat)")
 	backend := fs.String("backend", "auto", "auto, xdp or packet")
 	gw := fs.String("gw", "", "gateway address with prefix for the host port")
-	frames := fs.Int("xdp-frames", 0, "AF_XDP UMEM frames per link (0: dataplane default)")
+	frames := fs.Int("xdp-frames", 0, "AF_XDP UMEM frames per link (0: the default, as the agent's)")
+	slots := fs.Int("ring-slots", 0, "netmap ring slots per port (0: the default, as the agent's)")
 	qlen := fs.Int("queue", 0, "output queue length (0: default)")
 	offload := fs.Bool("offload", false, "an offload switch (virtio-net headers; backend auto or packet)")
 	allowSpoofing := fs.Bool("allow-spoofing", false, "ports without anti-spoofing (default: the dataplane's port security)")
@@ -75,6 +76,9 @@ func runSwitch(args []string) error {
 	cfg := dataplane.DefaultConfig()
 	cfg.Backend = be
 	cfg.Link.XDP.FrameCount = uint32(*frames)
+	if *slots != 0 {
+		cfg.RingSlots = *slots
+	}
 	cfg.DefaultPolicy.QueueLen = *qlen
 	cfg.DefaultPolicy.AllowSpoofing = *allowSpoofing
 	sc := dataplane.SwitchConfig{Name: "vale0", Offload: *offload}
