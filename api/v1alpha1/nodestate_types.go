@@ -15,7 +15,10 @@ const (
 	ConditionSwitches = "SwitchesApplied"
 	// ConditionPolicies: every PortPolicy selecting a pod of the node is applied.
 	ConditionPolicies = "PoliciesApplied"
-	// ConditionCNIConfig: the conflist is written into the CNI config dir.
+	// ConditionCNIConfig: the conflist is written into the CNI config dir
+	// and, when the agent writes them, every secondary switch's conflist into
+	// its networks dir (reason NetworksNotInstalled when only those fail;
+	// Ready follows the conflist alone).
 	ConditionCNIConfig = "CNIConfigInstalled"
 )
 

@@ -93,6 +93,27 @@ type VirtualSwitchSpec struct {
 	// +kubebuilder:default=false
 	// +optional
 	Offload bool `json:"offload,omitempty"`
+
+	// PodCIDRs are the switch's pod address ranges on every node it runs on:
+	// at most one IPv4 and one IPv6 CIDR, each in canonical form (no bits set
+	// after the prefix length, e.g. 10.100.0.0/24 and fd00:100::/64). They are
+	// required for every switch other than the conflist's (the agent's
+	// -cni-switch, the chart's defaultSwitch), whose range is the node's
+	// spec.podCIDRs: that switch must leave this empty. Every other switch is
+	// a secondary network: pods get a second interface on it through its own
+	// conflist, <network>-<switch>.conflist in the agent's -cni-networks-dir
+	// (for Multus NetworkAttachmentDefinitions that name it). A secondary
+	// switch is node-local: its range is reused on every node and its pods
+	// are reachable from their own node only (multi-node routing is planned).
+	// +kubebuilder:validation:MaxItems=2
+	// +kubebuilder:validation:items:MaxLength=64
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="podCIDRs: each entry must be an IPv4 or IPv6 CIDR such as 10.100.0.0/24 or fd00:100::/64"
+	// +kubebuilder:validation:items:XValidation:rule="!isCIDR(self) || cidr(self).masked() == cidr(self)",message="podCIDRs: each entry must be canonical, with no bits set after the prefix length (10.100.0.0/24, not 10.100.0.1/24)"
+	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 4).size() <= 1",message="podCIDRs: at most one IPv4 CIDR"
+	// +kubebuilder:validation:XValidation:rule="self.filter(c, isCIDR(c) && cidr(c).ip().family() == 6).size() <= 1",message="podCIDRs: at most one IPv6 CIDR"
+	// +listType=atomic
+	// +optional
+	PodCIDRs []string `json:"podCIDRs,omitempty"`
 }
 
 // PortSecuritySpec is what a pod may send through its port.
@@ -176,6 +197,7 @@ type QueueSpec struct {
 // +kubebuilder:printcolumn:name="Max-Ports",type=integer,JSONPath=`.spec.maxPorts`
 // +kubebuilder:printcolumn:name="Discipline",type=string,JSONPath=`.spec.defaultQueue.discipline`
 // +kubebuilder:printcolumn:name="Rate",type=string,JSONPath=`.spec.defaultQueue.rate`
+// +kubebuilder:printcolumn:name="Pod-CIDRs",type=string,JSONPath=`.spec.podCIDRs`,description="The pod ranges of a secondary switch; empty for the conflist's switch (the nodes' spec.podCIDRs)"
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 
 // VirtualSwitch is a VALE switch run by the node agents of the selected nodes.

@@ -6,11 +6,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -35,6 +39,18 @@ type CNIConfig struct {
 	// PluginPath, if set, is the installed epair-cni binary (as the agent
 	// sees it), removed together with the conflist on uninstall.
 	PluginPath string
+	// NetworksDir is where the conflists of the secondary switches go; empty:
+	// none are written. Once the agent is ready, every switch applied on the
+	// node other than Switch gets <network>-<switch>.conflist there, <network>
+	// being ConfList's name: a conflist named <network>-<switch> with
+	// ConfList's cniVersion and one plugin, a copy of ConfList's first
+	// epair-cni plugin with "switch" set to the switch (chained plugins are not
+	// copied). Multus NetworkAttachmentDefinitions name it. The writer owns
+	// every <network>-<switch name>.conflist in the dir: it removes those of
+	// switches no longer applied, and all of them on uninstall. It must be an
+	// absolute path other than Dir (the runtime would take any conflist there
+	// for its network).
+	NetworksDir string
 }
 
 // Validate checks the fields and that ConfList is a conflist with a name
@@ -60,11 +76,91 @@ func (c CNIConfig) Validate() error {
 	if l.CNIVersion == "" || l.Name == "" || len(l.Plugins) == 0 {
 		return fmt.Errorf("validate cni config: %w", &FieldError{"confList", truncate(string(c.ConfList), 80), "a conflist with cniVersion, name and at least one plugin"})
 	}
+	if c.NetworksDir != "" {
+		switch {
+		case !filepath.IsAbs(c.NetworksDir):
+			return fmt.Errorf("validate cni config: %w", &FieldError{"networksDir", c.NetworksDir, "an absolute path"})
+		case filepath.Clean(c.NetworksDir) == filepath.Clean(c.Dir):
+			return fmt.Errorf("validate cni config: %w", &FieldError{"networksDir", c.NetworksDir,
+				"a directory other than the CNI config dir (the runtime would take a secondary conflist for its network)"})
+		}
+		if _, err := parseNetworkTemplate(c.ConfList); err != nil {
+			return fmt.Errorf("validate cni config: %w", err)
+		}
+	}
 	return nil
 }
 
+// networkName is a CNI network name (the spec's rule), safe in a file name.
+var networkName = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// networkTemplate makes the secondary switches' conflists from the primary.
+type networkTemplate struct {
+	network    string                     // the primary conflist's name
+	cniVersion string                     // and cniVersion
+	plugin     map[string]json.RawMessage // its first epair-cni plugin
+}
+
+// parseNetworkTemplate takes the name, cniVersion and first epair-cni plugin
+// of a conflist.
+func parseNetworkTemplate(confList []byte) (*networkTemplate, error) {
+	var l struct {
+		CNIVersion string            `json:"cniVersion"`
+		Name       string            `json:"name"`
+		Plugins    []json.RawMessage `json:"plugins"`
+	}
+	if err := json.Unmarshal(confList, &l); err != nil {
+		return nil, fmt.Errorf("conflist: %w", err)
+	}
+	if !networkName.MatchString(l.Name) {
+		return nil, &FieldError{"confList name", l.Name, "a CNI network name (letters, digits, _ . -) to name the secondary networks' files after"}
+	}
+	for _, raw := range l.Plugins {
+		var p map[string]json.RawMessage
+		if json.Unmarshal(raw, &p) != nil {
+			continue
+		}
+		var typ string
+		if json.Unmarshal(p["type"], &typ) == nil && typ == "epair-cni" {
+			return &networkTemplate{network: l.Name, cniVersion: l.CNIVersion, plugin: p}, nil
+		}
+	}
+	return nil, &FieldError{"confList plugins", truncate(string(confList), 80), `an epair-cni plugin ("type": "epair-cni") to copy into the secondary networks' conflists`}
+}
+
+// fileName of switch sw's conflist.
+func (t *networkTemplate) fileName(sw string) string { return t.network + "-" + sw + ".conflist" }
+
+// owned reports whether name is a secondary conflist this template names
+// (<network>-<switch name>.conflist), and whose.
+func (t *networkTemplate) owned(name string) (sw string, ok bool) {
+	sw, ok = strings.CutPrefix(name, t.network+"-")
+	if !ok {
+		return "", false
+	}
+	sw, ok = strings.CutSuffix(sw, ".conflist")
+	return sw, ok && switchName.MatchString(sw)
+}
+
+// confList is switch sw's conflist: named <network>-<sw>, the primary's
+// cniVersion, its epair-cni plugin attaching to sw.
+func (t *networkTemplate) confList(sw string) ([]byte, error) {
+	p := maps.Clone(t.plugin)
+	p["switch"], _ = json.Marshal(sw)
+	b, err := json.MarshalIndent(struct {
+		CNIVersion string                       `json:"cniVersion"`
+		Name       string                       `json:"name"`
+		Plugins    []map[string]json.RawMessage `json:"plugins"`
+	}{t.cniVersion, t.network + "-" + sw, []map[string]json.RawMessage{p}}, "", "  ")
+	if err != nil {
+		return nil, fmt.Errorf("secondary conflist of %s: %w", sw, err)
+	}
+	return append(b, '\n'), nil
+}
+
 // cniConfWriter writes the conflist once the agent is ready and keeps it
-// there; on stop it removes it if RemoveOnStop says so.
+// there, and with NetworksDir set the secondary switches' conflists too; on
+// stop it removes them if RemoveOnStop says so.
 type cniConfWriter struct {
 	cfg       CNIConfig
 	uninstall *atomic.Bool // set when stop found an uninstall
@@ -101,6 +197,9 @@ func (w *cniConfWriter) Start(ctx context.Context) error {
 				written = true
 				w.status.setCNIConf(true, nil)
 			}
+			if w.cfg.NetworksDir != "" {
+				w.syncNetworks(lg)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -126,13 +225,105 @@ func (w *cniConfWriter) stop(lg interface{ Info(string, ...any) }) error {
 		return fmt.Errorf("remove cni config: %w", err)
 	}
 	lg.Info("cni config removed (uninstall)", "path", w.path())
+	var netErr error
+	if w.cfg.NetworksDir != "" {
+		// The plugin goes even if some of these cannot: report both.
+		removed, err := w.removeNetworks(nil)
+		if err != nil {
+			netErr = fmt.Errorf("remove secondary cni configs: %w", err)
+		}
+		lg.Info("secondary cni configs removed (uninstall)", "dir", w.cfg.NetworksDir, "files", removed)
+	}
 	if w.cfg.PluginPath != "" {
 		if err := os.Remove(w.cfg.PluginPath); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("remove cni plugin: %w", err)
+			return errors.Join(netErr, fmt.Errorf("remove cni plugin: %w", err))
 		}
 		lg.Info("cni plugin removed (uninstall)", "path", w.cfg.PluginPath)
 	}
-	return nil
+	return netErr
+}
+
+// syncNetworks makes NetworksDir hold exactly the conflists of the applied
+// switches other than cfg.Switch: it writes the missing or changed ones
+// (atomically) and removes those of switches no longer applied. The result
+// goes to the status (CNIConfigInstalled).
+func (w *cniConfWriter) syncNetworks(lg logr.Logger) {
+	var nets, errs []string
+	defer func() { w.status.setCNINetworks(nets, joinMsgs(errs)) }()
+	t, err := parseNetworkTemplate(w.cfg.ConfList)
+	if err != nil { // Validate refuses such a conflist
+		errs = append(errs, err.Error())
+		return
+	}
+	if err := os.MkdirAll(w.cfg.NetworksDir, 0o755); err != nil {
+		errs = append(errs, err.Error())
+		lg.Error(err, "create secondary cni config dir")
+		return
+	}
+	keep := map[string]bool{}
+	for _, sw := range w.status.appliedSwitches() {
+		if sw == w.cfg.Switch || !switchName.MatchString(sw) {
+			continue
+		}
+		keep[sw] = true
+		path := filepath.Join(w.cfg.NetworksDir, t.fileName(sw))
+		want, err := t.confList(sw)
+		if err == nil {
+			if cur, rerr := os.ReadFile(path); rerr == nil && bytes.Equal(cur, want) {
+				nets = append(nets, sw)
+				continue
+			}
+			err = WriteFileAtomic(path, want, 0o644)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Sprintf("switch %s: %v", sw, err))
+			lg.Error(err, "write secondary cni config", "switch", sw)
+			continue
+		}
+		lg.Info("secondary cni config installed", "switch", sw, "path", path)
+		nets = append(nets, sw)
+	}
+	removed, err := w.removeNetworks(keep)
+	for _, f := range removed {
+		lg.Info("secondary cni config removed", "path", filepath.Join(w.cfg.NetworksDir, f))
+	}
+	if err != nil {
+		errs = append(errs, err.Error())
+		lg.Error(err, "remove secondary cni configs")
+	}
+}
+
+// removeNetworks removes the secondary conflists in NetworksDir (files named
+// <network>-<switch name>.conflist) of the switches not in keep, and returns
+// the names of the files it removed.
+func (w *cniConfWriter) removeNetworks(keep map[string]bool) ([]string, error) {
+	t, err := parseNetworkTemplate(w.cfg.ConfList)
+	if err != nil {
+		return nil, err
+	}
+	ents, err := os.ReadDir(w.cfg.NetworksDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		sw, ok := t.owned(e.Name())
+		if !ok || keep[sw] || e.IsDir() {
+			continue
+		}
+		err := os.Remove(filepath.Join(w.cfg.NetworksDir, e.Name()))
+		switch {
+		case err == nil:
+			removed = append(removed, e.Name())
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, err)
+		}
+	}
+	return removed, errors.Join(errs...)
 }
 
 // DaemonSetGone returns a RemoveOnStop function that reports an uninstall:

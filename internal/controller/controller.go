@@ -51,7 +51,8 @@ type Options struct {
 	NodeName string
 	// Dataplane is what the reconcilers drive.
 	Dataplane Dataplane
-	// CNI, if Dir is set, makes the agent install its conflist once ready.
+	// CNI, if Dir is set, makes the agent install its conflist once ready,
+	// and with NetworksDir the secondary switches' conflists.
 	CNI CNIConfig
 	// StatusInterval between NodeState updates; default 10s.
 	StatusInterval time.Duration
@@ -78,7 +79,9 @@ type Options struct {
 //   - the status writer: NodeState.status from Dataplane.Status and the
 //     reconcilers' results, as conditions;
 //   - the CNI config writer: the conflist, written only once the dataplane
-//     is ready, the pod CIDRs are set and the conflist's switch is applied.
+//     is ready, the pod CIDRs are set and the conflist's switch is applied;
+//     then also one conflist per other applied switch (secondary networks)
+//     in CNI.NetworksDir, if set.
 //
 // The agent adds its own parts (dataplane workers, plugin socket server)
 // with Manager().Add and runs everything with Start.
@@ -103,6 +106,8 @@ func New(cfg *rest.Config, o Options) (*Controller, error) {
 		if err := o.CNI.Validate(); err != nil {
 			return nil, fmt.Errorf("new controller: %w", err)
 		}
+	} else if o.CNI.NetworksDir != "" {
+		return nil, fmt.Errorf("new controller: %w", &FieldError{"CNI.NetworksDir", o.CNI.NetworksDir, "only together with CNI.Dir (the conflist it derives from)"})
 	}
 	if o.StatusInterval == 0 {
 		o.StatusInterval = 10 * time.Second

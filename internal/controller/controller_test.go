@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/netip"
 	"os"
@@ -46,6 +47,14 @@ func TestSchemaRejectsInvalidVirtualSwitch(t *testing.T) {
 		{"huge rate", "rate must be at most 400G", epairv1.VirtualSwitchSpec{DefaultQueue: epairv1.QueueSpec{Rate: ptr(q("1T"))}}, ""},
 		{"queue length", "spec.defaultQueue.length", epairv1.VirtualSwitchSpec{DefaultQueue: epairv1.QueueSpec{Length: 100000}}, ""},
 		{"selector operator", "operator must be In, NotIn, Exists or DoesNotExist", epairv1.VirtualSwitchSpec{NodeSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "a", Operator: "Near"}}}}, ""},
+		{"pod cidr syntax", "each entry must be an IPv4 or IPv6 CIDR", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"10.100.0.0"}}, ""},
+		{"pod cidr prefix length", "each entry must be an IPv4 or IPv6 CIDR", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"fd00::/129"}}, ""},
+		{"pod cidr ipv4-mapped", "each entry must be an IPv4 or IPv6 CIDR", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"::ffff:10.100.0.0/120"}}, ""},
+		{"pod cidr host bits", "each entry must be canonical", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"10.100.0.1/24"}}, ""},
+		{"pod cidr host bits v6", "each entry must be canonical", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"10.100.0.0/24", "fd00::1/64"}}, ""},
+		{"two ipv4 pod cidrs", "at most one IPv4 CIDR", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"10.100.0.0/24", "10.101.0.0/24"}}, ""},
+		{"two ipv6 pod cidrs", "at most one IPv6 CIDR", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"fd00::/64", "fd01::/64"}}, ""},
+		{"three pod cidrs", "spec.podCIDRs: Too many", epairv1.VirtualSwitchSpec{PodCIDRs: []string{"10.100.0.0/24", "fd00::/64", "10.101.0.0/24"}}, ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -530,6 +539,85 @@ func TestCNIConfigWrittenOnlyWhenReadyAndRemovedOnUninstall(t *testing.T) {
 	}
 	if _, err := os.Stat(plugin); !os.IsNotExist(err) || !last.Uninstalling() {
 		t.Fatalf("uninstall: plugin %v, Uninstalling %v", err, last.Uninstalling())
+	}
+}
+
+// TestSecondarySwitchConflist: with two VirtualSwitches selecting the node,
+// both are applied (the secondary with its spec.podCIDRs), the conflist's
+// switch gets the primary conflist and the other its own conflist in
+// NetworksDir; deleting the secondary removes its file and leaves the
+// primary's. The schema accepts a dual-stack pair.
+func TestSecondarySwitchConflist(t *testing.T) {
+	needEnvtest(t)
+	ctx := context.Background()
+	dir, netDir := t.TempDir(), filepath.Join(t.TempDir(), "multus")
+	zone := uniq("z")
+	primary, secondary := uniq("valepri"), uniq("valesec")
+	confList := []byte(`{"cniVersion":"1.0.0","name":"epair","plugins":[{"type":"epair-cni","switch":"` + primary + `"},{"type":"portmap"}]}`)
+	dp := newRecordingDataplane()
+	_, node := startController(t, dp, func(o *Options) {
+		o.CNI = CNIConfig{Dir: dir, FileName: "10-epair.conflist", ConfList: confList, Switch: primary, NetworksDir: netDir}
+	}, map[string]string{"zone": zone}, "10.244.11.0/24")
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"zone": zone}}
+	pvs := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: primary}, Spec: epairv1.VirtualSwitchSpec{NodeSelector: sel}}
+	svs := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: secondary}, Spec: epairv1.VirtualSwitchSpec{
+		NodeSelector: sel, PodCIDRs: []string{"10.100.0.0/24", "fd00:100::/64"},
+	}}
+	for _, vs := range []*epairv1.VirtualSwitch{pvs, svs} {
+		if err := testClient.Create(ctx, vs); err != nil {
+			t.Fatalf("create %s: %v", vs.Name, err)
+		}
+		defer testClient.Delete(ctx, vs)
+	}
+	primaryPath := filepath.Join(dir, "10-epair.conflist")
+	secPath := filepath.Join(netDir, "epair-"+secondary+".conflist")
+	if _, ok := waitFor(5*time.Second, func() bool {
+		_, a := dp.switchCfg(primary)
+		_, b := dp.switchCfg(secondary)
+		_, e1 := os.Stat(primaryPath)
+		_, e2 := os.Stat(secPath)
+		return a && b && e1 == nil && e2 == nil
+	}); !ok {
+		t.Fatalf("switches applied / conflists written: %v, files %v %v", dp.callLog(), readDir(t, dir), readDir(t, netDir))
+	}
+	if p, _ := dp.switchCfg(primary); p.PodCIDRs != nil {
+		t.Fatalf("primary switch has PodCIDRs %v", p.PodCIDRs)
+	}
+	s, _ := dp.switchCfg(secondary)
+	if want := []netip.Prefix{netip.MustParsePrefix("10.100.0.0/24"), netip.MustParsePrefix("fd00:100::/64")}; !slices.Equal(s.PodCIDRs, want) {
+		t.Fatalf("secondary switch PodCIDRs %v, want %v", s.PodCIDRs, want)
+	}
+	var l struct {
+		Name    string `json:"name"`
+		Plugins []struct {
+			Type, Switch string
+		} `json:"plugins"`
+	}
+	b, _ := os.ReadFile(secPath)
+	if err := json.Unmarshal(b, &l); err != nil || l.Name != "epair-"+secondary || len(l.Plugins) != 1 || l.Plugins[0].Type != "epair-cni" || l.Plugins[0].Switch != secondary {
+		t.Fatalf("secondary conflist %s (%v)", b, err)
+	}
+	if got := readDir(t, netDir); len(got) != 1 {
+		t.Fatalf("networks dir holds %v; want the secondary's conflist only", got)
+	}
+	var ns epairv1.NodeState
+	if _, ok := waitFor(5*time.Second, func() bool {
+		if testClient.Get(ctx, client.ObjectKey{Name: node.Name}, &ns) != nil {
+			return false
+		}
+		c := meta.FindStatusCondition(ns.Status.Conditions, epairv1.ConditionCNIConfig)
+		return c != nil && c.Status == metav1.ConditionTrue && strings.Contains(c.Message, secondary)
+	}); !ok {
+		t.Fatalf("CNIConfigInstalled does not name the secondary network: %+v", ns.Status.Conditions)
+	}
+	if err := testClient.Delete(ctx, svs); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := waitFor(5*time.Second, func() bool { _, err := os.Stat(secPath); return os.IsNotExist(err) }); !ok {
+		t.Fatalf("secondary conflist left after its VirtualSwitch was deleted: %v", dp.callLog())
+	}
+	if b, err := os.ReadFile(primaryPath); err != nil || string(b) != string(confList) {
+		t.Fatalf("primary conflist %q, %v", b, err)
 	}
 }
 

@@ -2,8 +2,10 @@ package controller
 
 import (
 	"fmt"
+	"net/netip"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -110,7 +112,50 @@ func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
 			*r.to = *r.v
 		}
 	}
+	if c.PodCIDRs, err = podCIDRs(s.PodCIDRs); err != nil {
+		return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name, err)
+	}
 	return c, nil
+}
+
+// maxPodCIDRs: one IPv4 and one IPv6 range.
+const maxPodCIDRs = 2
+
+// podCIDRs parses a VirtualSwitch's spec.podCIDRs: each a CIDR in canonical
+// form (no host bits set; no IPv4-mapped IPv6 address, as the schema's
+// isCIDR), at most one per address family. Nil or empty is nil.
+func podCIDRs(in []string) ([]netip.Prefix, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	if len(in) > maxPodCIDRs {
+		return nil, &FieldError{"spec.podCIDRs", strings.Join(in, ","), "at most one IPv4 and one IPv6 CIDR"}
+	}
+	out := make([]netip.Prefix, 0, len(in))
+	for i, s := range in {
+		field := fmt.Sprintf("spec.podCIDRs[%d]", i)
+		p, err := netip.ParsePrefix(s)
+		if err != nil || p.Addr().Is4In6() {
+			return nil, &FieldError{field, s, "an IPv4 or IPv6 CIDR such as 10.100.0.0/24 or fd00:100::/64"}
+		}
+		if p.Masked() != p {
+			return nil, &FieldError{field, s, fmt.Sprintf("a canonical CIDR, no bits set after the prefix length (%s)", p.Masked())}
+		}
+		for j, q := range out {
+			if q.Addr().Is4() == p.Addr().Is4() {
+				return nil, &FieldError{field, s, fmt.Sprintf("at most one %s CIDR (spec.podCIDRs[%d] is %s)", family(p), j, q)}
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+func family(p netip.Prefix) string {
+	if p.Addr().Is4() {
+		return "IPv4"
+	}
+	return "IPv6"
 }
 
 // stormRate checks a storm control limit (nil: not set).

@@ -2,8 +2,11 @@ package controller
 
 import (
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,7 +26,7 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 	want := SwitchConfig{Name: "vale0", Generation: 3, MTU: 1500, BatchSize: 1024, MaxPorts: 254, FDBSize: 4096,
 		DefaultQueue: QueueConfig{Length: 1024, Discipline: epairv1.DisciplineClassic},
 		PortSecurity: PortSecurityConfig{AntiSpoofing: true, BroadcastRate: DefaultBroadcastRate, MulticastRate: DefaultMulticastRate}}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("zero spec: got %+v, want %+v", c, want)
 	}
 	rate := resource.MustParse("1.5M")
@@ -54,6 +57,12 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		{"spec.portSecurity.multicastRate", func(v *epairv1.VirtualSwitch) { v.Spec.PortSecurity.MulticastRate = ptr(int64(100_000_001)) }},
 		{"spec.defaultQueue.rate", func(v *epairv1.VirtualSwitch) { q := resource.MustParse("-1"); v.Spec.DefaultQueue.Rate = &q }},
 		{"spec.defaultQueue.rate", func(v *epairv1.VirtualSwitch) { q := resource.MustParse("1P"); v.Spec.DefaultQueue.Rate = &q }},
+		{"spec.podCIDRs[0]", func(v *epairv1.VirtualSwitch) { v.Spec.PodCIDRs = []string{"10.100.0.0"} }},
+		{"spec.podCIDRs[1]", func(v *epairv1.VirtualSwitch) { v.Spec.PodCIDRs = []string{"10.100.0.0/24", "fd00::/129"} }},
+		{"spec.podCIDRs[0]", func(v *epairv1.VirtualSwitch) { v.Spec.PodCIDRs = []string{"10.100.0.1/24"} }},
+		{"spec.podCIDRs[0]", func(v *epairv1.VirtualSwitch) { v.Spec.PodCIDRs = []string{"::ffff:10.100.0.0/120"} }},
+		{"spec.podCIDRs[1]", func(v *epairv1.VirtualSwitch) { v.Spec.PodCIDRs = []string{"10.100.0.0/24", "10.101.0.0/24"} }},
+		{"spec.podCIDRs", func(v *epairv1.VirtualSwitch) { v.Spec.PodCIDRs = []string{"10.100.0.0/24", "fd00::/64", "fd01::/64"} }},
 	}
 	for _, b := range bad {
 		v := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale1"}}
@@ -63,6 +72,57 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		if !errors.As(err, &fe) || fe.Field != b.field || !errors.Is(err, ErrInvalidSpec) {
 			t.Errorf("%s: got %v, want a FieldError for %s", b.field, err, b.field)
 		}
+	}
+}
+
+// TestSwitchConfigPodCIDRs: spec.podCIDRs convert to canonical prefixes in
+// the spec's order, nil when absent; a malformed, non-canonical or
+// second-of-a-family entry is a FieldError naming its index and saying why.
+func TestSwitchConfigPodCIDRs(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []netip.Prefix
+		// field and allowed ("want ..." part) of the error; "" for success.
+		field, allowed string
+	}{
+		{name: "absent", in: nil, want: nil},
+		{name: "empty", in: []string{}, want: nil},
+		{name: "ipv4", in: []string{"10.100.0.0/24"}, want: []netip.Prefix{netip.MustParsePrefix("10.100.0.0/24")}},
+		{name: "ipv6", in: []string{"fd00:100::/64"}, want: []netip.Prefix{netip.MustParsePrefix("fd00:100::/64")}},
+		{name: "dual stack, order kept", in: []string{"fd00:100::/64", "10.100.0.0/24"},
+			want: []netip.Prefix{netip.MustParsePrefix("fd00:100::/64"), netip.MustParsePrefix("10.100.0.0/24")}},
+		{name: "host route", in: []string{"192.0.2.7/32"}, want: []netip.Prefix{netip.MustParsePrefix("192.0.2.7/32")}},
+		{name: "no prefix length", in: []string{"10.100.0.0"}, field: "spec.podCIDRs[0]", allowed: "an IPv4 or IPv6 CIDR"},
+		{name: "not an address", in: []string{"pods"}, field: "spec.podCIDRs[0]", allowed: "an IPv4 or IPv6 CIDR"},
+		{name: "prefix too long", in: []string{"10.100.0.0/24", "fd00::/129"}, field: "spec.podCIDRs[1]", allowed: "an IPv4 or IPv6 CIDR"},
+		{name: "ipv4-mapped ipv6", in: []string{"::ffff:10.100.0.0/120"}, field: "spec.podCIDRs[0]", allowed: "an IPv4 or IPv6 CIDR"},
+		{name: "host bits v4", in: []string{"10.100.0.1/24"}, field: "spec.podCIDRs[0]", allowed: "canonical CIDR, no bits set after the prefix length (10.100.0.0/24)"},
+		{name: "host bits v6", in: []string{"10.100.0.0/24", "fd00::1/64"}, field: "spec.podCIDRs[1]", allowed: "canonical CIDR, no bits set after the prefix length (fd00::/64)"},
+		{name: "two ipv4", in: []string{"10.100.0.0/24", "10.101.0.0/24"}, field: "spec.podCIDRs[1]", allowed: "at most one IPv4 CIDR (spec.podCIDRs[0] is 10.100.0.0/24)"},
+		{name: "two ipv6", in: []string{"fd00::/64", "10.100.0.0/24", "fd01::/64"}, field: "spec.podCIDRs", allowed: "at most one IPv4 and one IPv6 CIDR"},
+		{name: "two ipv6 of two", in: []string{"fd00::/64", "fd01::/64"}, field: "spec.podCIDRs[1]", allowed: "at most one IPv6 CIDR (spec.podCIDRs[0] is fd00::/64)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vs := &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale2"}, Spec: epairv1.VirtualSwitchSpec{PodCIDRs: tc.in}}
+			c, err := SwitchConfigFromSpec(vs)
+			if tc.field == "" {
+				if err != nil {
+					t.Fatalf("%v: %v", tc.in, err)
+				}
+				if !slices.Equal(c.PodCIDRs, tc.want) || (tc.want == nil) != (c.PodCIDRs == nil) {
+					t.Fatalf("%v: PodCIDRs %v (nil: %v), want %v (nil: %v)", tc.in, c.PodCIDRs, c.PodCIDRs == nil, tc.want, tc.want == nil)
+				}
+				return
+			}
+			var fe *FieldError
+			if !errors.As(err, &fe) || !errors.Is(err, ErrInvalidSpec) {
+				t.Fatalf("%v: got %v (%+v), want a FieldError", tc.in, err, c)
+			}
+			if fe.Field != tc.field || !strings.Contains(fe.Allowed, tc.allowed) {
+				t.Fatalf("%v: FieldError %q / %q, want field %q allowing %q", tc.in, fe.Field, fe.Allowed, tc.field, tc.allowed)
+			}
+		})
 	}
 }
 

@@ -68,6 +68,13 @@ type SwitchConfig struct {
 	Offload bool
 	// PortSecurity is the pod ports' default port security.
 	PortSecurity PortSecurityConfig
+	// PodCIDRs are the switch's own pod ranges (VirtualSwitch spec.podCIDRs),
+	// parsed and canonical, at most one IPv4 and one IPv6 prefix in the
+	// spec's order; nil when the spec has none. The conflist's switch has none
+	// (its range is the node's, Dataplane.SetPodCIDRs); every other switch is
+	// a secondary network that needs them. Which switch may or must have them
+	// is the Dataplane's to check.
+	PodCIDRs []netip.Prefix
 }
 
 // PortSecurityConfig is what pods may send: anti-spoofing on or off, and the storm

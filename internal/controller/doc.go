@@ -11,7 +11,14 @@
 //   - Node → Dataplane.SetPodCIDRs (IPAM); the conflist waits for it.
 //   - VirtualSwitch → ApplySwitch when its nodeSelector matches the node's
 //     labels, DeleteSwitch when it stops matching or is deleted. Node label
-//     changes re-evaluate every VirtualSwitch.
+//     changes re-evaluate every VirtualSwitch. A node runs several switches:
+//     the conflist's (CNIConfig.Switch, -cni-switch) is the primary network,
+//     whose pod range is the node's spec.podCIDRs; every other one is a
+//     secondary network for a second pod interface, with its own range in
+//     spec.podCIDRs (SwitchConfig.PodCIDRs: at most one IPv4 and one IPv6
+//     canonical CIDR, node-local, the same on every node). The conversion
+//     checks their syntax; which switch may or must have them is the
+//     Dataplane's to check.
 //   - PortPolicy: the reconciler is keyed by pod, not by policy, because what
 //     the dataplane holds is one configuration per port. A policy change
 //     enqueues the namespace's pods of this node; a pod's label change
@@ -32,6 +39,19 @@
 //     agent's DaemonSet is gone or its credentials were revoked), not on a
 //     rolling restart, so running pods' DEL and new pods' ADD keep working
 //     across an upgrade.
+//   - Secondary networks: with CNIConfig.NetworksDir (-cni-networks-dir, the
+//     chart's cni.networksDir, Multus' /etc/cni/multus/net.d by default) the
+//     same writer, once ready, keeps <network>-<switch>.conflist there for
+//     every switch applied on the node other than the conflist's: <network>
+//     is the conflist's name, the file a conflist of that name-switch with
+//     the conflist's cniVersion and one plugin, a copy of its epair-cni entry
+//     with "switch" set (chained plugins are not copied), written atomically
+//     and only when changed. Multus NetworkAttachmentDefinitions name the
+//     network. The writer owns the dir's <network>-<switch name>.conflist
+//     files: those of switches no longer applied go at the next poll (within
+//     a second), all of them on uninstall, none on a restart. A failed write
+//     turns CNIConfigInstalled false (reason NetworksNotInstalled) but not
+//     Ready: the primary network still serves pods.
 //   - InstallFile is the chart's init step: epair-cni copied into the
 //     node's CNI bin dir atomically (cmd/epair-install-cni).
 //   - Flags are the agent's cluster-mode flags as the chart passes them;

@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -31,6 +32,9 @@ type Flags struct {
 	DaemonSet      string
 	HealthAddr     string
 	MetricsAddr    string
+	// CNINetworksDir (-cni-networks-dir) is CNIConfig.NetworksDir: where the
+	// secondary switches' conflists go; only together with -cni-conf-dir.
+	CNINetworksDir string
 }
 
 // Register defines the flags on fs; -node-name defaults to $NODE_NAME.
@@ -41,6 +45,7 @@ func (f *Flags) Register(fs *flag.FlagSet) {
 	fs.StringVar(&f.CNIConflist, "cni-conflist", "", "file holding the conflist to install (its base name is the installed name)")
 	fs.StringVar(&f.CNISwitch, "cni-switch", "", "switch that must be applied before the conflist is installed")
 	fs.StringVar(&f.CNIPlugin, "cni-plugin", "", "installed epair-cni binary, removed with the conflist on uninstall")
+	fs.StringVar(&f.CNINetworksDir, "cni-networks-dir", "", "dir to write a conflist per secondary switch into once ready, <network>-<switch>.conflist, e.g. for Multus (empty: none)")
 	fs.StringVar(&f.DaemonSet, "daemonset", "", "namespace/name of the agent's DaemonSet: its absence at shutdown means uninstall")
 	fs.StringVar(&f.HealthAddr, "health-addr", ":9876", "address of /healthz and /readyz (0: off)")
 	fs.StringVar(&f.MetricsAddr, "metrics-addr", "0", "address of the controller metrics (0: off)")
@@ -70,7 +75,13 @@ func (f *Flags) Options(dp Dataplane) (Options, error) {
 		if f.CNIConflist != "" || f.CNIPlugin != "" {
 			return Options{}, fmt.Errorf("cluster flags: %w", &FieldError{"-cni-conf-dir", "", "set with -cni-conflist and -cni-plugin"})
 		}
+		if f.CNINetworksDir != "" {
+			return Options{}, fmt.Errorf("cluster flags: %w", &FieldError{"-cni-networks-dir", f.CNINetworksDir, "only together with -cni-conf-dir"})
+		}
 		return o, nil
+	}
+	if f.CNINetworksDir != "" && !filepath.IsAbs(f.CNINetworksDir) {
+		return Options{}, fmt.Errorf("cluster flags: %w", &FieldError{"-cni-networks-dir", f.CNINetworksDir, "an absolute path"})
 	}
 	if f.CNIConflist == "" {
 		return Options{}, fmt.Errorf("cluster flags: %w", &FieldError{"-cni-conflist", "", "the conflist file to install into -cni-conf-dir"})
@@ -80,11 +91,12 @@ func (f *Flags) Options(dp Dataplane) (Options, error) {
 		return Options{}, fmt.Errorf("cluster flags: read conflist: %w", err)
 	}
 	o.CNI = CNIConfig{
-		Dir:        f.CNIConfDir,
-		FileName:   baseName(f.CNIConflist),
-		ConfList:   conf,
-		Switch:     f.CNISwitch,
-		PluginPath: f.CNIPlugin,
+		Dir:         f.CNIConfDir,
+		FileName:    baseName(f.CNIConflist),
+		ConfList:    conf,
+		Switch:      f.CNISwitch,
+		PluginPath:  f.CNIPlugin,
+		NetworksDir: f.CNINetworksDir,
 	}
 	if err := o.CNI.Validate(); err != nil {
 		return Options{}, fmt.Errorf("cluster flags: %w", err)

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -133,6 +134,7 @@ func TestChartArgsParse(t *testing.T) {
 		// The mounted conflist and host dirs are test files here.
 		a = strings.Replace(a, "-cni-conflist=/etc/epair/", "-cni-conflist="+dir+"/", 1)
 		a = strings.Replace(a, "-cni-conf-dir=/host/", "-cni-conf-dir="+dir+"/", 1)
+		a = strings.Replace(a, "-cni-networks-dir=/host/", "-cni-networks-dir="+dir+"/networks/", 1)
 		parsed = append(parsed, a)
 	}
 	cm := renderedConflist(t)
@@ -153,11 +155,50 @@ func TestChartArgsParse(t *testing.T) {
 		o.CNI.PluginPath != "/host/opt/cni/bin/epair-cni" || o.StatusInterval != 10*time.Second || o.HealthAddr != ":9876" {
 		t.Fatalf("options %+v", o)
 	}
+	if o.CNI.NetworksDir != dir+"/networks/etc/cni/multus/net.d" {
+		t.Fatalf("CNI.NetworksDir %q: the chart passes no -cni-networks-dir for cni.networksDir", o.CNI.NetworksDir)
+	}
+	// The agent writes the secondary conflists into a host dir it mounts.
+	spec := ds.Spec.Template.Spec
+	var hostDir string
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil && v.HostPath.Path == "/etc/cni/multus/net.d" && v.HostPath.Type != nil && *v.HostPath.Type == corev1.HostPathDirectoryOrCreate {
+			hostDir = v.Name
+		}
+	}
+	mounted := false
+	for _, m := range spec.Containers[0].VolumeMounts {
+		mounted = mounted || (m.Name == hostDir && m.MountPath == "/host/etc/cni/multus/net.d" && !m.ReadOnly)
+	}
+	if hostDir == "" || !mounted {
+		t.Fatalf("cni.networksDir: volume %q (hostPath /etc/cni/multus/net.d, DirectoryOrCreate) mounted writable at /host/etc/cni/multus/net.d: %v", hostDir, mounted)
+	}
 	bad := Flags{NodeName: "n", DaemonSet: "no-slash"}
 	if _, err := bad.Options(nil); err == nil || !strings.Contains(err.Error(), "-daemonset") {
 		t.Fatalf("bad -daemonset: %v", err)
 	}
 	if _, err := (&Flags{}).Options(nil); err == nil || !strings.Contains(err.Error(), "-node-name") {
 		t.Fatalf("no node name: %v", err)
+	}
+	conf := filepath.Join(dir, "10-epair.conflist")
+	for _, tc := range []struct {
+		name  string
+		f     Flags
+		field string // "" : accepted
+	}{
+		{"networks dir without conf dir", Flags{NodeName: "n", CNINetworksDir: "/etc/cni/multus/net.d"}, "-cni-networks-dir"},
+		{"relative networks dir", Flags{NodeName: "n", CNIConfDir: dir, CNIConflist: conf, CNINetworksDir: "multus"}, "-cni-networks-dir"},
+		{"networks dir is the conf dir", Flags{NodeName: "n", CNIConfDir: dir, CNIConflist: conf, CNINetworksDir: dir + "/"}, "networksDir"},
+		{"networks dir", Flags{NodeName: "n", CNIConfDir: dir, CNIConflist: conf, CNINetworksDir: "/etc/cni/multus/net.d"}, ""},
+		{"no networks dir", Flags{NodeName: "n", CNIConfDir: dir, CNIConflist: conf}, ""},
+	} {
+		o, err := tc.f.Options(nil)
+		var fe *FieldError
+		switch {
+		case tc.field == "" && (err != nil || o.CNI.NetworksDir != tc.f.CNINetworksDir):
+			t.Errorf("%s: %v, NetworksDir %q", tc.name, err, o.CNI.NetworksDir)
+		case tc.field != "" && (!errors.As(err, &fe) || fe.Field != tc.field):
+			t.Errorf("%s: got %v, want a FieldError for %s", tc.name, err, tc.field)
+		}
 	}
 }

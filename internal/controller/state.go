@@ -18,6 +18,8 @@ type nodeStatus struct {
 	policyErrs map[string]string // pod → last apply error
 	cniConf    bool
 	cniErr     string
+	cniNets    []string      // secondary switches whose conflist is in place
+	cniNetsErr string        // why some secondary conflist is not
 	changed    chan struct{} // signalled (non-blocking) on every change: status writer
 	cniWake    chan struct{} // the same, for the CNI config writer
 }
@@ -99,6 +101,25 @@ func (s *nodeStatus) setCNIConf(written bool, err error) {
 	s.notify()
 }
 
+// setCNINetworks records the secondary switches whose conflist the CNI
+// config writer keeps in place and what failed (""), after each pass.
+func (s *nodeStatus) setCNINetworks(nets []string, errMsg string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if slices.Equal(s.cniNets, nets) && s.cniNetsErr == errMsg {
+		return
+	}
+	s.cniNets, s.cniNetsErr = slices.Clone(nets), errMsg
+	s.notify()
+}
+
+// appliedSwitches lists the switches applied on this node, sorted.
+func (s *nodeStatus) appliedSwitches() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Sorted(maps.Keys(s.switches))
+}
+
 func (s *nodeStatus) switchApplied(name string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -121,6 +142,8 @@ type statusView struct {
 	policyErrs map[string]string
 	cniConf    bool
 	cniErr     string
+	cniNets    []string
+	cniNetsErr string
 }
 
 func (s *nodeStatus) view() statusView {
@@ -134,5 +157,7 @@ func (s *nodeStatus) view() statusView {
 		policyErrs: maps.Clone(s.policyErrs),
 		cniConf:    s.cniConf,
 		cniErr:     s.cniErr,
+		cniNets:    slices.Clone(s.cniNets),
+		cniNetsErr: s.cniNetsErr,
 	}
 }

@@ -155,10 +155,17 @@ func (w *statusWriter) build(prev []metav1.Condition, gen int64, snap Snapshot, 
 		set(epairv1.ConditionPolicies, false, "ApplyFailed", joinErrs(v.policyErrs))
 	}
 	if w.cniGate != nil {
-		if v.cniConf {
-			set(epairv1.ConditionCNIConfig, true, "Installed", "CNI configuration written")
-		} else {
+		// A secondary network's conflist failing turns the condition false
+		// too, but not Ready: the conflist's own network still serves pods.
+		switch {
+		case !v.cniConf:
 			set(epairv1.ConditionCNIConfig, false, "NotInstalled", orText(v.cniErr, "waiting for the agent to be ready"))
+		case v.cniNetsErr != "":
+			set(epairv1.ConditionCNIConfig, false, "NetworksNotInstalled", "CNI configuration written; secondary networks: "+v.cniNetsErr)
+		case len(v.cniNets) > 0:
+			set(epairv1.ConditionCNIConfig, true, "Installed", "CNI configuration written, with the secondary networks of "+strings.Join(v.cniNets, ", "))
+		default:
+			set(epairv1.ConditionCNIConfig, true, "Installed", "CNI configuration written")
 		}
 	}
 	ready, why := true, ""
@@ -186,6 +193,11 @@ func joinErrs(m map[string]string) string {
 	for _, k := range keys {
 		parts = append(parts, m[k])
 	}
+	return joinMsgs(parts)
+}
+
+// joinMsgs joins condition messages with "; ", bounded.
+func joinMsgs(parts []string) string {
 	msg := strings.Join(parts, "; ")
 	if len(msg) > 4096 { // Condition.message is bounded at 32768; stay well clear
 		msg = strings.ToValidUTF8(msg[:4093], "") + "..."
