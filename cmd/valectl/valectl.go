@@ -142,12 +142,15 @@ func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 
 func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM")
+	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
-			owner := p.Owner
+			owner, pod := p.Owner, p.Pod
 			if owner == "" {
 				owner = "-"
+			}
+			if pod == "" {
+				pod = "-"
 			}
 			// SPOOFED and STORM are the parts of DROPPED that port security refused:
 			// anti-spoofing (every spoofed_* reason) and storm control.
@@ -157,7 +160,7 @@ func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 					spoofed += n
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, p.Active,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active,
 				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"])
 		}
 	}

@@ -103,6 +103,7 @@ type envOpts struct {
 	backend    string // "": auto
 	directOpen bool   // AF_XDP attached inside ADD instead of in the background
 	offload    bool   // an offload switch (virtio-net headers, pods keep TSO)
+	secondary  string // if set, the subnet of a second switch "vale1", a secondary network
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -136,10 +137,15 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.backend == "" {
 		o.backend = "auto"
 	}
+	switches := []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges, "offload": o.offload}}
+	if o.secondary != "" {
+		switches = append(switches, map[string]any{"name": "vale1", "mtu": 1400, "secondary": true,
+			"ranges": []map[string]string{{"subnet": o.secondary}}})
+	}
 	cfg := map[string]any{
 		"backend": o.backend, "directOpen": o.directOpen,
 		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
-		"switches": []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges, "offload": o.offload}},
+		"switches": switches,
 	}
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(a.cfg, b, 0o600); err != nil {

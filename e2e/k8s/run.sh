@@ -21,6 +21,12 @@
 #  8b. anti-spoofing without any PortPolicy: a NET_ADMIN pod's second address is dropped
 #      (counted as spoofed-ip in NodeState); a PortPolicy with antiSpoofing: false lets it
 #      through, live
+#  8c. a second VirtualSwitch (a secondary network with its own pod range) runs without an
+#      agent restart and the agent writes its conflist; two pods get a second interface on
+#      it through a second CNI invocation with that conflist (as Multus makes it) and ping
+#      each other over it; deleting the VirtualSwitch removes the interfaces, ports and
+#      conflist and leaves the first network's pods connected; a live change of the
+#      default queue reaches a pod attached afterwards
 #   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
 #  10. deleting the pods leaves no epair links, ports or addresses behind
 #  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
@@ -332,6 +338,95 @@ for i in $(seq 20); do spoofed_ping || { on=yes; break; }; sleep 0.5; done
 $K -n $NS delete pod spoofer --wait=true >/dev/null
 ok "second address $SPOOF dropped by default ($d counted as spoofed-ip in NodeState), own address passes; opt-out lets it through, lifted live"
 
+step "8c. a second VirtualSwitch: a second interface on it (as Multus adds one), deleted live"
+NETDIR=/etc/cni/multus/net.d
+SECCIDR=10.213.0.0/24
+$K apply -f - >/dev/null <<EOT
+apiVersion: epair.dev/v1alpha1
+kind: VirtualSwitch
+metadata: {name: vale1}
+spec:
+  podCIDRs: ["$SECCIDR"]
+  mtu: 1400
+EOT
+for i in $(seq 30); do [ -f $NETDIR/epair-vale1.conflist ] && break; sleep 1; done
+[ -f $NETDIR/epair-vale1.conflist ] || fail "no conflist for the second switch in $NETDIR: $(ls $NETDIR 2>&1)"
+$K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 || fail "NodeState does not list vale1"
+# cni_secondary <ADD|DEL> <pod>: epair-cni with the second switch's conflist, as Multus runs
+# it: the pod's network namespace (from the agent's record of its first interface), ifname
+# net1, the pod named in CNI_ARGS.
+cni_secondary() {
+	local att netns cid
+	att=$($K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json attachments) || return 1
+	read -r netns cid < <(echo "$att" | python3 -c '
+import json, sys
+for a in json.load(sys.stdin)["items"]:
+    if a.get("podName") == sys.argv[1] and a["key"]["ifName"] == "eth0":
+        print(a["netns"], a["key"]["containerID"])' "$2")
+	[ -n "$netns" ] || return 1
+	python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))
+p = dict(c["plugins"][0], name=c["name"], cniVersion=c["cniVersion"])
+print(json.dumps(p))' $NETDIR/epair-vale1.conflist |
+	CNI_COMMAND=$1 CNI_CONTAINERID=$cid CNI_NETNS=$netns CNI_IFNAME=net1 CNI_PATH=/opt/cni/bin \
+		CNI_ARGS="K8S_POD_NAMESPACE=$NS;K8S_POD_NAME=$2" /opt/cni/bin/epair-cni
+}
+pod_ns() { # pod_ns <pod> <cmd...>: a command in the pod's network namespace, on the node
+	local p=$1 netns; shift
+	netns=$($K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json attachments | python3 -c '
+import json, sys
+for a in json.load(sys.stdin)["items"]:
+    if a.get("podName") == sys.argv[1] and a["key"]["ifName"] == "eth0":
+        print(a["netns"])' "$p")
+	nsenter --net="$netns" "$@"
+}
+resA=$(cni_secondary ADD "$A") || fail "second CNI invocation for $A: $resA"
+cni_secondary ADD "$B" >/dev/null || fail "second CNI invocation for $B"
+ANET1=$(echo "$resA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
+BNET1=$(pod_ns "$B" ip -o -4 addr show dev net1 | awk '{print $4}' | cut -d/ -f1)
+in_cidr "$ANET1" "$SECCIDR" && in_cidr "$BNET1" "$SECCIDR" || fail "second interfaces $ANET1 $BNET1 not in $SECCIDR"
+[ "$(pod_ns "$A" cat /sys/class/net/net1/mtu)" = 1400 ] || fail "net1 of $A has not the second switch's MTU"
+pod_ns "$A" ip route show default | grep -q net1 && fail "the second interface took the default route"
+pod_ns "$A" ping -c 5 -i 0.2 -W 2 -I net1 "$BNET1" >/dev/null || fail "ping $A -> $B over the second switch"
+$K -n $NS exec "$A" -- ping -c 3 -i 0.2 -W 2 "$BIP" >/dev/null || fail "ping $A -> $B over the first switch with two interfaces"
+ports=$($K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.switch==\"vale1\")].pod}")
+case "$ports" in *"$NS/$A"*) ;; *) sleep 2; ports=$($K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.switch==\"vale1\")].pod}") ;; esac
+case "$ports" in *"$NS/$A"*"$NS/$B"*|*"$NS/$B"*"$NS/$A"*) ;; *) fail "NodeState ports of vale1: '$ports'" ;; esac
+$K delete virtualswitch vale1 >/dev/null
+for i in $(seq 30); do
+	[ ! -e $NETDIR/epair-vale1.conflist ] && ! pod_ns "$A" ip link show net1 >/dev/null 2>&1 && break
+	sleep 1
+done
+pod_ns "$A" ip link show net1 >/dev/null 2>&1 && fail "net1 of $A survived the VirtualSwitch"
+pod_ns "$B" ip link show net1 >/dev/null 2>&1 && fail "net1 of $B survived the VirtualSwitch"
+[ -e $NETDIR/epair-vale1.conflist ] && fail "the deleted switch's conflist is still in $NETDIR"
+for i in $(seq 10); do
+	$K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 || break; sleep 1
+done
+$K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 && fail "NodeState still lists vale1"
+$K -n $NS exec "$A" -- ping -c 3 -i 0.2 -W 2 "$BIP" >/dev/null || fail "first network disconnected by deleting the second switch"
+# Multus's DEL for the deleted network succeeds (nothing left to release).
+cni_secondary DEL "$A" || fail "CNI DEL of the deleted network"
+ok "vale1 ($SECCIDR) ran live; $A=$ANET1 and $B=$BNET1 pinged over net1; deleting it removed both net1, their ports and the conflist; eth0 unaffected"
+# A live default queue change of the conflist's switch reaches a pod attached afterwards.
+$K patch virtualswitch vale0 --type=merge -p '{"spec":{"defaultQueue":{"length":300}}}' >/dev/null
+for i in $(seq 20); do
+	[ "$($K get nodestate "$NODE" -o jsonpath='{.status.switches[?(@.name=="vale0")].observedGeneration}')" = \
+	  "$($K get virtualswitch vale0 -o jsonpath='{.metadata.generation}')" ] && break; sleep 0.5
+done
+$K -n $NS run qlen --image=epair/busybox:local --image-pull-policy=Never --restart=Never -- sleep 3600 >/dev/null
+$K -n $NS wait --for=condition=Ready pod/qlen --timeout=60s >/dev/null || fail "pod qlen not ready"
+q=""
+for i in $(seq 10); do
+	q=$($K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.pod==\"$NS/qlen\")].queueLength}")
+	[ -n "$q" ] && break; sleep 1
+done
+[ -n "$q" ] && [ "$q" -ge 300 ] && [ "$q" -lt 1024 ] || fail "pod attached after the default queue change has queue length '$q', want 300"
+$K -n $NS delete pod qlen --wait=true >/dev/null
+$K patch virtualswitch vale0 --type=merge -p '{"spec":{"defaultQueue":{"length":1024}}}' >/dev/null
+ok "a pod attached after a live default queue change has the new queue length ($q)"
+
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')
 "$HELM" upgrade $REL "$ROOT/charts/epair" -n $RELNS -f "$ROOT/e2e/k8s/values-e2e.yaml" --set agent.logLevel=debug >/dev/null
@@ -369,6 +464,7 @@ step "11. helm uninstall leaves the node clean"
 for i in $(seq 30); do [ -z "$($K -n $RELNS get pods -o name 2>/dev/null)" ] && break; sleep 1; done
 left=""
 [ -e /etc/cni/net.d/10-epair.conflist ] && left="$left conflist"
+ls /etc/cni/multus/net.d/epair-*.conflist >/dev/null 2>&1 && left="$left secondary-conflists"
 [ -e /opt/cni/bin/epair-cni ] && left="$left epair-cni"
 [ -n "$(our_links host-port)" ] && left="$left links($(our_links host-port | tr '\n' ' '))"
 nft list table inet epair >/dev/null 2>&1 && left="$left nft-table"

@@ -15,9 +15,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
+	"github.com/epair-cni/epair/pkg/vale"
 )
 
 // Version is the agent's build version (set by -ldflags in release builds).
@@ -39,17 +41,29 @@ type Options struct {
 	Links     Links
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Policies, if set, gives pods their PortPolicy at attach (cluster mode: the
+	// controller).
+	Policies PodPolicies
 }
 
 // Agent implements agentapi.Interface and agentapi.Inspector over the IPAM stores, the
-// attachment store and the dataplane. It is safe for concurrent use.
+// attachment store and the dataplane. Its attachment records are the one place that links
+// a pod, its attachment, its port and the port's policy. It is safe for concurrent use.
 type Agent struct {
-	cfg    *Config
-	dp     Dataplane
-	links  Links
-	log    *slog.Logger
-	stores map[string]*ipam.Store
-	recs   *recordStore
+	cfg   *Config
+	dp    Dataplane
+	links Links
+	log   *slog.Logger
+	recs  *recordStore
+	pods  PodPolicies
+
+	// swMu guards the switch set: cfg.Switches, stores and defaults. The API's calls hold
+	// it for reading for their whole duration, so adding or removing a switch, or changing
+	// a switch's default policy, waits for the calls in flight and is seen by every later
+	// one. Lock order: swMu, then a key's lock, then mu.
+	swMu     sync.RWMutex
+	stores   map[string]*ipam.Store
+	defaults map[string]dataplane.PortPolicy // a pod port's policy without a PortPolicy, by switch
 
 	// locks serialise the calls on one key (striped): the agent's work for different pods
 	// runs in parallel, two calls for one pod never interleave.
@@ -59,6 +73,7 @@ type Agent struct {
 	atts map[agentapi.Key]*record
 
 	ready   atomic.Bool
+	readyAt atomic.Int64 // unix nanoseconds of the end of Recover
 	reason  atomic.Value // string
 	closed  atomic.Bool
 	metrics metrics
@@ -78,8 +93,8 @@ func New(opts Options) (*Agent, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, fmt.Errorf("new agent: %w", err)
 	}
-	a := &Agent{cfg: opts.Config, dp: opts.Dataplane, links: opts.Links, log: opts.Logger,
-		stores: map[string]*ipam.Store{}, atts: map[agentapi.Key]*record{}}
+	a := &Agent{cfg: opts.Config, dp: opts.Dataplane, links: opts.Links, log: opts.Logger, pods: opts.Policies,
+		stores: map[string]*ipam.Store{}, defaults: map[string]dataplane.PortPolicy{}, atts: map[agentapi.Key]*record{}}
 	if a.log == nil {
 		a.log = slog.Default()
 	}
@@ -91,11 +106,12 @@ func New(opts Options) (*Agent, error) {
 		}
 	}()
 	for i, sw := range a.cfg.Switches {
-		st, err := ipam.Open(filepath.Join(a.cfg.StateDir, "ipam-"+sw.Name+".db"), a.cfg.switchRanges(i))
+		st, err := ipam.Open(a.ipamPath(sw.Name), a.cfg.switchRanges(i))
 		if err != nil {
 			return nil, fmt.Errorf("new agent: switch %s: %w", sw.Name, err)
 		}
 		a.stores[sw.Name] = st
+		a.defaults[sw.Name] = switchPolicy(&a.cfg.Switches[i])
 	}
 	var err error
 	if a.recs, err = openRecords(filepath.Join(a.cfg.StateDir, "attachments.db")); err != nil {
@@ -174,6 +190,8 @@ func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*a
 	if err := a.notReady(); err != nil {
 		return nil, err
 	}
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	defer a.lock(req.Key)()
 	if r, ok := a.get(req.Key); ok {
 		if req.Switch != "" && req.Switch != r.Switch {
@@ -188,8 +206,7 @@ func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*a
 	}
 	sw, ok := a.cfg.Switch(req.Switch)
 	if !ok {
-		return nil, &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeInvalidRequest, Field: "switch",
-			Message: fmt.Sprintf("switch: unknown switch %q; this node has %s", req.Switch, strings.Join(a.switchNames(), ", "))}}
+		return nil, a.unknownSwitch(req.Switch)
 	}
 	mtu := sw.MTU
 	if req.MTU != 0 {
@@ -217,6 +234,7 @@ func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*a
 	return a.attachment(r)
 }
 
+// switchNames lists the switches (swMu held).
 func (a *Agent) switchNames() []string {
 	out := make([]string, len(a.cfg.Switches))
 	for i, s := range a.cfg.Switches {
@@ -225,8 +243,8 @@ func (a *Agent) switchNames() []string {
 	return out
 }
 
-// attachment builds the API view of r: addresses from IPAM, a default route per family,
-// and the port if attached.
+// attachment builds the API view of r: addresses from IPAM, a default route per family
+// unless the switch is secondary, and the port if attached (swMu held).
 func (a *Agent) attachment(r *record) (*agentapi.Attachment, error) {
 	st, ok := a.stores[r.Switch]
 	if !ok {
@@ -241,8 +259,9 @@ func (a *Agent) attachment(r *record) (*agentapi.Attachment, error) {
 	}
 	at := &agentapi.Attachment{Key: r.Key, NetNS: r.NetNS, PodName: r.PodName, PodNamespace: r.PodNamespace,
 		MTU: r.MTU, Switch: r.Switch, MAC: r.MAC}
+	secondary := false
 	if sw, ok := a.cfg.Switch(r.Switch); ok {
-		at.Offload = sw.Offload
+		at.Offload, secondary = sw.Offload, sw.Secondary
 	}
 	var v4, v6 bool
 	for _, ad := range al.Addrs {
@@ -253,10 +272,10 @@ func (a *Agent) attachment(r *record) (*agentapi.Attachment, error) {
 			v6 = true
 		}
 	}
-	if v4 {
+	if v4 && !secondary {
 		at.Routes = append(at.Routes, agentapi.Route{Dst: netip.MustParsePrefix("0.0.0.0/0")})
 	}
-	if v6 {
+	if v6 && !secondary {
 		at.Routes = append(at.Routes, agentapi.Route{Dst: netip.MustParsePrefix("::/0")})
 	}
 	if r.HostIfName != "" {
@@ -276,6 +295,8 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 	if err := a.notReady(); err != nil {
 		return nil, err
 	}
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	defer a.lock(req.Key)()
 	r, ok := a.get(req.Key)
 	if !ok {
@@ -292,10 +313,10 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 	if req.PodMAC != "" {
 		nr.PodMAC = req.PodMAC
 	}
+	nr.policy = a.podPolicy(&nr)
 	// AdoptPort, not AttachPort: the link must carry this attachment's owner alias, so a
 	// wrong name or index can never put one of the node's own interfaces on the switch.
-	pi, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex,
-		Owner: ownerKey(r), PodMAC: nr.identityMAC(), PodIPs: a.podIPs(r)})
+	pi, err := a.dp.AdoptPort(ctx, a.portRequest(&nr, req.HostIfName, req.HostIfIndex))
 	if err != nil {
 		return nil, fmt.Errorf("attach %s to switch %s: %w", req.HostIfName, r.Switch, err)
 	}
@@ -304,6 +325,7 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 		return nil, err
 	}
 	a.set(&nr)
+	a.portAttached(&nr)
 	return &agentapi.Port{Switch: r.Switch, Name: pi.Name, HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, Up: pi.Active}, nil
 }
 
@@ -315,6 +337,8 @@ func (a *Agent) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*age
 	if a.closed.Load() {
 		return nil, agentapi.NewError(agentapi.CodeNotReady, "agent is shutting down")
 	}
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	defer a.lock(req.Key)()
 	released, err := a.release(req.Key)
 	if err != nil {
@@ -323,8 +347,8 @@ func (a *Agent) Release(ctx context.Context, req *agentapi.ReleaseRequest) (*age
 	return &agentapi.ReleaseResponse{Released: released}, nil
 }
 
-// release detaches, frees the addresses and forgets the record (the caller holds the key's
-// lock). Addresses go before the record: a crash in between leaves a record without
+// release detaches, frees the addresses and forgets the record (the caller holds swMu and
+// the key's lock). Addresses go before the record: a crash in between leaves a record without
 // addresses, which recovery drops.
 func (a *Agent) release(k agentapi.Key) (bool, error) {
 	r, ok := a.get(k)
@@ -358,6 +382,8 @@ func (a *Agent) release(k agentapi.Key) (bool, error) {
 // Check implements agentapi.Interface.
 func (a *Agent) Check(ctx context.Context, req *agentapi.CheckRequest) (*agentapi.Attachment, error) {
 	a.metrics.calls[opCheck].Add(1)
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	r, ok := a.get(req.Key)
 	if !ok {
 		return nil, agentapi.NewError(agentapi.CodeNotFound, fmt.Sprintf("no attachment %s", req.Key))
@@ -379,6 +405,8 @@ func (a *Agent) records() []*record {
 // List implements agentapi.Interface.
 func (a *Agent) List(ctx context.Context) (*agentapi.AttachmentList, error) {
 	a.metrics.calls[opList].Add(1)
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	l := &agentapi.AttachmentList{Items: []agentapi.Attachment{}}
 	for _, r := range a.records() {
 		at, err := a.attachment(r)
@@ -398,6 +426,8 @@ func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCRe
 	if a.closed.Load() {
 		return nil, agentapi.NewError(agentapi.CodeNotReady, "agent is shutting down")
 	}
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	valid := make(map[agentapi.Key]bool, len(req.Valid))
 	for _, k := range req.Valid {
 		valid[k] = true
@@ -447,6 +477,8 @@ func (a *Agent) gcOne(k agentapi.Key, removed *[]agentapi.Key) error {
 // Status implements agentapi.Interface.
 func (a *Agent) Status(ctx context.Context) (*agentapi.Status, error) {
 	a.metrics.calls[opStatus].Add(1)
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	st := &agentapi.Status{Ready: true, AgentVersion: Version, Switches: a.switchNames()}
 	if err := a.notReady(); err != nil {
 		st.Ready, st.Reason, st.Switches = false, strings.TrimPrefix(err.(*agentapi.Error).Message, "agent not ready: "), nil
@@ -454,13 +486,43 @@ func (a *Agent) Status(ctx context.Context) (*agentapi.Status, error) {
 	return st, nil
 }
 
-// Switches implements agentapi.Inspector.
+// Switches implements agentapi.Inspector: the dataplane's switches and ports, with the pod
+// and the PortPolicy behind each port from the attachment records.
 func (a *Agent) Switches(ctx context.Context) (*agentapi.SwitchList, error) {
-	return a.dp.Switches(ctx)
+	sl, err := a.dp.Switches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	type owner struct{ pod, policy string }
+	byPort := map[string]owner{}
+	for _, r := range a.records() {
+		if r.HostIfName == "" {
+			continue
+		}
+		o := owner{}
+		if r.PodName != "" {
+			o.pod = r.PodNamespace + "/" + r.PodName
+		}
+		if r.policy != nil {
+			o.policy = r.policy.Policy
+		}
+		byPort[vale.JoinName(r.Switch, r.HostIfName)] = o
+	}
+	for i := range sl.Items {
+		for j := range sl.Items[i].Ports {
+			p := &sl.Items[i].Ports[j]
+			if o, ok := byPort[p.Name]; ok {
+				p.Pod, p.Policy = o.pod, o.policy
+			}
+		}
+	}
+	return sl, nil
 }
 
 // FDB implements agentapi.Inspector.
 func (a *Agent) FDB(ctx context.Context, sw string) (*agentapi.FDB, error) {
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	if _, ok := a.stores[sw]; !ok {
 		return nil, agentapi.NewError(agentapi.CodeNotFound, fmt.Sprintf("no switch %q; this node has %s", sw, strings.Join(a.switchNames(), ", ")))
 	}
@@ -472,25 +534,23 @@ func ownerKey(r *record) string {
 	return epair.OwnerKey(r.Network, r.Key.ContainerID, r.Key.IfName)
 }
 
-// recordOf finds the attachment whose host link's alias records owner.
-func (a *Agent) recordOf(owner string) (*record, bool) {
-	if _, cid, ifn, ok := epair.ParseOwnerKey(owner); ok {
-		r, ok := a.get(agentapi.Key{ContainerID: cid, IfName: ifn})
-		return r, ok && ownerKey(r) == owner
-	}
-	for _, r := range a.records() { // a hashed key: compare with each record's
-		if ownerKey(r) == owner {
-			return r, true
-		}
-	}
-	return nil, false
-}
-
 // timed records a call's latency (a histogram for /metrics) and logs it at debug level.
 func (a *Agent) timed(op int, k agentapi.Key, start time.Time) {
 	d := time.Since(start)
 	a.metrics.observe(op, d)
 	a.log.Debug("api call", "op", opNames[op], "key", k.String(), "duration", d)
+}
+
+// ipamPath is the IPAM store of switch sw.
+func (a *Agent) ipamPath(sw string) string {
+	return filepath.Join(a.cfg.StateDir, "ipam-"+sw+".db")
+}
+
+// portRequest asks for r's host link as a port with the pod's identity and its effective
+// policy (swMu held).
+func (a *Agent) portRequest(r *record, hostIfName string, hostIfIndex int) PortRequest {
+	return PortRequest{Switch: r.Switch, HostIfName: hostIfName, HostIfIndex: hostIfIndex,
+		Owner: ownerKey(r), PodMAC: r.identityMAC(), PodIPs: a.podIPs(r), Policy: a.policyOf(r)}
 }
 
 // podIPs are an attachment's addresses from IPAM (nil when they cannot be read: the port

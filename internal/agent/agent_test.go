@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
 )
@@ -28,6 +30,9 @@ type memDataplane struct {
 	mu     sync.Mutex
 	ports  map[string]agentapi.PortInfo // switch/hostIfName
 	podMAC map[string]string            // switch/hostIfName: the identity MAC of the last attach
+	policy map[string]dataplane.PortPolicy
+	added  []string // switches added at run time
+	addErr error    // AddSwitch's error, when set
 	closed bool
 
 	announced atomic.Int32 // AnnounceGateways calls
@@ -46,7 +51,57 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 		d.podMAC = map[string]string{}
 	}
 	d.podMAC[req.Switch+"/"+req.HostIfName] = req.PodMAC
+	if d.policy == nil {
+		d.policy = map[string]dataplane.PortPolicy{}
+	}
+	d.policy[req.Switch+"/"+req.HostIfName] = req.Policy
 	return pi, nil
+}
+
+func (d *memDataplane) SetPortPolicy(sw, host string, pol dataplane.PortPolicy) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.ports[sw+"/"+host]; !ok {
+		return fmt.Errorf("port %s:%s: %w", sw, host, dataplane.ErrNoPort)
+	}
+	d.policy[sw+"/"+host] = pol
+	return nil
+}
+
+// portPolicy is the policy the port of a host link has now.
+func (d *memDataplane) portPolicy(sw, host string) (dataplane.PortPolicy, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.ports[sw+"/"+host]; !ok {
+		return dataplane.PortPolicy{}, false
+	}
+	return d.policy[sw+"/"+host], true
+}
+
+func (d *memDataplane) AddSwitch(sc SwitchConfig) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.addErr != nil {
+		return d.addErr
+	}
+	d.added = append(d.added, sc.Name)
+	return nil
+}
+
+func (d *memDataplane) RemoveSwitch(_ context.Context, name string) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	i := slices.Index(d.added, name)
+	if i < 0 {
+		return fmt.Errorf("switch %q: %w", name, dataplane.ErrNoSwitch)
+	}
+	d.added = slices.Delete(d.added, i, i+1)
+	for k := range d.ports {
+		if strings.HasPrefix(k, name+"/") {
+			delete(d.ports, k)
+		}
+	}
+	return nil
 }
 
 // testPodMAC is the pod MAC the tests' plugin reports at Attach.
@@ -87,11 +142,17 @@ func (d *memDataplane) Port(sw, host string) (agentapi.PortInfo, bool) {
 func (d *memDataplane) Switches(context.Context) (*agentapi.SwitchList, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := agentapi.SwitchInfo{Name: "vale0"}
-	for _, p := range d.ports {
-		s.Ports = append(s.Ports, p)
+	sl := &agentapi.SwitchList{}
+	for _, name := range append([]string{"vale0"}, d.added...) {
+		s := agentapi.SwitchInfo{Name: name}
+		for k, p := range d.ports {
+			if strings.HasPrefix(k, name+"/") {
+				s.Ports = append(s.Ports, p)
+			}
+		}
+		sl.Items = append(sl.Items, s)
 	}
-	return &agentapi.SwitchList{Items: []agentapi.SwitchInfo{s}}, nil
+	return sl, nil
 }
 
 func (d *memDataplane) FDB(_ context.Context, sw string) (*agentapi.FDB, error) {
@@ -560,23 +621,5 @@ func TestAttachRecordsPodMAC(t *testing.T) {
 	}
 	if got := f.dp.podMAC["vale0/"+p.HostName]; got != mac {
 		t.Fatalf("identity MAC after a restart %q, want %q", got, mac)
-	}
-}
-
-// recordOf finds an attachment from its link's owner alias, also when the plugin had to
-// hash a long container ID into it (cluster mode finds the pod, and its PortPolicy, so).
-func TestRecordOfOwner(t *testing.T) {
-	a := &Agent{atts: map[agentapi.Key]*record{}}
-	short := &record{Key: key("c1"), Network: "podnet"}
-	long := &record{Key: agentapi.Key{ContainerID: strings.Repeat("f", 250), IfName: "eth0"}, Network: "podnet"}
-	a.set(short)
-	a.set(long)
-	for _, r := range []*record{short, long} {
-		if got, ok := a.recordOf(ownerKey(r)); !ok || got != r {
-			t.Errorf("recordOf(%q) = %v, %v; want the record", ownerKey(r), got, ok)
-		}
-	}
-	if _, ok := a.recordOf("othernet/c1/eth0"); ok {
-		t.Error("recordOf matched another network's owner")
 	}
 }

@@ -12,12 +12,15 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
 	"github.com/epair-cni/epair/internal/controller"
 	"github.com/epair-cni/epair/internal/dataplane"
+	"github.com/epair-cni/epair/pkg/agentapi"
+	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/vale"
 )
 
@@ -81,8 +84,18 @@ func TestClusterDataplaneBeforeStart(t *testing.T) {
 	if err := c.SetPodCIDRs(ctx, nil); err == nil {
 		t.Fatal("SetPodCIDRs(nil) succeeded")
 	}
-	if err := c.ApplySwitch(ctx, controller.SwitchConfig{Name: "vale1", MTU: 1500}); !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("ApplySwitch(other switch) = %v, want ErrUnsupported", err)
+	// A secondary switch needs its own ranges, the primary must not have any, and a
+	// secondary waits (is retried) until the agent runs.
+	var fe *controller.FieldError
+	if err := c.ApplySwitch(ctx, controller.SwitchConfig{Name: "vale1", MTU: 1500}); !errors.As(err, &fe) || fe.Field != "podCIDRs" {
+		t.Fatalf("ApplySwitch(secondary without podCIDRs) = %v, want a podCIDRs FieldError", err)
+	}
+	sec := controller.SwitchConfig{Name: "vale1", MTU: 1500, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.99.0.0/24")}}
+	if err := c.ApplySwitch(ctx, sec); !errors.Is(err, errNotStarted) {
+		t.Fatalf("ApplySwitch(secondary) before start = %v, want errNotStarted", err)
+	}
+	if err := c.ApplySwitch(ctx, controller.SwitchConfig{Name: "vale0", MTU: 1500, PodCIDRs: sec.PodCIDRs}); !errors.As(err, &fe) || fe.Field != "podCIDRs" {
+		t.Fatalf("ApplySwitch(primary with podCIDRs) = %v, want a podCIDRs FieldError", err)
 	}
 	cidrs := []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}
 	if err := c.SetPodCIDRs(ctx, cidrs); err != nil {
@@ -93,8 +106,7 @@ func TestClusterDataplaneBeforeStart(t *testing.T) {
 		t.Fatal("startable without the switch")
 	default:
 	}
-	// A switch deleted before start is forgotten.
-	sc := controller.SwitchConfig{Name: "vale0", Generation: 2, MTU: 1400, FDBAging: time.Minute,
+	sc := controller.SwitchConfig{Name: "vale0", Generation: 2, MTU: 1400, FDBAging: time.Minute, MaxPorts: 100,
 		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("fair")}}
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
@@ -107,11 +119,9 @@ func TestClusterDataplaneBeforeStart(t *testing.T) {
 	if err := c.prepareConfig(); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.cfg.Switches[0]; got.MTU != 1400 || len(got.Ranges) != 1 || got.Ranges[0].Subnet != "10.244.3.0/24" {
+	if got := c.cfg.Switches[0]; got.MTU != 1400 || len(got.Ranges) != 1 || got.Ranges[0].Subnet != "10.244.3.0/24" ||
+		got.MaxPorts != 100 || got.FDBAging != Duration(time.Minute) || got.antiSpoofing() {
 		t.Fatalf("prepared switch config %+v", got)
-	}
-	if c.defPolicy.Discipline != dataplane.DiscFair || c.defPolicy.QueueLen != 128 {
-		t.Fatalf("default policy %+v", c.defPolicy)
 	}
 	// Started: a changed pod CIDR or switch needs a restart; the same ones are fine.
 	if err := c.SetPodCIDRs(ctx, cidrs); err != nil {
@@ -144,9 +154,6 @@ func TestClusterDataplanePolicies(t *testing.T) {
 		if err := c.ApplyPortPolicy(ctx, pod, p); !errors.Is(err, controller.ErrNoPort) {
 			t.Errorf("ApplyPortPolicy(%s) without a port = %v, want ErrNoPort", p.Policy, err)
 		}
-	}
-	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/r", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
-		t.Errorf("ApplyPortPolicy without a port = %v, want ErrNoPort", err)
 	}
 	if err := c.ClearPortPolicy(ctx, pod); err != nil {
 		t.Errorf("ClearPortPolicy without a port = %v", err)
@@ -181,89 +188,200 @@ func TestClusterForwarding(t *testing.T) {
 	}
 }
 
-// TestClusterDataplaneLive drives the cluster dataplane over a real internal/dataplane in a
-// network namespace of its own: a live port gets a PortPolicy and loses it, the switch's
-// default queue changes live on ports without a policy, an MTU change needs a restart,
-// and the status snapshot shows the pod, the policy and the queue.
-func TestClusterDataplaneLive(t *testing.T) {
+// fakePolicies is the controller's side of PodPolicies: a PortPolicy per pod, and the
+// PortAttached notices.
+type fakePolicies struct {
+	mu       sync.Mutex
+	pols     map[string]controller.PolicyConfig
+	attached []string
+}
+
+func (f *fakePolicies) PolicyFor(ns, name string) (controller.PolicyConfig, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pols[ns+"/"+name]
+	return p, ok
+}
+
+func (f *fakePolicies) PortAttached(pod controller.PodRef) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.attached = append(f.attached, pod.String())
+}
+
+// nsLinks are the veth pairs of a test's network namespace as the agent's Links: List
+// reports those given to add, Destroy deletes the link.
+type nsLinks struct {
+	t  *testing.T
+	ns string
+	memLinks
+}
+
+func (l *nsLinks) add(name, owner string) epair.Pair {
+	l.t.Helper()
+	if out, err := exec.Command("ip", "-n", l.ns, "link", "set", "dev", name, "alias", epair.AliasPrefix+owner).CombinedOutput(); err != nil {
+		l.t.Fatalf("set alias of %s: %v: %s", name, err, out)
+	}
+	out, err := exec.Command("ip", "-n", l.ns, "-o", "link", "show", "dev", name).Output()
+	if err != nil {
+		l.t.Fatalf("ip link show %s: %v", name, err)
+	}
+	idx, _, _ := strings.Cut(string(out), ":")
+	p := epair.Pair{HostName: name, Owner: owner}
+	fmt.Sscan(idx, &p.HostIndex)
+	l.mu.Lock()
+	l.pairs[name] = p
+	l.mu.Unlock()
+	return p
+}
+
+func (l *nsLinks) Destroy(name string) error {
+	if err := l.memLinks.Destroy(name); err != nil {
+		return err
+	}
+	if out, err := exec.Command("ip", "-n", l.ns, "link", "del", "dev", name).CombinedOutput(); err != nil {
+		return fmt.Errorf("ip link del %s: %v: %s", name, err, out)
+	}
+	return nil
+}
+
+// liveCluster is a cluster dataplane over a real internal/dataplane and agent in a network
+// namespace of the test's own, with veth pairs standing for pods.
+type liveCluster struct {
+	t     *testing.T
+	ns    string
+	c     *clusterDataplane
+	a     *Agent
+	links *nsLinks
+	pods  *fakePolicies
+	macs  int
+}
+
+func newLiveCluster(t *testing.T, sc controller.SwitchConfig, cidr string) *liveCluster {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespace, veth, TAP)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("needs iproute2's ip")
 	}
-	ns := fmt.Sprintf("eptest-agentcl-%d", os.Getpid())
-	run := func(args ...string) {
-		t.Helper()
-		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v: %s", args, err, out)
-		}
-	}
-	run("netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() })
-	run("-n", ns, "link", "add", "epcl0a", "type", "veth", "peer", "name", "epcl0b")
-	run("-n", ns, "link", "set", "epcl0a", "up")
-	run("-n", ns, "link", "set", "epcl0b", "up")
-	run("-n", ns, "link", "add", "epcl1a", "type", "veth", "peer", "name", "epcl1b")
-	run("-n", ns, "link", "set", "epcl1a", "up")
-	run("-n", ns, "link", "set", "epcl1b", "up")
-
+	l := &liveCluster{t: t, ns: fmt.Sprintf("eptest-agentcl-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6),
+		pods: &fakePolicies{pols: map[string]controller.PolicyConfig{}}}
+	l.ip("netns", "add", l.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "delete", l.ns).Run() })
+	l.links = &nsLinks{t: t, ns: l.ns, memLinks: memLinks{pairs: map[string]epair.Pair{}}}
 	ctx := context.Background()
-	c := testClusterDP(t)
-	c.cfg.Backend = "packet"
-	c.cfg.StateDir = t.TempDir()
-	if err := c.SetPodCIDRs(ctx, []netip.Prefix{netip.MustParsePrefix("10.250.7.0/24")}); err != nil {
+	l.c = testClusterDP(t)
+	l.c.cfg.Backend = "packet"
+	l.c.cfg.StateDir = t.TempDir()
+	if err := l.c.SetPodCIDRs(ctx, []netip.Prefix{netip.MustParsePrefix(cidr)}); err != nil {
 		t.Fatal(err)
 	}
-	sc := controller.SwitchConfig{Name: "vale0", Generation: 1, MTU: 1500,
-		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("classic")},
-		PortSecurity: controller.PortSecurityConfig{AntiSpoofing: true, BroadcastRate: 1000, MulticastRate: 5000}}
-	if err := c.ApplySwitch(ctx, sc); err != nil {
+	if err := l.c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.prepareConfig(); err != nil {
+	if err := l.c.prepareConfig(); err != nil {
 		t.Fatal(err)
 	}
-	dc, err := DataplaneConfig(c.cfg)
+	dc, err := DataplaneConfig(l.c.cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dc.NetNS = "/run/netns/" + ns
-	dc.DefaultPolicy = c.defPolicy
+	dc.NetNS = "/run/netns/" + l.ns
 	d, err := dataplane.New(dc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { d.Close(dataplane.CloseOptions{Uninstall: true}) })
-	c.mu.Lock()
-	c.d = d
-	c.mu.Unlock()
-	ports := &clusterPorts{realDataplane: newRealDataplane(c.cfg, d), c: c}
-	pi, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl0a", Owner: "test/cid/eth0",
-		PodMAC: "02:00:00:0a:fa:07", PodIPs: []netip.Addr{netip.MustParseAddr("10.250.7.5")}})
+	rd, err := newRealDataplane(l.c.cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pod := controller.PodRef{Namespace: "ns", Name: "p"}
-	c.mu.Lock()
-	c.podPorts[pod.String()], c.portPods[pi.Name] = pi.Name, pod.String()
-	c.mu.Unlock()
-
-	policy := func() dataplane.PortPolicy {
-		t.Helper()
-		p, err := d.Port(pi.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p.Policy
+	a, err := New(Options{Config: l.c.cfg, Dataplane: rd, Links: l.links, Policies: l.pods, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		d.Close(dataplane.CloseOptions{})
+		t.Fatal(err)
 	}
-	if got := policy(); got.QueueLen != 128 || got.AllowSpoofing || got.BroadcastRate != 1000 || got.MulticastRate != 5000 {
+	t.Cleanup(func() { a.Uninstall() })
+	if err := a.SetSwitchDefault(sc.Name, switchDefaultPolicy(sc)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.c.mu.Lock()
+	l.c.a, l.a = a, a
+	l.c.mu.Unlock()
+	return l
+}
+
+func (l *liveCluster) ip(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("ip %v: %v: %s", args, err, out)
+	}
+}
+
+// pod adds a veth pair host/host+"p" and does what the plugin's ADD does with it: allocate
+// for pod ns/name on sw, attach the host end. It returns the port's name.
+func (l *liveCluster) pod(id, ifname, sw, host string) string {
+	l.t.Helper()
+	l.ip("-n", l.ns, "link", "add", host, "type", "veth", "peer", "name", host+"p")
+	l.ip("-n", l.ns, "link", "set", host, "up")
+	l.ip("-n", l.ns, "link", "set", host+"p", "up")
+	ctx := context.Background()
+	k := agentapi.Key{ContainerID: id, IfName: ifname}
+	if _, err := l.a.Allocate(ctx, &agentapi.AllocateRequest{Key: k, Network: "net", Switch: sw, PodNamespace: "ns", PodName: id}); err != nil {
+		l.t.Fatalf("allocate %s: %v", k, err)
+	}
+	p := l.links.add(host, epair.OwnerKey("net", id, ifname))
+	l.macs++
+	mac := fmt.Sprintf("02:00:00:00:01:%02x", l.macs)
+	port, err := l.a.Attach(ctx, &agentapi.AttachRequest{Key: k, HostIfName: host, HostIfIndex: p.HostIndex, PodMAC: mac})
+	if err != nil {
+		l.t.Fatalf("attach %s: %v", k, err)
+	}
+	return port.Name
+}
+
+// policy is the policy of the dataplane's port name.
+func (l *liveCluster) policy(name string) dataplane.PortPolicy {
+	l.t.Helper()
+	p, err := l.a.dp.(*realDataplane).d.Port(name)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return p.Policy
+}
+
+// primarySwitch is the conflist's VirtualSwitch of the live tests: a 128-frame default
+// queue and the chart's port security.
+func primarySwitch() controller.SwitchConfig {
+	return controller.SwitchConfig{Name: "vale0", Generation: 1, MTU: 1500,
+		DefaultQueue: controller.QueueConfig{Length: 128, Discipline: epairv1.Discipline("classic")},
+		PortSecurity: controller.PortSecurityConfig{AntiSpoofing: true, BroadcastRate: 1000, MulticastRate: 5000}}
+}
+
+// TestClusterDataplaneLive drives the cluster dataplane over a real agent and
+// internal/dataplane in a network namespace of its own: a live port gets a PortPolicy and
+// loses it, the switch's default queue and port security change live on ports without a
+// policy and reach ports attached afterwards, an MTU change needs a restart, and the status
+// snapshot shows the pod, the policy and the queue.
+func TestClusterDataplaneLive(t *testing.T) {
+	sc := primarySwitch()
+	l := newLiveCluster(t, sc, "10.250.7.0/24")
+	c, ctx := l.c, context.Background()
+	name := l.pod("p", "eth0", "", "epcl0a")
+	pod := controller.PodRef{Namespace: "ns", Name: "p"}
+	if got := l.policy(name); got.QueueLen != 128 || got.AllowSpoofing || got.BroadcastRate != 1000 || got.MulticastRate != 5000 {
 		t.Fatalf("attached with %+v, want the switch's default queue of 128 and its port security", got)
+	}
+	if !slices.Equal(l.pods.attached, []string{"ns/p"}) {
+		t.Fatalf("PortAttached notices %v, want ns/p", l.pods.attached)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 || got.AllowSpoofing {
+	if got := l.policy(name); got.RateBitsPerSec != 10_000_000 || got.Priority != 2 || got.QueueLen != 128 || got.AllowSpoofing {
 		t.Fatalf("policy after apply %+v, want the switch's anti-spoofing kept", got)
 	}
 	// Anti-spoofing off and on again, live; the port carries the pod's identity.
@@ -271,16 +389,16 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/as", RateBPS: 10_000_000, Priority: 2, AntiSpoofing: &off}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); !got.AllowSpoofing || got.RateBitsPerSec != 10_000_000 {
+	if got := l.policy(name); !got.AllowSpoofing || got.RateBitsPerSec != 10_000_000 {
 		t.Fatalf("policy opting out of anti-spoofing %+v", got)
 	}
-	if p, _ := d.Port(pi.Name); p.PodMAC.String() != "02:00:00:0a:fa:07" || len(p.PodIPs) != 1 || p.PodIPs[0] != netip.MustParseAddr("10.250.7.5") {
+	if p, _ := l.a.dp.(*realDataplane).d.Port(name); p.PodMAC.String() != "02:00:00:00:01:01" || len(p.PodIPs) != 1 || !netip.MustParsePrefix("10.250.7.0/24").Contains(p.PodIPs[0]) {
 		t.Fatalf("port identity %v %v", p.PodMAC, p.PodIPs)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.AllowSpoofing {
+	if got := l.policy(name); got.AllowSpoofing {
 		t.Fatalf("anti-spoofing still off after the policy dropped the opt-out: %+v", got)
 	}
 	// Mirror on and off, live; a mirror to the port itself is refused.
@@ -288,7 +406,7 @@ func TestClusterDataplaneLive(t *testing.T) {
 		Mirror: &controller.MirrorConfig{Monitor: "mon0", RX: true, TX: true}}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.Mirror != (dataplane.Mirror{Monitor: "mon0", RX: true, TX: true}) {
+	if got := l.policy(name); got.Mirror != (dataplane.Mirror{Monitor: "mon0", RX: true, TX: true}) {
 		t.Fatalf("policy with mirror %+v", got)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/m", Mirror: &controller.MirrorConfig{Monitor: "epcl0a", RX: true}}); !errors.Is(err, dataplane.ErrInvalid) {
@@ -297,7 +415,7 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 10_000_000, Priority: 2}); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.Mirror.RX || got.Mirror.TX {
+	if got := l.policy(name); got.Mirror.RX || got.Mirror.TX {
 		t.Fatalf("mirror still on after the policy dropped it: %+v", got)
 	}
 	snap, err := c.Status(ctx)
@@ -310,7 +428,7 @@ func TestClusterDataplaneLive(t *testing.T) {
 			found = p.Pod == "ns/p" && p.Policy == "ns/lim" && p.QueueLength >= 128
 		}
 	}
-	if !found || len(snap.Switches) != 1 || snap.Switches[0].Ports != 1 {
+	if !found || len(snap.Switches) != 1 || snap.Switches[0].Ports != 1 || snap.Switches[0].ObservedGeneration != 1 {
 		t.Fatalf("snapshot %+v", snap)
 	}
 	// Live default queue: the port keeps its PortPolicy; after clearing it gets the new default.
@@ -318,22 +436,22 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.RateBitsPerSec != 10_000_000 || got.QueueLen != 300 {
+	if got := l.policy(name); got.RateBitsPerSec != 10_000_000 || got.QueueLen != 300 {
 		t.Fatalf("after a default queue change %+v, want the PortPolicy's rate kept and the new queue length it leaves to the switch", got)
 	}
 	if err := c.ClearPortPolicy(ctx, pod); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.RateBitsPerSec != 0 || got.QueueLen != 300 {
+	if got := l.policy(name); got.RateBitsPerSec != 0 || got.QueueLen != 300 {
 		t.Fatalf("policy after clear %+v, want the new default queue", got)
 	}
 	// Live port security: a port without a PortPolicy gets the switch's new default, and so
-	// does a port attached afterwards (not the dataplane's start-up default).
+	// does a port attached afterwards (not the start-up default).
 	sc.Generation, sc.PortSecurity = 3, controller.PortSecurityConfig{AntiSpoofing: false, BroadcastRate: 50, MulticastRate: 60}
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); !got.AllowSpoofing || got.BroadcastRate != 50 || got.MulticastRate != 60 {
+	if got := l.policy(name); !got.AllowSpoofing || got.BroadcastRate != 50 || got.MulticastRate != 60 {
 		t.Fatalf("policy after a live port security change %+v", got)
 	}
 	// A port with a PortPolicy that leaves port security to the switch follows it too.
@@ -344,7 +462,7 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	if got := policy(); got.AllowSpoofing || got.BroadcastRate != 70 || got.RateBitsPerSec != 10_000_000 {
+	if got := l.policy(name); got.AllowSpoofing || got.BroadcastRate != 70 || got.RateBitsPerSec != 10_000_000 {
 		t.Fatalf("a port with a PortPolicy after a live port security change: %+v, want the switch's new port security and the policy's rate", got)
 	}
 	if err := c.ClearPortPolicy(ctx, pod); err != nil {
@@ -354,13 +472,17 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplySwitch(ctx, sc); err != nil {
 		t.Fatal(err)
 	}
-	pi2, err := ports.AttachPort(ctx, PortRequest{Switch: "vale0", HostIfName: "epcl1a", Owner: "test/cid1/eth0",
-		PodMAC: "02:00:00:0a:fa:08", PodIPs: []netip.Addr{netip.MustParseAddr("10.250.7.6")}})
-	if err != nil {
-		t.Fatal(err)
+	name2 := l.pod("q", "eth0", "", "epcl1a")
+	if got := l.policy(name2); got.QueueLen != 300 || !got.AllowSpoofing || got.BroadcastRate != 50 {
+		t.Fatalf("port attached after the live changes: %+v; want queue 300 and the new port security", got)
 	}
-	if p2, err := d.Port(pi2.Name); err != nil || p2.Policy.QueueLen != 300 || !p2.Policy.AllowSpoofing || p2.Policy.BroadcastRate != 50 {
-		t.Fatalf("port attached after the live changes: %+v, %v; want queue 300 and the new port security", p2.Policy, err)
+	// A pod the controller has a PortPolicy for gets it at attach.
+	l.pods.mu.Lock()
+	l.pods.pols["ns/r"] = controller.PolicyConfig{Policy: "ns/fast", Priority: 1, RateBPS: 5_000_000}
+	l.pods.mu.Unlock()
+	name3 := l.pod("r", "eth0", "", "epcl2a")
+	if got := l.policy(name3); got.RateBitsPerSec != 5_000_000 || got.QueueLen != 300 || !got.AllowSpoofing {
+		t.Fatalf("port of a pod with a PortPolicy at attach: %+v", got)
 	}
 	sc.Generation, sc.MTU = 4, 1400
 	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) {
@@ -370,11 +492,115 @@ func TestClusterDataplaneLive(t *testing.T) {
 	if err := c.ApplySwitch(ctx, sc); !errors.Is(err, ErrRestartRequired) || !strings.Contains(err.Error(), "offload false→true") {
 		t.Fatalf("offload change = %v, want ErrRestartRequired naming offload", err)
 	}
-	if err := ports.DetachPort("vale0", "epcl0a"); err != nil {
+	if _, err := l.a.Release(ctx, &agentapi.ReleaseRequest{Key: agentapi.Key{ContainerID: "p", IfName: "eth0"}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 1e6}); !errors.Is(err, controller.ErrNoPort) {
-		t.Fatalf("policy after detach = %v, want ErrNoPort", err)
+		t.Fatalf("policy after release = %v, want ErrNoPort", err)
+	}
+}
+
+// TestClusterSecondarySwitch adds a second VirtualSwitch to the running agent, gives a pod
+// a second interface on it, applies a PortPolicy to both of the pod's ports, and deletes
+// the switch: the pod loses that interface (link, port, addresses) and keeps its first one,
+// and another pod on the first switch is untouched.
+func TestClusterSecondarySwitch(t *testing.T) {
+	sc := primarySwitch()
+	l := newLiveCluster(t, sc, "10.250.8.0/24")
+	c, ctx := l.c, context.Background()
+	sec := controller.SwitchConfig{Name: "vale1", Generation: 7, MTU: 1400,
+		DefaultQueue: controller.QueueConfig{Length: 64, Discipline: epairv1.Discipline("fair")},
+		PortSecurity: controller.PortSecurityConfig{AntiSpoofing: true, BroadcastRate: 10, MulticastRate: 20},
+		PodCIDRs:     []netip.Prefix{netip.MustParsePrefix("10.251.0.0/24")}}
+	if err := c.ApplySwitch(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.a.SwitchNames(); !slices.Equal(got, []string{"vale0", "vale1"}) {
+		t.Fatalf("switches %v", got)
+	}
+	first := l.pod("p", "eth0", "", "epcl0a")
+	second := l.pod("p", "net1", "vale1", "epcl1a")
+	other := l.pod("o", "eth0", "", "epcl2a")
+	at, err := l.a.Check(ctx, &agentapi.CheckRequest{Key: agentapi.Key{ContainerID: "p", IfName: "net1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at.MTU != 1400 || len(at.IPs) != 1 || !sec.PodCIDRs[0].Contains(at.IPs[0].Address.Addr()) || len(at.Routes) != 0 {
+		t.Fatalf("second interface %+v, want MTU 1400, an address in %v and no default route", at, sec.PodCIDRs)
+	}
+	if got := l.policy(second); got.QueueLen != 64 || got.Discipline != dataplane.DiscFair || got.BroadcastRate != 10 {
+		t.Fatalf("secondary port policy %+v, want the secondary switch's default", got)
+	}
+	// The pod's PortPolicy reaches both of its ports, over each switch's default.
+	pod := controller.PodRef{Namespace: "ns", Name: "p"}
+	if err := c.ApplyPortPolicy(ctx, pod, controller.PolicyConfig{Policy: "ns/lim", RateBPS: 2_000_000}); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := l.policy(first), l.policy(second); a.RateBitsPerSec != 2_000_000 || b.RateBitsPerSec != 2_000_000 || a.QueueLen != 128 || b.QueueLen != 64 {
+		t.Fatalf("policies after a PortPolicy: %+v and %+v", a, b)
+	}
+	// The host reaches the secondary network through its gateway on the host port.
+	out, err := exec.Command("ip", "-n", l.ns, "-o", "addr", "show").Output()
+	if err != nil || !strings.Contains(string(out), "10.251.0.1/24") {
+		t.Fatalf("gateway of the secondary switch not on the node: %v\n%s", err, out)
+	}
+	snap, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gens := map[string]int64{}
+	for _, s := range snap.Switches {
+		gens[s.Name] = s.ObservedGeneration
+	}
+	if gens["vale0"] != 1 || gens["vale1"] != 7 {
+		t.Fatalf("switch generations %v", gens)
+	}
+	// A changed range needs a restart; the queue still applies live.
+	moved := sec
+	moved.Generation, moved.PodCIDRs, moved.DefaultQueue.Length = 8, []netip.Prefix{netip.MustParsePrefix("10.252.0.0/24")}, 32
+	if err := c.ApplySwitch(ctx, moved); !errors.Is(err, ErrRestartRequired) || !strings.Contains(err.Error(), "podCIDRs") {
+		t.Fatalf("podCIDRs change = %v, want ErrRestartRequired naming podCIDRs", err)
+	}
+	if err := c.ClearPortPolicy(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.policy(second); got.QueueLen != 32 {
+		t.Fatalf("secondary queue after a live change %+v", got)
+	}
+
+	if err := c.DeleteSwitch(ctx, "vale1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.a.SwitchNames(); !slices.Equal(got, []string{"vale0"}) {
+		t.Fatalf("switches after delete %v", got)
+	}
+	if _, err := l.a.Check(ctx, &agentapi.CheckRequest{Key: agentapi.Key{ContainerID: "p", IfName: "net1"}}); !errors.Is(err, agentapi.ErrNotFound) {
+		t.Fatalf("second interface after delete: %v, want not found", err)
+	}
+	if err := exec.Command("ip", "-n", l.ns, "link", "show", "dev", "epcl1a").Run(); err == nil {
+		t.Fatal("the second interface's link survived the switch")
+	}
+	for _, n := range []string{first, other} {
+		if _, err := l.a.dp.(*realDataplane).d.Port(n); err != nil {
+			t.Fatalf("port %s of the first switch after deleting the second: %v", n, err)
+		}
+	}
+	if err := exec.Command("ip", "-n", l.ns, "link", "show", "dev", "epcl0a").Run(); err != nil {
+		t.Fatal("the pod's first interface went with the second switch")
+	}
+	if _, err := os.Stat(filepath.Join(l.c.cfg.StateDir, "ipam-vale1.db")); !os.IsNotExist(err) {
+		t.Fatalf("IPAM store of the deleted switch: %v", err)
+	}
+	out, _ = exec.Command("ip", "-n", l.ns, "-o", "addr", "show").Output()
+	if strings.Contains(string(out), "10.251.0.1") {
+		t.Fatalf("gateway of the deleted switch still on the node:\n%s", out)
+	}
+	// The switch can come back, empty.
+	if err := c.ApplySwitch(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.DeleteSwitch(ctx, "vale1"); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -402,7 +628,9 @@ func TestPortStateCountsQueueDropsOnce(t *testing.T) {
 	p.Queue.Drops, p.Queue.Evicted = 7, 2  // the same 5, and 2 evicted
 	p.Counters.Drops[vale.DropRefused] = 3
 	p.Refused[dataplane.RefusedMAC] = 3
-	ps := portState("vale0", p, "ns/p", "")
+	pi := portInfo(p)
+	pi.Pod = "ns/p"
+	ps := portState("vale0", pi)
 	want := []epairv1.DropCount{{Reason: "queue-full", Packets: 7}, {Reason: "spoofed-mac", Packets: 3}}
 	if !slices.Equal(ps.Drops, want) {
 		t.Fatalf("drops %+v, want %+v", ps.Drops, want)

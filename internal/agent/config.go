@@ -22,9 +22,9 @@ const (
 	DefaultStateDir = "/var/lib/epair"
 	DefaultSwitch   = "vale0"
 	DefaultMTU      = limits.DefaultMTU
-	// DefaultRingSlots and DefaultXDPFrames size a port (see Config.RingSlots).
-	DefaultRingSlots = 64
-	DefaultXDPFrames = 128
+	// DefaultRingSlots and DefaultXDPFrames size a port (pkg/limits; see Config.RingSlots).
+	DefaultRingSlots = limits.DefaultRingSlots
+	DefaultXDPFrames = limits.DefaultXDPFrames
 	// MinMTU and MaxMTU bound a switch's MTU (pkg/limits).
 	MinMTU = limits.MinMTU
 	MaxMTU = limits.MaxMTU
@@ -68,11 +68,7 @@ type Config struct {
 	MetricsAddr string `json:"metricsAddr,omitempty"`
 	// RingSlots is the slot count of every port's netmap rings, a power of two in
 	// [64, 8192]; 0 means DefaultRingSlots. With XDPFrames it is what a port costs in
-	// memory: the defaults (64, 128) keep 250 pods under 256 MiB of agent RSS at about
-	// 1.3 Gbit/s of pod-to-pod TCP; 128/256 give about 1.9 Gbit/s for 275 MiB; 1024 slots
-	// with 1024 frames about 2 Gbit/s for 700 MiB (BENCHMARKS.md). The agent sets these
-	// for every port; the dataplane's own defaults (dataplane.DefaultRingSlots,
-	// DefaultXDPFrames: 256 and 1024) apply only to its direct users (tests, dpbench).
+	// memory (pkg/limits says what the defaults buy; BENCHMARKS.md has the figures).
 	RingSlots int `json:"ringSlots,omitempty"`
 	// XDPFrames is the UMEM frame count of every pod link's AF_XDP socket (half receive,
 	// half transmit), a power of two in [64, 16384]; 0 means DefaultXDPFrames (a frame is
@@ -110,6 +106,29 @@ type SwitchConfig struct {
 	// absent: DefaultBroadcastRate, DefaultMulticastRate).
 	BroadcastRate *uint32 `json:"broadcastRate,omitempty"`
 	MulticastRate *uint32 `json:"multicastRate,omitempty"`
+	// BatchSize, MaxPorts, FDBSize and FDBAging are the switch's VALE limits (0: the
+	// dataplane's defaults); cluster mode takes them from the VirtualSwitch.
+	BatchSize int      `json:"batchSize,omitempty"`
+	MaxPorts  int      `json:"maxPorts,omitempty"`
+	FDBSize   int      `json:"fdbSize,omitempty"`
+	FDBAging  Duration `json:"fdbAging,omitempty"`
+	// Secondary makes it a second interface's network (as Multus adds one): its pods get
+	// their addresses and on-link subnets through it but no default route, which stays
+	// with their first interface.
+	Secondary bool `json:"secondary,omitempty"`
+}
+
+// setDefaults fills in the MTU and the storm control limits a configuration left out.
+func (s *SwitchConfig) setDefaults() {
+	if s.MTU == 0 {
+		s.MTU = DefaultMTU
+	}
+	if s.BroadcastRate == nil {
+		s.BroadcastRate = ptr(uint32(DefaultBroadcastRate))
+	}
+	if s.MulticastRate == nil {
+		s.MulticastRate = ptr(uint32(DefaultMulticastRate))
+	}
 }
 
 // antiSpoofing is the switch's setting with its default (on).
@@ -161,16 +180,7 @@ func ParseConfig(data []byte) (*Config, error) {
 		return nil, fmt.Errorf("parse config: %w: trailing data after the JSON object", ErrInvalidConfig)
 	}
 	for i := range c.Switches {
-		s := &c.Switches[i]
-		if s.MTU == 0 {
-			s.MTU = DefaultMTU
-		}
-		if s.BroadcastRate == nil {
-			s.BroadcastRate = ptr(uint32(DefaultBroadcastRate))
-		}
-		if s.MulticastRate == nil {
-			s.MulticastRate = ptr(uint32(DefaultMulticastRate))
-		}
+		c.Switches[i].setDefaults()
 	}
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -211,6 +221,10 @@ func (c *Config) Validate() error {
 	}
 	seen := map[string]bool{}
 	hosts := map[string]bool{}
+	var subnets []struct {
+		p  netip.Prefix
+		sw string
+	}
 	for i, s := range c.Switches {
 		f := fmt.Sprintf("switches[%d]", i)
 		if !switchName.MatchString(s.Name) {
@@ -237,16 +251,34 @@ func (c *Config) Validate() error {
 				return fieldErr(f+r.field, "%d frames/s, want 0 (no limit) to %d", *r.v, limits.MaxStormRate)
 			}
 		}
+		if s.BatchSize < 0 || s.MaxPorts < 0 || s.FDBSize < 0 || s.FDBAging < 0 {
+			return fieldErr(f, "batchSize, maxPorts, fdbSize and fdbAging must not be negative")
+		}
 		if s.HostPort != "" && hosts[s.HostPort] {
 			return fieldErr(f+".hostPort", "%q is used twice", s.HostPort)
 		}
 		hosts[s.HostPort] = true
-		if _, err := ipam.ParseRanges(s.Ranges); err != nil {
+		rs, err := ipam.ParseRanges(s.Ranges)
+		if err != nil {
 			var fe *ipam.FieldError
 			if errors.As(err, &fe) {
 				return fieldErr(f+"."+fe.Field, "%q: %s", fe.Value, fe.Reason)
 			}
 			return fmt.Errorf("%w: %s.ranges: %w", ErrInvalidConfig, f, err)
+		}
+		// Each switch's host port routes its subnets: two switches cannot share addresses.
+		for j, r := range rs {
+			for _, o := range subnets {
+				if r.Subnet.Overlaps(o.p) {
+					return fieldErr(fmt.Sprintf("%s.ranges[%d].subnet", f, j), "%s overlaps %s of switch %s", r.Subnet, o.p, o.sw)
+				}
+			}
+		}
+		for _, r := range rs {
+			subnets = append(subnets, struct {
+				p  netip.Prefix
+				sw string
+			}{r.Subnet, s.Name})
 		}
 	}
 	return nil

@@ -47,6 +47,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/33"}]}]}`, "switches[0].ranges[0].subnet"},
 		{`{"switches":[{"name":"vale0","ranges":[]}]}`, "switches[0]"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale0","ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1].name"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/16"}]},{"name":"vale1","ranges":[{"subnet":"fd00::/64"},{"subnet":"10.0.5.0/24"}]}]}`, "switches[1].ranges[1].subnet"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale1","fdbSize":-1,"ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1]"},
 		{`{"bogus":1}`, "bogus"},
 		{`{"backend":"xdp","switches":[{"name":"vale0","offload":true,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].offload"},
 		{`{"ringSlots":100,"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "ringSlots"},

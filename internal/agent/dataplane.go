@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
 )
 
@@ -19,6 +20,12 @@ type Dataplane interface {
 	AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error)
 	// DetachPort closes the port of the host link; detaching an unknown link succeeds.
 	DetachPort(sw, hostIfName string) error
+	// SetPortPolicy changes the live port's policy (output queue, port security, mirror).
+	SetPortPolicy(sw, hostIfName string, pol dataplane.PortPolicy) error
+	// AddSwitch creates a switch and its host port while running; RemoveSwitch detaches
+	// its ports (pod links are not touched) and removes it with its host port.
+	AddSwitch(sc SwitchConfig) error
+	RemoveSwitch(ctx context.Context, name string) error
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
 	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,
@@ -45,4 +52,7 @@ type PortRequest struct {
 	// PodIPs are the attachment's addresses. With PodMAC they are the pod's identity
 	// that anti-spoofing enforces.
 	PodIPs []netip.Addr
+	// Policy is the port's effective policy: the switch's default, with the pod's
+	// PortPolicy over it in cluster mode (Agent.policyOf).
+	Policy dataplane.PortPolicy
 }

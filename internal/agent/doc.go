@@ -26,6 +26,23 @@
 //     RecoverGrace with no link bearing the owner alias.
 //   - Close detaches every port and closes the dataplane, keeping pods and state for the next
 //     agent; Uninstall also destroys every epair link and the stores.
+//   - The attachment records are the one place that links a pod, its attachment, its port
+//     and the port's policy. A port's policy is its switch's default (SetSwitchDefault, live)
+//     with the pod's PortPolicy over it (PodPolicies, asked at attach; SetPodPolicy, live);
+//     every request to the dataplane carries that effective policy. Agent.Switches projects
+//     the ports with their pod and policy for the agent API, valectl, metrics and NodeState.
+//   - Switches can be added and removed while running (AddSwitch, RemoveSwitch; the first,
+//     default switch stays). A secondary switch gives its pods addresses and on-link subnets
+//     but no default route: it is a second interface's network. Removing a switch releases
+//     its attachments and destroys their links (the pods lose that interface, nothing else).
+//     Records of a switch the agent does not run at start are kept: AddSwitch re-attaches
+//     them, Reconcile releases them once RecoverGrace has passed without the switch.
+//
+// Cluster mode (RunCluster) adds controller.Controller in front: clusterDataplane is the
+// controller's Dataplane, turning the Node's pod CIDRs and the conflist's VirtualSwitch into
+// the agent's first switch, the other VirtualSwitches into secondary switches, PortPolicies
+// into SetPodPolicy, and the agent's switches into NodeState. The controller gives the agent
+// pods' PortPolicies through the PodPolicies interface.
 //
 // The dataplane is behind the small Dataplane interface (the single owner of switches and
 // ports). SocketServer, MetricsServer and ReconcileLoop have controller-runtime's Runnable

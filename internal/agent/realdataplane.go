@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/epair-cni/epair/internal/dataplane"
+	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/linkport"
@@ -15,8 +17,7 @@ import (
 )
 
 // DataplaneConfig translates the agent's configuration into internal/dataplane's: one switch
-// per configured switch, whose TAP host port carries every range's gateway (with the
-// range's prefix length) and routes its subnet, with the node's stable gateway MAC.
+// per configured switch (dataplaneSwitch).
 func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	dc := dataplane.DefaultConfig()
 	nodeID, err := epair.NodeID(c.NodeID)
@@ -38,19 +39,35 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	if dc.RingSlots == 0 {
 		dc.RingSlots = DefaultRingSlots
 	}
-	for i, s := range c.Switches {
-		sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU, Offload: s.Offload}
-		sc.HostPort.Name = s.HostPort
-		sc.HostPort.MAC = epair.GatewayMAC(nodeID, s.Name)
-		for _, r := range c.switchRanges(i) {
-			if r.Gateway.IsValid() {
-				sc.HostPort.Gateways = append(sc.HostPort.Gateways, netipPrefix(r.Gateway, r.Subnet.Bits()))
-			}
-			sc.HostPort.PodCIDRs = append(sc.HostPort.PodCIDRs, r.Subnet)
+	for _, s := range c.Switches {
+		sc, err := dataplaneSwitch(nodeID, s)
+		if err != nil {
+			return dc, fmt.Errorf("dataplane config: %w", err)
 		}
 		dc.Switches = append(dc.Switches, sc)
 	}
 	return dc, nil
+}
+
+// dataplaneSwitch is switch s for internal/dataplane: its VALE limits, and a TAP host port
+// that carries every range's gateway (with the range's prefix length) and routes its
+// subnet, with the node's stable gateway MAC.
+func dataplaneSwitch(nodeID string, s SwitchConfig) (dataplane.SwitchConfig, error) {
+	ranges, err := ipam.ParseRanges(s.Ranges)
+	if err != nil {
+		return dataplane.SwitchConfig{}, fmt.Errorf("switch %s: %w", s.Name, err)
+	}
+	sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU, Offload: s.Offload,
+		BatchSize: s.BatchSize, MaxPorts: s.MaxPorts, FDBSize: s.FDBSize, Aging: time.Duration(s.FDBAging)}
+	sc.HostPort.Name = s.HostPort
+	sc.HostPort.MAC = epair.GatewayMAC(nodeID, s.Name)
+	for _, r := range ranges {
+		if r.Gateway.IsValid() {
+			sc.HostPort.Gateways = append(sc.HostPort.Gateways, netipPrefix(r.Gateway, r.Subnet.Bits()))
+		}
+		sc.HostPort.PodCIDRs = append(sc.HostPort.PodCIDRs, r.Subnet)
+	}
+	return sc, nil
 }
 
 // NewDataplane builds internal/dataplane for c in the calling thread's network namespace;
@@ -64,24 +81,21 @@ func NewDataplane(c *Config, log *slog.Logger) (Dataplane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start dataplane: %w", err)
 	}
-	r := newRealDataplane(c, d)
-	return &r, nil
+	return newRealDataplane(c, d)
 }
 
-// realDataplane adapts *dataplane.Dataplane to Dataplane: a port gets its switch's
-// default policy (port security from the configuration).
+// realDataplane adapts *dataplane.Dataplane to Dataplane.
 type realDataplane struct {
-	d        *dataplane.Dataplane
-	policies map[string]dataplane.PortPolicy // by switch name; "" is the first switch's
+	d      *dataplane.Dataplane
+	nodeID string
 }
 
-func newRealDataplane(c *Config, d *dataplane.Dataplane) realDataplane {
-	r := realDataplane{d: d, policies: map[string]dataplane.PortPolicy{}}
-	for i := range c.Switches {
-		r.policies[c.Switches[i].Name] = switchPolicy(&c.Switches[i])
+func newRealDataplane(c *Config, d *dataplane.Dataplane) (*realDataplane, error) {
+	id, err := epair.NodeID(c.NodeID)
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("start dataplane: %w", err), d.Close(dataplane.CloseOptions{}))
 	}
-	r.policies[""] = r.policies[c.Switches[0].Name]
-	return r
+	return &realDataplane{d: d, nodeID: id}, nil
 }
 
 // switchPolicy is the policy of a pod port on switch s that no other policy applies to:
@@ -97,14 +111,11 @@ func switchPolicy(s *SwitchConfig) dataplane.PortPolicy {
 	return pol
 }
 
-// request is the dataplane's attach request for req, with the switch's default policy.
-func (r *realDataplane) request(req PortRequest) dataplane.AttachRequest {
-	ar := dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner,
-		HostIfName: req.HostIfName, HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs}
-	if pol, ok := r.policies[req.Switch]; ok {
-		ar.Policy = &pol
-	}
-	return ar
+// request is the dataplane's attach request for req.
+func request(req PortRequest) dataplane.AttachRequest {
+	pol := req.Policy
+	return dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName,
+		HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs, Policy: &pol}
 }
 
 // AnnounceGateways implements Dataplane.
@@ -113,7 +124,7 @@ func (r *realDataplane) AnnounceGateways() error { return r.d.AnnounceGateways()
 var _ Dataplane = (*realDataplane)(nil)
 
 func (r *realDataplane) AttachPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
-	pi, err := r.d.AttachPort(ctx, r.request(req))
+	pi, err := r.d.AttachPort(ctx, request(req))
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)
 	}
@@ -121,7 +132,7 @@ func (r *realDataplane) AttachPort(ctx context.Context, req PortRequest) (agenta
 }
 
 func (r *realDataplane) AdoptPort(ctx context.Context, req PortRequest) (agentapi.PortInfo, error) {
-	pi, err := r.d.Adopt(ctx, r.request(req))
+	pi, err := r.d.Adopt(ctx, request(req))
 	if err != nil {
 		return agentapi.PortInfo{}, dpError(err)
 	}
@@ -130,6 +141,22 @@ func (r *realDataplane) AdoptPort(ctx context.Context, req PortRequest) (agentap
 
 func (r *realDataplane) DetachPort(sw, hostIfName string) error {
 	return r.d.DetachPort(context.Background(), vale.JoinName(sw, hostIfName))
+}
+
+func (r *realDataplane) SetPortPolicy(sw, hostIfName string, pol dataplane.PortPolicy) error {
+	return r.d.SetPortPolicy(vale.JoinName(sw, hostIfName), pol)
+}
+
+func (r *realDataplane) AddSwitch(s SwitchConfig) error {
+	sc, err := dataplaneSwitch(r.nodeID, s)
+	if err != nil {
+		return err
+	}
+	return r.d.AddSwitch(sc)
+}
+
+func (r *realDataplane) RemoveSwitch(ctx context.Context, name string) error {
+	return r.d.RemoveSwitch(ctx, name)
 }
 
 func (r *realDataplane) Port(sw, hostIfName string) (agentapi.PortInfo, bool) {
@@ -175,8 +202,13 @@ func (r *realDataplane) Close(uninstall bool) error {
 func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
 	st := totals(p.Counters)
 	st.Drops = dropsByReason(p.Counters, &p.Refused)
-	return agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
+	pi := agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
 		Backend: p.Backend, Owner: p.Owner, Active: p.Up, Stats: st}
+	if p.Kind == dataplane.KindPod {
+		q := p.Queue
+		pi.Queue = &agentapi.QueueInfo{Len: q.Len, MaxLen: q.MaxLen, TxFrames: q.TxFrames, TxBytes: q.TxBytes, Evicted: q.Evicted}
+	}
+	return pi
 }
 
 // counters are a switch's counters for the agent API.

@@ -19,29 +19,63 @@ type RecoverStats struct {
 	Dropped    int // records without addresses (crash inside Release): forgotten
 	Stale      int // attachments whose host link is gone (pod deleted while we were down): released
 	Pending    int // allocated, never attached, younger than RecoverGrace: kept for the ADD's retry
+	Waiting    int // records of a switch the agent does not run (yet): kept for AddSwitch
 }
 
 // Recover rebuilds the agent's state after a start: it reconciles the attachment records
 // with the IPAM stores (both survive kill -9 and reboots), finds every pod's host link by its
 // owner alias and re-attaches it (the pods are not touched: their links, addresses and
 // routes are as the plugin left them), and releases what belongs to pods that are gone.
+// Records of a switch the agent does not run are kept: AddSwitch recovers them, and
+// Reconcile releases them once the agent has run RecoverGrace without that switch.
 // The agent is ready when it returns nil.
 func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
+	a.swMu.RLock()
+	st, err := a.recoverSwitches(ctx, a.switchNames())
+	if err == nil {
+		for _, r := range a.records() {
+			if _, ok := a.stores[r.Switch]; !ok {
+				st.Waiting++
+			}
+		}
+	}
+	a.swMu.RUnlock()
+	if err != nil {
+		return st, err
+	}
+	// The gateway's MAC is stable across restarts, so the pods' neighbor entries are still
+	// right; the announcement is for pods that have another (an older agent's random one).
+	if err := a.dp.AnnounceGateways(); err != nil {
+		a.log.Warn("recover: announce the gateways", "err", err)
+	}
+	a.readyAt.Store(time.Now().UnixNano())
+	a.ready.Store(true)
+	a.log.Info("recovered state", "reattached", st.Reattached, "orphans", st.Orphans, "dropped", st.Dropped,
+		"stale", st.Stale, "pending", st.Pending, "waiting", st.Waiting)
+	return st, nil
+}
+
+// recoverSwitches is Recover for the attachments of the named switches (swMu held).
+func (a *Agent) recoverSwitches(ctx context.Context, names []string) (RecoverStats, error) {
 	var st RecoverStats
+	on := make(map[string]bool, len(names))
+	for _, n := range names {
+		on[n] = true
+	}
 	// 1. Records ↔ addresses.
 	owners := map[agentapi.Key]string{}
-	for name, s := range a.stores {
-		als, err := s.List()
+	for _, name := range names {
+		als, err := a.stores[name].List()
 		if err != nil {
 			return st, fmt.Errorf("recover: %w", err)
 		}
 		for _, al := range als {
-			owners[agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}] = name
-			if _, ok := a.get(agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}); ok {
+			k := agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}
+			owners[k] = name
+			if _, ok := a.get(k); ok {
 				continue
 			}
-			r := &record{Key: agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}, Switch: name,
-				MTU: a.switchMTU(name), Created: al.Created}
+			r := &record{Key: k, Switch: name, MTU: a.switchMTU(name), Created: al.Created}
 			if err := a.recs.put(r); err != nil {
 				return st, fmt.Errorf("recover: %w", err)
 			}
@@ -50,6 +84,9 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 		}
 	}
 	for _, r := range a.records() {
+		if !on[r.Switch] {
+			continue
+		}
 		if sw, ok := owners[r.Key]; !ok || sw != r.Switch {
 			if err := a.recs.delete(r.Key); err != nil {
 				return st, fmt.Errorf("recover: %w", err)
@@ -68,6 +105,9 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 		byOwner[p.Owner] = p
 	}
 	for _, r := range a.records() {
+		if !on[r.Switch] {
+			continue
+		}
 		if err := ctx.Err(); err != nil {
 			return st, fmt.Errorf("recover: %w", err)
 		}
@@ -108,14 +148,6 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 			st.Pending++
 		}
 	}
-	// The gateway's MAC is stable across restarts, so the pods' neighbor entries are still
-	// right; the announcement is for pods that have another (an older agent's random one).
-	if err := a.dp.AnnounceGateways(); err != nil {
-		a.log.Warn("recover: announce the gateways", "err", err)
-	}
-	a.ready.Store(true)
-	a.log.Info("recovered state", "reattached", st.Reattached, "orphans", st.Orphans, "dropped", st.Dropped,
-		"stale", st.Stale, "pending", st.Pending)
 	return st, nil
 }
 
@@ -126,6 +158,7 @@ func (a *Agent) switchMTU(name string) int {
 	return DefaultMTU
 }
 
+// reattach puts r's host link p back on its switch with r's policy (swMu held).
 func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 	defer a.lock(r.Key)()
 	mac := r.identityMAC()
@@ -139,19 +172,21 @@ func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 			}
 		}
 	}
-	if _, err := a.dp.AdoptPort(ctx, PortRequest{Switch: r.Switch, HostIfName: p.HostName, HostIfIndex: p.HostIndex,
-		Owner: p.Owner, PodMAC: mac, PodIPs: a.podIPs(r)}); err != nil {
-		return err
-	}
-	if r.HostIfName == p.HostName && r.HostIfIndex == p.HostIndex {
-		return nil
-	}
 	nr := *r
-	nr.HostIfName, nr.HostIfIndex = p.HostName, p.HostIndex
-	if err := a.recs.put(&nr); err != nil {
+	nr.policy = a.podPolicy(&nr)
+	req := a.portRequest(&nr, p.HostName, p.HostIndex)
+	req.Owner, req.PodMAC = p.Owner, mac
+	if _, err := a.dp.AdoptPort(ctx, req); err != nil {
 		return err
+	}
+	if r.HostIfName != p.HostName || r.HostIfIndex != p.HostIndex {
+		nr.HostIfName, nr.HostIfIndex = p.HostName, p.HostIndex
+		if err := a.recs.put(&nr); err != nil {
+			return err
+		}
 	}
 	a.set(&nr)
+	a.portAttached(&nr)
 	return nil
 }
 
@@ -159,7 +194,13 @@ func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 // has disappeared (its pod's namespace was deleted without a DEL), and one allocated but
 // never attached for longer than RecoverGrace with no link bearing its owner alias (an ADD
 // that died half-way and was never cleaned up by the runtime). It returns the released keys.
+//
+// It also releases the attachments of a switch the agent has not run for RecoverGrace since
+// it became ready (a VirtualSwitch deleted while the agent was down), destroying their host
+// links (which removes the pods' interfaces) and the switch's IPAM store.
 func (a *Agent) Reconcile(ctx context.Context) ([]agentapi.Key, error) {
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
 	// The records first, the links second: a port attached after the snapshot is not in it,
 	// and one attached before has its link in the list.
 	recs := a.records()
@@ -174,9 +215,31 @@ func (a *Agent) Reconcile(ctx context.Context) ([]agentapi.Key, error) {
 		owners[p.Owner] = true
 	}
 	var out []agentapi.Key
+	gone := map[string]bool{} // switches whose attachments were released
+	graceOver := a.ready.Load() && time.Since(time.Unix(0, a.readyAt.Load())) > time.Duration(a.cfg.RecoverGrace)
 	for _, r := range recs {
 		if err := ctx.Err(); err != nil {
 			return out, fmt.Errorf("reconcile: %w", err)
+		}
+		if _, ok := a.stores[r.Switch]; !ok {
+			if !graceOver {
+				continue
+			}
+			unlock := a.lock(r.Key)
+			if _, err := a.release(r.Key); err != nil {
+				unlock()
+				return out, fmt.Errorf("reconcile: %w", err)
+			}
+			if _, ok := present[r.HostIfName]; ok {
+				if err := a.links.Destroy(r.HostIfName); err != nil {
+					a.log.Warn("reconcile: destroy the link of a removed switch's attachment", "link", r.HostIfName, "err", err)
+				}
+			}
+			unlock()
+			gone[r.Switch] = true
+			out = append(out, r.Key)
+			a.log.Info("released the attachment of a switch the agent no longer runs", "key", r.Key.String(), "switch", r.Switch, "link", r.HostIfName)
+			continue
 		}
 		switch {
 		case r.HostIfName != "":
@@ -199,6 +262,11 @@ func (a *Agent) Reconcile(ctx context.Context) ([]agentapi.Key, error) {
 		}
 		unlock()
 	}
+	for sw := range gone {
+		if err := removeIfExists(a.ipamPath(sw)); err != nil {
+			return out, fmt.Errorf("reconcile: remove the IPAM store of switch %s: %w", sw, err)
+		}
+	}
 	return out, nil
 }
 
@@ -209,6 +277,8 @@ func (a *Agent) Close() error {
 	if a.closed.Swap(true) {
 		return nil
 	}
+	a.swMu.Lock()
+	defer a.swMu.Unlock()
 	return a.shutdown(false)
 }
 
@@ -234,6 +304,8 @@ func (a *Agent) Uninstall() error {
 	if a.closed.Swap(true) {
 		return fmt.Errorf("uninstall: agent already closed")
 	}
+	a.swMu.Lock()
+	defer a.swMu.Unlock()
 	var errs []error
 	for _, r := range a.records() {
 		_, err := a.release(r.Key)
@@ -245,8 +317,11 @@ func (a *Agent) Uninstall() error {
 		errs = append(errs, a.links.Destroy(p.HostName))
 	}
 	errs = append(errs, a.shutdown(true))
-	for _, sw := range a.cfg.Switches {
-		errs = append(errs, removeIfExists(filepath.Join(a.cfg.StateDir, "ipam-"+sw.Name+".db")))
+	// Every switch's store, including those of switches removed while the agent was down.
+	stores, err := filepath.Glob(filepath.Join(a.cfg.StateDir, "ipam-*.db"))
+	errs = append(errs, err)
+	for _, p := range stores {
+		errs = append(errs, removeIfExists(p))
 	}
 	errs = append(errs, removeIfExists(filepath.Join(a.cfg.StateDir, "attachments.db")))
 	if err := errors.Join(errs...); err != nil {

@@ -59,6 +59,19 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 		err = errors.Join(err, cerr)
 	}()
 
+	return serve(ctx, a, serveOptions{reconcileInterval: o.ReconcileInterval, started: o.Started})
+}
+
+// serveOptions are what Run and RunCluster tell serve.
+type serveOptions struct {
+	reconcileInterval time.Duration
+	started           func(*Agent)
+}
+
+// serve runs agent a until ctx is done: the socket server first (healthz answers, Status
+// says "recovering"), then the metrics server, Recover, and the stale-link sweep. It
+// returns Recover's error or the first server's.
+func serve(ctx context.Context, a *Agent, o serveOptions) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -73,7 +86,6 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 			}
 		}()
 	}
-	// Serve first (healthz answers, Status says "recovering"), then recover.
 	ready := make(chan struct{})
 	start("socket server", (&SocketServer{Agent: a, Ready: ready}).Start)
 	select {
@@ -82,18 +94,18 @@ func Run(ctx context.Context, o RunOptions) (err error) {
 		wg.Wait()
 		return firstErr(errc)
 	}
-	if o.Config.MetricsAddr != "" {
-		start("metrics server", (&MetricsServer{Agent: a, Addr: o.Config.MetricsAddr}).Start)
+	if a.cfg.MetricsAddr != "" {
+		start("metrics server", (&MetricsServer{Agent: a, Addr: a.cfg.MetricsAddr}).Start)
 	}
 	if _, err := a.Recover(ctx); err != nil {
 		cancel()
 		wg.Wait()
 		return errors.Join(err, firstErr(errc))
 	}
-	start("reconcile loop", (&ReconcileLoop{Agent: a, Interval: o.ReconcileInterval}).Start)
-	log.Info("agent ready", "socket", o.Config.Socket, "switches", a.switchNames(), "version", Version)
-	if o.Started != nil {
-		o.Started(a)
+	start("reconcile loop", (&ReconcileLoop{Agent: a, Interval: o.reconcileInterval}).Start)
+	a.log.Info("agent ready", "socket", a.cfg.Socket, "switches", a.SwitchNames(), "version", Version)
+	if o.started != nil {
+		o.started(a)
 	}
 	<-ctx.Done()
 	wg.Wait()

@@ -12,6 +12,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
+	"github.com/epair-cni/epair/internal/controller"
 	"github.com/epair-cni/epair/pkg/agentapi"
 )
 
@@ -35,6 +36,10 @@ type record struct {
 	HostIfName  string    `json:"hostIfName,omitempty"`
 	HostIfIndex int       `json:"hostIfIndex,omitempty"`
 	Created     time.Time `json:"created"`
+
+	// policy is the pod's PortPolicy applied to the port (cluster mode), nil for the
+	// switch's default. It is not persisted: a restarted agent asks the controller again.
+	policy *controller.PolicyConfig
 }
 
 var bktAttachments = []byte("attachments")

@@ -131,13 +131,19 @@ func (e *env) addPod() *pod {
 
 // makePod creates a pod namespace with an epair pair and addresses it.
 func (e *env) makePod() *pod {
+	// On an offload switch the pods keep TSO and checksum offload.
+	return e.makePodIn("10.78.0", "fd00:78", testGW, e.cfg.Switches[0].Offload)
+}
+
+// makePodIn creates a pod namespace with an epair pair, addresses it in net4.0/24 and
+// net6::/64 (the next free host number of each), and routes its default through gw.
+func (e *env) makePodIn(net4, net6, gw string, keepTxChecksum bool) *pod {
 	t := e.t
 	t.Helper()
 	i := len(e.pods)
-	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("10.78.0.%d", 10+i), ip6: fmt.Sprintf("fd00:78::%x", 0x10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
+	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("%s.%d", net4, 10+i), ip6: fmt.Sprintf("%s::%x", net6, 0x10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
 	var err error
-	// On an offload switch the pods keep TSO and checksum offload.
-	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner, KeepTxChecksum: e.cfg.Switches[0].Offload})
+	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner, KeepTxChecksum: keepTxChecksum})
 	if err != nil {
 		t.Fatalf("create epair for pod %d: %v", i, err)
 	}
@@ -154,8 +160,7 @@ func (e *env) makePod() *pod {
 	if err := p.ns.NL.AddrAdd(l, a6); err != nil {
 		t.Fatalf("address pod %d: %v", i, err)
 	}
-	gw := net.ParseIP(testGW)
-	if err := p.ns.NL.RouteAdd(&netlink.Route{Gw: gw, LinkIndex: l.Attrs().Index}); err != nil {
+	if err := p.ns.NL.RouteAdd(&netlink.Route{Gw: net.ParseIP(gw), LinkIndex: l.Attrs().Index}); err != nil {
 		t.Fatalf("default route in pod %d: %v", i, err)
 	}
 	e.pods = append(e.pods, p)

@@ -16,10 +16,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
-	"github.com/epair-cni/epair/internal/testutil/netnsutil"
-	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/linkport"
 	"github.com/epair-cni/epair/pkg/vale"
 )
@@ -49,33 +46,7 @@ func sw1Config() SwitchConfig {
 // makePodOn1 is makePod for a pod of vale1's network (10.88.0.0/24, default
 // route through vale1's gateway).
 func (e *env) makePodOn1() *pod {
-	t := e.t
-	t.Helper()
-	i := len(e.pods)
-	p := &pod{ns: netnsutil.New(t), ip: fmt.Sprintf("10.88.0.%d", 10+i), ip6: fmt.Sprintf("fd00:88::%x", 0x10+i), owner: fmt.Sprintf("ctr%d/eth0", i)}
-	var err error
-	p.pair, err = e.cl.Create(epair.Request{PodNetNS: nsPath(p.ns), IfName: "eth0", Owner: p.owner})
-	if err != nil {
-		t.Fatalf("create epair for pod %d: %v", i, err)
-	}
-	l, err := p.ns.NL.LinkByName("eth0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := netlink.ParseAddr(p.ip + "/24")
-	if err := p.ns.NL.AddrAdd(l, a); err != nil {
-		t.Fatalf("address pod %d: %v", i, err)
-	}
-	a6, _ := netlink.ParseAddr(p.ip6 + "/64")
-	a6.Flags = unix.IFA_F_NODAD
-	if err := p.ns.NL.AddrAdd(l, a6); err != nil {
-		t.Fatalf("address pod %d: %v", i, err)
-	}
-	if err := p.ns.NL.RouteAdd(&netlink.Route{Gw: net.ParseIP(sw1GW), LinkIndex: l.Attrs().Index}); err != nil {
-		t.Fatalf("default route in pod %d: %v", i, err)
-	}
-	e.pods = append(e.pods, p)
-	return p
+	return e.makePodIn("10.88.0", "fd00:88", sw1GW, false)
 }
 
 // reqOn is the pod's attach request for switch sw.

@@ -49,9 +49,27 @@ type PortInfo struct {
 	// Backend is how the link is opened: "afxdp", "afpacket" or "tap".
 	Backend string `json:"backend,omitempty"`
 	// Owner is the attachment ("<network>/<containerID>/<ifname>") the port belongs to, if any.
-	Owner  string   `json:"owner,omitempty"`
+	Owner string `json:"owner,omitempty"`
+	// Pod is "namespace/name" of the pod behind the port, when the runtime named it.
+	Pod string `json:"pod,omitempty"`
+	// Policy is "namespace/name" of the PortPolicy applied to the port (cluster mode); empty
+	// is the switch's default.
+	Policy string   `json:"policy,omitempty"`
 	Active bool     `json:"active"`
 	Stats  Counters `json:"counters"`
+	// Queue is the port's output queue (pod ports).
+	Queue *QueueInfo `json:"queue,omitempty"`
+}
+
+// QueueInfo is a port's output queue: its depth and capacity, what it handed to the link,
+// and the frames it evicted after queueing them (the frames it refused when full are the
+// port's "no_space" drops).
+type QueueInfo struct {
+	Len      int    `json:"len"`
+	MaxLen   int    `json:"maxLen"`
+	TxFrames uint64 `json:"txFrames"`
+	TxBytes  uint64 `json:"txBytes"`
+	Evicted  uint64 `json:"evicted,omitempty"`
 }
 
 // SwitchInfo is one switch and its ports.
