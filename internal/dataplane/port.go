@@ -255,57 +255,16 @@ func (d *Dataplane) waitClaim(ctx context.Context, ch chan struct{}) error {
 	}
 }
 
+// attach makes link a port of switch swName for owner, in four steps: claim the link and
+// the owner (claimAttach; the same request in flight or done is an idempotent success),
+// assemble the port around the link (assemblePort: socket, generic adapter, output queue),
+// put it on the switch complete (plugPort: its queue and mirror in place, its MAC pinned,
+// admitted to port security), and publish it. A failed step undoes the earlier ones.
 func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netlink.Link, pol PortPolicy, id podIdentity) (_ PortInfo, err error) {
-	ifname, ifindex := link.Attrs().Name, link.Attrs().Index
-	d.mu.Lock()
-	var s *swState
-	var name string
-	for {
-		if d.closed {
-			d.mu.Unlock()
-			return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, ErrClosed)
-		}
-		s, err = d.switchFor(swName)
-		if err != nil {
-			d.mu.Unlock()
-			return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
-		}
-		name = vale.JoinName(s.cfg.Name, ifname)
-		if p, ok := d.byLink[ifname]; ok {
-			defer d.mu.Unlock()
-			if p.owner == owner && p.sw == s && p.ifindex == ifindex {
-				return p.info(), nil // idempotent
-			}
-			return PortInfo{}, fmt.Errorf("attach port %s for %s: already attached as %s for %s: %w", name, owner, p.name, p.owner, ErrBusy)
-		}
-		if p, ok := d.byOwner[owner]; ok {
-			d.mu.Unlock()
-			return PortInfo{}, fmt.Errorf("attach port %s for %s: the owner already has port %s: %w", name, owner, p.name, ErrBusy)
-		}
-		ch, ok := d.busyLink[ifname]
-		if !ok {
-			ch, ok = d.busyOwner[owner]
-		}
-		if !ok {
-			break
-		}
-		// Being attached or detached: wait, then look again (the same
-		// request in flight ends as an idempotent success).
-		if err := d.waitClaim(ctx, ch); err != nil {
-			d.mu.Unlock()
-			return PortInfo{}, fmt.Errorf("attach port %s for %s: wait for the link: %w", name, owner, err)
-		}
+	s, existing, release, err := d.claimAttach(ctx, swName, owner, link)
+	if err != nil || existing != nil {
+		return existing.orZero(), err
 	}
-	if ifname == s.tapName {
-		d.mu.Unlock()
-		return PortInfo{}, fmt.Errorf("attach port %s: that is the host port: %w", name, ErrInvalid)
-	}
-	if _, _, err := vale.ParseName(name); err != nil {
-		d.mu.Unlock()
-		return PortInfo{}, fmt.Errorf("attach port for %s: %w", owner, err)
-	}
-	release := d.claimLocked(s, ifname, owner)
-	d.mu.Unlock()
 	defer release()
 	d.up.touch()
 
@@ -315,7 +274,82 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 			_ = cl.Clean()
 		}
 	}()
-	p := &Port{name: name, hostIf: ifname, owner: owner, ifindex: ifindex, sw: s, policy: pol, id: id}
+	ifname := link.Attrs().Name
+	p := &Port{name: vale.JoinName(s.cfg.Name, ifname), hostIf: ifname, owner: owner, ifindex: link.Attrs().Index, sw: s, policy: pol, id: id}
+	if err := d.assemblePort(p, &cl); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s: %w", p.name, err)
+	}
+	if err := d.plugPort(p, &cl); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", p.name, owner, err)
+	}
+	if h := testAttachHook; h != nil {
+		h(ifname)
+	}
+	return d.publish(p, &cl)
+}
+
+// orZero is the PortInfo or, for nil, the zero one.
+func (pi *PortInfo) orZero() PortInfo {
+	if pi == nil {
+		return PortInfo{}
+	}
+	return *pi
+}
+
+// claimAttach claims link and owner on switch swName for an attach: it returns the switch
+// and the claim's release, or the port's info when the same attach is already done
+// (waiting for one in flight first), or an error when the link or the owner has another
+// port, the switch is unknown or the dataplane closed.
+func (d *Dataplane) claimAttach(ctx context.Context, swName, owner string, link netlink.Link) (_ *swState, existing *PortInfo, release func(), err error) {
+	ifname, ifindex := link.Attrs().Name, link.Attrs().Index
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for {
+		if d.closed {
+			return nil, nil, nil, fmt.Errorf("attach port for %s: %w", owner, ErrClosed)
+		}
+		s, err := d.switchFor(swName)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("attach port for %s: %w", owner, err)
+		}
+		name := vale.JoinName(s.cfg.Name, ifname)
+		if p, ok := d.byLink[ifname]; ok {
+			if p.owner == owner && p.sw == s && p.ifindex == ifindex {
+				pi := p.info() // idempotent
+				return nil, &pi, nil, nil
+			}
+			return nil, nil, nil, fmt.Errorf("attach port %s for %s: already attached as %s for %s: %w", name, owner, p.name, p.owner, ErrBusy)
+		}
+		if p, ok := d.byOwner[owner]; ok {
+			return nil, nil, nil, fmt.Errorf("attach port %s for %s: the owner already has port %s: %w", name, owner, p.name, ErrBusy)
+		}
+		ch, ok := d.busyLink[ifname]
+		if !ok {
+			ch, ok = d.busyOwner[owner]
+		}
+		if ok {
+			// Being attached or detached: wait, then look again (the same
+			// request in flight ends as an idempotent success).
+			if err := d.waitClaim(ctx, ch); err != nil {
+				return nil, nil, nil, fmt.Errorf("attach port %s for %s: wait for the link: %w", name, owner, err)
+			}
+			continue
+		}
+		if ifname == s.tapName {
+			return nil, nil, nil, fmt.Errorf("attach port %s: that is the host port: %w", name, ErrInvalid)
+		}
+		if _, _, err := vale.ParseName(name); err != nil {
+			return nil, nil, nil, fmt.Errorf("attach port for %s: %w", owner, err)
+		}
+		return s, nil, d.claimLocked(s, ifname, owner), nil
+	}
+}
+
+// assemblePort opens p's link (in the dataplane's namespace) and builds what the switch
+// will use: the generic adapter over the link's socket and the output queue that
+// transmits on it.
+func (d *Dataplane) assemblePort(p *Port, cl *cleanup.Cleanup) error {
+	s := p.sw
 	lo := d.cfg.Link
 	lo.Backend = d.cfg.Backend
 	lo.FastStart = !d.cfg.DirectOpen
@@ -328,77 +362,83 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	}
 	if err := d.inNS(func() error {
 		var err error
-		p.opened, err = linkport.Open(ifname, lo)
+		p.opened, err = linkport.Open(p.hostIf, lo)
 		return err
 	}); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s: open link: %w", name, err)
+		return fmt.Errorf("open link: %w", err)
 	}
 	p.up, _ = p.opened.Port.(*linkport.Upgradable)
 	be := p.opened.Port
-	p.ga, err = netmap.NewGenericAdapter(ifname, be, netmap.GenericConfig{
+	var err error
+	p.ga, err = netmap.NewGenericAdapter(p.hostIf, be, netmap.GenericConfig{
 		Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize, Native: p.opened.Backend == linkport.XDP,
 	})
 	if err != nil {
 		_ = p.opened.Port.Close()
-		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+		return err
 	}
 	p.ga.Get() // ours, dropped last: the output queue transmits on the backend
 	cl.Add(func() error { p.ga.Put(); return nil })
-
-	p.oq, err = newOutq(d.ifn, ifname, be, s.queueShape(), pol, s.classes)
+	p.oq, err = newOutq(d.ifn, p.hostIf, be, s.queueShape(), p.policy, s.classes)
 	if err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+		return err
 	}
 	cl.Add(p.oq.close)
-	// The port is complete before the switch sees it: its output queue is
-	// its Deliverer from the first frame on, so the switch never writes the
-	// adapter's TX rings and the queue is the link's only transmitter.
-	if err := s.checkMirror(ifname, pol); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	return nil
+}
+
+// plugPort attaches p to its switch complete: its output queue is its Deliverer from the
+// first frame on (so the switch never writes the adapter's TX rings and the queue is the
+// link's only transmitter) and its mirror is in place; then its class is set, its MAC
+// pinned as a static FDB entry, and it is admitted to port security. Until the admission
+// the guard drops the port's frames, so nothing it sends is forwarded unchecked; the switch
+// made it known-only at attach (vale.Config.KnownOnly), and the static entry keeps its MAC
+// from any other port.
+func (d *Dataplane) plugPort(p *Port, cl *cleanup.Cleanup) error {
+	s, pol := p.sw, p.policy
+	if err := s.checkMirror(p.hostIf, pol); err != nil {
+		return err
 	}
-	if err := d.reg.AttachAdapterWith(name, p.ga, false, vale.PortOptions{Deliverer: p.oq, Mirror: pol.Mirror.vale()}); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s: %w", name, err)
+	if err := d.reg.AttachAdapterWith(p.name, p.ga, false, vale.PortOptions{Deliverer: p.oq, Mirror: pol.Mirror.vale()}); err != nil {
+		return err
 	}
-	cl.Add(func() error { return d.reg.Detach(name) })
-	vp, ok := s.sw.Port(ifname)
+	cl.Add(func() error { return d.reg.Detach(p.name) })
+	vp, ok := s.sw.Port(p.hostIf)
 	if !ok {
-		return PortInfo{}, fmt.Errorf("attach port %s: gone after attach: %w", name, ErrNoPort)
+		return fmt.Errorf("gone after attach: %w", ErrNoPort)
 	}
 	p.vp = vp
 	s.classes.set(vp.Index(), pol)
 	cl.Add(func() error { s.classes.set(vp.Index(), PortPolicy{}); return nil })
-	// Port security before admission: until the guard admits the index, the
-	// port's frames are dropped (so nothing it sends is forwarded unchecked);
-	// the switch made it known-only at attach (vale.Config.KnownOnly), and
-	// the static entry keeps its MAC from any other port.
-	if err := s.sw.AddStatic(id.mac, ifname); err != nil {
+	if err := s.sw.AddStatic(p.id.mac, p.hostIf); err != nil {
 		if errors.Is(err, vale.ErrExists) {
-			return PortInfo{}, fmt.Errorf("attach port %s for %s: podMAC %s: %s: %w", name, owner, id.mac, d.macHolder(s, id.mac), ErrBusy)
+			return fmt.Errorf("podMAC %s: %s: %w", p.id.mac, d.macHolder(s, p.id.mac), ErrBusy)
 		}
-		return PortInfo{}, fmt.Errorf("attach port %s: pin podMAC %s: %w", name, id.mac, err)
+		return fmt.Errorf("pin podMAC %s: %w", p.id.mac, err)
 	}
 	p.admit(pol)
 	cl.Add(func() error { s.guard.set(vp.Index(), nil); return nil })
+	return nil
+}
 
-	if h := testAttachHook; h != nil {
-		h(ifname)
-	}
-	// Publish, unless the dataplane closed or the switch was removed
-	// meanwhile (RemoveSwitch waits for this claim before it destroys the
-	// switch, so the undo still finds it).
+// publish makes the assembled port p visible (Ports, DetachPort, the link watcher, the
+// upgrader), unless the dataplane closed or the switch was removed meanwhile
+// (RemoveSwitch waits for the attach's claim before it destroys the switch, so the undo
+// still finds it).
+func (d *Dataplane) publish(p *Port, cl *cleanup.Cleanup) (PortInfo, error) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
-		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", name, owner, ErrClosed)
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", p.name, p.owner, ErrClosed)
 	}
-	if d.switches[s.cfg.Name] != s {
+	if d.switches[p.sw.cfg.Name] != p.sw {
 		d.mu.Unlock()
-		return PortInfo{}, fmt.Errorf("attach port %s for %s: switch %q removed during the attach: %w", name, owner, s.cfg.Name, ErrNoSwitch)
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: switch %q removed during the attach: %w", p.name, p.owner, p.sw.cfg.Name, ErrNoSwitch)
 	}
 	cl.Release()
-	d.ports[name] = p
-	d.byLink[ifname] = p
-	d.byOwner[owner] = p
+	d.ports[p.name] = p
+	d.byLink[p.hostIf] = p
+	d.byOwner[p.owner] = p
 	info := p.info()
 	d.mu.Unlock()
 	if p.up != nil {
