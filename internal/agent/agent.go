@@ -486,34 +486,24 @@ func (a *Agent) Status(ctx context.Context) (*agentapi.Status, error) {
 	return st, nil
 }
 
-// Switches implements agentapi.Inspector: the dataplane's switches and ports, with the pod
-// and the PortPolicy behind each port from the attachment records.
+// Switches implements agentapi.Inspector: the dataplane's switches and ports (with the
+// pod behind each, as the attach named it), and the PortPolicy of each pod port from the
+// attachment records.
 func (a *Agent) Switches(ctx context.Context) (*agentapi.SwitchList, error) {
 	sl, err := a.dp.Switches(ctx)
 	if err != nil {
 		return nil, err
 	}
-	type owner struct{ pod, policy string }
-	byPort := map[string]owner{}
+	policies := map[string]string{}
 	for _, r := range a.records() {
-		if r.HostIfName == "" {
-			continue
+		if r.HostIfName != "" && r.policy != nil {
+			policies[vale.JoinName(r.Switch, r.HostIfName)] = r.policy.Policy
 		}
-		o := owner{}
-		if r.PodName != "" {
-			o.pod = r.PodNamespace + "/" + r.PodName
-		}
-		if r.policy != nil {
-			o.policy = r.policy.Policy
-		}
-		byPort[vale.JoinName(r.Switch, r.HostIfName)] = o
 	}
 	for i := range sl.Items {
 		for j := range sl.Items[i].Ports {
 			p := &sl.Items[i].Ports[j]
-			if o, ok := byPort[p.Name]; ok {
-				p.Pod, p.Policy = o.pod, o.policy
-			}
+			p.Policy = policies[p.Name]
 		}
 	}
 	return sl, nil
@@ -549,8 +539,12 @@ func (a *Agent) ipamPath(sw string) string {
 // portRequest asks for r's host link as a port with the pod's identity and its effective
 // policy (swMu held).
 func (a *Agent) portRequest(r *record, hostIfName string, hostIfIndex int) PortRequest {
-	return PortRequest{Switch: r.Switch, HostIfName: hostIfName, HostIfIndex: hostIfIndex,
+	req := PortRequest{Switch: r.Switch, HostIfName: hostIfName, HostIfIndex: hostIfIndex,
 		Owner: ownerKey(r), PodMAC: r.identityMAC(), PodIPs: a.podIPs(r), Policy: a.policyOf(r)}
+	if r.PodName != "" {
+		req.Pod = r.PodNamespace + "/" + r.PodName
+	}
+	return req
 }
 
 // podIPs are an attachment's addresses from IPAM (nil when they cannot be read: the port

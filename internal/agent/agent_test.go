@@ -45,7 +45,7 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 		return agentapi.PortInfo{}, fmt.Errorf("open %s: %w", req.HostIfName, syscall.ENXIO)
 	}
 	pi := agentapi.PortInfo{Name: req.Switch + ":" + req.HostIfName, Kind: "pod", HostIfName: req.HostIfName,
-		HostIfIndex: req.HostIfIndex, Owner: req.Owner, Active: true}
+		HostIfIndex: req.HostIfIndex, Owner: req.Owner, Pod: req.Pod, Active: true}
 	d.ports[req.Switch+"/"+req.HostIfName] = pi
 	if d.podMAC == nil {
 		d.podMAC = map[string]string{}

@@ -52,6 +52,9 @@ type PortRequest struct {
 	// PodIPs are the attachment's addresses. With PodMAC they are the pod's identity
 	// that anti-spoofing enforces.
 	PodIPs []netip.Addr
+	// Pod is "namespace/name" of the pod behind the port ("" when the runtime did not
+	// name it), shown with the port.
+	Pod string
 	// Policy is the port's effective policy: the switch's default, with the pod's
 	// PortPolicy over it in cluster mode (Agent.policyOf).
 	Policy dataplane.PortPolicy

@@ -115,7 +115,7 @@ func switchPolicy(s *SwitchConfig) dataplane.PortPolicy {
 func request(req PortRequest) dataplane.AttachRequest {
 	pol := req.Policy
 	return dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName,
-		HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs, Policy: &pol}
+		HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs, Policy: &pol, Pod: req.Pod}
 }
 
 // AnnounceGateways implements Dataplane.
@@ -203,7 +203,7 @@ func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
 	st := totals(p.Counters)
 	st.Drops = dropsByReason(p.Counters, &p.Refused)
 	pi := agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
-		Backend: p.Backend, Owner: p.Owner, Active: p.Up, Stats: st}
+		Backend: p.Backend, Owner: p.Owner, Pod: p.Pod, Active: p.Up, Stats: st}
 	if p.Kind == dataplane.KindPod {
 		q := p.Queue
 		pi.Queue = &agentapi.QueueInfo{Len: q.Len, MaxLen: q.MaxLen, TxFrames: q.TxFrames, TxBytes: q.TxBytes, Evicted: q.Evicted}

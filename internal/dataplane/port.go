@@ -50,6 +50,9 @@ type AttachRequest struct {
 	// the pod send as. At least one is required unless the policy sets
 	// AllowSpoofing (and a port attached without any cannot lose it later).
 	PodIPs []netip.Addr
+	// Pod names the pod behind the port ("namespace/name"), for status
+	// and diagnostics; the dataplane does not interpret it.
+	Pod string
 }
 
 // PortInfo describes a port.
@@ -59,6 +62,7 @@ type PortInfo struct {
 	HostIfName  string
 	HostIfIndex int
 	Owner       string
+	Pod         string // AttachRequest.Pod
 	Kind        PortKind
 	Index       int // index in the switch
 	// Backend is the pod port's socket now: "af_xdp", "af_packet", or
@@ -115,7 +119,7 @@ func (p *Port) info() PortInfo {
 		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
 		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: o.Backend.String(),
 		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), Refused: p.refused.snapshot(), RxChains: p.ga.RxChains.Load(),
-		PodMAC: p.id.mac, PodIPs: p.id.ips,
+		PodMAC: p.id.mac, PodIPs: p.id.ips, Pod: p.id.pod,
 	}
 	if o.Fallback != nil {
 		pi.Fallback = o.Fallback.Error()
@@ -186,7 +190,7 @@ func (d *Dataplane) checkAttach(ctx context.Context, req AttachRequest) (PortPol
 }
 
 func identityOf(req AttachRequest) podIdentity {
-	id := podIdentity{mac: append(net.HardwareAddr(nil), req.PodMAC...)}
+	id := podIdentity{mac: append(net.HardwareAddr(nil), req.PodMAC...), pod: req.Pod}
 	for _, a := range req.PodIPs {
 		id.ips = append(id.ips, a.Unmap())
 	}

@@ -127,6 +127,7 @@ type spoofGuard struct {
 type podIdentity struct {
 	mac net.HardwareAddr
 	ips []netip.Addr
+	pod string // "namespace/name", not checked: for PortInfo
 }
 
 func (id podIdentity) valid() bool { return len(id.mac) == 6 && len(id.ips) > 0 }
