@@ -361,14 +361,14 @@ cni_secondary() {
 	read -r netns cid < <(echo "$att" | python3 -c '
 import json, sys
 for a in json.load(sys.stdin)["items"]:
-    if a.get("podName") == sys.argv[1] and a["key"]["ifName"] == "eth0":
-        print(a["netns"], a["key"]["containerID"])' "$2")
+    if a.get("podName") == sys.argv[1] and a["ifName"] == "eth0":
+        print(a["netns"], a["containerID"])' "$2")
 	[ -n "$netns" ] || return 1
 	python3 -c '
 import json, sys
 c = json.load(open(sys.argv[1]))
 p = dict(c["plugins"][0], name=c["name"], cniVersion=c["cniVersion"])
-print(json.dumps(p))' $NETDIR/epair-vale1.conflist |
+print(json.dumps(p))' "$SECCONF" |
 	CNI_COMMAND=$1 CNI_CONTAINERID=$cid CNI_NETNS=$netns CNI_IFNAME=net1 CNI_PATH=/opt/cni/bin \
 		CNI_ARGS="K8S_POD_NAMESPACE=$NS;K8S_POD_NAME=$2" /opt/cni/bin/epair-cni
 }
@@ -377,16 +377,20 @@ pod_ns() { # pod_ns <pod> <cmd...>: a command in the pod's network namespace, on
 	netns=$($K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json attachments | python3 -c '
 import json, sys
 for a in json.load(sys.stdin)["items"]:
-    if a.get("podName") == sys.argv[1] and a["key"]["ifName"] == "eth0":
+    if a.get("podName") == sys.argv[1] and a["ifName"] == "eth0":
         print(a["netns"])' "$p")
 	nsenter --net="$netns" "$@"
 }
+# Multus keeps the network's configuration (from its NetworkAttachmentDefinition) for the
+# pod's DEL; the test keeps a copy of the conflist for the same reason.
+SECCONF=$WORK/epair-vale1.conflist
+cp $NETDIR/epair-vale1.conflist "$SECCONF"
 resA=$(cni_secondary ADD "$A") || fail "second CNI invocation for $A: $resA"
 cni_secondary ADD "$B" >/dev/null || fail "second CNI invocation for $B"
 ANET1=$(echo "$resA" | python3 -c 'import json,sys; print(json.load(sys.stdin)["ips"][0]["address"].split("/")[0])')
 BNET1=$(pod_ns "$B" ip -o -4 addr show dev net1 | awk '{print $4}' | cut -d/ -f1)
 in_cidr "$ANET1" "$SECCIDR" && in_cidr "$BNET1" "$SECCIDR" || fail "second interfaces $ANET1 $BNET1 not in $SECCIDR"
-[ "$(pod_ns "$A" cat /sys/class/net/net1/mtu)" = 1400 ] || fail "net1 of $A has not the second switch's MTU"
+pod_ns "$A" ip -o link show dev net1 | grep -q " mtu 1400 " || fail "net1 of $A has not the second switch's MTU 1400: $(pod_ns "$A" ip -o link show dev net1)"
 pod_ns "$A" ip route show default | grep -q net1 && fail "the second interface took the default route"
 pod_ns "$A" ping -c 5 -i 0.2 -W 2 -I net1 "$BNET1" >/dev/null || fail "ping $A -> $B over the second switch"
 $K -n $NS exec "$A" -- ping -c 3 -i 0.2 -W 2 "$BIP" >/dev/null || fail "ping $A -> $B over the first switch with two interfaces"
