@@ -108,8 +108,11 @@ type PortState struct {
 
 // DropCount is a number of dropped frames for one reason.
 type DropCount struct {
-	// Reason is a short lower-case name, e.g. "queue-full", "no-destination",
-	// "rate-limited", "spoofed", "bad-frame".
+	// Reason is the drop reason, named as in the agent API, valectl and the
+	// metrics: "queue-full" (the destination's output queue or ring was full),
+	// "no-destination", "too-long", "bad-frame", and port security's
+	// "spoofed-mac", "spoofed-ip", "spoofed-arp-nd", "spoofed-ethertype" and
+	// "storm".
 	Reason string `json:"reason"`
 	// Packets dropped for this reason since the agent started.
 	Packets int64 `json:"packets"`

@@ -153,10 +153,10 @@ func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 				pod = "-"
 			}
 			// SPOOFED and STORM are the parts of DROPPED that port security refused:
-			// anti-spoofing (every spoofed_* reason) and storm control.
+			// anti-spoofing (every spoofed-* reason) and storm control.
 			var spoofed uint64
 			for r, n := range p.Stats.Drops {
-				if strings.HasPrefix(r, "spoofed_") {
+				if strings.HasPrefix(r, "spoofed-") {
 					spoofed += n
 				}
 			}

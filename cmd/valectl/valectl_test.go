@@ -32,7 +32,7 @@ func (fakeAgent) Switches(context.Context) (*agentapi.SwitchList, error) {
 	return &agentapi.SwitchList{Items: []agentapi.SwitchInfo{{Name: "vale0", MTU: 1500, Offload: true, Ports: []agentapi.PortInfo{
 		{Name: "vale0:epvale0", Kind: "host", Backend: "tap", Active: true, Stats: agentapi.Counters{InFrames: 3}},
 		{Name: "vale0:epair0a", Kind: "pod", Backend: "af_xdp", Owner: "podnet/c1/eth0", Pod: "default/web", Active: true,
-			Stats: agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 12, Drops: map[string]uint64{"no_destination": 4, "spoofed_mac": 3, "spoofed_ip": 2, "storm": 3}}},
+			Stats: agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 12, Drops: map[string]uint64{"no-destination": 4, "spoofed-mac": 3, "spoofed-ip": 2, "storm": 3}}},
 	}}}}, nil
 }
 
@@ -64,7 +64,7 @@ func TestCommands(t *testing.T) {
 		{[]string{"status"}, "table", []string{"ready (agent test, switches vale0)"}},
 		{[]string{"switches"}, "table", []string{"vale0", "KIND", "offload", "1500"}},
 		{[]string{"ports"}, "table", []string{"vale0:epair0a", "af_xdp", "podnet/c1/eth0", "default/web", "42", "4200", "SPOOFED", "STORM", " 12       5        3\n"}},
-		{[]string{"drops"}, "table", []string{"vale0:epair0a  no_destination  4\n", "vale0:epair0a  spoofed_ip      2\n", "vale0:epair0a  storm           3\n"}},
+		{[]string{"drops"}, "table", []string{"vale0:epair0a  no-destination  4\n", "vale0:epair0a  spoofed-ip      2\n", "vale0:epair0a  storm           3\n"}},
 		{[]string{"ports", "vale0"}, "json", []string{`"inFrames": 42`}},
 		{[]string{"fdb", "vale0"}, "table", []string{"02:00:00:00:00:0b", "vale0:epair0a", "1.5s"}},
 		{[]string{"attachments"}, "table", []string{"c1", "10.89.0.2/24", "epair0a", "true"}},

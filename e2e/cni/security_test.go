@@ -754,7 +754,7 @@ func TestPortSecurity(t *testing.T) {
 		o := w.run(t, w.randomMACFlood(e, 11))
 		noSniffing(t, o, "X: A<->B pings", "A↔B pings")
 		noLoss(t, o, "A→B")
-		refusedAs(t, o, "spoofed_mac", 4*1024) // 4 times the FDB the issue filled
+		refusedAs(t, o, "spoofed-mac", 4*1024) // 4 times the FDB the issue filled
 		for _, s := range []string{"A: flood", "B: flood", "host: flood"} {
 			if n := o.seen[s]; n != 0 {
 				t.Errorf("sniffer %q received %d of X's forged frames: refused frames must not be forwarded", s, n)
@@ -771,7 +771,7 @@ func TestPortSecurity(t *testing.T) {
 			o := w.run(t, w.forgedMACAttack(c))
 			noSniffing(t, o, "X: victim pings", c.what)
 			noLoss(t, o, "A→"+c.dst.String())
-			refusedAs(t, o, "spoofed_mac", 1000)
+			refusedAs(t, o, "spoofed-mac", 1000)
 			if n := o.seen["A: forged"]; n != 0 {
 				t.Errorf("A received %d of X's frames forged with %s: refused frames must not be forwarded", n, c.forged)
 			}
@@ -784,7 +784,7 @@ func TestPortSecurity(t *testing.T) {
 		if delivered != 0 {
 			t.Errorf("B's UDP socket received %d of the %d datagrams X sent with A's address %s as source, want 0", delivered, o.send.sent, w.a.ip)
 		}
-		refusedAs(t, o, "spoofed_ip", 900)
+		refusedAs(t, o, "spoofed-ip", 900)
 	})
 
 	// Valid frames (X's own MAC and address) to a MAC no port has go to the host port and
@@ -827,7 +827,7 @@ func TestPortSecurity(t *testing.T) {
 		})
 		noSniffing(t, o, "X: A<->B pings", "A↔B pings")
 		noLoss(t, o, "A→B")
-		refusedAs(t, o, "spoofed_arp_nd", 1000)
+		refusedAs(t, o, "spoofed-arp-nd", 1000)
 		if m := neighMAC(t, w.a.ns, w.b.ip); !bytes.Equal(m, w.b.mac) {
 			t.Errorf("A's neighbour entry for B %s is %v after X's ARP replies, want B's %v", w.b.ip, m, w.b.mac)
 		}
@@ -975,7 +975,7 @@ func TestPortSecurityOptOut(t *testing.T) {
 	w := newSecWorld(t, e)
 	noSpoofDrops := func(t *testing.T, o *outcome) {
 		t.Helper()
-		for _, k := range []string{"spoofed_mac", "spoofed_ip", "spoofed_arp_nd", "spoofed_ethertype"} {
+		for _, k := range []string{"spoofed-mac", "spoofed-ip", "spoofed-arp-nd", "spoofed-ethertype"} {
 			if n := o.drops[k]; n != 0 {
 				t.Errorf("anti-spoofing is off, yet X's port counted %d frames as %s (drops %v)", n, k, o.drops)
 			}

@@ -517,9 +517,10 @@ func (c *clusterDataplane) Status(ctx context.Context) (controller.Snapshot, err
 }
 
 // portState is a port's NodeState entry, from the agent API's view of it (portInfo): its
-// counters, queue and drops by reason, each frame counted once. The port's no_space is
-// what its full output queue (or a lack of buffers) refused; the queue adds only the
-// frames it had queued and then evicted.
+// counters, queue and drops by reason (the reasons' names are the switch's and the
+// dataplane's, as everywhere), each frame counted once. The port's queue-full is what its
+// full output queue (or a lack of buffers) refused; the queue adds only the frames it had
+// queued and then evicted.
 func portState(sw string, p agentapi.PortInfo) epairv1.PortState {
 	ps := epairv1.PortState{Name: p.HostIfName, Switch: sw, Pod: p.Pod, Policy: p.Policy,
 		RxPackets: int64(p.Stats.InFrames), RxBytes: int64(p.Stats.InBytes),
@@ -528,23 +529,14 @@ func portState(sw string, p agentapi.PortInfo) epairv1.PortState {
 		ps.TxPackets, ps.TxBytes = int64(q.TxFrames), int64(q.TxBytes)
 		ps.QueueDepth, ps.QueueLength = int32(q.Len), int32(q.MaxLen)
 		if q.Evicted != 0 {
-			ps.Drops = mergeDrop(ps.Drops, "queue-full", int64(q.Evicted))
+			ps.Drops = mergeDrop(ps.Drops, vale.DropNoSpace.String(), int64(q.Evicted))
 		}
 	}
 	for r, n := range p.Stats.Drops {
-		ps.Drops = mergeDrop(ps.Drops, dropReason(r), int64(n))
+		ps.Drops = mergeDrop(ps.Drops, r, int64(n))
 	}
 	sort.Slice(ps.Drops, func(i, j int) bool { return ps.Drops[i].Reason < ps.Drops[j].Reason })
 	return ps
-}
-
-// dropReason is NodeState's name of a drop reason of the agent API ("no_space" is the
-// output queue's "queue-full", "spoofed_mac" is "spoofed-mac").
-func dropReason(r string) string {
-	if r == vale.DropNoSpace.String() {
-		return "queue-full"
-	}
-	return strings.ReplaceAll(r, "_", "-")
 }
 
 func mergeDrop(ds []epairv1.DropCount, reason string, n int64) []epairv1.DropCount {

@@ -613,13 +613,13 @@ func TestPortInfoRefused(t *testing.T) {
 	p.Refused[dataplane.RefusedIP] = 2
 	p.Refused[dataplane.RefusedStorm] = 4
 	got := portInfo(p).Stats
-	want := map[string]uint64{"no_destination": 2, "no_space": 1, "spoofed_mac": 3, "spoofed_ip": 2, "storm": 4}
+	want := map[string]uint64{"no-destination": 2, "queue-full": 1, "spoofed-mac": 3, "spoofed-ip": 2, "storm": 4}
 	if got.Dropped != 12 || !maps.Equal(got.Drops, want) {
 		t.Fatalf("counters %+v, want 12 dropped as %v", got, want)
 	}
 }
 
-// A frame the full output queue refused is the switch's no_space and the queue's drop at
+// A frame the full output queue refused is the switch's queue-full and the queue's drop at
 // once: NodeState counts it once; frames the queue evicted after queueing them add to it.
 func TestPortStateCountsQueueDropsOnce(t *testing.T) {
 	var p dataplane.PortInfo
@@ -634,5 +634,51 @@ func TestPortStateCountsQueueDropsOnce(t *testing.T) {
 	want := []epairv1.DropCount{{Reason: "queue-full", Packets: 7}, {Reason: "spoofed-mac", Packets: 3}}
 	if !slices.Equal(ps.Drops, want) {
 		t.Fatalf("drops %+v, want %+v", ps.Drops, want)
+	}
+}
+
+// TestDropReasonsOneVocabulary: a port's drops carry the same reason names and totals in
+// the agent API (valectl), NodeState and the metrics: the switch's and the dataplane's
+// names, with nothing renamed on the way.
+func TestDropReasonsOneVocabulary(t *testing.T) {
+	var p dataplane.PortInfo
+	p.Name, p.Kind, p.HostIfName = "vale0:epair0a", dataplane.KindPod, "epair0a"
+	p.Counters.Drops[vale.DropNoSpace] = 5
+	p.Counters.Drops[vale.DropNoDest] = 2
+	p.Counters.Drops[vale.DropRefused] = 7
+	p.Refused[dataplane.RefusedMAC] = 3
+	p.Refused[dataplane.RefusedStorm] = 4
+	api := portInfo(p)
+	want := map[string]uint64{"queue-full": 5, "no-destination": 2, "spoofed-mac": 3, "storm": 4}
+	if !maps.Equal(api.Stats.Drops, want) {
+		t.Fatalf("agent API drops %v, want %v", api.Stats.Drops, want)
+	}
+	node := map[string]uint64{}
+	for _, d := range portState("vale0", api).Drops {
+		node[d.Reason] = uint64(d.Packets)
+	}
+	if !maps.Equal(node, want) {
+		t.Fatalf("NodeState drops %v, want the agent API's %v", node, want)
+	}
+	a := &Agent{dp: statsDataplane{sl: &agentapi.SwitchList{Items: []agentapi.SwitchInfo{{Name: "vale0", Ports: []agentapi.PortInfo{api}}}}}}
+	mfs, err := a.registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := map[string]uint64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "epair_port_drops_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					metric[l.GetValue()] = uint64(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	if !maps.Equal(metric, want) {
+		t.Fatalf("metrics drops %v, want the agent API's %v", metric, want)
 	}
 }

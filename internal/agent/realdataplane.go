@@ -223,8 +223,8 @@ func totals(c vale.Counters) agentapi.Counters {
 }
 
 // dropsByReason is c's drops by reason (nil when none). With a port's refusals, the
-// switch's "refused" drops are split into port security's reasons (spoofed_mac,
-// spoofed_ip, spoofed_arp_nd, spoofed_ethertype, storm); the sum stays the switch's total.
+// switch's "refused" drops are split into port security's reasons (spoofed-mac,
+// spoofed-ip, spoofed-arp-nd, spoofed-ethertype, storm); the sum stays the switch's total.
 func dropsByReason(c vale.Counters, refused *dataplane.RefusedCounts) map[string]uint64 {
 	var out map[string]uint64
 	add := func(reason string, n uint64) {

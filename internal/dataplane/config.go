@@ -206,7 +206,7 @@ type PortPolicy struct {
 // opens through netmap, or another pod's host link. It must not be the port
 // itself nor the switch's host port, and need not exist yet: copies for a
 // monitor that is absent or not open are dropped and counted on the switch
-// (no_destination), and a full monitor ring drops them too (no_space on the
+// (no-destination), and a full monitor ring drops them too (queue-full on the
 // monitor); the mirrored port is never slowed down.
 //
 // RX copies what the pod sends (every frame the switch receives from it,

@@ -77,9 +77,10 @@ const (
 // NumRefusals is the length of RefusedCounts.
 const NumRefusals = int(numRefusals)
 
-var refusalNames = [numRefusals]string{"spoofed_mac", "spoofed_ip", "spoofed_arp_nd", "spoofed_ethertype", "storm"}
+var refusalNames = [numRefusals]string{"spoofed-mac", "spoofed-ip", "spoofed-arp-nd", "spoofed-ethertype", "storm"}
 
-// String is the reason's name in the agent API and metrics ("spoofed_mac").
+// String is the reason's name everywhere it is shown: agent API, valectl, NodeState and
+// metrics ("spoofed-mac").
 func (r Refusal) String() string {
 	if r >= 0 && r < numRefusals {
 		return refusalNames[r]

@@ -120,7 +120,7 @@ func TestAntiSpoofing(t *testing.T) {
 			}
 			n1 := e.spoofDrops(a)
 			if r := e.refused(a); r[RefusedIP] == 0 {
-				t.Fatalf("spoofed source: refused %v, want spoofed_ip counted", r)
+				t.Fatalf("spoofed source: refused %v, want spoofed-ip counted", r)
 			}
 			// A spoofed source MAC with the pod's own IP.
 			sendRaw(t, a, udpFrame(net.HardwareAddr{0x02, 0xba, 0xd0, 0, 0, 1}, b.pair.PodMAC, a.ip, b.ip))

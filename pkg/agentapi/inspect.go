@@ -63,7 +63,7 @@ type PortInfo struct {
 
 // QueueInfo is a port's output queue: its depth and capacity, what it handed to the link,
 // and the frames it evicted after queueing them (the frames it refused when full are the
-// port's "no_space" drops).
+// port's "queue-full" drops).
 type QueueInfo struct {
 	Len      int    `json:"len"`
 	MaxLen   int    `json:"maxLen"`

@@ -7,7 +7,7 @@ import (
 
 // Refused counts the packets Enqueue turned away, not the ones it evicted
 // after queueing them: a caller that counts its refusals (the switch's
-// no_space) adds only Drops − Refused.
+// queue-full) adds only Drops − Refused.
 func TestSubqueueRefusedVsEvicted(t *testing.T) {
 	_, sq := newSubqTest(t, 4)
 	for i := 1; i <= 4; i++ {

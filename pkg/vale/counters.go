@@ -26,7 +26,7 @@ const (
 // NumDropReasons is the length of Counters.Drops.
 const NumDropReasons = int(numDropReasons)
 
-var dropNames = [numDropReasons]string{"no_space", "no_destination", "too_long", "bad_frame", "refused"}
+var dropNames = [numDropReasons]string{"queue-full", "no-destination", "too-long", "bad-frame", "refused"}
 
 func (r DropReason) String() string {
 	if r >= 0 && r < numDropReasons {

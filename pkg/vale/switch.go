@@ -207,7 +207,7 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 // to the port (that its ring or deliverer accepted). Monitor is the
 // monitor's port name (the part after ':'); while no such port is attached
 // and receiving, copies are dropped and counted as the monitor's
-// no_destination, and when the monitor's ring is full as its no_space:
+// no-destination, and when the monitor's ring is full as its queue-full:
 // mirroring never blocks the mirrored port. The copies count as the
 // monitor's Out. A frame the monitor itself sent is not copied back to it.
 type Mirror struct {
