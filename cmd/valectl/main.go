@@ -2,6 +2,10 @@
 // the agent socket, in the spirit of vale-ctl.
 //
 //	valectl [-socket path] [-o json] switches|ports [switch]|drops [switch]|fdb <switch>|attachments|status
+//	valectl [-socket path] capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-w file|-]
+//
+// capture writes the port's frames as a pcap file (standard output by default, so that
+// "valectl capture ns/pod | tcpdump -r -" works) until its count or duration, or Ctrl-C.
 package main
 
 import (
@@ -9,6 +13,8 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/epair-cni/epair/pkg/agentapi"
@@ -19,10 +25,20 @@ func main() {
 	output := flag.String("o", "table", "output format: table or json")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of the call")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: valectl [flags] switches | ports [switch] | drops [switch] | fdb <switch> | attachments | status\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: valectl [flags] switches | ports [switch] | drops [switch] | fdb <switch> | attachments | status\n       valectl [flags] %s\n", captureUsage)
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if flag.Arg(0) == "capture" {
+		// No deadline: a capture runs until its count or duration, or Ctrl-C.
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runCapture(ctx, os.Stdout, options{socket: *socket, output: *output}, flag.Args()[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "valectl:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	if err := run(ctx, os.Stdout, options{socket: *socket, output: *output}, flag.Args()); err != nil {

@@ -58,6 +58,10 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 	return pi, nil
 }
 
+func (d *memDataplane) Capture(port string, _ dataplane.CaptureOptions) (*dataplane.Capture, error) {
+	return nil, fmt.Errorf("capture %s: the test double captures nothing: %w", port, dataplane.ErrNoPort)
+}
+
 func (d *memDataplane) SetPortPolicy(sw, host string, pol dataplane.PortPolicy) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -26,6 +26,8 @@ type Dataplane interface {
 	// its ports (pod links are not touched) and removes it with its host port.
 	AddSwitch(sc SwitchConfig) error
 	RemoveSwitch(ctx context.Context, name string) error
+	// Capture starts a capture of a switch port ("<switch>:<port>").
+	Capture(port string, o dataplane.CaptureOptions) (*dataplane.Capture, error)
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
 	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,

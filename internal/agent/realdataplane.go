@@ -159,6 +159,10 @@ func (r *realDataplane) RemoveSwitch(ctx context.Context, name string) error {
 	return r.d.RemoveSwitch(ctx, name)
 }
 
+func (r *realDataplane) Capture(port string, o dataplane.CaptureOptions) (*dataplane.Capture, error) {
+	return r.d.Capture(port, o)
+}
+
 func (r *realDataplane) Port(sw, hostIfName string) (agentapi.PortInfo, bool) {
 	pi, err := r.d.Port(vale.JoinName(sw, hostIfName))
 	if err != nil {

@@ -120,6 +120,9 @@ func NewAgentServer(backend Interface, insp Inspector, extra map[string]http.Han
 			resp, err := insp.FDB(r.Context(), sw)
 			reply(w, resp, err)
 		})
+		if c, ok := insp.(Capturer); ok {
+			mux.HandleFunc("GET "+PathCapture, captureHandler(c))
+		}
 	}
 	for pattern, h := range extra {
 		mux.Handle(pattern, h)

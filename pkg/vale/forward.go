@@ -19,6 +19,7 @@ const (
 // context from gather to the end of pass two; contexts are recycled
 // through the switch, so forwarding allocates nothing.
 type fwdCtx struct {
+	dl      Delivery // the Delivery handed to Deliverers and Taps, reused (no allocation per call)
 	frames  []Frame  // the batch, in source order
 	bufs    [][]byte // fragment data, one per source slot; Frame.slot indexes it
 	maxLen  int32    // longest frame in the batch
@@ -190,4 +191,11 @@ func (c *fwdCtx) resetLists() {
 		c.heads[d] = listEmpty
 	}
 	c.touched = c.touched[:0]
+}
+
+// delivery is c's reusable Delivery of frames order from port src: a Deliverer or Tap may
+// use it only during its call, and calls do not nest.
+func (c *fwdCtx) delivery(order []int32, src uint16) *Delivery {
+	c.dl = Delivery{c: c, order: order, src: src}
+	return &c.dl
 }

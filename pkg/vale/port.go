@@ -57,6 +57,7 @@ type Port struct {
 	tx      []*txWriter     // bwrap/host: the wrapped adapter's TX krings
 	deliver Deliverer       // replaces the ring delivery when set
 	mirror  *Mirror         // copies of this port's frames, or nil
+	taps    []Tap           // captures of this port's frames (AddTap; replaced, never changed)
 	// knownOnly keeps unknown unicast (DstUnknown) off the port
 	// (Switch.SetKnownOnly).
 	knownOnly bool

@@ -3,6 +3,7 @@ package vale
 import (
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 
@@ -115,6 +116,12 @@ func (s *Switch) forward(src *Port, slots []netmap.Slot, pool *netmap.Pool, from
 			if m := src.mirror; m != nil && m.RX {
 				s.mirrorTo(c, src, m, c.all[:min(len(c.frames), len(c.all))], src.idx)
 			}
+			if len(src.taps) > 0 {
+				d := c.delivery(c.all[:min(len(c.frames), len(c.all))], src.idx)
+				for _, t := range src.taps {
+					t.Tapped(d, false)
+				}
+			}
 			s.passTwo(c, src.idx)
 		}
 		s.mu.RUnlock()
@@ -176,8 +183,7 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 	var nb uint64
 	switch {
 	case p.deliver != nil:
-		d := Delivery{c: c, order: order, src: src}
-		nf = p.deliver.Deliver(&d)
+		nf = p.deliver.Deliver(c.delivery(order, src))
 		if nf < 0 {
 			nf = 0
 		} else if nf > len(order) {
@@ -199,6 +205,50 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 	if m := p.mirror; m != nil && m.TX && nf > 0 {
 		s.mirrorTo(c, p, m, order[:nf], src)
 	}
+	if len(p.taps) > 0 && nf > 0 {
+		d := c.delivery(order[:nf], src)
+		for _, t := range p.taps {
+			t.Tapped(d, true)
+		}
+	}
+}
+
+// Tap receives the frames of a port for a capture: with tx false, every frame the switch
+// received from the port, with the lookup's decision in Frame.Dst (DstDrop and DstRefused
+// for the ones it dropped); with tx true, every frame the switch handed to the port (that
+// its ring or Deliverer accepted). Tapped runs on the forwarding path under the switch's
+// shared lock and the Delivery is valid only during the call: it copies what it keeps and
+// never blocks.
+type Tap interface {
+	Tapped(d *Delivery, tx bool)
+}
+
+// AddTap adds t to the port's taps (by its name within the switch); the returned remove
+// takes it off again (idempotent). Both take effect from the next batch; several taps of
+// one port each get every frame.
+func (s *Switch) AddTap(port string, t Tap) (remove func(), err error) {
+	if t == nil {
+		return nil, fmt.Errorf("add tap to %s: nil tap: %w", JoinName(s.name, port), ErrInvalid)
+	}
+	var p *Port
+	if err := s.setPort(port, "add tap to", func(q *Port) {
+		p = q
+		q.taps = append(slices.Clip(q.taps), t)
+	}); err != nil {
+		return nil, err
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.reg.nm.Lock()
+			defer s.reg.nm.Unlock()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if i := slices.Index(p.taps, t); i >= 0 {
+				p.taps = slices.Delete(slices.Clone(p.taps), i, i+1)
+			}
+		})
+	}, nil
 }
 
 // Mirror sends copies of a port's frames to a monitor port of the same
@@ -287,8 +337,7 @@ func (s *Switch) mirrorTo(c *fwdCtx, p *Port, m *Mirror, order []int32, src uint
 	var nb uint64
 	switch {
 	case mon.deliver != nil:
-		d := Delivery{c: c, order: order, src: src}
-		nf = min(max(mon.deliver.Deliver(&d), 0), len(order))
+		nf = min(max(mon.deliver.Deliver(c.delivery(order, src)), 0), len(order))
 		for _, fi := range order[:nf] {
 			nb += uint64(c.frames[fi].Len)
 		}

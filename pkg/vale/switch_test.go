@@ -547,3 +547,70 @@ func TestConcurrentSendersOneDestination(t *testing.T) {
 	}
 	t.Logf("%d frames received, %d dropped for lack of space", got, pi.Counters.Drops[DropNoSpace])
 }
+
+// countingTap records the frames it was given, by direction.
+type countingTap struct {
+	mu     sync.Mutex
+	rx, tx [][]byte
+	dst    []uint16 // the lookup's decision of each rx frame
+}
+
+func (c *countingTap) Tapped(d *Delivery, tx bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i := 0; i < d.Len(); i++ {
+		b := make([]byte, d.Frame(i).Len)
+		b = b[:d.CopyFrame(i, b)]
+		if tx {
+			c.tx = append(c.tx, b)
+		} else {
+			c.rx = append(c.rx, b)
+			c.dst = append(c.dst, d.Frame(i).Dst)
+		}
+	}
+}
+
+// TestTap: a tap sees every frame a port sends (with the lookup's decision, drops too) and
+// every frame handed to it; two taps each see all of them; a removed tap sees nothing more.
+func TestTap(t *testing.T) {
+	nm, r := newTestRegistry(t, nil)
+	a := openPort(t, nm, "vale0:a", mac(1))
+	b := openPort(t, nm, "vale0:b", mac(2))
+	sw, _ := r.Switch("vale0")
+	if _, err := sw.AddTap("zz", &countingTap{}); !errors.Is(err, syscall.ENXIO) {
+		t.Fatalf("tap on an unknown port: %v", err)
+	}
+	t1, t2 := &countingTap{}, &countingTap{}
+	rm1, err := sw.AddTap("a", t1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rm2, err := sw.AddTap("a", t2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := ethFrame(bcast, a.mac, 64)
+	a.send(out)
+	b.expect(out)
+	in := ethFrame(a.mac, b.mac, 80)
+	b.send(in)
+	a.expect(in)
+	self := ethFrame(a.mac, a.mac, 60) // to itself: dropped by the lookup
+	a.send(self)
+	for _, tp := range []*countingTap{t1, t2} {
+		if len(tp.rx) != 2 || !bytes.Equal(tp.rx[0], out) || !bytes.Equal(tp.rx[1], self) || tp.dst[0] != DstBroadcast {
+			t.Fatalf("tap rx %d frames (dst %v), want the broadcast and the dropped one", len(tp.rx), tp.dst)
+		}
+		if len(tp.tx) != 1 || !bytes.Equal(tp.tx[0], in) {
+			t.Fatalf("tap tx %d frames, want the one b sent to a", len(tp.tx))
+		}
+	}
+	rm1()
+	rm1()
+	a.send(out)
+	b.expect(out)
+	if len(t1.rx) != 2 || len(t2.rx) != 3 {
+		t.Fatalf("after removing tap 1: %d and %d rx frames, want 2 and 3", len(t1.rx), len(t2.rx))
+	}
+	rm2()
+}

@@ -1,0 +1,183 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+// DefaultCaptureBuffer is the number of frames a capture holds between the switch and its
+// reader (CaptureOptions.Buffer).
+const DefaultCaptureBuffer = 512
+
+// ErrCaptureClosed is returned by Capture.Next once the capture is closed.
+var ErrCaptureClosed = errors.New("capture closed")
+
+// CaptureOptions choose what a capture takes.
+type CaptureOptions struct {
+	// RX takes the frames the switch receives from the port (dropped ones too, marked);
+	// TX the frames it hands to the port. Neither set means both.
+	RX, TX bool
+	// SnapLen is how many bytes of each frame are kept; 0 keeps whole frames (the
+	// switch's largest, 64 KiB on an offload switch).
+	SnapLen int
+	// Buffer is how many frames wait for the reader; 0 means DefaultCaptureBuffer.
+	// When the reader is slower, frames are counted as Lost, never waited for.
+	Buffer int
+}
+
+// CapturedFrame is one frame of a capture.
+type CapturedFrame struct {
+	Time time.Time
+	// TX: the switch handed the frame to the port; otherwise it came from the port.
+	TX bool
+	// Dropped: the switch did not forward the frame (the lookup's DstDrop, or port
+	// security's refusal when Refused).
+	Dropped, Refused bool
+	// Len is the frame's length (Ethernet header to the end of the payload, without the
+	// virtio-net header of an offload switch); Data its first SnapLen bytes, valid until
+	// the next call of Next.
+	Len  int
+	Data []byte
+}
+
+// Capture is a running capture of one switch port (Dataplane.Capture): a tap on the
+// switch that copies the port's frames into a fixed set of buffers, without allocating
+// or blocking on the packet path. Close removes the tap.
+type Capture struct {
+	remove func()
+	hdrLen int
+	rx, tx bool
+	bufs   [][]byte
+	free   chan int32
+	ready  chan capRecord
+	closed chan struct{}
+	once   sync.Once
+	held   int32 // buffer of the frame Next returned last, or -1
+	lost   atomic.Uint64
+}
+
+type capRecord struct {
+	idx      int32
+	len, n   int32
+	tx       bool
+	dst      uint16
+	nanotime int64
+}
+
+// Capture starts capturing port name ("<switch>:<port>": a pod port or the host port).
+func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
+	swName, port, err := vale.ParseName(name)
+	if err != nil {
+		return nil, fmt.Errorf("capture %s: %w: %w", name, ErrInvalid, err)
+	}
+	if o.SnapLen < 0 || o.Buffer < 0 || o.Buffer > 1<<16 {
+		return nil, fmt.Errorf("capture %s: snapLen %d, buffer %d: want snapLen ≥ 0 and buffer in [0, 65536]: %w", name, o.SnapLen, o.Buffer, ErrInvalid)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("capture %s: %w", name, ErrClosed)
+	}
+	s, ok := d.switches[swName]
+	if !ok {
+		return nil, fmt.Errorf("capture %s: switch %q: %w", name, swName, ErrNoSwitch)
+	}
+	maxFrame := s.sw.Config().MaxFrame
+	if o.SnapLen == 0 || o.SnapLen > maxFrame {
+		o.SnapLen = maxFrame
+	}
+	if o.Buffer == 0 {
+		o.Buffer = DefaultCaptureBuffer
+	}
+	if !o.RX && !o.TX {
+		o.RX, o.TX = true, true
+	}
+	c := &Capture{hdrLen: s.hdrLen, rx: o.RX, tx: o.TX, bufs: make([][]byte, o.Buffer),
+		free: make(chan int32, o.Buffer), ready: make(chan capRecord, o.Buffer), closed: make(chan struct{}), held: -1}
+	for i := range c.bufs {
+		c.bufs[i] = make([]byte, o.SnapLen)
+		c.free <- int32(i)
+	}
+	c.remove, err = s.sw.AddTap(port, c)
+	if err != nil {
+		return nil, fmt.Errorf("capture %s: %w: %w", name, ErrNoPort, err)
+	}
+	return c, nil
+}
+
+// Tapped implements vale.Tap: it runs on the forwarding path.
+func (c *Capture) Tapped(d *vale.Delivery, tx bool) {
+	if tx && !c.tx || !tx && !c.rx {
+		return
+	}
+	now := time.Now().UnixNano()
+	for i := 0; i < d.Len(); i++ {
+		var idx int32
+		select {
+		case idx = <-c.free:
+		default:
+			c.lost.Add(1)
+			continue
+		}
+		f := d.Frame(i)
+		b := c.bufs[idx]
+		n := copyFrame(d, i, c.hdrLen, b)
+		c.ready <- capRecord{idx: idx, len: f.Len - int32(c.hdrLen), n: int32(n), tx: tx, dst: f.Dst, nanotime: now}
+	}
+}
+
+// copyFrame copies frame i of d into b without its first skip bytes (the virtio-net
+// header) and returns the bytes copied.
+func copyFrame(d *vale.Delivery, i, skip int, b []byte) int {
+	n := 0
+	for _, fr := range d.Fragments(i) {
+		if skip >= len(fr) {
+			skip -= len(fr)
+			continue
+		}
+		n += copy(b[n:], fr[skip:])
+		skip = 0
+		if n == len(b) {
+			break
+		}
+	}
+	return n
+}
+
+// Next returns the next captured frame, waiting for one until ctx is done or the capture
+// is closed (ErrCaptureClosed). Its Data is valid until the next call.
+func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
+	if c.held >= 0 {
+		c.free <- c.held
+		c.held = -1
+	}
+	var r capRecord
+	select {
+	case r = <-c.ready:
+	case <-ctx.Done():
+		return CapturedFrame{}, ctx.Err()
+	case <-c.closed:
+		return CapturedFrame{}, ErrCaptureClosed
+	}
+	c.held = r.idx
+	return CapturedFrame{Time: time.Unix(0, r.nanotime), TX: r.tx, Len: int(r.len), Data: c.bufs[r.idx][:r.n],
+		Dropped: !r.tx && (r.dst == vale.DstDrop || r.dst == vale.DstRefused), Refused: !r.tx && r.dst == vale.DstRefused}, nil
+}
+
+// Lost is the number of frames the capture could not keep because its reader was behind.
+func (c *Capture) Lost() uint64 { return c.lost.Load() }
+
+// Close removes the capture's tap from the switch (idempotent); Next then returns
+// ErrCaptureClosed.
+func (c *Capture) Close() {
+	c.once.Do(func() {
+		c.remove()
+		close(c.closed)
+	})
+}
