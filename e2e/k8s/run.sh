@@ -27,6 +27,8 @@
 #      each other over it; deleting the VirtualSwitch removes the interfaces, ports and
 #      conflist and leaves the first network's pods connected; a live change of the
 #      default queue reaches a pod attached afterwards
+#  8d. kubectl epair capture of a pod while it serves HTTP, from the admin's kubeconfig through
+#      the API server: the pcap holds the pod's TCP segments on port 8080 both ways
 #   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
 #  10. deleting the pods leaves no epair links, ports or addresses behind
 #  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
@@ -67,6 +69,8 @@ step "build: Kubernetes, etcd, helm (cached in ~/.cache/epair) and the agent ima
 "$HK/build-k8s.sh" cluster >/dev/null
 HELM=$("$HK/tools.sh" helm)
 IMG=$(TAG=e2e "$HK/build-image.sh" "$WORK.image.tar")
+KEPAIR=$WORK.kubectl-epair
+(cd "$ROOT" && go build -o "$KEPAIR" ./cmd/kubectl-epair)
 
 # --- cluster ------------------------------------------------------------------
 teardown() {
@@ -94,7 +98,7 @@ teardown() {
 	else
 		ok "cluster torn down, nothing left"
 	fi
-	rm -f "$IMG"
+	rm -f "$IMG" "$KEPAIR"
 	[ $rc = 0 ] && echo "E2E-K8S-OK ($(( $(date +%s) - T0 ))s)"
 	exit $rc
 }
@@ -351,6 +355,9 @@ spec:
 EOT
 for i in $(seq 30); do [ -f $NETDIR/epair-vale1.conflist ] && break; sleep 1; done
 [ -f $NETDIR/epair-vale1.conflist ] || fail "no conflist for the second switch in $NETDIR: $(ls $NETDIR 2>&1)"
+for i in $(seq 20); do
+	$K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 && break; sleep 0.5
+done
 $K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 || fail "NodeState does not list vale1"
 # cni_secondary <ADD|DEL> <pod>: epair-cni with the second switch's conflist, as Multus runs
 # it: the pod's network namespace (from the agent's record of its first interface), ifname
@@ -430,6 +437,42 @@ done
 $K -n $NS delete pod qlen --wait=true >/dev/null
 $K patch virtualswitch vale0 --type=merge -p '{"spec":{"defaultQueue":{"length":1024}}}' >/dev/null
 ok "a pod attached after a live default queue change has the new queue length ($q)"
+
+step "8d. kubectl epair capture of a pod while it serves traffic"
+"$KEPAIR" capture -n $NS "$B" -t 4s > "$WORK/b.pcap" 2>"$WORK/b.err" &
+cap=$!
+sleep 1
+for i in 1 2 3; do $K -n $NS exec "$A" -- wget -qO- "http://$BIP:8080/index.html" >/dev/null || fail "HTTP $A -> $B during the capture"; done
+wait $cap || fail "kubectl epair capture: $(cat "$WORK/b.err")"
+# Count the TCP segments to and from port 8080 in the pcap (classic pcap, Ethernet, IPv4).
+read -r to from < <(python3 - "$WORK/b.pcap" "$BIP" <<'PY'
+import socket, struct, sys
+b = open(sys.argv[1], "rb").read()
+magic, = struct.unpack("<I", b[:4])
+assert magic == 0xa1b2c3d4, "not a pcap file: %x" % magic
+assert struct.unpack("<I", b[20:24])[0] == 1, "link type is not Ethernet"
+off, to, frm = 24, 0, 0
+while off + 16 <= len(b):
+    _, _, incl, _ = struct.unpack("<IIII", b[off:off + 16])
+    f = b[off + 16:off + 16 + incl]
+    off += 16 + incl
+    if len(f) < 38 or f[12:14] != b"\x08\x00" or f[23] != 6:
+        continue
+    ihl = (f[14] & 15) * 4
+    sport, dport = struct.unpack(">HH", f[14 + ihl:18 + ihl])
+    src, dst = socket.inet_ntoa(f[26:30]), socket.inet_ntoa(f[30:34])
+    if dport == 8080 and dst == sys.argv[2]:
+        to += 1
+    elif sport == 8080 and src == sys.argv[2]:
+        frm += 1
+print(to, frm)
+PY
+)
+[ "${to:-0}" -ge 9 ] && [ "${from:-0}" -ge 9 ] || fail "capture of $B holds $to segments to and $from from port 8080 for 3 HTTP requests"
+ok "kubectl epair capture of $B: $to TCP segments to and $from from :8080 for 3 HTTP requests"
+out=$("$KEPAIR" ports "$NODE") || fail "kubectl epair ports"
+case $out in *"$NS/$B"*) ;; *) fail "kubectl epair ports does not name $NS/$B: $out" ;; esac
+ok "kubectl epair ports $NODE names the pods"
 
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')
