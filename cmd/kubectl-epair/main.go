@@ -116,7 +116,7 @@ func run(ctx context.Context, o options, args []string, stdout, stderr io.Writer
 // ns pod") and moves the command's first operand (pod or node) right after the command,
 // the valectl flags (which take a value each) after it.
 func splitArgs(args []string, ns string) ([]string, string) {
-	valued := map[string]bool{"-d": true, "-c": true, "-t": true, "-s": true, "-w": true}
+	valued := map[string]bool{"-d": true, "-c": true, "-t": true, "-s": true, "-w": true, "-F": true}
 	var flags, operands []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]

@@ -14,9 +14,9 @@ import (
 )
 
 // captureUsage is the capture command's synopsis.
-const captureUsage = "capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-w file|-]"
+const captureUsage = "capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-F pcapng|pcap] [-w file|-]"
 
-// runCapture is "valectl capture": the port's frames as pcap into -w (stdout by default)
+// runCapture is "valectl capture": the port's frames as pcapng (or pcap) into -w (stdout by default)
 // until -c frames, -t time or ctx (Ctrl-C) ends it. A pod is named as namespace/name, with
 // :ifname when it has several interfaces.
 func runCapture(ctx context.Context, stdout io.Writer, o options, args []string) error {
@@ -30,7 +30,8 @@ func runCapture(ctx context.Context, stdout io.Writer, o options, args []string)
 	count := fs.Int("c", 0, "stop after this many frames (0: no limit)")
 	dur := fs.Duration("t", 0, "stop after this long (0: until interrupted)")
 	snap := fs.Int("s", 0, "bytes kept of each frame (0: whole frames)")
-	out := fs.String("w", "-", "pcap file to write, - for standard output")
+	out := fs.String("w", "-", "file to write, - for standard output")
+	format := fs.String("F", "pcapng", "pcapng (each frame's direction, and why the switch dropped it) or pcap")
 	if err := fs.Parse(args[1:]); err != nil {
 		return fmt.Errorf("capture: %w: %s", err, captureUsage)
 	}
@@ -52,7 +53,7 @@ func runCapture(ctx context.Context, stdout io.Writer, o options, args []string)
 		defer f.Close()
 		w = f
 	}
-	req := &agentapi.CaptureRequest{Port: port, Direction: *dir, Count: *count, Duration: *dur, SnapLen: *snap}
+	req := &agentapi.CaptureRequest{Port: port, Direction: *dir, Count: *count, Duration: *dur, SnapLen: *snap, Format: *format}
 	if err := c.Capture(ctx, req, w); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("capture %s: %w", port, err)
 	}

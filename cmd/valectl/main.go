@@ -2,9 +2,10 @@
 // the agent socket, in the spirit of vale-ctl.
 //
 //	valectl [-socket path] [-o json] switches|ports [switch]|drops [switch]|fdb <switch>|attachments|status
-//	valectl [-socket path] capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-w file|-]
+//	valectl [-socket path] capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-F pcapng|pcap] [-w file|-]
 //
-// capture writes the port's frames as a pcap file (standard output by default, so that
+// capture writes the port's frames as a pcapng file (each frame's direction, and a comment
+// with the reason of a frame the switch dropped) or a pcap file (standard output by default, so that
 // "valectl capture ns/pod | tcpdump -r -" works) until its count or duration, or Ctrl-C.
 package main
 

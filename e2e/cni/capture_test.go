@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,8 +20,10 @@ import (
 )
 
 // TestValectlCapture captures a pod's port with valectl, named as the operator knows it
-// (namespace/pod), while the pod pings another: the pcap file holds the echo requests and
-// replies, packet by packet with the pods' addresses, read back with a pcap reader; an
+// (namespace/pod), while the pod pings another and then pings from a second address: the
+// pcapng file holds the echo requests (inbound) and replies (outbound), packet by packet
+// with the pods' addresses, and the spoofed requests with the comment "dropped:
+// spoofed-ip", read back with a pcapng reader; an
 // unknown pod is a clear error; and a capture of an idle port that its duration ends is a
 // valid, empty pcap on standard output. (dataplane's TestCapture checks that a capture's
 // end removes its tap.)
@@ -46,27 +49,38 @@ func TestValectlCapture(t *testing.T) {
 	if o, err := pa.Exec("ping", "-c", "5", "-i", "0.2", "-W", "2", ipB); err != nil {
 		t.Fatalf("ping: %v\n%s", err, o)
 	}
+	// A second address in the pod: anti-spoofing drops its pings, and the capture says so.
+	if o, err := pa.Exec("ip", "addr", "add", "10.72.0.250/24", "dev", "eth0"); err != nil {
+		t.Fatalf("second address: %v\n%s", err, o)
+	}
+	pa.Exec("ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "10.72.0.250", ipB)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("valectl capture: %v\n%s", err, stderr.String())
 	}
-	var req, rep int
-	for _, p := range readPcap(t, out) {
-		ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-		icmp, _ := p.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
+	var req, rep, spoofed int
+	for _, p := range readPcapng(t, out) {
+		ip, _ := p.pkt.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		icmp, _ := p.pkt.Layer(layers.LayerTypeICMPv4).(*layers.ICMPv4)
 		if ip == nil || icmp == nil {
 			continue
 		}
-		switch typ := icmp.TypeCode.Type(); {
-		case typ == layers.ICMPv4TypeEchoRequest && ip.SrcIP.String() == ipA && ip.DstIP.String() == ipB:
+		typ, src, dst := icmp.TypeCode.Type(), ip.SrcIP.String(), ip.DstIP.String()
+		switch {
+		case typ == layers.ICMPv4TypeEchoRequest && src == "10.72.0.250" && dst == ipB:
+			if p.dir != pcapgo.NgEpbFlagDirectionInbound || !slices.Equal(p.comments, []string{"dropped: spoofed-ip"}) {
+				t.Errorf("spoofed echo request: direction %v, comments %q; want inbound, dropped: spoofed-ip", p.dir, p.comments)
+			}
+			spoofed++
+		case typ == layers.ICMPv4TypeEchoRequest && src == ipA && dst == ipB && p.dir == pcapgo.NgEpbFlagDirectionInbound && len(p.comments) == 0:
 			req++
-		case typ == layers.ICMPv4TypeEchoReply && ip.SrcIP.String() == ipB && ip.DstIP.String() == ipA:
+		case typ == layers.ICMPv4TypeEchoReply && src == ipB && dst == ipA && p.dir == pcapgo.NgEpbFlagDirectionOutbound && len(p.comments) == 0:
 			rep++
 		default:
-			t.Errorf("unexpected ICMP %v %s → %s", icmp.TypeCode, ip.SrcIP, ip.DstIP)
+			t.Errorf("unexpected ICMP %v %s → %s, direction %v, comments %q", icmp.TypeCode, src, dst, p.dir, p.comments)
 		}
 	}
-	if req != 5 || rep != 5 {
-		t.Fatalf("capture holds %d echo requests and %d replies, want 5 and 5", req, rep)
+	if req != 5 || rep != 5 || spoofed != 2 {
+		t.Fatalf("capture holds %d echo requests, %d replies and %d spoofed requests; want 5, 5 and 2", req, rep, spoofed)
 	}
 	// A pod the node does not have.
 	o, err := exec.Command(valectl, "-socket", e.agent.socket, "capture", "default/nosuch", "-c", "1").CombinedOutput()
@@ -74,7 +88,7 @@ func TestValectlCapture(t *testing.T) {
 		t.Fatalf("capture of an unknown pod: %v: %s", err, o)
 	}
 	// Cut short by its duration with nothing to capture: a valid, empty pcap.
-	o, err = exec.Command(valectl, "-socket", e.agent.socket, "capture", "default/b", "-d", "rx", "-t", "500ms").Output()
+	o, err = exec.Command(valectl, "-socket", e.agent.socket, "capture", "default/b", "-d", "rx", "-t", "500ms", "-F", "pcap").Output()
 	if err != nil {
 		t.Fatalf("capture of an idle port: %v", err)
 	}
@@ -83,23 +97,30 @@ func TestValectlCapture(t *testing.T) {
 	}
 }
 
-// readPcap reads every packet of a pcap file.
-func readPcap(t *testing.T, path string) []gopacket.Packet {
+// ngPacket is a packet of a pcapng file with its direction and comments.
+type ngPacket struct {
+	pkt      gopacket.Packet
+	dir      pcapgo.NgEpbFlag
+	comments []string
+}
+
+// readPcapng reads every packet of a pcapng file.
+func readPcapng(t *testing.T, path string) []ngPacket {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := pcapgo.NewReader(bytes.NewReader(b))
+	r, err := pcapgo.NewNgReader(bytes.NewReader(b), pcapgo.DefaultNgReaderOptions)
 	if err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
 	if r.LinkType() != layers.LinkTypeEthernet {
 		t.Fatalf("%s: link type %v, want Ethernet", path, r.LinkType())
 	}
-	var out []gopacket.Packet
+	var out []ngPacket
 	for {
-		data, ci, err := r.ReadPacketData()
+		data, ci, opts, err := r.ReadPacketDataWithOptions()
 		if errors.Is(err, io.EOF) {
 			return out
 		}
@@ -109,6 +130,10 @@ func readPcap(t *testing.T, path string) []gopacket.Packet {
 		if ci.CaptureLength != len(data) || ci.Length < ci.CaptureLength {
 			t.Fatalf("packet %d: capture length %d, length %d, %d bytes", len(out), ci.CaptureLength, ci.Length, len(data))
 		}
-		out = append(out, gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default))
+		p := ngPacket{pkt: gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default), comments: opts.Comments}
+		if opts.Flags != nil {
+			p.dir = opts.Flags.Direction
+		}
+		out = append(out, p)
 	}
 }

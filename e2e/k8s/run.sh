@@ -439,7 +439,7 @@ $K patch virtualswitch vale0 --type=merge -p '{"spec":{"defaultQueue":{"length":
 ok "a pod attached after a live default queue change has the new queue length ($q)"
 
 step "8d. kubectl epair capture of a pod while it serves traffic"
-"$KEPAIR" capture -n $NS "$B" -t 4s > "$WORK/b.pcap" 2>"$WORK/b.err" &
+"$KEPAIR" capture -n $NS "$B" -t 4s -F pcap > "$WORK/b.pcap" 2>"$WORK/b.err" &
 cap=$!
 sleep 1
 for i in 1 2 3; do $K -n $NS exec "$A" -- wget -qO- "http://$BIP:8080/index.html" >/dev/null || fail "HTTP $A -> $B during the capture"; done

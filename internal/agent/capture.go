@@ -17,7 +17,9 @@ import (
 var _ agentapi.Capturer = (*Agent)(nil)
 
 // Capture implements agentapi.Capturer: a tap on the port's switch (dataplane.Capture)
-// written to w as a pcap file of Ethernet frames, until req's count or duration is reached
+// written to w as a pcapng file of Ethernet frames (with each frame's direction, inbound
+// for what the port sent, and a comment naming the reason of a frame the switch dropped)
+// or a classic pcap file, until req's count or duration is reached
 // or ctx ends (the client went away). Frames the reader was too slow for are not written;
 // the tap is removed when it returns, however it ends.
 func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.Writer) error {
@@ -42,8 +44,8 @@ func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.
 	if snap == 0 {
 		snap = agentapi.MaxCaptureSnapLen
 	}
-	pw := pcapgo.NewWriter(w)
-	if err := pw.WriteFileHeader(uint32(snap), layers.LinkTypeEthernet); err != nil {
+	write, err := captureWriter(w, req.Format, snap)
+	if err != nil {
 		return fmt.Errorf("capture %s: %w", req.Port, err)
 	}
 	for n := 0; req.Count == 0 || n < req.Count; n++ {
@@ -54,10 +56,43 @@ func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.
 			}
 			return fmt.Errorf("capture %s: %w", req.Port, err)
 		}
-		ci := gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}
-		if err := pw.WritePacket(ci, f.Data); err != nil {
+		if err := write(f); err != nil {
 			return fmt.Errorf("capture %s: %w", req.Port, err) // the client went away
 		}
 	}
 	return nil
+}
+
+// captureWriter writes the file header to w and returns what writes one frame, in pcapng
+// (format "" or "pcapng") or classic pcap.
+func captureWriter(w io.Writer, format string, snap int) (func(dataplane.CapturedFrame) error, error) {
+	if format == "pcap" {
+		pw := pcapgo.NewWriter(w)
+		if err := pw.WriteFileHeader(uint32(snap), layers.LinkTypeEthernet); err != nil {
+			return nil, err
+		}
+		return func(f dataplane.CapturedFrame) error {
+			return pw.WritePacket(gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}, f.Data)
+		}, nil
+	}
+	nw, err := pcapgo.NewNgWriterInterface(w, pcapgo.NgInterface{Name: "epair", LinkType: layers.LinkTypeEthernet, SnapLength: uint32(snap),
+		TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		return nil, err
+	}
+	in, out := &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}, &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
+	return func(f dataplane.CapturedFrame) error {
+		o := pcapgo.NgPacketOptions{Flags: in}
+		if f.TX {
+			o.Flags = out
+		}
+		if f.Dropped {
+			o.Comments = []string{"dropped: " + f.Reason}
+		}
+		ci := gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}
+		if err := nw.WritePacketWithOptions(ci, f.Data, o); err != nil {
+			return err
+		}
+		return nw.Flush()
+	}, nil
 }

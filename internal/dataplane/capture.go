@@ -37,8 +37,10 @@ type CapturedFrame struct {
 	// TX: the switch handed the frame to the port; otherwise it came from the port.
 	TX bool
 	// Dropped: the switch did not forward the frame (the lookup's DstDrop, or port
-	// security's refusal when Refused).
+	// security's refusal when Refused); Reason names why, as the drop counters do
+	// ("no-destination", or a Refusal such as "spoofed-ip").
 	Dropped, Refused bool
+	Reason           string
 	// Len is the frame's length (Ethernet header to the end of the payload, without the
 	// virtio-net header of an offload switch); Data its first SnapLen bytes, valid until
 	// the next call of Next.
@@ -67,6 +69,7 @@ type capRecord struct {
 	len, n   int32
 	tx       bool
 	dst      uint16
+	reason   uint8
 	nanotime int64
 }
 
@@ -128,7 +131,7 @@ func (c *Capture) Tapped(d *vale.Delivery, tx bool) {
 		f := d.Frame(i)
 		b := c.bufs[idx]
 		n := copyFrame(d, i, c.hdrLen, b)
-		c.ready <- capRecord{idx: idx, len: f.Len - int32(c.hdrLen), n: int32(n), tx: tx, dst: f.Dst, nanotime: now}
+		c.ready <- capRecord{idx: idx, len: f.Len - int32(c.hdrLen), n: int32(n), tx: tx, dst: f.Dst, reason: f.Reason, nanotime: now}
 	}
 }
 
@@ -157,6 +160,11 @@ func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
 		c.free <- c.held
 		c.held = -1
 	}
+	select {
+	case <-c.closed:
+		return CapturedFrame{}, ErrCaptureClosed
+	default:
+	}
 	var r capRecord
 	select {
 	case r = <-c.ready:
@@ -166,8 +174,18 @@ func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
 		return CapturedFrame{}, ErrCaptureClosed
 	}
 	c.held = r.idx
-	return CapturedFrame{Time: time.Unix(0, r.nanotime), TX: r.tx, Len: int(r.len), Data: c.bufs[r.idx][:r.n],
-		Dropped: !r.tx && (r.dst == vale.DstDrop || r.dst == vale.DstRefused), Refused: !r.tx && r.dst == vale.DstRefused}, nil
+	f := CapturedFrame{Time: time.Unix(0, r.nanotime), TX: r.tx, Len: int(r.len), Data: c.bufs[r.idx][:r.n]}
+	switch {
+	case r.tx:
+	case r.dst == vale.DstDrop:
+		f.Dropped, f.Reason = true, vale.DropNoDest.String()
+	case r.dst == vale.DstRefused:
+		f.Dropped, f.Refused, f.Reason = true, true, vale.DropRefused.String()
+		if r.reason > 0 {
+			f.Reason = Refusal(r.reason - 1).String()
+		}
+	}
+	return f, nil
 }
 
 // Lost is the number of frames the capture could not keep because its reader was behind.

@@ -83,6 +83,28 @@ func TestCapture(t *testing.T) {
 			replies++
 		}
 	}
+	// A frame port security refuses is captured as dropped, with its reason.
+	drops, err := e.dp.Capture(a.portName(), CaptureOptions{RX: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drops.Close()
+	sendRaw(t, a, udpFrame(a.pair.PodMAC, b.pair.PodMAC, "10.78.0.200", b.ip))
+	for {
+		f, err := drops.Next(ctx)
+		if err != nil {
+			t.Fatalf("no refused frame captured: %v", err)
+		}
+		if len(f.Data) > 30 && net.IP(f.Data[26:30]).String() == "10.78.0.200" {
+			if !f.Dropped || !f.Refused || f.Reason != "spoofed-ip" || f.TX {
+				t.Fatalf("spoofed frame captured as dropped %v refused %v reason %q tx %v", f.Dropped, f.Refused, f.Reason, f.TX)
+			}
+			break
+		}
+		if f.Dropped {
+			t.Fatalf("a legitimate frame captured as dropped (%s)", f.Reason)
+		}
+	}
 	all.Close()
 	all.Close()
 	if _, err := all.Next(ctx); !errors.Is(err, ErrCaptureClosed) {

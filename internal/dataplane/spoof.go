@@ -435,6 +435,7 @@ func (l *guardLookup) Lookup(src uint16, frames []vale.Frame, now int64) {
 			ps.resolve(l.inner, src, frames[start:i], now)
 		}
 		frames[i].Dst = vale.DstRefused
+		frames[i].Reason = uint8(r) + 1 // Refusal r, for captures
 		bad[r]++
 		refused = true
 		start = i + 1

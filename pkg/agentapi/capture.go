@@ -32,6 +32,9 @@ type CaptureRequest struct {
 	Duration time.Duration
 	// SnapLen is the bytes kept of each frame; 0 is whole frames.
 	SnapLen int
+	// Format is "pcapng" ("" too: each frame with its direction, and the reason of a frame
+	// the switch dropped as a comment) or "pcap" (frames only).
+	Format string
 }
 
 // Validate checks the request and names the first bad field.
@@ -45,6 +48,8 @@ func (r *CaptureRequest) Validate() error {
 		return invalid("count", "must not be negative")
 	case r.Duration < 0:
 		return invalid("duration", "must not be negative")
+	case r.Format != "" && r.Format != "pcapng" && r.Format != "pcap":
+		return invalid("format", fmt.Sprintf("%q: want pcapng or pcap", r.Format))
 	case r.SnapLen < 0 || r.SnapLen > MaxCaptureSnapLen:
 		return invalid("snapLen", fmt.Sprintf("%d: want 0 (whole frames) to %d", r.SnapLen, MaxCaptureSnapLen))
 	}
@@ -65,11 +70,14 @@ func (r *CaptureRequest) query() url.Values {
 	if r.SnapLen != 0 {
 		q.Set("snapLen", strconv.Itoa(r.SnapLen))
 	}
+	if r.Format != "" {
+		q.Set("format", r.Format)
+	}
 	return q
 }
 
 func parseCaptureRequest(q url.Values) (*CaptureRequest, error) {
-	r := &CaptureRequest{Port: q.Get("port"), Direction: q.Get("direction")}
+	r := &CaptureRequest{Port: q.Get("port"), Direction: q.Get("direction"), Format: q.Get("format")}
 	for _, f := range []struct {
 		name string
 		dst  *int
@@ -128,7 +136,7 @@ type streamWriter struct {
 func (s *streamWriter) Write(b []byte) (int, error) {
 	if !s.started {
 		s.started = true
-		s.w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
+		s.w.Header().Set("Content-Type", "application/octet-stream")
 		s.w.WriteHeader(http.StatusOK)
 	}
 	n, err := s.w.Write(b)

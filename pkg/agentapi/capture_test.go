@@ -8,7 +8,7 @@ import (
 )
 
 func TestCaptureRequest(t *testing.T) {
-	good := &CaptureRequest{Port: "vale0:epair1a", Direction: "tx", Count: 3, Duration: 2 * time.Second, SnapLen: 96}
+	good := &CaptureRequest{Port: "vale0:epair1a", Direction: "tx", Count: 3, Duration: 2 * time.Second, SnapLen: 96, Format: "pcap"}
 	got, err := parseCaptureRequest(good.query())
 	if err != nil || *got != *good {
 		t.Fatalf("round trip: %+v, %v; want %+v", got, err, good)
@@ -21,6 +21,7 @@ func TestCaptureRequest(t *testing.T) {
 		"port=a&duration=5":            "duration",
 		"port=a&duration=-1s":          "duration",
 		"port=a&snapLen=70000":         "snapLen",
+		"port=a&format=json":           "format",
 		"port=a&snapLen=1&snapLen=two": "", // the first value counts
 	} {
 		v, _ := url.ParseQuery(q)

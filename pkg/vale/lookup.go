@@ -42,6 +42,9 @@ type Frame struct {
 	// Dst is the lookup's decision: a port index, DstUnknown,
 	// DstBroadcast, DstRefused or DstDrop.
 	Dst uint16
+	// Reason is the lookup's own code of why it refused the frame
+	// (DstRefused), 0 when it says none; the switch only passes it to taps.
+	Reason uint8
 
 	// engine-private
 	slot  uint32 // source ring index of the first slot
