@@ -151,7 +151,13 @@ func TestCNIConfWriterSecondaryNetworks(t *testing.T) {
 	if nc, err := cniplugin.ParseNetConf(entry); err != nil || nc.Switch != "vale1" || nc.MTU != 1400 {
 		t.Fatalf("epair-cni parses %s as %+v, %v", entry, nc, err)
 	}
-	if v := st.view(); !slices.Equal(v.cniNets, []string{"vale1", "vale2"}) || v.cniNetsErr != "" || !v.cniConf {
+	// The status follows the files (the writer records it once the pass is done).
+	statusOK := func() bool {
+		v := st.view()
+		return slices.Equal(v.cniNets, []string{"vale1", "vale2"}) && v.cniNetsErr == "" && v.cniConf
+	}
+	if _, ok := waitFor(2*time.Second, statusOK); !ok {
+		v := st.view()
 		t.Fatalf("status: nets %v err %q conf %v", v.cniNets, v.cniNetsErr, v.cniConf)
 	}
 
