@@ -23,6 +23,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
@@ -165,8 +166,11 @@ func execIn(ctx context.Context, cfg *rest.Config, cs kubernetes.Interface, pod 
 	if err != nil {
 		return err
 	}
-	// WebSocket first (what kubectl does), SPDY for API servers without it.
-	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool { return true })
+	// WebSocket first, SPDY only when the API server refuses the WebSocket upgrade (as
+	// kubectl decides): falling back on any error would run a failed valectl twice.
+	ex, err := remotecommand.NewFallbackExecutor(ws, spdy, func(err error) bool {
+		return httpstream.IsUpgradeFailure(err) || httpstream.IsHTTPSProxyError(err)
+	})
 	if err != nil {
 		return err
 	}
