@@ -29,8 +29,11 @@ func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.
 	o := dataplane.CaptureOptions{RX: req.Direction == "rx", TX: req.Direction == "tx", SnapLen: req.SnapLen}
 	c, err := a.dp.Capture(req.Port, o)
 	if err != nil {
-		if errors.Is(err, dataplane.ErrNoPort) || errors.Is(err, dataplane.ErrNoSwitch) || errors.Is(err, dataplane.ErrInvalid) {
+		switch {
+		case errors.Is(err, dataplane.ErrNoPort) || errors.Is(err, dataplane.ErrNoSwitch):
 			return &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeNotFound, Field: "port", Message: "port: " + err.Error()}}
+		case errors.Is(err, dataplane.ErrInvalid):
+			return &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeInvalidRequest, Field: "port", Message: "port: " + err.Error()}}
 		}
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
 	"github.com/epair-cni/epair/internal/controller"
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
@@ -37,7 +38,8 @@ var errNotStarted = errors.New("the agent has not started yet")
 // ClusterOptions wire the cluster-mode agent.
 type ClusterOptions struct {
 	// Config is the agent's configuration; its first switch is renamed to the conflist's
-	// switch (Flags.CNISwitch) and gets the node's pod CIDRs as ranges.
+	// switch (Flags.CNISwitch) and gets the node's pod CIDRs as ranges. Its other switches
+	// are dropped: in cluster mode the VirtualSwitches say which switches run.
 	Config *Config
 	// Flags are the controller's cluster-mode flags.
 	Flags controller.Flags
@@ -498,7 +500,7 @@ func (c *clusterDataplane) Status(ctx context.Context) (controller.Snapshot, err
 	for _, s := range sl.Items {
 		st := epairv1.SwitchState{Name: s.Name, ObservedGeneration: gens[s.Name]}
 		for _, p := range s.Ports {
-			if p.Kind == "pod" {
+			if p.Kind == string(dataplane.KindPod) {
 				st.Ports++
 			}
 			ps := portState(s.Name, p)

@@ -82,12 +82,16 @@ func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
 	if o.SnapLen < 0 || o.Buffer < 0 || o.Buffer > 1<<16 {
 		return nil, fmt.Errorf("capture %s: snapLen %d, buffer %d: want snapLen ≥ 0 and buffer in [0, 65536]: %w", name, o.SnapLen, o.Buffer, ErrInvalid)
 	}
+	// The switch under d.mu; the buffers (up to tens of MiB on an offload switch) are made
+	// without it, so attaches and detaches do not wait for them. A switch removed
+	// meanwhile has no ports left: AddTap then fails.
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.closed {
+		d.mu.Unlock()
 		return nil, fmt.Errorf("capture %s: %w", name, ErrClosed)
 	}
 	s, ok := d.switches[swName]
+	d.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("capture %s: switch %q: %w", name, swName, ErrNoSwitch)
 	}

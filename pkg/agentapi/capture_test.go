@@ -39,7 +39,7 @@ func TestCaptureRequest(t *testing.T) {
 // FuzzParseCaptureRequest: any query parses to a request that validates, and whose query
 // parses back to the same request, or to an error; never a panic.
 func FuzzParseCaptureRequest(f *testing.F) {
-	for _, s := range []string{"port=vale0:a&direction=rx&count=3&duration=1s&snapLen=64", "port=x&snapLen=65536", "count=%zz"} {
+	for _, s := range []string{"port=vale0:a&direction=rx&count=3&duration=1s&snapLen=64&format=pcap", "port=x&snapLen=65536", "count=%zz"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, q string) {
