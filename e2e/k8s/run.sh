@@ -359,17 +359,19 @@ for i in $(seq 20); do
 	$K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 && break; sleep 0.5
 done
 $K get nodestate "$NODE" -o jsonpath='{.status.switches[*].name}' | grep -qw vale1 || fail "NodeState does not list vale1"
+pod_attachment() { # pod_attachment <pod>: "<netns> <containerID>" of the pod's eth0, from the agent's records
+	$K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json attachments | python3 -c '
+import json, sys
+for a in json.load(sys.stdin)["items"]:
+    if a.get("podName") == sys.argv[1] and a["ifName"] == "eth0":
+        print(a["netns"], a["containerID"])' "$1"
+}
 # cni_secondary <ADD|DEL> <pod>: epair-cni with the second switch's conflist, as Multus runs
 # it: the pod's network namespace (from the agent's record of its first interface), ifname
 # net1, the pod named in CNI_ARGS.
 cni_secondary() {
-	local att netns cid
-	att=$($K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json attachments) || return 1
-	read -r netns cid < <(echo "$att" | python3 -c '
-import json, sys
-for a in json.load(sys.stdin)["items"]:
-    if a.get("podName") == sys.argv[1] and a["ifName"] == "eth0":
-        print(a["netns"], a["containerID"])' "$2")
+	local netns cid
+	read -r netns cid < <(pod_attachment "$2")
 	[ -n "$netns" ] || return 1
 	python3 -c '
 import json, sys
@@ -380,12 +382,9 @@ print(json.dumps(p))' "$SECCONF" |
 		CNI_ARGS="K8S_POD_NAMESPACE=$NS;K8S_POD_NAME=$2" /opt/cni/bin/epair-cni
 }
 pod_ns() { # pod_ns <pod> <cmd...>: a command in the pod's network namespace, on the node
-	local p=$1 netns; shift
-	netns=$($K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json attachments | python3 -c '
-import json, sys
-for a in json.load(sys.stdin)["items"]:
-    if a.get("podName") == sys.argv[1] and a["ifName"] == "eth0":
-        print(a["netns"])' "$p")
+	local netns cid
+	read -r netns cid < <(pod_attachment "$1")
+	shift
 	nsenter --net="$netns" "$@"
 }
 # Multus keeps the network's configuration (from its NetworkAttachmentDefinition) for the
