@@ -310,31 +310,36 @@ func (g *spoofGuard) allowND(m []byte) bool {
 type stormBucket struct {
 	interval int64 // nanoseconds per frame; 0: no limit
 	tol      int64 // how far ahead of now tat may run: (burst−1)·interval
-	tat      int64 // theoretical arrival time of the next frame
+	// tat is the theoretical arrival time of the next frame: written only by the port's
+	// forwarding pass, read by a trace (probe) at any time, hence atomic.
+	tat atomic.Int64
 }
 
 // stormBurst is how many frames a storm limit lets through at once: 100 ms
 // worth of the rate, at least 16 (a pod's start-up ARP and ND exchange).
 func stormBurst(rate uint32) int64 { return max(int64(rate)/10, 16) }
 
-func newStormBucket(rate uint32) stormBucket {
+func (b *stormBucket) init(rate uint32) {
 	if rate == 0 {
-		return stormBucket{}
+		return
 	}
-	iv := max(int64(time.Second)/int64(rate), 1)
-	return stormBucket{interval: iv, tol: (stormBurst(rate) - 1) * iv}
+	b.interval = max(int64(time.Second)/int64(rate), 1)
+	b.tol = (stormBurst(rate) - 1) * b.interval
 }
 
-// take reports whether a frame at time now is within the limit.
-func (b *stormBucket) take(now int64) bool {
+// take reports whether a frame at time now is within the limit, and counts it when it is;
+// with probe it only reports (a trace).
+func (b *stormBucket) take(now int64, probe bool) bool {
 	if b.interval == 0 {
 		return true
 	}
-	t := max(b.tat, now)
+	t := max(b.tat.Load(), now)
 	if t-now > b.tol {
 		return false
 	}
-	b.tat = t + b.interval
+	if !probe {
+		b.tat.Store(t + b.interval)
+	}
 	return true
 }
 
@@ -353,7 +358,9 @@ type portSec struct {
 
 // newPodSec is the security of a pod port under pol.
 func newPodSec(id podIdentity, pol PortPolicy, refused *refusedCounters) *portSec {
-	ps := &portSec{refused: refused, bcast: newStormBucket(pol.BroadcastRate), mcast: newStormBucket(pol.MulticastRate)}
+	ps := &portSec{refused: refused}
+	ps.bcast.init(pol.BroadcastRate)
+	ps.mcast.init(pol.MulticastRate)
 	ps.storm = pol.BroadcastRate != 0 || pol.MulticastRate != 0
 	if !pol.AllowSpoofing {
 		ps.spoof = newSpoofGuard(id)
@@ -362,8 +369,8 @@ func newPodSec(id podIdentity, pol PortPolicy, refused *refusedCounters) *portSe
 }
 
 // check returns allowed or why the frame (from its Ethernet header on) is
-// refused.
-func (ps *portSec) check(b []byte, now int64) Refusal {
+// refused; with probe (a trace) it changes nothing.
+func (ps *portSec) check(b []byte, now int64, probe bool) Refusal {
 	if ps.spoof != nil {
 		if r := ps.spoof.check(b); r != allowed {
 			return r
@@ -374,7 +381,7 @@ func (ps *portSec) check(b []byte, now int64) Refusal {
 		if binary.LittleEndian.Uint32(b[0:4]) == 0xFFFFFFFF && binary.LittleEndian.Uint16(b[4:6]) == 0xFFFF {
 			bk = &ps.bcast
 		}
-		if !bk.take(now) {
+		if !bk.take(now, probe) {
 			return RefusedStorm
 		}
 	}
@@ -389,7 +396,10 @@ type guardLookup struct {
 	ports  []atomic.Pointer[portSec] // by source port index; nil: not admitted
 }
 
-var _ vale.LearningWrapper = (*guardLookup)(nil)
+var (
+	_ vale.LearningWrapper = (*guardLookup)(nil)
+	_ vale.Prober          = (*guardLookup)(nil)
+)
 
 func newGuardLookup(inner *vale.Learning, maxPorts, hdrLen int) *guardLookup {
 	return &guardLookup{inner: inner, hdrLen: hdrLen, ports: make([]atomic.Pointer[portSec], maxPorts)}
@@ -427,7 +437,7 @@ func (l *guardLookup) Lookup(src uint16, frames []vale.Frame, now int64) {
 	for i := range frames {
 		// The headers are in the first fragment (the engine checked it holds the
 		// virtio-net and Ethernet headers; check looks at the rest's lengths).
-		r := ps.check(frames[i].Data[l.hdrLen:], now)
+		r := ps.check(frames[i].Data[l.hdrLen:], now, false)
 		if r == allowed {
 			continue
 		}
@@ -458,6 +468,36 @@ func (ps *portSec) resolve(inner *vale.Learning, src uint16, frames []vale.Frame
 	} else {
 		inner.Resolve(frames, now)
 	}
+}
+
+// Probe implements vale.Prober: Lookup's decisions (not admitted, refused with the reason,
+// or the learning lookup's Resolve) without learning, taking storm tokens or counting.
+func (l *guardLookup) Probe(src uint16, frames []vale.Frame, now int64) {
+	var ps *portSec
+	if int(src) < len(l.ports) {
+		ps = l.ports[src].Load()
+	}
+	for i := range frames {
+		f := &frames[i]
+		switch {
+		case ps == nil:
+			f.Dst = vale.DstDrop
+		default:
+			if r := ps.check(f.Data[l.hdrLen:], now, true); r != allowed {
+				f.Dst, f.Reason = vale.DstRefused, uint8(r)+1
+				continue
+			}
+			l.inner.Probe(src, frames[i:i+1], now)
+		}
+	}
+}
+
+// admitted reports whether port idx is admitted, and its security.
+func (l *guardLookup) admitted(idx uint16) *portSec {
+	if int(idx) < len(l.ports) {
+		return l.ports[idx].Load()
+	}
+	return nil
 }
 
 // PortDetached implements vale.Lookup; the switch tells the learning lookup

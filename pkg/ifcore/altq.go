@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // MCLBytes is the cluster size used for the byte limit: a subqueue holds
@@ -189,6 +190,7 @@ type Subqueue struct {
 	maxbcnt   int
 	started   bool // if_start interlock
 	tbr       *tokenBucket
+	rate      Rate // tbr's setting
 	tbrTimer  Timer
 	tbrFire   func()
 
@@ -286,6 +288,70 @@ func (sq *Subqueue) dequeueLocked() *Packet {
 		return p
 	}
 	return sq.disc.Dequeue()
+}
+
+// Admission is what Enqueue would do with a packet now (Subqueue.Admit): a trace's view of
+// the queue, taken under its lock and changing nothing.
+type Admission struct {
+	// Known: the discipline is an Admitter, so OK and Evict are its decision; otherwise
+	// they only say whether the queue is full.
+	Known bool
+	// OK: the packet would be queued; Evict: by evicting a queued packet.
+	OK, Evict bool
+	// Dead: the interface is detached (everything is refused).
+	Dead bool
+	// State is the queue's length and limits.
+	State QueueState
+	// Discipline is the discipline's kind name ("classic", "prioclass", "fair", or its type).
+	Discipline string
+	// Rate is the token bucket's state, nil without one.
+	Rate *RateState
+}
+
+// RateState is a token bucket's state at one moment.
+type RateState struct {
+	Rate Rate
+	// ByteTokens and PktTokens are the balances now (negative: a packet overdrew them);
+	// meaningful for the dimensions Rate limits.
+	ByteTokens, PktTokens float64
+	// Wait is how long the queue's head must wait for tokens now, 0 if it may leave.
+	Wait time.Duration
+}
+
+// Admit says what Enqueue would do with p now, without queueing it or changing anything.
+func (sq *Subqueue) Admit(p *Packet) Admission {
+	sq.mu.Lock()
+	defer sq.mu.Unlock()
+	a := Admission{State: sq.stateLocked(), Dead: sq.ifp.dead.Load(), Discipline: disciplineName(sq.disc)}
+	if ad, ok := sq.disc.(Admitter); ok && !a.Dead {
+		a.Known = true
+		a.OK, a.Evict = ad.Admit(p, a.State)
+	} else {
+		a.OK = !a.Dead && !a.State.Full()
+	}
+	if tb := sq.tbr; tb != nil {
+		c := *tb // project the refill on a copy
+		now := sq.ifp.net.clock.Now()
+		rs := &RateState{Rate: sq.rate}
+		if !c.allow(now) {
+			rs.Wait = c.wait()
+		}
+		rs.ByteTokens, rs.PktTokens = c.byteTok, c.pktTok
+		a.Rate = rs
+	}
+	return a
+}
+
+func disciplineName(d Discipline) string {
+	switch d.(type) {
+	case *Classic:
+		return DiscClassic.String()
+	case *PrioClass:
+		return DiscPrioClass.String()
+	case *Fair:
+		return DiscFair.String()
+	}
+	return fmt.Sprintf("%T", d)
 }
 
 // Dequeue removes the next packet: a prepended one first, then the
@@ -475,6 +541,7 @@ func (sq *Subqueue) SetRate(r *Rate) {
 		sq.tbr = nil
 	} else {
 		sq.tbr = newTokenBucket(*r, sq.ifp.net.clock.Now())
+		sq.rate = *r
 	}
 	sq.mu.Unlock()
 	sq.DevstartSched()

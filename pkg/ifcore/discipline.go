@@ -38,6 +38,19 @@ type Discipline interface {
 	Bytes() int
 }
 
+// Admitter is a Discipline that can say what Enqueue would do with p without doing it
+// (a trace): whether p would be taken and whether it would evict a queued packet. Called
+// with the subqueue lock held. Enqueue makes the same decision.
+type Admitter interface {
+	Admit(p *Packet, st QueueState) (ok, evict bool)
+}
+
+var (
+	_ Admitter = (*Classic)(nil)
+	_ Admitter = (*PrioClass)(nil)
+	_ Admitter = (*Fair)(nil)
+)
+
 // DisciplineKind names the disciplines a port policy can select.
 type DisciplineKind int
 
@@ -89,13 +102,14 @@ var _ Discipline = (*Classic)(nil)
 // FIFO holds less than half of either limit; if the normal FIFO is empty
 // the priority packet is dropped too (D-I14, kept).
 func (c *Classic) Enqueue(p *Packet, st QueueState) (*Packet, error) {
-	if st.Full() {
-		if p.Flags&PktPrio != 0 && c.prio.n < st.MaxLen/2 && c.prio.bytes < st.MaxBytes/2 && c.norm.n > 0 {
-			ev := c.norm.pop()
-			c.prio.push(p)
-			return ev, nil
-		}
+	ok, evict := c.admit(p, st)
+	switch {
+	case !ok:
 		return nil, syscall.ENOBUFS
+	case evict:
+		ev := c.norm.pop()
+		c.prio.push(p)
+		return ev, nil
 	}
 	if p.Flags&PktPrio != 0 {
 		c.prio.push(p)
@@ -104,6 +118,21 @@ func (c *Classic) Enqueue(p *Packet, st QueueState) (*Packet, error) {
 	}
 	return nil, nil
 }
+
+// admit is Enqueue's decision: whether p is taken, and whether it evicts the oldest normal
+// packet for it.
+func (c *Classic) admit(p *Packet, st QueueState) (ok, evict bool) {
+	if !st.Full() {
+		return true, false
+	}
+	if p.Flags&PktPrio != 0 && c.prio.n < st.MaxLen/2 && c.prio.bytes < st.MaxBytes/2 && c.norm.n > 0 {
+		return true, true
+	}
+	return false, false
+}
+
+// Admit implements Admitter.
+func (c *Classic) Admit(p *Packet, st QueueState) (ok, evict bool) { return c.admit(p, st) }
 
 // Dequeue pops the priority FIFO first, then the normal one.
 func (c *Classic) Dequeue() *Packet {
@@ -177,22 +206,38 @@ func (q *PrioClass) Enqueue(p *Packet, st QueueState) (*Packet, error) {
 	band := prioBand(p)
 	var ev *Packet
 	if st.Full() {
-		for i := PrioClassBands - 1; i > band; i-- {
-			if q.bands[i].n > 0 {
-				ev = q.bands[i].pop()
-				q.n--
-				q.b -= ev.Len
-				break
-			}
-		}
-		if ev == nil {
+		from := q.victim(band)
+		if from < 0 {
 			return nil, syscall.ENOBUFS
 		}
+		ev = q.bands[from].pop()
+		q.n--
+		q.b -= ev.Len
 	}
 	q.bands[band].push(p)
 	q.n++
 	q.b += p.Len
 	return ev, nil
+}
+
+// victim is the band a packet of band evicts from when the queue is full: the
+// lowest-priority non-empty band below it, or -1 (refused).
+func (q *PrioClass) victim(band int) int {
+	for i := PrioClassBands - 1; i > band; i-- {
+		if q.bands[i].n > 0 {
+			return i
+		}
+	}
+	return -1
+}
+
+// Admit implements Admitter.
+func (q *PrioClass) Admit(p *Packet, st QueueState) (ok, evict bool) {
+	if !st.Full() {
+		return true, false
+	}
+	v := q.victim(prioBand(p))
+	return v >= 0, v >= 0
 }
 
 // Dequeue pops the highest-priority non-empty band.
@@ -279,14 +324,8 @@ func (f *Fair) activate(b int) {
 func (f *Fair) Enqueue(p *Packet, st QueueState) (*Packet, error) {
 	var ev *Packet
 	if st.Full() {
-		fat := -1
-		for i := range f.buckets {
-			if f.buckets[i].n > 0 && (fat < 0 || f.buckets[i].bytes > f.buckets[fat].bytes) {
-				fat = i
-			}
-		}
-		own := int(p.Hash % uint32(len(f.buckets)))
-		if fat < 0 || fat == own && f.buckets[own].n <= 1 {
+		fat := f.victim(p)
+		if fat < 0 {
 			return nil, syscall.ENOBUFS
 		}
 		ev = f.buckets[fat].pop()
@@ -300,6 +339,31 @@ func (f *Fair) Enqueue(p *Packet, st QueueState) (*Packet, error) {
 	f.b += p.Len
 	f.activate(b)
 	return ev, nil
+}
+
+// victim is the bucket a full queue evicts from for p: the one holding the most bytes,
+// unless that is p's own with at most one packet; -1 refuses p.
+func (f *Fair) victim(p *Packet) int {
+	fat := -1
+	for i := range f.buckets {
+		if f.buckets[i].n > 0 && (fat < 0 || f.buckets[i].bytes > f.buckets[fat].bytes) {
+			fat = i
+		}
+	}
+	own := int(p.Hash % uint32(len(f.buckets)))
+	if fat < 0 || fat == own && f.buckets[own].n <= 1 {
+		return -1
+	}
+	return fat
+}
+
+// Admit implements Admitter.
+func (f *Fair) Admit(p *Packet, st QueueState) (ok, evict bool) {
+	if !st.Full() {
+		return true, false
+	}
+	v := f.victim(p)
+	return v >= 0, v >= 0
 }
 
 // fixEmpty keeps an emptied bucket's deficit at zero; the ring entry is

@@ -55,25 +55,26 @@ func (c *fwdCtx) gather(slots []netmap.Slot, pool *netmap.Pool, from, to uint32,
 		}
 		c.st.inFrames++
 		c.st.inBytes += uint64(total)
-		switch {
-		case bad || frags > maxFrags || len(c.bufs[first]) < c.hdrLen+ethHeaderLen:
+		if bad || frags > maxFrags {
 			c.st.drops[DropBadFrame]++
 			nb = first // reuse the scratch entries
-		case total > maxFrame:
-			c.st.drops[DropTooLong]++
+			continue
+		}
+		if r, drop := c.frameDrop(len(c.bufs[first]), total, maxFrame); drop {
+			c.st.drops[r]++
 			nb = first
-		default:
-			c.frames = append(c.frames, Frame{
-				Data:  c.bufs[first],
-				Len:   int32(total),
-				Flags: flags,
-				slot:  uint32(first),
-				frags: uint16(frags),
-				next:  -1,
-			})
-			if int32(total) > c.maxLen {
-				c.maxLen = int32(total)
-			}
+			continue
+		}
+		c.frames = append(c.frames, Frame{
+			Data:  c.bufs[first],
+			Len:   int32(total),
+			Flags: flags,
+			slot:  uint32(first),
+			frags: uint16(frags),
+			next:  -1,
+		})
+		if int32(total) > c.maxLen {
+			c.maxLen = int32(total)
 		}
 	}
 	// Touch every frame's header in an independent loop before the lookup
@@ -86,6 +87,19 @@ func (c *fwdCtx) gather(slots []netmap.Slot, pool *netmap.Pool, from, to uint32,
 	}
 	c.sink = x
 	return i
+}
+
+// frameDrop is the switch's check of a whole frame before the lookup (gather's, and
+// Switch.Trace's): a first fragment too short for the (virtio-net and) Ethernet header is a
+// bad frame, a frame longer than maxFrame too long.
+func (c *fwdCtx) frameDrop(firstLen, total, maxFrame int) (DropReason, bool) {
+	switch {
+	case firstLen < c.hdrLen+ethHeaderLen:
+		return DropBadFrame, true
+	case total > maxFrame:
+		return DropTooLong, true
+	}
+	return 0, false
 }
 
 // slotsFor returns the number of destination slots of size bs a frame of

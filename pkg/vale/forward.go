@@ -36,6 +36,7 @@ type fwdCtx struct {
 	order   []int32 // the merged list of the destination being delivered
 	all     []int32 // 0, 1, … batch-1: every frame, for an RX mirror
 	st      batchStats
+	trace   *Trace // set by Switch.Trace: pass two records what it would deliver instead
 	sink    byte // keeps the touch loops from being optimised away
 }
 
@@ -64,13 +65,19 @@ func newFwdCtx(batch, maxPorts int) *fwdCtx {
 // list of its destination, the broadcast list or the unknown-unicast list.
 // ports is the switch's port table, read under the shared lock.
 func (c *fwdCtx) passOne(lk Lookup, src uint16, ports []*Port, now int64) {
+	if len(c.frames) > 0 {
+		lk.Lookup(src, c.frames, now)
+	}
+	c.thread(src, ports)
+}
+
+// thread puts every frame of the batch, with the lookup's decision in Dst, on the list of its
+// destination, the broadcast list or the unknown-unicast list, and counts the frames dropped
+// there (refused, or no destination).
+func (c *fwdCtx) thread(src uint16, ports []*Port) {
 	c.touched = c.touched[:0]
 	c.bcHead, c.bcTail = -1, -1
 	c.unHead, c.unTail = -1, -1
-	if len(c.frames) == 0 {
-		return
-	}
-	lk.Lookup(src, c.frames, now)
 	frames := c.frames
 	heads, tails := c.heads, c.tails
 	for i := range frames {

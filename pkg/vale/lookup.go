@@ -43,7 +43,8 @@ type Frame struct {
 	// DstBroadcast, DstRefused or DstDrop.
 	Dst uint16
 	// Reason is the lookup's own code of why it refused the frame
-	// (DstRefused), 0 when it says none; the switch only passes it to taps.
+	// (DstRefused), 0 when it says none; the switch only passes it to taps
+	// and traces.
 	Reason uint8
 
 	// engine-private
@@ -173,6 +174,9 @@ func (l *Learning) Resolve(frames []Frame, now int64) {
 		f.Dst = fdb.dst(binary.LittleEndian.Uint64(f.Data[l.hdr:]), now)
 	}
 }
+
+// Probe implements Prober: Resolve's decision, which learns nothing.
+func (l *Learning) Probe(_ uint16, frames []Frame, now int64) { l.Resolve(frames, now) }
 
 // PortDetached implements Lookup: forget everything about port.
 func (l *Learning) PortDetached(port uint16) {

@@ -173,6 +173,10 @@ func (s *Switch) passTwo(c *fwdCtx, src uint16) {
 }
 
 func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
+	if c.trace != nil {
+		s.traceTo(c, p, order, src)
+		return
+	}
 	if p == nil || !p.on {
 		// Attached but not receiving (nobody has the port open): VALE
 		// skips such a port; count it.
