@@ -37,7 +37,7 @@ type fwdCtx struct {
 	all     []int32 // 0, 1, … batch-1: every frame, for an RX mirror
 	st      batchStats
 	trace   *Trace // set by Switch.Trace: pass two records what it would deliver instead
-	sink    byte // keeps the touch loops from being optimised away
+	sink    byte   // keeps the touch loops from being optimised away
 }
 
 func newFwdCtx(batch, maxPorts int) *fwdCtx {
