@@ -97,6 +97,15 @@
 // Counters (frames and bytes in and out, drops by reason) are per port and
 // per switch, added once per batch with atomics and read without locks.
 //
+// # Taps and traces
+//
+// Switch.AddTap hands a capture every frame of a port (received, with the lookup's
+// decision, and delivered). Switch.Trace runs one frame through the forwarding code
+// without forwarding it: gather's frame checks, the lookup through Prober (its decision
+// without side effects: nothing learned, counted or consumed), pass one's threading and
+// pass two's choice of destinations, where each destination reports what it would do
+// (TraceDeliverer for a Deliverer, ring space for a ring) instead of taking the frame.
+//
 // # Locks and lock order
 //
 //  1. NMG_LOCK, the netmap instance's global lock (Netmap.Lock): every

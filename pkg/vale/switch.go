@@ -209,10 +209,20 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 	if m := p.mirror; m != nil && m.TX && nf > 0 {
 		s.mirrorTo(c, p, m, order[:nf], src)
 	}
-	if len(p.taps) > 0 && nf > 0 {
-		d := c.delivery(order[:nf], src)
-		for _, t := range p.taps {
-			t.Tapped(d, true)
+	if len(p.taps) > 0 {
+		if nf > 0 {
+			d := c.delivery(order[:nf], src)
+			for _, t := range p.taps {
+				t.Tapped(d, true)
+			}
+		}
+		if nf < len(order) {
+			d := c.delivery(order[nf:], src)
+			for _, t := range p.taps {
+				if dt, ok := t.(DropTap); ok {
+					dt.TappedDropped(d)
+				}
+			}
 		}
 	}
 }
@@ -225,6 +235,13 @@ func (s *Switch) deliverTo(c *fwdCtx, p *Port, order []int32, src uint16) {
 // never blocks.
 type Tap interface {
 	Tapped(d *Delivery, tx bool)
+}
+
+// DropTap is a Tap that also takes the frames the port refused (its ring or Deliverer had
+// no room: DropNoSpace), after Tapped, under the same rules.
+type DropTap interface {
+	Tap
+	TappedDropped(d *Delivery)
 }
 
 // AddTap adds t to the port's taps (by its name within the switch); the returned remove

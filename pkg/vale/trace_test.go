@@ -121,3 +121,46 @@ func TestTraceNeedsProber(t *testing.T) {
 		t.Fatalf("trace with a lookup that is not a Prober: %v", err)
 	}
 }
+
+// dropTap is a countingTap that also records the frames its port refused.
+type dropTap struct {
+	countingTap
+	dropped [][]byte
+}
+
+func (d *dropTap) TappedDropped(dl *Delivery) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := 0; i < dl.Len(); i++ {
+		b := make([]byte, dl.Frame(i).Len)
+		d.dropped = append(d.dropped, b[:dl.CopyFrame(i, b)])
+	}
+}
+
+// TestDropTap: a DropTap of a port whose ring is full gets the frames the port refused, as
+// many as its queue-full drops; a plain Tap of the same port only the delivered ones.
+func TestDropTap(t *testing.T) {
+	nm, r := newTestRegistry(t, nil)
+	a := openPort(t, nm, "vale0:a", mac(1))
+	b := openPort(t, nm, "vale0:b", mac(2))
+	sw, _ := r.Switch("vale0")
+	b.send(ethFrame(bcast, b.mac, 60)) // b is learned
+	a.recv()
+	dt, plain := &dropTap{}, &countingTap{}
+	for _, tp := range []Tap{dt, plain} {
+		rm, err := sw.AddTap("b", tp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rm()
+	}
+	f := ethFrame(b.mac, a.mac, 64)
+	for range 100 { // more than b's ring holds
+		a.send(f)
+	}
+	full := sw.Counters().Drops[DropNoSpace]
+	if full == 0 || uint64(len(dt.dropped)) != full || len(dt.tx)+len(dt.dropped) != 100 || len(plain.tx) != len(dt.tx) {
+		t.Fatalf("%d queue-full drops; the drop tap saw %d dropped and %d delivered, the plain tap %d delivered (of 100)",
+			full, len(dt.dropped), len(dt.tx), len(plain.tx))
+	}
+}
