@@ -4,7 +4,7 @@
 epair_deps() {
 	local pkgs=(iproute2 make)
 	case "${1:-test}" in
-	test) pkgs+=(nftables iputils-ping python3) ;;
+	test) pkgs+=(nftables iputils-ping python3 tshark) ;;
 	bench) pkgs+=(iperf3 iputils-ping nftables jq python3) ;;
 	demo) pkgs+=(iputils-ping iperf3) ;;
 	esac
@@ -18,6 +18,11 @@ epair_deps() {
 		return 0
 	fi
 	echo "deps: installing ${missing[*]}" >&2
+	# tshark's wireshark-common asks whether non-root users may capture (a setuid
+	# dumpcap); the tests read capture files as root and need no capturing group.
+	if [[ " ${missing[*]} " == *" tshark "* ]]; then
+		echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections
+	fi
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }

@@ -142,7 +142,7 @@ func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 
 func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM")
+	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tCAPTURES\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
 			owner, pod := p.Owner, p.Pod
@@ -160,7 +160,8 @@ func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 					spoofed += n
 				}
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active,
+			// CAPTURES: valectl captures (GET /v1/capture) tapping the port now.
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active, p.Captures,
 				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"])
 		}
 	}

@@ -58,6 +58,10 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 	return pi, nil
 }
 
+func (d *memDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error) {
+	return dataplane.TraceResult{}, fmt.Errorf("trace %s: the test double traces nothing: %w", req.Port, dataplane.ErrNoPort)
+}
+
 func (d *memDataplane) Capture(port string, _ dataplane.CaptureOptions) (*dataplane.Capture, error) {
 	return nil, fmt.Errorf("capture %s: the test double captures nothing: %w", port, dataplane.ErrNoPort)
 }

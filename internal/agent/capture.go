@@ -12,6 +12,7 @@ import (
 
 	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
+	"github.com/epair-cni/epair/pkg/pcapfilter"
 )
 
 var _ agentapi.Capturer = (*Agent)(nil)
@@ -27,6 +28,13 @@ func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.
 		return err
 	}
 	o := dataplane.CaptureOptions{RX: req.Direction == "rx", TX: req.Direction == "tx", SnapLen: req.SnapLen}
+	if req.Filter != "" {
+		f, err := pcapfilter.Compile(req.Filter)
+		if err != nil { // Validate compiled it already
+			return &agentapi.Error{ErrorBody: agentapi.ErrorBody{Code: agentapi.CodeInvalidRequest, Field: "filter", Message: "filter: " + err.Error()}}
+		}
+		o.Filter = f
+	}
 	c, err := a.dp.Capture(req.Port, o)
 	if err != nil {
 		switch {
@@ -81,6 +89,11 @@ func captureWriter(w io.Writer, format string, snap int) (func(dataplane.Capture
 	nw, err := pcapgo.NewNgWriterInterface(w, pcapgo.NgInterface{Name: "epair", LinkType: layers.LinkTypeEthernet, SnapLength: uint32(snap),
 		TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
 	if err != nil {
+		return nil, err
+	}
+	// The file's header at once, as pcap's: a capture of an idle port ended early is still
+	// a valid, empty file, and the client has its 200 as soon as the tap is in place.
+	if err := nw.Flush(); err != nil {
 		return nil, err
 	}
 	in, out := &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}, &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}

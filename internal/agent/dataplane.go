@@ -28,6 +28,9 @@ type Dataplane interface {
 	RemoveSwitch(ctx context.Context, name string) error
 	// Capture starts a capture of a switch port ("<switch>:<port>").
 	Capture(port string, o dataplane.CaptureOptions) (*dataplane.Capture, error)
+	// Trace says what the switch would do with a described frame from a port, without
+	// sending it (dataplane.Dataplane.Trace).
+	Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error)
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
 	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,

@@ -163,6 +163,10 @@ func (r *realDataplane) Capture(port string, o dataplane.CaptureOptions) (*datap
 	return r.d.Capture(port, o)
 }
 
+func (r *realDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error) {
+	return r.d.Trace(req)
+}
+
 func (r *realDataplane) Port(sw, hostIfName string) (agentapi.PortInfo, bool) {
 	pi, err := r.d.Port(vale.JoinName(sw, hostIfName))
 	if err != nil {
@@ -207,7 +211,7 @@ func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
 	st := totals(p.Counters)
 	st.Drops = dropsByReason(p.Counters, &p.Refused)
 	pi := agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
-		Backend: p.Backend, Owner: p.Owner, Pod: p.Pod, Active: p.Up, Stats: st}
+		Backend: p.Backend, Owner: p.Owner, Pod: p.Pod, Active: p.Up, Stats: st, Captures: p.Captures}
 	if p.Kind == dataplane.KindPod {
 		q := p.Queue
 		pi.Queue = &agentapi.QueueInfo{Len: q.Len, MaxLen: q.MaxLen, TxFrames: q.TxFrames, TxBytes: q.TxBytes, Evicted: q.Evicted}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/epair-cni/epair/pkg/pcapfilter"
 	"github.com/epair-cni/epair/pkg/vale"
 )
 
@@ -26,6 +27,9 @@ type CaptureOptions struct {
 	// SnapLen is how many bytes of each frame are kept; 0 keeps whole frames (the
 	// switch's largest, 64 KiB on an offload switch).
 	SnapLen int
+	// Filter selects the frames kept (tcpdump syntax, pkg/pcapfilter); nil keeps all.
+	// Frames it does not match take no buffer and are not counted as lost.
+	Filter *pcapfilter.Filter
 	// Buffer is how many frames wait for the reader; 0 means DefaultCaptureBuffer.
 	// When the reader is slower, frames are counted as Lost, never waited for.
 	Buffer int
@@ -37,8 +41,9 @@ type CapturedFrame struct {
 	// TX: the switch handed the frame to the port; otherwise it came from the port.
 	TX bool
 	// Dropped: the switch did not forward the frame (the lookup's DstDrop, or port
-	// security's refusal when Refused); Reason names why, as the drop counters do
-	// ("no-destination", or a Refusal such as "spoofed-ip").
+	// security's refusal when Refused), or, for a TX frame, the port's output queue
+	// refused it; Reason names why, as the drop counters do ("no-destination",
+	// "queue-full", or a Refusal such as "spoofed-ip").
 	Dropped, Refused bool
 	Reason           string
 	// Len is the frame's length (Ethernet header to the end of the payload, without the
@@ -53,6 +58,8 @@ type CapturedFrame struct {
 // or blocking on the packet path. Close removes the tap.
 type Capture struct {
 	remove func()
+	port   *Port // the pod port whose captures count this one; nil for the host port
+	filter *pcapfilter.Filter
 	hdrLen int
 	rx, tx bool
 	bufs   [][]byte
@@ -68,6 +75,7 @@ type capRecord struct {
 	idx      int32
 	len, n   int32
 	tx       bool
+	full     bool // a transmitted frame the port refused (queue-full)
 	dst      uint16
 	reason   uint8
 	nanotime int64
@@ -85,15 +93,9 @@ func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
 	// The switch under d.mu; the buffers (up to tens of MiB on an offload switch) are made
 	// without it, so attaches and detaches do not wait for them. A switch removed
 	// meanwhile has no ports left: AddTap then fails.
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		return nil, fmt.Errorf("capture %s: %w", name, ErrClosed)
-	}
-	s, ok := d.switches[swName]
-	d.mu.Unlock()
-	if !ok {
-		return nil, fmt.Errorf("capture %s: switch %q: %w", name, swName, ErrNoSwitch)
+	s, err := d.captureSwitch(name, swName)
+	if err != nil {
+		return nil, err
 	}
 	maxFrame := s.sw.Config().MaxFrame
 	if o.SnapLen == 0 || o.SnapLen > maxFrame {
@@ -105,26 +107,70 @@ func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
 	if !o.RX && !o.TX {
 		o.RX, o.TX = true, true
 	}
-	c := &Capture{hdrLen: s.hdrLen, rx: o.RX, tx: o.TX, bufs: make([][]byte, o.Buffer),
+	c := &Capture{hdrLen: s.hdrLen, rx: o.RX, tx: o.TX, filter: o.Filter, bufs: make([][]byte, o.Buffer),
 		free: make(chan int32, o.Buffer), ready: make(chan capRecord, o.Buffer), closed: make(chan struct{}), held: -1}
 	for i := range c.bufs {
 		c.bufs[i] = make([]byte, o.SnapLen)
 		c.free <- int32(i)
 	}
+	// The tap goes on under d.mu, so the pod port it is counted for (d.ports) is the one
+	// the switch knows by that name: a port leaves d.ports before it leaves the switch,
+	// and its link cannot be attached again before it has left.
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("capture %s: %w", name, ErrClosed)
+	}
 	c.remove, err = s.sw.AddTap(port, c)
 	if err != nil {
 		return nil, fmt.Errorf("capture %s: %w: %w", name, ErrNoPort, err)
 	}
+	if p, ok := d.ports[vale.JoinName(swName, port)]; ok && p.sw == s {
+		c.port = p
+		p.captures.Add(1)
+	}
 	return c, nil
 }
+
+// captureSwitch is the switch of a capture's port.
+func (d *Dataplane) captureSwitch(name, swName string) (*swState, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("capture %s: %w", name, ErrClosed)
+	}
+	s, ok := d.switches[swName]
+	if !ok {
+		return nil, fmt.Errorf("capture %s: switch %q: %w", name, swName, ErrNoSwitch)
+	}
+	return s, nil
+}
+
+var _ vale.DropTap = (*Capture)(nil)
 
 // Tapped implements vale.Tap: it runs on the forwarding path.
 func (c *Capture) Tapped(d *vale.Delivery, tx bool) {
 	if tx && !c.tx || !tx && !c.rx {
 		return
 	}
+	c.take(d, tx, false)
+}
+
+// TappedDropped implements vale.DropTap: the frames the port's output queue (or ring)
+// refused, kept as transmitted frames dropped as queue-full.
+func (c *Capture) TappedDropped(d *vale.Delivery) {
+	if c.tx {
+		c.take(d, true, true)
+	}
+}
+
+func (c *Capture) take(d *vale.Delivery, tx, refused bool) {
 	now := time.Now().UnixNano()
 	for i := 0; i < d.Len(); i++ {
+		f := d.Frame(i)
+		if c.filter != nil && !c.filter.Match(f.Data[min(c.hdrLen, len(f.Data)):]) {
+			continue
+		}
 		var idx int32
 		select {
 		case idx = <-c.free:
@@ -132,10 +178,9 @@ func (c *Capture) Tapped(d *vale.Delivery, tx bool) {
 			c.lost.Add(1)
 			continue
 		}
-		f := d.Frame(i)
 		b := c.bufs[idx]
 		n := copyFrame(d, i, c.hdrLen, b)
-		c.ready <- capRecord{idx: idx, len: f.Len - int32(c.hdrLen), n: int32(n), tx: tx, dst: f.Dst, reason: f.Reason, nanotime: now}
+		c.ready <- capRecord{idx: idx, len: f.Len - int32(c.hdrLen), n: int32(n), tx: tx, full: refused, dst: f.Dst, reason: f.Reason, nanotime: now}
 	}
 }
 
@@ -180,6 +225,8 @@ func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
 	c.held = r.idx
 	f := CapturedFrame{Time: time.Unix(0, r.nanotime), TX: r.tx, Len: int(r.len), Data: c.bufs[r.idx][:r.n]}
 	switch {
+	case r.tx && r.full:
+		f.Dropped, f.Reason = true, vale.DropNoSpace.String()
 	case r.tx:
 	case r.dst == vale.DstDrop:
 		f.Dropped, f.Reason = true, vale.DropNoDest.String()
@@ -195,11 +242,14 @@ func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
 // Lost is the number of frames the capture could not keep because its reader was behind.
 func (c *Capture) Lost() uint64 { return c.lost.Load() }
 
-// Close removes the capture's tap from the switch (idempotent); Next then returns
-// ErrCaptureClosed.
+// Close removes the capture's tap from the switch (idempotent), and then takes it off
+// its port's PortInfo.Captures; Next then returns ErrCaptureClosed.
 func (c *Capture) Close() {
 	c.once.Do(func() {
 		c.remove()
+		if c.port != nil {
+			c.port.captures.Add(-1)
+		}
 		close(c.closed)
 	})
 }

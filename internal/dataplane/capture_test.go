@@ -116,3 +116,70 @@ func TestCapture(t *testing.T) {
 		t.Fatalf("a closed capture took %d more frames", n-before)
 	}
 }
+
+// TestCaptureCount: PortInfo.Captures counts a port's open captures, in Port and in
+// Switches alike: two captures of one port are 2 (the other port stays 0), closing one
+// leaves 1 however often it is closed, closing both 0. A capture of the host port counts
+// for no pod port. The port detached and attached again under its name starts from 0
+// while a capture of the old one is still open, and that capture's Close leaves no count
+// behind.
+func TestCaptureCount(t *testing.T) {
+	e := newEnv(t, 2, linkport.Auto, nil)
+	a, b := e.pods[0], e.pods[1]
+	want := func(p *pod, n int) {
+		t.Helper()
+		pi, err := e.dp.Port(p.portName())
+		if err != nil {
+			t.Fatal(err)
+		}
+		listed := -1
+		for _, q := range e.dp.Switches()[0].Ports {
+			if q.Name == p.portName() {
+				listed = q.Captures
+			}
+		}
+		if pi.Captures != n || listed != n {
+			t.Fatalf("%s: Port has %d captures, Switches %d; want %d", p.portName(), pi.Captures, listed, n)
+		}
+	}
+	c1, err := e.dp.Capture(a.portName(), CaptureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c1.Close()
+	c2, err := e.dp.Capture(a.portName(), CaptureOptions{TX: true, SnapLen: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	want(a, 2)
+	want(b, 0)
+	c1.Close()
+	want(a, 1)
+	c1.Close()
+	want(a, 1)
+	c2.Close()
+	want(a, 0)
+
+	hc, err := e.dp.Capture(e.dp.Switches()[0].HostPort, CaptureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want(a, 0)
+	want(b, 0)
+	hc.Close()
+
+	cb, err := e.dp.Capture(b.portName(), CaptureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cb.Close()
+	want(b, 1)
+	if err := e.dp.DetachPort(context.Background(), b.portName()); err != nil {
+		t.Fatal(err)
+	}
+	e.attach(b)
+	want(b, 0)
+	cb.Close()
+	want(b, 0)
+}

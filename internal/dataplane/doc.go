@@ -126,6 +126,20 @@
 // port): it also receives its share of floods. An absent, closed or full
 // monitor is a counted drop, never a wait.
 //
+// # Capture and trace
+//
+// Capture taps a port (vale.Switch.AddTap) into a fixed set of buffers a reader drains;
+// frames the reader is too slow for are counted as lost, never waited for. Trace builds a
+// frame from a description (resolving the destination as the pod would: the pod or
+// gateway holding the address, the gateway off the pod network, a broadcast neighbour
+// request when nobody holds it) and runs it through the switch's own forwarding code
+// without sending it (vale.Switch.Trace): port security's decision with the same checks
+// (storm tokens read, not taken), the FDB lookup, and for each destination its output
+// queue's admission (the discipline's own decision, the queue's length and token bucket,
+// without queueing). For a frame the host port takes, the kernel answers how it would route
+// it (an RTM_GETROUTE as if received on the TAP) and Trace says whether masquerading
+// applies.
+//
 // # Goroutines
 //
 // Per pod port: the adapter's RX and TX waiters (pkg/netmap), the bwrap

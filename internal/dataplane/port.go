@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
 
@@ -87,6 +88,9 @@ type PortInfo struct {
 	// RxChains counts the frames longer than one netmap buffer (TSO/GRO
 	// super-frames, on offload switches) the port received from its link.
 	RxChains uint64
+	// Captures is the number of open captures of the port (Capture, until
+	// its Close); 0 means no capture's tap is left on it.
+	Captures int
 	// PodMAC and PodIPs are the identity given at attach (pod ports).
 	PodMAC net.HardwareAddr
 	PodIPs []netip.Addr
@@ -105,6 +109,8 @@ type Port struct {
 
 	id      podIdentity
 	refused refusedCounters
+	// captures counts the open captures of the port (Capture until its Close).
+	captures atomic.Int32
 
 	polMu  sync.Mutex
 	policy PortPolicy
@@ -119,7 +125,7 @@ func (p *Port) info() PortInfo {
 		Name: p.name, Switch: p.sw.cfg.Name, HostIfName: p.hostIf, HostIfIndex: p.ifindex,
 		Owner: p.owner, Kind: KindPod, Index: int(p.vp.Index()), Backend: o.Backend.String(),
 		Up: true, Counters: p.vp.Counters(), Queue: p.oq.stats(), Refused: p.refused.snapshot(), RxChains: p.ga.RxChains.Load(),
-		PodMAC: p.id.mac, PodIPs: p.id.ips, Pod: p.id.pod,
+		PodMAC: p.id.mac, PodIPs: p.id.ips, Pod: p.id.pod, Captures: int(p.captures.Load()),
 	}
 	if o.Fallback != nil {
 		pi.Fallback = o.Fallback.Error()

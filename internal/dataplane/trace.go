@@ -30,7 +30,8 @@ type TraceRequest struct {
 	// broadcast ARP request (neighbour solicitation) when nobody holds it.
 	DstMAC net.HardwareAddr
 	// SrcIP defaults to the port's address of DstIP's family; DstIP is required unless DstMAC
-	// is given (then the frame is an Ethernet frame with no IP payload when DstIP is unset).
+	// is given (then the frame goes to the limited broadcast address 255.255.255.255, UDP by
+	// default).
 	SrcIP, DstIP netip.Addr
 	// Proto is "icmp" (an echo request; the default), "tcp" (a SYN) or "udp".
 	Proto            string
@@ -141,16 +142,17 @@ func (t *tracer) frame() ([]byte, error) {
 	if len(srcMAC) != 6 {
 		return nil, fmt.Errorf("source MAC: the port has none, give one: %w", ErrInvalid)
 	}
-	if !r.DstIP.IsValid() {
+	dst := r.DstIP.Unmap()
+	if !dst.IsValid() {
 		if r.DstMAC == nil {
 			return nil, fmt.Errorf("destination: give an IP address or a MAC: %w", ErrInvalid)
 		}
-		eth := &layers.Ethernet{SrcMAC: srcMAC, DstMAC: r.DstMAC, EthernetType: layers.EthernetTypeIPv4}
-		b, err := serialize(eth, gopacket.Payload(make([]byte, 46)))
-		t.step(TraceStep{Stage: "frame", Verdict: "ok", Detail: fmt.Sprintf("%s > %s, ethertype IPv4 with a zero payload, %d bytes", srcMAC, r.DstMAC, len(b))})
-		return b, err
+		// A MAC alone: the limited broadcast address, as a pod's broadcast would carry.
+		dst = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		if r.Proto == "" {
+			t.req.Proto, r.Proto = "udp", "udp"
+		}
 	}
-	dst := r.DstIP.Unmap()
 	srcIP := r.SrcIP.Unmap()
 	if !srcIP.IsValid() {
 		srcIP = t.ownAddr(dst.Is4())

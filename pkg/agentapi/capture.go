@@ -10,6 +10,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/epair-cni/epair/pkg/pcapfilter"
 )
 
 // PathCapture streams a port's frames as a pcap file (GET, CaptureRequest as query).
@@ -35,6 +37,10 @@ type CaptureRequest struct {
 	// Format is "pcapng" ("" too: each frame with its direction, and the reason of a frame
 	// the switch dropped as a comment) or "pcap" (frames only).
 	Format string
+	// Filter keeps only the frames it matches: tcpdump's filter syntax, the subset
+	// pkg/pcapfilter compiles (hosts, nets, protocols, ports, MACs, VLANs, and/or/not).
+	// "" keeps every frame.
+	Filter string
 }
 
 // Validate checks the request and names the first bad field.
@@ -52,9 +58,17 @@ func (r *CaptureRequest) Validate() error {
 		return invalid("format", fmt.Sprintf("%q: want pcapng or pcap", r.Format))
 	case r.SnapLen < 0 || r.SnapLen > MaxCaptureSnapLen:
 		return invalid("snapLen", fmt.Sprintf("%d: want 0 (whole frames) to %d", r.SnapLen, MaxCaptureSnapLen))
+	case len(r.Filter) > maxFilter:
+		return invalid("filter", fmt.Sprintf("%d bytes: at most %d", len(r.Filter), maxFilter))
+	}
+	if _, err := pcapfilter.Compile(r.Filter); err != nil {
+		return invalid("filter", err.Error())
 	}
 	return nil
 }
+
+// maxFilter bounds CaptureRequest.Filter.
+const maxFilter = 4096
 
 func (r *CaptureRequest) query() url.Values {
 	q := url.Values{"port": {r.Port}}
@@ -73,11 +87,14 @@ func (r *CaptureRequest) query() url.Values {
 	if r.Format != "" {
 		q.Set("format", r.Format)
 	}
+	if r.Filter != "" {
+		q.Set("filter", r.Filter)
+	}
 	return q
 }
 
 func parseCaptureRequest(q url.Values) (*CaptureRequest, error) {
-	r := &CaptureRequest{Port: q.Get("port"), Direction: q.Get("direction"), Format: q.Get("format")}
+	r := &CaptureRequest{Port: q.Get("port"), Direction: q.Get("direction"), Format: q.Get("format"), Filter: q.Get("filter")}
 	for _, f := range []struct {
 		name string
 		dst  *int
@@ -120,7 +137,9 @@ func captureHandler(c Capturer) http.HandlerFunc {
 		// duration or the client.
 		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 		sw := &streamWriter{w: w}
-		if err := c.Capture(r.Context(), req, sw); err != nil && !sw.started {
+		ctx, cancel := streamStopping(r.Context())
+		defer cancel()
+		if err := c.Capture(ctx, req, sw); err != nil && !sw.started {
 			writeError(w, err)
 		}
 	}

@@ -8,7 +8,7 @@ import (
 )
 
 func TestCaptureRequest(t *testing.T) {
-	good := &CaptureRequest{Port: "vale0:epair1a", Direction: "tx", Count: 3, Duration: 2 * time.Second, SnapLen: 96, Format: "pcap"}
+	good := &CaptureRequest{Port: "vale0:epair1a", Direction: "tx", Count: 3, Duration: 2 * time.Second, SnapLen: 96, Format: "pcap", Filter: "tcp port 80 and not host 10.0.0.1"}
 	got, err := parseCaptureRequest(good.query())
 	if err != nil || *got != *good {
 		t.Fatalf("round trip: %+v, %v; want %+v", got, err, good)
@@ -23,6 +23,10 @@ func TestCaptureRequest(t *testing.T) {
 		"port=a&snapLen=70000":         "snapLen",
 		"port=a&format=json":           "format",
 		"port=a&snapLen=1&snapLen=two": "", // the first value counts
+		"port=a&filter=icmp+or+arp":    "",
+		"port=a&filter=tcp+prot+80":    "filter",
+		"port=a&filter=port+http":      "filter",
+		"port=a&filter=(udp":           "filter",
 	} {
 		v, _ := url.ParseQuery(q)
 		_, err := parseCaptureRequest(v)
@@ -39,7 +43,8 @@ func TestCaptureRequest(t *testing.T) {
 // FuzzParseCaptureRequest: any query parses to a request that validates, and whose query
 // parses back to the same request, or to an error; never a panic.
 func FuzzParseCaptureRequest(f *testing.F) {
-	for _, s := range []string{"port=vale0:a&direction=rx&count=3&duration=1s&snapLen=64&format=pcap", "port=x&snapLen=65536", "count=%zz"} {
+	for _, s := range []string{"port=vale0:a&direction=rx&count=3&duration=1s&snapLen=64&format=pcap", "port=x&snapLen=65536", "count=%zz",
+		"port=a&filter=udp+dst+port+53+or+icmp6", "port=a&filter=not+(arp"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, q string) {

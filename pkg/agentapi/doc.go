@@ -22,6 +22,13 @@
 //	GET  /healthz                                  -> 200 while the process serves
 //	GET  /readyz                                   -> 200 when Status().Ready, else 503
 //
+// NewAgentServer adds the operator's endpoints (valectl):
+//
+//	GET  /v1/switches                              -> SwitchList   switches, ports, counters
+//	GET  /v1/switches/{sw}/fdb                     -> FDB
+//	GET  /v1/capture?port=…                        -> a pcapng or pcap stream (CaptureRequest)
+//	POST /v1/trace                 TraceRequest    -> TraceResult  a frame's way, not sent
+//
 // Errors: every failure crosses the wire as ErrorBody{Code, Message, Field}. The client turns
 // transport failures into the same *Error type (CodeUnavailable when nothing listens on the
 // socket, CodeTimeout when the call's deadline expires) so that the plugin maps agent errors

@@ -59,6 +59,9 @@ type PortInfo struct {
 	Stats  Counters `json:"counters"`
 	// Queue is the port's output queue (pod ports).
 	Queue *QueueInfo `json:"queue,omitempty"`
+	// Captures is the number of captures (GET /v1/capture) tapping the port now (pod
+	// ports); a capture that ended, however it ended, is no longer counted.
+	Captures int `json:"captures,omitempty"`
 }
 
 // QueueInfo is a port's output queue: its depth and capacity, what it handed to the link,
@@ -122,6 +125,9 @@ func NewAgentServer(backend Interface, insp Inspector, extra map[string]http.Han
 		})
 		if c, ok := insp.(Capturer); ok {
 			mux.HandleFunc("GET "+PathCapture, captureHandler(c))
+		}
+		if t, ok := insp.(Tracer); ok {
+			mux.Handle("POST "+PathTrace, handle(t.Trace))
 		}
 	}
 	for pattern, h := range extra {

@@ -112,6 +112,13 @@ func Serve(ln net.Listener, h http.Handler) *SocketServer {
 		ln:   ln,
 		done: make(chan struct{}),
 	}
+	// Shutdown waits for the requests in flight, but a capture streams until its client
+	// goes: it ends when the shutdown starts (streamStopping).
+	stopping := make(chan struct{})
+	s.srv.BaseContext = func(net.Listener) context.Context {
+		return context.WithValue(context.Background(), stoppingKey{}, (<-chan struct{})(stopping))
+	}
+	s.srv.RegisterOnShutdown(func() { close(stopping) })
 	go func() {
 		defer close(s.done)
 		err := s.srv.Serve(ln)
@@ -145,4 +152,22 @@ func (s *SocketServer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.Shutdown(ctx)
+}
+
+// stoppingKey is the request context's value, closed when the server shuts down.
+type stoppingKey struct{}
+
+// streamStopping is ctx that also ends when the server serving its request shuts down.
+func streamStopping(ctx context.Context) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	if stop, ok := ctx.Value(stoppingKey{}).(<-chan struct{}); ok {
+		go func() {
+			select {
+			case <-stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return ctx, cancel
 }
