@@ -4,6 +4,8 @@
 //
 //	kubectl epair capture <namespace/pod>[:ifname] [valectl capture flags] > pod.pcap
 //	kubectl epair capture -n default web | tcpdump -nr -
+//	kubectl epair capture -n default web -t 10s tcp port 8080 | tshark -r -
+//	kubectl epair trace default/web -to default/db -p tcp -dport 5432
 //	kubectl epair ports <node> | drops <node> | switches <node> | attachments <node>
 //
 // Installed on the PATH as kubectl-epair, kubectl runs it as "kubectl epair". It needs
@@ -16,8 +18,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -31,7 +36,8 @@ import (
 	"k8s.io/streaming/pkg/httpstream"
 )
 
-const usage = `usage: kubectl epair [flags] capture [namespace/]pod[:ifname] [-d rx|tx|both] [-c count] [-t duration] [-s snaplen]
+const usage = `usage: kubectl epair [flags] capture [namespace/]pod[:ifname] [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [filter expression]
+       kubectl epair [flags] trace [namespace/]pod[:ifname] -to <[namespace/]pod | IP | MAC> [-p icmp|tcp|udp] [-sport N] [-dport N] [-src-ip IP] [-src-mac MAC]
        kubectl epair [flags] ports|drops|switches|attachments|status <node>`
 
 func main() {
@@ -78,28 +84,22 @@ func run(ctx context.Context, o options, args []string, stdout, stderr io.Writer
 	var node string
 	var valectl []string
 	switch cmd {
-	case "capture":
-		ns, name, ifname := o.namespace, target, ""
-		if n, p, ok := strings.Cut(target, "/"); ok {
-			ns, name = n, p
-		}
-		if p, i, ok := strings.Cut(name, ":"); ok {
-			name, ifname = p, ":"+i
-		}
-		if ns == "" {
-			if ns, _, err = cc.Namespace(); err != nil {
-				return fmt.Errorf("namespace: %w", err)
-			}
-		}
-		pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	case "capture", "trace":
+		pod, ifname, err := getPod(ctx, cs, cc, o.namespace, target)
 		if err != nil {
-			return fmt.Errorf("pod %s/%s: %w", ns, name, err)
+			return err
 		}
 		if pod.Spec.NodeName == "" {
-			return fmt.Errorf("pod %s/%s is not scheduled to a node", ns, name)
+			return fmt.Errorf("pod %s/%s is not scheduled to a node", pod.Namespace, pod.Name)
 		}
 		node = pod.Spec.NodeName
-		valectl = append([]string{"/valectl", "capture", ns + "/" + name + ifname}, rest...)
+		if cmd == "trace" {
+			// A destination pod may run on another node: valectl gets its address.
+			if rest, err = resolveTo(ctx, cs, cc, o.namespace, rest); err != nil {
+				return err
+			}
+		}
+		valectl = append([]string{"/valectl", cmd, pod.Namespace + "/" + pod.Name + ifname}, rest...)
 	case "ports", "drops", "switches", "attachments", "status":
 		node = target
 		valectl = append([]string{"/valectl", cmd}, rest...)
@@ -113,11 +113,85 @@ func run(ctx context.Context, o options, args []string, stdout, stderr io.Writer
 	return execIn(ctx, cfg, cs, agent, valectl, stdout, stderr)
 }
 
+// getPod finds the pod named "[namespace/]name[:ifname]" (ns, or the kubeconfig context's,
+// when the name has none) and returns it with ":ifname" or "".
+func getPod(ctx context.Context, cs kubernetes.Interface, cc clientcmd.ClientConfig, ns, target string) (*corev1.Pod, string, error) {
+	name, ifname := target, ""
+	if n, p, ok := strings.Cut(target, "/"); ok {
+		ns, name = n, p
+	}
+	if p, i, ok := strings.Cut(name, ":"); ok {
+		name, ifname = p, ":"+i
+	}
+	if ns == "" {
+		var err error
+		if ns, _, err = cc.Namespace(); err != nil {
+			return nil, "", fmt.Errorf("namespace: %w", err)
+		}
+	}
+	pod, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return nil, "", fmt.Errorf("pod %s/%s: %w", ns, name, err)
+	}
+	return pod, ifname, nil
+}
+
+// resolveTo replaces a trace's "-to [namespace/]pod" by the pod's address (its first, as the
+// pod's status lists them; "-src-ip" of the other family picks that family's); an IP or
+// MAC stays.
+func resolveTo(ctx context.Context, cs kubernetes.Interface, cc clientcmd.ClientConfig, ns string, args []string) ([]string, error) {
+	out := slices.Clone(args)
+	v6 := false
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] == "-src-ip" || out[i] == "--src-ip" {
+			if a, err := netip.ParseAddr(out[i+1]); err == nil {
+				v6 = a.Is6()
+			}
+		}
+	}
+	for i := 0; i+1 < len(out); i++ {
+		if out[i] != "-to" && out[i] != "--to" {
+			continue
+		}
+		to := out[i+1]
+		if _, err := netip.ParseAddr(to); err == nil {
+			continue
+		}
+		if _, err := net.ParseMAC(to); err == nil {
+			continue
+		}
+		pod, _, err := getPod(ctx, cs, cc, ns, to)
+		if err != nil {
+			return nil, fmt.Errorf("-to: %w", err)
+		}
+		addr := ""
+		for _, ip := range pod.Status.PodIPs {
+			a, err := netip.ParseAddr(ip.IP)
+			if err != nil {
+				continue
+			}
+			if a.Is6() == v6 {
+				addr = a.String()
+				break
+			}
+			if addr == "" {
+				addr = a.String()
+			}
+		}
+		if addr == "" {
+			return nil, fmt.Errorf("-to: pod %s/%s has no address yet", pod.Namespace, pod.Name)
+		}
+		out[i+1] = addr
+	}
+	return out, nil
+}
+
 // splitArgs takes -n/--namespace out of args wherever kubectl users put it ("capture -n
 // ns pod") and moves the command's first operand (pod or node) right after the command,
 // the valectl flags (which take a value each) after it.
 func splitArgs(args []string, ns string) ([]string, string) {
-	valued := map[string]bool{"-d": true, "-c": true, "-t": true, "-s": true, "-w": true, "-F": true}
+	valued := map[string]bool{"-d": true, "-c": true, "-t": true, "-s": true, "-w": true, "-F": true,
+		"-to": true, "--to": true, "-p": true, "-sport": true, "-dport": true, "-src-ip": true, "--src-ip": true, "-src-mac": true}
 	var flags, operands []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -136,7 +210,12 @@ func splitArgs(args []string, ns string) ([]string, string) {
 			operands = append(operands, a)
 		}
 	}
-	return append(operands, flags...), ns
+	// command, its operand, the flags, then the rest (a capture's filter expression, which
+	// valectl takes after its flags, as tcpdump does).
+	if len(operands) <= 2 {
+		return append(operands, flags...), ns
+	}
+	return append(append(operands[:2:2], flags...), operands[2:]...), ns
 }
 
 // agentOn finds the running agent pod on node.

@@ -28,7 +28,10 @@
 #      conflist and leaves the first network's pods connected; a live change of the
 #      default queue reaches a pod attached afterwards
 #  8d. kubectl epair capture of a pod while it serves HTTP, from the admin's kubeconfig through
-#      the API server: the pcap holds the pod's TCP segments on port 8080 both ways
+#      the API server: the pcap, read with tshark, holds the pod's TCP segments on port 8080
+#      both ways
+#  8e. kubectl epair trace from one pod to another (named as a pod): delivered to the other
+#      pod's port; from a spoofed address: dropped as spoofed-ip
 #   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
 #  10. deleting the pods leaves no epair links, ports or addresses behind
 #  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
@@ -48,6 +51,8 @@ NS=epair-e2e
 REL=epair
 RELNS=epair-system
 [ "$(id -u)" = 0 ] || { echo "e2e/k8s: needs root" >&2; exit 1; }
+. "$ROOT/hack/deps.sh"
+epair_deps test # tshark reads the captures
 
 T0=$(date +%s)
 # our_links: host links of the chart's network ("epair-cni:epair/..." in the owner alias the
@@ -443,35 +448,26 @@ cap=$!
 sleep 1
 for i in 1 2 3; do $K -n $NS exec "$A" -- wget -qO- "http://$BIP:8080/index.html" >/dev/null || fail "HTTP $A -> $B during the capture"; done
 wait $cap || fail "kubectl epair capture: $(cat "$WORK/b.err")"
-# Count the TCP segments to and from port 8080 in the pcap (classic pcap, Ethernet, IPv4).
-read -r to from < <(python3 - "$WORK/b.pcap" "$BIP" <<'PY'
-import socket, struct, sys
-b = open(sys.argv[1], "rb").read()
-magic, = struct.unpack("<I", b[:4])
-assert magic == 0xa1b2c3d4, "not a pcap file: %x" % magic
-assert struct.unpack("<I", b[20:24])[0] == 1, "link type is not Ethernet"
-off, to, frm = 24, 0, 0
-while off + 16 <= len(b):
-    _, _, incl, _ = struct.unpack("<IIII", b[off:off + 16])
-    f = b[off + 16:off + 16 + incl]
-    off += 16 + incl
-    if len(f) < 38 or f[12:14] != b"\x08\x00" or f[23] != 6:
-        continue
-    ihl = (f[14] & 15) * 4
-    sport, dport = struct.unpack(">HH", f[14 + ihl:18 + ihl])
-    src, dst = socket.inet_ntoa(f[26:30]), socket.inet_ntoa(f[30:34])
-    if dport == 8080 and dst == sys.argv[2]:
-        to += 1
-    elif sport == 8080 and src == sys.argv[2]:
-        frm += 1
-print(to, frm)
-PY
-)
+# tshark reads the pcap: the TCP segments to and from port 8080 of B, by direction.
+read -r to from < <(tshark -n -r "$WORK/b.pcap" -Y "tcp.port == 8080" -T fields -E separator=, \
+	-e ip.src -e ip.dst -e tcp.srcport -e tcp.dstport 2>/dev/null | awk -F, -v b="$BIP" '
+	$2 == b && $4 == 8080 { to++ } $1 == b && $3 == 8080 { from++ } END { print to + 0, from + 0 }')
 [ "${to:-0}" -ge 9 ] && [ "${from:-0}" -ge 9 ] || fail "capture of $B holds $to segments to and $from from port 8080 for 3 HTTP requests"
-ok "kubectl epair capture of $B: $to TCP segments to and $from from :8080 for 3 HTTP requests"
+ok "kubectl epair capture of $B read with tshark: $to TCP segments to and $from from :8080 for 3 HTTP requests"
 out=$("$KEPAIR" ports "$NODE") || fail "kubectl epair ports"
 case $out in *"$NS/$B"*) ;; *) fail "kubectl epair ports does not name $NS/$B: $out" ;; esac
 ok "kubectl epair ports $NODE names the pods"
+
+step "8e. kubectl epair trace between two pods"
+out=$("$KEPAIR" trace -n $NS "$A" -to "$B" -p tcp -dport 8080) || fail "kubectl epair trace: $out"
+bport=$(printf '%s\n' "$out" | awk -v p="($NS/$B)" '$2 == "output" && $4 == p { print $3 }')
+case $out in *"result: delivered to $bport"*) ;; *) fail "trace $A -> $B is not delivered to $B's port ('$bport'): $out" ;; esac
+case $out in *"TCP SYN 40000 > 8080"*) ;; *) fail "trace $A -> $B does not describe the TCP SYN: $out" ;; esac
+ok "kubectl epair trace $A -> $B: delivered to $bport"
+printf '%s\n' "$out" | sed 's/^/      /'
+out=$("$KEPAIR" trace -n $NS "$A" -to "$BIP" -src-ip 10.254.254.254) || fail "kubectl epair trace (spoofed): $out"
+case $out in *"result: dropped (spoofed-ip)"*) ;; *) fail "a spoofed trace is not dropped as spoofed-ip: $out" ;; esac
+ok "kubectl epair trace from a spoofed address: dropped (spoofed-ip)"
 
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')
