@@ -525,6 +525,21 @@ func TestNoGoroutineLeak(t *testing.T) {
 	}
 }
 
+// TestShutdownTwice: a server shut down again (the agent's Close after a Shutdown) neither
+// panics nor fails.
+func TestShutdownTwice(t *testing.T) {
+	srv, err := ListenAndServe(filepath.Join(t.TempDir(), "run", "agent.sock"), NewServer(newFake()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func BenchmarkAllocateRoundTrip(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "run", "agent.sock")
 	srv, err := ListenAndServe(path, NewServer(newFake()))

@@ -118,7 +118,8 @@ func Serve(ln net.Listener, h http.Handler) *SocketServer {
 	s.srv.BaseContext = func(net.Listener) context.Context {
 		return context.WithValue(context.Background(), stoppingKey{}, (<-chan struct{})(stopping))
 	}
-	s.srv.RegisterOnShutdown(func() { close(stopping) })
+	var once sync.Once // Shutdown may run more than once (Close after a timed-out Shutdown)
+	s.srv.RegisterOnShutdown(func() { once.Do(func() { close(stopping) }) })
 	go func() {
 		defer close(s.done)
 		err := s.srv.Serve(ln)
