@@ -64,6 +64,9 @@ type Config struct {
 	// Switches are created by New; at least one. More can be added, and
 	// any removed, at run time (Dataplane.AddSwitch, RemoveSwitch).
 	Switches []SwitchConfig
+	// Peers are the other nodes of the pod network: their pod CIDRs are routed to their
+	// addresses and not masqueraded (Dataplane.SetPeers changes them at run time).
+	Peers []Peer
 	// Backend selects how pod links are opened (linkport.Auto: AF_XDP with
 	// fallback to AF_PACKET; XDP, Packet or Ringless force one).
 	Backend linkport.Backend

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,14 @@ type Dataplane struct {
 	watchStop chan struct{}
 	watchDone chan struct{}
 	linksGone atomic.Uint64 // ports detached because their link was deleted
-	up        *upgrader     // moves FastStart ports to AF_XDP
+
+	// peerMu serialises SetPeers with the peer resync; taken before mu.
+	peerMu     sync.Mutex
+	peers      []Peer
+	peerStates []PeerState
+	peerStop   chan struct{}
+	peerDone   chan struct{}
+	up         *upgrader // moves FastStart ports to AF_XDP
 }
 
 // swState is one switch with its host port.
@@ -155,10 +163,17 @@ func New(cfg Config) (_ *Dataplane, err error) {
 		d.switches[sc.Name] = s
 		d.order = append(d.order, sc.Name)
 	}
+	if err := validatePeers(cfg.Peers, d.podNetwork().cidrs); err != nil {
+		return nil, fmt.Errorf("create dataplane: %w", err)
+	}
+	d.peers = slices.Clone(cfg.Peers)
 	if cfg.Masquerade {
 		d.nft, err = newMasq(d, cfg.NFTTable)
 		if err != nil {
 			return nil, fmt.Errorf("create dataplane: %w", err)
+		}
+		for _, p := range cfg.Peers {
+			d.nft.peers = append(d.nft.peers, p.PodCIDRs...)
 		}
 		if err := d.nft.install(context.Background(), d.podNetwork()); err != nil {
 			return nil, fmt.Errorf("create dataplane: %w", err)
@@ -171,6 +186,9 @@ func New(cfg Config) (_ *Dataplane, err error) {
 	cl.Add(func() error { d.stopWatch(); return nil })
 	d.agingStop, d.agingDone = make(chan struct{}), make(chan struct{})
 	go d.ager()
+	d.resyncPeersLocked() // not shared yet
+	d.peerStop, d.peerDone = make(chan struct{}), make(chan struct{})
+	go d.peerResyncer()
 	d.up = newUpgrader(d)
 	cl.Release()
 	return d, nil
@@ -350,6 +368,8 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	d.stopWatch()
 	close(d.agingStop)
 	<-d.agingDone
+	close(d.peerStop)
+	<-d.peerDone
 	d.up.close()
 	// Attaches and detaches in flight finish first (an attach sees closed
 	// when it publishes and undoes itself).
@@ -374,6 +394,10 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	errs = append(errs, d.reg.Close(), d.ifn.Close())
 	if d.nft != nil && opts.Uninstall {
 		errs = append(errs, d.nft.remove(context.Background()))
+	}
+	if opts.Uninstall {
+		// Without it (a restart) the peer routes stay, and pods keep reaching other nodes.
+		errs = append(errs, d.removeStalePeerRoutes(nil))
 	}
 	d.nl.Close()
 	if d.ns >= 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -32,12 +33,15 @@ type masq struct {
 	d     *Dataplane
 	table string
 	nft   knftables.Interface
+	peers []netip.Prefix // the peers' pod CIDRs (SetPeers), under d.peerMu or before start
 }
 
-// podNet is what the rules match: the pod CIDRs and the host ports.
+// podNet is what the rules match: the pod CIDRs and the host ports, and the peers' pod
+// CIDRs (traffic to them is not masqueraded: pods reach pods without NAT).
 type podNet struct {
 	cidrs []netip.Prefix
 	taps  []string
+	peers []netip.Prefix
 }
 
 func newMasq(d *Dataplane, table string) (*masq, error) {
@@ -55,26 +59,34 @@ func newMasq(d *Dataplane, table string) (*masq, error) {
 
 // rules returns the postrouting rules for pn.
 func (pn podNet) rules() []string {
-	var v4, v6 []string
-	for _, c := range pn.cidrs {
-		if c.Addr().Is4() {
-			v4 = append(v4, c.String())
-		} else {
-			v6 = append(v6, c.String())
+	var v4, v6, p4, p6 []string
+	split := func(ps []netip.Prefix, a, b *[]string) {
+		for _, c := range ps {
+			if c.Addr().Is4() {
+				*a = append(*a, c.String())
+			} else {
+				*b = append(*b, c.String())
+			}
 		}
 	}
+	split(pn.cidrs, &v4, &v6)
+	split(pn.peers, &p4, &p6)
 	taps := "{ " + strings.Join(quoteAll(pn.taps), ", ") + " }"
 	var out []string
 	for _, fam := range []struct {
-		sel   string
-		cidrs []string
-	}{{"ip", v4}, {"ip6", v6}} {
+		sel          string
+		cidrs, peers []string
+	}{{"ip", v4, p4}, {"ip6", v6, p6}} {
 		if len(fam.cidrs) == 0 {
 			continue
 		}
 		set := "{ " + strings.Join(fam.cidrs, ", ") + " }"
+		notPeers := ""
+		if len(fam.peers) > 0 {
+			notPeers = fmt.Sprintf(" %s daddr != { %s }", fam.sel, strings.Join(fam.peers, ", "))
+		}
 		out = append(out,
-			fmt.Sprintf("%s saddr %s oifname != %s masquerade", fam.sel, set, taps),
+			fmt.Sprintf("%s saddr %s%s oifname != %s masquerade", fam.sel, set, notPeers, taps),
 			fmt.Sprintf("%s saddr %s oifname %s ct status dnat masquerade", fam.sel, set, taps),
 		)
 	}
@@ -91,6 +103,7 @@ func quoteAll(ss []string) []string {
 
 // install replaces the table's content with the rules for pn, atomically.
 func (m *masq) install(ctx context.Context, pn podNet) error {
+	pn.peers = m.peers
 	tx := m.nft.NewTransaction()
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo("epair pod network masquerade")})
 	tx.Add(&knftables.Chain{
@@ -108,6 +121,12 @@ func (m *masq) install(ctx context.Context, pn podNet) error {
 		return fmt.Errorf("install nftables table inet %s: %w", m.table, err)
 	}
 	return nil
+}
+
+// setPeers makes peers the destinations not masqueraded and reinstalls the rules for pn.
+func (m *masq) setPeers(ctx context.Context, pn podNet, peers []netip.Prefix) error {
+	m.peers = slices.Clone(peers)
+	return m.install(ctx, pn)
 }
 
 // remove deletes the table; a missing table is not an error.

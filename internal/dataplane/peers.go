@@ -1,0 +1,255 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// RouteProtocol marks the routes the dataplane installs toward its peers ("proto 77" in
+// `ip route`), so that a resync finds and removes the ones no peer wants any more, also
+// after a restart.
+const RouteProtocol netlink.RouteProtocol = 77
+
+// PeerResync is how often the peer routes are checked against the peers (a route deleted
+// by hand, or an underlay that came up later, is repaired within it).
+const PeerResync = 2 * time.Second
+
+// Peer is another node of the pod network: its addresses on the underlay (at most one
+// per family) and its pods' CIDRs.
+type Peer struct {
+	Name      string
+	Addresses []netip.Addr
+	PodCIDRs  []netip.Prefix
+}
+
+// Peer modes (PeerState.Mode).
+const (
+	// ModeRouted: the peer's address is on a subnet of this node (one L2 segment): its
+	// pod CIDRs are routed to it directly, as Flannel's host-gw does.
+	ModeRouted = "routed"
+	// ModeUnreachable: no route could be installed (PeerState.Reason says why; a peer
+	// behind a router needs the VXLAN mode, which is planned).
+	ModeUnreachable = "unreachable"
+)
+
+// PeerState is a peer as the dataplane programs it.
+type PeerState struct {
+	Peer
+	Mode   string
+	Reason string
+	// Routes is the number of its pod CIDRs routed now.
+	Routes int
+}
+
+// validatePeers checks peers against each other and the node's own pod network.
+func validatePeers(peers []Peer, own []netip.Prefix) error {
+	names := map[string]bool{}
+	var all []netip.Prefix
+	for _, p := range peers {
+		if p.Name == "" {
+			return fmt.Errorf("peer: name: must not be empty: %w", ErrInvalid)
+		}
+		if names[p.Name] {
+			return fmt.Errorf("peer %s: named twice: %w", p.Name, ErrInvalid)
+		}
+		names[p.Name] = true
+		fams := map[bool]bool{}
+		if len(p.Addresses) == 0 {
+			return fmt.Errorf("peer %s: addresses: at least one is required: %w", p.Name, ErrInvalid)
+		}
+		for _, a := range p.Addresses {
+			if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+				return fmt.Errorf("peer %s: address %v: want a unicast address: %w", p.Name, a, ErrInvalid)
+			}
+			if fams[a.Is4()] {
+				return fmt.Errorf("peer %s: addresses %v: at most one per family: %w", p.Name, p.Addresses, ErrInvalid)
+			}
+			fams[a.Is4()] = true
+		}
+		if len(p.PodCIDRs) == 0 {
+			return fmt.Errorf("peer %s: podCIDRs: at least one is required: %w", p.Name, ErrInvalid)
+		}
+		for _, c := range p.PodCIDRs {
+			if !c.IsValid() || c.Masked() != c {
+				return fmt.Errorf("peer %s: pod CIDR %v: want a network address (%v): %w", p.Name, c, c.Masked(), ErrInvalid)
+			}
+			for _, o := range own {
+				if o.Overlaps(c) {
+					return fmt.Errorf("peer %s: pod CIDR %v overlaps this node's %v: %w", p.Name, c, o, ErrInvalid)
+				}
+			}
+			for _, o := range all {
+				if o.Overlaps(c) {
+					return fmt.Errorf("peer %s: pod CIDR %v overlaps another peer's %v: %w", p.Name, c, o, ErrInvalid)
+				}
+			}
+			all = append(all, c)
+		}
+	}
+	return nil
+}
+
+// SetPeers makes peers the node's peers: their pod CIDRs are routed to them (and not
+// masqueraded), the routes of peers no longer listed are removed, now and at every resync.
+// It returns the peers' state after the first resync.
+func (d *Dataplane) SetPeers(ctx context.Context, peers []Peer) ([]PeerState, error) {
+	d.mu.Lock()
+	own := d.podNetwork().cidrs
+	d.mu.Unlock()
+	if err := validatePeers(peers, own); err != nil {
+		return nil, fmt.Errorf("set peers: %w", err)
+	}
+	d.peerMu.Lock()
+	defer d.peerMu.Unlock()
+	d.peers = slices.Clone(peers)
+	if d.nft != nil {
+		var cidrs []netip.Prefix
+		for _, p := range peers {
+			cidrs = append(cidrs, p.PodCIDRs...)
+		}
+		d.mu.Lock()
+		pn := d.podNetwork()
+		d.mu.Unlock()
+		if err := d.nft.setPeers(ctx, pn, cidrs); err != nil {
+			return nil, fmt.Errorf("set peers: %w", err)
+		}
+	}
+	return d.resyncPeersLocked(), nil
+}
+
+// Peers returns the peers' state as of the last resync.
+func (d *Dataplane) Peers() []PeerState {
+	d.peerMu.Lock()
+	defer d.peerMu.Unlock()
+	return slices.Clone(d.peerStates)
+}
+
+// peerResyncer resyncs the peer routes every PeerResync until peerStop closes.
+func (d *Dataplane) peerResyncer() {
+	defer close(d.peerDone)
+	t := time.NewTicker(PeerResync)
+	defer t.Stop()
+	for {
+		select {
+		case <-d.peerStop:
+			return
+		case <-t.C:
+			d.peerMu.Lock()
+			d.resyncPeersLocked()
+			d.peerMu.Unlock()
+		}
+	}
+}
+
+// resyncPeersLocked installs the route of every peer pod CIDR through the peer's address
+// of its family when that address is on one of the node's subnets, and removes every
+// route of RouteProtocol no peer wants. peerMu held.
+func (d *Dataplane) resyncPeersLocked() []PeerState {
+	want := map[netip.Prefix]bool{}
+	states := make([]PeerState, 0, len(d.peers))
+	for _, p := range d.peers {
+		st := PeerState{Peer: p, Mode: ModeRouted}
+		var reasons []string
+		for _, c := range p.PodCIDRs {
+			i := slices.IndexFunc(p.Addresses, func(a netip.Addr) bool { return a.Is4() == c.Addr().Is4() })
+			if i < 0 {
+				reasons = append(reasons, fmt.Sprintf("%v: the peer has no address of its family", c))
+				continue
+			}
+			if err := d.routePeer(c, p.Addresses[i]); err != nil {
+				reasons = append(reasons, fmt.Sprintf("%v: %v", c, err))
+				continue
+			}
+			want[c] = true
+			st.Routes++
+		}
+		if len(reasons) > 0 {
+			st.Reason = joinReasons(reasons)
+			if st.Routes == 0 {
+				st.Mode = ModeUnreachable
+			}
+		}
+		states = append(states, st)
+	}
+	if err := d.removeStalePeerRoutes(want); err != nil && len(states) > 0 {
+		states[0].Reason = joinReasons(append([]string{states[0].Reason}, err.Error()))
+	}
+	d.peerStates = states
+	return slices.Clone(states)
+}
+
+func joinReasons(rs []string) string {
+	out := ""
+	for _, r := range rs {
+		if r == "" {
+			continue
+		}
+		if out != "" {
+			out += "; "
+		}
+		out += r
+	}
+	return out
+}
+
+// routePeer routes c to addr when addr is on a subnet of this node.
+func (d *Dataplane) routePeer(c netip.Prefix, addr netip.Addr) error {
+	rs, err := d.nl.RouteGet(addr.AsSlice())
+	if err != nil {
+		return fmt.Errorf("no route to the peer's address %v: %w", addr, err)
+	}
+	if len(rs) == 0 {
+		return fmt.Errorf("no route to the peer's address %v", addr)
+	}
+	r := rs[0]
+	switch {
+	case r.Type == unix.RTN_LOCAL:
+		return fmt.Errorf("%v is this node's own address", addr)
+	case r.Gw != nil:
+		return fmt.Errorf("%v is not on a subnet of this node (reached through %v): routed mode needs one L2 segment; the VXLAN mode is planned", addr, r.Gw)
+	}
+	rt := &netlink.Route{Dst: prefixIPNet(c), Gw: addr.AsSlice(), LinkIndex: r.LinkIndex, Protocol: RouteProtocol}
+	if err := d.nl.RouteReplace(rt); err != nil {
+		return fmt.Errorf("route via %v: %w", addr, err)
+	}
+	return nil
+}
+
+// removeStalePeerRoutes deletes the routes of RouteProtocol whose destination is not in want.
+func (d *Dataplane) removeStalePeerRoutes(want map[netip.Prefix]bool) error {
+	rs, err := d.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return fmt.Errorf("list peer routes: %w", err)
+	}
+	var errs []error
+	for _, r := range rs {
+		if r.Dst == nil {
+			continue
+		}
+		p, ok := prefixOf(r.Dst)
+		if ok && want[p] {
+			continue
+		}
+		if err := d.nl.RouteDel(&r); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("remove stale peer route %v: %w", r.Dst, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a.Unmap(), ones), true
+}
