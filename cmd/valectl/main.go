@@ -1,7 +1,7 @@
 // Command valectl shows the node agent's switches, ports with their counters, and FDBs over
 // the agent socket, in the spirit of vale-ctl.
 //
-//	valectl [-socket path] [-o json] switches|ports [switch]|drops [switch]|fdb <switch>|attachments|status
+//	valectl [-socket path] [-o json] switches|ports [switch]|drops [switch]|fdb <switch>|peers|attachments|status
 //	valectl [-socket path] capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-F pcapng|pcap] [-w file|-]
 //	valectl [-socket path] [-o json] trace <switch:port | namespace/pod[:ifname]> -to <IP | MAC | namespace/pod> [-p icmp|tcp|udp] [-sport N] [-dport N] [-src-ip IP] [-src-mac MAC]
 //
@@ -34,7 +34,7 @@ func main() {
 	output := flag.String("o", "table", "output format: table or json")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of the call")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: valectl [flags] switches | ports [switch] | drops [switch] | fdb <switch> | attachments | status\n       valectl [flags] %s\n       valectl [flags] %s\n", captureUsage, traceUsage)
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: valectl [flags] switches | ports [switch] | drops [switch] | fdb <switch> | peers | attachments | status\n       valectl [flags] %s\n       valectl [flags] %s\n", captureUsage, traceUsage)
 		flag.PrintDefaults()
 	}
 	flag.Parse()

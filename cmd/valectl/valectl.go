@@ -24,7 +24,7 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 		return fmt.Errorf("-o %q: want table or json", o.output)
 	}
 	if len(args) == 0 {
-		return fmt.Errorf("missing command: want switches, ports, drops, fdb, attachments or status")
+		return fmt.Errorf("missing command: want switches, ports, drops, fdb, peers, attachments or status")
 	}
 	c := agentapi.NewClient(o.socket, 0)
 	defer c.Close()
@@ -81,6 +81,21 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 			}
 			return tw.Flush()
 		}
+	case "peers":
+		var pl *agentapi.PeerList
+		if pl, err = c.Peers(ctx); err != nil {
+			return fmt.Errorf("peers: %w", err)
+		}
+		if o.output == "json" {
+			v = pl
+		} else {
+			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tADDRESSES\tPOD CIDRS\tMODE\tROUTES\tREASON")
+			for _, p := range pl.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, strings.Join(p.Addresses, ","), strings.Join(p.PodCIDRs, ","), p.Mode, p.Routes, p.Reason)
+			}
+			return tw.Flush()
+		}
 	case "attachments":
 		var l *agentapi.AttachmentList
 		if l, err = c.List(ctx); err != nil {
@@ -120,7 +135,7 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 			return nil
 		}
 	default:
-		return fmt.Errorf("unknown command %q: want switches, ports, drops, fdb, attachments or status", cmd)
+		return fmt.Errorf("unknown command %q: want switches, ports, drops, fdb, peers, attachments or status", cmd)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

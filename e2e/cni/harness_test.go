@@ -98,12 +98,14 @@ type envOpts struct {
 	subnet     string   // default 10.60.0.0/16
 	subnets    []string // several ranges (dual-stack); overrides subnet
 	masquerade bool
-	ringSlots  int    // 0: the agent's default
-	xdpFrames  int    // 0: the agent's default
-	backend    string // "": auto
-	directOpen bool   // AF_XDP attached inside ADD instead of in the background
-	offload    bool   // an offload switch (virtio-net headers, pods keep TSO)
-	secondary  string // if set, the subnet of a second switch "vale1", a secondary network
+	ringSlots  int              // 0: the agent's default
+	xdpFrames  int              // 0: the agent's default
+	backend    string           // "": auto
+	directOpen bool             // AF_XDP attached inside ADD instead of in the background
+	offload    bool             // an offload switch (virtio-net headers, pods keep TSO)
+	secondary  string           // if set, the subnet of a second switch "vale1", a secondary network
+	peers      []map[string]any // the agent's "peers" (other nodes)
+	hostPort   string           // the switch's TAP name ("": the default)
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -137,7 +139,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.backend == "" {
 		o.backend = "auto"
 	}
-	switches := []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges, "offload": o.offload}}
+	switches := []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges, "offload": o.offload, "hostPort": o.hostPort}}
 	if o.secondary != "" {
 		switches = append(switches, map[string]any{"name": "vale1", "mtu": 1400, "secondary": true,
 			"ranges": []map[string]string{{"subnet": o.secondary}}})
@@ -145,7 +147,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	cfg := map[string]any{
 		"backend": o.backend, "directOpen": o.directOpen,
 		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
-		"switches": switches,
+		"switches": switches, "peers": o.peers,
 	}
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(a.cfg, b, 0o600); err != nil {

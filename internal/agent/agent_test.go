@@ -58,6 +58,8 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 	return pi, nil
 }
 
+func (d *memDataplane) Peers() []dataplane.PeerState { return nil }
+
 func (d *memDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error) {
 	return dataplane.TraceResult{}, fmt.Errorf("trace %s: the test double traces nothing: %w", req.Port, dataplane.ErrNoPort)
 }

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/limits"
 )
@@ -80,6 +81,43 @@ type Config struct {
 	// RecoverGrace is how long an attachment allocated but never attached survives a
 	// restart before it is collected (an ADD that the crash interrupted).
 	RecoverGrace Duration `json:"recoverGrace,omitempty"`
+	// Peers are the other nodes of the pod network (standalone mode: several machines
+	// without Kubernetes form one pod network). A peer on a subnet of this node gets its
+	// pod CIDRs routed to its address; traffic to them is not masqueraded.
+	Peers []PeerConfig `json:"peers,omitempty"`
+}
+
+// PeerConfig is another node: its name, its underlay addresses (at most one per family)
+// and its pod CIDRs.
+type PeerConfig struct {
+	Name      string   `json:"name"`
+	Addresses []string `json:"addresses"`
+	PodCIDRs  []string `json:"podCIDRs"`
+}
+
+// peers parses c.Peers (Validate checked them).
+func (c *Config) peers() ([]dataplane.Peer, error) {
+	var out []dataplane.Peer
+	for i, p := range c.Peers {
+		f := fmt.Sprintf("peers[%d]", i)
+		dp := dataplane.Peer{Name: p.Name}
+		for j, a := range p.Addresses {
+			ad, err := netip.ParseAddr(a)
+			if err != nil {
+				return nil, fieldErr(fmt.Sprintf("%s.addresses[%d]", f, j), "%q is not an IP address", a)
+			}
+			dp.Addresses = append(dp.Addresses, ad)
+		}
+		for j, s := range p.PodCIDRs {
+			pr, err := netip.ParsePrefix(s)
+			if err != nil {
+				return nil, fieldErr(fmt.Sprintf("%s.podCIDRs[%d]", f, j), "%q is not a CIDR", s)
+			}
+			dp.PodCIDRs = append(dp.PodCIDRs, pr)
+		}
+		out = append(out, dp)
+	}
+	return out, nil
 }
 
 // SwitchConfig is one switch, its address ranges and its host port.
@@ -219,6 +257,10 @@ func (c *Config) Validate() error {
 	if c.RecoverGrace < 0 {
 		return fieldErr("recoverGrace", "must not be negative")
 	}
+	peers, err := c.peers()
+	if err != nil {
+		return err
+	}
 	seen := map[string]bool{}
 	hosts := map[string]bool{}
 	var subnets []struct {
@@ -280,6 +322,13 @@ func (c *Config) Validate() error {
 				sw string
 			}{r.Subnet, s.Name})
 		}
+	}
+	own := make([]netip.Prefix, 0, len(subnets))
+	for _, s := range subnets {
+		own = append(own, s.p)
+	}
+	if err := dataplane.ValidatePeers(peers, own); err != nil {
+		return fmt.Errorf("%w: peers: %w", ErrInvalidConfig, err)
 	}
 	return nil
 }

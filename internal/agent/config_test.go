@@ -55,6 +55,10 @@ func TestConfigErrors(t *testing.T) {
 		{`{"switches":[{"name":"vale0","broadcastRate":100000001,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].broadcastRate"},
 		{`{"switches":[{"name":"vale0","multicastRate":-1,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "multicastRate"},
 		{`{"recoverGrace":"soon","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "soon"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}],"peers":[{"name":"b","addresses":["192.168.1.300"],"podCIDRs":["10.1.0.0/24"]}]}`, "peers[0].addresses[0]"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}],"peers":[{"name":"b","addresses":["192.168.1.2"],"podCIDRs":["10.1.0/24"]}]}`, "peers[0].podCIDRs[0]"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/16"}]}],"peers":[{"name":"b","addresses":["192.168.1.2"],"podCIDRs":["10.0.1.0/24"]}]}`, "overlaps this node's 10.0.0.0/16"},
+		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}],"peers":[{"name":"b","addresses":["192.168.1.2"],"podCIDRs":["10.1.0.0/24"]},{"name":"b","addresses":["192.168.1.3"],"podCIDRs":["10.2.0.0/24"]}]}`, "peer b: named twice"},
 	} {
 		_, err := ParseConfig([]byte(tc.in))
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {

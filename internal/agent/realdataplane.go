@@ -46,6 +46,9 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 		}
 		dc.Switches = append(dc.Switches, sc)
 	}
+	if dc.Peers, err = c.peers(); err != nil {
+		return dc, fmt.Errorf("dataplane config: %w", err)
+	}
 	return dc, nil
 }
 
@@ -166,6 +169,8 @@ func (r *realDataplane) Capture(port string, o dataplane.CaptureOptions) (*datap
 func (r *realDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error) {
 	return r.d.Trace(req)
 }
+
+func (r *realDataplane) Peers() []dataplane.PeerState { return r.d.Peers() }
 
 func (r *realDataplane) Port(sw, hostIfName string) (agentapi.PortInfo, bool) {
 	pi, err := r.d.Port(vale.JoinName(sw, hostIfName))

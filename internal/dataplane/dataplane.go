@@ -163,7 +163,7 @@ func New(cfg Config) (_ *Dataplane, err error) {
 		d.switches[sc.Name] = s
 		d.order = append(d.order, sc.Name)
 	}
-	if err := validatePeers(cfg.Peers, d.podNetwork().cidrs); err != nil {
+	if err := ValidatePeers(cfg.Peers, d.podNetwork().cidrs); err != nil {
 		return nil, fmt.Errorf("create dataplane: %w", err)
 	}
 	d.peers = slices.Clone(cfg.Peers)

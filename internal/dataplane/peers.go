@@ -49,8 +49,9 @@ type PeerState struct {
 	Routes int
 }
 
-// validatePeers checks peers against each other and the node's own pod network.
-func validatePeers(peers []Peer, own []netip.Prefix) error {
+// ValidatePeers checks peers against each other and the node's own pod network (own:
+// its pod CIDRs), and names the first problem.
+func ValidatePeers(peers []Peer, own []netip.Prefix) error {
 	names := map[string]bool{}
 	var all []netip.Prefix
 	for _, p := range peers {
@@ -104,7 +105,7 @@ func (d *Dataplane) SetPeers(ctx context.Context, peers []Peer) ([]PeerState, er
 	d.mu.Lock()
 	own := d.podNetwork().cidrs
 	d.mu.Unlock()
-	if err := validatePeers(peers, own); err != nil {
+	if err := ValidatePeers(peers, own); err != nil {
 		return nil, fmt.Errorf("set peers: %w", err)
 	}
 	d.peerMu.Lock()

@@ -129,6 +129,12 @@ func NewAgentServer(backend Interface, insp Inspector, extra map[string]http.Han
 		if t, ok := insp.(Tracer); ok {
 			mux.Handle("POST "+PathTrace, handle(t.Trace))
 		}
+		if pl, ok := insp.(PeerLister); ok {
+			mux.HandleFunc("GET "+PathPeers, func(w http.ResponseWriter, r *http.Request) {
+				resp, err := pl.Peers(r.Context())
+				reply(w, resp, err)
+			})
+		}
 	}
 	for pattern, h := range extra {
 		mux.Handle(pattern, h)

@@ -1,0 +1,28 @@
+package agent
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/epair-cni/epair/pkg/agentapi"
+)
+
+var _ agentapi.PeerLister = (*Agent)(nil)
+
+// Peers implements agentapi.PeerLister: the dataplane's peers, by name.
+func (a *Agent) Peers(context.Context) (*agentapi.PeerList, error) {
+	out := &agentapi.PeerList{Items: []agentapi.PeerInfo{}}
+	for _, p := range a.dp.Peers() {
+		pi := agentapi.PeerInfo{Name: p.Name, Mode: p.Mode, Reason: p.Reason, Routes: p.Routes}
+		for _, ad := range p.Addresses {
+			pi.Addresses = append(pi.Addresses, ad.String())
+		}
+		for _, c := range p.PodCIDRs {
+			pi.PodCIDRs = append(pi.PodCIDRs, c.String())
+		}
+		out.Items = append(out.Items, pi)
+	}
+	slices.SortFunc(out.Items, func(x, y agentapi.PeerInfo) int { return strings.Compare(x.Name, y.Name) })
+	return out, nil
+}
