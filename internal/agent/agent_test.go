@@ -60,6 +60,13 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 
 func (d *memDataplane) Peers() []dataplane.PeerState { return nil }
 
+func (d *memDataplane) SetPeers(_ context.Context, peers []dataplane.Peer) ([]dataplane.PeerState, error) {
+	if len(peers) > 0 {
+		return nil, fmt.Errorf("set peers: the test double routes nothing: %w", dataplane.ErrInvalid)
+	}
+	return nil, nil
+}
+
 func (d *memDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error) {
 	return dataplane.TraceResult{}, fmt.Errorf("trace %s: the test double traces nothing: %w", req.Port, dataplane.ErrNoPort)
 }

@@ -213,6 +213,7 @@ type clusterDataplane struct {
 	mu       sync.Mutex
 	cidrs    []netip.Prefix
 	switches map[string]controller.SwitchConfig // as applied (the primary's as recorded before start)
+	peers    []dataplane.Peer                    // the other nodes, as last set (applied at start too)
 	started  bool
 	a        *Agent
 }
@@ -297,8 +298,40 @@ func (c *clusterDataplane) start(ctrl *controller.Controller) (*Agent, error) {
 	}
 	c.mu.Lock()
 	c.a = a
+	peers := c.peers
 	c.mu.Unlock()
+	if _, err := a.dp.SetPeers(context.Background(), peers); err != nil {
+		return nil, errors.Join(err, a.Close())
+	}
 	return a, nil
+}
+
+// SetPeers implements controller.Dataplane: the other nodes become the dataplane's peers
+// (routes to their pod CIDRs), now or when the agent starts. A peer that conflicts with this
+// node's pod network or an earlier peer (overlapping pod CIDRs, bad addresses) is left out
+// and logged, so one bad Node does not cut the others off.
+func (c *clusterDataplane) SetPeers(ctx context.Context, in []controller.PeerConfig) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	own := slices.Clone(c.cidrs)
+	for _, sc := range c.switches {
+		own = append(own, sc.PodCIDRs...)
+	}
+	peers := make([]dataplane.Peer, 0, len(in))
+	for _, p := range in {
+		dp := dataplane.Peer{Name: p.Name, Addresses: p.Addresses, PodCIDRs: p.PodCIDRs}
+		if err := dataplane.ValidatePeers(append(slices.Clone(peers), dp), own); err != nil {
+			c.log.Warn("node left out of the peers", "node", p.Name, "err", err)
+			continue
+		}
+		peers = append(peers, dp)
+	}
+	c.peers = peers
+	if c.a == nil {
+		return nil
+	}
+	_, err := c.a.dp.SetPeers(ctx, peers)
+	return err
 }
 
 func (c *clusterDataplane) agent() *Agent {

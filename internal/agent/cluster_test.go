@@ -682,3 +682,41 @@ func TestDropReasonsOneVocabulary(t *testing.T) {
 		t.Fatalf("metrics drops %v, want the agent API's %v", metric, want)
 	}
 }
+
+// TestClusterPeersLive: the Node-derived peers reach the real dataplane: a peer on a
+// subnet of the node gets its pod CIDR routed to its address (proto 77), a peer whose pod
+// CIDR overlaps the node's is left out (the others still routed), and an empty set removes
+// the routes.
+func TestClusterPeersLive(t *testing.T) {
+	l := newLiveCluster(t, primarySwitch(), "10.250.10.0/24")
+	ctx := context.Background()
+	l.ip("-n", l.ns, "link", "add", "under0", "type", "veth", "peer", "name", "under1")
+	l.ip("-n", l.ns, "link", "set", "under1", "up")
+	l.ip("-n", l.ns, "addr", "add", "192.168.240.1/24", "dev", "under0")
+	l.ip("-n", l.ns, "link", "set", "under0", "up")
+	good := controller.PeerConfig{Name: "n2", Addresses: []netip.Addr{netip.MustParseAddr("192.168.240.2")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.250.11.0/24")}}
+	bad := controller.PeerConfig{Name: "n3", Addresses: []netip.Addr{netip.MustParseAddr("192.168.240.3")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.250.10.0/25")}}
+	if err := l.c.SetPeers(ctx, []controller.PeerConfig{good, bad}); err != nil {
+		t.Fatal(err)
+	}
+	routes := func() string {
+		out, err := exec.Command("ip", "-n", l.ns, "route", "show", "proto", "77").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip route: %v: %s", err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := routes(); !strings.HasPrefix(got, "10.250.11.0/24 via 192.168.240.2 dev under0") || strings.Contains(got, "10.250.10.0/25") {
+		t.Fatalf("peer routes %q", got)
+	}
+	pl, err := l.a.Peers(ctx)
+	if err != nil || len(pl.Items) != 1 || pl.Items[0].Name != "n2" || pl.Items[0].Mode != "routed" {
+		t.Fatalf("peers %+v, %v", pl, err)
+	}
+	if err := l.c.SetPeers(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := routes(); got != "" {
+		t.Fatalf("peer routes after the last peer left: %q", got)
+	}
+}

@@ -31,8 +31,9 @@ type Dataplane interface {
 	// Trace says what the switch would do with a described frame from a port, without
 	// sending it (dataplane.Dataplane.Trace).
 	Trace(req dataplane.TraceRequest) (dataplane.TraceResult, error)
-	// Peers is the peers' state (dataplane.Dataplane.Peers).
+	// Peers is the peers' state (dataplane.Dataplane.Peers); SetPeers replaces them.
 	Peers() []dataplane.PeerState
+	SetPeers(ctx context.Context, peers []dataplane.Peer) ([]dataplane.PeerState, error)
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
 	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,

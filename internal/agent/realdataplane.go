@@ -172,6 +172,10 @@ func (r *realDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult
 
 func (r *realDataplane) Peers() []dataplane.PeerState { return r.d.Peers() }
 
+func (r *realDataplane) SetPeers(ctx context.Context, peers []dataplane.Peer) ([]dataplane.PeerState, error) {
+	return r.d.SetPeers(ctx, peers)
+}
+
 func (r *realDataplane) Port(sw, hostIfName string) (agentapi.PortInfo, bool) {
 	pi, err := r.d.Port(vale.JoinName(sw, hostIfName))
 	if err != nil {

@@ -139,7 +139,6 @@ func New(cfg *rest.Config, o Options) (*Controller, error) {
 		HealthProbeBindAddress: orOff(o.HealthAddr),
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}:        {Field: onNode},
-			&corev1.Node{}:       {Field: named},
 			&epairv1.NodeState{}: {Field: named},
 		}},
 	})
@@ -164,9 +163,12 @@ func (c *Controller) setup() error {
 	rec := mgr.GetEventRecorder("epair-agent")
 	cl := mgr.GetClient()
 
+	// Every Node is cached (the peers are the other nodes); the node's own controllers look
+	// at its own only.
+	self := predicate.NewPredicateFuncs(func(n client.Object) bool { return n.GetName() == o.NodeName })
 	nr := &nodeReconciler{client: cl, node: o.NodeName, dp: o.Dataplane, status: c.status, recorder: rec}
 	if err := builder.ControllerManagedBy(mgr).Named("epair-node").
-		For(&corev1.Node{}, builder.WithPredicates(predicate.Funcs{
+		For(&corev1.Node{}, builder.WithPredicates(self, predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				a, b := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
 				return !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) || a.Spec.PodCIDR != b.Spec.PodCIDR
@@ -191,10 +193,21 @@ func (c *Controller) setup() error {
 	})
 	if err := builder.ControllerManagedBy(mgr).Named("epair-virtualswitch").
 		For(&epairv1.VirtualSwitch{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Watches(&corev1.Node{}, allSwitches, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		Watches(&corev1.Node{}, allSwitches, builder.WithPredicates(self, predicate.LabelChangedPredicate{})).
 		WithOptions(ctrlOptions(1)).
 		Complete(sr); err != nil {
 		return fmt.Errorf("virtualswitch controller: %w", err)
+	}
+
+	peers := &peerReconciler{client: cl, node: o.NodeName, dp: o.Dataplane, status: c.status}
+	onePeerSet := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{peersKey}
+	})
+	if err := builder.ControllerManagedBy(mgr).Named("epair-peers").
+		WatchesRawSource(source.Kind(mgr.GetCache(), client.Object(&corev1.Node{}), onePeerSet, peerRelevant(o.NodeName))).
+		WithOptions(ctrlOptions(1)).
+		Complete(peers); err != nil {
+		return fmt.Errorf("peer controller: %w", err)
 	}
 
 	pr := c.policies

@@ -36,6 +36,9 @@ type Dataplane interface {
 	// Ready reports whether the dataplane can serve CNI requests
 	// (plugin socket listening, IPAM open).
 	Ready() bool
+	// SetPeers makes peers (every other node, from the Node objects) the node's whole
+	// set of peers: routes to the new ones, none to the ones gone.
+	SetPeers(ctx context.Context, peers []PeerConfig) error
 }
 
 // ErrNoPort is returned (wrapped) by Dataplane.ApplyPortPolicy when the pod

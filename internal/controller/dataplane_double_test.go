@@ -17,6 +17,7 @@ type recordingDataplane struct {
 	ready    bool
 	calls    []string
 	cidrs    []netip.Prefix
+	peers    []PeerConfig
 	switches map[string]SwitchConfig
 	ports    map[string]bool // "ns/name" of pods that have a port
 	policies map[string]PolicyConfig
@@ -49,6 +50,18 @@ func (d *recordingDataplane) takeFail() error {
 	err := d.failNext
 	d.failNext = nil
 	return err
+}
+
+func (d *recordingDataplane) SetPeers(_ context.Context, ps []PeerConfig) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.peers = slices.Clone(ps)
+	var names []string
+	for _, p := range ps {
+		names = append(names, fmt.Sprintf("%s%v%v", p.Name, p.Addresses, p.PodCIDRs))
+	}
+	d.record("SetPeers %v", names)
+	return nil
 }
 
 func (d *recordingDataplane) SetPodCIDRs(_ context.Context, c []netip.Prefix) error {

@@ -6,9 +6,14 @@
 // Model:
 //
 //   - One Controller per node (a DaemonSet pod): a manager without leader
-//     election whose cache holds only this node's Node, pods (field selector
-//     spec.nodeName) and NodeState, plus every VirtualSwitch and PortPolicy.
+//     election whose cache holds every Node (the others are the peers), this
+//     node's pods (field selector spec.nodeName) and NodeState, plus every
+//     VirtualSwitch and PortPolicy.
 //   - Node → Dataplane.SetPodCIDRs (IPAM); the conflist waits for it.
+//   - Every other Node → Dataplane.SetPeers: any Node creation, deletion or
+//     change of pod CIDRs or addresses rebuilds the whole peer set (name,
+//     InternalIPs, pod CIDRs; a node without either is skipped), so a node
+//     deleted while the agent was down is gone from its first set.
 //   - VirtualSwitch → ApplySwitch when its nodeSelector matches the node's
 //     labels, DeleteSwitch when it stops matching or is deleted. Node label
 //     changes re-evaluate every VirtualSwitch. A node runs several switches:
