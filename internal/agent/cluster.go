@@ -213,7 +213,7 @@ type clusterDataplane struct {
 	mu       sync.Mutex
 	cidrs    []netip.Prefix
 	switches map[string]controller.SwitchConfig // as applied (the primary's as recorded before start)
-	peers    []dataplane.Peer                    // the other nodes, as last set (applied at start too)
+	peers    []dataplane.Peer                   // the other nodes, as last set (applied at start too)
 	started  bool
 	a        *Agent
 }
