@@ -36,6 +36,8 @@ func main() {
 	mode := flag.String("mode", "standalone", "standalone (configuration file) or cluster (Kubernetes: pod CIDRs, VirtualSwitch, PortPolicy, NodeState)")
 	backend := flag.String("backend", "", "override the configuration's backend: auto, xdp, packet or ringless")
 	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
+	peerMode := flag.String("peer-mode", "", "override the configuration's peerMode: auto (routed to nodes on a subnet of this one, VXLAN to the others), routed or vxlan")
+	vxlanPort := flag.Int("vxlan-port", 0, "override the configuration's vxlanPort (the VXLAN tunnel's UDP port, the same on every node)")
 	var cf controller.Flags
 	cf.Register(flag.CommandLine)
 	cfgPath := flag.String("config", "", "standalone configuration file (default: the embedded one)")
@@ -74,6 +76,12 @@ func main() {
 		}
 		if *backend != "" {
 			cfg.Backend = *backend
+		}
+		if *peerMode != "" {
+			cfg.PeerMode = *peerMode
+		}
+		if *vxlanPort != 0 {
+			cfg.VXLANPort = *vxlanPort
 		}
 		if *masquerade != "" {
 			b, perr := strconv.ParseBool(*masquerade)

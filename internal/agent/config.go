@@ -85,6 +85,13 @@ type Config struct {
 	// without Kubernetes form one pod network). A peer on a subnet of this node gets its
 	// pod CIDRs routed to its address; traffic to them is not masqueraded.
 	Peers []PeerConfig `json:"peers,omitempty"`
+	// PeerMode is how peers are reached: "auto" ("" too: routed to peers on a subnet of
+	// this node, VXLAN to the others), "routed" or "vxlan".
+	PeerMode string `json:"peerMode,omitempty"`
+	// VXLANPort and VXLANID are the VXLAN tunnel's UDP port and VNI (0: 4789 and 1); every
+	// node of the pod network must use the same.
+	VXLANPort int `json:"vxlanPort,omitempty"`
+	VXLANID   int `json:"vxlanID,omitempty"`
 }
 
 // PeerConfig is another node: its name, its underlay addresses (at most one per family)
@@ -260,6 +267,17 @@ func (c *Config) Validate() error {
 	peers, err := c.peers()
 	if err != nil {
 		return err
+	}
+	switch c.PeerMode {
+	case "", "auto", "routed", "vxlan":
+	default:
+		return fieldErr("peerMode", "%q, want auto, routed or vxlan", c.PeerMode)
+	}
+	if c.VXLANPort < 0 || c.VXLANPort > 65535 {
+		return fieldErr("vxlanPort", "%d, want 0 (%d) to 65535", c.VXLANPort, dataplane.DefaultVXLANPort)
+	}
+	if c.VXLANID < 0 || c.VXLANID > 1<<24-1 {
+		return fieldErr("vxlanID", "%d, want 0 (%d) to %d", c.VXLANID, dataplane.DefaultVXLANID, 1<<24-1)
 	}
 	seen := map[string]bool{}
 	hosts := map[string]bool{}

@@ -59,6 +59,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}],"peers":[{"name":"b","addresses":["192.168.1.2"],"podCIDRs":["10.1.0/24"]}]}`, "peers[0].podCIDRs[0]"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/16"}]}],"peers":[{"name":"b","addresses":["192.168.1.2"],"podCIDRs":["10.0.1.0/24"]}]}`, "overlaps this node's 10.0.0.0/16"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}],"peers":[{"name":"b","addresses":["192.168.1.2"],"podCIDRs":["10.1.0.0/24"]},{"name":"b","addresses":["192.168.1.3"],"podCIDRs":["10.2.0.0/24"]}]}`, "peer b: named twice"},
+		{`{"peerMode":"gre","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "peerMode"},
+		{`{"vxlanPort":70000,"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "vxlanPort"},
 	} {
 		_, err := ParseConfig([]byte(tc.in))
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {

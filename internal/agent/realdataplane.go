@@ -46,6 +46,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 		}
 		dc.Switches = append(dc.Switches, sc)
 	}
+	dc.PeerMode, dc.VXLANPort, dc.VXLANID = c.PeerMode, c.VXLANPort, c.VXLANID
 	if dc.Peers, err = c.peers(); err != nil {
 		return dc, fmt.Errorf("dataplane config: %w", err)
 	}

@@ -124,7 +124,7 @@ func TestChartArgsParse(t *testing.T) {
 	var cf Flags
 	cf.Register(fs)
 	mode := fs.String("mode", "standalone", "agent's own")
-	for _, n := range []string{"socket", "state-dir", "backend", "masquerade", "log-level"} {
+	for _, n := range []string{"socket", "state-dir", "backend", "masquerade", "log-level", "peer-mode", "vxlan-port"} {
 		fs.String(n, "", "agent's own")
 	}
 	var parsed []string

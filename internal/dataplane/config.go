@@ -67,6 +67,16 @@ type Config struct {
 	// Peers are the other nodes of the pod network: their pod CIDRs are routed to their
 	// addresses and not masqueraded (Dataplane.SetPeers changes them at run time).
 	Peers []Peer
+	// PeerMode is how peers are reached: ModeAuto ("" too: routed to the peers on a subnet
+	// of this node, VXLAN to the others), ModeRouted or ModeVXLAN.
+	PeerMode string
+	// VXLANPort, VXLANID and VXLANDevice are the VXLAN tunnel's UDP port, VNI and device
+	// name (0, "": DefaultVXLANPort, DefaultVXLANID, DefaultVXLANDevice); VXLANMTU its MTU
+	// (0: the kernel's, the underlay's minus the VXLAN overhead).
+	VXLANPort   int
+	VXLANID     int
+	VXLANDevice string
+	VXLANMTU    int
 	// Backend selects how pod links are opened (linkport.Auto: AF_XDP with
 	// fallback to AF_PACKET; XDP, Packet or Ringless force one).
 	Backend linkport.Backend
@@ -255,6 +265,15 @@ func (c *Config) Validate() error {
 	}
 	if c.RingSlots != 0 && (c.RingSlots < 64 || c.RingSlots > 8192 || c.RingSlots&(c.RingSlots-1) != 0) {
 		return fmt.Errorf("validate config: ringSlots %d: want 0 or a power of two in [64, 8192]: %w", c.RingSlots, ErrInvalid)
+	}
+	switch c.PeerMode {
+	case "", ModeAuto, ModeRouted, ModeVXLAN:
+	default:
+		return fmt.Errorf("validate config: peerMode %q: want auto, routed or vxlan: %w", c.PeerMode, ErrInvalid)
+	}
+	if c.VXLANPort < 0 || c.VXLANPort > 65535 || c.VXLANID < 0 || c.VXLANID > 1<<24-1 || c.VXLANMTU < 0 || len(c.VXLANDevice) > 15 {
+		return fmt.Errorf("validate config: vxlan port %d, VNI %d, MTU %d, device %q: want a port 0-65535, a VNI 0-16777215, an MTU ≥ 0 and a name of at most 15 bytes: %w",
+			c.VXLANPort, c.VXLANID, c.VXLANMTU, c.VXLANDevice, ErrInvalid)
 	}
 	if c.NFTTable != "" && !validNFTName(c.NFTTable) {
 		return fmt.Errorf("validate config: nftTable %q: want 1-32 letters, digits, '_' or '-': %w", c.NFTTable, ErrInvalid)

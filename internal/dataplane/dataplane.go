@@ -397,7 +397,7 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	}
 	if opts.Uninstall {
 		// Without it (a restart) the peer routes stay, and pods keep reaching other nodes.
-		errs = append(errs, d.removeStalePeerRoutes(nil))
+		errs = append(errs, d.removeStalePeerRoutes(nil), d.pruneTunnels(nil))
 	}
 	d.nl.Close()
 	if d.ns >= 0 {

@@ -30,14 +30,30 @@ type Peer struct {
 	PodCIDRs  []netip.Prefix
 }
 
-// Peer modes (PeerState.Mode).
+// Peer modes (PeerState.Mode, and Config.PeerMode for the choice).
 const (
 	// ModeRouted: the peer's address is on a subnet of this node (one L2 segment): its
 	// pod CIDRs are routed to it directly, as Flannel's host-gw does.
 	ModeRouted = "routed"
-	// ModeUnreachable: no route could be installed (PeerState.Reason says why; a peer
-	// behind a router needs the VXLAN mode, which is planned).
+	// ModeVXLAN: the peer's pod CIDRs are routed into the node's kernel VXLAN device
+	// (VXLANDevice), which encapsulates toward the peer's address over UDP, as Flannel's
+	// vxlan backend does.
+	ModeVXLAN = "vxlan"
+	// ModeAuto (Config.PeerMode only): routed to peers on a subnet of the node, VXLAN to
+	// the others (Calico's CrossSubnet, Flannel's DirectRouting).
+	ModeAuto = "auto"
+	// ModeUnreachable: no route could be installed (PeerState.Reason says why).
 	ModeUnreachable = "unreachable"
+)
+
+// VXLAN defaults (Config.VXLANPort, VXLANDevice, VXLANID).
+const (
+	DefaultVXLANPort   = 4789
+	DefaultVXLANDevice = "epair.vxlan"
+	DefaultVXLANID     = 1
+	// VXLANOverhead is what VXLAN adds to a frame over IPv4 (outer IP, UDP, VXLAN and
+	// inner Ethernet headers); over IPv6 it is 70.
+	VXLANOverhead = 50
 )
 
 // PeerState is a peer as the dataplane programs it.
@@ -150,37 +166,58 @@ func (d *Dataplane) peerResyncer() {
 	}
 }
 
-// resyncPeersLocked installs the route of every peer pod CIDR through the peer's address
-// of its family when that address is on one of the node's subnets, and removes every
-// route of RouteProtocol no peer wants. peerMu held.
+// resyncPeersLocked brings the kernel in line with the peers: for each, its mode (routed
+// when its address is on a subnet of this node, VXLAN otherwise, as Config.PeerMode
+// allows), the route of each pod CIDR (through the peer's address, or into the VXLAN
+// device with the neighbour and forwarding entries of the peer's tunnel endpoint), and
+// every route of RouteProtocol, tunnel entry or VXLAN device no peer wants removed.
+// peerMu held.
 func (d *Dataplane) resyncPeersLocked() []PeerState {
 	want := map[netip.Prefix]bool{}
+	var tunnels []vtep // the VXLAN peers' endpoints
 	states := make([]PeerState, 0, len(d.peers))
 	for _, p := range d.peers {
-		st := PeerState{Peer: p, Mode: ModeRouted}
+		st := PeerState{Peer: p}
 		var reasons []string
 		for _, c := range p.PodCIDRs {
+			// The peer's address of c's family; a tunnel may carry c over the other.
 			i := slices.IndexFunc(p.Addresses, func(a netip.Addr) bool { return a.Is4() == c.Addr().Is4() })
-			if i < 0 {
-				reasons = append(reasons, fmt.Sprintf("%v: the peer has no address of its family", c))
-				continue
+			addr := p.Addresses[max(i, 0)]
+			mode, r, err := d.peerPath(addr)
+			switch {
+			case err != nil:
+			case mode == ModeRouted && i < 0:
+				err = errors.New("the peer has no address of its family to route it to")
+			case mode == ModeRouted:
+				err = d.routeVia(c, addr, r)
+			default:
+				var t vtep
+				if t, err = d.tunnelTo(c, addr, p.PodCIDRs); err == nil {
+					tunnels = append(tunnels, t)
+				}
 			}
-			if err := d.routePeer(c, p.Addresses[i]); err != nil {
+			if err != nil {
 				reasons = append(reasons, fmt.Sprintf("%v: %v", c, err))
 				continue
+			}
+			if st.Mode == "" || st.Mode == mode {
+				st.Mode = mode
+			} else {
+				st.Mode = mode + "," + st.Mode
 			}
 			want[c] = true
 			st.Routes++
 		}
 		if len(reasons) > 0 {
 			st.Reason = joinReasons(reasons)
-			if st.Routes == 0 {
-				st.Mode = ModeUnreachable
-			}
+		}
+		if st.Routes == 0 {
+			st.Mode = ModeUnreachable
 		}
 		states = append(states, st)
 	}
-	if err := d.removeStalePeerRoutes(want); err != nil && len(states) > 0 {
+	errs := []error{d.removeStalePeerRoutes(want), d.pruneTunnels(tunnels)}
+	if err := errors.Join(errs...); err != nil && len(states) > 0 {
 		states[0].Reason = joinReasons(append([]string{states[0].Reason}, err.Error()))
 	}
 	d.peerStates = states
@@ -201,22 +238,38 @@ func joinReasons(rs []string) string {
 	return out
 }
 
-// routePeer routes c to addr when addr is on a subnet of this node.
-func (d *Dataplane) routePeer(c netip.Prefix, addr netip.Addr) error {
+// peerPath is how the peer at addr is reached: routed (through the returned route's
+// link) when addr is on a subnet of this node, else VXLAN, as Config.PeerMode allows.
+func (d *Dataplane) peerPath(addr netip.Addr) (mode string, r netlink.Route, err error) {
 	rs, err := d.nl.RouteGet(addr.AsSlice())
 	if err != nil {
-		return fmt.Errorf("no route to the peer's address %v: %w", addr, err)
+		return "", r, fmt.Errorf("no route to the peer's address %v: %w", addr, err)
 	}
 	if len(rs) == 0 {
-		return fmt.Errorf("no route to the peer's address %v", addr)
+		return "", r, fmt.Errorf("no route to the peer's address %v", addr)
 	}
-	r := rs[0]
-	switch {
-	case r.Type == unix.RTN_LOCAL:
-		return fmt.Errorf("%v is this node's own address", addr)
-	case r.Gw != nil:
-		return fmt.Errorf("%v is not on a subnet of this node (reached through %v): routed mode needs one L2 segment; the VXLAN mode is planned", addr, r.Gw)
+	r = rs[0]
+	if r.Type == unix.RTN_LOCAL {
+		return "", r, fmt.Errorf("%v is this node's own address", addr)
 	}
+	onLink := r.Gw == nil
+	switch d.cfg.PeerMode {
+	case ModeRouted:
+		if !onLink {
+			return "", r, fmt.Errorf("%v is not on a subnet of this node (reached through %v): routed mode needs one L2 segment (use vxlan or auto)", addr, r.Gw)
+		}
+		return ModeRouted, r, nil
+	case ModeVXLAN:
+		return ModeVXLAN, r, nil
+	}
+	if onLink {
+		return ModeRouted, r, nil
+	}
+	return ModeVXLAN, r, nil
+}
+
+// routeVia routes c to addr, on the link of r.
+func (d *Dataplane) routeVia(c netip.Prefix, addr netip.Addr, r netlink.Route) error {
 	rt := &netlink.Route{Dst: prefixIPNet(c), Gw: addr.AsSlice(), LinkIndex: r.LinkIndex, Protocol: RouteProtocol}
 	if err := d.nl.RouteReplace(rt); err != nil {
 		return fmt.Errorf("route via %v: %w", addr, err)

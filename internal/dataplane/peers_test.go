@@ -11,13 +11,14 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/pkg/linkport"
 )
 
 // twoNodes is two dataplanes ("nodes" A and B, each in a host namespace of its own) joined
-// by a veth underlay 192.168.230.1/24 – .2/24; A's pods are in 10.78.0.0/24, B's in
+// by an underlay that link makes before they start; A's pods are in 10.78.0.0/24, B's in
 // 10.88.0.0/24.
-func twoNodes(t *testing.T, peersA, peersB []Peer) (a, b *env) {
+func twoNodes(t *testing.T, peersA, peersB []Peer, link func(t *testing.T, a, b *env)) (a, b *env) {
 	t.Helper()
 	a = newEnv(t, -1, linkport.Auto, func(c *Config) { c.Masquerade = true; c.NFTTable = "epaira"; c.Peers = peersA })
 	b = newEnv(t, -1, linkport.Auto, func(c *Config) {
@@ -28,41 +29,57 @@ func twoNodes(t *testing.T, peersA, peersB []Peer) (a, b *env) {
 		sw.HostPort.Gateways = []netip.Prefix{netip.MustParsePrefix("10.88.0.1/24"), netip.MustParsePrefix("fd00:88::1/64")}
 		sw.HostPort.PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.88.0.0/24")}
 	})
-	// The underlay, before the dataplanes start (they also pick it up later, at a resync).
-	la := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "under0"}, PeerName: "under1"}
-	if err := a.host.NL.LinkAdd(la); err != nil {
-		t.Fatal(err)
-	}
-	peer, err := a.host.NL.LinkByName("under1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.host.NL.LinkSetNsFd(peer, int(b.host.Handle)); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []struct {
-		e    *env
-		name string
-		addr string
-	}{{a, "under0", "192.168.230.1/24"}, {b, "under1", "192.168.230.2/24"}} {
-		l, err := n.e.host.NL.LinkByName(n.name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ad, _ := netlink.ParseAddr(n.addr)
-		if err := n.e.host.NL.AddrAdd(l, ad); err != nil {
-			t.Fatal(err)
-		}
-		if err := n.e.host.NL.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := n.e.host.Exec("sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
-			t.Fatalf("%v: %s", err, out)
-		}
-	}
+	link(t, a, b)
 	a.start()
 	b.start()
 	return a, b
+}
+
+// veth joins namespaces x and y with a veth pair nx–ny addressed ax and ay, IP forwarding on
+// in both.
+func veth(t *testing.T, x, y *netnsutil.NS, nx, ny, ax, ay string) {
+	t.Helper()
+	if err := x.NL.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: nx}, PeerName: ny}); err != nil {
+		t.Fatal(err)
+	}
+	peer, err := x.NL.LinkByName(ny)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.NL.LinkSetNsFd(peer, int(y.Handle)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []struct {
+		ns         *netnsutil.NS
+		name, addr string
+	}{{x, nx, ax}, {y, ny, ay}} {
+		for _, cmd := range [][]string{{"ip", "addr", "add", n.addr, "dev", n.name}, {"ip", "link", "set", n.name, "up"}, {"sysctl", "-qw", "net.ipv4.ip_forward=1"}} {
+			if out, err := n.ns.Exec(cmd[0], cmd[1:]...); err != nil {
+				t.Fatalf("%v: %v\n%s", cmd, err, out)
+			}
+		}
+	}
+}
+
+// sameSegment: A 192.168.230.1/24 and B .2 on one veth.
+func sameSegment(t *testing.T, a, b *env) {
+	veth(t, a.host, b.host, "under0", "under1", "192.168.230.1/24", "192.168.230.2/24")
+}
+
+// throughRouter: A 192.168.232.1/24 and B 192.168.233.2/24 on two subnets joined by a router
+// namespace (.254 on both).
+func throughRouter(t *testing.T, a, b *env) {
+	r := netnsutil.New(t)
+	veth(t, a.host, r, "under0", "r0", "192.168.232.1/24", "192.168.232.254/24")
+	veth(t, b.host, r, "under1", "r1", "192.168.233.2/24", "192.168.233.254/24")
+	for _, c := range []struct {
+		e        *env
+		dst, via string
+	}{{a, "192.168.233.0/24", "192.168.232.254"}, {b, "192.168.232.0/24", "192.168.233.254"}} {
+		if out, err := c.e.host.Exec("ip", "route", "add", c.dst, "via", c.via); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
 }
 
 // peerRoutes lists the routes of RouteProtocol in e's host namespace, by destination.
@@ -87,7 +104,7 @@ func peerRoutes(t *testing.T, e *env) map[string]string {
 func TestPeersRouted(t *testing.T) {
 	pa := Peer{Name: "a", Addresses: []netip.Addr{netip.MustParseAddr("192.168.230.1")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.78.0.0/24")}}
 	pb := Peer{Name: "b", Addresses: []netip.Addr{netip.MustParseAddr("192.168.230.2")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.88.0.0/24")}}
-	a, b := twoNodes(t, []Peer{pb}, []Peer{pa})
+	a, b := twoNodes(t, []Peer{pb}, []Peer{pa}, sameSegment)
 	podA := a.addPod()
 	podB := b.makePodIn("10.88.0", "fd00:88", "10.88.0.1", false)
 	b.attach(podB)
@@ -162,5 +179,44 @@ for i in range(10):
 	}
 	if got := peerRoutes(t, a); len(got) != 0 {
 		t.Fatalf("peer routes after an uninstalling Close: %v", got)
+	}
+}
+
+// TestPeersVXLAN: two nodes on different subnets behind a router: in auto mode each
+// reaches the other through the VXLAN device (a route into it, the peer endpoint's
+// neighbour and forwarding entries, derived from the peer's pod CIDR alone); A's pod pings
+// B's pod and a 1 MiB TCP transfer crosses, verified; the pod is seen with its own address;
+// dropping the peer removes the route, the entries and the device.
+func TestPeersVXLAN(t *testing.T) {
+	pa := Peer{Name: "a", Addresses: []netip.Addr{netip.MustParseAddr("192.168.232.1")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.78.0.0/24")}}
+	pb := Peer{Name: "b", Addresses: []netip.Addr{netip.MustParseAddr("192.168.233.2")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.88.0.0/24")}}
+	a, b := twoNodes(t, []Peer{pb}, []Peer{pa}, throughRouter)
+	podA := a.addPod()
+	podB := b.makePodIn("10.88.0", "fd00:88", "10.88.0.1", false)
+	b.attach(podB)
+	for _, e := range []*env{a, b} {
+		if st := e.dp.Peers(); len(st) != 1 || st[0].Mode != ModeVXLAN || st[0].Routes != 1 {
+			t.Fatalf("peers %+v, want one VXLAN peer", st)
+		}
+	}
+	out, err := a.host.Exec("ip", "-d", "link", "show", DefaultVXLANDevice)
+	if err != nil || !strings.Contains(out, "vxlan id 1") || !strings.Contains(out, "dstport 4789") || !strings.Contains(out, vtepMAC(pa.PodCIDRs[0]).String()) {
+		t.Fatalf("node A's VXLAN device: %v\n%s", err, out)
+	}
+	if out, err := a.host.Exec("bridge", "fdb", "show", "dev", DefaultVXLANDevice); err != nil || !strings.Contains(out, vtepMAC(pb.PodCIDRs[0]).String()+" dst 192.168.233.2") {
+		t.Fatalf("node A's forwarding entries: %v\n%s", err, out)
+	}
+	a.ping(podA, podB.ip)
+	b.ping(podB, podA.ip)
+	bps := netnsutil.TCPTransfer(t, podA.ns, podB.ns, podB.ip, 5301, 1<<20) // fails unless intact
+	t.Logf("1 MiB over TCP through the tunnel, intact, at %.0f Mbit/s", bps/1e6)
+	if _, err := a.dp.SetPeers(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := peerRoutes(t, a); len(got) != 0 {
+		t.Fatalf("routes after the peer left: %v", got)
+	}
+	if _, err := a.host.NL.LinkByName(DefaultVXLANDevice); err == nil {
+		t.Fatal("the VXLAN device stays without a VXLAN peer")
 	}
 }
