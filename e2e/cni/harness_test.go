@@ -155,10 +155,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	a.client = agentapi.NewClient(a.socket, 5*time.Second)
 	e := &env{t: t, bin: bin, host: host, agent: a, cache: t.TempDir()}
-	// An explicit Exec: libcni creates its default one lazily without a lock, which races
-	// when a runtime (or this test) runs ADDs concurrently on one CNIConfig.
-	e.cni = libcni.NewCNIConfigWithCacheDir([]string{bin}, e.cache,
-		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
+	e.cni = newCNIConfig(bin, e.cache)
 	a.start()
 	t.Cleanup(func() {
 		a.client.Close()
@@ -167,6 +164,14 @@ func newEnv(t testing.TB, o envOpts) *env {
 		}
 	})
 	return e
+}
+
+// newCNIConfig is libcni over the plugins in bin, with an explicit Exec: libcni creates its
+// default one lazily without a lock, which races when a runtime (or a test) runs ADDs
+// concurrently on one CNIConfig.
+func newCNIConfig(bin, cache string) *libcni.CNIConfig {
+	return libcni.NewCNIConfigWithCacheDir([]string{bin}, cache,
+		&invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}})
 }
 
 func (a *agentProc) start(extra ...string) {

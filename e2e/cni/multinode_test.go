@@ -1,0 +1,341 @@
+package cni
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+	"github.com/epair-cni/epair/pkg/agentapi"
+)
+
+// startAPIServer runs a kube-apiserver and etcd (the envtest binaries the suite builds,
+// KUBEBUILDER_ASSETS) with epair's CRDs, and returns its configuration and a kubeconfig
+// file for the agents. The test skips when the binaries are missing.
+func startAPIServer(t *testing.T) (*rest.Config, string) {
+	t.Helper()
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		t.Skip("KUBEBUILDER_ASSETS is not set: the multi-node test needs kube-apiserver and etcd (hack/test.sh builds them)")
+	}
+	env := &envtest.Environment{BinaryAssetsDirectory: assets, ErrorIfCRDPathMissing: true,
+		CRDDirectoryPaths: []string{filepath.Join("..", "..", "charts", "epair", "crds")}}
+	cfg, err := env.Start()
+	if err != nil {
+		_ = env.Stop()
+		t.Fatalf("start the API server: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Errorf("stop the API server: %v", err)
+		}
+	})
+	kc := clientcmdapi.NewConfig()
+	kc.Clusters["envtest"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData}
+	kc.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData, Token: cfg.BearerToken}
+	kc.Contexts["envtest"] = &clientcmdapi.Context{Cluster: "envtest", AuthInfo: "admin"}
+	kc.CurrentContext = "envtest"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*kc, path); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, path
+}
+
+// forwardAPI makes the API server (on the test's loopback) reachable at the same address
+// from inside ns: a listener there whose connections are carried to it.
+func forwardAPI(t *testing.T, ns *netnsutil.NS, host string) {
+	t.Helper()
+	pu, err := url.Parse(host)
+	if err != nil {
+		t.Fatalf("API server address %q: %v", host, err)
+	}
+	u := pu.Host
+	var ln net.Listener
+	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", u); return }); err != nil {
+		t.Fatalf("listen for the API server in %s: %v", ns.Name, err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				s, err := net.Dial("tcp", u)
+				if err != nil {
+					return
+				}
+				defer s.Close()
+				done := make(chan struct{}, 2)
+				go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+				go func() { io.Copy(c, s); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
+				<-done
+				<-done
+			}()
+		}
+	}()
+}
+
+// clusterNode is one node of the multi-node test: a host namespace with an agent in
+// cluster mode for its Node object.
+type clusterNode struct {
+	name  string
+	host  *netnsutil.NS
+	agent *agentProc
+	cidrs []string
+	addrs []string
+}
+
+// TestMultiNodeCluster is the pod network across three nodes, each a namespace with its own
+// node-agent in cluster mode against one real kube-apiserver, its own socket and state, and
+// its own Node object (pod CIDRs, InternalIP) made by the test. Nodes A and B share an L2
+// segment (a kernel bridge in a router namespace); node C is on another subnet behind that
+// router. Pods are made through libcni on each node. It checks that
+//   - each agent chose routed for the peer on its segment and VXLAN for the other subnet;
+//   - every pod reaches every pod on every node (ping, IPv4), and TCP content crosses
+//     A→B (routed) and A→C (VXLAN) intact;
+//   - an agent killed with SIGKILL, a Node deleted while it is down, and the agent
+//     restarted: cross-node traffic resumes and the deleted node's routes and tunnel state
+//     are gone from it, and from the running agent within 2 s of the deletion.
+func TestMultiNodeCluster(t *testing.T) {
+	bin := bins(t)
+	cfg, kubeconfig := startAPIServer(t)
+	t.Setenv("KUBECONFIG", kubeconfig)
+	ctx := context.Background()
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme := clientScheme(t)
+	cl, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.Create(ctx, &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0"}, Spec: epairv1.VirtualSwitchSpec{MTU: 1450}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// The underlay: a router namespace with a bridge for A and B, and a second subnet to C.
+	router := netnsutil.New(t)
+	mustExec(t, router, "ip", "link", "add", "br0", "type", "bridge")
+	mustExec(t, router, "ip", "addr", "add", "192.168.240.254/24", "dev", "br0")
+	mustExec(t, router, "ip", "link", "set", "br0", "up")
+	mustExec(t, router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	nodes := []*clusterNode{
+		{name: "node-a", cidrs: []string{"10.80.1.0/24"}, addrs: []string{"192.168.240.1"}},
+		{name: "node-b", cidrs: []string{"10.80.2.0/24"}, addrs: []string{"192.168.240.2"}},
+		{name: "node-c", cidrs: []string{"10.80.3.0/24"}, addrs: []string{"192.168.241.3"}},
+	}
+	for i, n := range nodes {
+		n.host = netnsutil.New(t)
+		under, rside := "under0", fmt.Sprintf("r%d", i)
+		if err := n.host.NL.LinkAdd(vethPair(under, rside)); err != nil {
+			t.Fatal(err)
+		}
+		moveLink(t, n.host, rside, router)
+		mustExec(t, n.host, "ip", "link", "set", under, "up")
+		mustExec(t, router, "ip", "link", "set", rside, "up")
+		mustExec(t, n.host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		if i < 2 {
+			mustExec(t, router, "ip", "link", "set", rside, "master", "br0")
+			mustExec(t, n.host, "ip", "addr", "add", n.addrs[0]+"/24", "dev", under)
+			mustExec(t, n.host, "ip", "route", "add", "192.168.241.0/24", "via", "192.168.240.254")
+		} else {
+			mustExec(t, router, "ip", "addr", "add", "192.168.241.254/24", "dev", rside)
+			mustExec(t, n.host, "ip", "addr", "add", n.addrs[0]+"/24", "dev", under)
+			mustExec(t, n.host, "ip", "route", "add", "192.168.240.0/24", "via", "192.168.241.254")
+		}
+		// The Node object, as the kubelet and the node IPAM controller would make it.
+		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name}, Spec: corev1.NodeSpec{PodCIDRs: n.cidrs, PodCIDR: n.cidrs[0]}}
+		if node, err = cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range n.addrs {
+			node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a})
+		}
+		if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		forwardAPI(t, n.host, cfg.Host)
+	}
+	for _, n := range nodes {
+		dir := t.TempDir()
+		os.Chmod(dir, 0o700)
+		n.agent = &agentProc{t: t, host: n.host, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "agent.sock"), cfg: filepath.Join(dir, "agent.json")}
+		if err := os.WriteFile(n.agent.cfg, []byte(fmt.Sprintf(`{"socket":%q,"stateDir":%q,"masquerade":true,"switches":[{"name":"vale0","ranges":[{"subnet":"10.89.0.0/16"}]}]}`,
+			n.agent.socket, filepath.Join(dir, "state"))), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		n.agent.client = agentapi.NewClient(n.agent.socket, 5*time.Second)
+		n.agent.start("-mode=cluster", "-node-name="+n.name, "-cni-switch=vale0", "-health-addr=0", "-status-interval=1s")
+		t.Cleanup(func() {
+			n.agent.client.Close()
+			if n.agent.cmd != nil {
+				n.agent.signal(syscall.SIGTERM)
+			}
+		})
+	}
+	a, b, c := nodes[0], nodes[1], nodes[2]
+
+	// Modes: within a resync each agent has its peers.
+	wantModes := map[*clusterNode]map[string]string{
+		a: {"node-b": "routed", "node-c": "vxlan"},
+		b: {"node-a": "routed", "node-c": "vxlan"},
+		c: {"node-a": "vxlan", "node-b": "vxlan"},
+	}
+	for n, want := range wantModes {
+		waitPeers(t, n, want, 10*time.Second)
+	}
+
+	// Pods through libcni on each node; every pod pings every other.
+	type pod struct {
+		ns   *netnsutil.NS
+		ip   string
+		node *clusterNode
+	}
+	var pods []pod
+	for _, n := range nodes {
+		e := &env{t: t, bin: bin, host: n.host, agent: n.agent, cache: t.TempDir()}
+		e.cni = newCNIConfig(bin, e.cache)
+		p := netnsutil.New(t)
+		res := e.mustAdd(e.conflist("1.0.0"), rt(n.name+"-p", p))
+		pods = append(pods, pod{ns: p, ip: podIP(res), node: n})
+		t.Cleanup(func() { _ = e.del(e.conflist("1.0.0"), rt(n.name+"-p", p)) })
+	}
+	for _, x := range pods {
+		for _, y := range pods {
+			if x.ns != y.ns {
+				if err := ping(x.ns, y.ip); err != nil {
+					t.Fatalf("%s's pod → %s's pod: %v", x.node.name, y.node.name, err)
+				}
+			}
+		}
+	}
+	for _, y := range pods[1:] {
+		bps := netnsutil.TCPTransfer(t, pods[0].ns, y.ns, y.ip, 5400, 8<<20)
+		t.Logf("8 MiB TCP %s → %s (%s), intact: %.0f Mbit/s", a.name, y.node.name, wantModes[a][y.node.name], bps/1e6)
+	}
+
+	// Node B's agent killed; node C deleted while it is down: A drops C within 2 s; B,
+	// restarted, comes up without C and reaches A again.
+	b.agent.kill9()
+	if err := cs.CoreV1().Nodes().Delete(ctx, c.name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	waitPeers(t, a, map[string]string{"node-b": "routed"}, 2*time.Second)
+	t.Logf("node A dropped the deleted node C within %v", time.Since(start).Round(time.Millisecond))
+	for _, n := range []*clusterNode{a} {
+		if out := mustExec(t, n.host, "ip", "route", "show", "proto", "77"); strings.Contains(out, "10.80.3.0/24") {
+			t.Fatalf("%s still routes node C's pods:\n%s", n.name, out)
+		}
+		if _, err := n.host.NL.LinkByName("epair.vxlan"); err == nil {
+			t.Fatalf("%s keeps its VXLAN device without a VXLAN peer", n.name)
+		}
+	}
+	b.agent.start("-mode=cluster", "-node-name="+b.name, "-cni-switch=vale0", "-health-addr=0", "-status-interval=1s")
+	waitPeers(t, b, map[string]string{"node-a": "routed"}, 10*time.Second)
+	if out := mustExec(t, b.host, "ip", "route", "show", "proto", "77"); strings.Contains(out, "10.80.3.0/24") {
+		t.Fatalf("restarted node B still routes the node deleted while it was down:\n%s", out)
+	}
+	if err := ping(pods[0].ns, pods[1].ip); err != nil {
+		t.Fatalf("A → B after B's restart: %v", err)
+	}
+}
+
+// waitPeers waits until n's agent lists exactly the peers of want, in their modes.
+func waitPeers(t *testing.T, n *clusterNode, want map[string]string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		got := map[string]string{}
+		pl, err := n.agent.client.Peers(context.Background())
+		if err == nil {
+			for _, p := range pl.Items {
+				got[p.Name] = p.Mode
+			}
+		}
+		if err == nil && fmt.Sprint(got) == fmt.Sprint(want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's peers after %v: %v (%v), want %v\n%s", n.name, within, got, err, want, tail(n.agent.logText(), 3000))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func mustExec(t *testing.T, ns *netnsutil.NS, name string, args ...string) string {
+	t.Helper()
+	out, err := ns.Exec(name, args...)
+	if err != nil {
+		t.Fatalf("%s %v in %s: %v\n%s", name, args, ns.Name, err, out)
+	}
+	return out
+}
+
+func vethPair(a, b string) *netlink.Veth {
+	return &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b}
+}
+
+// moveLink moves link name from namespace from into namespace to.
+func moveLink(t *testing.T, from *netnsutil.NS, name string, to *netnsutil.NS) {
+	t.Helper()
+	l, err := from.NL.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := from.NL.LinkSetNsFd(l, int(to.Handle)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func clientScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	if err := epairv1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
