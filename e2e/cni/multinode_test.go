@@ -123,8 +123,8 @@ type clusterNode struct {
 // segment (a kernel bridge in a router namespace); node C is on another subnet behind that
 // router. Pods are made through libcni on each node. It checks that
 //   - each agent chose routed for the peer on its segment and VXLAN for the other subnet;
-//   - every pod reaches every pod on every node (ping, IPv4), and TCP content crosses
-//     A→B (routed) and A→C (VXLAN) intact;
+//   - every pod reaches every pod on every node (ping, IPv4 and IPv6: the nodes are
+//     dual-stack), and TCP content crosses A→B (routed) and A→C (VXLAN) intact;
 //   - an agent killed with SIGKILL, a Node deleted while it is down, and the agent
 //     restarted: cross-node traffic resumes and the deleted node's routes and tunnel state
 //     are gone from it, and from the running agent within 2 s of the deletion.
@@ -151,11 +151,13 @@ func TestMultiNodeCluster(t *testing.T) {
 	mustExec(t, router, "ip", "link", "add", "br0", "type", "bridge")
 	mustExec(t, router, "ip", "addr", "add", "192.168.240.254/24", "dev", "br0")
 	mustExec(t, router, "ip", "link", "set", "br0", "up")
+	mustExec(t, router, "ip", "addr", "add", "fd00:240::fe/64", "dev", "br0", "nodad")
 	mustExec(t, router, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+	mustExec(t, router, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
 	nodes := []*clusterNode{
-		{name: "node-a", cidrs: []string{"10.80.1.0/24"}, addrs: []string{"192.168.240.1"}},
-		{name: "node-b", cidrs: []string{"10.80.2.0/24"}, addrs: []string{"192.168.240.2"}},
-		{name: "node-c", cidrs: []string{"10.80.3.0/24"}, addrs: []string{"192.168.241.3"}},
+		{name: "node-a", cidrs: []string{"10.80.1.0/24", "fd00:80:1::/64"}, addrs: []string{"192.168.240.1", "fd00:240::1"}},
+		{name: "node-b", cidrs: []string{"10.80.2.0/24", "fd00:80:2::/64"}, addrs: []string{"192.168.240.2", "fd00:240::2"}},
+		{name: "node-c", cidrs: []string{"10.80.3.0/24", "fd00:80:3::/64"}, addrs: []string{"192.168.241.3", "fd00:241::3"}},
 	}
 	for i, n := range nodes {
 		n.host = netnsutil.New(t)
@@ -167,14 +169,18 @@ func TestMultiNodeCluster(t *testing.T) {
 		mustExec(t, n.host, "ip", "link", "set", under, "up")
 		mustExec(t, router, "ip", "link", "set", rside, "up")
 		mustExec(t, n.host, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+		mustExec(t, n.host, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+		mustExec(t, n.host, "ip", "addr", "add", n.addrs[0]+"/24", "dev", under)
+		mustExec(t, n.host, "ip", "addr", "add", n.addrs[1]+"/64", "dev", under, "nodad")
 		if i < 2 {
 			mustExec(t, router, "ip", "link", "set", rside, "master", "br0")
-			mustExec(t, n.host, "ip", "addr", "add", n.addrs[0]+"/24", "dev", under)
 			mustExec(t, n.host, "ip", "route", "add", "192.168.241.0/24", "via", "192.168.240.254")
+			mustExec(t, n.host, "ip", "route", "add", "fd00:241::/64", "via", "fd00:240::fe")
 		} else {
 			mustExec(t, router, "ip", "addr", "add", "192.168.241.254/24", "dev", rside)
-			mustExec(t, n.host, "ip", "addr", "add", n.addrs[0]+"/24", "dev", under)
+			mustExec(t, router, "ip", "addr", "add", "fd00:241::fe/64", "dev", rside, "nodad")
 			mustExec(t, n.host, "ip", "route", "add", "192.168.240.0/24", "via", "192.168.241.254")
+			mustExec(t, n.host, "ip", "route", "add", "fd00:240::/64", "via", "fd00:241::fe")
 		}
 		// The Node object, as the kubelet and the node IPAM controller would make it.
 		node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.name}, Spec: corev1.NodeSpec{PodCIDRs: n.cidrs, PodCIDR: n.cidrs[0]}}
@@ -220,9 +226,9 @@ func TestMultiNodeCluster(t *testing.T) {
 
 	// Pods through libcni on each node; every pod pings every other.
 	type pod struct {
-		ns   *netnsutil.NS
-		ip   string
-		node *clusterNode
+		ns      *netnsutil.NS
+		ip, ip6 string
+		node    *clusterNode
 	}
 	var pods []pod
 	for _, n := range nodes {
@@ -230,14 +236,25 @@ func TestMultiNodeCluster(t *testing.T) {
 		e.cni = newCNIConfig(bin, e.cache)
 		p := netnsutil.New(t)
 		res := e.mustAdd(e.conflist("1.0.0"), rt(n.name+"-p", p))
-		pods = append(pods, pod{ns: p, ip: podIP(res), node: n})
+		pd := pod{ns: p, ip: podIP(res), node: n}
+		for _, ip := range res.IPs {
+			if ip.Address.IP.To4() == nil {
+				pd.ip6 = ip.Address.IP.String()
+			}
+		}
+		if pd.ip6 == "" {
+			t.Fatalf("%s's pod has no IPv6 address: %v", n.name, res.IPs)
+		}
+		pods = append(pods, pd)
 		t.Cleanup(func() { _ = e.del(e.conflist("1.0.0"), rt(n.name+"-p", p)) })
 	}
 	for _, x := range pods {
 		for _, y := range pods {
 			if x.ns != y.ns {
-				if err := ping(x.ns, y.ip); err != nil {
-					t.Fatalf("%s's pod → %s's pod: %v", x.node.name, y.node.name, err)
+				for _, ip := range []string{y.ip, y.ip6} {
+					if err := ping(x.ns, ip); err != nil {
+						t.Fatalf("%s's pod → %s's pod: %v", x.node.name, y.node.name, err)
+					}
 				}
 			}
 		}

@@ -191,8 +191,11 @@ func (d *Dataplane) resyncPeersLocked() []PeerState {
 			case mode == ModeRouted:
 				err = d.routeVia(c, addr, r)
 			default:
+				// One tunnel per peer (its endpoint MAC has one forwarding entry): over
+				// its IPv4 address when it has one, whatever c's family.
+				under := p.Addresses[max(slices.IndexFunc(p.Addresses, netip.Addr.Is4), 0)]
 				var t vtep
-				if t, err = d.tunnelTo(c, addr, p.PodCIDRs); err == nil {
+				if t, err = d.tunnelTo(c, under, p.PodCIDRs); err == nil {
 					tunnels = append(tunnels, t)
 				}
 			}
