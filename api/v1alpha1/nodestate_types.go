@@ -56,6 +56,12 @@ type NodeStateStatus struct {
 	// +optional
 	Drops []DropCount `json:"drops,omitempty"`
 
+	// Peers are the other nodes of the pod network as this node reaches them.
+	// +listType=map
+	// +listMapKey=node
+	// +optional
+	Peers []PeerState `json:"peers,omitempty"`
+
 	// UpdateTime is when the agent took this snapshot.
 	// +optional
 	UpdateTime *metav1.Time `json:"updateTime,omitempty"`
@@ -65,6 +71,28 @@ type NodeStateStatus struct {
 	// +listMapKey=type
 	// +optional
 	Conditions []metav1.Condition `json:"conditions,omitempty"`
+}
+
+// PeerState is another node as this node reaches its pods.
+type PeerState struct {
+	// Node is the peer's Node name.
+	Node string `json:"node"`
+	// Addresses are its underlay addresses (InternalIP).
+	// +listType=atomic
+	// +optional
+	Addresses []string `json:"addresses,omitempty"`
+	// PodCIDRs are its pod CIDRs.
+	// +listType=atomic
+	// +optional
+	PodCIDRs []string `json:"podCIDRs,omitempty"`
+	// Mode is how its pods are reached: routed (on a subnet of this node), vxlan, or
+	// unreachable.
+	Mode string `json:"mode"`
+	// Routes is how many of its pod CIDRs are routed now.
+	Routes int32 `json:"routes"`
+	// State is why a pod CIDR is not routed, empty when all are.
+	// +optional
+	State string `json:"state,omitempty"`
 }
 
 // SwitchState is one switch on the node.

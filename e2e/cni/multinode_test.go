@@ -264,6 +264,49 @@ func TestMultiNodeCluster(t *testing.T) {
 		t.Logf("8 MiB TCP %s → %s (%s), intact: %.0f Mbit/s", a.name, y.node.name, wantModes[a][y.node.name], bps/1e6)
 	}
 
+	// NodeState lists the peers as the agent reaches them.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var ns epairv1.NodeState
+		err := cl.Get(ctx, client.ObjectKey{Name: a.name}, &ns)
+		got := map[string]string{}
+		for _, p := range ns.Status.Peers {
+			got[p.Node] = p.Mode
+		}
+		if err == nil && fmt.Sprint(got) == fmt.Sprint(wantModes[a]) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NodeState %s peers %v (%v), want %v", a.name, got, err, wantModes[a])
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// Node C moves to another address: its peers follow (A's forwarding entry, B's too),
+	// and traffic to it resumes.
+	mustExec(t, c.host, "sysctl", "-qw", "net.ipv4.conf.under0.promote_secondaries=1") // keep .4 when .3 goes
+	mustExec(t, c.host, "ip", "addr", "add", "192.168.241.4/24", "dev", "under0")
+	mustExec(t, c.host, "ip", "addr", "del", "192.168.241.3/24", "dev", "under0")
+	nc, err := cs.CoreV1().Nodes().Get(ctx, c.name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.Status.Addresses[0].Address = "192.168.241.4"
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, nc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	moved := time.Now()
+	for !strings.Contains(mustExec(t, a.host, "bridge", "fdb", "show", "dev", "epair.vxlan"), "dst 192.168.241.4") {
+		if time.Since(moved) > 2*time.Second {
+			t.Fatalf("node A's tunnel to node C does not follow its new address within 2 s:\n%s", mustExec(t, a.host, "bridge", "fdb", "show", "dev", "epair.vxlan"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("node A follows node C's new address within %v", time.Since(moved).Round(time.Millisecond))
+	if err := ping(pods[0].ns, pods[2].ip); err != nil {
+		t.Fatalf("A → C after C moved: %v", err)
+	}
+
 	// Node B's agent killed; node C deleted while it is down: A drops C within 2 s; B,
 	// restarted, comes up without C and reaches A again.
 	b.agent.kill9()

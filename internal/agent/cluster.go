@@ -548,6 +548,12 @@ func (c *clusterDataplane) Status(ctx context.Context) (controller.Snapshot, err
 		snap.Drops = append(snap.Drops, epairv1.DropCount{Reason: r, Packets: n})
 	}
 	sort.Slice(snap.Drops, func(i, j int) bool { return snap.Drops[i].Reason < snap.Drops[j].Reason })
+	if pl, err := a.Peers(ctx); err == nil {
+		for _, p := range pl.Items {
+			snap.Peers = append(snap.Peers, epairv1.PeerState{Node: p.Name, Addresses: p.Addresses, PodCIDRs: p.PodCIDRs,
+				Mode: p.Mode, Routes: int32(p.Routes), State: p.Reason})
+		}
+	}
 	return snap, nil
 }
 

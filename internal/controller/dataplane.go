@@ -135,6 +135,8 @@ type Snapshot struct {
 	// Drops by reason over the whole node (switch-level drops such as
 	// "no-destination" and the sum of the ports' drops).
 	Drops []epairv1.DropCount
+	// Peers are the other nodes as the dataplane reaches them.
+	Peers []epairv1.PeerState
 }
 
 // FieldError is a rejected field of a spec, with the allowed values.

@@ -124,6 +124,7 @@ func (w *statusWriter) build(prev []metav1.Condition, gen int64, snap Snapshot, 
 		Switches:   snap.Switches,
 		Ports:      snap.Ports,
 		Drops:      snap.Drops,
+		Peers:      snap.Peers,
 		UpdateTime: &now,
 		Conditions: slices.Clone(prev),
 	}
