@@ -104,6 +104,9 @@ type SwitchState struct {
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 	// Ports attached to the switch.
 	Ports int32 `json:"ports"`
+	// MTU the switch's ports and pods run with (the VirtualSwitch's, or detected).
+	// +optional
+	MTU int32 `json:"mtu,omitempty"`
 }
 
 // PortState is one switch port and its output queue.

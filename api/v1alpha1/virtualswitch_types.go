@@ -45,10 +45,13 @@ type VirtualSwitchSpec struct {
 	// +optional
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
-	// MTU of the switch's ports and of the pods' interfaces, in bytes.
+	// MTU of the switch's ports and of the pods' interfaces, in bytes. Absent: detected on
+	// each node, for the primary network (the conflist's switch), from the interface that
+	// holds the node's address (its InternalIP), minus the VXLAN overhead (50 bytes over
+	// IPv4, 70 over IPv6) unless the agent's peer mode is routed; 1500 for a secondary
+	// network. The chosen MTU is in NodeState.
 	// +kubebuilder:validation:Minimum=576
 	// +kubebuilder:validation:Maximum=4078
-	// +kubebuilder:default=1500
 	// +optional
 	MTU int32 `json:"mtu,omitempty"`
 

@@ -142,7 +142,8 @@ func TestMultiNodeCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.Create(ctx, &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0"}, Spec: epairv1.VirtualSwitchSpec{MTU: 1450}}); err != nil {
+	// No MTU: each node detects it (its underlay's 1400 less 50 for VXLAN).
+	if err := cl.Create(ctx, &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0"}}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -162,7 +163,9 @@ func TestMultiNodeCluster(t *testing.T) {
 	for i, n := range nodes {
 		n.host = netnsutil.New(t)
 		under, rside := "under0", fmt.Sprintf("r%d", i)
-		if err := n.host.NL.LinkAdd(vethPair(under, rside)); err != nil {
+		v := vethPair(under, rside)
+		v.MTU = 1400
+		if err := n.host.NL.LinkAdd(v); err != nil {
 			t.Fatal(err)
 		}
 		moveLink(t, n.host, rside, router)
@@ -259,28 +262,34 @@ func TestMultiNodeCluster(t *testing.T) {
 			}
 		}
 	}
+	// The MTU each node chose, in its NodeState and on its pod; a datagram of that size
+	// with DF set crosses to the VXLAN node, a larger one is refused at the pod (no
+	// blackhole).
+	for i, n := range nodes {
+		waitNodeState(t, cl, n.name, 10*time.Second, func(ns *epairv1.NodeState) bool {
+			return len(ns.Status.Switches) == 1 && ns.Status.Switches[0].MTU == 1350
+		})
+		if out := mustExec(t, pods[i].ns, "ip", "-o", "link", "show", "dev", "eth0"); !strings.Contains(out, " mtu 1350 ") {
+			t.Fatalf("%s's pod: %s, want mtu 1350", n.name, out)
+		}
+	}
+	mustExec(t, pods[0].ns, "ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1322", pods[2].ip)
+	if out, err := pods[0].ns.Exec("ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1323", pods[2].ip); err == nil || !strings.Contains(out, "message too long") {
+		t.Fatalf("a datagram over the MTU with DF: %v\n%s", err, out)
+	}
 	for _, y := range pods[1:] {
 		bps := netnsutil.TCPTransfer(t, pods[0].ns, y.ns, y.ip, 5400, 8<<20)
 		t.Logf("8 MiB TCP %s → %s (%s), intact: %.0f Mbit/s", a.name, y.node.name, wantModes[a][y.node.name], bps/1e6)
 	}
 
 	// NodeState lists the peers as the agent reaches them.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var ns epairv1.NodeState
-		err := cl.Get(ctx, client.ObjectKey{Name: a.name}, &ns)
+	waitNodeState(t, cl, a.name, 10*time.Second, func(ns *epairv1.NodeState) bool {
 		got := map[string]string{}
 		for _, p := range ns.Status.Peers {
 			got[p.Node] = p.Mode
 		}
-		if err == nil && fmt.Sprint(got) == fmt.Sprint(wantModes[a]) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("NodeState %s peers %v (%v), want %v", a.name, got, err, wantModes[a])
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Sprint(got) == fmt.Sprint(wantModes[a])
+	})
 
 	// Node C moves to another address: its peers follow (A's forwarding entry, B's too),
 	// and traffic to it resumes.
@@ -331,6 +340,23 @@ func TestMultiNodeCluster(t *testing.T) {
 	}
 	if err := ping(pods[0].ns, pods[1].ip); err != nil {
 		t.Fatalf("A → B after B's restart: %v", err)
+	}
+}
+
+// waitNodeState waits until node's NodeState satisfies ok.
+func waitNodeState(t *testing.T, cl client.Client, node string, within time.Duration, ok func(*epairv1.NodeState) bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		var ns epairv1.NodeState
+		err := cl.Get(context.Background(), client.ObjectKey{Name: node}, &ns)
+		if err == nil && ok(&ns) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("NodeState %s after %v: %+v (%v)", node, within, ns.Status, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

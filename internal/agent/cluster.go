@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"k8s.io/client-go/rest"
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
@@ -106,6 +108,9 @@ func RunCluster(ctx context.Context, o ClusterOptions) (err error) {
 	if err != nil {
 		return fmt.Errorf("run cluster agent: %w", err)
 	}
+	cd.mu.Lock()
+	log.Info("pod network MTU", "switch", primary, "mtu", o.Config.Switches[0].MTU, "from", cd.mtu)
+	cd.mu.Unlock()
 	defer func() {
 		// The controller first: its conflist writer tells an uninstall from a restart.
 		err = errors.Join(err, mgr.stop())
@@ -214,6 +219,8 @@ type clusterDataplane struct {
 	cidrs    []netip.Prefix
 	switches map[string]controller.SwitchConfig // as applied (the primary's as recorded before start)
 	peers    []dataplane.Peer                   // the other nodes, as last set (applied at start too)
+	addrs    []netip.Addr                       // the node's own addresses (InternalIPs)
+	mtu      string                             // how the primary switch's MTU was chosen (for the log)
 	started  bool
 	a        *Agent
 }
@@ -248,8 +255,66 @@ func (c *clusterDataplane) prepareConfig() error {
 		return err
 	}
 	sc := c.switches[c.primary]
+	if sc.MTU == 0 {
+		sc.MTU, c.mtu = detectMTU(c.addrs, c.cfg.PeerMode)
+	} else {
+		c.mtu = "the VirtualSwitch's"
+	}
 	applySwitchSpec(&c.cfg.Switches[0], sc)
 	return c.cfg.Validate()
+}
+
+// SetNodeAddresses implements controller.Dataplane: the node's own addresses, for the MTU
+// detection at start.
+func (c *clusterDataplane) SetNodeAddresses(_ context.Context, addrs []netip.Addr) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.addrs = slices.Clone(addrs)
+	return nil
+}
+
+// detectMTU is the pods' MTU on a node whose addresses are addrs: the MTU of the interface
+// holding the first of them that one holds (its default route's when none does), less the
+// VXLAN overhead (over that address's family) unless peers are only ever routed. It
+// returns how it chose, for the log.
+func detectMTU(addrs []netip.Addr, peerMode string) (int, string) {
+	mtu, how, v6 := 0, "", false
+	links, _ := netlink.LinkList()
+	for _, a := range addrs {
+		for _, l := range links {
+			las, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+			if err != nil {
+				continue
+			}
+			for _, la := range las {
+				if x, ok := netip.AddrFromSlice(la.IP); ok && x.Unmap() == a {
+					mtu, how, v6 = l.Attrs().MTU, fmt.Sprintf("%s's (it holds %v)", l.Attrs().Name, a), a.Is6()
+				}
+			}
+		}
+		if mtu != 0 {
+			break
+		}
+	}
+	if mtu == 0 {
+		if rs, err := netlink.RouteGet(net.IPv4(1, 1, 1, 1)); err == nil && len(rs) > 0 {
+			if l, err := netlink.LinkByIndex(rs[0].LinkIndex); err == nil {
+				mtu, how = l.Attrs().MTU, fmt.Sprintf("%s's (the default route's; no interface holds the node's addresses %v)", l.Attrs().Name, addrs)
+			}
+		}
+	}
+	if mtu == 0 {
+		mtu, how = DefaultMTU, fmt.Sprintf("the default %d (no interface holds the node's addresses %v and there is no default route)", DefaultMTU, addrs)
+	}
+	if peerMode != dataplane.ModeRouted {
+		over := dataplane.VXLANOverhead
+		if v6 {
+			over = dataplane.VXLANOverhead6
+		}
+		mtu -= over
+		how += fmt.Sprintf(" less %d for VXLAN", over)
+	}
+	return max(min(mtu, MaxMTU), MinMTU), how
 }
 
 // applySwitchSpec puts a VirtualSwitch's node settings into the agent's switch config.
@@ -531,7 +596,7 @@ func (c *clusterDataplane) Status(ctx context.Context) (controller.Snapshot, err
 	var snap controller.Snapshot
 	drops := map[string]int64{}
 	for _, s := range sl.Items {
-		st := epairv1.SwitchState{Name: s.Name, ObservedGeneration: gens[s.Name]}
+		st := epairv1.SwitchState{Name: s.Name, ObservedGeneration: gens[s.Name], MTU: int32(a.SwitchMTU(s.Name))}
 		for _, p := range s.Ports {
 			if p.Kind == string(dataplane.KindPod) {
 				st.Ports++

@@ -19,6 +19,7 @@ import (
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
 	"github.com/epair-cni/epair/internal/controller"
 	"github.com/epair-cni/epair/internal/dataplane"
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
 	"github.com/epair-cni/epair/pkg/vale"
@@ -718,5 +719,41 @@ func TestClusterPeersLive(t *testing.T) {
 	}
 	if got := routes(); got != "" {
 		t.Fatalf("peer routes after the last peer left: %q", got)
+	}
+}
+
+// TestDetectMTU: the pods' MTU is the MTU of the interface holding the node's address, less
+// the VXLAN overhead of that address's family unless peers are only routed; without such an
+// interface or a default route, the default less the overhead.
+func TestDetectMTU(t *testing.T) {
+	ns := netnsutil.New(t)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "under0", "mtu", "1400", "type", "veth", "peer", "name", "under1"},
+		{"ip", "addr", "add", "192.168.9.1/24", "dev", "under0"},
+		{"ip", "addr", "add", "fd00:9::1/64", "dev", "under0", "nodad"},
+		{"ip", "link", "set", "under0", "up"},
+	} {
+		if out, err := ns.Exec(c[0], c[1:]...); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+	}
+	for _, tc := range []struct {
+		addr, mode string
+		want       int
+		how        string
+	}{
+		{"192.168.9.1", "", 1350, "under0's (it holds 192.168.9.1) less 50 for VXLAN"},
+		{"fd00:9::1", "auto", 1330, "less 70 for VXLAN"},
+		{"192.168.9.1", "routed", 1400, "under0's"},
+		{"10.9.9.9", "vxlan", 1450, "the default 1500"},
+	} {
+		var got int
+		var how string
+		if err := ns.Do(func() error { got, how = detectMTU([]netip.Addr{netip.MustParseAddr(tc.addr)}, tc.mode); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if got != tc.want || !strings.Contains(how, tc.how) {
+			t.Errorf("node address %s, peer mode %q: MTU %d (%s), want %d (%s)", tc.addr, tc.mode, got, how, tc.want, tc.how)
+		}
 	}
 }

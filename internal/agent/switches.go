@@ -158,6 +158,16 @@ func (a *Agent) SwitchNames() []string {
 	return a.switchNames()
 }
 
+// SwitchMTU is the MTU the named switch runs with (0 if the agent has no such switch).
+func (a *Agent) SwitchMTU(name string) int {
+	a.swMu.RLock()
+	defer a.swMu.RUnlock()
+	if sc, ok := a.cfg.Switch(name); ok && name != "" {
+		return sc.MTU
+	}
+	return 0
+}
+
 // unknownSwitch is the agent API's error for a request naming a switch the node does not
 // run (swMu held).
 func (a *Agent) unknownSwitch(name string) error {

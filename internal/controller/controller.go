@@ -171,7 +171,8 @@ func (c *Controller) setup() error {
 		For(&corev1.Node{}, builder.WithPredicates(self, predicate.Funcs{
 			UpdateFunc: func(e event.UpdateEvent) bool {
 				a, b := e.ObjectOld.(*corev1.Node), e.ObjectNew.(*corev1.Node)
-				return !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) || a.Spec.PodCIDR != b.Spec.PodCIDR
+				return !slices.Equal(a.Spec.PodCIDRs, b.Spec.PodCIDRs) || a.Spec.PodCIDR != b.Spec.PodCIDR ||
+					!slices.Equal(a.Status.Addresses, b.Status.Addresses)
 			},
 		})).
 		WithOptions(ctrlOptions(1)).

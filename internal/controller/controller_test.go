@@ -84,7 +84,7 @@ func TestSchemaDefaultsVirtualSwitch(t *testing.T) {
 	}
 	defer testClient.Delete(ctx, vs)
 	s := vs.Spec
-	if s.MTU != 1500 || s.BatchSize != 1024 || s.MaxPorts != 254 || s.FDB.Size != 4096 ||
+	if s.MTU != 0 || s.BatchSize != 1024 || s.MaxPorts != 254 || s.FDB.Size != 4096 ||
 		s.FDB.Aging.Duration != 5*time.Minute || s.DefaultQueue.Length != limits.DefaultQueueLen || s.DefaultQueue.Discipline != epairv1.DisciplineClassic {
 		t.Fatalf("defaults not applied: %+v", s)
 	}

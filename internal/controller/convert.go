@@ -44,7 +44,7 @@ func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
 	c := SwitchConfig{
 		Name:       vs.Name,
 		Generation: vs.Generation,
-		MTU:        orDefault(int(s.MTU), DefaultMTU),
+		MTU:        int(s.MTU), // 0: detected on the node
 		BatchSize:  orDefault(int(s.BatchSize), DefaultBatchSize),
 		MaxPorts:   orDefault(int(s.MaxPorts), DefaultMaxPorts),
 		FDBSize:    orDefault(int(s.FDB.Size), DefaultFDBSize),
@@ -73,7 +73,7 @@ func SwitchConfigFromSpec(vs *epairv1.VirtualSwitch) (SwitchConfig, error) {
 		{"spec.maxPorts", c.MaxPorts, epairv1.MinMaxPorts, epairv1.MaxMaxPorts, "ports"},
 		{"spec.defaultQueue.length", c.DefaultQueue.Length, epairv1.MinQueueLength, epairv1.MaxQueueLength, "packets"},
 	} {
-		if r.v < r.lo || r.v > r.hi {
+		if (r.v < r.lo || r.v > r.hi) && !(r.field == "spec.mtu" && r.v == 0) {
 			return SwitchConfig{}, fmt.Errorf("convert virtualswitch %s: %w", vs.Name,
 				&FieldError{r.field, strconv.Itoa(r.v), fmt.Sprintf("%d..%d %s", r.lo, r.hi, r.unit)})
 		}

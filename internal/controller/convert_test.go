@@ -23,7 +23,7 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := SwitchConfig{Name: "vale0", Generation: 3, MTU: 1500, BatchSize: 1024, MaxPorts: 254, FDBSize: 4096,
+	want := SwitchConfig{Name: "vale0", Generation: 3, MTU: 0 /* detected on the node */, BatchSize: 1024, MaxPorts: 254, FDBSize: 4096,
 		DefaultQueue: QueueConfig{Length: 1024, Discipline: epairv1.DisciplineClassic},
 		PortSecurity: PortSecurityConfig{AntiSpoofing: true, BroadcastRate: DefaultBroadcastRate, MulticastRate: DefaultMulticastRate}}
 	if !reflect.DeepEqual(c, want) {

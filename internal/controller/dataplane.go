@@ -20,6 +20,9 @@ import (
 type Dataplane interface {
 	// SetPodCIDRs gives IPAM the node's pod CIDRs (from Node.spec.podCIDRs).
 	SetPodCIDRs(ctx context.Context, cidrs []netip.Prefix) error
+	// SetNodeAddresses gives the node's own addresses (its InternalIPs), before
+	// SetPodCIDRs: the interface holding them sets a detected MTU.
+	SetNodeAddresses(ctx context.Context, addrs []netip.Addr) error
 	// ApplySwitch creates the switch cfg.Name or changes a running one to cfg.
 	ApplySwitch(ctx context.Context, cfg SwitchConfig) error
 	// DeleteSwitch removes the switch (and detaches its ports).
@@ -60,10 +63,11 @@ type SwitchConfig struct {
 	Name string
 	// Generation of the VirtualSwitch this was made from.
 	Generation int64
-	MTU        int
-	BatchSize  int
-	MaxPorts   int
-	FDBSize    int
+	// MTU of the switch's ports and pods; 0: detected by the node (see VirtualSwitch).
+	MTU       int
+	BatchSize int
+	MaxPorts  int
+	FDBSize   int
 	// FDBAging is 0 when aging is off.
 	FDBAging     time.Duration
 	DefaultQueue QueueConfig

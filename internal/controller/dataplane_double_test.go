@@ -64,6 +64,13 @@ func (d *recordingDataplane) SetPeers(_ context.Context, ps []PeerConfig) error 
 	return nil
 }
 
+func (d *recordingDataplane) SetNodeAddresses(_ context.Context, a []netip.Addr) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.record("SetNodeAddresses %v", a)
+	return nil
+}
+
 func (d *recordingDataplane) SetPodCIDRs(_ context.Context, c []netip.Prefix) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -21,6 +21,21 @@ type nodeReconciler struct {
 	status   *nodeStatus
 	recorder events.EventRecorder
 	applied  []netip.Prefix
+	addrs    []netip.Addr // the node's InternalIPs as last given to the dataplane
+}
+
+// internalIPs are a Node's InternalIP addresses.
+func internalIPs(n *corev1.Node) []netip.Addr {
+	var out []netip.Addr
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ad, err := netip.ParseAddr(a.Address); err == nil {
+			out = append(out, ad.Unmap())
+		}
+	}
+	return out
 }
 
 // PodCIDRsOf parses a Node's pod CIDRs (spec.podCIDRs, else spec.podCIDR).
@@ -61,6 +76,12 @@ func (r *nodeReconciler) Reconcile(ctx context.Context, req reconcile.Request) (
 	if len(cidrs) == 0 {
 		r.status.setCIDRs(nil, fmt.Errorf("node %s has no spec.podCIDRs yet", r.node))
 		return reconcile.Result{}, nil
+	}
+	if addrs := internalIPs(&n); !slices.Equal(addrs, r.addrs) {
+		if err := r.dp.SetNodeAddresses(ctx, addrs); err != nil {
+			return reconcile.Result{}, fmt.Errorf("set node addresses %v: %w", addrs, err)
+		}
+		r.addrs = addrs
 	}
 	if slices.Equal(cidrs, r.applied) {
 		return reconcile.Result{}, nil

@@ -52,8 +52,9 @@ const (
 	DefaultVXLANDevice = "epair.vxlan"
 	DefaultVXLANID     = 1
 	// VXLANOverhead is what VXLAN adds to a frame over IPv4 (outer IP, UDP, VXLAN and
-	// inner Ethernet headers); over IPv6 it is 70.
-	VXLANOverhead = 50
+	// inner Ethernet headers); VXLANOverhead6 over IPv6.
+	VXLANOverhead  = 50
+	VXLANOverhead6 = 70
 )
 
 // PeerState is a peer as the dataplane programs it.
