@@ -4,7 +4,8 @@
 #   1. Go micro-benchmarks of the packet path (netmap, vale, ifcore, backends): pps, allocs.
 #   2. hack/bench-dataplane.sh: pod to pod through the epair switch vs the Linux bridge.
 #   3. hack/bench-cni.sh: CNI ADD/DEL latency vs the bridge plugin, 250-pod scale.
-# BENCH=micro|dataplane|cni runs one part only.
+#   4. 1000 peers: a cluster-mode agent programming 1000 Node objects (e2e/cni TestPeerScale1000).
+# BENCH=micro|dataplane|cni|peers runs one part only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/ensure-go.sh
@@ -27,4 +28,10 @@ fi
 if [ "$part" = all ] || [ "$part" = cni ]; then
 	echo "== CNI ADD/DEL latency vs the bridge plugin, 250 pods"
 	./hack/bench-cni.sh
+fi
+if [ "$part" = all ] || [ "$part" = peers ]; then
+	echo "== 1000 Node objects as peers (500 routed, 500 VXLAN): programming time, a change, RSS, idle CPU"
+	KUBEBUILDER_ASSETS=$(hack/k8s/build-k8s.sh envtest | tail -n 1)
+	export KUBEBUILDER_ASSETS
+	EPAIR_BENCH=1 go test -count=1 -v -timeout 10m -run TestPeerScale1000 ./e2e/cni 2>&1 | grep -v '^=== \(RUN\|PAUSE\|CONT\)'
 fi

@@ -79,7 +79,26 @@ func forwardAPI(t *testing.T, ns *netnsutil.NS, host string) {
 		t.Fatalf("listen for the API server in %s: %v", ns.Name, err)
 	}
 	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	track := func(c net.Conn, on bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if on {
+			conns[c] = true
+		} else {
+			delete(conns, c)
+		}
+	}
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns { // a client still connected (a watch) does not hold the test up
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -97,6 +116,10 @@ func forwardAPI(t *testing.T, ns *netnsutil.NS, host string) {
 					return
 				}
 				defer s.Close()
+				track(c, true)
+				track(s, true)
+				defer track(c, false)
+				defer track(s, false)
 				done := make(chan struct{}, 2)
 				go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
 				go func() { io.Copy(c, s); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()

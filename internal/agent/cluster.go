@@ -383,9 +383,10 @@ func (c *clusterDataplane) SetPeers(ctx context.Context, in []controller.PeerCon
 		own = append(own, sc.PodCIDRs...)
 	}
 	peers := make([]dataplane.Peer, 0, len(in))
+	check := dataplane.NewPeerChecker(own)
 	for _, p := range in {
 		dp := dataplane.Peer{Name: p.Name, Addresses: p.Addresses, PodCIDRs: p.PodCIDRs}
-		if err := dataplane.ValidatePeers(append(slices.Clone(peers), dp), own); err != nil {
+		if err := check.Add(dp); err != nil {
 			c.log.Warn("node left out of the peers", "node", p.Name, "err", err)
 			continue
 		}

@@ -74,6 +74,7 @@ type Dataplane struct {
 	peerStates []PeerState
 	peerStop   chan struct{}
 	peerDone   chan struct{}
+	view       *peerView // during a resync (peerMu held): what the kernel has
 	up         *upgrader // moves FastStart ports to AF_XDP
 }
 

@@ -69,49 +69,68 @@ type PeerState struct {
 // ValidatePeers checks peers against each other and the node's own pod network (own:
 // its pod CIDRs), and names the first problem.
 func ValidatePeers(peers []Peer, own []netip.Prefix) error {
-	names := map[string]bool{}
-	var all []netip.Prefix
+	c := NewPeerChecker(own)
 	for _, p := range peers {
-		if p.Name == "" {
-			return fmt.Errorf("peer: name: must not be empty: %w", ErrInvalid)
-		}
-		if names[p.Name] {
-			return fmt.Errorf("peer %s: named twice: %w", p.Name, ErrInvalid)
-		}
-		names[p.Name] = true
-		fams := map[bool]bool{}
-		if len(p.Addresses) == 0 {
-			return fmt.Errorf("peer %s: addresses: at least one is required: %w", p.Name, ErrInvalid)
-		}
-		for _, a := range p.Addresses {
-			if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
-				return fmt.Errorf("peer %s: address %v: want a unicast address: %w", p.Name, a, ErrInvalid)
-			}
-			if fams[a.Is4()] {
-				return fmt.Errorf("peer %s: addresses %v: at most one per family: %w", p.Name, p.Addresses, ErrInvalid)
-			}
-			fams[a.Is4()] = true
-		}
-		if len(p.PodCIDRs) == 0 {
-			return fmt.Errorf("peer %s: podCIDRs: at least one is required: %w", p.Name, ErrInvalid)
-		}
-		for _, c := range p.PodCIDRs {
-			if !c.IsValid() || c.Masked() != c {
-				return fmt.Errorf("peer %s: pod CIDR %v: want a network address (%v): %w", p.Name, c, c.Masked(), ErrInvalid)
-			}
-			for _, o := range own {
-				if o.Overlaps(c) {
-					return fmt.Errorf("peer %s: pod CIDR %v overlaps this node's %v: %w", p.Name, c, o, ErrInvalid)
-				}
-			}
-			for _, o := range all {
-				if o.Overlaps(c) {
-					return fmt.Errorf("peer %s: pod CIDR %v overlaps another peer's %v: %w", p.Name, c, o, ErrInvalid)
-				}
-			}
-			all = append(all, c)
+		if err := c.Add(p); err != nil {
+			return err
 		}
 	}
+	return nil
+}
+
+// PeerChecker checks peers one at a time against the node's pod network and the peers it
+// accepted before (to leave a bad one out of a set rather than refuse the set).
+type PeerChecker struct {
+	own, taken []netip.Prefix
+	names      map[string]bool
+}
+
+// NewPeerChecker checks against own, the node's pod CIDRs.
+func NewPeerChecker(own []netip.Prefix) *PeerChecker {
+	return &PeerChecker{own: own, names: map[string]bool{}}
+}
+
+// Add accepts p, or says what is wrong with it (and then does not accept it).
+func (pc *PeerChecker) Add(p Peer) error {
+	if p.Name == "" {
+		return fmt.Errorf("peer: name: must not be empty: %w", ErrInvalid)
+	}
+	if pc.names[p.Name] {
+		return fmt.Errorf("peer %s: named twice: %w", p.Name, ErrInvalid)
+	}
+	fams := map[bool]bool{}
+	if len(p.Addresses) == 0 {
+		return fmt.Errorf("peer %s: addresses: at least one is required: %w", p.Name, ErrInvalid)
+	}
+	for _, a := range p.Addresses {
+		if !a.IsValid() || a.IsUnspecified() || a.IsMulticast() || a.Zone() != "" {
+			return fmt.Errorf("peer %s: address %v: want a unicast address: %w", p.Name, a, ErrInvalid)
+		}
+		if fams[a.Is4()] {
+			return fmt.Errorf("peer %s: addresses %v: at most one per family: %w", p.Name, p.Addresses, ErrInvalid)
+		}
+		fams[a.Is4()] = true
+	}
+	if len(p.PodCIDRs) == 0 {
+		return fmt.Errorf("peer %s: podCIDRs: at least one is required: %w", p.Name, ErrInvalid)
+	}
+	for i, c := range p.PodCIDRs {
+		if !c.IsValid() || c.Masked() != c {
+			return fmt.Errorf("peer %s: pod CIDR %v: want a network address (%v): %w", p.Name, c, c.Masked(), ErrInvalid)
+		}
+		for _, o := range pc.own {
+			if o.Overlaps(c) {
+				return fmt.Errorf("peer %s: pod CIDR %v overlaps this node's %v: %w", p.Name, c, o, ErrInvalid)
+			}
+		}
+		for _, o := range append(slices.Clone(p.PodCIDRs[:i]), pc.taken...) {
+			if o.Overlaps(c) {
+				return fmt.Errorf("peer %s: pod CIDR %v overlaps another peer's %v: %w", p.Name, c, o, ErrInvalid)
+			}
+		}
+	}
+	pc.names[p.Name] = true
+	pc.taken = append(pc.taken, p.PodCIDRs...)
 	return nil
 }
 
@@ -174,6 +193,8 @@ func (d *Dataplane) peerResyncer() {
 // every route of RouteProtocol, tunnel entry or VXLAN device no peer wants removed.
 // peerMu held.
 func (d *Dataplane) resyncPeersLocked() []PeerState {
+	d.view = d.kernelPeers() // what is programmed: only differences are written
+	defer func() { d.view = nil }()
 	want := map[netip.Prefix]bool{}
 	var tunnels []vtep // the VXLAN peers' endpoints
 	states := make([]PeerState, 0, len(d.peers))
@@ -245,7 +266,23 @@ func joinReasons(rs []string) string {
 // peerPath is how the peer at addr is reached: routed (through the returned route's
 // link) when addr is on a subnet of this node, else VXLAN, as Config.PeerMode allows.
 func (d *Dataplane) peerPath(addr netip.Addr) (mode string, r netlink.Route, err error) {
-	rs, err := d.nl.RouteGet(addr.AsSlice())
+	if v := d.view; v != nil && d.cfg.PeerMode != ModeVXLAN {
+		// On a subnet of this node: routed, with no lookup per peer.
+		for _, sn := range v.subnets {
+			if sn.local == addr {
+				return "", r, fmt.Errorf("%v is this node's own address", addr)
+			}
+			if sn.p.Contains(addr) {
+				return ModeRouted, netlink.Route{LinkIndex: sn.link}, nil
+			}
+		}
+	}
+	var rs []netlink.Route
+	if v := d.view; v != nil && v.paths[addr] != nil {
+		rs = v.paths[addr]
+	} else if rs, err = d.nl.RouteGet(addr.AsSlice()); err == nil && v != nil {
+		v.paths[addr] = rs
+	}
 	if err != nil {
 		return "", r, fmt.Errorf("no route to the peer's address %v: %w", addr, err)
 	}
@@ -274,6 +311,9 @@ func (d *Dataplane) peerPath(addr netip.Addr) (mode string, r netlink.Route, err
 
 // routeVia routes c to addr, on the link of r.
 func (d *Dataplane) routeVia(c netip.Prefix, addr netip.Addr, r netlink.Route) error {
+	if d.view.has(c, addr, r.LinkIndex) {
+		return nil
+	}
 	rt := &netlink.Route{Dst: prefixIPNet(c), Gw: addr.AsSlice(), LinkIndex: r.LinkIndex, Protocol: RouteProtocol}
 	if err := d.nl.RouteReplace(rt); err != nil {
 		return fmt.Errorf("route via %v: %w", addr, err)
@@ -283,9 +323,9 @@ func (d *Dataplane) routeVia(c netip.Prefix, addr netip.Addr, r netlink.Route) e
 
 // removeStalePeerRoutes deletes the routes of RouteProtocol whose destination is not in want.
 func (d *Dataplane) removeStalePeerRoutes(want map[netip.Prefix]bool) error {
-	rs, err := d.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	rs, err := d.peerRoutes()
 	if err != nil {
-		return fmt.Errorf("list peer routes: %w", err)
+		return err
 	}
 	var errs []error
 	for _, r := range rs {
@@ -310,4 +350,84 @@ func prefixOf(n *net.IPNet) (netip.Prefix, bool) {
 	}
 	ones, _ := n.Mask.Size()
 	return netip.PrefixFrom(a.Unmap(), ones), true
+}
+
+// peerRoutes lists the routes of RouteProtocol.
+func (d *Dataplane) peerRoutes() ([]netlink.Route, error) {
+	rs, err := d.nl.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Protocol: RouteProtocol}, netlink.RT_FILTER_PROTOCOL)
+	if err != nil {
+		return nil, fmt.Errorf("list peer routes: %w", err)
+	}
+	return rs, nil
+}
+
+// peerView is what a resync found programmed (routes of RouteProtocol, the VXLAN device's
+// permanent neighbours and forwarding entries) and the paths it looked up, so that a
+// resync of a thousand unchanged peers writes nothing.
+type peerView struct {
+	routes map[netip.Prefix]netlink.Route
+	neigh  map[netip.Addr]string // tunnel endpoint address → MAC
+	fdb    map[string]netip.Addr // tunnel endpoint MAC → underlay address
+	paths  map[netip.Addr][]netlink.Route
+	// subnets are the node's own addresses' subnets, with their links.
+	subnets []struct {
+		p     netip.Prefix
+		local netip.Addr
+		link  int
+	}
+}
+
+// kernelPeers reads the peer state the kernel holds (nil parts on errors: then everything
+// is written).
+func (d *Dataplane) kernelPeers() *peerView {
+	v := &peerView{routes: map[netip.Prefix]netlink.Route{}, neigh: map[netip.Addr]string{}, fdb: map[string]netip.Addr{},
+		paths: map[netip.Addr][]netlink.Route{}}
+	if rs, err := d.peerRoutes(); err == nil {
+		for _, r := range rs {
+			if p, ok := prefixOf(r.Dst); ok && r.Dst != nil {
+				v.routes[p] = r
+			}
+		}
+	}
+	if as, err := d.nl.AddrList(nil, netlink.FAMILY_ALL); err == nil {
+		for _, a := range as {
+			ip, ok := netip.AddrFromSlice(a.IP)
+			if !ok || a.Scope == int(netlink.SCOPE_HOST) || a.IPNet == nil || a.Flags&unix.IFA_F_NOPREFIXROUTE != 0 {
+				continue
+			}
+			ones, _ := a.Mask.Size()
+			v.subnets = append(v.subnets, struct {
+				p     netip.Prefix
+				local netip.Addr
+				link  int
+			}{netip.PrefixFrom(ip.Unmap(), ones).Masked(), ip.Unmap(), a.LinkIndex})
+		}
+	}
+	if l, err := d.nl.LinkByName(d.vxlanName()); err == nil {
+		for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+			ns, _ := d.nl.NeighList(l.Attrs().Index, fam)
+			for _, n := range ns {
+				if a, ok := netip.AddrFromSlice(n.IP); ok && n.State&netlink.NUD_PERMANENT != 0 {
+					v.neigh[a.Unmap()] = n.HardwareAddr.String()
+				}
+			}
+		}
+		fdb, _ := d.nl.NeighList(l.Attrs().Index, unix.AF_BRIDGE)
+		for _, n := range fdb {
+			if a, ok := netip.AddrFromSlice(n.IP); ok && n.State&netlink.NUD_PERMANENT != 0 {
+				v.fdb[n.HardwareAddr.String()] = a.Unmap()
+			}
+		}
+	}
+	return v
+}
+
+// has reports whether the view holds the route of c via gw on link.
+func (v *peerView) has(c netip.Prefix, gw netip.Addr, link int) bool {
+	if v == nil {
+		return false
+	}
+	r, ok := v.routes[c]
+	g, _ := netip.AddrFromSlice(r.Gw)
+	return ok && r.LinkIndex == link && g.Unmap() == gw
 }

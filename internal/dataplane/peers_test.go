@@ -17,12 +17,14 @@ import (
 
 // twoNodes is two dataplanes ("nodes" A and B, each in a host namespace of its own) joined
 // by an underlay that link makes before they start; A's pods are in 10.78.0.0/24, B's in
-// 10.88.0.0/24.
+// 10.88.0.0/24. Pod ports open AF_XDP directly (DirectOpen): with FastStart, pings from B's
+// pod to A's through the tunnel were lost for up to 5 s after a second dataplane pair in one
+// test process (noticed, not yet explained; see the session notes).
 func twoNodes(t *testing.T, peersA, peersB []Peer, link func(t *testing.T, a, b *env)) (a, b *env) {
 	t.Helper()
-	a = newEnv(t, -1, linkport.Auto, func(c *Config) { c.Masquerade = true; c.NFTTable = "epaira"; c.Peers = peersA })
+	a = newEnv(t, -1, linkport.Auto, func(c *Config) { c.Masquerade = true; c.NFTTable = "epaira"; c.Peers = peersA; c.DirectOpen = true })
 	b = newEnv(t, -1, linkport.Auto, func(c *Config) {
-		c.Masquerade, c.NFTTable, c.Peers = true, "epairb", peersB
+		c.Masquerade, c.NFTTable, c.Peers, c.DirectOpen = true, "epairb", peersB, true
 		sw := &c.Switches[0]
 		sw.HostPort.Name = "eptestb0"
 		sw.HostPort.MAC = net.HardwareAddr{0x02, 0xee, 0, 0, 0, 2}

@@ -74,13 +74,21 @@ func (d *Dataplane) tunnelTo(c netip.Prefix, under netip.Addr, peerCIDRs []netip
 		fam = netlink.FAMILY_V6
 	}
 	// The endpoint's address resolves to its MAC, and that MAC is behind the peer's
-	// underlay address.
-	if err := d.nl.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: fam, State: netlink.NUD_PERMANENT, IP: t.addr.AsSlice(), HardwareAddr: t.mac}); err != nil {
-		return vtep{}, fmt.Errorf("neighbour %v on %s: %w", t.addr, d.vxlanName(), err)
+	// underlay address (written only when the kernel has something else).
+	v := d.view
+	if v == nil || v.neigh[t.addr] != t.mac.String() {
+		if err := d.nl.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: fam, State: netlink.NUD_PERMANENT, IP: t.addr.AsSlice(), HardwareAddr: t.mac}); err != nil {
+			return vtep{}, fmt.Errorf("neighbour %v on %s: %w", t.addr, d.vxlanName(), err)
+		}
 	}
-	if err := d.nl.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
-		IP: under.AsSlice(), HardwareAddr: t.mac}); err != nil {
-		return vtep{}, fmt.Errorf("forwarding entry %v → %v on %s: %w", t.mac, under, d.vxlanName(), err)
+	if v == nil || v.fdb[t.mac.String()] != under {
+		if err := d.nl.NeighSet(&netlink.Neigh{LinkIndex: idx, Family: unix.AF_BRIDGE, Flags: netlink.NTF_SELF, State: netlink.NUD_PERMANENT,
+			IP: under.AsSlice(), HardwareAddr: t.mac}); err != nil {
+			return vtep{}, fmt.Errorf("forwarding entry %v → %v on %s: %w", t.mac, under, d.vxlanName(), err)
+		}
+	}
+	if v.has(c, t.addr, idx) {
+		return t, nil
 	}
 	rt := &netlink.Route{Dst: prefixIPNet(c), Gw: t.addr.AsSlice(), LinkIndex: idx, Flags: int(netlink.FLAG_ONLINK), Protocol: RouteProtocol}
 	if err := d.nl.RouteReplace(rt); err != nil {
