@@ -714,6 +714,37 @@ func TestClusterPeersLive(t *testing.T) {
 	if err != nil || len(pl.Items) != 1 || pl.Items[0].Name != "n2" || pl.Items[0].Mode != "routed" {
 		t.Fatalf("peers %+v, %v", pl, err)
 	}
+	// A peer behind a router (VXLAN); the metrics have both, and the tunnel's counters.
+	l.ip("-n", l.ns, "route", "add", "203.0.113.0/24", "via", "192.168.240.254")
+	far := controller.PeerConfig{Name: "n4", Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.4")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.250.12.0/24")}}
+	if err := l.c.SetPeers(ctx, []controller.PeerConfig{good, bad, far}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := l.a.registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, lp := range m.GetLabel() {
+				labels = append(labels, lp.GetName()+"="+lp.GetValue())
+			}
+			v := m.GetGauge().GetValue() + m.GetCounter().GetValue()
+			got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = fmt.Sprint(v)
+		}
+	}
+	for k, v := range map[string]string{"epair_peer_routes{mode=routed,peer=n2}": "1", "epair_peer_routes{mode=vxlan,peer=n4}": "1"} {
+		if got[k] != v {
+			t.Errorf("metric %s = %q, want %s", k, got[k], v)
+		}
+	}
+	for _, k := range []string{"epair_vxlan_packets_total{direction=tx}", "epair_vxlan_errors_total{direction=rx}"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("no metric %s with a VXLAN peer", k)
+		}
+	}
 	if err := l.c.SetPeers(ctx, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -34,6 +34,8 @@ type Dataplane interface {
 	// Peers is the peers' state (dataplane.Dataplane.Peers); SetPeers replaces them.
 	Peers() []dataplane.PeerState
 	SetPeers(ctx context.Context, peers []dataplane.Peer) ([]dataplane.PeerState, error)
+	// TunnelStats are the VXLAN device's counters (false: no device).
+	TunnelStats() (dataplane.TunnelStats, bool)
 	// Port returns the port of a host link, if attached.
 	Port(sw, hostIfName string) (agentapi.PortInfo, bool)
 	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,

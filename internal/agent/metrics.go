@@ -118,6 +118,7 @@ type agentCollector struct {
 	calls, attachments, allocations, releases, ready, switches *prometheus.Desc
 	inFrames, inBytes, outFrames, outBytes, dropped, drops     *prometheus.Desc
 	portInfo                                                   *prometheus.Desc
+	peerRoutes, tunPackets, tunBytes, tunErrors                *prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
@@ -139,12 +140,19 @@ func newAgentCollector(a *Agent) *agentCollector {
 		portInfo: prometheus.NewDesc("epair_port_info", "1 per port, labelled with the socket it runs on now (af_xdp, af_packet, "+
 			"af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).",
 			[]string{"switch", "port", "backend"}, nil),
+		peerRoutes: prometheus.NewDesc("epair_peer_routes", "Pod CIDRs of a peer node routed now, labelled with how (routed, vxlan, unreachable).",
+			[]string{"peer", "mode"}, nil),
+		tunPackets: prometheus.NewDesc("epair_vxlan_packets_total", "Packets through the VXLAN device to (tx) and from (rx) the VXLAN peers.", []string{"direction"}, nil),
+		tunBytes:   prometheus.NewDesc("epair_vxlan_bytes_total", "Bytes through the VXLAN device to (tx) and from (rx) the VXLAN peers.", []string{"direction"}, nil),
+		tunErrors: prometheus.NewDesc("epair_vxlan_errors_total", "Packets the VXLAN device could not encapsulate or send (tx) or refused (rx): errors and drops.",
+			[]string{"direction"}, nil),
 	}
 }
 
 func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.attachments, c.allocations, c.releases, c.ready, c.switches,
-		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops, c.portInfo} {
+		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops, c.portInfo,
+		c.peerRoutes, c.tunPackets, c.tunBytes, c.tunErrors} {
 		ch <- d
 	}
 }
@@ -165,6 +173,20 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 		ready = 1
 	}
 	ch <- prometheus.MustNewConstMetric(c.ready, prometheus.GaugeValue, ready)
+
+	for _, p := range a.dp.Peers() {
+		ch <- prometheus.MustNewConstMetric(c.peerRoutes, prometheus.GaugeValue, float64(p.Routes), p.Name, p.Mode)
+	}
+	if ts, ok := a.dp.TunnelStats(); ok {
+		for _, d := range []struct {
+			dir                  string
+			packets, bytes, errs uint64
+		}{{"tx", ts.TxPackets, ts.TxBytes, ts.TxErrors}, {"rx", ts.RxPackets, ts.RxBytes, ts.RxErrors}} {
+			ch <- prometheus.MustNewConstMetric(c.tunPackets, prometheus.CounterValue, float64(d.packets), d.dir)
+			ch <- prometheus.MustNewConstMetric(c.tunBytes, prometheus.CounterValue, float64(d.bytes), d.dir)
+			ch <- prometheus.MustNewConstMetric(c.tunErrors, prometheus.CounterValue, float64(d.errs), d.dir)
+		}
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
 	defer cancel()

@@ -173,6 +173,8 @@ func (r *realDataplane) Trace(req dataplane.TraceRequest) (dataplane.TraceResult
 
 func (r *realDataplane) Peers() []dataplane.PeerState { return r.d.Peers() }
 
+func (r *realDataplane) TunnelStats() (dataplane.TunnelStats, bool) { return r.d.TunnelStats() }
+
 func (r *realDataplane) SetPeers(ctx context.Context, peers []dataplane.Peer) ([]dataplane.PeerState, error) {
 	return r.d.SetPeers(ctx, peers)
 }

@@ -210,3 +210,22 @@ func ignoreGone(err error) error {
 	}
 	return err
 }
+
+// TunnelStats are the VXLAN device's counters: what crossed to and from VXLAN peers, and what
+// could not be encapsulated or was refused (errors and drops).
+type TunnelStats struct {
+	RxPackets, RxBytes, RxErrors uint64
+	TxPackets, TxBytes, TxErrors uint64
+}
+
+// TunnelStats returns the VXLAN device's counters; false when there is no device (no VXLAN
+// peer).
+func (d *Dataplane) TunnelStats() (TunnelStats, bool) {
+	l, err := d.nl.LinkByName(d.vxlanName())
+	if err != nil || l.Attrs().Statistics == nil {
+		return TunnelStats{}, false
+	}
+	st := l.Attrs().Statistics
+	return TunnelStats{RxPackets: st.RxPackets, RxBytes: st.RxBytes, RxErrors: st.RxErrors + st.RxDropped,
+		TxPackets: st.TxPackets, TxBytes: st.TxBytes, TxErrors: st.TxErrors + st.TxDropped + st.TxCarrierErrors}, true
+}
