@@ -116,8 +116,9 @@ func TestTrace(t *testing.T) {
 		t.Fatalf("host step %+v (%v)", s, ok)
 	}
 
-	// A full queue: b's queue holds 4 frames and sends one a second.
-	if err := e.dp.SetPortPolicy(b.portName(), PortPolicy{QueueLen: 4, RatePktsPerSec: 1, BurstPkts: 1}); err != nil {
+	// A full queue: b's queue holds 4 frames (plus staging headroom) and, at 8 bit/s with a
+	// 1-byte bucket, sends one a minute or so: it stays full while the test looks.
+	if err := e.dp.SetPortPolicy(b.portName(), PortPolicy{QueueLen: 4, RateBitsPerSec: 8, BurstBytes: 1}); err != nil {
 		t.Fatal(err)
 	}
 	bl := blast(t, a, b, 100)
@@ -136,7 +137,7 @@ func TestTrace(t *testing.T) {
 	for try := 0; ; try++ {
 		r = mustTrace(t, e.dp, udp)
 		s, _ := stepOf(r, "output")
-		if s.Reason != "queue-full" || r.Reason != "queue-full" || !strings.Contains(s.Detail, "1 packets/s") || !strings.Contains(s.Detail, "full: refused") {
+		if s.Reason != "queue-full" || r.Reason != "queue-full" || !strings.Contains(s.Detail, "8 bit/s") || !strings.Contains(s.Detail, "full: refused") {
 			t.Fatalf("trace into a full queue: %+v; steps %+v", r, r.Steps)
 		}
 		b0 = port(b)
