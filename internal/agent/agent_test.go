@@ -60,7 +60,9 @@ func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.
 
 func (d *memDataplane) Peers() []dataplane.PeerState { return nil }
 
-func (d *memDataplane) TunnelStats() (dataplane.TunnelStats, bool) { return dataplane.TunnelStats{}, false }
+func (d *memDataplane) TunnelStats() (dataplane.TunnelStats, bool) {
+	return dataplane.TunnelStats{}, false
+}
 
 func (d *memDataplane) SetPeers(_ context.Context, peers []dataplane.Peer) ([]dataplane.PeerState, error) {
 	if len(peers) > 0 {
