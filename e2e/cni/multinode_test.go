@@ -157,12 +157,14 @@ type testCluster struct {
 	nodes []*clusterNode
 }
 
-func newTestCluster(t *testing.T, spec epairv1.VirtualSwitchSpec) *testCluster {
+// clusterAPI starts a kube-apiserver with a VirtualSwitch vale0 of spec and points the agents
+// the test starts at it (KUBECONFIG); it returns the built binaries' directory, the API
+// server's configuration and clients.
+func clusterAPI(t *testing.T, spec epairv1.VirtualSwitchSpec) (string, *rest.Config, *kubernetes.Clientset, client.Client) {
 	t.Helper()
 	bin := bins(t)
 	cfg, kubeconfig := startAPIServer(t)
 	t.Setenv("KUBECONFIG", kubeconfig)
-	ctx := context.Background()
 	cs, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -171,9 +173,39 @@ func newTestCluster(t *testing.T, spec epairv1.VirtualSwitchSpec) *testCluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cl.Create(ctx, &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0"}, Spec: spec}); err != nil {
+	if err := cl.Create(context.Background(), &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0"}, Spec: spec}); err != nil {
 		t.Fatal(err)
 	}
+	return bin, cfg, cs, cl
+}
+
+// clusterAgent is a cluster-mode agent for node name in namespace host, with its own socket,
+// state directory and configuration, stopped (SIGTERM) when the test ends; not started.
+func clusterAgent(t *testing.T, bin string, host *netnsutil.NS) *agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o700)
+	ag := &agentProc{t: t, host: host, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "agent.sock"), cfg: filepath.Join(dir, "agent.json")}
+	if err := os.WriteFile(ag.cfg, []byte(fmt.Sprintf(`{"socket":%q,"stateDir":%q,"masquerade":true,"switches":[{"name":"vale0","ranges":[{"subnet":"10.89.0.0/16"}]}]}`,
+		ag.socket, filepath.Join(dir, "state"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ag.client = agentapi.NewClient(ag.socket, 5*time.Second)
+	t.Cleanup(func() {
+		ag.client.Close()
+		if ag.cmd != nil {
+			ag.signal(syscall.SIGTERM)
+		}
+	})
+	return ag
+}
+
+func newTestCluster(t *testing.T, spec epairv1.VirtualSwitchSpec) *testCluster {
+	t.Helper()
+	bin, cfg, cs, cl := clusterAPI(t, spec)
+	ctx := context.Background()
+	var err error
+
 	// The underlay: a router namespace with a bridge for A and B, and a second subnet to C.
 	router := netnsutil.New(t)
 	mustExec(t, router, "ip", "link", "add", "br0", "type", "bridge")
@@ -226,21 +258,8 @@ func newTestCluster(t *testing.T, spec epairv1.VirtualSwitchSpec) *testCluster {
 		forwardAPI(t, n.host, cfg.Host)
 	}
 	for _, n := range nodes {
-		dir := t.TempDir()
-		os.Chmod(dir, 0o700)
-		n.agent = &agentProc{t: t, host: n.host, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "agent.sock"), cfg: filepath.Join(dir, "agent.json")}
-		if err := os.WriteFile(n.agent.cfg, []byte(fmt.Sprintf(`{"socket":%q,"stateDir":%q,"masquerade":true,"switches":[{"name":"vale0","ranges":[{"subnet":"10.89.0.0/16"}]}]}`,
-			n.agent.socket, filepath.Join(dir, "state"))), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		n.agent.client = agentapi.NewClient(n.agent.socket, 5*time.Second)
+		n.agent = clusterAgent(t, bin, n.host)
 		n.agent.start("-mode=cluster", "-node-name="+n.name, "-cni-switch=vale0", "-health-addr=0", "-status-interval=1s")
-		t.Cleanup(func() {
-			n.agent.client.Close()
-			if n.agent.cmd != nil {
-				n.agent.signal(syscall.SIGTERM)
-			}
-		})
 	}
 	return &testCluster{bin: bin, cfg: cfg, cs: cs, cl: cl, nodes: nodes}
 }

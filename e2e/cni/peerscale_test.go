@@ -3,8 +3,6 @@ package cni
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -13,12 +11,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	epairv1 "github.com/epair-cni/epair/api/v1alpha1"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
-	"github.com/epair-cni/epair/pkg/agentapi"
 )
 
 // TestPeerScale1000 (a benchmark: EPAIR_BENCH=1, hack/bench.sh) starts a cluster-mode agent
@@ -30,21 +25,8 @@ import (
 // forwarding-entry counts against the nodes.
 func TestPeerScale1000(t *testing.T) {
 	requireBench(t)
-	bin := bins(t)
-	cfg, kubeconfig := startAPIServer(t)
-	t.Setenv("KUBECONFIG", kubeconfig)
+	bin, cfg, cs, _ := clusterAPI(t, epairv1.VirtualSwitchSpec{})
 	ctx := context.Background()
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := client.New(cfg, client.Options{Scheme: clientScheme(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.Create(ctx, &epairv1.VirtualSwitch{ObjectMeta: metav1.ObjectMeta{Name: "vale0"}}); err != nil {
-		t.Fatal(err)
-	}
 	host := netnsutil.New(t)
 	mustExec(t, host, "ip", "link", "add", "under0", "type", "veth", "peer", "name", "under1")
 	mustExec(t, host, "ip", "addr", "add", "192.168.0.1/16", "dev", "under0")
@@ -67,20 +49,7 @@ func TestPeerScale1000(t *testing.T) {
 	}
 	mkNode("self", "10.127.0.0/24", "192.168.0.1")
 
-	dir := t.TempDir()
-	os.Chmod(dir, 0o700)
-	ag := &agentProc{t: t, host: host, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "agent.sock"), cfg: filepath.Join(dir, "agent.json")}
-	if err := os.WriteFile(ag.cfg, []byte(fmt.Sprintf(`{"socket":%q,"stateDir":%q,"masquerade":true,"switches":[{"name":"vale0","ranges":[{"subnet":"10.89.0.0/16"}]}]}`,
-		ag.socket, filepath.Join(dir, "state"))), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ag.client = agentapi.NewClient(ag.socket, 5*time.Second)
-	t.Cleanup(func() {
-		ag.client.Close()
-		if ag.cmd != nil {
-			ag.signal(syscall.SIGTERM)
-		}
-	})
+	ag := clusterAgent(t, bin, host)
 	args := []string{"-mode=cluster", "-node-name=self", "-cni-switch=vale0", "-health-addr=0", "-status-interval=10s"}
 	settle := func() int {
 		time.Sleep(3 * time.Second) // past start-up allocations and a resync

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
 )
 
@@ -156,6 +157,12 @@ type statsDataplane struct {
 }
 
 func (d statsDataplane) Switches(context.Context) (*agentapi.SwitchList, error) { return d.sl, d.err }
+
+func (d statsDataplane) Peers() []dataplane.PeerState { return nil }
+
+func (d statsDataplane) TunnelStats() (dataplane.TunnelStats, bool) {
+	return dataplane.TunnelStats{}, false
+}
 
 // TestMetricsDataplaneCounters: the collector exports the dataplane's port counters and
 // drops by reason as they are at scrape time, labelled by switch and port.
