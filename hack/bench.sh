@@ -5,7 +5,8 @@
 #   2. hack/bench-dataplane.sh: pod to pod through the epair switch vs the Linux bridge.
 #   3. hack/bench-cni.sh: CNI ADD/DEL latency vs the bridge plugin, 250-pod scale.
 #   4. 1000 peers: a cluster-mode agent programming 1000 Node objects (e2e/cni TestPeerScale1000).
-# BENCH=micro|dataplane|cni|peers runs one part only.
+#   5. cross-node pod to pod, routed and VXLAN, vs the kernel setups (e2e/cni TestCrossNodeBench).
+# BENCH=micro|dataplane|cni|peers|crossnode runs one part only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/ensure-go.sh
@@ -34,4 +35,8 @@ if [ "$part" = all ] || [ "$part" = peers ]; then
 	KUBEBUILDER_ASSETS=$(hack/k8s/build-k8s.sh envtest | tail -n 1)
 	export KUBEBUILDER_ASSETS
 	EPAIR_BENCH=1 go test -count=1 -v -timeout 10m -run TestPeerScale1000 ./e2e/cni 2>&1 | grep -v '^=== \(RUN\|PAUSE\|CONT\)'
+fi
+if [ "$part" = all ] || [ "$part" = crossnode ]; then
+	echo "== Cross-node pod to pod (routed, VXLAN) vs bridge + routes and bridge + kernel VXLAN"
+	EPAIR_BENCH=1 go test -count=1 -v -timeout 10m -run TestCrossNodeBench ./e2e/cni 2>&1 | grep -v '^=== \(RUN\|PAUSE\|CONT\)'
 fi

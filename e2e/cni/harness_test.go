@@ -106,6 +106,7 @@ type envOpts struct {
 	secondary  string           // if set, the subnet of a second switch "vale1", a secondary network
 	peers      []map[string]any // the agent's "peers" (other nodes)
 	hostPort   string           // the switch's TAP name ("": the default)
+	mtu        int              // the switch's MTU (0: 1500)
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -139,7 +140,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.backend == "" {
 		o.backend = "auto"
 	}
-	switches := []map[string]any{{"name": "vale0", "mtu": 1500, "ranges": ranges, "offload": o.offload, "hostPort": o.hostPort}}
+	if o.mtu == 0 {
+		o.mtu = 1500
+	}
+	switches := []map[string]any{{"name": "vale0", "mtu": o.mtu, "ranges": ranges, "offload": o.offload, "hostPort": o.hostPort}}
 	if o.secondary != "" {
 		switches = append(switches, map[string]any{"name": "vale1", "mtu": 1400, "secondary": true,
 			"ranges": []map[string]string{{"subnet": o.secondary}}})
