@@ -17,14 +17,12 @@ import (
 
 // twoNodes is two dataplanes ("nodes" A and B, each in a host namespace of its own) joined
 // by an underlay that link makes before they start; A's pods are in 10.78.0.0/24, B's in
-// 10.88.0.0/24. Pod ports open AF_XDP directly (DirectOpen): with FastStart, pings from B's
-// pod to A's through the tunnel were lost for up to 5 s after a second dataplane pair in one
-// test process (noticed, not yet explained; see the session notes).
+// 10.88.0.0/24.
 func twoNodes(t *testing.T, peersA, peersB []Peer, link func(t *testing.T, a, b *env)) (a, b *env) {
 	t.Helper()
-	a = newEnv(t, -1, linkport.Auto, func(c *Config) { c.Masquerade = true; c.NFTTable = "epaira"; c.Peers = peersA; c.DirectOpen = true })
+	a = newEnv(t, -1, linkport.Auto, func(c *Config) { c.Masquerade = true; c.NFTTable = "epaira"; c.Peers = peersA })
 	b = newEnv(t, -1, linkport.Auto, func(c *Config) {
-		c.Masquerade, c.NFTTable, c.Peers, c.DirectOpen = true, "epairb", peersB, true
+		c.Masquerade, c.NFTTable, c.Peers = true, "epairb", peersB
 		sw := &c.Switches[0]
 		sw.HostPort.Name = "eptestb0"
 		sw.HostPort.MAC = net.HardwareAddr{0x02, 0xee, 0, 0, 0, 2}
@@ -208,6 +206,10 @@ func TestPeersVXLAN(t *testing.T) {
 	if out, err := a.host.Exec("bridge", "fdb", "show", "dev", DefaultVXLANDevice); err != nil || !strings.Contains(out, vtepMAC(pb.PodCIDRs[0]).String()+" dst 192.168.233.2") {
 		t.Fatalf("node A's forwarding entries: %v\n%s", err, out)
 	}
+	// The pods' ports on AF_XDP first: while a FastStart port is still ring-less, pings from
+	// B's pod to A's through the tunnel were lost for up to 5 s (noticed, open: issue 13/16).
+	settle(t, a.dp)
+	settle(t, b.dp)
 	a.ping(podA, podB.ip)
 	b.ping(podB, podA.ip)
 	bps := netnsutil.TCPTransfer(t, podA.ns, podB.ns, podB.ip, 5301, 1<<20) // fails unless intact
