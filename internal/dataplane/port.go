@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -371,6 +372,9 @@ func (d *Dataplane) assemblePort(p *Port, cl *cleanup.Cleanup) error {
 		lo.XDP.FrameCount = DefaultXDPFrames
 	}
 	if err := d.inNS(func() error {
+		if err := silenceHostEnd(p.hostIf); err != nil {
+			return err
+		}
 		var err error
 		p.opened, err = linkport.Open(p.hostIf, lo)
 		return err
@@ -678,4 +682,29 @@ func (d *Dataplane) macHolder(s *swState, mac net.HardwareAddr) string {
 		}
 	}
 	return "the address of another port"
+}
+
+// procSysNet is where silenceHostEnd writes (the calling thread's namespace's).
+const procSysNet = "/proc/sys/net"
+
+// silenceHostEnd keeps the node's stack out of a pod's host link: the switch owns what the
+// pod sends, but until a FastStart port moves to AF_XDP (and for any frame XDP passes) the
+// pod's frames also reach the stack on the host end. There the kernel would answer the pod's
+// ARP for its gateway with the host end's own MAC (it answers for any of its addresses on any
+// interface; the pod then sends past the switch and loses its gateway when the port moves
+// to AF_XDP), forward the pod's packets itself, and run IPv6 on the link. arp_ignore 8 (no
+// ARP replies), forwarding 0 (nothing forwarded from it) and disable_ipv6 stop all three.
+// It runs in the dataplane's namespace; a kernel without IPv6 has nothing to disable.
+func silenceHostEnd(ifname string) error {
+	for _, s := range []struct{ key, val string }{
+		{"ipv4/conf/" + ifname + "/arp_ignore", "8"},
+		{"ipv4/conf/" + ifname + "/forwarding", "0"},
+		{"ipv6/conf/" + ifname + "/disable_ipv6", "1"},
+	} {
+		err := os.WriteFile(procSysNet+"/"+s.key, []byte(s.val), 0o644)
+		if err != nil && !(errors.Is(err, os.ErrNotExist) && strings.HasPrefix(s.key, "ipv6/")) {
+			return fmt.Errorf("silence host end %s: %w", ifname, err)
+		}
+	}
+	return nil
 }

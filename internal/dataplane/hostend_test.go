@@ -1,0 +1,43 @@
+package dataplane
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/epair-cni/epair/pkg/linkport"
+)
+
+// TestHostEndSilent: while a pod's port is still ring-less (FastStart, before its AF_XDP
+// upgrade) the pod's frames also reach the node's stack on the host end of its veth. That
+// end must stay silent: the pod that asks for its gateway gets the gateway's MAC (the host
+// port's), never the host end's own (the kernel answers ARP for any of its addresses on any
+// interface by default), and the node does not forward the pod's packets itself.
+func TestHostEndSilent(t *testing.T) {
+	e := newEnv(t, 0, linkport.Auto, func(c *Config) {
+		c.UpgradeQuiet, c.UpgradeMaxDelay = time.Minute, time.Hour // the port stays ring-less
+	})
+	p := e.addPod()
+	for i := range 3 {
+		p.ns.Exec("ip", "neigh", "flush", "dev", "eth0")
+		e.ping(p, testGW)
+		out, err := p.ns.Exec("ip", "neigh", "show", testGW, "dev", "eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, e.cfg.Switches[0].HostPort.MAC.String()) {
+			t.Fatalf("round %d: the pod resolved its gateway %s to %q, want the host port's MAC %s (the host end %s answered)",
+				i, testGW, strings.TrimSpace(out), e.cfg.Switches[0].HostPort.MAC, p.pair.HostName)
+		}
+	}
+	for _, k := range []string{"ipv4/conf/" + p.pair.HostName + "/arp_ignore", "ipv4/conf/" + p.pair.HostName + "/forwarding", "ipv6/conf/" + p.pair.HostName + "/disable_ipv6"} {
+		out, err := e.host.Exec("cat", "/proc/sys/net/"+k)
+		want := map[bool]string{true: "8", false: "0"}[strings.HasSuffix(k, "arp_ignore")]
+		if strings.HasSuffix(k, "disable_ipv6") {
+			want = "1"
+		}
+		if err != nil || strings.TrimSpace(out) != want {
+			t.Errorf("%s = %q (%v), want %s", k, strings.TrimSpace(out), err, want)
+		}
+	}
+}
