@@ -65,8 +65,8 @@
 // before its upgrade, or for good with the reason in Fallback when AF_XDP
 // cannot serve the link); SettleUpgrades waits for the queue to drain.
 //
-// Before a port opens, the host end of the pod's veth is taken out of the node's stack
-// (arp_ignore 8, forwarding 0, IPv6 disabled): a ring-less socket lets the pod's frames reach
+// Before a port opens, the host end of the pod's veth is taken out of the node's IPv4 stack
+// (arp_ignore 8, forwarding 0, over netlink): a ring-less socket lets the pod's frames reach
 // the stack too, and the kernel would otherwise answer the pod's ARP for its gateway with
 // the host end's MAC, which nothing switches once the port is on AF_XDP.
 //

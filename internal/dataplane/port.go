@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 
 	"github.com/epair-cni/epair/internal/cleanup"
 	"github.com/epair-cni/epair/pkg/epair"
@@ -372,7 +373,7 @@ func (d *Dataplane) assemblePort(p *Port, cl *cleanup.Cleanup) error {
 		lo.XDP.FrameCount = DefaultXDPFrames
 	}
 	if err := d.inNS(func() error {
-		if err := silenceHostEnd(p.hostIf); err != nil {
+		if err := silenceHostEnd(p.ifindex); err != nil {
 			return err
 		}
 		var err error
@@ -684,27 +685,36 @@ func (d *Dataplane) macHolder(s *swState, mac net.HardwareAddr) string {
 	return "the address of another port"
 }
 
-// procSysNet is where silenceHostEnd writes (the calling thread's namespace's).
-const procSysNet = "/proc/sys/net"
+// IPv4 per-interface settings (linux/ip.h's IPV4_DEVCONF_*, and IFLA_INET_CONF).
+const (
+	iflaInetConf      = 1
+	devconfForwarding = 1
+	devconfArpIgnore  = 19
+)
 
-// silenceHostEnd keeps the node's stack out of a pod's host link: the switch owns what the
-// pod sends, but until a FastStart port moves to AF_XDP (and for any frame XDP passes) the
-// pod's frames also reach the stack on the host end. There the kernel would answer the pod's
-// ARP for its gateway with the host end's own MAC (it answers for any of its addresses on any
-// interface; the pod then sends past the switch and loses its gateway when the port moves
-// to AF_XDP), forward the pod's packets itself, and run IPv6 on the link. arp_ignore 8 (no
-// ARP replies), forwarding 0 (nothing forwarded from it) and disable_ipv6 stop all three.
-// It runs in the dataplane's namespace; a kernel without IPv6 has nothing to disable.
-func silenceHostEnd(ifname string) error {
-	for _, s := range []struct{ key, val string }{
-		{"ipv4/conf/" + ifname + "/arp_ignore", "8"},
-		{"ipv4/conf/" + ifname + "/forwarding", "0"},
-		{"ipv6/conf/" + ifname + "/disable_ipv6", "1"},
-	} {
-		err := os.WriteFile(procSysNet+"/"+s.key, []byte(s.val), 0o644)
-		if err != nil && !(errors.Is(err, os.ErrNotExist) && strings.HasPrefix(s.key, "ipv6/")) {
-			return fmt.Errorf("silence host end %s: %w", ifname, err)
-		}
+// silenceHostEnd keeps the node's IPv4 stack out of a pod's host link: the switch owns what
+// the pod sends, but until a FastStart port moves to AF_XDP (and for any frame XDP passes)
+// the pod's frames also reach the stack on the host end. There the kernel would answer the
+// pod's ARP for its gateway with the host end's own MAC (it answers for any of its addresses
+// on any interface): the pod then sends past the switch, and loses its gateway once the port
+// is on AF_XDP. It would also forward the pod's packets itself. arp_ignore 8 (no ARP
+// replies) and forwarding 0 (nothing forwarded from the link) stop both. They are set over
+// netlink (RTM_SETLINK, IFLA_AF_SPEC/AF_INET/IFLA_INET_CONF), which CAP_NET_ADMIN allows:
+// in a container /proc/sys is read-only. (IPv6 needs nothing: the kernel answers a
+// neighbour solicitation only for an address of the receiving link.) It runs in the
+// dataplane's namespace.
+func silenceHostEnd(ifindex int) error {
+	req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(ifindex)
+	req.AddData(msg)
+	spec := nl.NewRtAttr(unix.IFLA_AF_SPEC, nil)
+	conf := spec.AddRtAttr(unix.AF_INET, nil).AddRtAttr(iflaInetConf, nil)
+	conf.AddRtAttr(devconfArpIgnore, nl.Uint32Attr(8))
+	conf.AddRtAttr(devconfForwarding, nl.Uint32Attr(0))
+	req.AddData(spec)
+	if _, err := req.Execute(unix.NETLINK_ROUTE, 0); err != nil {
+		return fmt.Errorf("silence host end (ifindex %d): set arp_ignore 8, forwarding 0: %w", ifindex, err)
 	}
 	return nil
 }
