@@ -328,19 +328,26 @@ func (d *Dataplane) inNS(f func() error) error {
 // ager removes expired FDB entries periodically (forwarding already
 // ignores them; this frees their slots).
 func (d *Dataplane) ager() {
-	defer close(d.agingDone)
-	t := time.NewTicker(30 * time.Second)
+	every(30*time.Second, d.agingStop, d.agingDone, func() {
+		d.mu.Lock()
+		for _, s := range d.switches {
+			s.sw.Age()
+		}
+		d.mu.Unlock()
+	})
+}
+
+// every runs f every interval until stop closes, then closes done.
+func every(interval time.Duration, stop <-chan struct{}, done chan<- struct{}, f func()) {
+	defer close(done)
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
-		case <-d.agingStop:
+		case <-stop:
 			return
 		case <-t.C:
-			d.mu.Lock()
-			for _, s := range d.switches {
-				s.sw.Age()
-			}
-			d.mu.Unlock()
+			f()
 		}
 	}
 }

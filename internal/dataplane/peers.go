@@ -171,19 +171,11 @@ func (d *Dataplane) Peers() []PeerState {
 
 // peerResyncer resyncs the peer routes every PeerResync until peerStop closes.
 func (d *Dataplane) peerResyncer() {
-	defer close(d.peerDone)
-	t := time.NewTicker(PeerResync)
-	defer t.Stop()
-	for {
-		select {
-		case <-d.peerStop:
-			return
-		case <-t.C:
-			d.peerMu.Lock()
-			d.resyncPeersLocked()
-			d.peerMu.Unlock()
-		}
-	}
+	every(PeerResync, d.peerStop, d.peerDone, func() {
+		d.peerMu.Lock()
+		d.resyncPeersLocked()
+		d.peerMu.Unlock()
+	})
 }
 
 // resyncPeersLocked brings the kernel in line with the peers: for each, its mode (routed
