@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -46,6 +47,7 @@ func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.
 		return err
 	}
 	defer c.Close()
+	client := ctx
 	if req.Duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, req.Duration)
@@ -55,46 +57,58 @@ func (a *Agent) Capture(ctx context.Context, req *agentapi.CaptureRequest, w io.
 	if snap == 0 {
 		snap = agentapi.MaxCaptureSnapLen
 	}
-	write, err := captureWriter(w, req.Format, snap)
+	write, finish, err := captureWriter(w, req.Format, snap)
 	if err != nil {
 		return fmt.Errorf("capture %s: %w", req.Port, err)
 	}
-	for n := 0; req.Count == 0 || n < req.Count; n++ {
+	start := time.Now()
+	var n int
+	for n = 0; req.Count == 0 || n < req.Count; n++ {
 		f, err := c.Next(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
+			if ctx.Err() == nil {
+				return fmt.Errorf("capture %s: %w", req.Port, err)
 			}
-			return fmt.Errorf("capture %s: %w", req.Port, err)
+			if client.Err() != nil {
+				return nil // the client went away: nobody reads a summary
+			}
+			break // the duration is over
 		}
 		if err := write(f); err != nil {
 			return fmt.Errorf("capture %s: %w", req.Port, err) // the client went away
 		}
 	}
+	// The end of a capture that ran its course says what it could not keep.
+	if err := finish(start, uint64(n), c.Lost()); err != nil {
+		return fmt.Errorf("capture %s: %w", req.Port, err)
+	}
 	return nil
 }
 
 // captureWriter writes the file header to w and returns what writes one frame, in pcapng
-// (format "" or "pcapng") or classic pcap.
-func captureWriter(w io.Writer, format string, snap int) (func(dataplane.CapturedFrame) error, error) {
+// (format "" or "pcapng") or classic pcap, and what ends the file: in pcapng an interface
+// statistics block with the frames written and those the capture could not keep (its
+// reader was behind), which tshark and capinfos show; nothing in pcap, which has no place
+// for it.
+func captureWriter(w io.Writer, format string, snap int) (func(dataplane.CapturedFrame) error, func(start time.Time, written, lost uint64) error, error) {
 	if format == "pcap" {
 		pw := pcapgo.NewWriter(w)
 		if err := pw.WriteFileHeader(uint32(snap), layers.LinkTypeEthernet); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		return func(f dataplane.CapturedFrame) error {
 			return pw.WritePacket(gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}, f.Data)
-		}, nil
+		}, func(time.Time, uint64, uint64) error { return nil }, nil
 	}
 	nw, err := pcapgo.NewNgWriterInterface(w, pcapgo.NgInterface{Name: "epair", LinkType: layers.LinkTypeEthernet, SnapLength: uint32(snap),
 		TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The file's header at once, as pcap's: a capture of an idle port ended early is still
 	// a valid, empty file, and the client has its 200 as soon as the tap is in place.
 	if err := nw.Flush(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	in, out := &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}, &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
 	return func(f dataplane.CapturedFrame) error {
@@ -107,6 +121,13 @@ func captureWriter(w io.Writer, format string, snap int) (func(dataplane.Capture
 		}
 		ci := gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}
 		if err := nw.WritePacketWithOptions(ci, f.Data, o); err != nil {
+			return err
+		}
+		return nw.Flush()
+	}, func(start time.Time, written, lost uint64) error {
+		now := time.Now()
+		if err := nw.WriteInterfaceStats(0, pcapgo.NgInterfaceStatistics{LastUpdate: now, StartTime: start, EndTime: now,
+			PacketsReceived: written + lost, PacketsDropped: lost}); err != nil {
 			return err
 		}
 		return nw.Flush()

@@ -138,7 +138,8 @@ func TestDropReasonsLive(t *testing.T) {
 	t.Logf("drops %v, the same in the captures, NodeState, the metrics and the agent API", api)
 }
 
-// dropComments counts the pcapng packets by "dropped: <reason>" comment.
+// dropComments counts the pcapng packets by "dropped: <reason>" comment, and checks the
+// capture's closing statistics: every packet written, none lost.
 func dropComments(t *testing.T, b *bytes.Buffer) map[string]uint64 {
 	t.Helper()
 	r, err := pcapgo.NewNgReader(b, pcapgo.DefaultNgReaderOptions)
@@ -146,11 +147,17 @@ func dropComments(t *testing.T, b *bytes.Buffer) map[string]uint64 {
 		t.Fatal(err)
 	}
 	out := map[string]uint64{}
+	var packets uint64
 	for {
 		_, _, opts, err := r.ReadPacketDataWithOptions()
 		if errors.Is(err, io.EOF) {
+			ifc, ierr := r.Interface(0)
+			if st := ifc.Statistics; ierr != nil || st.PacketsReceived != packets || st.PacketsDropped != 0 {
+				t.Errorf("capture statistics %+v (%v): want %d received, 0 dropped", ifc.Statistics, ierr, packets)
+			}
 			return out
 		}
+		packets++
 		if err != nil {
 			t.Fatal(err)
 		}
