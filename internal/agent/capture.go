@@ -112,24 +112,24 @@ func captureWriter(w io.Writer, format string, snap int) (func(dataplane.Capture
 	}
 	in, out := &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionInbound}, &pcapgo.NgEpbFlags{Direction: pcapgo.NgEpbFlagDirectionOutbound}
 	return func(f dataplane.CapturedFrame) error {
-		o := pcapgo.NgPacketOptions{Flags: in}
-		if f.TX {
-			o.Flags = out
-		}
-		if f.Dropped {
-			o.Comments = []string{"dropped: " + f.Reason}
-		}
-		ci := gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}
-		if err := nw.WritePacketWithOptions(ci, f.Data, o); err != nil {
-			return err
-		}
-		return nw.Flush()
-	}, func(start time.Time, written, lost uint64) error {
-		now := time.Now()
-		if err := nw.WriteInterfaceStats(0, pcapgo.NgInterfaceStatistics{LastUpdate: now, StartTime: start, EndTime: now,
-			PacketsReceived: written + lost, PacketsDropped: lost}); err != nil {
-			return err
-		}
-		return nw.Flush()
-	}, nil
+			o := pcapgo.NgPacketOptions{Flags: in}
+			if f.TX {
+				o.Flags = out
+			}
+			if f.Dropped {
+				o.Comments = []string{"dropped: " + f.Reason}
+			}
+			ci := gopacket.CaptureInfo{Timestamp: f.Time, CaptureLength: len(f.Data), Length: f.Len}
+			if err := nw.WritePacketWithOptions(ci, f.Data, o); err != nil {
+				return err
+			}
+			return nw.Flush()
+		}, func(start time.Time, written, lost uint64) error {
+			now := time.Now()
+			if err := nw.WriteInterfaceStats(0, pcapgo.NgInterfaceStatistics{LastUpdate: now, StartTime: start, EndTime: now,
+				PacketsReceived: written + lost, PacketsDropped: lost}); err != nil {
+				return err
+			}
+			return nw.Flush()
+		}, nil
 }
