@@ -256,7 +256,7 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 		return nil, fmt.Errorf("switch %s: host port: %w", sc.Name, err)
 	}
 	if vp, ok := sw.Port(s.tapName); ok {
-		s.guard.set(vp.Index(), &portSec{learn: true})
+		s.guard.setHost(vp.Index())
 	}
 	if err := d.routePodCIDRs(s); err != nil {
 		return nil, fmt.Errorf("switch %s: %w", sc.Name, err)

@@ -118,7 +118,10 @@
 // counted in PortInfo.Refused by reason. SetPortPolicy swaps a port's
 // security from the next batch on. AnnounceGateways sends a gratuitous ARP
 // and an unsolicited NA for every gateway through the host port (after a
-// restart). The rules are in spoof.go.
+// restart). A pod's IPv6 router solicitations, MLD reports and MLD done
+// messages go to the host port alone instead of every port (only the node's
+// router acts on them; flooded, the retransmissions of 250 idle pods were most
+// of an idle switch's work). The rules are in spoof.go.
 //
 // # Mirror
 //

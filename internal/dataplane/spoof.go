@@ -394,6 +394,7 @@ type guardLookup struct {
 	inner  *vale.Learning
 	hdrLen int                       // the switch's virtio-net header, before the Ethernet header
 	ports  []atomic.Pointer[portSec] // by source port index; nil: not admitted
+	host   atomic.Int32              // the host port's index (setHost); -1: none
 }
 
 var (
@@ -402,7 +403,68 @@ var (
 )
 
 func newGuardLookup(inner *vale.Learning, maxPorts, hdrLen int) *guardLookup {
-	return &guardLookup{inner: inner, hdrLen: hdrLen, ports: make([]atomic.Pointer[portSec], maxPorts)}
+	l := &guardLookup{inner: inner, hdrLen: hdrLen, ports: make([]atomic.Pointer[portSec], maxPorts)}
+	l.host.Store(-1)
+	return l
+}
+
+// setHost admits the host port at idx (a learning port) and makes it the one
+// destination of the pods' router-only multicast (routerOnly).
+func (l *guardLookup) setHost(idx uint16) {
+	l.set(idx, &portSec{learn: true})
+	l.host.Store(int32(idx))
+}
+
+// toRouter sends the group-addressed frames of a pod port that only a router
+// listens to (routerOnly) to the host port alone instead of flooding them to
+// every pod: on a node with many pods whose IPv6 is on, their router
+// solicitations (retransmitted for minutes) and MLD reports were most of an
+// idle switch's work.
+func (l *guardLookup) toRouter(frames []vale.Frame) {
+	host := l.host.Load()
+	if host < 0 {
+		return
+	}
+	for i := range frames {
+		if f := &frames[i]; f.Dst == vale.DstBroadcast && routerOnly(f.Data[l.hdrLen:]) {
+			f.Dst = uint16(host)
+		}
+	}
+}
+
+// ICMPv6 messages only routers act on (RFC 4861, 2710, 3810).
+const (
+	icmp6RouterSolicit = 133
+	icmp6MLDReport     = 131
+	icmp6MLDDone       = 132
+	icmp6MLDv2Report   = 143
+)
+
+// routerOnly reports whether the Ethernet frame b is an IPv6 router
+// solicitation, MLD report or MLD done message to a group address: what only
+// the node's router (the host port) needs from a pod. MLD messages carry a
+// hop-by-hop header (router alert) before the ICMPv6 header. A VLAN-tagged
+// frame or any other extension header is left to the flood.
+func routerOnly(b []byte) bool {
+	const ip6 = 14
+	if len(b) < ip6+40+4 || b[0] != 0x33 || b[1] != 0x33 || b[12] != 0x86 || b[13] != 0xdd || b[ip6]>>4 != 6 {
+		return false
+	}
+	next, off := b[ip6+6], ip6+40
+	if next == 0 { // hop-by-hop options
+		if len(b) < off+2 {
+			return false
+		}
+		next, off = b[off], off+(int(b[off+1])+1)*8
+	}
+	if next != 58 || len(b) < off+4 {
+		return false
+	}
+	switch b[off] {
+	case icmp6RouterSolicit, icmp6MLDReport, icmp6MLDDone, icmp6MLDv2Report:
+		return true
+	}
+	return false
 }
 
 // set admits a port index with its security (nil: no longer admitted).
@@ -426,6 +488,9 @@ func (l *guardLookup) Lookup(src uint16, frames []vale.Frame, now int64) {
 			frames[i].Dst = vale.DstDrop
 		}
 		return
+	}
+	if !ps.learn {
+		defer l.toRouter(frames)
 	}
 	if ps.spoof == nil && !ps.storm {
 		ps.resolve(l.inner, src, frames, now)
@@ -488,6 +553,9 @@ func (l *guardLookup) Probe(src uint16, frames []vale.Frame, now int64) {
 				continue
 			}
 			l.inner.Probe(src, frames[i:i+1], now)
+			if !ps.learn {
+				l.toRouter(frames[i : i+1])
+			}
 		}
 	}
 }

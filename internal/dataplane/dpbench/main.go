@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -68,6 +69,7 @@ func runSwitch(args []string) error {
 	qlen := fs.Int("queue", 0, "output queue length (0: default)")
 	offload := fs.Bool("offload", false, "an offload switch (virtio-net headers; backend auto or packet)")
 	allowSpoofing := fs.Bool("allow-spoofing", false, "ports without anti-spoofing (default: the dataplane's port security)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the switch to this file, from ready to SIGTERM")
 	_ = fs.Parse(args)
 	be, err := linkport.ParseBackend(*backend)
 	if err != nil {
@@ -114,10 +116,21 @@ func runSwitch(args []string) error {
 	for _, pi := range dp.Ports() {
 		fmt.Fprintf(os.Stderr, "dpbench: attached %s (%s%s)\n", pi.Name, pi.Backend, strings.TrimSuffix(" "+pi.Fallback, " "))
 	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	fmt.Println("ready")
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	<-sig
+	pprof.StopCPUProfile()
 	for _, p := range dp.Ports() {
 		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d super-frames in %d\n",
 			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors, p.RxChains)
