@@ -1,31 +1,47 @@
 #!/usr/bin/env bash
-# bench-dataplane.sh: pod-to-pod through the epair switch (AF_XDP and AF_PACKET
-# ports) against the Linux kernel bridge with veth, in namespaces this script
-# creates and removes, plus the opt-in offload mode (virtio-net headers through
-# the switch, pods keep TSO and checksum offload). Measures 64-byte UDP packets per second received by the
-# pod, TCP throughput with one and four streams (iperf3) and ping round trips,
-# prints a table and writes it to BENCHMARKS.md ("## Dataplane: ..." section;
-# --no-write only prints). Needs root. Usage: hack/bench-dataplane.sh [--no-write]
+# bench-dataplane.sh: pod to pod on one node, measured as applications see it, through the
+# epair switch and through the Linux kernel bridge in the same run, on the same two pods.
+#
+# Two pods (network namespaces with a veth each). The host ends are either on a Linux bridge
+# (what a bridge CNI gives) or attached to the epair dataplane (dpbench: the agent's
+# dataplane in this script's host namespace): the plain switch (AF_XDP ports after their
+# FastStart move; the pods send complete checksums, as the CNI sets them up) and the
+# offload switch (virtio-net headers; the pods keep TSO and checksum offload). For each:
+#   - iperf3 TCP, 1 and 4 streams (Gbit/s received);
+#   - iperf3 UDP at full speed with 18-byte payloads (64-byte frames) and 1400-byte
+#     payloads: datagrams per second received by the server and the loss it counts;
+#   - ping (p50 and p99 of 200 probes, 10 ms apart) and sockperf ping-pong over UDP and
+#     TCP, 64-byte messages (p50/p99 of its one-way latency, RTT/2);
+#   - the CPU busy share of the node (all CPUs) during the TCP 1-stream run;
+#   - the sendmmsg generator (dpbench udp-flood, 64-byte frames counted at the receiving
+#     pod's interface), a separate column: not what an application gets.
+# Every client runs on CPU 0 and every server on CPU 1 (taskset). Each figure is the best of
+# BENCH_RUNS runs (default 2) of BENCH_SECONDS (default 5). It prints the figures and their
+# ratios to the bridge, and writes them to BENCHMARKS.md ("## Dataplane: ..." section;
+# --no-write only prints). Needs root; sends only into the namespaces it creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/ensure-go.sh
 . hack/deps.sh
 epair_deps bench
 
-WRITE=${WRITE:-1} # WRITE=0: print the table only
+WRITE=${WRITE:-1}
 [ "${1:-}" = "--no-write" ] && WRITE=0
 [ "$(id -u)" -eq 0 ] || { echo "bench-dataplane: needs root (namespaces, XDP)" >&2; exit 1; }
-for t in iperf3 jq ping ip; do command -v "$t" >/dev/null || { echo "bench-dataplane: $t missing" >&2; exit 1; }; done
+for t in iperf3 sockperf jq ping ip taskset; do command -v "$t" >/dev/null || { echo "bench-dataplane: $t missing" >&2; exit 1; }; done
+[ "$(nproc)" -ge 2 ] || { echo "bench-dataplane: needs 2 CPUs (client and server pinned apart)" >&2; exit 1; }
 
 DUR=${BENCH_SECONDS:-5}
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-2}
 H=epbench-h A=epbench-a B=epbench-b
 IPA=10.90.0.1 IPB=10.90.0.2 GW=10.90.0.254/24
 WORK=$(mktemp -d)
 BIN=$WORK/dpbench
 SWPID=
+SRVPID=
 
 cleanup() {
+	[ -n "$SRVPID" ] && kill "$SRVPID" 2>/dev/null || true
 	[ -n "$SWPID" ] && kill -TERM "$SWPID" 2>/dev/null && wait "$SWPID" 2>/dev/null || true
 	for n in $A $B $H; do ip netns del "$n" 2>/dev/null || true; done
 	rm -rf "$WORK"
@@ -44,63 +60,102 @@ ip -n $B addr add $IPB/24 dev eth0
 for n in $A $B; do ip -n "$n" link set eth0 up; done
 ip -n $H link set ha up
 ip -n $H link set hb up
-# Static neighbours: a flood must not wait on (or lose frames to) ARP.
 ip -n $A neigh replace $IPB lladdr 02:00:00:90:00:02 dev eth0 nud permanent
 ip -n $B neigh replace $IPA lladdr 02:00:00:90:00:01 dev eth0 nud permanent
 
-rx_packets() { ip -n $B -s -j link show eth0 | jq '.[0].stats64.rx.packets'; }
-
-# best A B: the larger of two numbers (awk, they may be fractional).
+cli() { ip netns exec $A taskset -c 0 "$@"; }
+srv() { ip netns exec $B taskset -c 1 "$@"; }
 best() { awk -v a="$1" -v b="$2" 'BEGIN { print (a > b ? a : b) }'; }
+gt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a > b) }'; }
 least() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b ? a : b) }'; }
 
-udp_pps() {
+# cpu_busy: the busy share of all CPUs (percent) since the snapshot in $WORK/stat.
+cpu_snap() { head -1 /proc/stat >"$WORK/stat"; }
+cpu_busy() {
+	awk 'NR == 1 { for (i = 2; i <= 9; i++) t0 += $i; i0 = $5 + $6 }
+	     NR == 2 { for (i = 2; i <= 9; i++) t1 += $i; i1 = $5 + $6
+	               printf "%.0f", 100 * (1 - (i1 - i0) / (t1 - t0)) }' "$WORK/stat" <(head -1 /proc/stat)
+}
+
+iperf_srv() {
+	srv iperf3 -s -1 -D -B $IPB --pidfile "$WORK/iperf.pid"
+	sleep 0.3
+}
+
+# tcp STREAMS: Gbit/s received; with STREAMS 1 also the CPU busy share (into $WORK/cpu).
+tcp() {
+	iperf_srv
+	cpu_snap
+	cli iperf3 -c $IPB -t "$DUR" -P "$1" -J >"$WORK/tcp.json"
+	[ "$1" = 1 ] && cpu_busy >"$WORK/cpu"
+	jq '.end.sum_received.bits_per_second / 1e9' "$WORK/tcp.json"
+	sleep 0.3
+}
+
+# udp PAYLOAD: "received-per-second loss-percent", as the receiving iperf3 counted them.
+udp() {
+	iperf_srv
+	cli iperf3 -c $IPB -u -b 0 -l "$1" -t "$DUR" -J >"$WORK/udp.json"
+	jq -r --argjson d "$DUR" '.end.sum | "\((.packets - .lost_packets) / $d | floor) \(.lost_percent)"' "$WORK/udp.json"
+	sleep 0.3
+}
+
+# pingp: "p50 p99" of 200 pings in ms.
+pingp() {
+	cli ping -c 200 -i 0.01 -q -W 1 $IPB >/dev/null 2>&1 || true
+	cli ping -c 200 -i 0.01 -W 1 $IPB | awk -F'time=' '/time=/ { split($2, a, " "); print a[1] }' | sort -n |
+		awk '{ v[NR] = $1 } END { if (NR == 0) { print "0 0"; exit } printf "%.3f %.3f\n", v[int(NR * 0.5) + (NR * 0.5 > int(NR * 0.5))], v[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] }'
+}
+
+# sock [--tcp]: sockperf ping-pong, 64-byte messages: "p50 p99" in µs (one way).
+sock() {
+	srv sockperf sr -i $IPB -p 11111 "$@" >/dev/null 2>&1 &
+	SRVPID=$!
+	sleep 0.5
+	cli sockperf pp -i $IPB -p 11111 -m 64 -t "$DUR" "$@" 2>&1 | tr -d '\033' | sed 's/\[[0-9;]*m//g' >"$WORK/sock.out" || true
+	kill "$SRVPID" 2>/dev/null || true
+	wait "$SRVPID" 2>/dev/null || true
+	SRVPID=
+	awk '/percentile 50.000/ { p50 = $NF } /percentile 99.000/ { p99 = $NF } END { printf "%.1f %.1f\n", p50, p99 }' "$WORK/sock.out"
+}
+
+rx_packets() { ip -n $B -s -j link show eth0 | jq '.[0].stats64.rx.packets'; }
+gen() {
 	local r0 r1
 	r0=$(rx_packets)
-	ip netns exec $A "$BIN" udp-flood -dst $IPB:9 -size 18 -duration "${DUR}s" >>"$WORK/flood" 2>&1
+	ip netns exec $A taskset -c 0 "$BIN" udp-flood -dst $IPB:9 -size 18 -duration "${DUR}s" >/dev/null 2>&1
 	r1=$(rx_packets)
-	echo $(( (r1 - r0) / DUR ))
+	echo $(((r1 - r0) / DUR))
 }
 
-tcp_gbps() {
-	ip netns exec $B iperf3 -s -1 -D -B $IPB --pidfile "$WORK/iperf.pid"
-	sleep 0.5
-	ip netns exec $A iperf3 -c $IPB -t "$DUR" -P "$1" -J | jq '.end.sum_received.bits_per_second / 1e9'
-	sleep 0.5
-}
-
-# measure LABEL: best of $RUNS runs of each figure, as one table row.
+# measure LABEL: one row (best of $RUNS runs of each figure) into $WORK/rows, as
+# label|tcp1|tcp4|udp64|loss64|udp1400|loss1400|ping50|ping99|su50|su99|st50|st99|cpu|gen
 measure() {
-	local label=$1
-	ip netns exec $A ping -c 3 -i 0.2 -W 2 -q $IPB >/dev/null || { echo "bench-dataplane: $label: no connectivity" >&2; return 1; }
-	local pps=0 t1=0 t4=0 rtt=1000 i
-	: >"$WORK/flood"
+	local label=$1 i v a b
+	cli ping -c 3 -i 0.2 -W 2 -q $IPB >/dev/null || { echo "bench-dataplane: $label: no connectivity" >&2; return 1; }
+	local t1=0 t4=0 u64=0 l64=100 u14=0 l14=100 p50=1e9 p99=1e9 su50=1e9 su99=1e9 st50=1e9 st99=1e9 cpu=0 g=0
 	for i in $(seq "$RUNS"); do
-		pps=$(best "$pps" "$(udp_pps)")
-		sleep 0.5
-		t1=$(best "$t1" "$(tcp_gbps 1)")
-		t4=$(best "$t4" "$(tcp_gbps 4)")
-		rtt=$(least "$rtt" "$(ip netns exec $A ping -c 40 -i 0.05 -q $IPB | awk -F/ '/^rtt/ {print $5}')")
+		v=$(tcp 1); gt "$v" "$t1" && { t1=$v; cpu=$(cat "$WORK/cpu"); }
+		t4=$(best "$t4" "$(tcp 4)")
+		read -r a b < <(udp 18); gt "$a" "$u64" && { u64=$a; l64=$b; }
+		read -r a b < <(udp 1400); gt "$a" "$u14" && { u14=$a; l14=$b; }
+		read -r a b < <(pingp); p50=$(least "$p50" "$a"); p99=$(least "$p99" "$b")
+		read -r a b < <(sock); su50=$(least "$su50" "$a"); su99=$(least "$su99" "$b")
+		read -r a b < <(sock --tcp); st50=$(least "$st50" "$a"); st99=$(least "$st99" "$b")
+		g=$(best "$g" "$(gen)")
 	done
-	printf '| %s | %d | %.2f | %.2f | %.3f |\n' "$label" "$pps" "$t1" "$t4" "$rtt" >>"$WORK/rows"
-	echo "bench-dataplane: $label: $pps pps, TCP $t1/$t4 Gbit/s, rtt $rtt ms; sender: $(tr '\n' ' ' <"$WORK/flood")" >&2
+	echo "$label|$t1|$t4|$u64|$l64|$u14|$l14|$p50|$p99|$su50|$su99|$st50|$st99|$cpu|$g" >>"$WORK/rows"
+	echo "bench-dataplane: $label: TCP $t1/$t4 Gbit/s, UDP64 $u64/s ($l64 % lost), UDP1400 $u14/s ($l14 % lost), ping $p50/$p99 ms, sockperf UDP $su50/$su99 µs TCP $st50/$st99 µs, CPU $cpu %, generator $g pps" >&2
 }
 
-# The pods' identities, which the switch pins in its FDB and anti-spoofing checks (the
-# dataplane's default); BENCH_ALLOW_SPOOFING=1 measures the ports without the checks.
 LINKA=ha,02:00:00:90:00:01,$IPA
 LINKB=hb,02:00:00:90:00:02,$IPB
-SPOOF=
-[ "${BENCH_ALLOW_SPOOFING:-0}" = 1 ] && SPOOF=-allow-spoofing
 
-# start_switch BACKEND: the dataplane runs in the bench's host namespace
-# (BACKEND offload: an offload switch, AF_PACKET ports with virtio-net headers).
+# start_switch plain|offload: the dataplane in the bench's host namespace.
 start_switch() {
-	if [ "$1" = offload ]; then
-		ip netns exec $H "$BIN" switch -offload -backend packet -link "$LINKA" -link "$LINKB" -gw $GW $SPOOF >"$WORK/sw.out" 2>"$WORK/sw.err" &
-	else
-		ip netns exec $H "$BIN" switch -backend "$1" -link "$LINKA" -link "$LINKB" -gw $GW -xdp-frames 4096 $SPOOF >"$WORK/sw.out" 2>"$WORK/sw.err" &
-	fi
+	local args=(-link "$LINKA" -link "$LINKB" -gw $GW)
+	[ "$1" = offload ] && args+=(-offload -backend packet)
+	ip netns exec $H "$BIN" switch "${args[@]}" >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	SWPID=$!
 	for _ in $(seq 100); do
 		grep -q ready "$WORK/sw.out" 2>/dev/null && return 0
@@ -114,56 +169,54 @@ stop_switch() { kill -TERM "$SWPID"; wait "$SWPID" || true; SWPID=; cat "$WORK/s
 : >"$WORK/rows"
 LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 
-# 1. Kernel bridge, pods with their default offloads (what a bridge CNI gets).
+# 1. The kernel bridge, pods with their default offloads (what a bridge CNI gives).
 ip -n $H link add br0 type bridge
 ip -n $H link set ha master br0
 ip -n $H link set hb master br0
 ip -n $H link set br0 up
-measure "kernel bridge + veth (pod offloads on)"
-
-# 2. The same bridge once the pods send complete checksums (no TSO), as they
-# must for a userspace switch: the per-packet cost compared like for like.
-ip netns exec $A "$BIN" csum-off eth0
-ip netns exec $B "$BIN" csum-off eth0
-measure "kernel bridge + veth (pod TX offloads off)"
+measure "kernel bridge"
 ip -n $H link del br0
 
-# 3-4. The epair switch.
-start_switch xdp
-measure "epair switch, AF_XDP ports"
-stop_switch
-start_switch packet
-measure "epair switch, AF_PACKET ports"
+# 2. The offload switch: the pods keep their default offloads.
+start_switch offload
+measure "epair offload switch"
 stop_switch
 
-# 5. The epair switch in offload mode: every port carries a virtio-net header
-# (AF_PACKET + PACKET_VNET_HDR, TAP with IFF_VNET_HDR), the pods keep TSO and
-# checksum offload, and 64 KB super-frames cross as slot chains.
-ip netns exec $A "$BIN" csum-on eth0
-ip netns exec $B "$BIN" csum-on eth0
-start_switch offload
-measure "epair offload switch, AF_PACKET + vnet header (pod offloads on)"
+# 3. The plain switch: the pods send complete checksums (no TSO), as the CNI sets them up
+#    on a plain switch.
+ip netns exec $A "$BIN" csum-off eth0
+ip netns exec $B "$BIN" csum-off eth0
+start_switch plain
+measure "epair plain switch"
 stop_switch
 
 {
 	echo "## Dataplane: epair switch vs kernel bridge"
 	echo
-	echo "Pod to pod on one node: two network namespaces with a veth each, the host ends"
-	echo "either on a Linux bridge or attached to the epair switch (internal/dataplane:"
-	echo "VALE switch, ifcore output queue per port, AF_XDP or AF_PACKET sockets; the"
-	echo "offload row: an offload switch (SwitchConfig.Offload), 10-byte virtio-net headers"
-	echo "on every port, pods with TSO and checksum offload on)."
-	echo "UDP: 18-byte payloads (64-byte frames) sent with sendmmsg by one thread in pod A"
-	echo "for ${DUR} s, counted as packets received by pod B's eth0. TCP: iperf3, ${DUR} s."
-	echo "RTT: ping, 40 probes (average). Each figure is the best of ${RUNS} runs. Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
-	echo "kernel $(uname -r), load average at start $LOAD0 (shared with other engineers'"
-	echo "builds and tests: figures vary between runs)."
+	echo "Pod to pod on one node, as applications see it (hack/bench-dataplane.sh): two pods"
+	echo "(network namespaces with a veth each) whose host ends are on a Linux bridge or on the"
+	echo "epair dataplane (the offload switch: virtio-net headers, pods with their default TSO"
+	echo "and checksum offload; the plain switch: AF_XDP ports, pods sending complete checksums)."
+	echo "iperf3 TCP (1 and 4 streams) and UDP at full speed (18-byte payloads = 64-byte frames,"
+	echo "and 1400-byte payloads; datagrams per second received by the server, loss as it counts"
+	echo "it); ping p50/p99 (200 probes); sockperf ping-pong, 64-byte messages, one-way p50/p99;"
+	echo "node CPU busy share during TCP 1 stream; the sendmmsg generator (frames per second at"
+	echo "the receiving pod's interface, not what an application gets). Clients on CPU 0, servers"
+	echo "on CPU 1. ${DUR} s per figure, best of ${RUNS} runs. Machine: $(nproc) vCPU ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')),"
+	echo "kernel $(uname -r), load average at start $LOAD0 (a shared machine: figures vary"
+	echo "between runs). Reproduce: \`sudo hack/bench-dataplane.sh\` (run $(date -u +%Y-%m-%d))."
 	echo
-	echo "Reproduce: \`sudo hack/bench-dataplane.sh\` (run $(date -u +%Y-%m-%d))."
+	echo "| path | TCP 1 (Gbit/s) | TCP 4 (Gbit/s) | UDP 64 B rx/s (loss) | UDP 1400 B rx/s (loss) | ping p50/p99 (ms) | sockperf UDP p50/p99 (µs) | sockperf TCP p50/p99 (µs) | CPU busy | generator 64 B (pps) |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	awk -F'|' '{ printf "| %s | %.2f | %.2f | %d (%.1f %%) | %d (%.1f %%) | %.3f / %.3f | %.1f / %.1f | %.1f / %.1f | %d %% | %d |\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 }' "$WORK/rows"
 	echo
-	echo "| path | UDP 64 B received (pps) | TCP 1 stream (Gbit/s) | TCP 4 streams (Gbit/s) | RTT avg (ms) |"
-	echo "|---|---:|---:|---:|---:|"
-	cat "$WORK/rows"
+	echo "Ratios to the kernel bridge (throughput: higher is better; latency: lower is better):"
+	echo
+	echo "| path | TCP 1 | TCP 4 | UDP 64 B | UDP 1400 B | ping p50 | sockperf UDP p50 | sockperf TCP p50 | generator |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	awk -F'|' 'NR == 1 { for (i = 2; i <= 15; i++) b[i] = $i; next }
+		function r(x, y) { return y > 0 ? sprintf("%.2f×", x / y) : "—" }
+		{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, r($2, b[2]), r($3, b[3]), r($4, b[4]), r($6, b[6]), r($8, b[8]), r($10, b[10]), r($12, b[12]), r($15, b[15]) }' "$WORK/rows"
 } >"$WORK/section"
 echo
 cat "$WORK/section"
@@ -171,7 +224,7 @@ cat "$WORK/section"
 if [ "$WRITE" = 1 ]; then
 	touch BENCHMARKS.md
 	python3 - "$WORK/section" <<'PY'
-import re, sys
+import sys
 sec = open(sys.argv[1]).read().rstrip("\n") + "\n"
 notes_marker = "<!-- dataplane-notes -->"
 text = open("BENCHMARKS.md").read()

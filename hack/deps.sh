@@ -5,7 +5,7 @@ epair_deps() {
 	local pkgs=(iproute2 make)
 	case "${1:-test}" in
 	test) pkgs+=(nftables iputils-ping python3 tshark) ;;
-	bench) pkgs+=(iperf3 iputils-ping nftables jq python3) ;;
+	bench) pkgs+=(iperf3 sockperf iputils-ping nftables jq python3) ;;
 	demo) pkgs+=(iputils-ping iperf3) ;;
 	esac
 	local missing=()
