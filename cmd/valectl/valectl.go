@@ -90,9 +90,13 @@ func run(ctx context.Context, w io.Writer, o options, args []string) error {
 			v = pl
 		} else {
 			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tADDRESSES\tPOD CIDRS\tMODE\tROUTES\tREASON")
+			fmt.Fprintln(tw, "NAME\tADDRESSES\tPOD CIDRS\tMODE\tROUTES\tTX FRAMES\tTX BYTES\tRX FRAMES\tRX BYTES\tREASON")
 			for _, p := range pl.Items {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", p.Name, strings.Join(p.Addresses, ","), strings.Join(p.PodCIDRs, ","), p.Mode, p.Routes, p.Reason)
+				counters := "-\t-\t-\t-" // not counted (no nftables table: masquerading off)
+				if c := p.Counters; c != nil {
+					counters = fmt.Sprintf("%d\t%d\t%d\t%d", c.TxFrames, c.TxBytes, c.RxFrames, c.RxBytes)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\n", p.Name, strings.Join(p.Addresses, ","), strings.Join(p.PodCIDRs, ","), p.Mode, p.Routes, counters, p.Reason)
 			}
 			return tw.Flush()
 		}

@@ -43,6 +43,14 @@ func (fakeAgent) FDB(_ context.Context, sw string) (*agentapi.FDB, error) {
 	return &agentapi.FDB{Switch: sw, Entries: []agentapi.FDBEntry{{MAC: "02:00:00:00:00:0b", Port: "vale0:epair0a", AgeSeconds: 1.5}}}, nil
 }
 
+func (fakeAgent) Peers(context.Context) (*agentapi.PeerList, error) {
+	return &agentapi.PeerList{Items: []agentapi.PeerInfo{
+		{Name: "node-b", Addresses: []string{"192.168.1.2"}, PodCIDRs: []string{"10.89.1.0/24"}, Mode: "vxlan", Routes: 1,
+			Counters: &agentapi.PeerCounters{TxFrames: 12, TxBytes: 1200, RxFrames: 34, RxBytes: 3400}},
+		{Name: "node-c", Addresses: []string{"203.0.113.9"}, PodCIDRs: []string{"10.89.2.0/24"}, Mode: "unreachable", Reason: "no route"},
+	}}, nil
+}
+
 func serve(t *testing.T) string {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "run", "agent.sock")
@@ -78,6 +86,42 @@ func TestCommands(t *testing.T) {
 				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, b.String())
 			}
 		}
+	}
+}
+
+// TestPeersCommand: valectl peers shows each peer's counters in columns of their own
+// ("-" for a peer the agent does not count), and -o json has them as the API does.
+func TestPeersCommand(t *testing.T) {
+	sock := serve(t)
+	var b bytes.Buffer
+	if err := run(context.Background(), &b, options{socket: sock, output: "table"}, []string{"peers"}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := [][]string{
+		{"NAME", "ADDRESSES", "POD", "CIDRS", "MODE", "ROUTES", "TX", "FRAMES", "TX", "BYTES", "RX", "FRAMES", "RX", "BYTES", "REASON"},
+		{"node-b", "192.168.1.2", "10.89.1.0/24", "vxlan", "1", "12", "1200", "34", "3400"},
+		{"node-c", "203.0.113.9", "10.89.2.0/24", "unreachable", "0", "-", "-", "-", "-", "no", "route"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("valectl peers:\n%s", b.String())
+	}
+	for i, l := range lines {
+		if got := strings.Fields(l); strings.Join(got, " ") != strings.Join(want[i], " ") {
+			t.Errorf("line %d: %q, want the fields %q", i, l, want[i])
+		}
+	}
+	b.Reset()
+	if err := run(context.Background(), &b, options{socket: sock, output: "json"}, []string{"peers"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{`"txFrames": 12`, `"txBytes": 1200`, `"rxFrames": 34`, `"rxBytes": 3400`} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("valectl -o json peers lacks %q:\n%s", w, b.String())
+		}
+	}
+	if strings.Count(b.String(), `"counters"`) != 1 {
+		t.Errorf("valectl -o json peers: want counters for node-b only:\n%s", b.String())
 	}
 }
 

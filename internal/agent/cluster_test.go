@@ -258,7 +258,7 @@ type liveCluster struct {
 	macs  int
 }
 
-func newLiveCluster(t *testing.T, sc controller.SwitchConfig, cidr string) *liveCluster {
+func newLiveCluster(t *testing.T, sc controller.SwitchConfig, cidr string, mods ...func(*Config)) *liveCluster {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (network namespace, veth, TAP)")
@@ -275,6 +275,9 @@ func newLiveCluster(t *testing.T, sc controller.SwitchConfig, cidr string) *live
 	l.c = testClusterDP(t)
 	l.c.cfg.Backend = "packet"
 	l.c.cfg.StateDir = t.TempDir()
+	for _, mod := range mods {
+		mod(l.c.cfg)
+	}
 	if err := l.c.SetPodCIDRs(ctx, []netip.Prefix{netip.MustParsePrefix(cidr)}); err != nil {
 		t.Fatal(err)
 	}
@@ -750,6 +753,81 @@ func TestClusterPeersLive(t *testing.T) {
 	}
 	if got := routes(); got != "" {
 		t.Fatalf("peer routes after the last peer left: %q", got)
+	}
+}
+
+// TestClusterPeerCountersLive: with masquerading on (the counters live in the agent's
+// nftables table), what the node sends toward a peer's pod CIDR shows in the metrics'
+// epair_peer_frames_total and epair_peer_bytes_total (tx) and in GET /v1/peers; nothing
+// came from the peer's pods (rx stays 0); without masquerading (TestClusterPeersLive's
+// agent) there are no such series.
+func TestClusterPeerCountersLive(t *testing.T) {
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft (the peer counters are nftables counters)")
+	}
+	l := newLiveCluster(t, primarySwitch(), "10.250.20.0/24", func(c *Config) { c.Masquerade = true })
+	ctx := context.Background()
+	l.ip("-n", l.ns, "link", "add", "under0", "type", "veth", "peer", "name", "under1")
+	l.ip("-n", l.ns, "link", "set", "under1", "up")
+	l.ip("-n", l.ns, "addr", "add", "192.168.241.1/24", "dev", "under0")
+	l.ip("-n", l.ns, "link", "set", "under0", "up")
+	// The peer's address resolves (to under1, which drops what it gets): the pings leave.
+	l.ip("-n", l.ns, "neigh", "replace", "192.168.241.2", "lladdr", "02:00:00:00:24:02", "dev", "under0", "nud", "permanent")
+	n2 := controller.PeerConfig{Name: "n2", Addresses: []netip.Addr{netip.MustParseAddr("192.168.241.2")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.250.21.0/24")}}
+	n3 := controller.PeerConfig{Name: "n3", Addresses: []netip.Addr{netip.MustParseAddr("192.168.241.3")}, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.250.22.0/24")}}
+	if err := l.c.SetPeers(ctx, []controller.PeerConfig{n2, n3}); err != nil {
+		t.Fatal(err)
+	}
+	// 5 pings of 500 bytes (IP) from the node to a pod address of n2, unanswered.
+	exec.Command("ip", "netns", "exec", l.ns, "ping", "-c", "5", "-i", "0.05", "-W", "0.1", "-s", "472", "10.250.21.5").Run()
+	gather := func(a *Agent) map[string]float64 {
+		mfs, err := a.registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]float64{}
+		for _, mf := range mfs {
+			if !strings.HasPrefix(mf.GetName(), "epair_peer_") {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				var labels []string
+				for _, lp := range m.GetLabel() {
+					labels = append(labels, lp.GetName()+"="+lp.GetValue())
+				}
+				got[mf.GetName()+"{"+strings.Join(labels, ",")+"}"] = m.GetCounter().GetValue()
+			}
+		}
+		return got
+	}
+	got := gather(l.a)
+	for k, min := range map[string]float64{"epair_peer_frames_total{direction=tx,peer=n2}": 5, "epair_peer_bytes_total{direction=tx,peer=n2}": 2500} {
+		if v, ok := got[k]; !ok || v < min {
+			t.Errorf("metric %s = %v (present %v), want at least %v", k, v, ok, min)
+		}
+	}
+	for _, k := range []string{"epair_peer_frames_total{direction=rx,peer=n2}", "epair_peer_frames_total{direction=tx,peer=n3}", "epair_peer_bytes_total{direction=rx,peer=n3}"} {
+		if v, ok := got[k]; !ok || v != 0 {
+			t.Errorf("metric %s = %v (present %v), want 0", k, v, ok)
+		}
+	}
+	pl, err := l.a.Peers(ctx)
+	if err != nil || len(pl.Items) != 2 || pl.Items[0].Name != "n2" || pl.Items[0].Counters == nil || pl.Items[0].Counters.TxFrames < 5 {
+		t.Fatalf("GET /v1/peers: %+v, %v; want n2 with at least 5 frames sent", pl, err)
+	}
+
+	// Without masquerading: no table, no counters, no series.
+	l2 := newLiveCluster(t, primarySwitch(), "10.250.30.0/24")
+	if err := l2.c.SetPeers(ctx, []controller.PeerConfig{n2}); err != nil {
+		t.Fatal(err)
+	}
+	for k := range gather(l2.a) {
+		if !strings.HasPrefix(k, "epair_peer_routes{") {
+			t.Errorf("series %s without masquerading, want only epair_peer_routes", k)
+		}
+	}
+	if pl, err := l2.a.Peers(ctx); err != nil || len(pl.Items) != 1 || pl.Items[0].Counters != nil {
+		t.Errorf("GET /v1/peers without masquerading: %+v, %v; want n2 without counters", pl, err)
 	}
 }
 

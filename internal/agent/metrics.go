@@ -118,7 +118,8 @@ type agentCollector struct {
 	calls, attachments, allocations, releases, ready, switches *prometheus.Desc
 	inFrames, inBytes, outFrames, outBytes, dropped, drops     *prometheus.Desc
 	portInfo                                                   *prometheus.Desc
-	peerRoutes, tunPackets, tunBytes, tunErrors                *prometheus.Desc
+	peerRoutes, peerFrames, peerBytes                          *prometheus.Desc
+	tunPackets, tunBytes, tunErrors                            *prometheus.Desc
 }
 
 func newAgentCollector(a *Agent) *agentCollector {
@@ -142,9 +143,15 @@ func newAgentCollector(a *Agent) *agentCollector {
 			[]string{"switch", "port", "backend"}, nil),
 		peerRoutes: prometheus.NewDesc("epair_peer_routes", "Pod CIDRs of a peer node routed now, labelled with how (routed, vxlan, unreachable).",
 			[]string{"peer", "mode"}, nil),
+		peerFrames: prometheus.NewDesc("epair_peer_frames_total", "Frames from this node to a peer node's pods (tx) and from them (rx), counted by nftables "+
+			"(with masquerading on; a GSO or GRO super-packet is one). Encapsulation errors are not known per peer: see epair_vxlan_errors_total.",
+			[]string{"peer", "direction"}, nil),
+		peerBytes: prometheus.NewDesc("epair_peer_bytes_total", "IP bytes from this node to a peer node's pods (tx) and from them (rx), counted by nftables "+
+			"(with masquerading on; no Ethernet header or tunnel overhead).", []string{"peer", "direction"}, nil),
 		tunPackets: prometheus.NewDesc("epair_vxlan_packets_total", "Packets through the VXLAN device to (tx) and from (rx) the VXLAN peers.", []string{"direction"}, nil),
 		tunBytes:   prometheus.NewDesc("epair_vxlan_bytes_total", "Bytes through the VXLAN device to (tx) and from (rx) the VXLAN peers.", []string{"direction"}, nil),
-		tunErrors: prometheus.NewDesc("epair_vxlan_errors_total", "Packets the VXLAN device could not encapsulate or send (tx) or refused (rx): errors and drops.",
+		tunErrors: prometheus.NewDesc("epair_vxlan_errors_total", "Packets the VXLAN device could not encapsulate or send (tx) or refused (rx): errors and drops, "+
+			"of all VXLAN peers together (the kernel's VXLAN device does not count them per peer).",
 			[]string{"direction"}, nil),
 	}
 }
@@ -152,7 +159,7 @@ func newAgentCollector(a *Agent) *agentCollector {
 func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.attachments, c.allocations, c.releases, c.ready, c.switches,
 		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops, c.portInfo,
-		c.peerRoutes, c.tunPackets, c.tunBytes, c.tunErrors} {
+		c.peerRoutes, c.peerFrames, c.peerBytes, c.tunPackets, c.tunBytes, c.tunErrors} {
 		ch <- d
 	}
 }
@@ -176,6 +183,16 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 
 	for _, p := range a.dp.Peers() {
 		ch <- prometheus.MustNewConstMetric(c.peerRoutes, prometheus.GaugeValue, float64(p.Routes), p.Name, p.Mode)
+		if !p.Counted {
+			continue // no series rather than zeros that would look like no traffic
+		}
+		for _, d := range []struct {
+			dir           string
+			frames, bytes uint64
+		}{{"tx", p.TxFrames, p.TxBytes}, {"rx", p.RxFrames, p.RxBytes}} {
+			ch <- prometheus.MustNewConstMetric(c.peerFrames, prometheus.CounterValue, float64(d.frames), p.Name, d.dir)
+			ch <- prometheus.MustNewConstMetric(c.peerBytes, prometheus.CounterValue, float64(d.bytes), p.Name, d.dir)
+		}
 	}
 	if ts, ok := a.dp.TunnelStats(); ok {
 		for _, d := range []struct {

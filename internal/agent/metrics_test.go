@@ -152,13 +152,14 @@ func TestMetrics(t *testing.T) {
 // not used by the collector.
 type statsDataplane struct {
 	Dataplane
-	sl  *agentapi.SwitchList
-	err error
+	sl    *agentapi.SwitchList
+	err   error
+	peers []dataplane.PeerState
 }
 
 func (d statsDataplane) Switches(context.Context) (*agentapi.SwitchList, error) { return d.sl, d.err }
 
-func (d statsDataplane) Peers() []dataplane.PeerState { return nil }
+func (d statsDataplane) Peers() []dataplane.PeerState { return d.peers }
 
 func (d statsDataplane) TunnelStats() (dataplane.TunnelStats, bool) {
 	return dataplane.TunnelStats{}, false
@@ -225,6 +226,49 @@ epair_port_info{backend="tap",port="vale0:eth0",switch="vale0"} 1
 	}
 	if n := testutil.CollectAndCount(newAgentCollector(a), "epair_agent_api_calls_total"); n != numOps {
 		t.Errorf("api call series: %d, want %d", n, numOps)
+	}
+}
+
+// TestMetricsPeerCounters: a counted peer has its frames and bytes by direction, as the
+// dataplane counts them at scrape time, and GET /v1/peers has them too; a peer the
+// dataplane does not count (no nftables table) has its routes but no traffic series, not
+// zeros, and no counters in the API.
+func TestMetricsPeerCounters(t *testing.T) {
+	a := &Agent{dp: statsDataplane{sl: &agentapi.SwitchList{}, peers: []dataplane.PeerState{
+		{Peer: dataplane.Peer{Name: "n2"}, Mode: "routed", Routes: 1, Counted: true,
+			PeerCounters: dataplane.PeerCounters{TxFrames: 5, TxBytes: 5000, RxFrames: 6, RxBytes: 6100}},
+		{Peer: dataplane.Peer{Name: "n3"}, Mode: "vxlan", Routes: 2},
+	}}}
+	want := `
+# HELP epair_peer_routes Pod CIDRs of a peer node routed now, labelled with how (routed, vxlan, unreachable).
+# TYPE epair_peer_routes gauge
+epair_peer_routes{mode="routed",peer="n2"} 1
+epair_peer_routes{mode="vxlan",peer="n3"} 2
+# HELP epair_peer_frames_total Frames from this node to a peer node's pods (tx) and from them (rx), counted by nftables (with masquerading on; a GSO or GRO super-packet is one). Encapsulation errors are not known per peer: see epair_vxlan_errors_total.
+# TYPE epair_peer_frames_total counter
+epair_peer_frames_total{direction="rx",peer="n2"} 6
+epair_peer_frames_total{direction="tx",peer="n2"} 5
+# HELP epair_peer_bytes_total IP bytes from this node to a peer node's pods (tx) and from them (rx), counted by nftables (with masquerading on; no Ethernet header or tunnel overhead).
+# TYPE epair_peer_bytes_total counter
+epair_peer_bytes_total{direction="rx",peer="n2"} 6100
+epair_peer_bytes_total{direction="tx",peer="n2"} 5000
+`
+	if err := testutil.GatherAndCompare(a.registry(), strings.NewReader(want),
+		"epair_peer_routes", "epair_peer_frames_total", "epair_peer_bytes_total"); err != nil {
+		t.Error(err)
+	}
+	if pbs, err := testutil.GatherAndLint(a.registry()); err != nil || len(pbs) != 0 {
+		t.Errorf("lint: %v %+v", err, pbs)
+	}
+	pl, err := a.Peers(context.Background())
+	if err != nil || len(pl.Items) != 2 {
+		t.Fatalf("peers %+v, %v", pl, err)
+	}
+	if c := pl.Items[0].Counters; c == nil || *c != (agentapi.PeerCounters{TxFrames: 5, TxBytes: 5000, RxFrames: 6, RxBytes: 6100}) {
+		t.Errorf("n2's counters in the API: %+v", c)
+	}
+	if c := pl.Items[1].Counters; c != nil {
+		t.Errorf("n3 (not counted) has counters in the API: %+v", c)
 	}
 }
 

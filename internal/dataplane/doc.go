@@ -186,6 +186,24 @@
 // install replaces the chain's rules whole (one transaction), so AddSwitch
 // and RemoveSwitch rewrite them for the switches that run afterwards.
 //
+// # Peers
+//
+// SetPeers (and a resync every PeerResync) programs the other nodes of the pod network:
+// each peer's pod CIDRs are routed to its address (routed mode, "proto 77" routes) or into
+// the kernel VXLAN device toward it (vxlan.go), not masqueraded, and whatever no peer
+// wants any more is removed; a resync writes only what differs from the kernel's state.
+// With Config.Masquerade the table "inet epair" also counts each peer's traffic
+// (peercount.go): a named counter per peer and direction ("peer-tx-<peer>",
+// "peer-rx-<peer>"), interval maps from the peers' pod CIDRs to them ("peers-tx4",
+// "peers-tx6", "peers-rx4", "peers-rx6"), and two base chains with one lookup per family:
+// "peers-out" at postrouting by destination (what leaves the node for a peer's pods) and
+// "peers-in" at prerouting by source (what arrives from them). The resync keeps them in
+// step with the peers in one nft transaction of the differences from what it last wrote
+// (re-reading the table when it cannot know: at start, after a failed write, every 30 s,
+// or when a read missed a counter); a peer dropped loses its counters, no peers means no
+// hook, and Close(CloseOptions{Uninstall: true}) removes them with the table. Peers reads
+// them (PeerState.Counted, PeerCounters) with one `nft -j list counters`.
+//
 // # Deviations
 //
 //   - Frames to the host port bypass the output queues: they go straight

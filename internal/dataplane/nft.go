@@ -11,7 +11,7 @@ import (
 )
 
 // masq is the dataplane's nftables table (family inet) with one NAT
-// postrouting chain:
+// postrouting chain (and the per-peer counters of peercount.go beside it):
 //
 //   - traffic from the pod network that leaves through any interface but
 //     a host port is masqueraded (pods reach the world with the node's
@@ -34,7 +34,11 @@ type masq struct {
 	table string
 	nft   knftables.Interface
 	peers []netip.Prefix // the peers' pod CIDRs (SetPeers), under d.peerMu or before start
+	count *peerCount     // the per-peer counters (resync, under d.peerMu)
 }
+
+// tableComment is the table's comment (peercount.go recreates the table with it too).
+const tableComment = "epair pod network masquerade"
 
 // podNet is what the rules match: the pod CIDRs and the host ports, and the peers' pod
 // CIDRs (traffic to them is not masqueraded: pods reach pods without NAT).
@@ -46,6 +50,7 @@ type podNet struct {
 
 func newMasq(d *Dataplane, table string) (*masq, error) {
 	m := &masq{d: d, table: table}
+	m.count = &peerCount{m: m}
 	err := d.inNS(func() error {
 		var err error
 		m.nft, err = knftables.New(knftables.InetFamily, table)
@@ -105,7 +110,7 @@ func quoteAll(ss []string) []string {
 func (m *masq) install(ctx context.Context, pn podNet) error {
 	pn.peers = m.peers
 	tx := m.nft.NewTransaction()
-	tx.Add(&knftables.Table{Comment: knftables.PtrTo("epair pod network masquerade")})
+	tx.Add(&knftables.Table{Comment: knftables.PtrTo(tableComment)})
 	tx.Add(&knftables.Chain{
 		Name:     "postrouting",
 		Type:     knftables.PtrTo(knftables.NATType),
@@ -131,6 +136,7 @@ func (m *masq) setPeers(ctx context.Context, pn podNet, peers []netip.Prefix) er
 
 // remove deletes the table; a missing table is not an error.
 func (m *masq) remove(ctx context.Context) error {
+	m.count.stale.Store(true) // the next resync reads what is left
 	tx := m.nft.NewTransaction()
 	tx.Delete(&knftables.Table{})
 	err := m.d.inNS(func() error { return m.nft.Run(ctx, tx) })

@@ -64,6 +64,11 @@ type PeerState struct {
 	Reason string
 	// Routes is the number of its pod CIDRs routed now.
 	Routes int
+	// Counted says that PeerCounters hold the peer's traffic as its nftables counters
+	// have it (Peers reads them; with Config.Masquerade only, the counters being in the
+	// dataplane's table). Without it they are zero.
+	Counted bool
+	PeerCounters
 }
 
 // ValidatePeers checks peers against each other and the node's own pod network (own:
@@ -136,7 +141,8 @@ func (pc *PeerChecker) Add(p Peer) error {
 
 // SetPeers makes peers the node's peers: their pod CIDRs are routed to them (and not
 // masqueraded), the routes of peers no longer listed are removed, now and at every resync.
-// It returns the peers' state after the first resync.
+// It returns the peers' state after the first resync (without their counters: Peers
+// reads those).
 func (d *Dataplane) SetPeers(ctx context.Context, peers []Peer) ([]PeerState, error) {
 	d.mu.Lock()
 	own := d.podNetwork().cidrs
@@ -162,11 +168,29 @@ func (d *Dataplane) SetPeers(ctx context.Context, peers []Peer) ([]PeerState, er
 	return d.resyncPeersLocked(), nil
 }
 
-// Peers returns the peers' state as of the last resync.
+// Peers returns the peers' state as of the last resync, with their traffic counters as
+// they are now (one nft command; PeerState.Counted false when they cannot be read).
 func (d *Dataplane) Peers() []PeerState {
 	d.peerMu.Lock()
-	defer d.peerMu.Unlock()
-	return slices.Clone(d.peerStates)
+	st := slices.Clone(d.peerStates)
+	d.peerMu.Unlock()
+	if d.nft == nil || len(st) == 0 {
+		return st
+	}
+	names := make([]string, len(st))
+	for i, p := range st {
+		names[i] = p.Name
+	}
+	cs, err := d.nft.count.counters(context.Background(), names)
+	if err != nil {
+		return st // not counted: the resync reports the table's problems
+	}
+	for i := range st {
+		if c, ok := cs[st[i].Name]; ok {
+			st[i].Counted, st[i].PeerCounters = true, c
+		}
+	}
+	return st
 }
 
 // peerResyncer resyncs the peer routes every PeerResync until peerStop closes.
@@ -182,8 +206,9 @@ func (d *Dataplane) peerResyncer() {
 // when its address is on a subnet of this node, VXLAN otherwise, as Config.PeerMode
 // allows), the route of each pod CIDR (through the peer's address, or into the VXLAN
 // device with the neighbour and forwarding entries of the peer's tunnel endpoint), and
-// every route of RouteProtocol, tunnel entry or VXLAN device no peer wants removed.
-// peerMu held.
+// every route of RouteProtocol, tunnel entry or VXLAN device no peer wants removed; with
+// the nftables table, each peer's traffic counters (peercount.go), the counters of peers
+// no longer listed removed. peerMu held.
 func (d *Dataplane) resyncPeersLocked() []PeerState {
 	d.view = d.kernelPeers() // what is programmed: only differences are written
 	defer func() { d.view = nil }()
@@ -234,6 +259,9 @@ func (d *Dataplane) resyncPeersLocked() []PeerState {
 		states = append(states, st)
 	}
 	errs := []error{d.removeStalePeerRoutes(want), d.pruneTunnels(tunnels)}
+	if d.nft != nil {
+		errs = append(errs, d.nft.count.sync(context.Background(), d.peers))
+	}
 	if err := errors.Join(errs...); err != nil && len(states) > 0 {
 		states[0].Reason = joinReasons(append([]string{states[0].Reason}, err.Error()))
 	}

@@ -28,7 +28,7 @@
 //	GET  /v1/switches/{sw}/fdb                     -> FDB
 //	GET  /v1/capture?port=…                        -> a pcapng or pcap stream (CaptureRequest)
 //	POST /v1/trace                 TraceRequest    -> TraceResult  a frame's way, not sent
-//	GET  /v1/peers                                 -> PeerList     the other nodes, their mode
+//	GET  /v1/peers                                 -> PeerList     the other nodes, their mode, counters
 //
 // Errors: every failure crosses the wire as ErrorBody{Code, Message, Field}. The client turns
 // transport failures into the same *Error type (CodeUnavailable when nothing listens on the
