@@ -32,6 +32,13 @@
 #      both ways
 #  8e. kubectl epair trace from one pod to another (named as a pod): delivered to the other
 #      pod's port; from a spoofed address: dropped as spoofed-ip
+#  8f. a second node joins (e2e/k8s/node2.sh): a network namespace on a subnet of its own
+#      behind the host, with its own agent in cluster mode (the chart's ServiceAccount, through
+#      a token bound to its Node), its own Node object and a pod made through epair-cni; both
+#      agents take the other node as a VXLAN peer; a kubelet pod and the second node's pod
+#      reach each other (ping, HTTP) through the VXLAN device; a ClusterIP Service whose only
+#      endpoint (an EndpointSlice made by the test) is that pod answers through kube-proxy;
+#      deleting the Node removes the peer, its route, the VXLAN device and its NodeState
 #   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
 #  10. deleting the pods leaves no epair links, ports or addresses behind
 #  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
@@ -81,10 +88,14 @@ KEPAIR=$WORK.kubectl-epair
 teardown() {
 	local rc=$?
 	if [ "${KEEP:-0}" = 1 ]; then
+		[ -d "$WORK/node2" ] && echo "KEEP=1: second node left up; remove it first with WORK=$WORK $ROOT/e2e/k8s/node2.sh down"
 		echo "KEEP=1: cluster left up; tear down with WORK=$WORK $HK/cluster-down.sh"
 		exit $rc
 	fi
 	step "teardown"
+	# The second node of step 8f, if a failure left it: while the API server and the
+	# node's agent still run (its Node deleted, the agent drops the peer).
+	[ -d "$WORK/node2" ] && { "$ROOT/e2e/k8s/node2.sh" down || true; }
 	EPAIR_LEFTOVERS=1 "$HK/cluster-down.sh" || true
 	local left=""
 	# The cluster's processes all run from $WORK (binaries, configs); the
@@ -97,6 +108,10 @@ teardown() {
 		while read -r ns; do [ -e "$ns" ] && left="$left netns($ns)"; done <"$WORK/netns.ours"
 	fi
 	[ -n "$(our_links host-port)" ] && left="$left epair-links($(our_links host-port | tr '\n' ' '))"
+	# step 8f's second node and the tunnel to it
+	for ns in epair-e2e-node2 epair-e2e-node2-pod; do [ -e "/run/netns/$ns" ] && left="$left netns($ns)"; done
+	ip link show ep2-host >/dev/null 2>&1 && left="$left link(ep2-host)"
+	ip link show epair.vxlan >/dev/null 2>&1 && left="$left link(epair.vxlan)"
 	if [ -n "$left" ]; then
 		echo "FAIL: teardown left:$left" >&2
 		rc=1
@@ -127,6 +142,12 @@ diagnostics() {
 	$K get nodestates -o yaml 2>&1 | head -80
 	$K get events -A --sort-by=.lastTimestamp 2>&1 | tail -20
 	our_links host-port
+	if [ -f "$WORK/node2/agent.log" ]; then
+		echo "--- the second node's agent (step 8f)"
+		tail -n 20 "$WORK/node2/agent.log"
+		ip route show proto 77
+		ip -br link show epair.vxlan 2>&1
+	fi
 }
 
 # --- install ------------------------------------------------------------------
@@ -468,6 +489,93 @@ printf '%s\n' "$out" | sed 's/^/      /'
 out=$("$KEPAIR" trace -n $NS "$A" -to "$BIP" -src-ip 10.254.254.254) || fail "kubectl epair trace (spoofed): $out"
 case $out in *"result: dropped (spoofed-ip)"*) ;; *) fail "a spoofed trace is not dropped as spoofed-ip: $out" ;; esac
 ok "kubectl epair trace from a spoofed address: dropped (spoofed-ip)"
+
+step "8f. a second node: a kubelet pod reaches a pod on it, directly and through a ClusterIP Service"
+# e2e/k8s/node2.sh: a network namespace with its own agent (the image's, in cluster mode, as
+# the chart's ServiceAccount bound to its Node), its own Node object and a pod made through
+# epair-cni, on a subnet of its own behind the host: both agents choose VXLAN.
+N2SH=$ROOT/e2e/k8s/node2.sh
+SA=$RELNS/$REL-agent POD_NAMESPACE=$NS "$N2SH" up "$IMG" >"$WORK.node2.log" 2>&1 || { cat "$WORK.node2.log" >&2; fail "node2.sh up"; }
+. "$WORK/node2/env"
+ok "$(tail -n 1 "$WORK.node2.log")"
+$K wait --for=condition=Ready nodestate/"$NODE2" --timeout=30s >/dev/null || fail "NodeState $NODE2 (written by its agent) not Ready"
+[ "$($K get nodestate "$NODE2" -o jsonpath='{.status.podCIDRs[0]}')" = "$NODE2_CIDR" ] || fail "NodeState $NODE2 pod CIDRs: $($K get nodestate "$NODE2" -o jsonpath='{.status.podCIDRs}')"
+mtu1=$($K get nodestate "$NODE" -o jsonpath='{.status.switches[?(@.name=="vale0")].mtu}')
+mtu2=$($K get nodestate "$NODE2" -o jsonpath='{.status.switches[?(@.name=="vale0")].mtu}')
+[ -n "$mtu1" ] && [ "$mtu1" = "$mtu2" ] || fail "pod MTU $mtu2 on $NODE2, $mtu1 on $NODE: one underlay MTU, one VXLAN overhead"
+real_peers() { $K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json peers; }
+node2_peers() { "$NODE2_VALECTL" -socket "$NODE2_SOCK" -o json peers; }
+peer_of() { # peer_of <node>: "<mode> <routes> <pod CIDRs>" of node in a valectl peers list
+	python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"]:
+    if p["name"] == sys.argv[1]: print(p["mode"], p["routes"], ",".join(p["podCIDRs"]))' "$1"
+}
+for i in $(seq 40); do
+	m1=$(real_peers 2>/dev/null | peer_of "$NODE2" || true)
+	m2=$(node2_peers 2>/dev/null | peer_of "$NODE" || true)
+	m3=$($K get nodestate "$NODE" -o jsonpath="{.status.peers[?(@.node==\"$NODE2\")].mode}")
+	[ "$m1" = "vxlan 1 $NODE2_CIDR" ] && [ "$m2" = "vxlan 1 $PODCIDR" ] && [ "$m3" = vxlan ] && break
+	sleep 0.5
+done
+[ "$m1" = "vxlan 1 $NODE2_CIDR" ] || fail "$NODE's agent has peer $NODE2 as '$m1', want 'vxlan 1 $NODE2_CIDR' (mode, routes, pod CIDRs): $(real_peers 2>&1)"
+[ "$m2" = "vxlan 1 $PODCIDR" ] || fail "$NODE2's agent has peer $NODE as '$m2', want 'vxlan 1 $PODCIDR' (mode, routes, pod CIDRs): $(node2_peers 2>&1)"
+[ "$m3" = vxlan ] || fail "NodeState $NODE lists peer $NODE2 as '$m3', want vxlan: $($K get nodestate "$NODE" -o jsonpath='{.status.peers}')"
+ok "each agent has the other node as a VXLAN peer (valectl peers on both, NodeState $NODE): $NODE2_CIDR via $NODE2_IP, $PODCIDR via $($K get node "$NODE" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}'); pod MTU $mtu1 on both"
+vx_tx() { ip -j -s link show epair.vxlan | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["stats64"]["tx"]["packets"])'; }
+tx0=$(vx_tx) || fail "no VXLAN device epair.vxlan on $NODE with a VXLAN peer"
+$K -n $NS exec "$A" -- ping -c 5 -i 0.2 -W 2 "$NODE2_POD_IP" >/dev/null || fail "ping $A (kubelet pod on $NODE) -> $NODE2_POD_IP (pod on $NODE2)"
+out=$($K -n $NS exec "$A" -- timeout 5 wget -qO- "http://$NODE2_POD_IP:8080/index.html" 2>&1) || fail "HTTP $A -> $NODE2_POD_IP:8080 on $NODE2: $out"
+case $out in *"hello-from-$NODE2"*) ;; *) fail "HTTP $A -> $NODE2_POD_IP:8080 on $NODE2 answered '$out'" ;; esac
+ip netns exec "$NODE2_PODNS" /bin/busybox ping -c 3 -i 0.2 -W 2 "$AIP" >/dev/null || fail "ping $NODE2's pod -> $A ($AIP)"
+tx1=$(vx_tx) || fail "epair.vxlan on $NODE gone while $NODE2 is a VXLAN peer"
+[ $((tx1 - tx0)) -ge 8 ] || fail "$NODE's epair.vxlan sent $((tx1 - tx0)) packets for 8 pings and an HTTP exchange with $NODE2"
+ok "$A ($AIP) -> $NODE2's pod ($NODE2_POD_IP): ping and HTTP, and back: ping; $((tx1 - tx0)) packets into $NODE's VXLAN device"
+# A Service without selector; its only endpoint, in an EndpointSlice made here, is the pod
+# on node2.
+$K -n $NS apply -f - >/dev/null <<EOT
+apiVersion: v1
+kind: Service
+metadata: {name: node2-web}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080, protocol: TCP}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: node2-web-1
+  labels: {kubernetes.io/service-name: node2-web}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- addresses: ["$NODE2_POD_IP"]
+  nodeName: $NODE2
+  conditions: {ready: true}
+EOT
+SVC2=$($K -n $NS get svc node2-web -o jsonpath='{.spec.clusterIP}')
+for i in $(seq 30); do
+	out=$($K -n $NS exec "$A" -- timeout 3 wget -qO- "http://$SVC2/index.html" 2>&1) && break
+	sleep 0.5
+done
+case $out in *"hello-from-$NODE2"*) ;; *) fail "ClusterIP $SVC2:80 (its only endpoint, in the EndpointSlice: $($K -n $NS get endpointslice node2-web-1 -o jsonpath='{.endpoints[0].addresses[0]}:{.ports[0].port}'); $NODE2's pod serves $NODE2_POD_IP:8080) from $A: '$out'" ;; esac
+ok "ClusterIP $SVC2:80 answered $A through kube-proxy from its only endpoint, $NODE2's pod: $out"
+n=$($K get pods -A --field-selector spec.nodeName="$NODE2" -o name) || fail "list the pods of $NODE2"
+[ -z "$n" ] || fail "pods were bound to $NODE2, which has no kubelet: $n"
+# Deleting the Node: the real node's agent drops the peer, its route and the VXLAN device.
+$K -n $NS delete svc node2-web >/dev/null
+$K -n $NS delete endpointslice node2-web-1 >/dev/null
+$K delete node "$NODE2" >/dev/null
+gone=""
+for i in $(seq 40); do
+	m1=$(real_peers | peer_of "$NODE2" || echo "(valectl peers failed)")
+	if [ -z "$m1" ] && ! ip link show epair.vxlan >/dev/null 2>&1 && ! ip route show proto 77 | grep "^$NODE2_CIDR " >/dev/null; then gone=yes; break; fi
+	sleep 0.25
+done
+[ -n "$gone" ] || fail "10 s after $NODE2 was deleted $NODE still has it: peer '$m1', $(ip -br link show epair.vxlan 2>&1), routes: $(ip route show proto 77)"
+for i in $(seq 20); do $K get nodestate "$NODE2" >/dev/null 2>&1 || break; sleep 0.5; done
+$K get nodestate "$NODE2" >/dev/null 2>&1 && fail "NodeState $NODE2 outlived its Node"
+"$N2SH" down >>"$WORK.node2.log" 2>&1 || { cat "$WORK.node2.log" >&2; fail "node2.sh down"; }
+ok "$NODE2 deleted: $NODE's agent dropped the peer, its route and epair.vxlan; its NodeState went with it; namespaces and agent removed"
 
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')
