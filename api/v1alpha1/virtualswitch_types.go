@@ -88,14 +88,12 @@ type VirtualSwitchSpec struct {
 	// +optional
 	PortSecurity PortSecuritySpec `json:"portSecurity,omitzero"`
 
-	// Offload makes every port of the switch carry a virtio-net header: the
-	// pods keep TSO and checksum offload and their 64 KB TCP super-frames
-	// cross the switch whole (several times the TCP rate of a plain switch);
-	// the pods' links are AF_PACKET sockets rather than AF_XDP. A change
-	// takes effect when the node's agent restarts.
-	// +kubebuilder:default=false
+	// Offload is deprecated and ignored: every switch is an offload switch,
+	// whose ports all carry a virtio-net header, so the pods keep TSO and
+	// checksum offload and their 64 KB TCP super-frames cross the switch
+	// whole. A value is accepted, and the agent logs a deprecation warning.
 	// +optional
-	Offload bool `json:"offload,omitempty"`
+	Offload *bool `json:"offload,omitempty"`
 
 	// PodCIDRs are the switch's pod address ranges on every node it runs on:
 	// at most one IPv4 and one IPv6 CIDR, each in canonical form (no bits set

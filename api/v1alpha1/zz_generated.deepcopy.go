@@ -482,6 +482,11 @@ func (in *VirtualSwitchSpec) DeepCopyInto(out *VirtualSwitchSpec) {
 	out.FDB = in.FDB
 	in.DefaultQueue.DeepCopyInto(&out.DefaultQueue)
 	in.PortSecurity.DeepCopyInto(&out.PortSecurity)
+	if in.Offload != nil {
+		in, out := &in.Offload, &out.Offload
+		*out = new(bool)
+		**out = **in
+	}
 	if in.PodCIDRs != nil {
 		in, out := &in.PodCIDRs, &out.PodCIDRs
 		*out = make([]string, len(*in))

@@ -34,7 +34,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "standalone", "standalone (configuration file) or cluster (Kubernetes: pod CIDRs, VirtualSwitch, PortPolicy, NodeState)")
-	backend := flag.String("backend", "", "override the configuration's backend: auto, xdp, packet or ringless")
+	backend := flag.String("backend", "", "deprecated: every switch is an offload switch (AF_PACKET with virtio-net headers); auto and packet are accepted, xdp and ringless with a warning")
 	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
 	peerMode := flag.String("peer-mode", "", "override the configuration's peerMode: auto (routed to nodes on a subnet of this one, VXLAN to the others), routed or vxlan")
 	vxlanPort := flag.Int("vxlan-port", 0, "override the configuration's vxlanPort (the VXLAN tunnel's UDP port, the same on every node)")

@@ -143,7 +143,10 @@ func newEnv(t testing.TB, o envOpts) *env {
 	if o.mtu == 0 {
 		o.mtu = 1500
 	}
-	switches := []map[string]any{{"name": "vale0", "mtu": o.mtu, "ranges": ranges, "offload": o.offload, "hostPort": o.hostPort}}
+	switches := []map[string]any{{"name": "vale0", "mtu": o.mtu, "ranges": ranges, "hostPort": o.hostPort}}
+	if o.offload { // deprecated (every switch is an offload switch): accepted with a warning
+		switches[0]["offload"] = true
+	}
 	if o.secondary != "" {
 		switches = append(switches, map[string]any{"name": "vale1", "mtu": 1400, "secondary": true,
 			"ranges": []map[string]string{{"subnet": o.secondary}}})

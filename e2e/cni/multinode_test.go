@@ -505,7 +505,8 @@ func clientScheme(t *testing.T) *runtime.Scheme {
 // datagrams of 1 to 1300 bytes arrive, every one, with its content — so no checksum was left
 // unfilled or wrong on the way (the VXLAN checksum-offload failure users meet elsewhere).
 func TestMultiNodeOffload(t *testing.T) {
-	tc := newTestCluster(t, epairv1.VirtualSwitchSpec{Offload: true})
+	on := true // deprecated and ignored (every switch is an offload switch), still accepted
+	tc := newTestCluster(t, epairv1.VirtualSwitchSpec{Offload: &on})
 	a, b, c := tc.nodes[0], tc.nodes[1], tc.nodes[2]
 	waitPeers(t, a, map[string]string{"node-b": "routed", "node-c": "vxlan"}, 10*time.Second)
 	pa := tc.pod(t, a)

@@ -98,6 +98,9 @@ func New(opts Options) (*Agent, error) {
 	if a.log == nil {
 		a.log = slog.Default()
 	}
+	for _, w := range a.cfg.Deprecations() {
+		a.log.Warn("deprecated configuration", "warning", w)
+	}
 	a.reason.Store("recovering state")
 	ok := false
 	defer func() {
@@ -261,7 +264,7 @@ func (a *Agent) attachment(r *record) (*agentapi.Attachment, error) {
 		MTU: r.MTU, Switch: r.Switch, MAC: r.MAC}
 	secondary := false
 	if sw, ok := a.cfg.Switch(r.Switch); ok {
-		at.Offload, secondary = sw.Offload, sw.Secondary
+		at.Offload, secondary = true, sw.Secondary
 	}
 	var v4, v6 bool
 	for _, ad := range al.Addrs {

@@ -322,8 +322,8 @@ func applySwitchSpec(s *SwitchConfig, sc controller.SwitchConfig) {
 	if sc.MTU != 0 {
 		s.MTU = sc.MTU
 	}
-	s.Offload = sc.Offload
 	s.BatchSize, s.MaxPorts, s.FDBSize, s.FDBAging = sc.BatchSize, sc.MaxPorts, sc.FDBSize, Duration(sc.FDBAging)
+	s.Offload = sc.Offload // deprecated: only for the warning (Config.Deprecations)
 	ps := sc.PortSecurity
 	s.AntiSpoofing = ptr(ps.AntiSpoofing)
 	s.BroadcastRate, s.MulticastRate = ptr(uint32(max(ps.BroadcastRate, 0))), ptr(uint32(max(ps.MulticastRate, 0)))
@@ -525,7 +525,6 @@ func fixedChanges(old, sc controller.SwitchConfig) []string {
 	add(sc.MaxPorts != old.MaxPorts, "maxPorts %d→%d", old.MaxPorts, sc.MaxPorts)
 	add(sc.FDBSize != old.FDBSize, "fdbSize %d→%d", old.FDBSize, sc.FDBSize)
 	add(sc.FDBAging != old.FDBAging, "fdbAging %v→%v", old.FDBAging, sc.FDBAging)
-	add(sc.Offload != old.Offload, "offload %v→%v", old.Offload, sc.Offload)
 	add(!slices.Equal(sc.PodCIDRs, old.PodCIDRs), "podCIDRs %v→%v", old.PodCIDRs, sc.PodCIDRs)
 	return fixed
 }

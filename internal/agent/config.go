@@ -53,9 +53,11 @@ type Config struct {
 	StateDir string `json:"stateDir"`
 	// NodeID seeds the epair MAC scheme; empty means /etc/machine-id.
 	NodeID string `json:"nodeID,omitempty"`
-	// Backend opens pod links: "auto" (AF_XDP, falling back to AF_PACKET), "xdp", "packet",
-	// "ringless" (AF_PACKET without rings).
-	Backend string `json:"backend"`
+	// Backend is deprecated: every switch is an offload switch, whose pod links are
+	// AF_PACKET sockets with virtio-net headers, chosen per port by the dataplane. "auto" and
+	// "packet" are accepted as they are; "xdp" and "ringless" are accepted with a
+	// deprecation warning (Deprecations) and act as "auto". Empty means "auto".
+	Backend string `json:"backend,omitempty"`
 	// DirectOpen attaches AF_XDP to a pod's link inside the CNI ADD. By default (false)
 	// the pod's port starts on a ring-less AF_PACKET socket, which opens in well under a
 	// millisecond, and moves to AF_XDP in the background without stopping traffic
@@ -137,11 +139,11 @@ type SwitchConfig struct {
 	// HostPort is the name of the TAP device that carries the gateways; empty means the
 	// dataplane's default ("ep" + switch name).
 	HostPort string `json:"hostPort,omitempty"`
-	// Offload makes it an offload switch (dataplane.SwitchConfig.Offload): every port
-	// carries a virtio-net header, the pods keep TSO and checksum offload and their 64 KB
-	// TCP super-frames cross the switch whole. Its pod links are AF_PACKET sockets, so
-	// backend must be auto or packet.
-	Offload bool `json:"offload,omitempty"`
+	// Offload is deprecated: every switch is an offload switch (dataplane.SwitchConfig.
+	// Offload): every port carries a virtio-net header, the pods keep TSO and checksum
+	// offload and their 64 KB TCP super-frames cross the switch whole. A value (true or
+	// false) is accepted with a deprecation warning (Deprecations) and ignored.
+	Offload *bool `json:"offload,omitempty"`
 	// AntiSpoofing refuses frames that pods send with another source MAC or address than
 	// their own (dataplane.PortPolicy.AllowSpoofing is its opposite). Default true; false is
 	// the opt-out for a switch whose pods legitimately send from other addresses.
@@ -239,6 +241,22 @@ func fieldErr(field, format string, a ...any) error {
 	return fmt.Errorf("%w: %s: %s", ErrInvalidConfig, field, fmt.Sprintf(format, a...))
 }
 
+// Deprecations are the warnings about deprecated settings in c that it still accepts
+// (the agent logs them at start): a backend other than auto or packet, a switch's offload.
+func (c *Config) Deprecations() []string {
+	var out []string
+	switch c.Backend {
+	case "xdp", "ringless":
+		out = append(out, fmt.Sprintf("backend %q is deprecated and ignored: every switch is an offload switch whose pod links are AF_PACKET sockets with virtio-net headers (the dataplane chooses per port and reports why)", c.Backend))
+	}
+	for i, s := range c.Switches {
+		if s.Offload != nil {
+			out = append(out, fmt.Sprintf("switch %q (switches[%d]): offload (%v) is deprecated and ignored: every switch is an offload switch (virtio-net headers on every port, pods keep TSO and checksum offload)", s.Name, i, *s.Offload))
+		}
+	}
+	return out
+}
+
 // Validate checks every field and names the first bad one.
 func (c *Config) Validate() error {
 	if c.Socket == "" || !filepath.IsAbs(c.Socket) {
@@ -248,9 +266,9 @@ func (c *Config) Validate() error {
 		return fieldErr("stateDir", "%q must be an absolute path", c.StateDir)
 	}
 	switch c.Backend {
-	case "auto", "xdp", "packet", "ringless":
+	case "", "auto", "xdp", "packet", "ringless":
 	default:
-		return fieldErr("backend", "%q, want one of auto, xdp, packet, ringless", c.Backend)
+		return fieldErr("backend", "%q, want one of auto, xdp, packet, ringless (deprecated: every switch is an offload switch; leave it out)", c.Backend)
 	}
 	if len(c.Switches) == 0 {
 		return fieldErr("switches", "at least one switch is required")
@@ -299,9 +317,6 @@ func (c *Config) Validate() error {
 		}
 		if len(s.HostPort) > 15 {
 			return fieldErr(f+".hostPort", "%q longer than 15 bytes", s.HostPort)
-		}
-		if s.Offload && c.Backend != "auto" && c.Backend != "packet" {
-			return fieldErr(f+".offload", "needs backend auto or packet (offload ports are AF_PACKET with virtio-net headers), not %q", c.Backend)
 		}
 		for _, r := range []struct {
 			field string

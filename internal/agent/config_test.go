@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"github.com/epair-cni/epair/pkg/linkport"
 	"os"
 	"strings"
 	"testing"
@@ -50,7 +51,6 @@ func TestConfigErrors(t *testing.T) {
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/16"}]},{"name":"vale1","ranges":[{"subnet":"fd00::/64"},{"subnet":"10.0.5.0/24"}]}]}`, "switches[1].ranges[1].subnet"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale1","fdbSize":-1,"ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1]"},
 		{`{"bogus":1}`, "bogus"},
-		{`{"backend":"xdp","switches":[{"name":"vale0","offload":true,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].offload"},
 		{`{"ringSlots":100,"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "ringSlots"},
 		{`{"switches":[{"name":"vale0","broadcastRate":100000001,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].broadcastRate"},
 		{`{"switches":[{"name":"vale0","multicastRate":-1,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "multicastRate"},
@@ -66,6 +66,38 @@ func TestConfigErrors(t *testing.T) {
 		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("%s: %v, want an invalid-config error naming %s", tc.in, err, tc.field)
 		}
+	}
+}
+
+// TestConfigDeprecations: a backend other than auto or packet and a switch's offload (true
+// or false) are accepted with a warning that names them; the default configuration has none.
+func TestConfigDeprecations(t *testing.T) {
+	c, err := ParseConfig([]byte(`{"backend":"xdp","switches":[{"name":"vale0","offload":false,"ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale1","offload":true,"ranges":[{"subnet":"10.1.0.0/24"}]}]}`))
+	if err != nil {
+		t.Fatalf("deprecated settings refused: %v", err)
+	}
+	w := c.Deprecations()
+	if len(w) != 3 || !strings.Contains(w[0], `backend "xdp"`) || !strings.Contains(w[1], `switch "vale0"`) || !strings.Contains(w[2], `switch "vale1"`) {
+		t.Fatalf("deprecations = %q, want the backend and both switches' offload", w)
+	}
+	dc, err := DataplaneConfig(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range dc.Switches {
+		if !s.Offload {
+			t.Fatalf("switch %s is not an offload switch", s.Name)
+		}
+	}
+	if dc.Backend != linkport.Auto {
+		t.Fatalf("backend %v, want auto (xdp is ignored)", dc.Backend)
+	}
+	d, err := ParseConfig(DefaultConfigJSON())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w := d.Deprecations(); len(w) != 0 {
+		t.Fatalf("default configuration: deprecations %q", w)
 	}
 }
 

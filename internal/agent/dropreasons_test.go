@@ -64,7 +64,16 @@ func TestDropReasonsLive(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) { // both taps on
+		pia, _ := dp.Port(pa)
+		pib, _ := dp.Port(pb)
+		if pia.Captures == 1 && pib.Captures == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("captures not started: %d on %s, %d on %s", pia.Captures, pa, pib.Captures, pb)
+		}
+	}
 	fd, ifindex := rawSocket(t, l.ns, "epdr0ap")
 	send := func(src net.IP, n int) {
 		t.Helper()

@@ -24,11 +24,12 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	if err != nil {
 		return dc, fmt.Errorf("dataplane config: %w", err)
 	}
-	b, err := linkport.ParseBackend(c.Backend)
-	if err != nil {
-		return dc, fmt.Errorf("dataplane config: backend: %w", err)
+	// Every switch is an offload switch: its pod links are AF_PACKET sockets with virtio-net
+	// headers whatever the (deprecated) backend says.
+	dc.Backend = linkport.Auto
+	if c.Backend == "packet" {
+		dc.Backend = linkport.Packet
 	}
-	dc.Backend = b
 	dc.DirectOpen = c.DirectOpen
 	dc.Masquerade = c.Masquerade
 	dc.Link.XDP.FrameCount = uint32(c.XDPFrames)
@@ -61,7 +62,7 @@ func dataplaneSwitch(nodeID string, s SwitchConfig) (dataplane.SwitchConfig, err
 	if err != nil {
 		return dataplane.SwitchConfig{}, fmt.Errorf("switch %s: %w", s.Name, err)
 	}
-	sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU, Offload: s.Offload,
+	sc := dataplane.SwitchConfig{Name: s.Name, MTU: s.MTU, Offload: true,
 		BatchSize: s.BatchSize, MaxPorts: s.MaxPorts, FDBSize: s.FDBSize, Aging: time.Duration(s.FDBAging)}
 	sc.HostPort.Name = s.HostPort
 	sc.HostPort.MAC = epair.GatewayMAC(nodeID, s.Name)

@@ -32,10 +32,10 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 	rate := resource.MustParse("1.5M")
 	vs.Spec = epairv1.VirtualSwitchSpec{MTU: 4000, FDB: epairv1.FDBSpec{Size: 1 << 20, Aging: metav1.Duration{Duration: time.Hour}},
 		DefaultQueue: epairv1.QueueSpec{Rate: &rate, Discipline: epairv1.DisciplineFair, Length: 1}}
-	vs.Spec.Offload = true
-	off := false
+	on, off := true, false
+	vs.Spec.Offload = &on
 	vs.Spec.PortSecurity = epairv1.PortSecuritySpec{AntiSpoofing: &off, BroadcastRate: ptr(int64(0)), MulticastRate: ptr(int64(77))}
-	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 4000 || !c.Offload ||
+	if c, err = SwitchConfigFromSpec(vs); err != nil || c.DefaultQueue.RateBPS != 1_500_000 || c.FDBAging != time.Hour || c.MTU != 4000 || c.Offload == nil || !*c.Offload ||
 		c.PortSecurity != (PortSecurityConfig{AntiSpoofing: false, BroadcastRate: 0, MulticastRate: 77}) {
 		t.Fatalf("got %+v, %v", c, err)
 	}

@@ -71,8 +71,9 @@ type SwitchConfig struct {
 	// FDBAging is 0 when aging is off.
 	FDBAging     time.Duration
 	DefaultQueue QueueConfig
-	// Offload: every port carries a virtio-net header (dataplane.SwitchConfig.Offload).
-	Offload bool
+	// Offload is the VirtualSwitch's deprecated spec.offload (nil: not set); every switch
+	// is an offload switch whatever it says.
+	Offload *bool
 	// PortSecurity is the pod ports' default port security.
 	PortSecurity PortSecurityConfig
 	// PodCIDRs are the switch's own pod ranges (VirtualSwitch spec.podCIDRs),

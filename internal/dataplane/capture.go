@@ -16,6 +16,15 @@ import (
 // reader (CaptureOptions.Buffer).
 const DefaultCaptureBuffer = 512
 
+// A capture's buffers: Buffer of them hold a frame of the switch's MTU (with its Ethernet
+// header and a VLAN tag); longer frames (the super-frames of an offload switch), when the
+// snap length keeps more, take one of at most bigCaptures buffers of the snap length. A
+// capture of a 1500-byte switch holds 0.75 MiB + 1 MiB with the defaults, not 512 × 64 KiB.
+const (
+	bigCaptures = 16
+	bigCapture  = 1 << 30 // marks a capRecord.idx as an index into Capture.big
+)
+
 // ErrCaptureClosed is returned by Capture.Next once the capture is closed.
 var ErrCaptureClosed = errors.New("capture closed")
 
@@ -57,18 +66,21 @@ type CapturedFrame struct {
 // switch that copies the port's frames into a fixed set of buffers, without allocating
 // or blocking on the packet path. Close removes the tap.
 type Capture struct {
-	remove func()
-	port   *Port // the pod port whose captures count this one; nil for the host port
-	filter *pcapfilter.Filter
-	hdrLen int
-	rx, tx bool
-	bufs   [][]byte
-	free   chan int32
-	ready  chan capRecord
-	closed chan struct{}
-	once   sync.Once
-	held   int32 // buffer of the frame Next returned last, or -1
-	lost   atomic.Uint64
+	remove  func()
+	port    *Port // the pod port whose captures count this one; nil for the host port
+	filter  *pcapfilter.Filter
+	hdrLen  int
+	rx, tx  bool
+	bufs    [][]byte // Buffer buffers of small bytes
+	small   int      // min(SnapLen, the switch's MTU + Ethernet header + VLAN tag)
+	free    chan int32
+	big     [][]byte // with a SnapLen above small: a few of SnapLen bytes, for longer frames
+	bigFree chan int32
+	ready   chan capRecord
+	closed  chan struct{}
+	once    sync.Once
+	held    int32 // buffer of the frame Next returned last, or -1
+	lost    atomic.Uint64
 }
 
 type capRecord struct {
@@ -107,11 +119,21 @@ func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
 	if !o.RX && !o.TX {
 		o.RX, o.TX = true, true
 	}
-	c := &Capture{hdrLen: s.hdrLen, rx: o.RX, tx: o.TX, filter: o.Filter, bufs: make([][]byte, o.Buffer),
-		free: make(chan int32, o.Buffer), ready: make(chan capRecord, o.Buffer), closed: make(chan struct{}), held: -1}
+	small := min(o.SnapLen, s.cfg.mtu()+etherVLANHeader)
+	nbig := 0
+	if o.SnapLen > small {
+		nbig = min(o.Buffer, bigCaptures)
+	}
+	c := &Capture{hdrLen: s.hdrLen, small: small, rx: o.RX, tx: o.TX, filter: o.Filter, bufs: make([][]byte, o.Buffer),
+		free: make(chan int32, o.Buffer), big: make([][]byte, nbig), bigFree: make(chan int32, nbig),
+		ready: make(chan capRecord, o.Buffer+nbig), closed: make(chan struct{}), held: -1}
 	for i := range c.bufs {
-		c.bufs[i] = make([]byte, o.SnapLen)
+		c.bufs[i] = make([]byte, small)
 		c.free <- int32(i)
+	}
+	for i := range c.big {
+		c.big[i] = make([]byte, o.SnapLen)
+		c.bigFree <- int32(i)
 	}
 	// The tap goes on under d.mu, so the pod port it is counted for (d.ports) is the one
 	// the switch knows by that name: a port leaves d.ports before it leaves the switch,
@@ -172,13 +194,19 @@ func (c *Capture) take(d *vale.Delivery, tx, refused bool) {
 			continue
 		}
 		var idx int32
+		var b []byte
+		free, bufs, flag := c.free, c.bufs, int32(0)
+		if int(f.Len)-c.hdrLen > c.small && len(c.big) > 0 {
+			free, bufs, flag = c.bigFree, c.big, bigCapture
+		}
 		select {
-		case idx = <-c.free:
+		case idx = <-free:
+			b = bufs[idx]
+			idx |= flag
 		default:
 			c.lost.Add(1)
 			continue
 		}
-		b := c.bufs[idx]
 		n := copyFrame(d, i, c.hdrLen, b)
 		c.ready <- capRecord{idx: idx, len: f.Len - int32(c.hdrLen), n: int32(n), tx: tx, full: refused, dst: f.Dst, reason: f.Reason, nanotime: now}
 	}
@@ -206,7 +234,11 @@ func copyFrame(d *vale.Delivery, i, skip int, b []byte) int {
 // is closed (ErrCaptureClosed). Its Data is valid until the next call.
 func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
 	if c.held >= 0 {
-		c.free <- c.held
+		if c.held&bigCapture != 0 {
+			c.bigFree <- c.held &^ bigCapture
+		} else {
+			c.free <- c.held
+		}
 		c.held = -1
 	}
 	select {
@@ -223,7 +255,11 @@ func (c *Capture) Next(ctx context.Context) (CapturedFrame, error) {
 		return CapturedFrame{}, ErrCaptureClosed
 	}
 	c.held = r.idx
-	f := CapturedFrame{Time: time.Unix(0, r.nanotime), TX: r.tx, Len: int(r.len), Data: c.bufs[r.idx][:r.n]}
+	buf := c.bufs
+	if r.idx&bigCapture != 0 {
+		buf, r.idx = c.big, r.idx&^bigCapture
+	}
+	f := CapturedFrame{Time: time.Unix(0, r.nanotime), TX: r.tx, Len: int(r.len), Data: buf[r.idx][:r.n]}
 	switch {
 	case r.tx && r.full:
 		f.Dropped, f.Reason = true, vale.DropNoSpace.String()
