@@ -51,7 +51,7 @@ type VirtualSwitchSpec struct {
 	// IPv4, 70 over IPv6) unless the agent's peer mode is routed; 1500 for a secondary
 	// network. The chosen MTU is in NodeState.
 	// +kubebuilder:validation:Minimum=576
-	// +kubebuilder:validation:Maximum=4078
+	// +kubebuilder:validation:Maximum=9000
 	// +optional
 	MTU int32 `json:"mtu,omitempty"`
 

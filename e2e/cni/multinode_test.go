@@ -519,7 +519,15 @@ func TestMultiNodeOffload(t *testing.T) {
 			capDone <- a.agent.client.Capture(context.Background(), &agentapi.CaptureRequest{Port: portOf(t, a, "default/node-a-p"),
 				Direction: "rx", Duration: 3 * time.Second, SnapLen: 64, Format: "pcap", Filter: "tcp"}, &capBuf)
 		}()
-		time.Sleep(300 * time.Millisecond)
+		port := portOf(t, a, "default/node-a-p")
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) { // the tap is on
+			if capturesOn(t, a, port) == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the capture of %s did not start", port)
+			}
+		}
 		bps := netnsutil.TCPTransfer(t, pa.ns, py.ns, py.ip, 5500, 16<<20)
 		if err := <-capDone; err != nil {
 			t.Fatal(err)
@@ -585,6 +593,23 @@ func udpExchange(t *testing.T, from, to *netnsutil.NS, ip string, port, n int) i
 }
 
 // portOf is the switch port of pod on node n.
+// capturesOn is the number of captures node n's agent counts on its port name.
+func capturesOn(t *testing.T, n *clusterNode, name string) int {
+	t.Helper()
+	sl, err := n.agent.client.Switches(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range sl.Items {
+		for _, p := range s.Ports {
+			if p.Name == name {
+				return p.Captures
+			}
+		}
+	}
+	return 0
+}
+
 func portOf(t *testing.T, n *clusterNode, pod string) string {
 	t.Helper()
 	sl, err := n.agent.client.Switches(context.Background())

@@ -45,6 +45,7 @@ func TestConfigErrors(t *testing.T) {
 		{`{"backend":"dpdk","switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "backend"},
 		{`{"switches":[{"name":"Vale0","ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].name"},
 		{`{"switches":[{"name":"vale0","mtu":100,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "switches[0].mtu"},
+		{`{"switches":[{"name":"vale0","mtu":9001,"ranges":[{"subnet":"10.0.0.0/24"}]}]}`, "9001 out of range 576..9000"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/33"}]}]}`, "switches[0].ranges[0].subnet"},
 		{`{"switches":[{"name":"vale0","ranges":[]}]}`, "switches[0]"},
 		{`{"switches":[{"name":"vale0","ranges":[{"subnet":"10.0.0.0/24"}]},{"name":"vale0","ranges":[{"subnet":"10.1.0.0/24"}]}]}`, "switches[1].name"},

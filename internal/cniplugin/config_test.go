@@ -83,7 +83,7 @@ func TestValidateNamesField(t *testing.T) {
 		{conf("1.0.0", `"switch":"vale-x"`), "switch", ErrInvalidConfig},
 		{conf("1.0.0", `"switch":"vale0123456789ab"`), "switch", ErrInvalidConfig},
 		{conf("1.0.0", `"mtu":575`), "mtu", ErrInvalidConfig},
-		{conf("1.0.0", `"mtu":4079`), "mtu", ErrInvalidConfig},
+		{conf("1.0.0", `"mtu":9001`), "mtu", ErrInvalidConfig},
 		{conf("1.0.0", `"mtu":65536`), "mtu", ErrInvalidConfig},
 		{conf("1.0.0", `"mtu":-1`), "mtu", ErrInvalidConfig},
 		{conf("1.0.0", `"logFile":"epair.log"`), "logFile", ErrInvalidConfig},

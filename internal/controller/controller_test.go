@@ -37,7 +37,7 @@ func TestSchemaRejectsInvalidVirtualSwitch(t *testing.T) {
 	}{
 		{"bad name", "metadata.name must be 'vale'", epairv1.VirtualSwitchSpec{}, "switch-a"},
 		{"mtu too small", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 575}, ""},
-		{"mtu too large", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 4079}, ""},
+		{"mtu too large", "spec.mtu", epairv1.VirtualSwitchSpec{MTU: 9001}, ""},
 		{"batch", "spec.batchSize", epairv1.VirtualSwitchSpec{BatchSize: 9000}, ""},
 		{"max ports", "spec.maxPorts", epairv1.VirtualSwitchSpec{MaxPorts: 1}, ""},
 		{"fdb not power of two", "fdb.size must be a power of two", epairv1.VirtualSwitchSpec{FDB: epairv1.FDBSpec{Size: 1000}}, ""},

@@ -46,7 +46,7 @@ func TestSwitchConfigFromSpec(t *testing.T) {
 		{"metadata.name", func(v *epairv1.VirtualSwitch) { v.Name = "br0" }},
 		{"metadata.name", func(v *epairv1.VirtualSwitch) { v.Name = "vale0123456789ab" }},
 		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 575 }},
-		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 4079 }},
+		{"spec.mtu", func(v *epairv1.VirtualSwitch) { v.Spec.MTU = 9001 }},
 		{"spec.batchSize", func(v *epairv1.VirtualSwitch) { v.Spec.BatchSize = 8193 }},
 		{"spec.maxPorts", func(v *epairv1.VirtualSwitch) { v.Spec.MaxPorts = 1 }},
 		{"spec.fdb.size", func(v *epairv1.VirtualSwitch) { v.Spec.FDB.Size = 1000 }},

@@ -17,11 +17,13 @@ import (
 const (
 	// DefaultMTU is the pod network MTU when a switch leaves it at 0.
 	DefaultMTU = limits.DefaultMTU
-	// MinMTU and MaxMTU bound SwitchConfig.MTU: the IPv4 minimum, and the
-	// largest MTU whose frames (plus an Ethernet header and a VLAN tag) fit
-	// in one 4096-byte buffer of the AF_XDP/AF_PACKET backends.
-	MinMTU = limits.MinMTU
-	MaxMTU = limits.MaxMTU
+	// MinMTU and MaxMTU bound SwitchConfig.MTU: the IPv4 minimum, and jumbo
+	// frames on an offload switch; a plain switch takes up to MaxPlainMTU, the
+	// largest MTU whose frames (plus an Ethernet header and a VLAN tag) fit in
+	// one 4096-byte buffer of the AF_XDP/AF_PACKET ring backends.
+	MinMTU      = limits.MinMTU
+	MaxMTU      = limits.MaxMTU
+	MaxPlainMTU = limits.MaxPlainMTU
 	// DefaultQueueLen is the output queue length of a port when its policy
 	// leaves it at 0 (DragonFly's IFQ_MAXLEN of 50 is far too short for a
 	// software switch draining batches of 64).
@@ -334,6 +336,9 @@ func (s *SwitchConfig) Validate() error {
 	}
 	if s.MTU != 0 && (s.MTU < MinMTU || s.MTU > MaxMTU) {
 		return fmt.Errorf("switch %s: mtu %d: want 0 (%d) or [%d, %d]: %w", s.Name, s.MTU, DefaultMTU, MinMTU, MaxMTU, ErrInvalid)
+	}
+	if !s.Offload && s.MTU > MaxPlainMTU {
+		return fmt.Errorf("switch %s: mtu %d: a plain switch takes up to %d (its AF_XDP ports hold a frame in one 4 KiB buffer); an offload switch up to %d: %w", s.Name, s.MTU, MaxPlainMTU, MaxMTU, ErrInvalid)
 	}
 	if _, err := s.valeConfig(); err != nil {
 		return fmt.Errorf("switch %s: %w", s.Name, err)

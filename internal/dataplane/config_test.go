@@ -46,6 +46,8 @@ func TestConfigValidate(t *testing.T) {
 			c.Switches = append(c.Switches, SwitchConfig{Name: "vale1", HostPort: HostPortConfig{Name: "epvale0"}})
 		}, "hostPort.name"},
 		{"mtu", func(c *Config) { c.Switches[0].MTU = 100 }, "mtu"},
+		{"jumbo mtu above 9000", func(c *Config) { c.Switches[0].MTU, c.Switches[0].Offload = 9001, true }, "mtu 9001"},
+		{"jumbo mtu on a plain switch", func(c *Config) { c.Switches[0].MTU = 9000 }, "a plain switch takes up to 4078"},
 		{"max ports", func(c *Config) { c.Switches[0].MaxPorts = 1 }, "max ports"},
 		{"fdb size", func(c *Config) { c.Switches[0].FDBSize = 1000 }, "fdb size"},
 		{"aging", func(c *Config) { c.Switches[0].Aging = time.Millisecond }, "aging"},
@@ -73,6 +75,11 @@ func TestConfigValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.field) {
 			t.Errorf("%s: %q does not name %q", tc.name, err, tc.field)
 		}
+	}
+	jumbo := validConfig()
+	jumbo.Switches[0].MTU, jumbo.Switches[0].Offload = 9000, true
+	if err := jumbo.Validate(); err != nil {
+		t.Errorf("an offload switch with a 9000-byte MTU: %v", err)
 	}
 	if _, err := New(Config{}); Errno(err) != syscall.EINVAL {
 		t.Errorf("New with an empty config: %v", err)

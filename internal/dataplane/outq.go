@@ -72,7 +72,9 @@ type queueShape struct {
 // queueShape is the shape of the output queues of s's pod ports.
 func (s *swState) queueShape() queueShape {
 	if s.cfg.Offload {
-		return queueShape{mtu: ifcore.IF_MAXMTU, bufSize: s.bufSize, hdrLen: s.hdrLen, big: true}
+		// A frame of the MTU takes one buffer (jumbo frames too); longer ones are
+		// super-frames, in the few big buffers.
+		return queueShape{mtu: ifcore.IF_MAXMTU, bufSize: max(s.bufSize, s.hdrLen+s.cfg.mtu()+etherVLANHeader), hdrLen: s.hdrLen, big: true}
 	}
 	return queueShape{mtu: s.cfg.mtu() + etherVLANHeader, bufSize: s.bufSize}
 }
