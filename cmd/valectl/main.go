@@ -1,6 +1,11 @@
 // Command valectl shows the node agent's switches, ports with their counters, and FDBs over
 // the agent socket, in the spirit of vale-ctl.
 //
+// ports and drops count a port's drops by reason, with the names of the agent API, NodeState
+// and the metrics; one of them, socket-full, is what the kernel dropped before the switch
+// saw it (the pod sent faster than the switch read the port's socket), so a capture never
+// shows those frames, and a switch's own DROPPED (switches) does not count them.
+//
 //	valectl [-socket path] [-o json] switches|ports [switch]|drops [switch]|fdb <switch>|peers|attachments|status
 //	valectl [-socket path] capture <switch:port | namespace/pod[:ifname]> [-d rx|tx|both] [-c count] [-t duration] [-s snaplen] [-F pcapng|pcap] [-w file|-]
 //	valectl [-socket path] [-o json] trace <switch:port | namespace/pod[:ifname]> -to <IP | MAC | namespace/pod> [-p icmp|tcp|udp] [-sport N] [-dport N] [-src-ip IP] [-src-mac MAC]

@@ -161,7 +161,7 @@ func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 
 func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tCAPTURES\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM")
+	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tCAPTURES\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM\tSOCKET-FULL")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
 			owner, pod := p.Owner, p.Pod
@@ -172,7 +172,10 @@ func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 				pod = "-"
 			}
 			// SPOOFED and STORM are the parts of DROPPED that port security refused:
-			// anti-spoofing (every spoofed-* reason) and storm control.
+			// anti-spoofing (every spoofed-* reason) and storm control. SOCKET-FULL is the
+			// part the kernel dropped before the switch saw it (the pod sent faster than
+			// the switch read the port's socket): IN-FRAMES does not count those frames,
+			// and no capture or trace shows them.
 			var spoofed uint64
 			for r, n := range p.Stats.Drops {
 				if strings.HasPrefix(r, "spoofed-") {
@@ -180,14 +183,15 @@ func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 				}
 			}
 			// CAPTURES: valectl captures (GET /v1/capture) tapping the port now.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active, p.Captures,
-				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"])
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active, p.Captures,
+				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"], p.Stats.Drops["socket-full"])
 		}
 	}
 	return tw.Flush()
 }
 
-// printDrops lists every port's drops by reason, one reason a line.
+// printDrops lists every port's drops by reason, one reason a line (socket-full: what the
+// kernel dropped before the switch saw it).
 func printDrops(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "PORT\tREASON\tFRAMES")

@@ -32,7 +32,7 @@ func (fakeAgent) Switches(context.Context) (*agentapi.SwitchList, error) {
 	return &agentapi.SwitchList{Items: []agentapi.SwitchInfo{{Name: "vale0", MTU: 1500, Offload: true, Ports: []agentapi.PortInfo{
 		{Name: "vale0:epvale0", Kind: "host", Backend: "tap", Active: true, Stats: agentapi.Counters{InFrames: 3}},
 		{Name: "vale0:epair0a", Kind: "pod", Backend: "af_xdp", Owner: "podnet/c1/eth0", Pod: "default/web", Active: true,
-			Stats: agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 12, Drops: map[string]uint64{"no-destination": 4, "spoofed-mac": 3, "spoofed-ip": 2, "storm": 3}}},
+			Stats: agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 20, Drops: map[string]uint64{"no-destination": 4, "spoofed-mac": 3, "spoofed-ip": 2, "storm": 3, "socket-full": 8}}},
 	}}}}, nil
 }
 
@@ -71,8 +71,8 @@ func TestCommands(t *testing.T) {
 	}{
 		{[]string{"status"}, "table", []string{"ready (agent test, switches vale0)"}},
 		{[]string{"switches"}, "table", []string{"vale0", "KIND", "offload", "1500"}},
-		{[]string{"ports"}, "table", []string{"vale0:epair0a", "af_xdp", "podnet/c1/eth0", "default/web", "42", "4200", "SPOOFED", "STORM", " 12       5        3\n"}},
-		{[]string{"drops"}, "table", []string{"vale0:epair0a  no-destination  4\n", "vale0:epair0a  spoofed-ip      2\n", "vale0:epair0a  storm           3\n"}},
+		{[]string{"ports"}, "table", []string{"vale0:epair0a", "af_xdp", "podnet/c1/eth0", "default/web", "42", "4200", "SPOOFED", "STORM", "SOCKET-FULL"}},
+		{[]string{"drops"}, "table", []string{"vale0:epair0a  no-destination  4\n", "vale0:epair0a  socket-full     8\n", "vale0:epair0a  spoofed-ip      2\n", "vale0:epair0a  storm           3\n"}},
 		{[]string{"ports", "vale0"}, "json", []string{`"inFrames": 42`}},
 		{[]string{"fdb", "vale0"}, "table", []string{"02:00:00:00:00:0b", "vale0:epair0a", "1.5s"}},
 		{[]string{"attachments"}, "table", []string{"c1", "10.89.0.2/24", "epair0a", "true"}},
@@ -85,6 +85,31 @@ func TestCommands(t *testing.T) {
 			if !strings.Contains(b.String(), w) {
 				t.Errorf("%v: output lacks %q:\n%s", tc.args, w, b.String())
 			}
+		}
+	}
+}
+
+// TestPortsDropColumns: valectl ports has a port's total drops and, in columns of their
+// own, the parts port security refused (SPOOFED, STORM) and the kernel dropped before the
+// switch saw them (SOCKET-FULL).
+func TestPortsDropColumns(t *testing.T) {
+	sock := serve(t)
+	var b bytes.Buffer
+	if err := run(context.Background(), &b, options{socket: sock, output: "table"}, []string{"ports"}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	want := [][]string{
+		{"PORT", "KIND", "BACKEND", "OWNER", "POD", "ACTIVE", "CAPTURES", "IN-FRAMES", "IN-BYTES", "OUT-FRAMES", "OUT-BYTES", "DROPPED", "SPOOFED", "STORM", "SOCKET-FULL"},
+		{"vale0:epvale0", "host", "tap", "-", "-", "true", "0", "3", "0", "0", "0", "0", "0", "0", "0"},
+		{"vale0:epair0a", "pod", "af_xdp", "podnet/c1/eth0", "default/web", "true", "0", "42", "4200", "7", "700", "20", "5", "3", "8"},
+	}
+	if len(lines) != len(want) {
+		t.Fatalf("valectl ports:\n%s", b.String())
+	}
+	for i, l := range lines {
+		if got := strings.Fields(l); strings.Join(got, " ") != strings.Join(want[i], " ") {
+			t.Errorf("line %d: %q, want the fields %q", i, l, want[i])
 		}
 	}
 }

@@ -867,7 +867,9 @@ func TestPortSecurity(t *testing.T) {
 			t.Errorf("B received %d of X's broadcasts, want at least about the burst (%d): storm control must limit broadcasts, not block them", got, defaultStormBurst)
 		}
 		for k, n := range o.drops {
-			if k != "storm" && n > 16 {
+			// socket-full: frames the kernel dropped before the switch (the flood outruns
+			// the port's socket), not the switch's refusal.
+			if k != "storm" && k != "socket-full" && n > 16 {
 				t.Errorf("X's valid broadcasts (own MAC and address) were dropped as %s: %d", k, n)
 			}
 		}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -28,7 +29,10 @@ import (
 // lets one frame out in minutes), and reads the drops back from everything that shows them:
 // the captures of both ports (pcapng comments "dropped: <reason>"), the trace of one more
 // such frame, the agent API (what valectl prints), NodeState and the Prometheus metrics.
-// Each names them spoofed-ip and queue-full, and every count agrees.
+// Each names them spoofed-ip and queue-full, and every count agrees. Then a third pod
+// floods its own port faster than the switch reads the link, until the kernel drops frames
+// before the switch sees them: socket-full, the same in the agent API, NodeState and the
+// metrics, and in no capture or trace (the switch never had those frames).
 func TestDropReasonsLive(t *testing.T) {
 	l := newLiveCluster(t, primarySwitch(), "10.250.9.0/24")
 	ctx := context.Background()
@@ -113,6 +117,29 @@ func TestDropReasonsLive(t *testing.T) {
 	}
 	wg.Wait()
 
+	// The third pod sends to its own MAC (the switch drops what it reads as no-destination,
+	// so nothing reaches another port or a reason compared here) until its socket overflows.
+	pc := l.pod("c", "eth0", "", "epdr2a")
+	c, err := dp.Port(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdc, ifc := rawSocket(t, l.ns, "epdr2ap")
+	sent := flood(t, fdc, ifc, udpFrame(t, c.PodMAC, c.PodMAC, c.PodIPs[0].AsSlice(), c.PodIPs[0].AsSlice()), func() bool {
+		p, _ := dp.Port(pc)
+		return p.KernelDrops > 0
+	})
+	for last := c; ; { // what the socket still holds is read, and the counts stay put
+		time.Sleep(100 * time.Millisecond)
+		p, _ := dp.Port(pc)
+		if p.Counters.InFrames == last.Counters.InFrames && p.KernelDrops == last.KernelDrops {
+			c = p
+			break
+		}
+		last = p
+	}
+	t.Logf("%s: %d frames sent, %d read by the switch, %d dropped by the kernel", pc, sent, c.Counters.InFrames, c.KernelDrops)
+
 	captured := dropComments(t, &capA)
 	for k, v := range dropComments(t, &capB) {
 		captured[k] += v
@@ -125,11 +152,18 @@ func TestDropReasonsLive(t *testing.T) {
 	api, node := map[string]uint64{}, map[string]uint64{}
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
-			for _, r := range []string{"spoofed-ip", "queue-full"} {
-				api[r] += p.Stats.Drops[r]
+			var sum uint64
+			for r, n := range p.Stats.Drops {
+				sum += n
+				if liveReasons[r] {
+					api[r] += n
+				}
+			}
+			if sum != p.Stats.Dropped {
+				t.Errorf("%s: drops %v add up to %d, its total is %d", p.Name, p.Stats.Drops, sum, p.Stats.Dropped)
 			}
 			for _, d := range portState(s.Name, p).Drops {
-				if d.Reason == "spoofed-ip" || d.Reason == "queue-full" {
+				if liveReasons[d.Reason] {
 					node[d.Reason] += uint64(d.Packets)
 				}
 			}
@@ -139,12 +173,21 @@ func TestDropReasonsLive(t *testing.T) {
 	if api["spoofed-ip"] != 10 || api["queue-full"] < 40 {
 		t.Fatalf("agent API drops %v, want 10 spoofed-ip and most of the 60 as queue-full", api)
 	}
+	if api["socket-full"] == 0 || api["socket-full"] != c.KernelDrops {
+		t.Fatalf("agent API drops %v, want socket-full = the %d frames the kernel dropped at %s", api, c.KernelDrops, pc)
+	}
+	seen := maps.Clone(api) // what the switch saw: all but socket-full
+	delete(seen, "socket-full")
 	for what, m := range map[string]map[string]uint64{"capture": captured, "NodeState": node, "metrics": metric} {
-		if !maps.Equal(m, api) {
-			t.Errorf("%s drops %v, the agent API's (valectl's) %v", what, m, api)
+		want := api
+		if what == "capture" {
+			want = seen
+		}
+		if !maps.Equal(m, want) {
+			t.Errorf("%s drops %v, the agent API's (valectl's) %v", what, m, want)
 		}
 	}
-	t.Logf("drops %v, the same in the captures, NodeState, the metrics and the agent API", api)
+	t.Logf("drops %v, the same in NodeState, the metrics and the agent API, and (socket-full aside) in the captures", api)
 }
 
 // dropComments counts the pcapng packets by "dropped: <reason>" comment, and checks the
@@ -171,14 +214,54 @@ func dropComments(t *testing.T, b *bytes.Buffer) map[string]uint64 {
 			t.Fatal(err)
 		}
 		for _, c := range opts.Comments {
-			if reason, ok := strings.CutPrefix(c, "dropped: "); ok && (reason == "spoofed-ip" || reason == "queue-full") {
+			if reason, ok := strings.CutPrefix(c, "dropped: "); ok && liveReasons[reason] {
 				out[reason]++
 			}
 		}
 	}
 }
 
-// dropMetrics sums epair_port_drops_total by reason, for the two reasons.
+// liveReasons are the reasons TestDropReasonsLive counts.
+var liveReasons = map[string]bool{"spoofed-ip": true, "queue-full": true, "socket-full": true}
+
+// flood sends frame on ifindex through fd in sendmmsg(2) batches of 64 until enough says
+// so (asked every 32 batches, and once at least 20000 frames are out) or 30 s have passed,
+// and returns the frames sent.
+func flood(t *testing.T, fd, ifindex int, frame []byte, enough func() bool) uint64 {
+	t.Helper()
+	m := new(struct { // on the heap: the kernel follows its pointers
+		sa   unix.RawSockaddrLinklayer
+		iov  unix.Iovec
+		msgs [64]unix.Mmsghdr
+	})
+	m.sa = unix.RawSockaddrLinklayer{Family: unix.AF_PACKET, Ifindex: int32(ifindex), Halen: 6}
+	m.iov.Base = &frame[0]
+	m.iov.SetLen(len(frame))
+	for i := range m.msgs {
+		h := &m.msgs[i].Hdr
+		h.Name, h.Namelen = (*byte)(unsafe.Pointer(&m.sa)), uint32(unsafe.Sizeof(m.sa))
+		h.Iov = &m.iov
+		h.SetIovlen(1)
+	}
+	var sent uint64
+	for start := time.Now(); ; {
+		for range 32 {
+			n, _, e := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.msgs[0])), uintptr(len(m.msgs)), 0, 0, 0)
+			if e != 0 && e != unix.ENOBUFS && e != unix.EAGAIN {
+				t.Fatalf("sendmmsg: %v", e)
+			}
+			sent += uint64(n)
+		}
+		if sent >= 20000 && enough() {
+			return sent
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("flooded %d frames for %v without enough", sent, time.Since(start))
+		}
+	}
+}
+
+// dropMetrics sums epair_port_drops_total by reason, for liveReasons.
 func dropMetrics(t *testing.T, a *Agent) map[string]uint64 {
 	t.Helper()
 	mfs, err := a.registry().Gather()
@@ -192,7 +275,7 @@ func dropMetrics(t *testing.T, a *Agent) map[string]uint64 {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, lp := range m.GetLabel() {
-				if v := lp.GetValue(); lp.GetName() == "reason" && (v == "spoofed-ip" || v == "queue-full") {
+				if v := lp.GetValue(); lp.GetName() == "reason" && liveReasons[v] {
 					out[v] += uint64(m.GetCounter().GetValue())
 				}
 			}

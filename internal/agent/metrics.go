@@ -136,8 +136,9 @@ func newAgentCollector(a *Agent) *agentCollector {
 		inBytes:     prometheus.NewDesc("epair_port_in_bytes_total", "Bytes the switch received from the port.", port, nil),
 		outFrames:   prometheus.NewDesc("epair_port_out_frames_total", "Frames the switch delivered to the port.", port, nil),
 		outBytes:    prometheus.NewDesc("epair_port_out_bytes_total", "Bytes the switch delivered to the port.", port, nil),
-		dropped:     prometheus.NewDesc("epair_port_dropped_total", "Frames dropped, charged to the port.", port, nil),
-		drops:       prometheus.NewDesc("epair_port_drops_total", "Frames dropped, charged to the port, by reason.", []string{"switch", "port", "reason"}, nil),
+		dropped:     prometheus.NewDesc("epair_port_dropped_total", "Frames dropped, charged to the port, for every reason (socket-full included).", port, nil),
+		drops: prometheus.NewDesc("epair_port_drops_total", "Frames dropped, charged to the port, by reason "+
+			"(socket-full: from the pod, dropped by the kernel before the switch saw them because the port's socket was full).", []string{"switch", "port", "reason"}, nil),
 		portInfo: prometheus.NewDesc("epair_port_info", "1 per port, labelled with the socket it runs on now (af_xdp, af_packet, "+
 			"af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).",
 			[]string{"switch", "port", "backend"}, nil),

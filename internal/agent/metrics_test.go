@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/pkg/agentapi"
+	"github.com/epair-cni/epair/pkg/vale"
 )
 
 // parseMetrics parses a text exposition; a malformed one fails the test.
@@ -205,11 +207,11 @@ epair_port_out_frames_total{port="vale0:eth0",switch="vale0"} 0
 # TYPE epair_port_out_bytes_total counter
 epair_port_out_bytes_total{port="vale0:epair3a",switch="vale0"} 700
 epair_port_out_bytes_total{port="vale0:eth0",switch="vale0"} 0
-# HELP epair_port_dropped_total Frames dropped, charged to the port.
+# HELP epair_port_dropped_total Frames dropped, charged to the port, for every reason (socket-full included).
 # TYPE epair_port_dropped_total counter
 epair_port_dropped_total{port="vale0:epair3a",switch="vale0"} 3
 epair_port_dropped_total{port="vale0:eth0",switch="vale0"} 0
-# HELP epair_port_drops_total Frames dropped, charged to the port, by reason.
+# HELP epair_port_drops_total Frames dropped, charged to the port, by reason (socket-full: from the pod, dropped by the kernel before the switch saw them because the port's socket was full).
 # TYPE epair_port_drops_total counter
 epair_port_drops_total{port="vale0:epair3a",reason="no-dest",switch="vale0"} 2
 epair_port_drops_total{port="vale0:epair3a",reason="queue-full",switch="vale0"} 1
@@ -226,6 +228,53 @@ epair_port_info{backend="tap",port="vale0:eth0",switch="vale0"} 1
 	}
 	if n := testutil.CollectAndCount(newAgentCollector(a), "epair_agent_api_calls_total"); n != numOps {
 		t.Errorf("api call series: %d, want %d", n, numOps)
+	}
+}
+
+// TestMetricsSocketFull: the frames the kernel dropped before the switch saw them
+// (dataplane.PortInfo.KernelDrops) are the port's "socket-full" drops in the agent API
+// (what valectl prints), NodeState and epair_port_drops_total, and they are in the port's
+// total (Dropped, epair_port_dropped_total) like every other reason's; a port without any
+// has no socket-full series.
+func TestMetricsSocketFull(t *testing.T) {
+	var p, quiet dataplane.PortInfo
+	p.Name, p.Kind, p.HostIfName = "vale0:epair0a", dataplane.KindPod, "epair0a"
+	p.Counters.Drops[vale.DropNoSpace] = 5
+	p.Counters.Drops[vale.DropRefused] = 2
+	p.Refused[dataplane.RefusedIP] = 2
+	p.KernelDrops = 362773
+	quiet.Name, quiet.Kind, quiet.HostIfName = "vale0:epair1a", dataplane.KindPod, "epair1a"
+	quiet.Counters.Drops[vale.DropNoDest] = 1
+	api, apiQuiet := portInfo(p), portInfo(quiet)
+	want := map[string]uint64{"queue-full": 5, "spoofed-ip": 2, "socket-full": 362773}
+	if !maps.Equal(api.Stats.Drops, want) || api.Stats.Dropped != 362780 {
+		t.Fatalf("agent API drops %v (total %d), want %v (total 362780)", api.Stats.Drops, api.Stats.Dropped, want)
+	}
+	if _, ok := apiQuiet.Stats.Drops["socket-full"]; ok || apiQuiet.Stats.Dropped != 1 {
+		t.Fatalf("a port without kernel drops: %v (total %d)", apiQuiet.Stats.Drops, apiQuiet.Stats.Dropped)
+	}
+	node := map[string]uint64{}
+	for _, d := range portState("vale0", api).Drops {
+		node[d.Reason] = uint64(d.Packets)
+	}
+	if !maps.Equal(node, want) {
+		t.Fatalf("NodeState drops %v, want the agent API's %v", node, want)
+	}
+	a := &Agent{dp: statsDataplane{sl: &agentapi.SwitchList{Items: []agentapi.SwitchInfo{{Name: "vale0", Ports: []agentapi.PortInfo{api, apiQuiet}}}}}}
+	exp := `
+# HELP epair_port_dropped_total Frames dropped, charged to the port, for every reason (socket-full included).
+# TYPE epair_port_dropped_total counter
+epair_port_dropped_total{port="vale0:epair0a",switch="vale0"} 362780
+epair_port_dropped_total{port="vale0:epair1a",switch="vale0"} 1
+# HELP epair_port_drops_total Frames dropped, charged to the port, by reason (socket-full: from the pod, dropped by the kernel before the switch saw them because the port's socket was full).
+# TYPE epair_port_drops_total counter
+epair_port_drops_total{port="vale0:epair0a",reason="queue-full",switch="vale0"} 5
+epair_port_drops_total{port="vale0:epair0a",reason="socket-full",switch="vale0"} 362773
+epair_port_drops_total{port="vale0:epair0a",reason="spoofed-ip",switch="vale0"} 2
+epair_port_drops_total{port="vale0:epair1a",reason="no-destination",switch="vale0"} 1
+`
+	if err := testutil.GatherAndCompare(a.registry(), strings.NewReader(exp), "epair_port_dropped_total", "epair_port_drops_total"); err != nil {
+		t.Error(err)
 	}
 }
 

@@ -223,6 +223,15 @@ func (r *realDataplane) Close(uninstall bool) error {
 func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
 	st := totals(p.Counters)
 	st.Drops = dropsByReason(p.Counters, &p.Refused)
+	if p.KernelDrops != 0 {
+		// Lost before the switch (the port's socket was full): a reason of their own, and
+		// part of the port's total like every other, so Dropped stays the sum of Drops.
+		if st.Drops == nil {
+			st.Drops = map[string]uint64{}
+		}
+		st.Drops[dataplane.ReasonSocketFull] = p.KernelDrops
+		st.Dropped += p.KernelDrops
+	}
 	pi := agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
 		Backend: p.Backend, Owner: p.Owner, Pod: p.Pod, Active: p.Up, Stats: st, Captures: p.Captures}
 	if p.Kind == dataplane.KindPod {

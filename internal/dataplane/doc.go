@@ -96,6 +96,15 @@
 // blocks on a destination, and nothing polls: an idle dataplane costs no
 // CPU.
 //
+// Before the switch, the kernel drops what a pod port's socket cannot hold
+// when the pod sends faster than the switch drains the link (the AF_XDP RX
+// ring or the AF_PACKET ring or receive queue is full). PortInfo.KernelDrops
+// counts those frames from the socket's own counters (linkport.KernelDrops,
+// read with each PortInfo, summed over a FastStart port's sockets so it never
+// goes backwards across the upgrade), under the drop reason ReasonSocketFull
+// ("socket-full"); they are not in the switch's Counters, and no capture or
+// trace can show them, since the switch never had them.
+//
 // Frames from the host port to a pod go through the pod's output queue like
 // any other; frames to the host port go straight into the TAP adapter's TX
 // ring (the host stack has its own queueing).

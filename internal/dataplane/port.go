@@ -90,6 +90,12 @@ type PortInfo struct {
 	// RxChains counts the frames longer than one netmap buffer (TSO/GRO
 	// super-frames, on offload switches) the port received from its link.
 	RxChains uint64
+	// KernelDrops counts the frames the kernel dropped before the switch saw
+	// them (the socket's receive ring or queue was full: the pod sent faster
+	// than the switch drained its link), over every socket the port has had
+	// (linkport.KernelDrops). They are not in Counters, which counts what the
+	// switch saw; their drop reason is ReasonSocketFull. Pod ports only.
+	KernelDrops uint64
 	// Captures is the number of open captures of the port (Capture, until
 	// its Close); 0 means no capture's tap is left on it.
 	Captures int
@@ -97,6 +103,12 @@ type PortInfo struct {
 	PodMAC net.HardwareAddr
 	PodIPs []netip.Addr
 }
+
+// ReasonSocketFull names PortInfo.KernelDrops wherever drops are shown by
+// reason (the agent API, valectl, NodeState, the metrics), next to the
+// switch's reasons (vale.DropReason) and port security's (Refusal). Captures
+// and traces never show such a frame: the switch never had it.
+const ReasonSocketFull = "socket-full"
 
 // Port is an attached pod port.
 type Port struct {
@@ -132,6 +144,10 @@ func (p *Port) info() PortInfo {
 	if o.Fallback != nil {
 		pi.Fallback = o.Fallback.Error()
 	}
+	// One getsockopt per socket. Ports are listed under d.mu and closed only
+	// after they are unlinked under it, so the read does not fail; if it did,
+	// the count would be the last one read (FastStart) or 0.
+	pi.KernelDrops, _ = linkport.KernelDrops(p.opened.Port)
 	p.polMu.Lock()
 	pi.Policy = p.policy
 	p.polMu.Unlock()

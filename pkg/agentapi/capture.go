@@ -35,7 +35,8 @@ type CaptureRequest struct {
 	// SnapLen is the bytes kept of each frame; 0 is whole frames.
 	SnapLen int
 	// Format is "pcapng" ("" too: each frame with its direction, and the reason of a frame
-	// the switch dropped as a comment) or "pcap" (frames only).
+	// the switch dropped as a comment) or "pcap" (frames only). Frames the kernel dropped
+	// before the switch saw them (the port's "socket-full" drops) are in no capture.
 	Format string
 	// Filter keeps only the frames it matches: tcpdump's filter syntax, the subset
 	// pkg/pcapfilter compiles (hosts, nets, protocols, ports, MACs, VLANs, and/or/not).

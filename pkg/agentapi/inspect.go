@@ -33,8 +33,16 @@ type Counters struct {
 	InBytes   uint64 `json:"inBytes"`
 	OutFrames uint64 `json:"outFrames"`
 	OutBytes  uint64 `json:"outBytes"`
-	Dropped   uint64 `json:"dropped"`
-	// Drops by reason (names are the dataplane's), only non-zero ones.
+	// Dropped is the sum of Drops.
+	Dropped uint64 `json:"dropped"`
+	// Drops by reason (names are the dataplane's), only non-zero ones: the switch's
+	// ("queue-full", "no-destination", "too-long", "bad-frame"), port security's
+	// ("spoofed-mac", "spoofed-ip", "spoofed-arp-nd", "spoofed-ethertype", "storm"; a
+	// switch's counters have them as "refused") and, for a pod port, "socket-full": frames
+	// from the pod that the kernel dropped before the switch saw them, because the port's
+	// socket (its receive ring or queue) was full. InFrames does not count socket-full
+	// frames, captures and traces never show them, and a switch's counters (which count
+	// what the switch itself dropped) do not have them.
 	Drops map[string]uint64 `json:"drops,omitempty"`
 }
 

@@ -68,7 +68,8 @@ type TraceStep struct {
 	// "local", "unreachable".
 	Verdict string `json:"verdict"`
 	// Reason is a drop reason, with the names of the drop counters ("spoofed-ip",
-	// "queue-full", "no-destination", ...).
+	// "queue-full", "no-destination", ...; never "socket-full", which the kernel decides
+	// before the switch sees a frame).
 	Reason string `json:"reason,omitempty"`
 	Detail string `json:"detail,omitempty"`
 }

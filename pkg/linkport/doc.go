@@ -16,4 +16,11 @@
 // carry a virtio_net_hdr and the pod's TSO/GRO super-frames and partial checksums cross whole
 // (to be wrapped by a chain-mode netmap.GenericAdapter and attached to a VALE switch with
 // VnetHdrLen OffloadHdrLen, together with a hostport.Config{VnetHdr: true} TAP).
+//
+// KernelDrops reads what the kernel dropped on a port's receive side before its reader (the
+// switch) saw the frames, because the socket's ring or queue was full: AF_PACKET's tp_drops,
+// AF_XDP's rx_dropped + rx_ring_full (not rx_fill_ring_empty_descs, which counts the same
+// copy-mode drops a second time); an Upgradable sums every socket it has had and keeps a
+// closed socket's count, so the total never goes backwards across its upgrade. One
+// getsockopt per socket, no allocation: it is read per stats scrape, never per frame.
 package linkport

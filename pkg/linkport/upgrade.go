@@ -46,9 +46,13 @@ const (
 // duplicates. Where AF_XDP cannot serve the link, the port stays on its ring-less
 // socket (Current reports why).
 //
+// KernelDrops counts the frames the kernel dropped before the port's reader saw them
+// over every socket the port has had: each socket is read one last time before the
+// port closes it, and that count is kept, so the total never goes backwards.
+//
 // The concurrency rules are a backend's: one receiving and one transmitting
-// goroutine, one waiter per direction. Upgrade and Close may be called from any
-// goroutine.
+// goroutine, one waiter per direction. Upgrade, Close and KernelDrops may be called
+// from any goroutine.
 type Upgradable struct {
 	name      string
 	frameSize int
@@ -63,12 +67,18 @@ type Upgradable struct {
 	mu        sync.Mutex // serialises Upgrade and Close
 	attempted bool
 	state     atomic.Pointer[Opened] // what Current reports
+
+	kmu  sync.Mutex // serialises KernelDrops and the last reading of a socket before it closes
+	legs []*leg     // every socket the port has had, the first first (kmu)
 }
 
 // leg is one socket of an Upgradable.
 type leg struct {
 	p       Port
 	retired atomic.Bool // set before the Upgradable closes p: its errors mean "look again"
+
+	drops uint64 // p's kernel drops at their last reading (Upgradable.kmu)
+	final bool   // drops was read just before p was closed: nothing to read any more (kmu)
 }
 
 // phase is what an Upgradable's calls use; it is replaced, never changed, except for
@@ -118,7 +128,9 @@ func openFast(ifname string, opts Options) (*Upgradable, error) {
 		return nil, fmt.Errorf("open port %s: %w", ifname, err)
 	}
 	u := &Upgradable{name: ifname, frameSize: fs, xdp: opts.XDP, closing: make(chan struct{})}
-	u.publish(newPhase(&leg{p: s}, nil, false))
+	first := &leg{p: s}
+	u.legs = append(make([]*leg, 0, 2), first)
+	u.publish(newPhase(first, nil, false))
 	u.state.Store(&Opened{Port: u, Backend: Ringless})
 	return u, nil
 }
@@ -147,6 +159,9 @@ func (u *Upgradable) Upgrade() (Opened, error) {
 		return Opened{}, err
 	}
 	next := &leg{p: o.Port}
+	u.kmu.Lock()
+	u.legs = append(u.legs, next)
+	u.kmu.Unlock()
 	ph := newPhase(next, old, false)
 	u.publish(ph)
 	t := time.NewTimer(upgradeGrace)
@@ -164,6 +179,7 @@ func (u *Upgradable) Upgrade() (Opened, error) {
 	t.Stop()
 	u.publish(newPhase(next, nil, true))
 	old.retired.Store(true)
+	u.finalDrops(old)
 	cerr := old.p.Close()
 	st := o
 	st.Port = u
@@ -190,6 +206,7 @@ func (u *Upgradable) Close() error {
 		var errs []error
 		for _, l := range []*leg{ph.cur, ph.old} {
 			if l != nil && !l.retired.Swap(true) {
+				u.finalDrops(l)
 				errs = append(errs, l.p.Close())
 			}
 		}
@@ -199,6 +216,49 @@ func (u *Upgradable) Close() error {
 		u.cerr = errors.Join(errs...)
 	})
 	return u.cerr
+}
+
+// KernelDrops returns the frames the kernel dropped on receive before the port's reader
+// saw them (see the package's KernelDrops for the counters), summed over every socket the
+// port has had: the ring-less socket it opened on and, after Upgrade, the AF_XDP socket.
+// A socket the port closes (the ring-less one at the end of the handoff, every one at
+// Close) is read one last time just before, and that count is kept: the total never goes
+// backwards, and after Close it is the port's final count. An error says that a socket
+// could not be read; the total then counts what it had at its last reading.
+func (u *Upgradable) KernelDrops() (uint64, error) {
+	u.kmu.Lock()
+	defer u.kmu.Unlock()
+	var total uint64
+	var err error
+	for _, l := range u.legs {
+		if !l.final {
+			if e := l.readDrops(); e != nil && err == nil {
+				err = e
+			}
+		}
+		total += l.drops
+	}
+	return total, err
+}
+
+// finalDrops reads l's kernel drops one last time, just before the port closes l.p.
+func (u *Upgradable) finalDrops(l *leg) {
+	u.kmu.Lock()
+	defer u.kmu.Unlock()
+	if !l.final {
+		_ = l.readDrops() // on failure the last reading stands
+		l.final = true
+	}
+}
+
+// readDrops updates l.drops from the kernel (Upgradable.kmu held).
+func (l *leg) readDrops() error {
+	n, err := KernelDrops(l.p)
+	if err != nil {
+		return err
+	}
+	l.drops = max(l.drops, n)
+	return nil
 }
 
 // Name is the interface name.
@@ -357,3 +417,5 @@ func (u *Upgradable) waitTimeout(timeout time.Duration, dir netmap.Direction) er
 }
 
 var _ Port = (*Upgradable)(nil)
+
+var _ KernelDropper = (*Upgradable)(nil)
