@@ -45,6 +45,14 @@ type outq struct {
 	batch  []*ifcore.Packet // under hw
 	frames [][]byte         // under hw
 
+	// fb is the backend's fragment transmit (offload ports), for the cut-through path;
+	// direct says the policy allows it (no regulator). See cutThrough.
+	fb     netmap.GenericFragBackend
+	direct struct {
+		atomic.Bool               // the policy allows it
+		n           atomic.Uint64 // frames sent by it
+	}
+
 	closed atomic.Bool
 	txKick chan struct{}
 	cancel context.CancelFunc
@@ -119,6 +127,8 @@ func newOutq(n *ifcore.Net, name string, be netmap.GenericBackend, shape queueSh
 	}
 	ifp.SetFlagBits(ifcore.IFF_UP | ifcore.IFF_RUNNING)
 	q.ifp, q.sq, q.hw = ifp, ifp.Snd().Subqueue(0), ifp.Serializer()
+	q.fb, _ = be.(netmap.GenericFragBackend)
+	q.direct.Store(pol.rate() == nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	q.cancel = cancel
 	go q.txWait(ctx)
@@ -137,9 +147,13 @@ func (q *outq) setPolicy(old, pol PortPolicy) error {
 			return fmt.Errorf("set discipline of %s: %w", q.name, err)
 		}
 	}
+	// A regulator takes the cut-through path away before it applies: frames that
+	// passed it meanwhile were sent at once, as from an empty queue.
+	q.direct.Store(false)
 	if err := q.ifp.Snd().SetRate(pol.rate()); err != nil {
 		return fmt.Errorf("set rate of %s: %w", q.name, err)
 	}
+	q.direct.Store(pol.rate() == nil)
 	return nil
 }
 
@@ -150,9 +164,19 @@ func (q *outq) Deliver(d *vale.Delivery) int {
 		return 0
 	}
 	n := d.Len()
+	acc, start := 0, 0
+	if q.fb != nil && q.direct.Load() && q.sq.Len() == 0 && !q.sq.IsOActive() && q.hw.TryLock() {
+		if q.sq.Len() == 0 && !q.sq.IsOActive() {
+			start = q.cutThrough(d)
+			acc = start
+		}
+		q.hw.Unlock()
+		if start == n {
+			return acc
+		}
+	}
 	cls, prio := q.classes.get(d.Source())
-	acc := 0
-	for i := 0; i < n; i++ {
+	for i := start; i < n; i++ {
 		var idx uint32
 		var buf []byte
 		if q.big != nil && int(d.Frame(i).Len) > q.bufs.size {
@@ -185,6 +209,79 @@ func (q *outq) Deliver(d *vale.Delivery) int {
 		q.kick()
 	}
 	return acc
+}
+
+// cutThrough sends the frames of d straight from the switch's buffers while the queue is
+// empty, the port has no regulator and nothing else transmits (the caller holds the
+// serializer): no copy into the queue's buffers, no enqueue and dequeue. Frames of one
+// buffer go out together (sendmmsg), a super-frame's fragments with one writev. It
+// returns how many it consumed (sent, or refused by the link and counted); when the link
+// has no room it stops there, marks the queue OACTIVE and arms the TX waiter, and the
+// rest is queued as usual (behind nothing: the queue was empty), so the order holds.
+func (q *outq) cutThrough(d *vale.Delivery) int {
+	n := d.Len()
+	frames := q.frames[:0]
+	defer clear(q.frames[:cap(q.frames)])
+	i, sent := 0, 0
+	var bytes uint64
+	flush := func() bool {
+		if len(frames) == 0 {
+			return true
+		}
+		m, err := q.be.TxBatch(0, frames)
+		if err != nil {
+			q.txErrors.Add(uint64(len(frames) - m))
+			m = len(frames)
+		}
+		for _, f := range frames[:m] {
+			bytes += uint64(len(f))
+		}
+		sent += m
+		full := m < len(frames)
+		frames = frames[:0]
+		return !full
+	}
+	room := true
+	for ; i < n && room; i++ {
+		frags := d.Fragments(i)
+		if len(frags) == 1 {
+			frames = append(frames, frags[0])
+			if len(frames) == cap(frames) {
+				room = flush()
+			}
+			continue
+		}
+		if room = flush(); !room {
+			break
+		}
+		ok, err := q.fb.TxFrags(0, frags)
+		if err != nil {
+			q.txErrors.Add(1)
+			ok = true
+		}
+		if !ok {
+			room = false
+			break
+		}
+		bytes += uint64(d.Frame(i).Len)
+		sent++
+	}
+	if room {
+		room = flush()
+	}
+	if sent > 0 {
+		q.txFrames.Add(uint64(sent))
+		q.txBytes.Add(bytes)
+		q.direct.n.Add(uint64(sent))
+	}
+	if !room {
+		q.sq.SetOActive() // before arming the waiter: its TxComplete clears it
+		select {
+		case q.txKick <- struct{}{}:
+		default:
+		}
+	}
+	return sent
 }
 
 // kick gets if_start going unless the backend's TX queue is full (its
@@ -301,6 +398,7 @@ func (q *outq) stats() QueueStats {
 		TxFrames: q.txFrames.Load(),
 		TxBytes:  q.txBytes.Load(),
 		TxErrors: q.txErrors.Load(),
+		Direct:   q.direct.n.Load(),
 	}
 }
 
@@ -316,6 +414,9 @@ type QueueStats struct {
 	TxFrames uint64 // frames handed to the link
 	TxBytes  uint64
 	TxErrors uint64 // frames the link refused with an error
+	// Direct is the part of TxFrames sent straight from the switch's buffers, without
+	// being queued (an empty queue without a regulator: outq.cutThrough).
+	Direct uint64
 }
 
 // bufPool is a port's frame buffers: at most max buffers of size bytes,

@@ -171,6 +171,14 @@ func (d *Dataplane) AttachPort(ctx context.Context, req AttachRequest) (PortInfo
 	if err != nil {
 		return PortInfo{}, err
 	}
+	// A closed dataplane has no namespace to look the link up in (the lookup would fall
+	// back to the calling thread's and could find a namesake there).
+	d.mu.Lock()
+	closed := d.closed
+	d.mu.Unlock()
+	if closed {
+		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, ErrClosed)
+	}
 	link, err := d.resolveLink(req.HostIfName, req.HostIfIndex)
 	if err != nil {
 		return PortInfo{}, fmt.Errorf("attach port for %s: %w", req.Owner, err)
