@@ -596,21 +596,22 @@ func udpExchange(t *testing.T, from, to *netnsutil.NS, ip string, port, n int) i
 // capturesOn is the number of captures node n's agent counts on its port name.
 func capturesOn(t *testing.T, n *clusterNode, name string) int {
 	t.Helper()
-	sl, err := n.agent.client.Switches(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range sl.Items {
-		for _, p := range s.Ports {
-			if p.Name == name {
-				return p.Captures
-			}
-		}
-	}
-	return 0
+	p, _ := findPort(t, n, func(p agentapi.PortInfo) bool { return p.Name == name })
+	return p.Captures
 }
 
+// portOf is the name of pod's port on node n.
 func portOf(t *testing.T, n *clusterNode, pod string) string {
+	t.Helper()
+	p, ok := findPort(t, n, func(p agentapi.PortInfo) bool { return p.Pod == pod })
+	if !ok {
+		t.Fatalf("no port of %s on %s", pod, n.name)
+	}
+	return p.Name
+}
+
+// findPort is the first port of node n's agent that match accepts.
+func findPort(t *testing.T, n *clusterNode, match func(agentapi.PortInfo) bool) (agentapi.PortInfo, bool) {
 	t.Helper()
 	sl, err := n.agent.client.Switches(context.Background())
 	if err != nil {
@@ -618,13 +619,12 @@ func portOf(t *testing.T, n *clusterNode, pod string) string {
 	}
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
-			if p.Pod == pod {
-				return p.Name
+			if match(p) {
+				return p, true
 			}
 		}
 	}
-	t.Fatalf("no port of %s on %s", pod, n.name)
-	return ""
+	return agentapi.PortInfo{}, false
 }
 
 // longFrames counts the frames of a pcap stream longer than n bytes (their original length).

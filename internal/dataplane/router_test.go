@@ -60,15 +60,7 @@ func TestRouterOnly(t *testing.T) {
 
 	// Through the lookup: a pod's router-only frames go to the host port alone, the
 	// rest floods; the host port's own still flood.
-	fdb, err := vale.NewFDB(64, time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lrn, err := vale.NewLearning(fdb, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gl := newGuardLookup(lrn, 4, 0)
+	gl, _ := newTestGuard(t)
 	var refused refusedCounters
 	var m6 [6]byte
 	copy(m6[:], mac)

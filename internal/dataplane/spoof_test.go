@@ -284,7 +284,9 @@ func TestLinkLocalOf(t *testing.T) {
 	}
 }
 
-func TestGuardLookup(t *testing.T) {
+// newTestGuard is a guard lookup of 4 ports over a learning lookup and its FDB.
+func newTestGuard(t *testing.T) (*guardLookup, *vale.FDB) {
+	t.Helper()
 	fdb, err := vale.NewFDB(64, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -293,7 +295,11 @@ func TestGuardLookup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gl := newGuardLookup(lrn, 4, 0)
+	return newGuardLookup(lrn, 4, 0), fdb
+}
+
+func TestGuardLookup(t *testing.T) {
+	gl, fdb := newTestGuard(t)
 	mac := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x10}
 	peer := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x11}
 	bad := net.HardwareAddr{0x02, 0xba, 0xd, 0, 0, 1}
