@@ -89,6 +89,7 @@ type GenericAdapter struct {
 	rxScratch [][][]byte         // chain mode: per RX queue, whole frames before scattering
 	rxSlots   int                // chain mode: slots one frame of maxFrame bytes needs
 	fb        GenericFragBackend // chain mode, when the backend has it
+	rxStash   []rxStash          // chain mode over fb: frames received in a batch, per RX queue
 
 	txFrames [][][]byte
 	txPos    [][]uint32
@@ -186,6 +187,10 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		g.txScratch = make([][]byte, ntx)
 		for i := range g.txScratch {
 			g.txScratch[i] = make([]byte, genericTxScratchFrames*fs)
+		}
+		g.rxStash = make([]rxStash, nrx)
+		for i := range g.rxStash {
+			g.rxStash[i] = rxStash{lens: make([]int, genericRxScratchFrames), big: true}
 		}
 		g.rxScratch = make([][][]byte, nrx)
 		for i := range g.rxScratch {
@@ -545,7 +550,7 @@ func (g *GenericAdapter) rxSingle(k *Kring, q int, hwtail, free uint32) error {
 
 func (g *GenericAdapter) rxChains(k *Kring, q int, hwtail, free uint32) error {
 	if g.fb != nil {
-		return g.rxScatter(k, q, hwtail, free)
+		return g.rxAdaptive(k, q, hwtail, free)
 	}
 	nf := min(int(free)/g.rxSlots, len(g.rxScratch[q]))
 	if nf == 0 {
@@ -583,6 +588,91 @@ frames:
 	return err
 }
 
+// rxStash is one RX queue's frames received in a batch and not yet in the ring
+// (rxAdaptive): rxScratch[q][pos:n], lengths in lens (0: a frame the backend
+// dropped). big says frames longer than a buffer came lately.
+type rxStash struct {
+	lens   []int
+	pos, n int
+	big    bool
+}
+
+// rxAdaptive is rxChains over a GenericFragBackend. Frames go into the ring one
+// of two ways, chosen by what came lately:
+//   - after super-frames (big), one RxScatter per frame straight into the free
+//     slots (no copy in user space; one system call per frame);
+//   - after a run of short frames, RxBatch takes up to genericRxScratchFrames
+//     frames with one system call into the queue's scratch buffers (each as long
+//     as the largest frame, so nothing is cut), which are copied into the slots
+//     (a short copy for short frames). What the ring has no room for waits in the
+//     scratch for the next sync, ahead of anything newer, so the order holds. A
+//     super-frame seen this way switches back to scatter once the scratch is empty.
+func (g *GenericAdapter) rxAdaptive(k *Kring, q int, hwtail, free uint32) error {
+	st := &g.rxStash[q]
+	j := hwtail
+	var err error
+	for {
+		j, free = g.placeStash(k, q, st, j, free)
+		if st.pos < st.n { // the ring is full: the rest waits
+			break
+		}
+		if st.big {
+			k.NrHwtail.Store(j)
+			return g.rxScatter(k, q, j, free)
+		}
+		var n int
+		n, err = g.b.RxBatch(q, g.rxScratch[q], st.lens)
+		st.pos, st.n = 0, n
+		if n == 0 || err != nil {
+			break
+		}
+	}
+	k.NrHwtail.Store(j)
+	return err
+}
+
+// placeStash copies the stash's frames into the free slots from j on, while they fit;
+// it returns where it stopped and the slots left.
+func (g *GenericAdapter) placeStash(k *Kring, q int, st *rxStash, j, free uint32) (uint32, uint32) {
+	for ; st.pos < st.n; st.pos++ {
+		l := min(st.lens[st.pos], g.maxFrame)
+		if l <= 0 {
+			continue // dropped by the backend (counted there)
+		}
+		need := uint32((l + g.bufSize - 1) / g.bufSize)
+		if need > free {
+			break
+		}
+		if need > 1 {
+			g.RxChains.Add(1)
+			st.big = true
+		}
+		f := g.rxScratch[q][st.pos][:l]
+		start := j
+		for len(f) > 0 {
+			s := &k.Ring.Slot[j]
+			buf := g.slotBuf(s)
+			if buf == nil { // pool exhausted: drop this frame
+				g.RxErrors.Add(1)
+				j = start
+				break
+			}
+			c := copy(buf[:g.bufSize], f)
+			f = f[c:]
+			s.Len = uint16(c)
+			s.Flags = k.NkrSlotFlags
+			if len(f) > 0 {
+				s.Flags |= MoreFrag
+			}
+			j = k.Next(j)
+		}
+		if j != start {
+			free -= need
+		}
+	}
+	return j, free
+}
+
 // rxScatter is rxChains over a GenericFragBackend: the free slots' buffers
 // are offered to RxScatter frame by frame while room for a largest frame
 // remains.
@@ -597,6 +687,7 @@ func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
 	}
 	j, pos := hwtail, 0
 	var err error
+	short, long := 0, 0
 	for len(bufs)-pos >= g.rxSlots {
 		var n int
 		var ok bool
@@ -610,6 +701,9 @@ func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
 		used := (n + g.bufSize - 1) / g.bufSize
 		if used > 1 {
 			g.RxChains.Add(1)
+			long++
+		} else {
+			short++
 		}
 		for c := 0; c < used; c++ {
 			s := &k.Ring.Slot[j]
@@ -624,7 +718,18 @@ func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
 	}
 	k.NrHwtail.Store(j)
 	clear(bufs)
+	if st := g.stashOf(q); st != nil && long == 0 && short >= 2 {
+		st.big = false // short frames queue up: take them in batches
+	}
 	return err
+}
+
+// stashOf is RX queue q's stash, or nil outside chain mode over a GenericFragBackend.
+func (g *GenericAdapter) stashOf(q int) *rxStash {
+	if q < len(g.rxStash) {
+		return &g.rxStash[q]
+	}
+	return nil
 }
 
 // Dtor stops the goroutines (if still running) and closes the backend.

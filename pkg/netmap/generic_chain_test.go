@@ -230,6 +230,69 @@ func testGenericChains(t *testing.T, frag bool) {
 			t.Errorf("frame %d differs", i)
 		}
 	}
+	if frag {
+		testAdaptiveRx(t, h, g, b)
+	}
+}
+
+// testAdaptiveRx: over a GenericFragBackend, a run of short frames switches the adapter
+// to batches (RxBatch into the scratch, copied into the slots); more frames than the ring
+// holds wait in the scratch, in order; a super-frame among them arrives intact as a chain
+// and switches it back to one RxScatter per frame.
+func testAdaptiveRx(t *testing.T, h *Handle, g *GenericAdapter, b *memBackend) {
+	t.Helper()
+	rx := func(want int) [][]byte {
+		var all [][]byte
+		for i := 0; i < 50 && len(all) < want; i++ {
+			if err := h.RxSync(); err != nil {
+				t.Fatal(err)
+			}
+			f, _ := readChains(h.RxRing(0))
+			all = append(all, f...)
+		}
+		return all
+	}
+	b.mu.Lock()
+	batches0 := b.batches
+	b.mu.Unlock()
+	// 100 short frames and a super-frame: more than the 64-slot ring holds.
+	var frames [][]byte
+	for i := range 100 {
+		frames = append(frames, chainFrame(60+i, byte(i)))
+	}
+	frames = append(frames, chainFrame(20000, 0xee))
+	check := func(frames [][]byte) {
+		t.Helper()
+		b.inject(0, frames...)
+		got := rx(len(frames))
+		if len(got) != len(frames) {
+			t.Fatalf("received %d of %d frames", len(got), len(frames))
+		}
+		for i := range frames {
+			if !bytes.Equal(got[i], frames[i]) {
+				t.Fatalf("frame %d (%d bytes) differs or is out of order", i, len(frames[i]))
+			}
+		}
+	}
+	check(frames)
+	b.mu.Lock()
+	batches := b.batches - batches0
+	b.mu.Unlock()
+	if batches == 0 {
+		t.Fatal("no frame was received in a batch: the short frames went one system call each")
+	}
+	if !g.rxStash[0].big {
+		t.Error("after a super-frame the adapter still takes frames in batches")
+	}
+	// Short frames again: back to batches once a run of them is seen.
+	frames = frames[:0]
+	for i := range 30 {
+		frames = append(frames, chainFrame(1500, byte(0x80+i)))
+	}
+	check(frames)
+	if g.rxStash[0].big {
+		t.Error("after a run of short frames the adapter still takes one frame per call")
+	}
 }
 
 func TestGenericChainConfig(t *testing.T) {

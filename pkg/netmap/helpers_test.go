@@ -23,6 +23,7 @@ type memBackend struct {
 	txReady chan struct{}
 	closed  bool
 	closes  int
+	batches int // RxBatch calls that returned frames
 }
 
 func newMemBackend(ntx, nrx int) *memBackend {
@@ -60,6 +61,9 @@ func (b *memBackend) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
 		lens[n] = copy(bufs[n], b.pending[q][0])
 		b.pending[q] = b.pending[q][1:]
 		n++
+	}
+	if n > 0 {
+		b.batches++
 	}
 	return n, nil
 }

@@ -36,9 +36,10 @@
 // only where a device needs it. The socket then has no rings: a TPACKET_V3 block is
 // handed over only when full or after its retire timer (1 ms at least), which delays every
 // TCP ACK by up to a millisecond and throttled TCP to half the rate; a 64 KB frame also
-// does not fit a page-sized TX slot. Frames are received with recvfrom/recvmsg(2) (one
-// readiness edge per frame, and RxScatter lets the kernel copy straight into a netmap slot
-// chain) into a receive buffer of BlockSize×BlockCount bytes (8 MiB by default), and sent
+// does not fit a page-sized TX slot. Frames are received with recvmsg(2) (RxScatter lets the
+// kernel copy one frame straight into a netmap slot chain) or in batches of up to 16 with
+// recvmmsg(2) (Receive, one buffer per frame), from a receive buffer of BlockSize×BlockCount
+// bytes (8 MiB by default), and sent
 // with write/writev(2) (TxFrags: straight from the chain's slots), waiting for room with
 // poll(2). VLAN tags the kernel moved to skb metadata are not re-inserted in this mode.
 // Peers of such a socket must speak the same header: see pkg/vale's Config.VnetHdrLen.

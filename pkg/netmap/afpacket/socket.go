@@ -169,6 +169,8 @@ type Socket struct {
 	txMsgs   [txBatchMax]unix.Mmsghdr // transmitRingless' sendmmsg vector (transmitting goroutine)
 	rxPoll   [1]unix.PollFd           // the RX waiter's poll(2) set (ring-less: no ring)
 	rxIov    [maxTxFrags]unix.Iovec   // RxScatter's recvmsg vector (receiving goroutine)
+	rxBIov   [rxBatchMax]unix.Iovec   // receiveVnet's iovecs, one per message (receiving goroutine)
+	rxMsgs   [rxBatchMax]unix.Mmsghdr // receiveVnet's recvmmsg vector (receiving goroutine)
 	txSlot   uint32                   // slot size
 	txSlots  uint32
 	txHead   uint32 // next slot to fill
