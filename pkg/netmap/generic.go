@@ -565,27 +565,38 @@ frames:
 		if len(f) > g.bufSize {
 			g.RxChains.Add(1)
 		}
-		start := j
-		for len(f) > 0 {
-			s := &k.Ring.Slot[j]
-			buf := g.slotBuf(s)
-			if buf == nil { // pool exhausted: drop this frame and the rest
-				g.RxErrors.Add(1)
-				j = start
-				break frames
-			}
-			c := copy(buf, f)
-			f = f[c:]
-			s.Len = uint16(c)
-			s.Flags = k.NkrSlotFlags
-			if len(f) > 0 {
-				s.Flags |= MoreFrag
-			}
-			j = k.Next(j)
+		next, ok := g.fillChain(k, j, f)
+		if !ok { // pool exhausted: drop this frame and the rest
+			break frames
 		}
+		j = next
 	}
 	k.NrHwtail.Store(j)
 	return err
+}
+
+// fillChain copies frame f into the slots from j on, a buffer each, every slot but the
+// last marked NS_MOREFRAG, and returns the slot after it. When the pool has no buffer left
+// the frame is dropped (counted) and ok is false.
+func (g *GenericAdapter) fillChain(k *Kring, j uint32, f []byte) (next uint32, ok bool) {
+	start := j
+	for len(f) > 0 {
+		s := &k.Ring.Slot[j]
+		buf := g.slotBuf(s)
+		if buf == nil {
+			g.RxErrors.Add(1)
+			return start, false
+		}
+		c := copy(buf[:g.bufSize], f)
+		f = f[c:]
+		s.Len = uint16(c)
+		s.Flags = k.NkrSlotFlags
+		if len(f) > 0 {
+			s.Flags |= MoreFrag
+		}
+		j = k.Next(j)
+	}
+	return j, true
 }
 
 // rxStash is one RX queue's frames received in a batch and not yet in the ring
@@ -647,27 +658,8 @@ func (g *GenericAdapter) placeStash(k *Kring, q int, st *rxStash, j, free uint32
 			g.RxChains.Add(1)
 			st.big = true
 		}
-		f := g.rxScratch[q][st.pos][:l]
-		start := j
-		for len(f) > 0 {
-			s := &k.Ring.Slot[j]
-			buf := g.slotBuf(s)
-			if buf == nil { // pool exhausted: drop this frame
-				g.RxErrors.Add(1)
-				j = start
-				break
-			}
-			c := copy(buf[:g.bufSize], f)
-			f = f[c:]
-			s.Len = uint16(c)
-			s.Flags = k.NkrSlotFlags
-			if len(f) > 0 {
-				s.Flags |= MoreFrag
-			}
-			j = k.Next(j)
-		}
-		if j != start {
-			free -= need
+		if next, ok := g.fillChain(k, j, g.rxScratch[q][st.pos][:l]); ok { // else dropped for want of a buffer
+			j, free = next, free-need
 		}
 	}
 	return j, free
