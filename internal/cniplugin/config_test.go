@@ -209,7 +209,10 @@ func TestCNIErrorMapping(t *testing.T) {
 		{fmt.Errorf("allocate: %w", agentapi.ErrNotReady), types.ErrTryAgainLater},
 		{fmt.Errorf("allocate: %w", agentapi.ErrUnavailable), types.ErrTryAgainLater},
 		{fmt.Errorf("allocate: %w", agentapi.ErrTimeout), types.ErrTryAgainLater},
-		{fmt.Errorf("allocate: %w", agentapi.ErrExhausted), types.ErrInternal},
+		{fmt.Errorf("allocate: %w", agentapi.ErrExhausted), CodeRangeExhausted},
+		{fmt.Errorf("allocate: %w", agentapi.NewError(agentapi.CodeConflict, "ips: 10.0.0.5 is held by x/eth0")), CodeAddressConflict},
+		{fmt.Errorf("add: %w: attachment x/eth0 already exists with 10.0.0.4/24", ErrAddressConflict), CodeAddressConflict},
+		{fmt.Errorf("add: %w", fieldErr(ErrInvalidArgs, "CNI_NETNS", "/proc/1/ns/net", "the plugin's own", "")), types.ErrInvalidEnvironmentVariables},
 		{fmt.Errorf("check: %w: no address", ErrCheckFailed), types.ErrInternal},
 		{errors.New("boom"), types.ErrInternal},
 	} {

@@ -18,7 +18,11 @@
 //
 // Verbs (Plugin's methods; Plugin.Funcs adapts them to skel, mapping errors with CNIError):
 //
-//   - ADD: Allocate (idempotent per containerID/ifname) → remove a stale pair of the same
+//   - ADD: CNI_NETNS must be a network namespace other than the plugin's own (a file, a
+//     directory or another namespace kind: code 8; the node's own namespace: code 4 naming
+//     it; both before any side effect) → Allocate (idempotent per containerID/ifname; a
+//     repeated ADD whose runtimeConfig.ips the existing attachment does not hold is refused
+//     with code 100, the attachment left as it was) → remove a stale pair of the same
 //     owner left by an interrupted ADD → pkg/epair Create (host epair<n>a, pod end renamed to
 //     CNI_IFNAME, owner alias) → pod MAC (agent's, else runtimeConfig.mac, else the epair
 //     scheme), addresses (IPv6 with IFA_F_NODAD: no DAD delay), routes (agent's, then
@@ -49,5 +53,10 @@
 //	ErrInvalidConfig → 7           ErrInvalidNetNS → 8    ErrNotAvailable → 50
 //	agent InvalidRequest → 7       agent NotFound → 3 (unknown container)
 //	agent NotReady/Unavailable/Timeout → 11 (try again later)
+//	agent Conflict, ErrAddressConflict → 100 (CodeAddressConflict, plugin-specific)
+//	agent Exhausted → 101 (CodeRangeExhausted, plugin-specific)
 //	anything else → 999
+//
+// The spec reserves codes below 100 and has none for IPAM; the reference host-local plugin
+// answers 999 for a taken or exhausted range, which a runtime cannot tell from a crash.
 package cniplugin

@@ -23,9 +23,22 @@ var (
 	ErrInvalidNetNS = errors.New("invalid network namespace")
 	// ErrNotAvailable: the plugin cannot serve ADD now; STATUS reports it (code 50).
 	ErrNotAvailable = errors.New("plugin not available")
+	// ErrAddressConflict: a requested address is another attachment's, or a repeated ADD
+	// asks for addresses other than its attachment's (CodeAddressConflict).
+	ErrAddressConflict = errors.New("address conflict")
 	// ErrCheckFailed: CHECK found a difference between the result and the pod (code 999
 	// with the difference in the message; CNI defines no dedicated code).
 	ErrCheckFailed = errors.New("check failed")
+)
+
+// Plugin-specific CNI error codes (the spec leaves 100 and up to plugins; it has no code
+// for IPAM failures, and the reference host-local plugin returns 999 for them).
+const (
+	// CodeAddressConflict: a requested address belongs to another attachment, or a repeated
+	// ADD asks for other addresses than the attachment holds.
+	CodeAddressConflict uint = 100
+	// CodeRangeExhausted: no free address is left in the switch's range of a family.
+	CodeRangeExhausted uint = 101
 )
 
 // FieldError is a configuration or argument error naming the offending field and what is
@@ -88,6 +101,8 @@ func cniCode(err error) uint {
 		return types.ErrInvalidNetNS
 	case errors.Is(err, ErrNotAvailable):
 		return types.ErrPluginNotAvailable
+	case errors.Is(err, ErrAddressConflict):
+		return CodeAddressConflict
 	}
 	var ae *agentapi.Error
 	if errors.As(err, &ae) {
@@ -97,6 +112,12 @@ func cniCode(err error) uint {
 			return types.ErrInvalidNetworkConfig
 		case agentapi.CodeNotFound:
 			return types.ErrUnknownContainer
+		case agentapi.CodeConflict:
+			// An address (or MAC, or switch) another attachment has, or the attachment's own
+			// that a repeated ADD asks to change.
+			return CodeAddressConflict
+		case agentapi.CodeExhausted:
+			return CodeRangeExhausted
 		case agentapi.CodeNotReady, agentapi.CodeUnavailable, agentapi.CodeTimeout:
 			// Transient: the agent is starting, restarting or busy.
 			return types.ErrTryAgainLater

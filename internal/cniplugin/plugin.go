@@ -116,6 +116,9 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs, needNetNS bool) (*call, 
 	if args.ContainerID == "" {
 		return c, fmt.Errorf("%s: %w", verb, fieldErr(ErrInvalidArgs, "CNI_CONTAINERID", "", "required", ""))
 	}
+	if strings.IndexByte(args.ContainerID, 0) >= 0 {
+		return c, fmt.Errorf("%s: %w", verb, fieldErr(ErrInvalidArgs, "CNI_CONTAINERID", args.ContainerID, "contains a NUL byte", ""))
+	}
 	if err := validIfName(args.IfName); err != "" {
 		return c, fmt.Errorf("%s: %w", verb, fieldErr(ErrInvalidArgs, "CNI_IFNAME", args.IfName, err, "1..15 bytes, no '/', ':' or whitespace"))
 	}
@@ -125,6 +128,13 @@ func (p *Plugin) begin(verb string, args *skel.CmdArgs, needNetNS bool) (*call, 
 	if needNetNS && netnsGone(args.Netns) {
 		// Fail before asking the agent for anything.
 		return c, fmt.Errorf("%s: netns %s does not exist: %w", verb, args.Netns, ErrInvalidNetNS)
+	}
+	if needNetNS {
+		// A file or directory that is no network namespace, or the node's own namespace:
+		// refused before any side effect.
+		if err := checkPodNetNS(args.Netns); err != nil {
+			return c, fmt.Errorf("%s: %w", verb, err)
+		}
 	}
 	c.key = agentapi.Key{ContainerID: args.ContainerID, IfName: args.IfName}
 	c.owner = epair.OwnerKey(cfg.Name, args.ContainerID, args.IfName)
@@ -265,7 +275,13 @@ func (op *addOp) allocateAndClone() error {
 	op.creq = epair.Request{PodNetNS: args.Netns, IfName: args.IfName, MTU: cfg.MTU, Owner: op.owner}
 	op.pair, op.cerr = op.links.Create(op.creq)
 	al := <-allocated
-	if al.err == nil {
+	var conflict error
+	if al.err == nil && al.att.Existing {
+		conflict = requestedConflict(op.key, cfg.RequestedIPs, al.att)
+	}
+	if al.err == nil && conflict == nil {
+		// (A repeated ADD refused for asking other addresses leaves the attachment it
+		// found as it was.)
 		op.undo.Add(func() error {
 			// A fresh context: the ADD deadline may be what failed.
 			rctx, rcancel := context.WithTimeout(context.Background(), time.Duration(cfg.Timeouts.Del))
@@ -280,6 +296,9 @@ func (op *addOp) allocateAndClone() error {
 	if al.err != nil {
 		return fmt.Errorf("add: allocate attachment %s: %w", op.key, al.err)
 	}
+	if conflict != nil {
+		return fmt.Errorf("add: %w", conflict)
+	}
 	op.att = al.att
 	op.debugf("allocated %+v", op.att)
 	if len(op.att.IPs) == 0 {
@@ -290,6 +309,23 @@ func (op *addOp) allocateAndClone() error {
 		var err error
 		if op.mac, err = net.ParseMAC(op.att.MAC); err != nil {
 			return fmt.Errorf("add: attachment %s: agent MAC %q: %w", op.key, op.att.MAC, err)
+		}
+	}
+	return nil
+}
+
+// requestedConflict is the error of a repeated ADD whose runtimeConfig.ips asks for
+// addresses the existing attachment does not hold (nil if it holds them all).
+func requestedConflict(key agentapi.Key, requested []netip.Addr, att *agentapi.Attachment) error {
+	var held []string
+	for _, ip := range att.IPs {
+		held = append(held, ip.Address.String())
+	}
+	for _, a := range requested {
+		a = a.Unmap()
+		if !slices.ContainsFunc(att.IPs, func(ip agentapi.IPConfig) bool { return ip.Address.Addr() == a }) {
+			return fmt.Errorf("%w: attachment %s already exists with %s, not the requested %s (runtimeConfig.ips); DEL it first to change its addresses",
+				ErrAddressConflict, key, strings.Join(held, ", "), a)
 		}
 	}
 	return nil

@@ -190,6 +190,57 @@ func netnsGone(nsPath string) bool {
 	return errors.Is(err, os.ErrNotExist)
 }
 
+// checkPodNetNS makes sure nsPath is a network namespace (not a regular file, a directory
+// or another kind of namespace: ErrInvalidNetNS) and not the one the calling thread runs
+// in, the node's own (ErrInvalidArgs: an ADD there would configure the node and replace its
+// default route). It changes nothing.
+func checkPodNetNS(nsPath string) error {
+	ns, err := netns.GetFromPath(nsPath)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w: %w", nsPath, ErrInvalidNetNS, err)
+	}
+	defer ns.Close()
+	var fs unix.Statfs_t
+	if err := unix.Fstatfs(int(ns), &fs); err != nil {
+		return fmt.Errorf("netns %s: statfs: %w: %w", nsPath, ErrInvalidNetNS, err)
+	}
+	if fs.Type != unix.NSFS_MAGIC {
+		kind := "not a namespace file"
+		if fi, err := os.Stat(nsPath); err == nil {
+			switch {
+			case fi.IsDir():
+				kind = "a directory"
+			case fi.Mode().IsRegular():
+				kind = "a regular file"
+			}
+		}
+		return fmt.Errorf("netns %s is not a network namespace (%s): %w", nsPath, kind, ErrInvalidNetNS)
+	}
+	if t, err := unix.IoctlRetInt(int(ns), unix.NS_GET_NSTYPE); err == nil && t != unix.CLONE_NEWNET {
+		return fmt.Errorf("netns %s is not a network namespace (another kind of namespace): %w", nsPath, ErrInvalidNetNS)
+	}
+	own, err := isOwnNetNS(ns)
+	if err != nil {
+		return fmt.Errorf("netns %s: %w", nsPath, err)
+	}
+	if own {
+		return fieldErr(ErrInvalidArgs, "CNI_NETNS", nsPath,
+			"is the plugin's own (the node's) network namespace, not a pod's: refusing to configure it", "a pod's network namespace")
+	}
+	return nil
+}
+
+// isOwnNetNS reports whether ns is the calling thread's network namespace (same device and
+// inode).
+func isOwnNetNS(ns netns.NsHandle) (bool, error) {
+	self, err := netns.Get()
+	if err != nil {
+		return false, fmt.Errorf("open own netns: %w", err)
+	}
+	defer self.Close()
+	return ns.Equal(self), nil
+}
+
 // setTxChecksum turns transmit checksum offload of ifName in the pod's namespace on or off.
 func setTxChecksum(nsPath, ifName string, on bool) error {
 	ns, err := netns.GetFromPath(nsPath)

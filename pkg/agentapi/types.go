@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 )
 
 // Version is the API version; every endpoint lives under "/" + Version.
@@ -60,11 +61,17 @@ func (k Key) Validate() error {
 	if len(k.ContainerID) > 1024 {
 		return invalid("containerID", "longer than 1024 bytes")
 	}
+	if strings.IndexByte(k.ContainerID, 0) >= 0 {
+		return invalid("containerID", fmt.Sprintf("%q contains a NUL byte", k.ContainerID))
+	}
 	if k.IfName == "" {
 		return invalid("ifName", "must not be empty")
 	}
 	if len(k.IfName) > 15 {
 		return invalid("ifName", fmt.Sprintf("%q longer than 15 bytes (IFNAMSIZ-1)", k.IfName))
+	}
+	if strings.IndexByte(k.IfName, 0) >= 0 {
+		return invalid("ifName", fmt.Sprintf("%q contains a NUL byte", k.IfName))
 	}
 	return nil
 }
