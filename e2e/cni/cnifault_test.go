@@ -2,8 +2,11 @@ package cni
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -202,4 +205,36 @@ func TestAgentRejectsNULKey(t *testing.T) {
 		}
 	}
 	e.noAttachments("the refused Allocates")
+}
+
+// TestMissingCNIVersion: a configuration without cniVersion is refused with code 1 and a
+// message that says the field is missing (skel alone answered "config is 0.1.0"); one with
+// a version goes on to the plugin as before (here: VERSION needs no config, and an ADD
+// with a version but no agent fails on the agent, not on the version).
+func TestMissingCNIVersion(t *testing.T) {
+	bin := bins(t)
+	run := func(cmd, conf string) (map[string]any, error) {
+		c := exec.Command(filepath.Join(bin, "epair")) // the harness's name for epair-cni
+		c.Env = append(os.Environ(), "CNI_COMMAND="+cmd, "CNI_CONTAINERID=v", "CNI_NETNS=/proc/self/ns/net", "CNI_IFNAME=eth0", "CNI_PATH="+bin)
+		c.Stdin = strings.NewReader(conf)
+		out, err := c.Output()
+		var res map[string]any
+		if jerr := json.Unmarshal(out, &res); jerr != nil {
+			t.Fatalf("%s: output is not JSON: %v (%v)\n%s", cmd, jerr, err, out)
+		}
+		return res, err
+	}
+	for _, conf := range []string{`{"name":"podnet","type":"epair"}`, `{"cniVersion":"","name":"podnet","type":"epair"}`} {
+		res, err := run("ADD", conf)
+		if err == nil || res["code"] != float64(1) || !strings.Contains(fmt.Sprint(res["msg"]), "cniVersion: required") || strings.Contains(fmt.Sprint(res), "0.1.0") {
+			t.Fatalf("ADD of %s: %v %v; want code 1 \"cniVersion: required\"", conf, err, res)
+		}
+	}
+	res, err := run("ADD", `{"cniVersion":"1.1.0","name":"podnet","type":"epair","agentSocket":"/nonexistent/agent.sock"}`)
+	if err == nil || strings.Contains(fmt.Sprint(res["msg"]), "cniVersion") {
+		t.Fatalf("ADD with a version and no agent: %v %v; want an error about the agent, not the version", err, res)
+	}
+	if res, err := run("VERSION", ""); err != nil || res["supportedVersions"] == nil {
+		t.Fatalf("VERSION: %v %v", err, res)
+	}
 }
