@@ -109,7 +109,7 @@ func New(opts Options) (*Agent, error) {
 		}
 	}()
 	for i, sw := range a.cfg.Switches {
-		st, err := ipam.Open(a.ipamPath(sw.Name), a.cfg.switchRanges(i))
+		st, err := a.openIPAM(a.ipamPath(sw.Name), a.cfg.switchRanges(i))
 		if err != nil {
 			return nil, fmt.Errorf("new agent: switch %s: %w", sw.Name, err)
 		}
@@ -120,9 +120,12 @@ func New(opts Options) (*Agent, error) {
 	if a.recs, err = openRecords(filepath.Join(a.cfg.StateDir, "attachments.db")); err != nil {
 		return nil, fmt.Errorf("new agent: %w", err)
 	}
-	rs, err := a.recs.all()
+	rs, bad, err := a.recs.all()
 	if err != nil {
 		return nil, fmt.Errorf("new agent: %w", err)
+	}
+	for _, b := range bad {
+		a.log.Error("attachment store: undecodable record skipped; Recover rebuilds it from IPAM and the link's alias", "record", b)
 	}
 	for _, r := range rs {
 		a.atts[r.Key] = r
@@ -220,12 +223,19 @@ func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*a
 		mtu = req.MTU
 	}
 	st := a.stores[sw.Name]
-	if _, err := st.Allocate(owner(req.Key), req.IPs); err != nil {
+	if st.Fresh() {
+		// Its store was lost and the running pods' addresses are not restored (Recover
+		// refused): allocating could hand one of them out again.
+		return nil, agentapi.NewError(agentapi.CodeNotReady, fmt.Sprintf("switch %s: IPAM store %s lost and not rebuilt (see the agent's log)",
+			sw.Name, a.ipamPath(sw.Name)))
+	}
+	al, err := st.Allocate(owner(req.Key), req.IPs)
+	if err != nil {
 		return nil, ipamError(fmt.Errorf("allocate addresses for %s: %w", req.Key, err))
 	}
 	r := &record{Key: req.Key, Network: req.Network, NetNS: req.NetNS, PodName: req.PodName,
 		PodNamespace: req.PodNamespace, PodUID: req.PodUID, Switch: sw.Name, MAC: req.MAC, MTU: mtu,
-		Created: time.Now().UTC()}
+		Created: time.Now().UTC(), IPs: al.Addrs}
 	if err := a.recs.put(r); err != nil {
 		if _, _, rerr := st.Release(owner(req.Key)); rerr != nil {
 			err = errors.Join(err, rerr)

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/epair"
 )
@@ -20,6 +23,7 @@ type RecoverStats struct {
 	Stale      int // attachments whose host link is gone (pod deleted while we were down): released
 	Pending    int // allocated, never attached, younger than RecoverGrace: kept for the ADD's retry
 	Waiting    int // records of a switch the agent does not run (yet): kept for AddSwitch
+	Rebuilt    int // running pods whose addresses were restored into a lost IPAM store
 }
 
 // Recover rebuilds the agent's state after a start: it reconciles the attachment records
@@ -51,7 +55,7 @@ func (a *Agent) Recover(ctx context.Context) (RecoverStats, error) {
 	a.readyAt.Store(time.Now().UnixNano())
 	a.ready.Store(true)
 	a.log.Info("recovered state", "reattached", st.Reattached, "orphans", st.Orphans, "dropped", st.Dropped,
-		"stale", st.Stale, "pending", st.Pending, "waiting", st.Waiting)
+		"stale", st.Stale, "pending", st.Pending, "waiting", st.Waiting, "rebuilt", st.Rebuilt)
 	return st, nil
 }
 
@@ -61,6 +65,21 @@ func (a *Agent) recoverSwitches(ctx context.Context, names []string) (RecoverSta
 	on := make(map[string]bool, len(names))
 	for _, n := range names {
 		on[n] = true
+	}
+	// 0. A lost IPAM store (new, truncated, moved aside as damaged) gets the addresses of
+	// the pods still running back before anything is allocated or released.
+	var fresh []string
+	for _, name := range names {
+		if a.stores[name].Fresh() {
+			fresh = append(fresh, name)
+		}
+	}
+	if len(fresh) > 0 {
+		n, err := a.rebuildIPAM(fresh)
+		st.Rebuilt = n
+		if err != nil {
+			return st, fmt.Errorf("recover: %w", err)
+		}
 	}
 	// 1. Records ↔ addresses.
 	owners := map[agentapi.Key]string{}
@@ -72,10 +91,19 @@ func (a *Agent) recoverSwitches(ctx context.Context, names []string) (RecoverSta
 		for _, al := range als {
 			k := agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}
 			owners[k] = name
-			if _, ok := a.get(k); ok {
+			if r, ok := a.get(k); ok {
+				if r.Switch == name && !slices.Equal(r.IPs, al.Addrs) {
+					// A record of an older agent, without the addresses: add them.
+					nr := *r
+					nr.IPs = al.Addrs
+					if err := a.recs.put(&nr); err != nil {
+						return st, fmt.Errorf("recover: %w", err)
+					}
+					a.set(&nr)
+				}
 				continue
 			}
-			r := &record{Key: k, Switch: name, MTU: a.switchMTU(name), Created: al.Created}
+			r := &record{Key: k, Switch: name, MTU: a.switchMTU(name), Created: al.Created, IPs: al.Addrs}
 			if err := a.recs.put(r); err != nil {
 				return st, fmt.Errorf("recover: %w", err)
 			}
@@ -149,6 +177,117 @@ func (a *Agent) recoverSwitches(ctx context.Context, names []string) (RecoverSta
 		}
 	}
 	return st, nil
+}
+
+// linkOf finds r's host link among the links by owner alias (an orphan's network is
+// unknown: then by container and ifname).
+func linkOf(r *record, byOwner map[string]epair.Pair) (epair.Pair, bool) {
+	if p, ok := byOwner[ownerKey(r)]; ok || r.Network != "" {
+		return p, ok
+	}
+	for o, p := range byOwner {
+		if _, cid, ifn, ok := epair.ParseOwnerKey(o); ok && (agentapi.Key{ContainerID: cid, IfName: ifn}) == r.Key {
+			return p, true
+		}
+	}
+	return epair.Pair{}, false
+}
+
+// rebuildIPAM restores into the fresh IPAM stores of the named switches (created by this
+// start: the file was missing, truncated to zero bytes, or moved aside as damaged) the
+// addresses of every pod that still runs: an attachment record of the switch whose host
+// link is still on the node (the pod's namespace holds it) gets its recorded addresses back.
+// A record whose link is gone needs nothing (the pod is gone; step 1 of recoverSwitches
+// forgets it). If a running pod's addresses cannot be told (its record has none, or no
+// record accounts for a link carrying an owner alias, and no IPAM store holds its owner),
+// the agent refuses to start: it would hand those addresses to new pods. Once every pod
+// is restored the stores are marked Rebuilt; until then they stay fresh, so a failed
+// start is retried by the next. swMu held.
+func (a *Agent) rebuildIPAM(fresh []string) (int, error) {
+	isFresh := make(map[string]bool, len(fresh))
+	var files []string
+	for _, n := range fresh {
+		isFresh[n] = true
+		files = append(files, a.ipamPath(n))
+	}
+	pairs, err := a.links.List()
+	if err != nil {
+		return 0, err
+	}
+	byOwner := make(map[string]epair.Pair, len(pairs))
+	for _, p := range pairs {
+		byOwner[p.Owner] = p
+	}
+	matched := map[string]bool{} // host links a record accounts for
+	var unknown []string
+	n := 0
+	for _, r := range a.records() {
+		p, ok := linkOf(r, byOwner)
+		if !ok {
+			continue
+		}
+		matched[p.HostName] = true
+		if !isFresh[r.Switch] {
+			continue
+		}
+		if len(r.IPs) == 0 {
+			unknown = append(unknown, fmt.Sprintf("%s (attachment %s: its record has no addresses)", p.HostName, r.Key))
+			continue
+		}
+		if err := a.stores[r.Switch].Restore(owner(r.Key), r.IPs, r.Created); err != nil {
+			unknown = append(unknown, fmt.Sprintf("%s (attachment %s: %v)", p.HostName, r.Key, err))
+			continue
+		}
+		n++
+		a.log.Warn("IPAM store lost: restored a running pod's addresses from its attachment record",
+			"file", a.ipamPath(r.Switch), "key", r.Key.String(), "link", p.HostName, "ips", ipList(r.IPs))
+	}
+	held := map[agentapi.Key]bool{}
+	for name, st := range a.stores {
+		if isFresh[name] {
+			continue
+		}
+		als, err := st.List()
+		if err != nil {
+			return n, err
+		}
+		for _, al := range als {
+			held[agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}] = true
+		}
+	}
+	for _, p := range pairs {
+		if matched[p.HostName] {
+			continue
+		}
+		if _, cid, ifn, ok := epair.ParseOwnerKey(p.Owner); ok && held[agentapi.Key{ContainerID: cid, IfName: ifn}] {
+			continue
+		}
+		unknown = append(unknown, fmt.Sprintf("%s (owner %s: no attachment record)", p.HostName, p.Owner))
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return n, fmt.Errorf("IPAM store %s was lost (new, empty or damaged) and the node still runs pods whose addresses "+
+			"the agent cannot tell: %s; refusing to start rather than hand their addresses to new pods. Restore the file "+
+			"from a backup, or delete those pods (or their host links: ip link del <link>), then restart the agent",
+			strings.Join(files, ", "), strings.Join(unknown, "; "))
+	}
+	for _, name := range fresh {
+		if err := a.stores[name].Rebuilt(); err != nil {
+			return n, err
+		}
+	}
+	if n > 0 {
+		a.log.Warn("IPAM store lost: rebuilt the allocations of the running pods", "files", files, "pods", n)
+	}
+	return n, nil
+}
+
+func ipList(as []ipam.Address) string {
+	s := make([]string, len(as))
+	for i, ad := range as {
+		s[i] = ad.Prefix.String()
+	}
+	return strings.Join(s, ",")
 }
 
 func (a *Agent) switchMTU(name string) int {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/epair-cni/epair/internal/controller"
+	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
 )
 
@@ -36,6 +38,10 @@ type record struct {
 	HostIfName  string    `json:"hostIfName,omitempty"`
 	HostIfIndex int       `json:"hostIfIndex,omitempty"`
 	Created     time.Time `json:"created"`
+	// IPs are the addresses IPAM gave the attachment, a copy of the switch's IPAM record:
+	// if that store is lost or damaged, Recover restores the running pods' addresses from
+	// them, so that none is handed to another pod.
+	IPs []ipam.Address `json:"ips,omitempty"`
 
 	// policy is the pod's PortPolicy applied to the port (cluster mode), nil for the
 	// switch's default. It is not persisted: a restarted agent asks the controller again.
@@ -60,13 +66,12 @@ func openRecords(path string) (*recordStore, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open attachment store: %w", err)
 	}
-	opts := &bolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true}
-	db, err := bolt.Open(path, 0o600, opts)
+	db, err := openRecordsDB(path)
 	if err != nil && !errors.Is(err, berrors.ErrTimeout) {
 		// Unreadable (a power loss during an unsynced write): start afresh, keeping the
 		// old file for inspection; Recover rebuilds the records.
 		if rerr := os.Rename(path, path+".corrupt"); rerr == nil {
-			db, err = bolt.Open(path, 0o600, opts)
+			db, err = openRecordsDB(path)
 		}
 	}
 	if err != nil {
@@ -84,6 +89,61 @@ func openRecords(path string) (*recordStore, error) {
 		return nil, fmt.Errorf("open attachment store %s: %w", path, err)
 	}
 	return &recordStore{db: db}, nil
+}
+
+// openRecordsDB opens the attachment store's file and reads every page of it, turning a
+// panic of bbolt on a damaged page into an error. The free list is synced (not
+// NoFreelistSync): bbolt rebuilds a missing one by a check whose errors panic in a
+// goroutine of its own, which no recover reaches; a damaged synced one panics in Open's.
+func openRecordsDB(path string) (*bolt.DB, error) {
+	// What bbolt reads at open beyond any recover (the meta pages and the free list).
+	if err := ipam.CheckFile(path); err != nil {
+		return nil, err
+	}
+	var fh *os.File
+	opts := &bolt.Options{Timeout: 2 * time.Second, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, mode)
+		fh = f
+		return f, err
+	}}
+	var db *bolt.DB
+	err := guardStore(func() error {
+		var err error
+		if db, err = bolt.Open(path, 0o600, opts); err != nil {
+			return err
+		}
+		return db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				return b.ForEach(func(_, _ []byte) error { return nil })
+			})
+		})
+	})
+	if err != nil {
+		if db != nil {
+			guardStore(db.Close)
+		}
+		if fh != nil {
+			// A panic inside Open leaves the file mapped and locked.
+			if c, cerr := fh.SyscallConn(); cerr == nil {
+				c.Control(func(fd uintptr) { syscall.Flock(int(fd), syscall.LOCK_UN) })
+			}
+			fh.Close()
+		}
+		return nil, err
+	}
+	return db, nil
+}
+
+// guardStore runs fn, turning a panic (bbolt's on a damaged page, or a fault reading the
+// memory map) into an error.
+func guardStore(fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("damaged: %v", p)
+		}
+	}()
+	return fn()
 }
 
 func (s *recordStore) put(r *record) error {
@@ -104,28 +164,55 @@ func (s *recordStore) delete(k agentapi.Key) error {
 	return nil
 }
 
-func (s *recordStore) all() ([]*record, error) {
-	var out []*record
-	err := s.db.View(func(tx *bolt.Tx) error {
+// all returns the records; one that does not decode is skipped and reported in bad (Recover
+// rebuilds it from IPAM and the link's alias, as for a lost store).
+func (s *recordStore) all() (out []*record, bad []string, err error) {
+	err = s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bktAttachments).ForEach(func(k, v []byte) error {
 			r := new(record)
 			if err := json.Unmarshal(v, r); err != nil {
-				return fmt.Errorf("decode attachment %q: %w", k, err)
+				bad = append(bad, fmt.Sprintf("%q: %v", k, err))
+				return nil
 			}
 			out = append(out, r)
 			return nil
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("load attachments: %w", err)
+		return nil, nil, fmt.Errorf("load attachments: %w", err)
 	}
-	return out, nil
+	return out, bad, nil
 }
 
 // close flushes and closes the store (a graceful stop leaves it synced).
 func (s *recordStore) close() error {
 	err := s.db.Sync()
 	return errors.Join(err, s.db.Close())
+}
+
+// openIPAM opens the IPAM store of a switch at path. A damaged store (ipam.ErrCorrupt) is
+// moved aside to <path>.corrupt-<time> and replaced by a fresh one, whose allocations
+// Recover rebuilds from the attachment records of the pods still running; records Open
+// repaired are logged.
+func (a *Agent) openIPAM(path string, ranges []ipam.Range) (*ipam.Store, error) {
+	st, err := ipam.Open(path, ranges)
+	if errors.Is(err, ipam.ErrCorrupt) {
+		aside := path + ".corrupt-" + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("%w; moving it aside to %s failed (%v): move it aside by hand and restart the agent, "+
+				"which rebuilds the running pods' allocations from its attachment records", err, aside, rerr)
+		}
+		a.log.Error("IPAM store damaged: moved aside; starting a fresh store and rebuilding the allocations of the running pods",
+			"file", path, "movedTo", aside, "err", err)
+		st, err = ipam.Open(path, ranges)
+	}
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range st.Repairs() {
+		a.log.Error("IPAM store: damaged record repaired", "file", path, "repair", r)
+	}
+	return st, nil
 }
 
 // identityMAC is the pod's MAC for anti-spoofing: the one it was asked to have, else the

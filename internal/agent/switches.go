@@ -49,7 +49,7 @@ func (a *Agent) AddSwitch(ctx context.Context, sc SwitchConfig, def *dataplane.P
 	path := a.ipamPath(sc.Name)
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
-	st, err := ipam.Open(path, ranges)
+	st, err := a.openIPAM(path, ranges)
 	if err != nil {
 		return RecoverStats{}, fmt.Errorf("add switch %s: %w", sc.Name, err)
 	}

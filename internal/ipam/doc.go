@@ -36,6 +36,24 @@
 //	addrs    16-byte address            → owner key
 //	cursors  range subnet (text)        → 16-byte last address handed out
 //	meta     "schema"                   → "1"
+//	         "fresh"                    → "1" from creation until Rebuilt
 //
 // Verify checks that owners and addrs agree; tests run it after every scenario.
+//
+// Faults (issue 16). Before bbolt maps a file, CheckFile reads what bbolt trusts beyond any
+// recover: the meta pages, the free list (a garbage count made bbolt allocate and sort that
+// many ids) and the tree of pages (a page referenced twice, e.g. a branch naming itself,
+// made its cursor descend forever), with every page inside the file, naming itself, of the
+// right type, and no page both free and in use. A store whose file was missing, empty (truncated to zero bytes) or held
+// no store is created Fresh and stays fresh, across opens, until its caller has restored
+// what the node still shows (Restore: the running pods' addresses) and called Rebuilt: a
+// fresh store on a node that runs pods must never allocate first. Open reads every page,
+// and every transaction runs under a guard that turns bbolt's panics on damaged pages
+// ("invalid freelist page", page assertions) and faults reading the memory map into an
+// error wrapping ErrCorrupt that names the file; the caller moves the file aside and opens
+// a fresh store. An owner record that does not decode costs that record alone: Open
+// rebuilds it from the address index (its addresses, with their range's prefix and
+// gateway), or drops it when no address is indexed to it, and lists what it did in Repairs.
+// The free list is synced (not NoFreelistSync): bbolt rebuilds a missing one with a check
+// whose errors panic in a goroutine of its own, which no guard can reach.
 package ipam

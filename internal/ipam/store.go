@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -29,6 +30,10 @@ var (
 	ErrOutOfRange = errors.New("address outside every configured range")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("ipam store closed")
+	// ErrCorrupt: the store's file is damaged: bbolt refused it or panicked reading it. The
+	// error names the file; the caller moves it aside and starts afresh (the agent rebuilds
+	// the running pods' allocations, see Fresh and Restore).
+	ErrCorrupt = errors.New("ipam store damaged")
 )
 
 var (
@@ -37,6 +42,7 @@ var (
 	bktCursors = []byte("cursors")
 	bktMeta    = []byte("meta")
 	keySchema  = []byte("schema")
+	keyFresh   = []byte("fresh") // set when the store is created, deleted by Rebuilt
 	schema     = []byte("1")
 )
 
@@ -76,8 +82,48 @@ type Allocation struct {
 // Store is a persistent allocator. Open it once per node (bbolt holds an exclusive lock).
 type Store struct {
 	db       *bolt.DB
+	path     string
 	ranges   []Range
 	batching atomic.Int32 // batch calls in flight
+	fresh    atomic.Bool  // created (new, empty, truncated file) and not yet marked Rebuilt
+	repairs  []string     // damaged records Open repaired or dropped
+}
+
+// guard runs fn, turning a panic inside bbolt (which panics on some damaged pages, e.g.
+// "invalid freelist page") and a fault reading the memory map into an error wrapping
+// ErrCorrupt that names the file. Only fn's own goroutine is covered.
+func guard(path string, fn func() error) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if p := recover(); p != nil {
+			err = corrupt(path, fmt.Errorf("%w: %v", errPanicked, p))
+		}
+	}()
+	return fn()
+}
+
+// releaseDamaged closes a damaged store, whatever state a panic left it in: it closes db
+// unless bbolt panicked (a panic inside a rollback can leave a lock held that Close would
+// wait for forever: db is left to the garbage collector and its memory map is leaked), then
+// drops the file lock and closes the file itself, since a memory map left behind keeps the
+// locked file open.
+func releaseDamaged(db *bolt.DB, fh *os.File, panicked bool) {
+	if db != nil && !panicked {
+		db.Close()
+	}
+	if fh != nil {
+		if c, err := fh.SyscallConn(); err == nil {
+			c.Control(func(fd uintptr) { syscall.Flock(int(fd), syscall.LOCK_UN) })
+		}
+		fh.Close()
+	}
+}
+
+// errPanicked marks an error guard made of a panic.
+var errPanicked = errors.New("panic")
+
+func corrupt(path string, err error) error {
+	return fmt.Errorf("ipam store %s is damaged (%w): %w", path, err, ErrCorrupt)
 }
 
 // Open opens (creating if needed, mode 0600, parent directory 0700) the store at path for
@@ -90,10 +136,33 @@ func Open(path string, ranges []Range) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 2 * time.Second})
+	if err := CheckFile(path); err != nil {
+		return nil, fmt.Errorf("open ipam store: %w", err)
+	}
+	// The file handle, to release its lock if bbolt panics inside Open (it does not close
+	// the file then).
+	var fh *os.File
+	opts := &bolt.Options{Timeout: 2 * time.Second, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		f, err := os.OpenFile(name, flag, mode)
+		fh = f
+		return f, err
+	}}
+	var db *bolt.DB
+	err := guard(path, func() error {
+		var err error
+		db, err = bolt.Open(path, 0o600, opts)
+		return err
+	})
 	if err != nil {
-		if errors.Is(err, berrors.ErrTimeout) {
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
 			return nil, fmt.Errorf("open ipam store %s: locked by another process: %w", path, syscall.EWOULDBLOCK)
+		case errors.Is(err, ErrCorrupt):
+			releaseDamaged(nil, fh, true)
+			return nil, fmt.Errorf("open %w", err)
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch),
+			strings.Contains(err.Error(), "file size too small"):
+			return nil, fmt.Errorf("open %w", corrupt(path, err))
 		}
 		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
 	}
@@ -101,26 +170,257 @@ func Open(path string, ranges []Range) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("open ipam store: chmod: %w", err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bktOwners, bktAddrs, bktCursors, bktMeta} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+	s := &Store{db: db, path: path, ranges: slices.Clone(ranges)}
+	err = guard(path, func() error {
+		// Read every page first in a read-only transaction, whose rollback reads
+		// nothing: a writable one's rollback rereads the free list, and a panic there
+		// would leave the store locked.
+		if err := db.View(func(tx *bolt.Tx) error {
+			return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+				return b.ForEach(func(_, _ []byte) error { return nil })
+			})
+		}); err != nil {
+			return err
+		}
+		return db.Update(func(tx *bolt.Tx) error {
+			created := tx.Bucket(bktMeta) == nil || tx.Bucket(bktMeta).Get(keySchema) == nil
+			for _, b := range [][]byte{bktOwners, bktAddrs, bktCursors, bktMeta} {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					if errors.Is(err, berrors.ErrIncompatibleValue) {
+						// A value where the bucket is: a damaged page.
+						return corrupt(path, fmt.Errorf("bucket %s: %w", b, err))
+					}
+					return err
+				}
+			}
+			meta := tx.Bucket(bktMeta)
+			if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schema) {
+				return fmt.Errorf("schema %q, this build reads %q", v, schema)
+			}
+			if err := meta.Put(keySchema, schema); err != nil {
 				return err
 			}
-		}
-		meta := tx.Bucket(bktMeta)
-		if v := meta.Get(keySchema); v != nil && !bytes.Equal(v, schema) {
-			return fmt.Errorf("schema %q, this build reads %q", v, schema)
-		}
-		return meta.Put(keySchema, schema)
+			if created {
+				if err := meta.Put(keyFresh, []byte("1")); err != nil {
+					return err
+				}
+			}
+			s.fresh.Store(meta.Get(keyFresh) != nil)
+			// Read every page now, so that a damaged one is found here, as an error, and
+			// not by a later call; repair the records that do not decode.
+			return s.check(tx)
+		})
 	})
 	if err != nil {
+		if errors.Is(err, ErrCorrupt) {
+			releaseDamaged(db, fh, errors.Is(err, errPanicked))
+			return nil, fmt.Errorf("open %w", err)
+		}
 		db.Close()
 		return nil, fmt.Errorf("open ipam store %s: %w", path, err)
 	}
 	// Concurrent Allocates share one transaction and one fsync (group commit); the short
 	// delay bounds what a lone, sequential Allocate pays for it.
 	db.MaxBatchDelay = batchDelay
-	return &Store{db: db, ranges: slices.Clone(ranges)}, nil
+	return s, nil
+}
+
+// Fresh reports whether the store was created by Open (the file did not exist, was empty,
+// e.g. truncated to zero bytes, or held no store) and has not been marked Rebuilt since,
+// by this or an earlier Open. A fresh store of a node that still runs pods has lost their
+// allocations: the caller must Restore them, then call Rebuilt, before allocating. A
+// caller that fails half-way leaves the store fresh for the next attempt.
+func (s *Store) Fresh() bool { return s.fresh.Load() }
+
+// Rebuilt records (durably) that the caller has restored what a fresh store lost.
+func (s *Store) Rebuilt() error {
+	err := s.update(func(tx *bolt.Tx) error { return tx.Bucket(bktMeta).Delete(keyFresh) })
+	if err != nil {
+		return fmt.Errorf("mark ipam store %s rebuilt: %w", s.path, err)
+	}
+	s.fresh.Store(false)
+	return nil
+}
+
+// Repairs describes the damaged records Open found, one line each, and what it did: an owner
+// record that does not decode is rebuilt from the address index (the addresses indexed to
+// its key, with their range's prefix length and gateway), or dropped when no address is
+// indexed to it; an index entry with a malformed key is dropped.
+func (s *Store) Repairs() []string { return slices.Clone(s.repairs) }
+
+// check reads every key and value of the store and repairs what does not decode (in tx,
+// writable). A page bbolt cannot read panics, which guard turns into ErrCorrupt.
+func (s *Store) check(tx *bolt.Tx) error {
+	owners, addrs, cursors := tx.Bucket(bktOwners), tx.Bucket(bktAddrs), tx.Bucket(bktCursors)
+	byOwner := map[string][]netip.Addr{}
+	var badIdx, badCur [][]byte
+	if err := addrs.ForEach(func(k, v []byte) error {
+		if len(k) != 16 {
+			badIdx = append(badIdx, bytes.Clone(k))
+			return nil
+		}
+		byOwner[string(v)] = append(byOwner[string(v)], netip.AddrFrom16([16]byte(k)).Unmap())
+		return nil
+	}); err != nil {
+		return err
+	}
+	if err := cursors.ForEach(func(k, v []byte) error {
+		if len(v) != 16 {
+			badCur = append(badCur, bytes.Clone(k))
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	var (
+		bad  [][]byte
+		good []Allocation
+	)
+	if err := owners.ForEach(func(k, v []byte) error {
+		a, err := decodeRecord(k, v)
+		if err != nil {
+			bad = append(bad, bytes.Clone(k))
+			s.repairs = append(s.repairs, fmt.Sprintf("owner record %q: %v", k, err))
+			return nil
+		}
+		good = append(good, a)
+		return nil
+	}); err != nil {
+		return err
+	}
+	// The address index must name every good record's addresses' owner: an entry lost or
+	// garbled would let the address be handed out again.
+	for _, a := range good {
+		k := a.Owner.key()
+		for _, ad := range a.Addrs {
+			ik := addrKey(ad.Prefix.Addr())
+			h := addrs.Get(ik)
+			if bytes.Equal(h, k) {
+				continue
+			}
+			if h != nil && owners.Get(h) != nil {
+				s.repairs = append(s.repairs, fmt.Sprintf("%s of %s is indexed to %s: left as it is", ad.Prefix.Addr(), a.Owner, ownerFromKey(h)))
+				continue
+			}
+			s.repairs = append(s.repairs, fmt.Sprintf("%s of %s was not indexed to it: index repaired", ad.Prefix.Addr(), a.Owner))
+			if err := addrs.Put(ik, k); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range badIdx {
+		s.repairs = append(s.repairs, fmt.Sprintf("address index entry with a malformed key %x: dropped", k))
+		if err := addrs.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range badCur {
+		// A cursor only steers the search; without it the search starts at the window.
+		if err := cursors.Delete(k); err != nil {
+			return err
+		}
+	}
+	for _, k := range bad {
+		held := byOwner[string(k)]
+		if len(held) == 0 {
+			s.repairs = append(s.repairs, fmt.Sprintf("owner record %q holds no indexed address: dropped", k))
+			if err := owners.Delete(k); err != nil {
+				return err
+			}
+			continue
+		}
+		slices.SortFunc(held, netip.Addr.Compare)
+		al := Allocation{Owner: ownerFromKey(k), Created: time.Now().UTC()}
+		for _, ip := range held {
+			al.Addrs = append(al.Addrs, s.address(ip))
+		}
+		v, err := json.Marshal(al)
+		if err != nil {
+			return err
+		}
+		if err := owners.Put(k, v); err != nil {
+			return err
+		}
+		s.repairs = append(s.repairs, fmt.Sprintf("owner record %q rebuilt from the address index: %s", k, addrList(al.Addrs)))
+	}
+	return nil
+}
+
+// decodeRecord decodes an owner record stored under k and checks that it is consistent:
+// it names the owner of its key and holds valid addresses.
+func decodeRecord(k, v []byte) (Allocation, error) {
+	var a Allocation
+	if err := json.Unmarshal(v, &a); err != nil {
+		return Allocation{}, fmt.Errorf("decode: %w", err)
+	}
+	if !bytes.Equal(a.Owner.key(), k) {
+		return Allocation{}, fmt.Errorf("record names %q", a.Owner.key())
+	}
+	if err := a.Owner.validate(); err != nil {
+		return Allocation{}, err
+	}
+	for _, ad := range a.Addrs {
+		if !ad.Prefix.IsValid() {
+			return Allocation{}, fmt.Errorf("invalid address %v", ad.Prefix)
+		}
+	}
+	return a, nil
+}
+
+// address is ip as an allocation of the range that contains it (a host prefix without a
+// gateway when no configured range does).
+func (s *Store) address(ip netip.Addr) Address {
+	for _, r := range s.ranges {
+		if r.Subnet.Contains(ip) {
+			return Address{Prefix: netip.PrefixFrom(ip, r.Subnet.Bits()), Gateway: r.Gateway}
+		}
+	}
+	return Address{Prefix: netip.PrefixFrom(ip, ip.BitLen())}
+}
+
+// Restore records that owner holds addrs, as read back from what the node shows after the
+// store was lost (Fresh) or damaged: every address is indexed to owner whether or not a
+// configured range contains it, so none is handed to another owner. Restoring what the
+// owner already holds is a no-op; an address held by another owner fails with ErrConflict
+// and writes nothing.
+func (s *Store) Restore(owner Owner, addrs []Address, created time.Time) error {
+	if err := owner.validate(); err != nil {
+		return err
+	}
+	err := s.update(func(tx *bolt.Tx) error {
+		owners, idx := tx.Bucket(bktOwners), tx.Bucket(bktAddrs)
+		if v := owners.Get(owner.key()); v != nil {
+			cur, err := decodeRecord(owner.key(), v)
+			if err != nil {
+				return err
+			}
+			if slices.Equal(cur.Addrs, addrs) {
+				return nil
+			}
+			return fmt.Errorf("%s already holds %s, not %s: %w (%w)", owner, addrList(cur.Addrs), addrList(addrs), ErrConflict, syscall.EADDRINUSE)
+		}
+		for _, ad := range addrs {
+			if !ad.Prefix.IsValid() {
+				return &FieldError{Field: "addrs", Value: ad.Prefix.String(), Reason: "not an address prefix"}
+			}
+			k := addrKey(ad.Prefix.Addr())
+			if h := idx.Get(k); h != nil && !bytes.Equal(h, owner.key()) {
+				return fmt.Errorf("%s is held by %s: %w (%w)", ad.Prefix.Addr(), ownerFromKey(h), ErrConflict, syscall.EADDRINUSE)
+			}
+			if err := idx.Put(k, owner.key()); err != nil {
+				return err
+			}
+		}
+		v, err := json.Marshal(Allocation{Owner: owner, Addrs: slices.Clone(addrs), Created: created.UTC()})
+		if err != nil {
+			return err
+		}
+		return owners.Put(owner.key(), v)
+	})
+	if err != nil {
+		return fmt.Errorf("restore %s: %w", owner, err)
+	}
+	return nil
 }
 
 // batchDelay is how long Allocate waits for others to share its commit.
@@ -133,7 +433,7 @@ func (s *Store) Close() error { return s.db.Close() }
 func (s *Store) Ranges() []Range { return slices.Clone(s.ranges) }
 
 func (s *Store) update(fn func(*bolt.Tx) error) error {
-	err := s.db.Update(fn)
+	err := guard(s.path, func() error { return s.db.Update(fn) })
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
@@ -148,9 +448,10 @@ func (s *Store) update(fn func(*bolt.Tx) error) error {
 func (s *Store) batch(fn func(*bolt.Tx) error) error {
 	var err error
 	if s.batching.Add(1) == 1 {
-		err = s.db.Update(fn)
+		err = guard(s.path, func() error { return s.db.Update(fn) })
 	} else {
-		err = s.db.Batch(fn)
+		// bbolt recovers a panic of fn run by another caller's goroutine and returns it.
+		err = guard(s.path, func() error { return s.db.Batch(fn) })
 	}
 	s.batching.Add(-1)
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
@@ -160,7 +461,7 @@ func (s *Store) batch(fn func(*bolt.Tx) error) error {
 }
 
 func (s *Store) view(fn func(*bolt.Tx) error) error {
-	err := s.db.View(fn)
+	err := guard(s.path, func() error { return s.db.View(fn) })
 	if errors.Is(err, berrors.ErrDatabaseNotOpen) {
 		return ErrClosed
 	}
