@@ -118,6 +118,18 @@ func TestErrorCodes(t *testing.T) {
 		}
 	})
 
+	t.Run("the gateway's address", func(t *testing.T) {
+		p := netnsutil.New(t)
+		_, err := e.add(l, withIPs("ec-gw", p, "10.62.0.1/29"))
+		code, msg := cniCode(err)
+		if code == 0 || !strings.Contains(msg, "10.62.0.1 is the gateway of 10.62.0.0/29") || strings.Contains(msg, "outside every configured range") {
+			t.Errorf("ADD asking for the gateway's address: %v (code %d), want a refusal saying it is the gateway", err, code)
+		}
+		if names := p.LinkNames(t); len(names) != 1 {
+			t.Errorf("the refused pod has links %v", names)
+		}
+	})
+
 	t.Run("duplicate ADD with other ips", func(t *testing.T) {
 		p := netnsutil.New(t)
 		r := withIPs("ec-dup", p, "10.62.0.4/29")

@@ -324,10 +324,16 @@ func TestRequestedIPs(t *testing.T) {
 	if err != nil || b.Addrs[0].Prefix.Addr() != netip.MustParseAddr("10.22.0.78") || b.Addrs[1].Prefix != netip.MustParsePrefix("fd00:22::77/64") {
 		t.Fatalf("both requested: %+v %v", b, err)
 	}
-	for _, bad := range []string{"10.23.0.5", "10.22.0.1", "10.22.0.0", "10.22.0.255", "fd00:23::1"} {
-		_, err := s.Allocate(own(3), []netip.Addr{netip.MustParseAddr(bad)})
-		if !errors.Is(err, ErrOutOfRange) || !errors.Is(err, syscall.EADDRNOTAVAIL) || !strings.Contains(err.Error(), bad) {
-			t.Errorf("request %s: %v, want ErrOutOfRange", bad, err)
+	for _, c := range []struct{ bad, says string }{
+		{"10.23.0.5", "outside every configured range"},
+		{"10.22.0.1", "is the gateway of 10.22.0.0/24"},
+		{"10.22.0.0", "is the network address of 10.22.0.0/24"},
+		{"10.22.0.255", "is the broadcast address of 10.22.0.0/24"},
+		{"fd00:23::1", "outside every configured range"},
+	} {
+		_, err := s.Allocate(own(3), []netip.Addr{netip.MustParseAddr(c.bad)})
+		if !errors.Is(err, ErrOutOfRange) || !errors.Is(err, syscall.EADDRNOTAVAIL) || !strings.Contains(err.Error(), c.bad) || !strings.Contains(err.Error(), c.says) {
+			t.Errorf("request %s: %v, want ErrOutOfRange saying %q", c.bad, err, c.says)
 		}
 	}
 	if _, err := s.Allocate(own(3), []netip.Addr{netip.MustParseAddr("10.22.0.5"), netip.MustParseAddr("10.22.0.6")}); err == nil {

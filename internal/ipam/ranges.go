@@ -55,6 +55,19 @@ func (r Range) Contains(a netip.Addr) bool {
 	return a.BitLen() == r.Start.BitLen() && a.Compare(r.Start) >= 0 && a.Compare(r.End) <= 0 && a != r.Gateway
 }
 
+// why says what a, an address of r's subnet that Contains refuses, is.
+func (r Range) why(a netip.Addr) string {
+	switch {
+	case a == r.Gateway:
+		return fmt.Sprintf("is the gateway of %s (the node's address on the pod network)", r.Subnet)
+	case a == r.Subnet.Masked().Addr():
+		return fmt.Sprintf("is the network address of %s", r.Subnet)
+	case a.Is4() && a == lastAddr(r.Subnet):
+		return fmt.Sprintf("is the broadcast address of %s", r.Subnet)
+	}
+	return fmt.Sprintf("is in %s but outside its allocation window %s-%s", r.Subnet, r.Start, r.End)
+}
+
 func (r Range) String() string {
 	return fmt.Sprintf("%s [%s-%s] gw %s", r.Subnet, r.Start, r.End, r.Gateway)
 }

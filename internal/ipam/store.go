@@ -570,7 +570,24 @@ func (s *Store) takeRequested(addrs *bolt.Bucket, owner Owner, a netip.Addr) (Ad
 		}
 		return Address{Prefix: netip.PrefixFrom(a, r.Subnet.Bits()), Gateway: r.Gateway}, nil
 	}
+	for _, r := range s.ranges {
+		if r.Subnet.Contains(a) {
+			return Address{}, &notAllocatable{fmt.Sprintf("requested %s %s: not a pod's address (%v)", a, r.why(a), syscall.EADDRNOTAVAIL)}
+		}
+	}
 	return Address{}, fmt.Errorf("requested %s is not allocatable in %s: %w (%w)", a, s.rangeList(a.Is4()), ErrOutOfRange, syscall.EADDRNOTAVAIL)
+}
+
+// notAllocatable is ErrOutOfRange (EADDRNOTAVAIL) for an address inside a range's subnet
+// that no pod may have, with a message that says what the address is instead of "outside
+// every configured range".
+type notAllocatable struct{ msg string }
+
+func (e *notAllocatable) Error() string { return e.msg }
+
+// Is makes errors.Is(err, ErrOutOfRange) and errors.Is(err, syscall.EADDRNOTAVAIL) hold.
+func (e *notAllocatable) Is(target error) bool {
+	return target == ErrOutOfRange || target == syscall.EADDRNOTAVAIL
 }
 
 // takeNext walks each range of the family from the address after its cursor, wrapping once.
