@@ -278,6 +278,9 @@ func (s *Store) check(tx *bolt.Tx) error {
 	)
 	if err := owners.ForEach(func(k, v []byte) error {
 		a, err := decodeRecord(k, v)
+		if err == nil {
+			err = s.consistent(a)
+		}
 		if err != nil {
 			bad = append(bad, bytes.Clone(k))
 			s.repairs = append(s.repairs, fmt.Sprintf("owner record %q: %v", k, err))
@@ -365,6 +368,22 @@ func decodeRecord(k, v []byte) (Allocation, error) {
 		}
 	}
 	return a, nil
+}
+
+// consistent checks a decoded record against the configured ranges: an address inside a
+// range's subnet carries that range's prefix length and gateway, as Allocate wrote it (a
+// damaged field, say a gateway whose key was garbled away, decodes as a zero value).
+// Addresses outside every range (restored ones) are taken as they are.
+func (s *Store) consistent(a Allocation) error {
+	for _, ad := range a.Addrs {
+		ip := ad.Prefix.Addr()
+		for _, r := range s.ranges {
+			if r.Subnet.Contains(ip) && ad != s.address(ip) {
+				return fmt.Errorf("address %s (gateway %v) does not match its range %s", ad.Prefix, ad.Gateway, r.Subnet)
+			}
+		}
+	}
+	return nil
 }
 
 // address is ip as an allocation of the range that contains it (a host prefix without a
