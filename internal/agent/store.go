@@ -100,16 +100,11 @@ func openRecordsDB(path string) (*bolt.DB, error) {
 	if err := ipam.CheckFile(path); err != nil {
 		return nil, err
 	}
-	var fh *os.File
-	opts := &bolt.Options{Timeout: 2 * time.Second, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
-		f, err := os.OpenFile(name, flag, mode)
-		fh = f
-		return f, err
-	}}
+	var bf ipam.BoltFile
 	var db *bolt.DB
 	err := guardStore(func() error {
 		var err error
-		if db, err = bolt.Open(path, 0o600, opts); err != nil {
+		if db, err = bolt.Open(path, 0o600, bf.Options()); err != nil {
 			return err
 		}
 		return db.View(func(tx *bolt.Tx) error {
@@ -122,13 +117,7 @@ func openRecordsDB(path string) (*bolt.DB, error) {
 		if db != nil {
 			guardStore(db.Close)
 		}
-		if fh != nil {
-			// A panic inside Open leaves the file mapped and locked.
-			if c, cerr := fh.SyscallConn(); cerr == nil {
-				c.Control(func(fd uintptr) { syscall.Flock(int(fd), syscall.LOCK_UN) })
-			}
-			fh.Close()
-		}
+		bf.Release(nil, true) // a panic inside Open leaves the file mapped and locked
 		return nil, err
 	}
 	return db, nil

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -171,6 +172,16 @@ func TestGarbledPages(t *testing.T) {
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("#%d: open of a garbled store: %v, want ErrCorrupt naming %s", i, err, path)
+			}
+			// A refused store leaves its file neither locked nor open (BoltFile.Release).
+			if f, err := os.OpenFile(path, os.O_RDWR, 0); err != nil {
+				t.Fatal(err)
+			} else {
+				lerr := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+				f.Close()
+				if lerr != nil {
+					t.Fatalf("#%d: the refused store's file is still locked: %v", i, lerr)
+				}
 			}
 			corrupt++
 			continue

@@ -102,20 +102,35 @@ func guard(path string, fn func() error) (err error) {
 	return fn()
 }
 
-// releaseDamaged closes a damaged store, whatever state a panic left it in: it closes db
-// unless bbolt panicked (a panic inside a rollback can leave a lock held that Close would
-// wait for forever: db is left to the garbage collector and its memory map is leaked), then
-// drops the file lock and closes the file itself, since a memory map left behind keeps the
+// BoltFile opens a bbolt file through its Options and keeps the file's handle, so that
+// Release can drop the file lock and close the file when a panic inside bbolt (on a
+// damaged page) left them held: bbolt does not close the file then. The IPAM store and the
+// agent's attachment store open their files this way.
+type BoltFile struct{ fh *os.File }
+
+// Options are bbolt's options for opening the file (a 2 s lock timeout), keeping its handle.
+func (f *BoltFile) Options() *bolt.Options {
+	return &bolt.Options{Timeout: 2 * time.Second, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
+		h, err := os.OpenFile(name, flag, mode)
+		f.fh = h
+		return h, err
+	}}
+}
+
+// Release closes a damaged store, whatever state a panic left it in: it closes db unless
+// bbolt panicked (a panic inside a rollback can leave a lock held that Close would wait for
+// forever: db is left to the garbage collector and its memory map is leaked), then drops
+// the file lock and closes the file itself, since a memory map left behind keeps the
 // locked file open.
-func releaseDamaged(db *bolt.DB, fh *os.File, panicked bool) {
+func (f *BoltFile) Release(db *bolt.DB, panicked bool) {
 	if db != nil && !panicked {
 		db.Close()
 	}
-	if fh != nil {
-		if c, err := fh.SyscallConn(); err == nil {
+	if f.fh != nil {
+		if c, err := f.fh.SyscallConn(); err == nil {
 			c.Control(func(fd uintptr) { syscall.Flock(int(fd), syscall.LOCK_UN) })
 		}
-		fh.Close()
+		f.fh.Close()
 	}
 }
 
@@ -139,18 +154,11 @@ func Open(path string, ranges []Range) (*Store, error) {
 	if err := CheckFile(path); err != nil {
 		return nil, fmt.Errorf("open ipam store: %w", err)
 	}
-	// The file handle, to release its lock if bbolt panics inside Open (it does not close
-	// the file then).
-	var fh *os.File
-	opts := &bolt.Options{Timeout: 2 * time.Second, OpenFile: func(name string, flag int, mode os.FileMode) (*os.File, error) {
-		f, err := os.OpenFile(name, flag, mode)
-		fh = f
-		return f, err
-	}}
+	var bf BoltFile
 	var db *bolt.DB
 	err := guard(path, func() error {
 		var err error
-		db, err = bolt.Open(path, 0o600, opts)
+		db, err = bolt.Open(path, 0o600, bf.Options())
 		return err
 	})
 	if err != nil {
@@ -158,7 +166,7 @@ func Open(path string, ranges []Range) (*Store, error) {
 		case errors.Is(err, berrors.ErrTimeout):
 			return nil, fmt.Errorf("open ipam store %s: locked by another process: %w", path, syscall.EWOULDBLOCK)
 		case errors.Is(err, ErrCorrupt):
-			releaseDamaged(nil, fh, true)
+			bf.Release(nil, true)
 			return nil, fmt.Errorf("open %w", err)
 		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch),
 			strings.Contains(err.Error(), "file size too small"):
@@ -213,7 +221,7 @@ func Open(path string, ranges []Range) (*Store, error) {
 	})
 	if err != nil {
 		if errors.Is(err, ErrCorrupt) {
-			releaseDamaged(db, fh, errors.Is(err, errPanicked))
+			bf.Release(db, errors.Is(err, errPanicked))
 			return nil, fmt.Errorf("open %w", err)
 		}
 		db.Close()
