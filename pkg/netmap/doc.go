@@ -11,8 +11,9 @@
 // pool (pool.go) and notification (adapter.go, waitq.go): that is the path
 // of every frame. Pipes (pipe.go), host rings (host.go), monitors
 // (monitor.go), registration through Handle and its poll (handle.go,
-// memport.go, poll.go) reproduce the seed and are reached only by tests
-// today; netmap ports for applications (planned) would put them on the path.
+// memport.go, poll.go) reproduce the seed; the agent's netmap socket
+// (internal/appport) registers them for applications on the node, which
+// reach their rings through shared memory (pkg/nmport).
 //
 // # Model
 //

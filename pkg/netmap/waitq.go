@@ -12,7 +12,8 @@ import "sync/atomic"
 // Happens-before: everything the waker did before wake() happens before the
 // waiter's receive from the closed channel.
 type waitq struct {
-	ch atomic.Pointer[chan struct{}]
+	ch   atomic.Pointer[chan struct{}]
+	hook atomic.Pointer[func()] // Kring.OnWake
 }
 
 // record is selrecord: returns the channel that the next wake() closes.
@@ -30,10 +31,26 @@ func (w *waitq) record() <-chan struct{} {
 
 // wake is selwakeup.
 func (w *waitq) wake() {
+	if h := w.hook.Load(); h != nil {
+		(*h)()
+	}
 	if w.ch.Load() == nil {
 		return
 	}
 	if p := w.ch.Swap(nil); p != nil {
 		close(*p)
 	}
+}
+
+// OnWake makes f run on every wake-up of the kring's own wait queue (every
+// nm_notify of the ring), before waiters are released; nil removes it. It is
+// how a sync loop outside Handle.Poll (the agent's loop for an application's
+// port) learns that a ring moved without a channel per wake-up: f must be
+// cheap and must not block (a non-blocking send, an eventfd write).
+func (k *Kring) OnWake(f func()) {
+	if f == nil {
+		k.si.hook.Store(nil)
+		return
+	}
+	k.si.hook.Store(&f)
 }

@@ -1,0 +1,257 @@
+package nmport
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// The registration protocol, over a SOCK_SEQPACKET unix socket served by the
+// node agent: the application sends one Request (NIOCREGIF's struct nmreq,
+// fixed size, little endian); the agent answers one Response and, on
+// success, passes three descriptors with SCM_RIGHTS: the region (a memfd
+// holding the netmap_if, rings, CSB and buffers), the kick eventfd (the
+// application writes it when the CSB asks for a kick) and the notify
+// eventfd (the agent writes it when the application asked to be woken). The
+// registration lives as long as the connection: closing it, or the
+// application's exit, unregisters the port.
+
+// Request sizes and magic numbers.
+const (
+	RequestSize  = 128
+	ResponseSize = 256
+	reqMagic     = 0x524d4e4e // "NNMR"
+	respMagic    = 0x414d4e4e // "NNMA"
+	// NameMax is the longest port name (IFNAMSIZ-like, as netmap's nr_name[64]).
+	NameMax = 63
+)
+
+// nr_ringid / nr_flags values of struct nmreq (the same numbers as pkg/netmap).
+const (
+	RegAllNIC     uint32 = 1
+	RegSW         uint32 = 2
+	RegNICSW      uint32 = 3
+	RegOneNIC     uint32 = 4
+	RegPipeMaster uint32 = 5
+	RegPipeSlave  uint32 = 6
+	RegMask       uint32 = 0xf
+	MonitorTX     uint32 = 0x100
+	MonitorRX     uint32 = 0x200
+	Exclusive     uint32 = 0x800
+	RxRingsOnly   uint32 = 0x2000
+	TxRingsOnly   uint32 = 0x4000
+	RingMask      uint16 = 0x0fff
+	NoTxPoll      uint16 = 0x1000
+)
+
+// Request is struct nmreq as sent to the agent.
+type Request struct {
+	Name      string // port name without mode suffixes, e.g. "vale0:p0"
+	Version   uint32 // nr_version (Version)
+	RingID    uint16 // nr_ringid
+	Flags     uint32 // nr_flags: NR_REG_* mode, NR_MONITOR_*, NR_EXCLUSIVE, ...
+	TxSlots   uint32 // 0: the port's default
+	RxSlots   uint32
+	TxRings   uint16
+	RxRings   uint16
+	ExtraBufs uint32 // nr_arg3
+}
+
+// MarshalBinary encodes r into RequestSize bytes.
+func (r *Request) MarshalBinary() ([]byte, error) {
+	if len(r.Name) == 0 || len(r.Name) > NameMax || strings.IndexByte(r.Name, 0) >= 0 {
+		return nil, fmt.Errorf("port name %q: must be 1-%d bytes without NUL: %w", r.Name, NameMax, syscall.EINVAL)
+	}
+	b := make([]byte, RequestSize)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], reqMagic)
+	le.PutUint32(b[4:], r.Version)
+	copy(b[8:72], r.Name)
+	le.PutUint16(b[72:], r.RingID)
+	le.PutUint32(b[76:], r.Flags)
+	le.PutUint32(b[80:], r.TxSlots)
+	le.PutUint32(b[84:], r.RxSlots)
+	le.PutUint16(b[88:], r.TxRings)
+	le.PutUint16(b[90:], r.RxRings)
+	le.PutUint32(b[92:], r.ExtraBufs)
+	return b, nil
+}
+
+// UnmarshalBinary decodes a request. Everything an application sends is
+// untrusted: a wrong size, magic, a name that is empty, unterminated or not
+// printable, or non-zero reserved bytes are EINVAL, naming what was wrong.
+func (r *Request) UnmarshalBinary(b []byte) error {
+	if len(b) != RequestSize {
+		return fmt.Errorf("request of %d bytes, want %d: %w", len(b), RequestSize, syscall.EINVAL)
+	}
+	le := binary.LittleEndian
+	if m := le.Uint32(b[0:]); m != reqMagic {
+		return fmt.Errorf("request magic %#x, want %#x: %w", m, reqMagic, syscall.EINVAL)
+	}
+	name := b[8:72]
+	n := bytes.IndexByte(name, 0)
+	if n < 0 {
+		return fmt.Errorf("request name not NUL-terminated within %d bytes: %w", len(name), syscall.EINVAL)
+	}
+	if n == 0 {
+		return fmt.Errorf("request without a port name: %w", syscall.EINVAL)
+	}
+	for _, c := range name[:n] {
+		if c <= ' ' || c >= 0x7f {
+			return fmt.Errorf("request name %q has a non-printable byte %#x: %w", name[:n], c, syscall.EINVAL)
+		}
+	}
+	for _, c := range name[n:] {
+		if c != 0 {
+			return fmt.Errorf("request name %q has bytes after its NUL: %w", name[:n], syscall.EINVAL)
+		}
+	}
+	if le.Uint16(b[74:]) != 0 || !zero(b[96:]) {
+		return fmt.Errorf("request has non-zero reserved bytes: %w", syscall.EINVAL)
+	}
+	*r = Request{
+		Name:      string(name[:n]),
+		Version:   le.Uint32(b[4:]),
+		RingID:    le.Uint16(b[72:]),
+		Flags:     le.Uint32(b[76:]),
+		TxSlots:   le.Uint32(b[80:]),
+		RxSlots:   le.Uint32(b[84:]),
+		TxRings:   le.Uint16(b[88:]),
+		RxRings:   le.Uint16(b[90:]),
+		ExtraBufs: le.Uint32(b[92:]),
+	}
+	return nil
+}
+
+func zero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Response is the agent's answer. Errno 0 is success; otherwise Message says
+// what was wrong and no descriptor follows.
+type Response struct {
+	Errno    syscall.Errno
+	Message  string
+	Geometry Geometry // the registration's rings, slots, buffers
+	Size     uint64   // bytes of the region (the memfd's size)
+	BufsHead uint32   // first extra buffer (also ni_bufs_head)
+	RingID   uint16   // the bound rings, as netmap reports them
+	Flags    uint32
+}
+
+// MarshalBinary encodes r into ResponseSize bytes; a long message is cut.
+func (r *Response) MarshalBinary() ([]byte, error) {
+	b := make([]byte, ResponseSize)
+	le := binary.LittleEndian
+	le.PutUint32(b[0:], respMagic)
+	le.PutUint32(b[4:], uint32(r.Errno))
+	le.PutUint64(b[8:], r.Size)
+	le.PutUint16(b[16:], uint16(r.Geometry.TxRings))
+	le.PutUint16(b[18:], uint16(r.Geometry.RxRings))
+	le.PutUint32(b[20:], r.Geometry.TxSlots)
+	le.PutUint32(b[24:], r.Geometry.RxSlots)
+	le.PutUint32(b[28:], r.Geometry.BufSize)
+	le.PutUint32(b[32:], r.Geometry.ExtraBufs)
+	le.PutUint32(b[36:], r.BufsHead)
+	le.PutUint16(b[40:], r.RingID)
+	le.PutUint32(b[44:], r.Flags)
+	msg := r.Message
+	if len(msg) > ResponseSize-64-1 {
+		msg = msg[:ResponseSize-64-1]
+	}
+	copy(b[64:], msg)
+	return b, nil
+}
+
+// UnmarshalBinary decodes a response (the client's side; the agent is
+// trusted, but a short or foreign message is still an error).
+func (r *Response) UnmarshalBinary(b []byte) error {
+	if len(b) != ResponseSize {
+		return fmt.Errorf("response of %d bytes, want %d: %w", len(b), ResponseSize, syscall.EPROTO)
+	}
+	le := binary.LittleEndian
+	if m := le.Uint32(b[0:]); m != respMagic {
+		return fmt.Errorf("response magic %#x, want %#x: %w", m, respMagic, syscall.EPROTO)
+	}
+	msg := b[64:]
+	if n := bytes.IndexByte(msg, 0); n >= 0 {
+		msg = msg[:n]
+	}
+	*r = Response{
+		Errno:   syscall.Errno(le.Uint32(b[4:])),
+		Message: string(msg),
+		Size:    le.Uint64(b[8:]),
+		Geometry: Geometry{
+			TxRings: int(le.Uint16(b[16:])), RxRings: int(le.Uint16(b[18:])),
+			TxSlots: le.Uint32(b[20:]), RxSlots: le.Uint32(b[24:]),
+			BufSize: le.Uint32(b[28:]), ExtraBufs: le.Uint32(b[32:]),
+		},
+		BufsHead: le.Uint32(b[36:]),
+		RingID:   le.Uint16(b[40:]),
+		Flags:    le.Uint32(b[44:]),
+	}
+	return nil
+}
+
+// ParseName turns a netmap port name with nmport's suffixes into a request:
+//
+//	vale0:p        all hardware rings (NR_REG_ALL_NIC)
+//	vale0:p-2      ring 2 only (NR_REG_ONE_NIC)
+//	vale0:p{3      master end of pipe 3 of vale0:p (NR_REG_PIPE_MASTER)
+//	vale0:p}3      slave end of pipe 3 (NR_REG_PIPE_SLAVE)
+//	vale0:p/r      copy monitor of p's RX rings (/t: TX, /rt: both)
+//
+// The host-ring suffixes ^ and * are refused: applications get no host rings.
+func ParseName(s string) (Request, error) {
+	r := Request{Version: Version, Flags: RegAllNIC}
+	if i := strings.LastIndexByte(s, '/'); i >= 0 {
+		mon := s[i+1:]
+		s = s[:i]
+		if mon == "" {
+			return Request{}, fmt.Errorf("port name %q: empty monitor suffix (want /r, /t or /rt): %w", s+"/", syscall.EINVAL)
+		}
+		for _, c := range mon {
+			switch c {
+			case 'r':
+				r.Flags |= MonitorRX
+			case 't':
+				r.Flags |= MonitorTX
+			default:
+				return Request{}, fmt.Errorf("port name %q: monitor suffix %q: want r, t or rt: %w", s+"/"+mon, mon, syscall.EINVAL)
+			}
+		}
+	}
+	if i := strings.IndexAny(s, "{}"); i >= 0 {
+		id, err := strconv.ParseUint(s[i+1:], 10, 12)
+		if err != nil {
+			return Request{}, fmt.Errorf("port name %q: pipe id %q: want 0-%d: %w", s, s[i+1:], RingMask, syscall.EINVAL)
+		}
+		r.Flags = r.Flags&^RegMask | RegPipeMaster
+		if s[i] == '}' {
+			r.Flags = r.Flags&^RegMask | RegPipeSlave
+		}
+		r.RingID = uint16(id)
+		s = s[:i]
+	} else if strings.HasSuffix(s, "^") || strings.HasSuffix(s, "*") {
+		return Request{}, fmt.Errorf("port name %q: host rings (^, *) are not offered to applications: %w", s, syscall.EINVAL)
+	} else if i := strings.LastIndexByte(s, '-'); i > 0 && strings.IndexByte(s, ':') < i {
+		if id, err := strconv.ParseUint(s[i+1:], 10, 12); err == nil {
+			r.Flags = r.Flags&^RegMask | RegOneNIC
+			r.RingID = uint16(id)
+			s = s[:i]
+		}
+	}
+	r.Name = s
+	if _, err := r.MarshalBinary(); err != nil {
+		return Request{}, err
+	}
+	return r, nil
+}
