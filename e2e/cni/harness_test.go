@@ -106,6 +106,7 @@ type envOpts struct {
 	secondary  string           // if set, the subnet of a second switch "vale1", a secondary network
 	peers      []map[string]any // the agent's "peers" (other nodes)
 	hostPort   string           // the switch's TAP name ("": the default)
+	netmap     bool             // serve netmap ports to applications on <dir>/run/netmap.sock
 	mtu        int              // the switch's MTU (0: 1500)
 }
 
@@ -155,6 +156,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 		"backend": o.backend, "directOpen": o.directOpen,
 		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
 		"switches": switches, "peers": o.peers,
+	}
+	if o.netmap {
+		cfg["netmapSocket"] = filepath.Join(dir, "run", "netmap.sock")
 	}
 	b, _ := json.Marshal(cfg)
 	if err := os.WriteFile(a.cfg, b, 0o600); err != nil {

@@ -66,6 +66,10 @@ type Config struct {
 	DirectOpen bool `json:"directOpen,omitempty"`
 	// Switches are the node's switches; the first is the default one.
 	Switches []SwitchConfig `json:"switches"`
+	// NetmapSocket, if set, serves netmap ports of the switches to applications on the
+	// node (internal/appport, pkg/nmport): an absolute path (a root-only socket) or
+	// "@name" for an abstract socket in the agent's network namespace. Empty: off.
+	NetmapSocket string `json:"netmapSocket,omitempty"`
 	// MetricsAddr, if set, serves /metrics (Prometheus text format) on this TCP address as
 	// well as on the socket.
 	MetricsAddr string `json:"metricsAddr,omitempty"`
@@ -261,6 +265,9 @@ func (c *Config) Deprecations() []string {
 func (c *Config) Validate() error {
 	if c.Socket == "" || !filepath.IsAbs(c.Socket) {
 		return fieldErr("socket", "%q must be an absolute path", c.Socket)
+	}
+	if n := c.NetmapSocket; n != "" && !filepath.IsAbs(n) && (n[0] != '@' || len(n) < 2) {
+		return fieldErr("netmapSocket", "%q must be an absolute path or @name", n)
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		return fieldErr("stateDir", "%q must be an absolute path", c.StateDir)

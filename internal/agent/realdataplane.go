@@ -8,6 +8,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/epair-cni/epair/internal/appport"
 	"github.com/epair-cni/epair/internal/dataplane"
 	"github.com/epair-cni/epair/internal/ipam"
 	"github.com/epair-cni/epair/pkg/agentapi"
@@ -85,6 +86,12 @@ func NewDataplane(c *Config, log *slog.Logger) (Dataplane, error) {
 	d, err := dataplane.New(dc)
 	if err != nil {
 		return nil, fmt.Errorf("start dataplane: %w", err)
+	}
+	if c.NetmapSocket != "" {
+		if _, err := d.ServeNetmap(c.NetmapSocket, appport.Options{Log: log.With("component", "netmap")}); err != nil {
+			return nil, errors.Join(fmt.Errorf("start dataplane: %w", err), d.Close(dataplane.CloseOptions{}))
+		}
+		log.Info("serving netmap ports to applications", "socket", c.NetmapSocket)
 	}
 	return newRealDataplane(c, d)
 }

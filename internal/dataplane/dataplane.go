@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/epair-cni/epair/internal/appport"
 	"github.com/epair-cni/epair/internal/cleanup"
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/hostport"
@@ -49,13 +50,15 @@ type Dataplane struct {
 	// count when that is more.
 	maxSwitches int
 
-	mu       sync.Mutex
-	closed   bool
-	switches map[string]*swState
-	order    []string         // switch names in configuration order, then AddSwitch's
-	ports    map[string]*Port // by port name "<switch>:<hostIfName>"
-	byLink   map[string]*Port // by host link name
-	byOwner  map[string]*Port
+	mu     sync.Mutex
+	closed bool
+	// appServers serve the switches' ports to applications (ServeNetmap).
+	appServers []*appport.Server
+	switches   map[string]*swState
+	order      []string         // switch names in configuration order, then AddSwitch's
+	ports      map[string]*Port // by port name "<switch>:<hostIfName>"
+	byLink     map[string]*Port // by host link name
+	byOwner    map[string]*Port
 	// Links and owners being attached or detached (outside mu): a
 	// second operation on either waits for the channel to close.
 	busyLink  map[string]chan struct{}
@@ -372,6 +375,7 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	}
 	d.closed = true // no new claims from here on
 	d.mu.Unlock()
+	appErr := d.closeAppServers()
 
 	d.stopWatch()
 	close(d.agingStop)
@@ -387,7 +391,7 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	for _, p := range d.ports {
 		ports = append(ports, p)
 	}
-	var errs []error
+	errs := []error{appErr}
 	for _, p := range ports {
 		d.unlinkLocked(p)
 		errs = append(errs, p.teardown(d))

@@ -1,0 +1,103 @@
+package dataplane
+
+import (
+	"fmt"
+	"syscall"
+
+	"github.com/epair-cni/epair/internal/appport"
+	"github.com/epair-cni/epair/pkg/nmport"
+	"github.com/epair-cni/epair/pkg/vale"
+)
+
+// ServeNetmap serves netmap ports of the dataplane's switches to
+// applications on addr (a socket path, or "@name" for an abstract socket in
+// the caller's network namespace); see internal/appport. A registration may
+// name an ephemeral port, a pipe or a copy monitor on one of the switches,
+// never create a switch; the pods' and host ports themselves are owned by
+// their switch and refused (EBUSY) by netmap. o.Authorize, if set, is asked
+// after that check. The server is closed by Close, before the switches go.
+func (d *Dataplane) ServeNetmap(addr string, o appport.Options) (*appport.Server, error) {
+	inner := o.Authorize
+	o.Authorize = func(r *nmport.Request) error {
+		sw, _, err := vale.ParseName(r.Name)
+		if err != nil {
+			return fmt.Errorf("register %s: %w", r.Name, err)
+		}
+		d.mu.Lock()
+		_, ok := d.switches[sw]
+		closed := d.closed
+		d.mu.Unlock()
+		switch {
+		case closed:
+			return fmt.Errorf("register %s: the dataplane is closing: %w", r.Name, syscall.ENXIO)
+		case !ok:
+			return fmt.Errorf("register %s: no switch %q on this node: %w", r.Name, sw, syscall.ENOENT)
+		}
+		if inner != nil {
+			return inner(r)
+		}
+		return nil
+	}
+	innerOpen := o.OnOpen
+	o.OnOpen = func(adapter string) error {
+		if err := d.admitAppPort(adapter); err != nil {
+			return err
+		}
+		if innerOpen != nil {
+			return innerOpen(adapter)
+		}
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil, fmt.Errorf("serve netmap on %s: %w", addr, ErrClosed)
+	}
+	srv, err := appport.Listen(addr, d.nm, o)
+	if err != nil {
+		return nil, err
+	}
+	d.appServers = append(d.appServers, srv)
+	return srv, nil
+}
+
+// closeAppServers ends every application's registration (Close, before the
+// switches are destroyed).
+func (d *Dataplane) closeAppServers() error {
+	d.mu.Lock()
+	srvs := d.appServers
+	d.appServers = nil
+	d.mu.Unlock()
+	var first error
+	for _, s := range srvs {
+		if err := s.Close(); err != nil && first == nil {
+			first = fmt.Errorf("close netmap socket %s: %w", s.Addr(), err)
+		}
+	}
+	return first
+}
+
+// admitAppPort lets an application's VALE port send through its switch's
+// lookup (pod and host ports are admitted by attach; anything else is
+// dropped). It learns its source MACs like the host port; it cannot take a
+// MAC that is a static entry (a pod's or the gateway's). Pipes and monitors
+// are not switch ports and need nothing. The vale lookup forgets the port
+// when it leaves the switch (PortDetached).
+func (d *Dataplane) admitAppPort(adapter string) error {
+	sw, pn, err := vale.ParseName(adapter)
+	if err != nil {
+		return nil // a pipe or a monitor
+	}
+	d.mu.Lock()
+	s, ok := d.switches[sw]
+	d.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("register %s: no switch %q on this node: %w", adapter, sw, syscall.ENOENT)
+	}
+	p, ok := s.sw.Port(pn)
+	if !ok {
+		return nil
+	}
+	s.guard.set(p.Index(), &portSec{learn: true})
+	return nil
+}
