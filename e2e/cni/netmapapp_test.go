@@ -157,6 +157,7 @@ func appPing(t *testing.T, p *nmport.Port, src, dst net.HardwareAddr, sip, dip n
 	})
 }
 
+// csum is the Internet checksum of b (RFC 1071).
 func csum(b []byte) uint16 {
 	var s uint32
 	for i := 0; i+1 < len(b); i += 2 {

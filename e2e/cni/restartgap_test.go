@@ -238,7 +238,7 @@ func (p *gapProber) send() {
 			binary.BigEndian.PutUint16(msg[6:], uint16(seq))
 			now := time.Now()
 			binary.BigEndian.PutUint64(msg[8:], uint64(now.UnixNano()))
-			binary.BigEndian.PutUint16(msg[2:], gapICMPChecksum(msg))
+			binary.BigEndian.PutUint16(msg[2:], csum(msg))
 			p.mu.Lock()
 			p.sent[i] = append(p.sent[i], now)
 			p.mu.Unlock()
@@ -339,19 +339,4 @@ func (p *gapProber) window(name string, from, mark, to time.Time) gapStats {
 		s.gap, s.gapFrom, s.gapTo, s.open = d, in[len(in)-1], to, true
 	}
 	return s
-}
-
-// gapICMPChecksum is the Internet checksum of b (RFC 1071).
-func gapICMPChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
 }

@@ -647,14 +647,7 @@ func (p *port) txsync(m *mirror) (work, ok bool) {
 		return false, false
 	}
 	p.txFrames.Add(frames)
-	hc := k.NrHwcur.Load()
-	if r.Tail != m.pubTl || hc != m.pubHc {
-		m.pubTl, m.pubHc = r.Tail, hc
-		p.region.SetKtoa(m.i, hc, r.Tail)
-		if p.region.ApplNeedKick(m.i) {
-			p.notifyApp()
-		}
-	}
+	p.publish(m)
 	return true, true
 }
 
@@ -708,13 +701,20 @@ func (p *port) rxsync(m *mirror) (work, ok bool) {
 		}
 	}
 	p.rxFrames.Add(frames)
-	hc := k.NrHwcur.Load()
-	if r.Tail != m.pubTl || hc != m.pubHc {
-		m.pubTl, m.pubHc = r.Tail, hc
-		p.region.SetKtoa(m.i, hc, r.Tail)
-		if p.region.ApplNeedKick(m.i) {
-			p.notifyApp()
-		}
-	}
+	p.publish(m)
 	return true, true
+}
+
+// publish shows the application the ring's new hwcur/hwtail, and wakes it
+// if it asked to be.
+func (p *port) publish(m *mirror) {
+	hc := m.k.NrHwcur.Load()
+	if m.r.Tail == m.pubTl && hc == m.pubHc {
+		return
+	}
+	m.pubTl, m.pubHc = m.r.Tail, hc
+	p.region.SetKtoa(m.i, hc, m.r.Tail)
+	if p.region.ApplNeedKick(m.i) {
+		p.notifyApp()
+	}
 }

@@ -19,6 +19,8 @@ import (
 	"fmt"
 	"syscall"
 	"unsafe"
+
+	"github.com/epair-cni/epair/pkg/netmap"
 )
 
 // The shared region of one registration, laid out as netmap's own memory
@@ -66,8 +68,8 @@ type Slot struct {
 
 // NS_* flags an application may set on a slot. Other bits are ignored.
 const (
-	BufChanged uint16 = 0x0001 // NS_BUF_CHANGED: buf_idx was changed (swapped)
-	MoreFrag   uint16 = 0x0020 // NS_MOREFRAG: the frame continues in the next slot
+	BufChanged = netmap.BufChanged // NS_BUF_CHANGED: buf_idx was changed (swapped)
+	MoreFrag   = netmap.MoreFrag   // NS_MOREFRAG: the frame continues in the next slot
 )
 
 // ringHdr is struct netmap_ring without its slots.

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/epair-cni/epair/pkg/netmap"
 )
 
 // The registration protocol, over a SOCK_SEQPACKET unix socket served by the
@@ -29,22 +31,22 @@ const (
 	NameMax = 63
 )
 
-// nr_ringid / nr_flags values of struct nmreq (the same numbers as pkg/netmap).
+// nr_ringid / nr_flags values of struct nmreq: netmap's own (pkg/netmap).
 const (
-	RegAllNIC     uint32 = 1
-	RegSW         uint32 = 2
-	RegNICSW      uint32 = 3
-	RegOneNIC     uint32 = 4
-	RegPipeMaster uint32 = 5
-	RegPipeSlave  uint32 = 6
-	RegMask       uint32 = 0xf
-	MonitorTX     uint32 = 0x100
-	MonitorRX     uint32 = 0x200
-	Exclusive     uint32 = 0x800
-	RxRingsOnly   uint32 = 0x2000
-	TxRingsOnly   uint32 = 0x4000
-	RingMask      uint16 = 0x0fff
-	NoTxPoll      uint16 = 0x1000
+	RegAllNIC     = netmap.RegAllNIC
+	RegSW         = netmap.RegSW
+	RegNICSW      = netmap.RegNICSW
+	RegOneNIC     = netmap.RegOneNIC
+	RegPipeMaster = netmap.RegPipeMaster
+	RegPipeSlave  = netmap.RegPipeSlave
+	RegMask       = netmap.RegMask
+	MonitorTX     = netmap.MonitorTX
+	MonitorRX     = netmap.MonitorRX
+	Exclusive     = netmap.Exclusive
+	RxRingsOnly   = netmap.RxRingsOnly
+	TxRingsOnly   = netmap.TxRingsOnly
+	RingMask      = netmap.RingMask
+	NoTxPoll      = netmap.NoTxPoll
 )
 
 // Request is struct nmreq as sent to the agent.
