@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -96,11 +97,29 @@ func frame(dst, src byte, seq uint32, size int) []byte {
 // send puts frames on p's first TX ring and syncs, waiting for space.
 func send(t testing.TB, p *nmport.Port, frames ...[]byte) {
 	t.Helper()
+	if err := sendErr(p, frames...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv waits for n frames on p's first RX ring and returns copies.
+func recv(t testing.TB, p *nmport.Port, n int, timeout time.Duration) [][]byte {
+	t.Helper()
+	out, err := recvErr(p, n, timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// sendErr and recvErr are send and recv for goroutines other than the
+// test's (which must not call t.Fatal).
+func sendErr(p *nmport.Port, frames ...[]byte) error {
 	r := p.TxRing(0)
 	for _, f := range frames {
 		for r.Space() == 0 {
 			if _, err := p.Poll(nmport.PollOut, time.Second); err != nil {
-				t.Fatalf("poll out: %v", err)
+				return fmt.Errorf("poll out: %w", err)
 			}
 		}
 		i := r.Cur()
@@ -109,23 +128,22 @@ func send(t testing.TB, p *nmport.Port, frames ...[]byte) {
 		r.Advance(r.Next(i))
 	}
 	if err := p.TxSync(); err != nil {
-		t.Fatalf("txsync: %v", err)
+		return fmt.Errorf("txsync: %w", err)
 	}
+	return nil
 }
 
-// recv waits for n frames on p's first RX ring and returns copies.
-func recv(t testing.TB, p *nmport.Port, n int, timeout time.Duration) [][]byte {
-	t.Helper()
+func recvErr(p *nmport.Port, n int, timeout time.Duration) ([][]byte, error) {
 	var out [][]byte
 	deadline := time.Now().Add(timeout)
 	r := p.RxRing(0)
 	for len(out) < n {
 		left := time.Until(deadline)
 		if left <= 0 {
-			t.Fatalf("received %d of %d frames in %v", len(out), n, timeout)
+			return out, fmt.Errorf("received %d of %d frames in %v", len(out), n, timeout)
 		}
 		if _, err := p.Poll(nmport.PollIn, left); err != nil {
-			t.Fatalf("poll in: %v", err)
+			return out, fmt.Errorf("poll in: %w", err)
 		}
 		for !r.Empty() && len(out) < n {
 			i := r.Cur()
@@ -133,10 +151,10 @@ func recv(t testing.TB, p *nmport.Port, n int, timeout time.Duration) [][]byte {
 			r.Advance(r.Next(i))
 		}
 		if err := p.RxSync(); err != nil {
-			t.Fatalf("rxsync: %v", err)
+			return out, fmt.Errorf("rxsync: %w", err)
 		}
 	}
-	return out
+	return out, nil
 }
 
 func TestFramesBetweenTwoApplications(t *testing.T) {
@@ -422,4 +440,47 @@ func countMaps(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return strings.Count(string(b), "memfd:nmport")
+}
+
+// TestExtraBuffers: nr_arg3 extra buffers come as a chain from BufsHead
+// (ni_bufs_head), distinct from the rings' buffers, and an application can
+// swap one into a TX slot (NS_BUF_CHANGED) and send from it.
+func TestExtraBuffers(t *testing.T) {
+	w := newWorld(t, Options{})
+	a, err := nmport.Open(w.sock, "vale0:a", 16)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b := w.open(t, "vale0:b")
+	inRings := map[uint32]bool{}
+	for _, r := range []*nmport.Ring{a.TxRing(0), a.RxRing(0)} {
+		for i := uint32(0); i < r.NumSlots(); i++ {
+			inRings[r.Slot(i).BufIdx] = true
+		}
+	}
+	var chain []uint32
+	for idx := a.BufsHead(); idx != 0; idx = binary.LittleEndian.Uint32(a.Buf(idx)) {
+		if a.Buf(idx) == nil || inRings[idx] || slices.Contains(chain, idx) || len(chain) > 16 {
+			t.Fatalf("extra buffer chain %v then %d: invalid, a ring's, repeated or too long", chain, idx)
+		}
+		chain = append(chain, idx)
+	}
+	if len(chain) != 16 {
+		t.Fatalf("%d extra buffers, want 16", len(chain))
+	}
+	// Swap the first extra buffer into the next TX slot and send from it.
+	f := frame(0xff, 0xa, 7, 200)
+	copy(a.Buf(chain[0]), f)
+	r := a.TxRing(0)
+	i := r.Cur()
+	s := r.Slot(i)
+	s.BufIdx, s.Len, s.Flags = chain[0], uint16(len(f)), nmport.BufChanged
+	r.Advance(r.Next(i))
+	if err := a.TxSync(); err != nil {
+		t.Fatal(err)
+	}
+	if got := recv(t, b, 1, 2*time.Second); !bytes.Equal(got[0], f) {
+		t.Fatalf("b received %x..., want the frame written into the swapped-in buffer", got[0][:20])
+	}
 }

@@ -92,6 +92,9 @@ func Listen(addr string, nm *netmap.Netmap, o Options) (*Server, error) {
 	if o.BusyPoll == 0 {
 		o.BusyPoll = DefaultBusyPoll
 	}
+	if addr == "" || addr == "@" {
+		return nil, fmt.Errorf("listen on netmap socket: empty address: %w", syscall.EINVAL)
+	}
 	ua := &net.UnixAddr{Name: addr, Net: "unixpacket"}
 	if len(addr) > 0 && addr[0] == '@' {
 		ua.Name = "\x00" + addr[1:]
@@ -303,6 +306,7 @@ type port struct {
 	tx, rx           []*mirror
 	busyPoll         time.Duration
 	ready            func(uintptr) bool
+	bufsHead         uint32 // first extra buffer (ni_bufs_head), 0: none
 
 	sleeping atomic.Bool
 	stopping atomic.Bool
@@ -316,22 +320,23 @@ type port struct {
 // mirror links a bound kring to its ring in the shared region.
 type mirror struct {
 	k     *netmap.Kring
-	r     *netmap.Ring
 	i     int // ring index in the region (TX rings first)
 	pubTl uint32
 	pubHc uint32
 }
 
 func (s *Server) open(req *nmport.Request) (_ *port, err error) {
-	switch req.Flags & nmport.RegMask {
-	case nmport.RegSW, nmport.RegNICSW:
-		return nil, fmt.Errorf("register %s: host rings are not offered to applications: %w", req.Name, syscall.EINVAL)
-	}
+	// Host-ring modes (SW, NIC_SW) are netmap's to refuse: no adapter an
+	// application can name has host rings (netmap_interp_ringid, EINVAL).
 	h := s.nm.Open()
 	// Always exclusive: each registration mirrors its rings into its own
 	// region, so two registrations of one ring would each hold a different
 	// view of it. A second one is refused with EBUSY (NR_EXCLUSIVE).
-	nreq := netmap.Req{Name: req.Name, Version: req.Version, RingID: req.RingID, Flags: req.Flags | netmap.Exclusive,
+	flags := req.Flags | netmap.Exclusive
+	if flags&(netmap.MonitorTX|netmap.MonitorRX) != 0 {
+		flags |= netmap.RxRingsOnly // a copy monitor only receives
+	}
+	nreq := netmap.Req{Name: req.Name, Version: req.Version, RingID: req.RingID, Flags: flags,
 		TxSlots: req.TxSlots, RxSlots: req.RxSlots, TxRings: req.TxRings, RxRings: req.RxRings}
 	if err := h.Register(&nreq); err != nil {
 		h.Close()
@@ -355,7 +360,7 @@ func (s *Server) open(req *nmport.Request) (_ *port, err error) {
 		return nil, fmt.Errorf("register %s: %w", req.Name, err)
 	}
 	p.region = nmport.NewRegion(p.mem, l)
-	l.Init(p.mem, req.Name)
+	p.bufsHead = l.Init(p.mem, req.Name)
 	for t := netmap.TX; t <= netmap.RX; t++ {
 		first, last := h.Interval(t)
 		nr := na.NumTxRings
@@ -367,15 +372,15 @@ func (s *Server) open(req *nmport.Request) (_ *port, err error) {
 		}
 		for i := first; i < last; i++ {
 			k := h.Kring(t, i)
-			m := &mirror{k: k, r: k.Ring, i: i}
+			m := &mirror{k: k, i: i}
 			if t == netmap.RX {
 				m.i += l.TxRings
 				p.rx = append(p.rx, m)
 			} else {
 				p.tx = append(p.tx, m)
 			}
-			m.pubTl, m.pubHc = m.r.Tail, k.NrHwcur.Load()
-			p.region.InitRing(m.i, m.r.Head, m.r.Cur, m.r.Tail, m.pubHc)
+			m.pubTl, m.pubHc = k.Ring.Tail, k.NrHwcur.Load()
+			p.region.InitRing(m.i, k.Ring.Head, k.Ring.Cur, k.Ring.Tail, m.pubHc)
 		}
 	}
 	if p.kickFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
@@ -429,14 +434,14 @@ func (p *port) mapRegion(l nmport.Layout) error {
 
 func (p *port) response(req *nmport.Request) nmport.Response {
 	l := p.region.Layout()
-	return nmport.Response{Geometry: l.Geometry, Size: l.Size, BufsHead: ptrBufsHead(l), RingID: req.RingID, Flags: p.h.Flags()}
-}
-
-func ptrBufsHead(l *nmport.Layout) uint32 {
-	if l.ExtraBufs == 0 {
-		return 0
+	r := nmport.Response{Geometry: l.Geometry, Size: l.Size, BufsHead: p.bufsHead, RingID: req.RingID, Flags: p.h.Flags()}
+	if len(p.tx) > 0 {
+		r.Bound[0] = [2]uint16{uint16(p.tx[0].i), uint16(p.tx[len(p.tx)-1].i + 1)}
 	}
-	return l.NumBufs - l.ExtraBufs
+	if len(p.rx) > 0 {
+		r.Bound[1] = [2]uint16{uint16(p.rx[0].i - l.TxRings), uint16(p.rx[len(p.rx)-1].i - l.TxRings + 1)}
+	}
+	return r
 }
 
 // wake runs on every notify of a bound kring (a frame delivered, space
@@ -602,7 +607,7 @@ func between(lo, x, hi uint32) bool {
 // the ring's txsync. ok is false when the port was put in error.
 func (p *port) txsync(m *mirror) (work, ok bool) {
 	head, cur := p.region.Atok(m.i)
-	r, k := m.r, m.k
+	r, k := m.k.Ring, m.k
 	n := k.NumSlots
 	if head == r.Head && cur == r.Cur && k.NrHwtail.Load() == r.Tail {
 		return false, true
@@ -655,7 +660,7 @@ func (p *port) txsync(m *mirror) (work, ok bool) {
 // and exports the frames that arrived into the region.
 func (p *port) rxsync(m *mirror) (work, ok bool) {
 	head, cur := p.region.Atok(m.i)
-	r, k := m.r, m.k
+	r, k := m.k.Ring, m.k
 	n := k.NumSlots
 	if head == r.Head && cur == r.Cur && k.NrHwtail.Load() == r.Tail {
 		return false, true
@@ -708,12 +713,12 @@ func (p *port) rxsync(m *mirror) (work, ok bool) {
 // publish shows the application the ring's new hwcur/hwtail, and wakes it
 // if it asked to be.
 func (p *port) publish(m *mirror) {
-	hc := m.k.NrHwcur.Load()
-	if m.r.Tail == m.pubTl && hc == m.pubHc {
+	hc, tail := m.k.NrHwcur.Load(), m.k.Ring.Tail
+	if tail == m.pubTl && hc == m.pubHc {
 		return
 	}
-	m.pubTl, m.pubHc = m.r.Tail, hc
-	p.region.SetKtoa(m.i, hc, m.r.Tail)
+	m.pubTl, m.pubHc = tail, hc
+	p.region.SetKtoa(m.i, hc, tail)
 	if p.region.ApplNeedKick(m.i) {
 		p.notifyApp()
 	}

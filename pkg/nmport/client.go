@@ -128,42 +128,18 @@ func register(conn *net.UnixConn, req Request, b []byte) (*Port, error) {
 	}
 	p := &Port{name: req.Name, conn: conn, mem: mem, l: l, kick: fds[1], notify: fds[2],
 		hdr: ptr[portHdr](mem, l.CSBOff)}
-	txFirst, txLast, rxFirst, rxLast := bound(resp, l)
-	for i := txFirst; i < txLast; i++ {
+	tx, rx := resp.Bound[0], resp.Bound[1]
+	if tx[0] > tx[1] || int(tx[1]) > l.TxRings || rx[0] > rx[1] || int(rx[1]) > l.RxRings {
+		p.Close()
+		return nil, fmt.Errorf("bound rings TX %v RX %v outside %d/%d: %w", tx, rx, l.TxRings, l.RxRings, syscall.EPROTO)
+	}
+	for i := int(tx[0]); i < int(tx[1]); i++ {
 		p.tx = append(p.tx, p.ring(i))
 	}
-	for i := rxFirst; i < rxLast; i++ {
+	for i := int(rx[0]); i < int(rx[1]); i++ {
 		p.rx = append(p.rx, p.ring(l.TxRings+i))
 	}
 	return p, nil
-}
-
-// bound is the interval of rings the registration bound (netmap_interp_ringid
-// for the modes offered to applications).
-func bound(resp Response, l Layout) (txFirst, txLast, rxFirst, rxLast int) {
-	txFirst, txLast, rxFirst, rxLast = 0, l.TxRings, 0, l.RxRings
-	if resp.Flags&RegMask == RegOneNIC {
-		i := int(resp.RingID & RingMask)
-		txFirst, txLast, rxFirst, rxLast = i, i+1, i, i+1
-		if txLast > l.TxRings {
-			txFirst, txLast = 0, 0
-		}
-		if rxLast > l.RxRings {
-			rxFirst, rxLast = 0, 0
-		}
-	}
-	if resp.Flags&TxRingsOnly != 0 || resp.Flags&(MonitorTX|MonitorRX) != 0 {
-		// A monitor only receives.
-		if resp.Flags&TxRingsOnly != 0 {
-			rxFirst, rxLast = 0, 0
-		} else {
-			txFirst, txLast = 0, 0
-		}
-	}
-	if resp.Flags&RxRingsOnly != 0 {
-		txFirst, txLast = 0, 0
-	}
-	return
 }
 
 func parseRights(oob []byte) ([]int, error) {

@@ -145,8 +145,11 @@ type Response struct {
 	Geometry Geometry // the registration's rings, slots, buffers
 	Size     uint64   // bytes of the region (the memfd's size)
 	BufsHead uint32   // first extra buffer (also ni_bufs_head)
-	RingID   uint16   // the bound rings, as netmap reports them
+	RingID   uint16   // nr_ringid and nr_flags as registered
 	Flags    uint32
+	// Bound is [first, last) of the rings the registration bound, TX then
+	// RX (netmap's np_qfirst/np_qlast; host rings never included).
+	Bound [2][2]uint16
 }
 
 // MarshalBinary encodes r into ResponseSize bytes; a long message is cut.
@@ -165,6 +168,10 @@ func (r *Response) MarshalBinary() ([]byte, error) {
 	le.PutUint32(b[36:], r.BufsHead)
 	le.PutUint16(b[40:], r.RingID)
 	le.PutUint32(b[44:], r.Flags)
+	for t := range r.Bound {
+		le.PutUint16(b[48+4*t:], r.Bound[t][0])
+		le.PutUint16(b[50+4*t:], r.Bound[t][1])
+	}
 	msg := r.Message
 	if len(msg) > ResponseSize-64-1 {
 		msg = msg[:ResponseSize-64-1]
@@ -199,6 +206,9 @@ func (r *Response) UnmarshalBinary(b []byte) error {
 		BufsHead: le.Uint32(b[36:]),
 		RingID:   le.Uint16(b[40:]),
 		Flags:    le.Uint32(b[44:]),
+	}
+	for t := range r.Bound {
+		r.Bound[t] = [2]uint16{le.Uint16(b[48+4*t:]), le.Uint16(b[50+4*t:])}
 	}
 	return nil
 }
