@@ -59,7 +59,10 @@ type Options struct {
 	// OnClose is told when a registration ends.
 	OnOpen  func(adapter string) error
 	OnClose func(adapter string)
-	Log     *slog.Logger
+	// Identity, if set, gives a registered adapter's MAC and addresses for
+	// the response (a pod's application port); nil values send none.
+	Identity func(adapter string) (net.HardwareAddr, []nmport.Address)
+	Log      *slog.Logger
 }
 
 // DefaultBusyPoll is the sync loop's polling time after traffic.
@@ -174,8 +177,9 @@ func (s *Server) Close() error {
 
 // PortInfo describes one registration.
 type PortInfo struct {
-	Name             string
-	TxRings, RxRings int // bound rings
+	Name             string // as registered (after Authorize)
+	Adapter          string // the adapter's name: the VALE port, pipe end or monitored port
+	TxRings, RxRings int    // bound rings
 	TxFrames         uint64
 	RxFrames         uint64
 }
@@ -186,7 +190,7 @@ func (s *Server) Ports() []PortInfo {
 	defer s.mu.Unlock()
 	out := make([]PortInfo, 0, len(s.ports))
 	for p := range s.ports {
-		out = append(out, PortInfo{Name: p.name, TxRings: len(p.tx), RxRings: len(p.rx),
+		out = append(out, PortInfo{Name: p.name, Adapter: p.adapter, TxRings: len(p.tx), RxRings: len(p.rx),
 			TxFrames: p.txFrames.Load(), RxFrames: p.rxFrames.Load()})
 	}
 	return out
@@ -232,10 +236,18 @@ func (s *Server) handle(c *net.UnixConn) {
 			return
 		}
 	}
+	// OnClose is told before the port leaves its switch, so that nothing
+	// acts on its switch index once another port may have it.
+	closed := func() {
+		if s.o.OnClose != nil {
+			s.o.OnClose(p.adapter)
+		}
+		p.destroy()
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		p.destroy()
+		closed()
 		return
 	}
 	s.ports[p] = struct{}{}
@@ -244,22 +256,27 @@ func (s *Server) handle(c *net.UnixConn) {
 		s.mu.Lock()
 		delete(s.ports, p)
 		s.mu.Unlock()
-		if s.o.OnClose != nil {
-			s.o.OnClose(p.adapter)
-		}
 	}()
 	resp := p.response(&req)
-	b, _ := resp.MarshalBinary()
+	if s.o.Identity != nil {
+		resp.MAC, resp.Addrs = s.o.Identity(p.adapter)
+	}
+	b, err := resp.MarshalBinary()
+	if err != nil {
+		closed()
+		s.refuse(c, req.Name, fmt.Errorf("register %s: %w", req.Name, err))
+		return
+	}
 	rights := unix.UnixRights(p.memfd, p.kickFD, p.notifyFD)
 	_, _, werr := c.WriteMsgUnix(b, rights, nil)
 	unix.Close(p.memfd) // the mapping stays; the application has its own copy
 	p.memfd = -1
 	if werr != nil {
 		s.o.Log.Info("netmap port: could not hand the port over", "port", p.name, "err", werr)
-		p.destroy()
+		closed()
 		return
 	}
-	s.o.Log.Debug("netmap port registered", "port", p.name, "flags", req.Flags, "ringid", req.RingID)
+	s.o.Log.Debug("netmap port registered", "port", p.name, "adapter", p.adapter, "flags", req.Flags, "ringid", req.RingID)
 	done := make(chan struct{})
 	go func() {
 		p.run()
@@ -277,7 +294,7 @@ func (s *Server) handle(c *net.UnixConn) {
 	}
 	p.stop()
 	<-done
-	p.destroy()
+	closed()
 	s.o.Log.Debug("netmap port unregistered", "port", p.name, "reason", p.reason())
 }
 

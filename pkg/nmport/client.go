@@ -26,8 +26,18 @@ type Port struct {
 	notify int // eventfd: written by the agent to wake us
 	hdr    *portHdr
 	tx, rx []*Ring // the bound rings only
+	mac    net.HardwareAddr
+	addrs  []Address
 	closed atomic.Bool
 }
+
+// MAC is the port's MAC address when the agent gave it one (a pod's
+// application port, whose frames must carry it), nil otherwise.
+func (p *Port) MAC() net.HardwareAddr { return p.mac }
+
+// Addrs are the port's addresses from the node's IPAM, with their subnets'
+// gateways, when the agent gave it any (a pod's application port).
+func (p *Port) Addrs() []Address { return p.addrs }
 
 // Ring is struct netmap_ring in the shared region, with nm_ring_* helpers.
 // Head and Cur are the application's; Tail moves on TxSync/RxSync/Poll.
@@ -127,7 +137,7 @@ func register(conn *net.UnixConn, req Request, b []byte) (*Port, error) {
 		return nil, fmt.Errorf("map the port's region: %w", err)
 	}
 	p := &Port{name: req.Name, conn: conn, mem: mem, l: l, kick: fds[1], notify: fds[2],
-		hdr: ptr[portHdr](mem, l.CSBOff)}
+		hdr: ptr[portHdr](mem, l.CSBOff), mac: resp.MAC, addrs: resp.Addrs}
 	tx, rx := resp.Bound[0], resp.Bound[1]
 	if tx[0] > tx[1] || int(tx[1]) > l.TxRings || rx[0] > rx[1] || int(rx[1]) > l.RxRings {
 		p.Close()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,7 +26,7 @@ import (
 // Request sizes and magic numbers.
 const (
 	RequestSize  = 128
-	ResponseSize = 256
+	ResponseSize = 384
 	reqMagic     = 0x524d4e4e // "NNMR"
 	respMagic    = 0x414d4e4e // "NNMA"
 	// NameMax is the longest port name (IFNAMSIZ-like, as netmap's nr_name[64]).
@@ -150,7 +152,29 @@ type Response struct {
 	// Bound is [first, last) of the rings the registration bound, TX then
 	// RX (netmap's np_qfirst/np_qlast; host rings never included).
 	Bound [2][2]uint16
+	// MAC and Addrs are the port's identity on its switch when the agent
+	// gave it one (a pod's application port: its MAC and IPAM addresses,
+	// which anti-spoofing holds it to); empty otherwise.
+	MAC   net.HardwareAddr
+	Addrs []Address
 }
+
+// Address is one address of a port: the address with its subnet's prefix
+// length, and the subnet's gateway (invalid when there is none).
+type Address struct {
+	Prefix  netip.Prefix
+	Gateway netip.Addr
+}
+
+// The identity's place in a response: the MAC at 256, then up to maxAddrs
+// entries of 36 bytes (family, prefix bits, 2 reserved, address, gateway).
+const (
+	idOff    = 256
+	addrOff  = 264
+	addrSize = 36
+	maxAddrs = 2
+	msgEnd   = idOff
+)
 
 // MarshalBinary encodes r into ResponseSize bytes; a long message is cut.
 func (r *Response) MarshalBinary() ([]byte, error) {
@@ -173,10 +197,36 @@ func (r *Response) MarshalBinary() ([]byte, error) {
 		le.PutUint16(b[50+4*t:], r.Bound[t][1])
 	}
 	msg := r.Message
-	if len(msg) > ResponseSize-64-1 {
-		msg = msg[:ResponseSize-64-1]
+	if len(msg) > msgEnd-64-1 {
+		msg = msg[:msgEnd-64-1]
 	}
-	copy(b[64:], msg)
+	copy(b[64:msgEnd], msg)
+	if len(r.MAC) != 0 && len(r.MAC) != 6 {
+		return nil, fmt.Errorf("response MAC %v: want 6 bytes: %w", r.MAC, syscall.EINVAL)
+	}
+	copy(b[idOff:], r.MAC)
+	if len(r.Addrs) > maxAddrs {
+		return nil, fmt.Errorf("response with %d addresses, at most %d: %w", len(r.Addrs), maxAddrs, syscall.EINVAL)
+	}
+	for i, a := range r.Addrs {
+		e := b[addrOff+i*addrSize : addrOff+(i+1)*addrSize]
+		ip := a.Prefix.Addr()
+		switch {
+		case ip.Is4():
+			e[0] = 4
+		case ip.Is6():
+			e[0] = 6
+		default:
+			return nil, fmt.Errorf("response address %d: %v is not an address: %w", i, a.Prefix, syscall.EINVAL)
+		}
+		e[1] = byte(a.Prefix.Bits())
+		a16 := ip.As16()
+		copy(e[4:20], a16[:])
+		if a.Gateway.IsValid() {
+			g16 := a.Gateway.As16()
+			copy(e[20:36], g16[:])
+		}
+	}
 	return b, nil
 }
 
@@ -190,7 +240,7 @@ func (r *Response) UnmarshalBinary(b []byte) error {
 	if m := le.Uint32(b[0:]); m != respMagic {
 		return fmt.Errorf("response magic %#x, want %#x: %w", m, respMagic, syscall.EPROTO)
 	}
-	msg := b[64:]
+	msg := b[64:msgEnd]
 	if n := bytes.IndexByte(msg, 0); n >= 0 {
 		msg = msg[:n]
 	}
@@ -209,6 +259,37 @@ func (r *Response) UnmarshalBinary(b []byte) error {
 	}
 	for t := range r.Bound {
 		r.Bound[t] = [2]uint16{le.Uint16(b[48+4*t:]), le.Uint16(b[50+4*t:])}
+	}
+	if mac := b[idOff : idOff+6]; !zero(mac) {
+		r.MAC = net.HardwareAddr(bytes.Clone(mac))
+	}
+	for i := range maxAddrs {
+		e := b[addrOff+i*addrSize : addrOff+(i+1)*addrSize]
+		var a16 [16]byte
+		copy(a16[:], e[4:20])
+		ip := netip.AddrFrom16(a16)
+		switch e[0] {
+		case 0:
+			continue
+		case 4:
+			ip = ip.Unmap()
+		case 6:
+		default:
+			return fmt.Errorf("response address %d: family %d: %w", i, e[0], syscall.EPROTO)
+		}
+		pfx, err := ip.Prefix(int(e[1]))
+		if err != nil || pfx.Bits() != int(e[1]) {
+			return fmt.Errorf("response address %d: prefix length %d: %w", i, e[1], syscall.EPROTO)
+		}
+		a := Address{Prefix: netip.PrefixFrom(ip, int(e[1]))}
+		if g := e[20:36]; !zero(g) {
+			copy(a16[:], g)
+			a.Gateway = netip.AddrFrom16(a16)
+			if e[0] == 4 {
+				a.Gateway = a.Gateway.Unmap()
+			}
+		}
+		r.Addrs = append(r.Addrs, a)
 	}
 	return nil
 }

@@ -2,6 +2,9 @@ package nmport
 
 import (
 	"errors"
+	"net"
+	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -111,4 +114,44 @@ func FuzzRequest(f *testing.F) {
 			t.Fatalf("round trip %+v -> %+v, %v", r, r2, err)
 		}
 	})
+}
+
+// TestResponseIdentity: a pod's application port learns its MAC and
+// addresses from the response, and a message never runs into them.
+func TestResponseIdentity(t *testing.T) {
+	in := Response{
+		Message: strings.Repeat("m", 500),
+		MAC:     net.HardwareAddr{0x02, 0x65, 1, 2, 3, 4},
+		Addrs: []Address{
+			{Prefix: netip.MustParsePrefix("10.22.0.7/24"), Gateway: netip.MustParseAddr("10.22.0.1")},
+			{Prefix: netip.MustParsePrefix("fd00:22::7/64")},
+		},
+	}
+	b, err := in.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out Response
+	if err := out.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if out.MAC.String() != in.MAC.String() || len(out.Addrs) != 2 || out.Addrs[0] != in.Addrs[0] || out.Addrs[1] != in.Addrs[1] {
+		t.Fatalf("identity %v %v, want %v %v", out.MAC, out.Addrs, in.MAC, in.Addrs)
+	}
+	if len(out.Message) != msgEnd-64-1 {
+		t.Errorf("message of %d bytes, want it cut to %d", len(out.Message), msgEnd-64-1)
+	}
+	var none Response
+	b, _ = (&Response{Errno: syscall.EACCES, Message: "no"}).MarshalBinary()
+	if err := none.UnmarshalBinary(b); err != nil || none.MAC != nil || none.Addrs != nil {
+		t.Errorf("a response without identity decodes as %v %v (%v)", none.MAC, none.Addrs, err)
+	}
+	in.Addrs = append(in.Addrs, in.Addrs[0])
+	if _, err := in.MarshalBinary(); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("three addresses: %v, want EINVAL", err)
+	}
+	b[addrOff] = 5
+	if err := none.UnmarshalBinary(b); !errors.Is(err, syscall.EPROTO) {
+		t.Errorf("address family 5: %v, want EPROTO", err)
+	}
 }
