@@ -11,6 +11,16 @@
 // printing round-trip percentiles. -busy polls the rings instead of sleeping
 // in poll. Rates are printed every second and at the end, as frames per second
 // counted by this process.
+//
+// Frames are IPv4/UDP (port 9 to 9, no UDP checksum) from -srcip to -dstip,
+// with a sequence number and a timestamp as payload, like pkt-gen's. A pod's
+// application port (the agent gave it a MAC and addresses, printed at start)
+// sends as itself by default: the switch's anti-spoofing refuses any other
+// source. pong answers from its own MAC and address to the sender's.
+//
+// In a pod with application ports, the socket is the abstract @epair-netmap:
+//
+//	nm-pktgen -socket @epair-netmap -i vale0:app -f pong
 package main
 
 import (
@@ -19,6 +29,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"slices"
@@ -38,18 +49,20 @@ func main() {
 	count := flag.Int("n", 0, "frames to send or receive (0: until -d or interrupted)")
 	dur := flag.Duration("d", 0, "run time (0: until -n or interrupted)")
 	busy := flag.Bool("busy", false, "busy-poll the rings instead of sleeping in poll")
-	src := flag.String("src", "02:6e:6d:00:00:01", "source MAC of the frames (rx and pong announce it once at start, so the switch learns it)")
+	src := flag.String("src", "", "source MAC of the frames (default: the port's, else 02:6e:6d:00:00:01; rx and pong announce it once at start, so the switch learns it)")
 	dst := flag.String("dst", "ff:ff:ff:ff:ff:ff", "destination MAC of the frames (broadcast floods every port, the host port included)")
+	srcIP := flag.String("srcip", "", "source IPv4 address (default: the port's, else 10.0.0.1)")
+	dstIP := flag.String("dstip", "10.1.0.1", "destination IPv4 address")
 	hdr := flag.Int("vnet", 10, "virtio-net header length the switch carries in front of each frame (0 or 10)")
 	flag.Parse()
 	if *name == "" || *length < 60 || *length > 1514 || *batch < 1 || (*hdr != 0 && *hdr != 10) {
 		flag.Usage()
 		os.Exit(2)
 	}
-	srcMAC, err1 := net.ParseMAC(*src)
-	dstMAC, err2 := net.ParseMAC(*dst)
-	if err := errors.Join(err1, err2); err != nil {
-		fmt.Fprintln(os.Stderr, "nm-pktgen:", err)
+	dstMAC, err := net.ParseMAC(*dst)
+	dip, err2 := netip.ParseAddr(*dstIP)
+	if err = errors.Join(err, err2); err != nil || !dip.Is4() {
+		fmt.Fprintln(os.Stderr, "nm-pktgen: -dst, -dstip:", err, dip)
 		os.Exit(2)
 	}
 	p, err := nmport.Open(*sock, *name, 0)
@@ -58,7 +71,12 @@ func main() {
 		os.Exit(1)
 	}
 	defer p.Close()
-	g := &gen{p: p, src: srcMAC, dst: dstMAC, length: *length, hdr: *hdr, batch: *batch, busy: *busy, count: uint64(*count)}
+	srcMAC, sip, err := identity(p, *src, *srcIP)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nm-pktgen:", err)
+		os.Exit(2)
+	}
+	g := &gen{p: p, src: srcMAC, dst: dstMAC, srcIP: sip.As4(), dstIP: dip.As4(), length: *length, hdr: *hdr, batch: *batch, busy: *busy, count: uint64(*count)}
 	if *dur > 0 {
 		g.until = time.Now().Add(*dur)
 	}
@@ -86,16 +104,63 @@ func main() {
 	}
 }
 
+// identity is the frames' source: the flags, else the port's own MAC and
+// IPv4 address when the agent gave it some (printed), else the defaults.
+func identity(p *nmport.Port, src, srcIP string) (net.HardwareAddr, netip.Addr, error) {
+	mac, ip := p.MAC(), netip.Addr{}
+	for _, a := range p.Addrs() {
+		if a.Prefix.Addr().Is4() {
+			ip = a.Prefix.Addr()
+		}
+	}
+	if mac != nil {
+		fmt.Fprintf(os.Stderr, "nm-pktgen: port %s: MAC %s addresses %v\n", p.Name(), mac, p.Addrs())
+	}
+	var err error
+	switch {
+	case src != "":
+		mac, err = net.ParseMAC(src)
+	case mac == nil:
+		mac = net.HardwareAddr{0x02, 0x6e, 0x6d, 0, 0, 1}
+	}
+	if err != nil {
+		return nil, ip, fmt.Errorf("-src: %w", err)
+	}
+	switch {
+	case srcIP != "":
+		ip, err = netip.ParseAddr(srcIP)
+		if err == nil && !ip.Is4() {
+			err = errors.New("not an IPv4 address")
+		}
+	case !ip.IsValid():
+		ip = netip.AddrFrom4([4]byte{10, 0, 0, 1})
+	}
+	if err != nil {
+		return nil, ip, fmt.Errorf("-srcip %q: %w", srcIP, err)
+	}
+	return mac, ip, nil
+}
+
+// Offsets in a frame (after the virtio-net header).
+const (
+	offIP    = 14
+	offUDP   = offIP + 20
+	offSeq   = offUDP + 8
+	offStamp = offSeq + 8
+	udpPort  = 9 // discard
+)
+
 type gen struct {
-	p      *nmport.Port
-	src    net.HardwareAddr
-	dst    net.HardwareAddr
-	length int
-	hdr    int
-	batch  int
-	busy   bool
-	count  uint64
-	until  time.Time
+	p            *nmport.Port
+	src          net.HardwareAddr
+	dst          net.HardwareAddr
+	srcIP, dstIP [4]byte
+	length       int
+	hdr          int
+	batch        int
+	busy         bool
+	count        uint64
+	until        time.Time
 
 	stopped atomic.Bool
 	frames  uint64
@@ -140,21 +205,43 @@ func (g *gen) report(final bool) {
 	g.last, g.lastN = now, g.frames
 }
 
-// frame writes a frame to -dst of the local experimental ethertype with seq
-// (and a timestamp) into b, after a zero virtio-net header; it returns the
-// length.
-func (g *gen) frame(b []byte, seq uint64) int { return g.frameTo(b, g.dst, seq) }
+// frame writes an IPv4/UDP frame to -dst/-dstip with seq (and a timestamp)
+// into b, after a zero virtio-net header; it returns the length.
+func (g *gen) frame(b []byte, seq uint64) int { return g.frameTo(b, g.dst, g.dstIP, seq) }
 
-func (g *gen) frameTo(b []byte, dst net.HardwareAddr, seq uint64) int {
+func (g *gen) frameTo(b []byte, dst net.HardwareAddr, dip [4]byte, seq uint64) int {
 	n := g.hdr + g.length
-	clear(b[:g.hdr])
+	clear(b[:n])
 	e := b[g.hdr:n]
 	copy(e[0:6], dst)
 	copy(e[6:12], g.src)
-	binary.BigEndian.PutUint16(e[12:], 0x88b5)
-	binary.BigEndian.PutUint64(e[14:], seq)
-	binary.BigEndian.PutUint64(e[22:], uint64(time.Now().UnixNano()))
+	binary.BigEndian.PutUint16(e[12:], 0x0800)
+	ip := e[offIP:offUDP]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:], uint16(len(e)-offIP))
+	ip[8], ip[9] = 64, 17
+	copy(ip[12:16], g.srcIP[:])
+	copy(ip[16:20], dip[:])
+	binary.BigEndian.PutUint16(ip[10:], ipSum(ip))
+	u := e[offUDP:offSeq]
+	binary.BigEndian.PutUint16(u[0:], udpPort)
+	binary.BigEndian.PutUint16(u[2:], udpPort)
+	binary.BigEndian.PutUint16(u[4:], uint16(len(e)-offUDP))
+	binary.BigEndian.PutUint64(e[offSeq:], seq)
+	binary.BigEndian.PutUint64(e[offStamp:], uint64(time.Now().UnixNano()))
 	return n
+}
+
+// ipSum is the IPv4 header checksum of h (its checksum field zero).
+func ipSum(h []byte) uint16 {
+	var s uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		s += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for s > 0xffff {
+		s = s>>16 + s&0xffff
+	}
+	return ^uint16(s)
 }
 
 func (g *gen) tx() error {
@@ -171,7 +258,7 @@ func (g *gen) tx() error {
 		for n < g.batch && r.Space() > 0 && !(g.count > 0 && g.frames >= g.count) {
 			i := r.Cur()
 			b := r.Buf(i)
-			binary.BigEndian.PutUint64(b[g.hdr+14:], g.frames)
+			binary.BigEndian.PutUint64(b[g.hdr+offSeq:], g.frames)
 			r.Slot(i).Len = uint16(g.hdr + g.length)
 			r.Advance(r.Next(i))
 			n++
@@ -208,7 +295,7 @@ func (g *gen) rx(echo bool) error {
 	// Announce our MAC: one broadcast frame, so unicast to it is not flooded.
 	at := g.p.TxRing(0)
 	j := at.Cur()
-	at.Slot(j).Len = uint16(g.frameTo(at.Buf(j), net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 1<<63))
+	at.Slot(j).Len = uint16(g.frameTo(at.Buf(j), net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, [4]byte{255, 255, 255, 255}, 1<<63))
 	at.Advance(at.Next(j))
 	if err := g.p.TxSync(); err != nil {
 		return err
@@ -231,13 +318,17 @@ func (g *gen) rx(echo bool) error {
 				j := t.Cur()
 				b := t.Buf(j)
 				n := copy(b, r.Buf(i)[:r.Slot(i).Len])
-				if n >= g.hdr+12 {
-					// Back to the sender: swap the MAC addresses.
+				if n >= g.hdr+offSeq && binary.BigEndian.Uint16(b[g.hdr+12:]) == 0x0800 {
+					// Back to the sender, from us: its MAC and address
+					// become the destination, ours the source.
 					e := b[g.hdr:]
-					var tmp [6]byte
-					copy(tmp[:], e[0:6])
 					copy(e[0:6], e[6:12])
-					copy(e[6:12], tmp[:])
+					copy(e[6:12], g.src)
+					ip := e[offIP:offUDP]
+					copy(ip[16:20], ip[12:16])
+					copy(ip[12:16], g.srcIP[:])
+					ip[10], ip[11] = 0, 0
+					binary.BigEndian.PutUint16(ip[10:], ipSum(ip[:20]))
 				}
 				t.Slot(j).Len = uint16(n)
 				t.Advance(t.Next(j))
@@ -284,7 +375,7 @@ func (g *gen) ping() error {
 			for !r.Empty() {
 				i := r.Cur()
 				b := r.Buf(i)
-				if int(r.Slot(i).Len) >= g.hdr+22 && binary.BigEndian.Uint64(b[g.hdr+14:]) == g.frames {
+				if int(r.Slot(i).Len) >= g.hdr+offStamp && binary.BigEndian.Uint64(b[g.hdr+offSeq:]) == g.frames {
 					got = true
 				}
 				r.Advance(r.Next(i))

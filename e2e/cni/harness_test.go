@@ -59,6 +59,7 @@ func bins(t testing.TB) string {
 			"node-agent": "github.com/epair-cni/epair/cmd/node-agent",
 			"epair":      "github.com/epair-cni/epair/cmd/epair-cni",
 			"valectl":    "github.com/epair-cni/epair/cmd/valectl",
+			"nm-pktgen":  "github.com/epair-cni/epair/cmd/nm-pktgen",
 			"portmap":    "github.com/containernetworking/plugins/plugins/meta/portmap",
 			"bridge":     "github.com/containernetworking/plugins/plugins/main/bridge",
 			"host-local": "github.com/containernetworking/plugins/plugins/ipam/host-local",
@@ -267,9 +268,9 @@ func (a *agentProc) pid() int { return a.cmd.Process.Pid }
 // conflist is the epair network in cniVersion v, with extra plugins chained after it.
 func (e *env) conflist(v string, extra ...string) *libcni.NetworkConfigList {
 	e.t.Helper()
-	plugins := []string{fmt.Sprintf(`{"type":"epair","agentSocket":%q,"timeouts":{"del":"2s","status":"2s"},"capabilities":{"ips":true,"mac":true}}`, e.agent.socket)}
+	plugins := []string{fmt.Sprintf(`{"type":"epair","agentSocket":%q,"timeouts":{"del":"2s","status":"2s"},"capabilities":{"ips":true,"mac":true,"netmapPorts":true}}`, e.agent.socket)}
 	if f := os.Getenv("EPAIR_CNI_LOG"); f != "" { // the plugin's debug log, with each step's time
-		plugins[0] = fmt.Sprintf(`{"type":"epair","agentSocket":%q,"timeouts":{"del":"2s","status":"2s"},"capabilities":{"ips":true,"mac":true},"logFile":%q,"logLevel":"debug"}`, e.agent.socket, f)
+		plugins[0] = fmt.Sprintf(`{"type":"epair","agentSocket":%q,"timeouts":{"del":"2s","status":"2s"},"capabilities":{"ips":true,"mac":true,"netmapPorts":true},"logFile":%q,"logLevel":"debug"}`, e.agent.socket, f)
 	}
 	plugins = append(plugins, extra...)
 	src := fmt.Sprintf(`{"cniVersion":%q,"name":"podnet","plugins":[%s]}`, v, strings.Join(plugins, ","))

@@ -235,7 +235,7 @@ func (a *Agent) Allocate(ctx context.Context, req *agentapi.AllocateRequest) (*a
 	}
 	r := &record{Key: req.Key, Network: req.Network, NetNS: req.NetNS, PodName: req.PodName,
 		PodNamespace: req.PodNamespace, PodUID: req.PodUID, Switch: sw.Name, MAC: req.MAC, MTU: mtu,
-		Created: time.Now().UTC(), IPs: al.Addrs}
+		Created: time.Now().UTC(), IPs: al.Addrs, NetmapPorts: req.NetmapPorts}
 	if err := a.recs.put(r); err != nil {
 		if _, _, rerr := st.Release(owner(req.Key)); rerr != nil {
 			err = errors.Join(err, rerr)
@@ -327,13 +327,23 @@ func (a *Agent) Attach(ctx context.Context, req *agentapi.AttachRequest) (*agent
 		nr.PodMAC = req.PodMAC
 	}
 	nr.policy = a.podPolicy(&nr)
+	undoApps, err := a.ensureAppPorts(ctx, &nr)
+	if err != nil {
+		return nil, fmt.Errorf("attach %s: %w", req.Key, err)
+	}
 	// AdoptPort, not AttachPort: the link must carry this attachment's owner alias, so a
 	// wrong name or index can never put one of the node's own interfaces on the switch.
 	pi, err := a.dp.AdoptPort(ctx, a.portRequest(&nr, req.HostIfName, req.HostIfIndex))
 	if err != nil {
+		undoApps()
 		return nil, fmt.Errorf("attach %s to switch %s: %w", req.HostIfName, r.Switch, err)
 	}
+	if err := a.serveAppPorts(&nr); err != nil {
+		undoApps()
+		return nil, errors.Join(fmt.Errorf("attach %s: %w", req.Key, err), a.dp.DetachPort(r.Switch, req.HostIfName))
+	}
 	if err := a.recs.put(&nr); err != nil {
+		undoApps()
 		a.dp.DetachPort(r.Switch, req.HostIfName)
 		return nil, err
 	}
@@ -371,6 +381,13 @@ func (a *Agent) release(k agentapi.Key) (bool, error) {
 			return false, fmt.Errorf("release %s: detach %s: %w", k, r.HostIfName, err)
 		}
 		a.log.Debug("detached port", "key", k.String(), "link", r.HostIfName, "duration", time.Since(t0))
+	}
+	var rec *record
+	if ok {
+		rec = r
+	}
+	if err := a.releaseAppPorts(k, rec); err != nil {
+		return false, fmt.Errorf("release %s: %w", k, err)
 	}
 	freed := false
 	for _, st := range a.stores {
@@ -462,7 +479,7 @@ func (a *Agent) GC(ctx context.Context, req *agentapi.GCRequest) (*agentapi.GCRe
 			continue
 		}
 		for _, al := range als {
-			k := agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}
+			k, _ := keyOfOwner(al.Owner)
 			if _, ok := a.get(k); ok || valid[k] {
 				continue
 			}

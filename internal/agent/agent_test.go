@@ -35,7 +35,8 @@ type memDataplane struct {
 	addErr error    // AddSwitch's error, when set
 	closed bool
 
-	announced atomic.Int32 // AnnounceGateways calls
+	announced atomic.Int32                   // AnnounceGateways calls
+	appPorts  map[string][]dataplane.AppPort // switch/hostIfName: ServeAppPorts
 }
 
 func (d *memDataplane) AttachPort(_ context.Context, req PortRequest) (agentapi.PortInfo, error) {
@@ -643,4 +644,17 @@ func TestAttachRecordsPodMAC(t *testing.T) {
 	if got := f.dp.podMAC["vale0/"+p.HostName]; got != mac {
 		t.Fatalf("identity MAC after a restart %q, want %q", got, mac)
 	}
+}
+
+func (d *memDataplane) ServeAppPorts(sw, host, _, _ string, ports []dataplane.AppPort) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.ports[sw+"/"+host]; !ok {
+		return fmt.Errorf("port %s:%s: %w", sw, host, dataplane.ErrNoPort)
+	}
+	if d.appPorts == nil {
+		d.appPorts = map[string][]dataplane.AppPort{}
+	}
+	d.appPorts[sw+"/"+host] = ports
+	return nil
 }

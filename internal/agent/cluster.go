@@ -631,6 +631,9 @@ func portState(sw string, p agentapi.PortInfo) epairv1.PortState {
 	ps := epairv1.PortState{Name: p.HostIfName, Switch: sw, Pod: p.Pod, Policy: p.Policy,
 		RxPackets: int64(p.Stats.InFrames), RxBytes: int64(p.Stats.InBytes),
 		TxPackets: int64(p.Stats.OutFrames), TxBytes: int64(p.Stats.OutBytes)}
+	if ps.Name == "" {
+		ps.Name = p.Name // an application port: no link, its switch port's name
+	}
 	if q := p.Queue; q != nil {
 		ps.TxPackets, ps.TxBytes = int64(q.TxFrames), int64(q.TxBytes)
 		ps.QueueDepth, ps.QueueLength = int32(q.Len), int32(q.MaxLen)

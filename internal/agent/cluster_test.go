@@ -195,6 +195,14 @@ type fakePolicies struct {
 	mu       sync.Mutex
 	pols     map[string]controller.PolicyConfig
 	attached []string
+	annots   map[string]string // "ns/name/key"
+}
+
+func (f *fakePolicies) PodAnnotation(_ context.Context, ns, name, key string) (string, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.annots[ns+"/"+name+"/"+key]
+	return v, ok, nil
 }
 
 func (f *fakePolicies) PolicyFor(ns, name string) (controller.PolicyConfig, bool) {

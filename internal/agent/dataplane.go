@@ -41,6 +41,10 @@ type Dataplane interface {
 	// AnnounceGateways has the host ports announce the pods' gateways (gratuitous ARP,
 	// unsolicited neighbor advertisement), after a restart's adoptions.
 	AnnounceGateways() error
+	// ServeAppPorts serves the netmap application ports of the pod whose port is host
+	// link hostIfName on switch sw, in the pod's network namespace netns (ifName: the
+	// pod's interface, which it may monitor); they go with the port.
+	ServeAppPorts(sw, hostIfName, netns, ifName string, ports []dataplane.AppPort) error
 	agentapi.Inspector
 	// Close detaches every port and removes the host ports; with uninstall it also removes
 	// the nftables rules (kept across restarts for established masqueraded flows). Pod links

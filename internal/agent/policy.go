@@ -20,6 +20,7 @@ import (
 type PodPolicies interface {
 	PolicyFor(namespace, name string) (controller.PolicyConfig, bool)
 	PortAttached(pod controller.PodRef)
+	PodAnnotation(ctx context.Context, namespace, name, key string) (string, bool, error)
 }
 
 var _ PodPolicies = (*controller.Controller)(nil)

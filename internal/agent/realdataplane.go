@@ -93,13 +93,18 @@ func NewDataplane(c *Config, log *slog.Logger) (Dataplane, error) {
 		}
 		log.Info("serving netmap ports to applications", "socket", c.NetmapSocket)
 	}
-	return newRealDataplane(c, d)
+	rd, err := newRealDataplane(c, d)
+	if rd != nil {
+		rd.log = log
+	}
+	return rd, err
 }
 
 // realDataplane adapts *dataplane.Dataplane to Dataplane.
 type realDataplane struct {
 	d      *dataplane.Dataplane
 	nodeID string
+	log    *slog.Logger
 }
 
 func newRealDataplane(c *Config, d *dataplane.Dataplane) (*realDataplane, error) {
@@ -107,7 +112,7 @@ func newRealDataplane(c *Config, d *dataplane.Dataplane) (*realDataplane, error)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("start dataplane: %w", err), d.Close(dataplane.CloseOptions{}))
 	}
-	return &realDataplane{d: d, nodeID: id}, nil
+	return &realDataplane{d: d, nodeID: id, log: slog.New(slog.DiscardHandler)}, nil
 }
 
 // switchPolicy is the policy of a pod port on switch s that no other policy applies to:
@@ -128,6 +133,11 @@ func request(req PortRequest) dataplane.AttachRequest {
 	pol := req.Policy
 	return dataplane.AttachRequest{Switch: req.Switch, Owner: req.Owner, HostIfName: req.HostIfName,
 		HostIfIndex: req.HostIfIndex, PodMAC: podMAC(req.PodMAC), PodIPs: req.PodIPs, Policy: &pol, Pod: req.Pod}
+}
+
+// ServeAppPorts implements Dataplane.
+func (r *realDataplane) ServeAppPorts(_, hostIfName, netns, ifName string, ports []dataplane.AppPort) error {
+	return dpError(r.d.ServePodNetmap(hostIfName, netns, ifName, ports, appport.Options{Log: r.log.With("component", "netmap", "link", hostIfName)}))
 }
 
 // AnnounceGateways implements Dataplane.

@@ -89,7 +89,10 @@ func (a *Agent) recoverSwitches(ctx context.Context, names []string) (RecoverSta
 			return st, fmt.Errorf("recover: %w", err)
 		}
 		for _, al := range als {
-			k := agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}
+			k, app := keyOfOwner(al.Owner)
+			if app {
+				continue // an application port's: its attachment's record accounts for it
+			}
 			owners[k] = name
 			if r, ok := a.get(k); ok {
 				if r.Switch == name && !slices.Equal(r.IPs, al.Addrs) {
@@ -238,6 +241,11 @@ func (a *Agent) rebuildIPAM(fresh []string) (int, error) {
 			unknown = append(unknown, fmt.Sprintf("%s (attachment %s: %v)", p.HostName, r.Key, err))
 			continue
 		}
+		for _, ap := range r.AppPorts {
+			if err := a.stores[r.Switch].Restore(appOwner(r.Key, ap.Name), ap.IPs, r.Created); err != nil {
+				unknown = append(unknown, fmt.Sprintf("%s (application port %s of %s: %v)", p.HostName, ap.Name, r.Key, err))
+			}
+		}
 		n++
 		a.log.Warn("IPAM store lost: restored a running pod's addresses from its attachment record",
 			"file", a.ipamPath(r.Switch), "key", r.Key.String(), "link", p.HostName, "ips", ipList(r.IPs))
@@ -252,7 +260,8 @@ func (a *Agent) rebuildIPAM(fresh []string) (int, error) {
 			return n, err
 		}
 		for _, al := range als {
-			held[agentapi.Key{ContainerID: al.Owner.ContainerID, IfName: al.Owner.IfName}] = true
+			k, _ := keyOfOwner(al.Owner)
+			held[k] = true
 		}
 	}
 	for _, p := range pairs {
@@ -317,6 +326,11 @@ func (a *Agent) reattach(ctx context.Context, r *record, p epair.Pair) error {
 	req.Owner, req.PodMAC = p.Owner, mac
 	if _, err := a.dp.AdoptPort(ctx, req); err != nil {
 		return err
+	}
+	nr.HostIfName = p.HostName
+	if err := a.serveAppPorts(&nr); err != nil {
+		// The pod keeps its network; only its applications' netmap ports are missing.
+		a.log.Warn("could not serve a pod's application ports again", "key", r.Key.String(), "err", err)
 	}
 	if r.HostIfName != p.HostName || r.HostIfIndex != p.HostIndex {
 		nr.HostIfName, nr.HostIfIndex = p.HostName, p.HostIndex

@@ -42,6 +42,10 @@ type record struct {
 	// if that store is lost or damaged, Recover restores the running pods' addresses from
 	// them, so that none is handed to another pod.
 	IPs []ipam.Address `json:"ips,omitempty"`
+	// NetmapPorts are the application ports the plugin asked for; AppPorts the ones the
+	// pod has (those and its annotation's), with their switch ports and addresses.
+	NetmapPorts []string        `json:"netmapPorts,omitempty"`
+	AppPorts    []appPortRecord `json:"appPorts,omitempty"`
 
 	// policy is the pod's PortPolicy applied to the port (cluster mode), nil for the
 	// switch's default. It is not persisted: a restarted agent asks the controller again.

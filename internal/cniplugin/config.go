@@ -17,6 +17,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/limits"
 )
 
@@ -84,6 +85,17 @@ type PortMapping struct {
 	HostIP        string `json:"hostIP,omitempty"`
 }
 
+// netmapPorts are the application ports the configuration and runtimeConfig ask for.
+func (n *NetConf) netmapPorts() []string {
+	out := slices.Clone(n.NetmapPorts)
+	for _, p := range n.RuntimeConfig.NetmapPorts {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // RuntimeConfig holds the capabilities the runtime fills in.
 type RuntimeConfig struct {
 	// IPs requested for the pod (capability "ips"): addresses or CIDRs, one per family.
@@ -93,6 +105,9 @@ type RuntimeConfig struct {
 	// PortMappings is not used by this plugin; it is parsed so that a malformed value fails
 	// here with a clear message, and chained portmap reads it from its own config.
 	PortMappings []PortMapping `json:"portMappings,omitempty"`
+	// NetmapPorts asks for netmap application ports (capability "netmapPorts"), added
+	// to the configuration's own.
+	NetmapPorts []string `json:"netmapPorts,omitempty"`
 }
 
 // NetConf is the plugin's configuration.
@@ -110,6 +125,10 @@ type NetConf struct {
 	LogFile string `json:"logFile,omitempty"`
 	// LogLevel is "error" (default), "info" or "debug".
 	LogLevel string `json:"logLevel,omitempty"`
+	// NetmapPorts names netmap application ports on the switch for the pod's
+	// applications (at most 8, each 1-15 bytes of [A-Za-z0-9_.-]): the agent serves them
+	// on the abstract socket @epair-netmap in the pod's network namespace.
+	NetmapPorts []string `json:"netmapPorts,omitempty"`
 	// Timeouts for the agent calls of each verb.
 	Timeouts Timeouts `json:"timeouts,omitzero"`
 	// IPAM shadows types.NetConf's ipam section.
@@ -264,6 +283,14 @@ func (n *NetConf) Validate() error {
 		if r.GW != nil && (r.GW.To4() == nil) != (r.Dst.IP.To4() == nil) {
 			return fieldErr(ErrInvalidConfig, f+".gw", r.GW.String(), "address family differs from dst "+r.Dst.String(), "")
 		}
+	}
+	if err := agentapi.ValidateNetmapPorts(n.netmapPorts()); err != nil {
+		var ae *agentapi.Error
+		msg := err.Error()
+		if errors.As(err, &ae) {
+			msg = ae.Message
+		}
+		return fieldErr(ErrInvalidConfig, "netmapPorts", strings.Join(n.netmapPorts(), ","), msg, `e.g. "netmapPorts": ["rx", "tx"]`)
 	}
 	if _, err := parseIPs(n.RuntimeConfig.IPs); err != nil {
 		return err

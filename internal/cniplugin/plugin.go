@@ -258,7 +258,7 @@ func (op *addOp) allocateAndClone() error {
 	req := &agentapi.AllocateRequest{
 		Key: op.key, NetNS: args.Netns, Network: cfg.Name, Switch: cfg.Switch,
 		PodName: string(cfg.Args.K8S_POD_NAME), PodNamespace: string(cfg.Args.K8S_POD_NAMESPACE), PodUID: string(cfg.Args.K8S_POD_UID),
-		IPs: cfg.RequestedIPs, MTU: cfg.MTU,
+		IPs: cfg.RequestedIPs, MTU: cfg.MTU, NetmapPorts: cfg.netmapPorts(),
 	}
 	if cfg.RequestedMAC != nil {
 		req.MAC = cfg.RequestedMAC.String()

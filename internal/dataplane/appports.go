@@ -67,6 +67,10 @@ func (d *Dataplane) closeAppServers() error {
 	d.mu.Lock()
 	srvs := d.appServers
 	d.appServers = nil
+	for k, pn := range d.podNetmaps {
+		srvs = append(srvs, pn.srv)
+		delete(d.podNetmaps, k)
+	}
 	d.mu.Unlock()
 	var first error
 	for _, s := range srvs {

@@ -54,6 +54,9 @@ type Dataplane struct {
 	closed bool
 	// appServers serve the switches' ports to applications (ServeNetmap).
 	appServers []*appport.Server
+	// podNetmaps serve pods' application ports, by pod port host link
+	// (ServePodNetmap).
+	podNetmaps map[string]*podNetmap
 	switches   map[string]*swState
 	order      []string         // switch names in configuration order, then AddSwitch's
 	ports      map[string]*Port // by port name "<switch>:<hostIfName>"
@@ -121,7 +124,7 @@ func New(cfg Config) (_ *Dataplane, err error) {
 	d := &Dataplane{
 		cfg: cfg, ns: -1, start: time.Now(),
 		switches: map[string]*swState{}, ports: map[string]*Port{},
-		byLink: map[string]*Port{}, byOwner: map[string]*Port{},
+		byLink: map[string]*Port{}, podNetmaps: map[string]*podNetmap{}, byOwner: map[string]*Port{},
 		busyLink: map[string]chan struct{}{}, busyOwner: map[string]chan struct{}{},
 	}
 	if cfg.NetNS != "" {
@@ -479,6 +482,7 @@ func (d *Dataplane) switchInfoLocked(s *swState) SwitchInfo {
 			si.Ports = append(si.Ports, p.info())
 		}
 	}
+	si.Ports = append(si.Ports, d.appPortInfos(s)...)
 	return si
 }
 

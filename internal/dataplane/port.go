@@ -597,7 +597,8 @@ func (d *Dataplane) detachWhere(ctx context.Context, what, ifname string, find f
 	release := d.claimLocked(p.sw, p.hostIf, p.owner)
 	d.mu.Unlock()
 	d.up.touch()
-	err := p.unplug(d)
+	nmErr := d.stopPodNetmap(p.hostIf)
+	err := errors.Join(nmErr, p.unplug(d))
 	// Closing the socket (detaching the XDP program, unmapping the rings:
 	// RCU grace periods, ~20 ms) is all that is left, and nothing reaches
 	// the port any more: it finishes in the background under the claim,
@@ -668,6 +669,9 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	if err := p.sw.checkMirror(p.hostIf, pol); err != nil {
 		return fmt.Errorf("set policy of %s: %w", name, err)
 	}
+	d.mu.Lock()
+	pn := d.podNetmaps[p.hostIf]
+	d.mu.Unlock()
 	p.polMu.Lock()
 	defer p.polMu.Unlock()
 	if err := p.oq.setPolicy(p.policy, pol); err != nil {
@@ -675,6 +679,9 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	}
 	p.sw.classes.set(p.vp.Index(), pol)
 	p.admit(pol)
+	if pn != nil {
+		pn.setPolicy(pol)
+	}
 	if err := p.sw.sw.SetMirror(p.hostIf, pol.Mirror.vale()); err != nil {
 		return fmt.Errorf("set policy of %s: %w", name, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 )
 
@@ -95,6 +96,29 @@ type AllocateRequest struct {
 	MAC string `json:"mac,omitempty"`
 	// MTU the config asks for; 0 means the switch's MTU.
 	MTU int `json:"mtu,omitempty"`
+	// NetmapPorts names the netmap application ports the pod asks for (netmapPorts in
+	// the network configuration or runtimeConfig); see ValidateNetmapPorts.
+	NetmapPorts []string `json:"netmapPorts,omitempty"`
+}
+
+// MaxNetmapPorts is the most application ports one pod interface may have.
+const MaxNetmapPorts = 8
+
+// ValidateNetmapPorts checks a pod's application port names: each 1-15 bytes of
+// [A-Za-z0-9_.-], no name twice, at most MaxNetmapPorts.
+func ValidateNetmapPorts(names []string) error {
+	if len(names) > MaxNetmapPorts {
+		return invalid("netmapPorts", fmt.Sprintf("%d ports, at most %d", len(names), MaxNetmapPorts))
+	}
+	for i, n := range names {
+		if !portName(n) {
+			return invalid(fmt.Sprintf("netmapPorts[%d]", i), fmt.Sprintf("%q: want 1-15 bytes of [A-Za-z0-9_.-]", n))
+		}
+		if slices.Contains(names[:i], n) {
+			return invalid(fmt.Sprintf("netmapPorts[%d]", i), fmt.Sprintf("%q named twice", n))
+		}
+	}
+	return nil
 }
 
 // Validate checks the request.
@@ -124,7 +148,21 @@ func (r *AllocateRequest) Validate() error {
 	if r.MTU < 0 || r.MTU > 65535 {
 		return invalid("mtu", fmt.Sprintf("%d out of range 0..65535", r.MTU))
 	}
-	return nil
+	return ValidateNetmapPorts(r.NetmapPorts)
+}
+
+// portName reports whether n is a switch port name an application may have (pkg/vale's
+// rule without host ports).
+func portName(n string) bool {
+	if n == "" || len(n) > 15 {
+		return false
+	}
+	for _, c := range []byte(n) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_' || c == '-' || c == '.') {
+			return false
+		}
+	}
+	return true
 }
 
 // IPConfig is one address of an attachment.

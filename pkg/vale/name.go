@@ -54,6 +54,10 @@ func ValidateSwitchName(sw string) error {
 	return nil
 }
 
+// ValidatePortName checks a port name such as "eth0" (the part after the
+// switch's name and ':').
+func ValidatePortName(p string) error { return validatePortName(p) }
+
 func validatePortName(p string) error {
 	if p == "" {
 		return fmt.Errorf("port name is empty: %w", ErrInvalid)
