@@ -39,6 +39,7 @@ import (
 
 	"github.com/epair-cni/epair/internal/errno"
 	"github.com/epair-cni/epair/internal/sys"
+	"github.com/epair-cni/epair/pkg/ifcore"
 	"github.com/epair-cni/epair/pkg/netmap"
 	"github.com/epair-cni/epair/pkg/nmport"
 )
@@ -62,7 +63,12 @@ type Options struct {
 	// Identity, if set, gives a registered adapter's MAC and addresses for
 	// the response (a pod's application port); nil values send none.
 	Identity func(adapter string) (net.HardwareAddr, []nmport.Address)
-	Log      *slog.Logger
+	// Shape, if set, gives a registered adapter's receive rate (nil: no
+	// limit); SetRate changes it live. Frames wait in the port's RX rings
+	// until the token bucket lets them into the application's: the rings
+	// are the queue, and what does not fit is the switch's to drop.
+	Shape func(adapter string) *ifcore.Rate
+	Log   *slog.Logger
 }
 
 // DefaultBusyPoll is the sync loop's polling time after traffic.
@@ -175,6 +181,26 @@ func (s *Server) Close() error {
 	return err
 }
 
+// SetRate changes the receive rate of the registrations of adapter (nil: no
+// limit); see Options.Shape. It takes effect at the port's next sync.
+func (s *Server) SetRate(adapter string, r *ifcore.Rate) error {
+	if r != nil {
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("set rate of %s: %w", adapter, err)
+		}
+		r = new(*r)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for p := range s.ports {
+		if p.adapter == adapter {
+			p.rate.Store(r)
+			p.wake()
+		}
+	}
+	return nil
+}
+
 // PortInfo describes one registration.
 type PortInfo struct {
 	Name             string // as registered (after Authorize)
@@ -252,6 +278,9 @@ func (s *Server) handle(c *net.UnixConn) {
 	}
 	s.ports[p] = struct{}{}
 	s.mu.Unlock()
+	if s.o.Shape != nil {
+		p.rate.Store(s.o.Shape(p.adapter)) // after the insert: a SetRate from now on finds p
+	}
 	defer func() {
 		s.mu.Lock()
 		delete(s.ports, p)
@@ -322,8 +351,15 @@ type port struct {
 	kick             *sys.PollFD
 	tx, rx           []*mirror
 	busyPoll         time.Duration
-	ready            func(uintptr) bool
-	bufsHead         uint32 // first extra buffer (ni_bufs_head), 0: none
+	// rate is the receive rate SetRate asked for (nil: none); reg the sync
+	// loop's regulator for it, rebuilt when rate changes, and throttle how
+	// long it must wait before the next frame may go (0: it need not).
+	rate     atomic.Pointer[ifcore.Rate]
+	regFor   *ifcore.Rate
+	reg      *ifcore.Regulator
+	throttle time.Duration
+	ready    func(uintptr) bool
+	bufsHead uint32 // first extra buffer (ni_bufs_head), 0: none
 
 	sleeping atomic.Bool
 	stopping atomic.Bool
@@ -340,6 +376,9 @@ type mirror struct {
 	i     int // ring index in the region (TX rings first)
 	pubTl uint32
 	pubHc uint32
+	// shown is the RX slot up to which frames were copied into the region
+	// (the regulator may hold back some of [shown, Ring.Tail)).
+	shown uint32
 }
 
 func (s *Server) open(req *nmport.Request) (_ *port, err error) {
@@ -396,7 +435,7 @@ func (s *Server) open(req *nmport.Request) (_ *port, err error) {
 			} else {
 				p.tx = append(p.tx, m)
 			}
-			m.pubTl, m.pubHc = k.Ring.Tail, k.NrHwcur.Load()
+			m.pubTl, m.pubHc, m.shown = k.Ring.Tail, k.NrHwcur.Load(), k.Ring.Tail
 			p.region.InitRing(m.i, k.Ring.Head, k.Ring.Cur, k.Ring.Tail, m.pubHc)
 		}
 	}
@@ -564,7 +603,9 @@ func (p *port) run() {
 			idleSince = time.Time{}
 			continue
 		}
-		if err := p.kick.WaitRead(0, p.ready); err != nil {
+		// A regulator holding frames back wakes the loop when it may
+		// let the next one go.
+		if err := p.kick.WaitRead(p.throttle, p.ready); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			p.sleeping.Store(false)
 			return
 		}
@@ -595,6 +636,7 @@ func (p *port) setKernNeedKick(on bool) {
 // syncAll syncs every bound ring once; true if anything moved.
 func (p *port) syncAll() bool {
 	work := false
+	p.throttle = 0
 	for _, m := range p.tx {
 		w, ok := p.txsync(m)
 		if !ok {
@@ -679,7 +721,7 @@ func (p *port) rxsync(m *mirror) (work, ok bool) {
 	head, cur := p.region.Atok(m.i)
 	r, k := m.k.Ring, m.k
 	n := k.NumSlots
-	if head == r.Head && cur == r.Cur && k.NrHwtail.Load() == r.Tail {
+	if head == r.Head && cur == r.Cur && k.NrHwtail.Load() == r.Tail && m.shown == r.Tail {
 		return false, true
 	}
 	// nm_rxsync_prologue: hwcur <= head <= cur <= hwtail, against what the
@@ -688,8 +730,8 @@ func (p *port) rxsync(m *mirror) (work, ok bool) {
 		p.fail(syscall.EINVAL, fmt.Sprintf("RX ring %d: head %d cur %d outside [%d, %d] of %d slots", m.i, head, cur, r.Head, m.pubTl, n))
 		return false, false
 	}
+	moved := head != r.Head
 	r.Head, r.Cur = head, cur
-	old := r.Tail
 	if err := k.TryGet(); err != nil {
 		return false, true
 	}
@@ -700,7 +742,20 @@ func (p *port) rxsync(m *mirror) (work, ok bool) {
 		return false, false
 	}
 	frames := uint64(0)
-	for s := old; s != r.Tail; s = k.Next(s) {
+	reg := p.regulator()
+	var now time.Time
+	if reg != nil {
+		now = time.Now()
+	}
+	s, first, start, size := m.shown, m.shown, true, 0
+	for ; s != r.Tail; s = k.Next(s) {
+		if start {
+			if reg != nil && !reg.Allow(now) {
+				p.throttle = reg.Wait()
+				break
+			}
+			first = s
+		}
 		sl := &r.Slot[s]
 		idx, _, _ := p.region.Slot(m.i, s)
 		dst := p.region.Buf(idx)
@@ -718,19 +773,45 @@ func (p *port) rxsync(m *mirror) (work, ok bool) {
 		}
 		copy(dst[:ln], src[:ln])
 		p.region.SetSlot(m.i, s, uint16(ln), sl.Flags&nmport.MoreFrag)
-		if sl.Flags&nmport.MoreFrag == 0 {
+		size += ln
+		start = sl.Flags&nmport.MoreFrag == 0
+		if start {
 			frames++
+			if reg != nil {
+				reg.Charge(size)
+			}
+			size = 0
 		}
 	}
+	if !start {
+		s = first // a frame is shown whole, never its first slots alone
+	}
+	work = moved || s != m.shown
+	m.shown = s
 	p.rxFrames.Add(frames)
-	p.publish(m)
-	return true, true
+	p.publishTail(m, m.shown)
+	return work, true
+}
+
+// regulator is the loop's regulator for the rate SetRate asked for, nil for
+// none.
+func (p *port) regulator() *ifcore.Regulator {
+	r := p.rate.Load()
+	if r != p.regFor {
+		p.regFor, p.reg = r, nil
+		if r != nil {
+			p.reg = ifcore.NewRegulator(*r, time.Now())
+		}
+	}
+	return p.reg
 }
 
 // publish shows the application the ring's new hwcur/hwtail, and wakes it
 // if it asked to be.
-func (p *port) publish(m *mirror) {
-	hc, tail := m.k.NrHwcur.Load(), m.k.Ring.Tail
+func (p *port) publish(m *mirror) { p.publishTail(m, m.k.Ring.Tail) }
+
+func (p *port) publishTail(m *mirror, tail uint32) {
+	hc := m.k.NrHwcur.Load()
 	if tail == m.pubTl && hc == m.pubHc {
 		return
 	}

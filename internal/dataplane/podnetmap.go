@@ -14,6 +14,7 @@ import (
 
 	"github.com/epair-cni/epair/internal/appport"
 	"github.com/epair-cni/epair/internal/sys"
+	"github.com/epair-cni/epair/pkg/ifcore"
 	"github.com/epair-cni/epair/pkg/nmport"
 	"github.com/epair-cni/epair/pkg/vale"
 )
@@ -150,6 +151,7 @@ func (d *Dataplane) ServePodNetmap(hostIf, netnsPath, ifName string, ports []App
 	o.OnOpen = pn.admit
 	o.OnClose = pn.closed
 	o.Identity = pn.identity
+	o.Shape = pn.shape
 	h, err := netns.GetFromPath(netnsPath)
 	if err != nil {
 		return fmt.Errorf("%s: open the pod's network namespace %s: %w", what, netnsPath, err)
@@ -256,22 +258,41 @@ func (pn *podNetmap) admit(adapter string) error {
 	pol := pn.p.policy
 	pn.mu.Lock()
 	st.open, st.vp = true, vp
+	s.classes.set(vp.Index(), pol)
 	s.guard.set(vp.Index(), newPodSec(st.id, pol, &st.refused))
 	pn.mu.Unlock()
 	pn.p.polMu.Unlock()
 	return nil
 }
 
-// setPolicy re-admits the registered application ports under pol (the pod
-// port's policy changed; p.polMu held).
-func (pn *podNetmap) setPolicy(pol PortPolicy) {
+// shape is a registered application port's receive rate: the pod port's
+// (PortPolicy's rate, what may leave the switch toward the pod).
+func (pn *podNetmap) shape(adapter string) *ifcore.Rate {
+	if _, name, err := vale.ParseName(adapter); err != nil || pn.byPort[name] == nil {
+		return nil
+	}
+	pn.p.polMu.Lock()
+	defer pn.p.polMu.Unlock()
+	return pn.p.policy.rate()
+}
+
+// setPolicy puts the application ports under pol, the pod port's new
+// policy: the registered ones' security and priority class, and every
+// registration's receive rate (p.polMu held).
+func (pn *podNetmap) setPolicy(pol PortPolicy) error {
 	pn.mu.Lock()
-	defer pn.mu.Unlock()
 	for _, st := range pn.byPort {
 		if st.open {
+			pn.p.sw.classes.set(st.vp.Index(), pol)
 			pn.p.sw.guard.set(st.vp.Index(), newPodSec(st.id, pol, &st.refused))
 		}
 	}
+	pn.mu.Unlock()
+	var errs []error
+	for _, st := range pn.byPort {
+		errs = append(errs, pn.srv.SetRate(vale.JoinName(pn.p.sw.cfg.Name, st.Port), pol.rate()))
+	}
+	return errors.Join(errs...)
 }
 
 // closed: the registration is ending. Its port leaves the switch next,
@@ -283,7 +304,8 @@ func (pn *podNetmap) closed(adapter string) {
 		return
 	}
 	pn.mu.Lock()
-	if st := pn.byPort[name]; st != nil {
+	if st := pn.byPort[name]; st != nil && st.vp != nil {
+		pn.p.sw.classes.set(st.vp.Index(), PortPolicy{})
 		st.open, st.vp = false, nil
 	}
 	pn.mu.Unlock()

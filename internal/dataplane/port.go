@@ -680,7 +680,9 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	p.sw.classes.set(p.vp.Index(), pol)
 	p.admit(pol)
 	if pn != nil {
-		pn.setPolicy(pol)
+		if err := pn.setPolicy(pol); err != nil {
+			return fmt.Errorf("set policy of %s: application ports: %w", name, err)
+		}
 	}
 	if err := p.sw.sw.SetMirror(p.hostIf, pol.Mirror.vale()); err != nil {
 		return fmt.Errorf("set policy of %s: %w", name, err)

@@ -83,9 +83,11 @@ func (tb *tokenBucket) allow(now time.Time) bool {
 	return (tb.bytesPerNs == 0 || tb.byteTok > 0) && (tb.pktsPerNs == 0 || tb.pktTok > 0)
 }
 
-func (tb *tokenBucket) charge(p *Packet) {
+func (tb *tokenBucket) charge(p *Packet) { tb.chargeLen(p.Len) }
+
+func (tb *tokenBucket) chargeLen(n int) {
 	if tb.bytesPerNs > 0 {
-		tb.byteTok -= float64(p.Len)
+		tb.byteTok -= float64(n)
 	}
 	if tb.pktsPerNs > 0 {
 		tb.pktTok--
@@ -103,3 +105,23 @@ func (tb *tokenBucket) wait() time.Duration {
 	}
 	return max(time.Duration(d)+1, time.Microsecond)
 }
+
+// Regulator is the token-bucket regulator for a transmitter outside an
+// ifnet's queue (the agent's copy into a netmap application port's receive
+// rings): Allow before a packet, Charge its length after, Wait for how long
+// to sleep when Allow said no. It is not safe for concurrent use.
+type Regulator struct{ tb *tokenBucket }
+
+// NewRegulator makes a regulator for r (Validate it first), full at now.
+func NewRegulator(r Rate, now time.Time) *Regulator {
+	return &Regulator{tb: newTokenBucket(r, now)}
+}
+
+// Allow reports whether a packet may leave now.
+func (g *Regulator) Allow(now time.Time) bool { return g.tb.allow(now) }
+
+// Charge takes a packet of n bytes from the buckets.
+func (g *Regulator) Charge(n int) { g.tb.chargeLen(n) }
+
+// Wait is how long until Allow can say yes (at least 1µs).
+func (g *Regulator) Wait() time.Duration { return g.tb.wait() }
