@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/epair-cni/epair/internal/controller"
 	"github.com/epair-cni/epair/internal/dataplane"
@@ -88,15 +89,25 @@ func ParseNetmapPorts(s string) ([]string, error) {
 	return out, nil
 }
 
+// annotationTimeout bounds the read of a pod's annotation at attach: the cache answers at
+// once; only a pod the cache has not seen yet costs a request to the API server.
+const annotationTimeout = 2 * time.Second
+
 // wantedAppPorts are the names of the application ports r's pod asks for: the plugin's
 // (netmapPorts in the network configuration or runtimeConfig) and, in cluster mode, the
-// pod's annotation.
+// pod's annotation. When the annotation cannot be read (the API server is away and the
+// cache has not seen the pod), the pod is attached without the annotation's ports and the
+// agent says so in its log: a pod's network never waits for the API server.
 func (a *Agent) wantedAppPorts(ctx context.Context, r *record) ([]string, error) {
 	names := slices.Clone(r.NetmapPorts)
 	if a.pods != nil && r.PodName != "" && r.PodNamespace != "" {
-		v, ok, err := a.pods.PodAnnotation(ctx, r.PodNamespace, r.PodName, controller.NetmapPortsAnnotation)
+		actx, cancel := context.WithTimeout(ctx, annotationTimeout)
+		v, ok, err := a.pods.PodAnnotation(actx, r.PodNamespace, r.PodName, controller.NetmapPortsAnnotation)
+		cancel()
 		if err != nil {
-			return nil, err
+			a.log.Warn("could not read the pod's annotations: attached without the application ports they may ask for",
+				"pod", r.PodNamespace+"/"+r.PodName, "annotation", controller.NetmapPortsAnnotation, "err", err)
+			ok = false
 		}
 		if ok {
 			more, err := ParseNetmapPorts(v)

@@ -199,3 +199,22 @@ func TestParseNetmapPorts(t *testing.T) {
 		t.Errorf("a switch name that leaves no room: no error")
 	}
 }
+
+// TestAppPortsAPIServerAway: a pod whose annotation cannot be read (the API server is
+// away) is attached all the same, with the plugin's ports only.
+func TestAppPortsAPIServerAway(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.a.Recover(ctx)
+	f.a.pods = &fakePolicies{annotErr: errors.New("connection refused")}
+	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("c1"), PodNamespace: "ns", PodName: "p", NetNS: "/x", NetmapPorts: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.links.add("/c1/eth0")
+	if _, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("c1"), HostIfName: p.HostName, HostIfIndex: p.HostIndex, PodMAC: testPodMAC}); err != nil {
+		t.Fatalf("attach with the API server away: %v", err)
+	}
+	if apps := f.servedApps("vale0", p.HostName); len(apps) != 1 || apps[0].Name != "a" {
+		t.Fatalf("served %+v, want the plugin's port a", apps)
+	}
+}

@@ -196,13 +196,14 @@ type fakePolicies struct {
 	pols     map[string]controller.PolicyConfig
 	attached []string
 	annots   map[string]string // "ns/name/key"
+	annotErr error             // PodAnnotation's error, when set
 }
 
 func (f *fakePolicies) PodAnnotation(_ context.Context, ns, name, key string) (string, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	v, ok := f.annots[ns+"/"+name+"/"+key]
-	return v, ok, nil
+	return v, ok, f.annotErr
 }
 
 func (f *fakePolicies) PolicyFor(ns, name string) (controller.PolicyConfig, bool) {
