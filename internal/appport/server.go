@@ -361,6 +361,9 @@ type port struct {
 	ready    func(uintptr) bool
 	bufsHead uint32 // first extra buffer (ni_bufs_head), 0: none
 
+	// rxMu serializes the RX rings' syncs between the loop and the senders
+	// that deliver inline (rxInline).
+	rxMu     sync.Mutex
 	sleeping atomic.Bool
 	stopping atomic.Bool
 	dead     chan struct{} // closed when the port fails or stops
@@ -461,7 +464,7 @@ func (s *Server) open(req *nmport.Request) (_ *port, err error) {
 		m.k.OnWake(p.wake)
 	}
 	for _, m := range p.rx {
-		m.k.OnWake(p.wake)
+		m.k.OnWake(func() { p.rxInline(m) })
 	}
 	return p, nil
 }
@@ -644,6 +647,10 @@ func (p *port) syncAll() bool {
 		}
 		work = work || w
 	}
+	if len(p.rx) > 0 {
+		p.rxMu.Lock()
+		defer p.rxMu.Unlock()
+	}
 	for _, m := range p.rx {
 		w, ok := p.rxsync(m)
 		if !ok {
@@ -652,6 +659,23 @@ func (p *port) syncAll() bool {
 		work = work || w
 	}
 	return work
+}
+
+// rxInline runs on the goroutine that just delivered frames into RX ring m
+// (the switch's notify, through OnWake): it copies them into the
+// application's ring and wakes the application itself, so a frame crosses
+// the switch with no second goroutine to wake. When the loop holds the
+// rings, or a rate regulates them (the loop's to pace), it wakes the loop
+// instead.
+func (p *port) rxInline(m *mirror) {
+	if p.rate.Load() != nil || p.stopping.Load() || !p.rxMu.TryLock() {
+		p.wake()
+		return
+	}
+	if !p.isDead() {
+		p.rxsync(m)
+	}
+	p.rxMu.Unlock()
 }
 
 // between reports whether x lies in the circular interval [lo, hi].
