@@ -28,6 +28,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/netip"
 	"os"
@@ -49,7 +50,7 @@ func main() {
 	count := flag.Int("n", 0, "frames to send or receive (0: until -d or interrupted)")
 	dur := flag.Duration("d", 0, "run time (0: until -n or interrupted)")
 	busy := flag.Bool("busy", false, "busy-poll the rings instead of sleeping in poll")
-	src := flag.String("src", "", "source MAC of the frames (default: the port's, else 02:6e:6d:00:00:01; rx and pong announce it once at start, so the switch learns it)")
+	src := flag.String("src", "", "source MAC of the frames (default: the port's, else 02:6e:6d and a hash of the port name; rx and pong announce it once at start, so the switch learns it)")
 	dst := flag.String("dst", "ff:ff:ff:ff:ff:ff", "destination MAC of the frames (broadcast floods every port, the host port included)")
 	srcIP := flag.String("srcip", "", "source IPv4 address (default: the port's, else 10.0.0.1)")
 	dstIP := flag.String("dstip", "10.1.0.1", "destination IPv4 address")
@@ -121,7 +122,12 @@ func identity(p *nmport.Port, src, srcIP string) (net.HardwareAddr, netip.Addr, 
 	case src != "":
 		mac, err = net.ParseMAC(src)
 	case mac == nil:
-		mac = net.HardwareAddr{0x02, 0x6e, 0x6d, 0, 0, 1}
+		// Two generators on one switch must not share a MAC (the switch
+		// would learn one on the other's port): derive it from the name.
+		h := fnv.New32a()
+		h.Write([]byte(p.Name()))
+		s := h.Sum32()
+		mac = net.HardwareAddr{0x02, 0x6e, 0x6d, byte(s >> 16), byte(s >> 8), byte(s)}
 	}
 	if err != nil {
 		return nil, ip, fmt.Errorf("-src: %w", err)
