@@ -36,6 +36,7 @@ func main() {
 	mode := flag.String("mode", "standalone", "standalone (configuration file) or cluster (Kubernetes: pod CIDRs, VirtualSwitch, PortPolicy, NodeState)")
 	backend := flag.String("backend", "", "deprecated: every switch is an offload switch (AF_PACKET with virtio-net headers); auto and packet are accepted, xdp and ringless with a warning")
 	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
+	podNetmap := flag.String("pod-netmap-ports", "", "override the configuration's podNetmapPorts (pods may ask for netmap application ports): true or false")
 	peerMode := flag.String("peer-mode", "", "override the configuration's peerMode: auto (routed to nodes on a subnet of this one, VXLAN to the others), routed or vxlan")
 	vxlanPort := flag.Int("vxlan-port", 0, "override the configuration's vxlanPort (the VXLAN tunnel's UDP port, the same on every node)")
 	var cf controller.Flags
@@ -90,6 +91,14 @@ func main() {
 				os.Exit(2)
 			}
 			cfg.Masquerade = b
+		}
+		if *podNetmap != "" {
+			b, perr := strconv.ParseBool(*podNetmap)
+			if perr != nil {
+				fmt.Fprintf(os.Stderr, "node-agent: -pod-netmap-ports %q: want true or false\n", *podNetmap)
+				os.Exit(2)
+			}
+			cfg.PodNetmapPorts = &b
 		}
 		err = cfg.Validate()
 	}

@@ -39,6 +39,11 @@
 #      reach each other (ping, HTTP) through the VXLAN device; a ClusterIP Service whose only
 #      endpoint (an EndpointSlice made by the test) is that pod answers through kube-proxy;
 #      deleting the Node removes the peer, its route, the VXLAN device and its NodeState
+#  8g. netmap application ports: two pods with the annotation epair.dev/netmap-ports: "pg"
+#      run the image's nm-pktgen on <switch>:pg through @epair-netmap in their own network
+#      namespace, pong and ping (200 of 200 replies); a pod without the annotation finds no
+#      socket (connection refused); a pod with ports of its own may not open the pong pod's
+#      port by its switch name (permission denied); the ports go with the pods
 #   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
 #  10. deleting the pods leaves no epair links, ports or addresses behind
 #  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
@@ -576,6 +581,82 @@ for i in $(seq 20); do $K get nodestate "$NODE2" >/dev/null 2>&1 || break; sleep
 $K get nodestate "$NODE2" >/dev/null 2>&1 && fail "NodeState $NODE2 outlived its Node"
 "$N2SH" down >>"$WORK.node2.log" 2>&1 || { cat "$WORK.node2.log" >&2; fail "node2.sh down"; }
 ok "$NODE2 deleted: $NODE's agent dropped the peer, its route and epair.vxlan; its NodeState went with it; namespaces and agent removed"
+
+step "8g. netmap application ports: pods ping-pong through their own; none without asking, none of another pod"
+# The switch the conflist attaches pods to (the chart's defaultSwitch): a pod names its
+# application ports "<switch>:<name>".
+SW=$(python3 -c '
+import json
+for p in json.load(open("/etc/cni/net.d/10-epair.conflist"))["plugins"]:
+    if p.get("type") == "epair-cni": print(p["switch"])')
+[ -n "$SW" ] || fail "no epair-cni switch in /etc/cni/net.d/10-epair.conflist"
+NMIMG=$($K -n $RELNS get ds/$REL-agent -o jsonpath='{.spec.template.spec.containers[0].image}')
+nm_pod() { # nm_pod <name> <netmap-ports annotation, or ""> <nm-pktgen args...>: a pod running the image's nm-pktgen
+	local name=$1 ann=$2 args="" a
+	shift 2
+	for a in -socket @epair-netmap "$@"; do args="$args, \"$a\""; done
+	$K -n $NS apply -f - >/dev/null <<EOT
+apiVersion: v1
+kind: Pod
+metadata:
+  name: $name
+  annotations: {${ann:+"epair.dev/netmap-ports": '$ann'}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: pg
+    image: $NMIMG
+    imagePullPolicy: Never
+    command: ["/nm-pktgen"$args]
+EOT
+}
+nm_log() { # nm_log <pod>: its log, with the NUL that Go's error text has for an abstract socket's "@" shown as "@"
+	$K -n $NS logs "$1" 2>&1 | tr '\0' '@'
+}
+nm_done() { # nm_done <pod> <Succeeded|Failed>: the pod ran nm-pktgen to that end; prints its log
+	$K -n $NS wait --for=jsonpath='{.status.phase}'="$2" pod/"$1" --timeout=90s >/dev/null ||
+		fail "pod $1 did not end $2 (phase $($K -n $NS get pod "$1" -o jsonpath='{.status.phase}')): $(nm_log "$1" | tail -5)"
+	nm_log "$1"
+}
+nm_pod nm-pong pg -i "$SW:pg" -f pong -d 300s
+$K -n $NS wait --for=condition=Ready pod/nm-pong --timeout=60s >/dev/null || fail "pod nm-pong (netmap ports pg) not ready: $($K -n $NS describe pod nm-pong | tail -5)"
+# "nm-pktgen: port vale0:pg: MAC 06:... addresses [{10.244.0.9/24 10.244.0.1}]"
+line=""
+for i in $(seq 20); do line=$($K -n $NS logs nm-pong 2>/dev/null | head -1); [ -n "$line" ] && break; sleep 0.5; done
+read -r _ _ _ mac pmac _ paddr _ <<<"$line"
+PMAC=$pmac PIP=${paddr#\[\{}
+PIP=${PIP%%/*}
+[ "$mac" = MAC ] && [ -n "$PMAC" ] && in_cidr "$PIP" "$PODCIDR" || fail "nm-pong did not print its port's identity (a MAC, an address in $PODCIDR): '$line'"
+nm_pod nm-ping pg -i "$SW:pg" -f ping -n 200 -dst "$PMAC" -dstip "$PIP"
+out=$(nm_done nm-ping Succeeded)
+case $out in *"200 of 200 replies"*) ;; *) fail "nm-ping -> nm-pong ($PMAC $PIP): '$out'" ;; esac
+ok "nm-ping -> nm-pong ($SW:pg, $PMAC $PIP): $(printf '%s\n' "$out" | grep -F 'of 200 replies')"
+# The switch's name of nm-pong's application port, as the agent lists it.
+app_port_of() { # app_port_of <pod>: the switch port names of the pod's application ports
+	$K -n $RELNS exec ds/$REL-agent -c agent -- /valectl -o json ports "$SW" | python3 -c '
+import json, sys
+for p in json.load(sys.stdin)["items"][0]["ports"]:
+    if p.get("kind") == "app" and p.get("pod") == sys.argv[1]: print(p["name"])' "$1"
+}
+pport=$(app_port_of "$NS/nm-pong") || fail "valectl ports $SW: $pport"
+[ -n "$pport" ] || fail "the agent lists no application port of $NS/nm-pong on $SW"
+case $pport in *:*) ;; *) pport=$SW:$pport ;; esac
+# A pod without the annotation has no netmap socket; one with ports of its own may not
+# open another pod's port by its switch name.
+nm_pod nm-noports "" -i "$SW:pg" -f rx -n 1
+out=$(nm_done nm-noports Failed)
+case $out in *"connection refused"*) ;; *) fail "a pod without application ports opened $SW:pg: '$out'" ;; esac
+ok "a pod without the annotation: $out"
+nm_pod nm-thief pg -i "$pport" -f rx -n 1
+out=$(nm_done nm-thief Failed)
+case $out in *"permission denied"*) ;; *) fail "a pod opened $pport, nm-pong's application port: '$out'" ;; esac
+ok "a pod with its own ports opening nm-pong's ($pport): $out"
+$K -n $NS delete pod nm-pong nm-ping nm-noports nm-thief --wait=true >/dev/null
+left=""
+for i in $(seq 20); do left=$(app_port_of "$NS/nm-pong"); [ -z "$left" ] && break; sleep 0.5; done
+[ -z "$left" ] || fail "nm-pong's application port $left outlived the pod"
+ok "the application ports went with their pods"
 
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')

@@ -125,6 +125,10 @@ func (a *Agent) wantedAppPorts(ctx context.Context, r *record) ([]string, error)
 	if err := agentapi.ValidateNetmapPorts(names); err != nil {
 		return nil, fmt.Errorf("application ports of %s: %w", r.Key, err)
 	}
+	if len(names) > 0 && a.cfg.PodNetmapPorts != nil && !*a.cfg.PodNetmapPorts {
+		return nil, agentapi.NewError(agentapi.CodeInvalidRequest, fmt.Sprintf("%s asks for netmap application ports %v, and this node's agent "+
+			"does not serve them (podNetmapPorts: false in its configuration; in a cluster, the chart's agent.netmapPorts)", r.Key, names))
+	}
 	if slices.Contains(names, r.Key.IfName) {
 		return nil, agentapi.NewError(agentapi.CodeInvalidRequest, fmt.Sprintf("application port %q: the name of the pod's interface", r.Key.IfName))
 	}

@@ -218,3 +218,24 @@ func TestAppPortsAPIServerAway(t *testing.T) {
 		t.Fatalf("served %+v, want the plugin's port a", apps)
 	}
 }
+
+// TestAppPortsOff: with podNetmapPorts false, a pod asking for application ports is
+// refused with a message naming the setting, and nothing is left allocated.
+func TestAppPortsOff(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	off := false
+	f.a.cfg.PodNetmapPorts = &off
+	f.a.Recover(ctx)
+	if _, err := f.c.Allocate(ctx, &agentapi.AllocateRequest{Key: key("c1"), NetNS: "/x", NetmapPorts: []string{"a"}}); err != nil {
+		t.Fatal(err)
+	}
+	p := f.links.add("/c1/eth0")
+	_, err := f.c.Attach(ctx, &agentapi.AttachRequest{Key: key("c1"), HostIfName: p.HostName, HostIfIndex: p.HostIndex, PodMAC: testPodMAC})
+	if err == nil || !strings.Contains(err.Error(), "podNetmapPorts: false") {
+		t.Fatalf("attach asking for ports with podNetmapPorts false: %v", err)
+	}
+	if got := appOwners(t, f.a, "vale0"); len(got) != 0 {
+		t.Fatalf("IPAM owners %v", got)
+	}
+}

@@ -70,6 +70,12 @@ type Config struct {
 	// node (internal/appport, pkg/nmport): an absolute path (a root-only socket) or
 	// "@name" for an abstract socket in the agent's network namespace. Empty: off.
 	NetmapSocket string `json:"netmapSocket,omitempty"`
+	// PodNetmapPorts says whether pods may ask for netmap application ports (the
+	// plugin's netmapPorts, the pod annotation epair.dev/netmap-ports); the agent then
+	// enters their network namespaces to serve them, which needs CAP_SYS_ADMIN and the
+	// runtime's namespace paths. Absent: true. false refuses such a pod's ADD, naming
+	// this setting.
+	PodNetmapPorts *bool `json:"podNetmapPorts,omitempty"`
 	// MetricsAddr, if set, serves /metrics (Prometheus text format) on this TCP address as
 	// well as on the socket.
 	MetricsAddr string `json:"metricsAddr,omitempty"`

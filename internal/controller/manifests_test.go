@@ -101,13 +101,39 @@ func TestManifestsConflist(t *testing.T) {
 			t.Errorf("%s: does not drop all capabilities", ctr.Name)
 		}
 		for _, c := range sc.Capabilities.Add {
-			switch c {
-			case "NET_ADMIN", "NET_RAW", "BPF", "DAC_OVERRIDE":
+			switch {
+			case c == "NET_ADMIN", c == "NET_RAW", c == "BPF", c == "DAC_OVERRIDE":
+			case c == "SYS_ADMIN" && ctr.Name == "agent":
+				// agent.netmapPorts: setns into a pod's network namespace, to serve its
+				// netmap application ports there; it comes with the node's netns dir.
+				checkNetnsMount(t, spec, ctr)
 			default:
 				t.Errorf("%s: capability %s beyond the documented set", ctr.Name, c)
 			}
 		}
 	}
+}
+
+// checkNetnsMount: a container that enters pods' network namespaces (agent.netmapPorts)
+// mounts the node's /run/netns read-only at the same path, with HostToContainer
+// propagation (the runtime mounts each pod's namespace there after the agent started).
+func checkNetnsMount(t *testing.T, spec corev1.PodSpec, ctr corev1.Container) {
+	t.Helper()
+	for _, m := range ctr.VolumeMounts {
+		if m.MountPath != "/run/netns" {
+			continue
+		}
+		if !m.ReadOnly || m.MountPropagation == nil || *m.MountPropagation != corev1.MountPropagationHostToContainer {
+			t.Errorf("%s: %s mounted %+v, want read-only with HostToContainer propagation", ctr.Name, m.MountPath, m)
+		}
+		for _, v := range spec.Volumes {
+			if v.Name == m.Name && (v.HostPath == nil || v.HostPath.Path != "/run/netns") {
+				t.Errorf("%s: %s is volume %+v, want the node's /run/netns", ctr.Name, m.MountPath, v)
+			}
+		}
+		return
+	}
+	t.Errorf("%s: SYS_ADMIN without the node's /run/netns mounted (agent.netmapPorts)", ctr.Name)
 }
 
 // TestChartArgsParse: the agent's command line in the chart parses with the
