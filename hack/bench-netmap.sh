@@ -256,25 +256,6 @@ echo
 cat "$WORK/section"
 
 if [ "$WRITE" = 1 ]; then
-	touch BENCHMARKS.md
-	python3 - "$WORK/section" <<'PY'
-import sys
-sec = open(sys.argv[1]).read().rstrip("\n") + "\n"
-notes_marker = "<!-- netmap-notes -->"
-text = open("BENCHMARKS.md").read()
-head = "## netmap application ports:"
-i = text.find(head)
-if i < 0:
-    text = text.rstrip("\n") + "\n\n" + sec
-else:
-    j = text.find("\n## ", i + len(head))
-    old = text[i:] if j < 0 else text[i:j + 1]
-    # Keep hand-written notes that follow the marker inside the section.
-    k = old.find(notes_marker)
-    if k >= 0:
-        sec = sec + "\n" + old[k:].rstrip("\n") + "\n"
-    text = text[:i] + sec + ("" if j < 0 else text[j:])
-open("BENCHMARKS.md", "w").write(text)
-PY
+	python3 hack/bench-section.py "$WORK/section" "## netmap application ports:" "<!-- netmap-notes -->"
 	echo "bench-netmap: wrote the section to BENCHMARKS.md" >&2
 fi
