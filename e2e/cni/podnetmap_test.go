@@ -196,6 +196,12 @@ func TestPodNetmapPorts(t *testing.T) {
 		t.Errorf("valectl ports lists %d application ports, want 4:\n%s", n, table)
 	}
 
+	// ... and the metrics, by their switch port name.
+	if m := e.agent.metrics(); !strings.Contains(m, `epair_port_in_frames_total{port="`+bPort+`",switch="vale0"}`) ||
+		!strings.Contains(m, `epair_port_info{backend="netmap",port="`+bPort+`",switch="vale0"} 1`) {
+		t.Errorf("metrics lack pod b's application port %s", bPort)
+	}
+
 	// nm-pktgen ping-pong between the pods' other ports, each sending as itself.
 	pg := filepath.Join(e.bin, "nm-pktgen")
 	pong := exec.Command("ip", "netns", "exec", nsB.Name, pg, "-socket", podSocket, "-i", "vale0:pg", "-f", "pong", "-d", "20s")

@@ -139,7 +139,7 @@ func newAgentCollector(a *Agent) *agentCollector {
 		dropped:     prometheus.NewDesc("epair_port_dropped_total", "Frames dropped, charged to the port, for every reason (socket-full included).", port, nil),
 		drops: prometheus.NewDesc("epair_port_drops_total", "Frames dropped, charged to the port, by reason "+
 			"(socket-full: from the pod, dropped by the kernel before the switch saw them because the port's socket was full).", []string{"switch", "port", "reason"}, nil),
-		portInfo: prometheus.NewDesc("epair_port_info", "1 per port, labelled with the socket it runs on now (af_xdp, af_packet, "+
+		portInfo: prometheus.NewDesc("epair_port_info", "1 per port, labelled with the socket it runs on now (af_xdp, af_packet, netmap for a pod's application port, "+
 			"af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).",
 			[]string{"switch", "port", "backend"}, nil),
 		peerRoutes: prometheus.NewDesc("epair_peer_routes", "Pod CIDRs of a peer node routed now, labelled with how (routed, vxlan, unreachable).",

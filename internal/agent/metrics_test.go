@@ -215,7 +215,7 @@ epair_port_dropped_total{port="vale0:eth0",switch="vale0"} 0
 # TYPE epair_port_drops_total counter
 epair_port_drops_total{port="vale0:epair3a",reason="no-dest",switch="vale0"} 2
 epair_port_drops_total{port="vale0:epair3a",reason="queue-full",switch="vale0"} 1
-# HELP epair_port_info 1 per port, labelled with the socket it runs on now (af_xdp, af_packet, af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).
+# HELP epair_port_info 1 per port, labelled with the socket it runs on now (af_xdp, af_packet, netmap for a pod's application port, af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).
 # TYPE epair_port_info gauge
 epair_port_info{backend="af_packet_ringless",port="vale0:epair3a",switch="vale0"} 1
 epair_port_info{backend="tap",port="vale0:eth0",switch="vale0"} 1
