@@ -26,7 +26,10 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/go-logr/logr"
+	"k8s.io/klog/v2"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/epair-cni/epair/internal/agent"
 	"github.com/epair-cni/epair/internal/controller"
@@ -113,6 +116,12 @@ func main() {
 			fmt.Fprintln(os.Stderr, "node-agent: -uninstall is for standalone mode; in cluster mode the agent uninstalls when its DaemonSet is gone")
 			os.Exit(2)
 		}
+		// controller-runtime's and client-go's own messages (a reconcile that failed, a
+		// watch that lost the API server and retries) go to the agent's log, marked as
+		// theirs; without this controller-runtime drops them and klog writes its own format.
+		kl := logr.FromSlogHandler(log.Handler().WithAttrs([]slog.Attr{slog.String("component", "controller")}))
+		ctrllog.SetLogger(kl)
+		klog.SetLogger(kl)
 		rc, err := ctrlconfig.GetConfig()
 		if err != nil {
 			log.Error("cluster mode: API server configuration", "err", err)

@@ -6,11 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -71,68 +69,11 @@ func startAPIServer(t *testing.T) (*rest.Config, string) {
 }
 
 // forwardAPI makes the API server (on the test's loopback) reachable at the same address
-// from inside ns: a listener there whose connections are carried to it.
-func forwardAPI(t *testing.T, ns *netnsutil.NS, host string) {
+// from inside ns: a listener there whose connections are carried to it (apiProxy, which
+// can also cut the API server off for the agents in ns and restore it).
+func forwardAPI(t *testing.T, ns *netnsutil.NS, host string) *apiProxy {
 	t.Helper()
-	pu, err := url.Parse(host)
-	if err != nil {
-		t.Fatalf("API server address %q: %v", host, err)
-	}
-	u := pu.Host
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp", u); return }); err != nil {
-		t.Fatalf("listen for the API server in %s: %v", ns.Name, err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	conns := map[net.Conn]bool{}
-	track := func(c net.Conn, on bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if on {
-			conns[c] = true
-		} else {
-			delete(conns, c)
-		}
-	}
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns { // a client still connected (a watch) does not hold the test up
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				s, err := net.Dial("tcp", u)
-				if err != nil {
-					return
-				}
-				defer s.Close()
-				track(c, true)
-				track(s, true)
-				defer track(c, false)
-				defer track(s, false)
-				done := make(chan struct{}, 2)
-				go func() { io.Copy(s, c); s.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-				go func() { io.Copy(c, s); c.(*net.TCPConn).CloseWrite(); done <- struct{}{} }()
-				<-done
-				<-done
-			}()
-		}
-	}()
+	return newAPIProxy(t, ns, host)
 }
 
 // clusterNode is one node of the multi-node test: a host namespace with an agent in
