@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -50,6 +51,21 @@ func TestAddFaults(t *testing.T) {
 	}
 	ips := func(ip string) []byte {
 		return e.conf("1.1.0", "podnet", `"runtimeConfig":{"ips":["`+ip+`"]}`)
+	}
+	// The holder's host link gets its IPv6 link-local address tentatively; when duplicate
+	// address detection ends, the kernel adds a local route for it. Let that happen before
+	// the namespace is compared with itself.
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := e.host.Exec("ip", "-6", "-o", "addr", "show", "tentative")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimSpace(out) == "" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("IPv6 addresses still tentative after 5s:\n%s", out)
+		}
 	}
 	for _, tc := range []struct {
 		name string
