@@ -631,9 +631,24 @@ func (p *port) setKernNeedKick(on bool) {
 	for _, m := range p.tx {
 		p.region.SetKernNeedKick(m.i, on)
 	}
-	for _, m := range p.rx {
-		p.region.SetKernNeedKick(m.i, on)
+	if len(p.rx) == 0 {
+		return
 	}
+	p.rxMu.Lock()
+	for _, m := range p.rx {
+		p.region.SetKernNeedKick(m.i, on && p.rxNeedsKick(m))
+	}
+	p.rxMu.Unlock()
+}
+
+// rxNeedsKick says whether a sleeping loop must be kicked when the
+// application releases slots of RX ring m. Not while the ring has room:
+// the next delivery syncs the ring inline (rxInline), reading the
+// releases then. Yes once it is half full, so that releases reach the
+// switch before it runs out of room, and always when a rate paces the ring
+// (the loop alone syncs it). p.rxMu held.
+func (p *port) rxNeedsKick(m *mirror) bool {
+	return p.rate.Load() != nil || m.k.Dist(m.k.Ring.Head, m.k.Ring.Tail) >= m.k.NumSlots/2
 }
 
 // syncAll syncs every bound ring once; true if anything moved.
@@ -674,6 +689,9 @@ func (p *port) rxInline(m *mirror) {
 	}
 	if !p.isDead() {
 		p.rxsync(m)
+		if p.sleeping.Load() {
+			p.region.SetKernNeedKick(m.i, p.rxNeedsKick(m))
+		}
 	}
 	p.rxMu.Unlock()
 }
