@@ -239,3 +239,13 @@ func TestAppPortsOff(t *testing.T) {
 		t.Fatalf("IPAM owners %v", got)
 	}
 }
+
+// TestAppPortNodeState: an application port has no link; NodeState names it by its switch
+// port, with its pod and counters.
+func TestAppPortNodeState(t *testing.T) {
+	ps := portState("vale0", agentapi.PortInfo{Name: "vale0:nm1a2b3c4", Kind: "app", Pod: "ns/p", Active: true,
+		Stats: agentapi.Counters{InFrames: 7, Drops: map[string]uint64{"spoofed-ip": 2}}})
+	if ps.Name != "vale0:nm1a2b3c4" || ps.Pod != "ns/p" || ps.RxPackets != 7 || len(ps.Drops) != 1 || ps.Drops[0].Packets != 2 {
+		t.Fatalf("NodeState entry of an application port: %+v", ps)
+	}
+}
