@@ -65,7 +65,7 @@ func appPorts(t *testing.T, e *env) map[string][]agentapi.PortInfo {
 // another pod's. DEL takes the ports, the socket and the addresses away.
 func TestPodNetmapPorts(t *testing.T) {
 	netnsutil.RequireRoot(t)
-	e := newEnv(t, envOpts{})
+	e := newEnv(t, envOpts{netmap: true})
 	l := e.conflist("1.0.0")
 	nsA, nsB, nsC := netnsutil.New(t), netnsutil.New(t), netnsutil.New(t)
 	rtA := withPorts(rt("nm-a", nsA), "app", "pg")
@@ -165,6 +165,16 @@ func TestPodNetmapPorts(t *testing.T) {
 				p.Close()
 			}
 			t.Errorf("pod a opens %s: %v, want EACCES", name, err)
+		}
+	}
+	// Nor does an application on the node, through the node's netmap socket.
+	nodeSock := filepath.Join(e.agent.dir, "run", "netmap.sock")
+	for _, name := range []string{bPort, bPort + "/r", bPort + "{1"} {
+		if p, err := nmport.Open(nodeSock, name, 0); !errors.Is(err, syscall.EACCES) {
+			if p != nil {
+				p.Close()
+			}
+			t.Errorf("the node's socket opens %s: %v, want EACCES", name, err)
 		}
 	}
 	if p, err := openIn(nsA, "vale0:app"); !errors.Is(err, syscall.EBUSY) {

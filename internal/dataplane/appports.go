@@ -19,19 +19,23 @@ import (
 func (d *Dataplane) ServeNetmap(addr string, o appport.Options) (*appport.Server, error) {
 	inner := o.Authorize
 	o.Authorize = func(r *nmport.Request) error {
-		sw, _, err := vale.ParseName(r.Name)
+		sw, pn, err := vale.ParseName(r.Name)
 		if err != nil {
 			return fmt.Errorf("register %s: %w", r.Name, err)
 		}
 		d.mu.Lock()
 		_, ok := d.switches[sw]
 		closed := d.closed
+		owner := d.appPortOwnerLocked(sw, pn)
 		d.mu.Unlock()
 		switch {
 		case closed:
 			return fmt.Errorf("register %s: the dataplane is closing: %w", r.Name, syscall.ENXIO)
 		case !ok:
 			return fmt.Errorf("register %s: no switch %q on this node: %w", r.Name, sw, syscall.ENOENT)
+		case owner != "":
+			// Neither the port nor its pipes or monitors: they are the pod's alone.
+			return fmt.Errorf("register %s: an application port of pod %s: %w", r.Name, owner, syscall.EACCES)
 		}
 		if inner != nil {
 			return inner(r)
@@ -59,6 +63,20 @@ func (d *Dataplane) ServeNetmap(addr string, o appport.Options) (*appport.Server
 	}
 	d.appServers = append(d.appServers, srv)
 	return srv, nil
+}
+
+// appPortOwnerLocked names the pod whose application port is port pn of switch sw, ""
+// when it is none's (d.mu held).
+func (d *Dataplane) appPortOwnerLocked(sw, pn string) string {
+	for _, p := range d.podNetmaps {
+		if p.p.sw.cfg.Name == sw && p.byPort[pn] != nil {
+			if p.p.id.pod != "" {
+				return p.p.id.pod
+			}
+			return p.p.owner
+		}
+	}
+	return ""
 }
 
 // closeAppServers ends every application's registration (Close, before the
