@@ -169,7 +169,7 @@ func TestPodNetmapPorts(t *testing.T) {
 	}
 	// Nor does an application on the node, through the node's netmap socket.
 	nodeSock := filepath.Join(e.agent.dir, "run", "netmap.sock")
-	for _, name := range []string{bPort, bPort + "/r", bPort + "{1"} {
+	for _, name := range []string{bPort, bPort + "/r", bPort + "{1", "vale0:nm0123abc"} {
 		if p, err := nmport.Open(nodeSock, name, 0); !errors.Is(err, syscall.EACCES) {
 			if p != nil {
 				p.Close()

@@ -36,6 +36,9 @@ func (d *Dataplane) ServeNetmap(addr string, o appport.Options) (*appport.Server
 		case owner != "":
 			// Neither the port nor its pipes or monitors: they are the pod's alone.
 			return fmt.Errorf("register %s: an application port of pod %s: %w", r.Name, owner, syscall.EACCES)
+		case reservedAppPortName(pn):
+			// Nor a name one may get later: taking it first would keep that pod from starting.
+			return fmt.Errorf("register %s: names nm<hex digits> are reserved for pods' application ports: %w", r.Name, syscall.EACCES)
 		}
 		if inner != nil {
 			return inner(r)
@@ -63,6 +66,20 @@ func (d *Dataplane) ServeNetmap(addr string, o appport.Options) (*appport.Server
 	}
 	d.appServers = append(d.appServers, srv)
 	return srv, nil
+}
+
+// reservedAppPortName reports whether pn has the form of a pod's application port's switch
+// name: "nm" and 4 to 10 lower-case hex digits (see internal/agent's appPortIdentity).
+func reservedAppPortName(pn string) bool {
+	if len(pn) < 6 || len(pn) > 12 || pn[:2] != "nm" {
+		return false
+	}
+	for _, c := range []byte(pn[2:]) {
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // appPortOwnerLocked names the pod whose application port is port pn of switch sw, ""
