@@ -38,6 +38,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/epair-cni/epair/pkg/nmport"
 )
 
@@ -188,7 +190,13 @@ func (g *gen) wait(ev int16) error {
 		if err := g.p.TxSync(); err != nil {
 			return err
 		}
-		return g.p.RxSync()
+		if err := g.p.RxSync(); err != nil {
+			return err
+		}
+		// Nothing to do yet: let another thread of this CPU run (the agent's
+		// loop, or the peer) rather than spin out the time slice.
+		unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+		return nil
 	}
 	_, err := g.p.Poll(ev, 300*time.Millisecond)
 	return err

@@ -593,6 +593,7 @@ func (p *port) run() {
 			}
 			if now.Sub(idleSince) < p.busyPoll {
 				runtime.Gosched()
+				unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 				continue
 			}
 		}
