@@ -72,7 +72,7 @@ type Options struct {
 }
 
 // DefaultBusyPoll is the sync loop's polling time after traffic.
-const DefaultBusyPoll = 50 * time.Microsecond
+const DefaultBusyPoll = 200 * time.Microsecond
 
 // requestTimeout bounds how long a connection may take to send its request.
 const requestTimeout = 5 * time.Second
