@@ -240,6 +240,23 @@ func TestPodNetmapPorts(t *testing.T) {
 	pong.Process.Kill()
 	pong.Wait()
 
+	// An agent restart: the registrations end with the old agent; the pods' sockets and
+	// ports come back with the new one, with the same identity.
+	macA, addrA := pa.MAC().String(), pa.Addrs()[0]
+	pa.Close()
+	pb.Close()
+	e.agent.signal(syscall.SIGTERM)
+	e.agent.start()
+	pa, err = openIn(nsA, "vale0:app")
+	if err != nil {
+		t.Fatalf("pod a opens its port after an agent restart: %v", err)
+	}
+	if pa.MAC().String() != macA || pa.Addrs()[0] != addrA {
+		t.Fatalf("after an agent restart pod a's port is %v %v, was %s %v", pa.MAC(), pa.Addrs(), macA, addrA)
+	}
+	mac := appARP(t, pa, pa.MAC(), ipA, podC)
+	appPing(t, pa, pa.MAC(), mac, ipA, podC, 9)
+
 	// DEL: the port is gone (the application's port is in error), so is the socket, and
 	// the address is free again.
 	if err := e.del(l, rtA); err != nil {
