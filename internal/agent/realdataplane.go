@@ -37,6 +37,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 	if dc.Link.XDP.FrameCount == 0 {
 		dc.Link.XDP.FrameCount = DefaultXDPFrames
 	}
+	dc.RxSpin = time.Duration(c.RxSpin)
 	dc.RingSlots = c.RingSlots
 	if dc.RingSlots == 0 {
 		dc.RingSlots = DefaultRingSlots

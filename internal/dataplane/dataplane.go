@@ -236,7 +236,9 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 		return nil, fmt.Errorf("switch %s: open host port: %w", sc.Name, err)
 	}
 	s.tapIndex = s.tap.Ifindex()
-	s.tapAd, err = netmap.NewGenericAdapter(s.tapName, s.tap, netmap.GenericConfig{Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize})
+	spin, yield := d.cfg.rxSpin()
+	s.tapAd, err = netmap.NewGenericAdapter(s.tapName, s.tap, netmap.GenericConfig{Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize,
+		RxSpin: spin, Yield: yield})
 	if err != nil {
 		_ = s.tap.Close()
 		return nil, fmt.Errorf("switch %s: host port adapter: %w", sc.Name, err)

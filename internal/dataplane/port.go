@@ -409,8 +409,10 @@ func (d *Dataplane) assemblePort(p *Port, cl *cleanup.Cleanup) error {
 	p.up, _ = p.opened.Port.(*linkport.Upgradable)
 	be := p.opened.Port
 	var err error
+	spin, yield := d.cfg.rxSpin()
 	p.ga, err = netmap.NewGenericAdapter(p.hostIf, be, netmap.GenericConfig{
 		Slots: uint32(d.cfg.RingSlots), BufSize: s.bufSize, Native: p.opened.Backend == linkport.XDP,
+		RxSpin: spin, Yield: yield,
 	})
 	if err != nil {
 		_ = p.opened.Port.Close()

@@ -183,6 +183,17 @@ func (c *Core) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
 	return c.ops.Receive(bufs, lens)
 }
 
+// RxPending reports, without blocking, whether received frames wait on queue 0 (the
+// backend's RxReady: an atomic, or a poll(2) with no timeout). It is the receive waiter's
+// to call (one at a time, as WaitReady).
+func (c *Core) RxPending(q int) bool {
+	if q != 0 || c.Enter() != nil {
+		return false
+	}
+	defer c.Exit()
+	return c.cfg.RxReady()
+}
+
 // WaitReady parks in the netpoller until queue 0 has frames (netmap.RX) or transmit
 // room (netmap.TX), the socket is closed (the closed error) or ctx ends (ctx.Err());
 // see sys.PollFD.WaitReady.

@@ -348,6 +348,19 @@ func (u *Upgradable) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
 	return u.Receive(bufs, lens)
 }
 
+// RxPending reports, without blocking, whether frames wait on queue 0 of the current
+// socket (false around a handoff, when the caller should wait instead).
+func (u *Upgradable) RxPending(q int) bool {
+	ph := u.ph.Load()
+	if !ph.final {
+		return false
+	}
+	if r, ok := ph.cur.p.(netmap.GenericRxProber); ok {
+		return r.RxPending(q)
+	}
+	return false
+}
+
 // WaitReady parks until queue 0 has frames (RX) or room (TX), ctx ends (ctx.Err())
 // or the port is closed. Around a handoff it may return nil with nothing ready (the
 // caller looks, finds nothing, and waits again, on the new socket).

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // GenericBackend is what a kernel-facing backend (AF_XDP, AF_PACKET, or an
@@ -39,6 +41,12 @@ type GenericBackend interface {
 	Close() error
 }
 
+// GenericRxProber is an optional interface of a backend that can tell, without
+// blocking, whether frames wait on queue q (RxSpin).
+type GenericRxProber interface {
+	RxPending(q int) bool
+}
+
 // GenericFragBackend is an optional interface of a backend whose frames can
 // be longer than a buffer (chain mode): it moves a frame between the kernel
 // and the ring's fragments directly, saving the adapter's gather (TX) and
@@ -63,7 +71,14 @@ type GenericConfig struct {
 	BufSize   int    // buffer size (default 2048, or Pool's); must be >= FrameSize
 	HostRings bool   // NAF_HOST_RINGS (host rings are off by default on Linux)
 	Native    bool   // the backend is "native" (AF_XDP) rather than generic (AF_PACKET)
-	Host      HostStack
+	// RxSpin, when positive and the backend is a GenericRxProber, is how long the RX
+	// "interrupt" keeps looking for frames after traffic, calling Yield (the caller's
+	// way to give the CPU away, e.g. sched_yield; this package makes no system calls)
+	// between looks, before it parks in the poller: a frame that comes soon after the
+	// last one is taken without a wake-up.
+	RxSpin time.Duration
+	Yield  func()
+	Host   HostStack
 	// Pool, if set, is used instead of a private pool (for example one
 	// whose Region a backend registered as its AF_XDP UMEM). It must hold
 	// at least Slots*(tx+1+rx+1) free buffers of at least FrameSize bytes.
@@ -97,6 +112,9 @@ type GenericAdapter struct {
 	rxLens   [][]int
 	rxRearm  []chan struct{}
 	txWant   []chan struct{}
+	rxProbe  GenericRxProber // nil: no RX spin
+	rxSpin   time.Duration
+	yield    func()
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -202,6 +220,12 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 	}
 	g.rxBufs = make([][][]byte, nrx)
 	g.rxLens = make([][]int, nrx)
+	if pr, ok := b.(GenericRxProber); ok && cfg.RxSpin > 0 {
+		g.rxProbe, g.rxSpin, g.yield = pr, cfg.RxSpin, cfg.Yield
+		if g.yield == nil {
+			g.yield = runtime.Gosched
+		}
+	}
 	g.rxRearm = make([]chan struct{}, nrx)
 	for i := range g.rxBufs {
 		g.rxBufs[i] = make([][]byte, 0, cfg.Slots)
@@ -260,13 +284,32 @@ func (g *GenericAdapter) rxLoop(ctx context.Context, q int) {
 			return
 		case <-g.rxRearm[q]:
 		}
-		if err := g.b.WaitReady(ctx, q, RX); err != nil {
-			if ctx.Err() != nil {
-				return
+		if !g.spinRX(q) {
+			if err := g.b.WaitReady(ctx, q, RX); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				g.RxErrors.Add(1)
 			}
-			g.RxErrors.Add(1)
 		}
 		g.RxRings[q].NotifyNow()
+	}
+}
+
+// spinRX looks for frames on queue q for up to the adapter's RxSpin, yielding between
+// looks; true if it found some.
+func (g *GenericAdapter) spinRX(q int) bool {
+	if g.rxProbe == nil {
+		return false
+	}
+	for end := time.Now().Add(g.rxSpin); ; {
+		if g.rxProbe.RxPending(q) {
+			return true
+		}
+		if !time.Now().Before(end) || g.closed.Load() {
+			return false
+		}
+		g.yield()
 	}
 }
 
