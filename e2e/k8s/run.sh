@@ -44,6 +44,10 @@
 #      namespace, pong and ping (200 of 200 replies); a pod without the annotation finds no
 #      socket (connection refused); a pod with ports of its own may not open the pong pod's
 #      port by its switch name (permission denied); the ports go with the pods
+#  8h. the Kubernetes e2e "[sig-network] Networking Granular Checks: Pods" specs of
+#      k8s.io/kubernetes at the cluster's version (e2e.test and the agnhost image built from
+#      the module and cached, hack/k8s/e2e-specs.sh): intra-pod and node-pod communication
+#      over HTTP and UDP all pass
 #   9. helm upgrade keeps running pods connected (same pods, same addresses, traffic)
 #  10. deleting the pods leaves no epair links, ports or addresses behind
 #  11. helm uninstall leaves the node clean (no conflist, plugin, links, nft table,
@@ -82,8 +86,9 @@ ok() { echo "    ok: $*"; }
 fail() { echo "FAIL: $*" >&2; diagnostics >&2 || true; exit 1; }
 
 # --- build (cached) -----------------------------------------------------------
-step "build: Kubernetes, etcd, helm (cached in ~/.cache/epair) and the agent image"
-"$HK/build-k8s.sh" cluster >/dev/null
+step "build: Kubernetes, e2e.test, etcd, helm, agnhost image (cached in ~/.cache/epair) and the agent image"
+"$HK/build-k8s.sh" e2e >/dev/null
+"$HK/build-e2e-images.sh" agnhost >/dev/null
 HELM=$("$HK/tools.sh" helm)
 IMG=$(TAG=e2e "$HK/build-image.sh" "$WORK.image.tar")
 KEPAIR=$WORK.kubectl-epair
@@ -106,7 +111,7 @@ teardown() {
 	# The cluster's processes all run from $WORK (binaries, configs); the
 	# shims are containerd's children.
 	pgrep -f "$WORK/" >/dev/null 2>&1 && left="$left processes($(pgrep -f "$WORK/" | tr '\n' ' '))"
-	pgrep -x containerd-shim-runc-v2 >/dev/null 2>&1 && left="$left containerd-shims"
+	pgrep -f '^(/[^ ]*/)?containerd-shim-runc-v2 ' >/dev/null 2>&1 && left="$left containerd-shims"
 	# only this cluster's pod namespaces (cluster-down.sh records them); others may be another run's
 	if [ -f "$WORK/netns.ours" ]; then
 		local ns
@@ -657,6 +662,19 @@ left=""
 for i in $(seq 20); do left=$(app_port_of "$NS/nm-pong"); [ -z "$left" ] && break; sleep 0.5; done
 [ -z "$left" ] || fail "nm-pong's application port $left outlived the pod"
 ok "the application ports went with their pods"
+
+step "8h. Kubernetes e2e: Networking Granular Checks (pod to pod, node to pod; HTTP and UDP)"
+# The four [Conformance] specs of test/e2e/common/network/networking.go, run by the e2e.test
+# of the cluster's version against this cluster; their netserver and test pods go through
+# epair-cni like any pod (node to pod: from a hostNetwork pod, curl and nc).
+GRANULAR='\[sig-network\] Networking Granular Checks: Pods should function for (intra-pod|node-pod) communication: (http|udp)'
+REPORT=$WORK.granular IMAGES=agnhost "$HK/e2e-specs.sh" "$GRANULAR" >"$WORK.granular.log" 2>&1 ||
+	{ cat "$WORK.granular.log" >&2; fail "Networking Granular Checks (e2e.test log: $WORK.granular/e2e.log)"; }
+grep -q '^e2e-specs: 4 passed, 0 failed, 0 skipped' "$WORK.granular.log" ||
+	{ cat "$WORK.granular.log" >&2; fail "Networking Granular Checks: want 4 specs passed"; }
+sed -n 's/^  PASSED  /    ok: /p' "$WORK.granular.log"
+ok "$(grep '^e2e-specs: [0-9]* passed' "$WORK.granular.log")"
+rm -rf "$WORK.granular" "$WORK.granular.log"
 
 step "9. helm upgrade keeps running pods connected"
 uids0=$($K -n $NS get pods -l app=bb -o jsonpath='{.items[*].metadata.uid} {.items[*].status.podIP}')

@@ -12,6 +12,9 @@
 # Adapted from the verified recipe (sandbox quirks: restrict_oom_score_adj for
 # hosts without CAP_SYS_RESOURCE, failCgroupV1: false for cgroup v1 hosts).
 # Usage: [WORK=<dir>] hack/k8s/cluster-up.sh
+# Env CLUSTER_DNS=<service IP>: kubelet's clusterDNS (pods resolve through a DNS add-on
+# served at that address, e.g. the CoreDNS of hack/k8s/conformance.sh); unset, pods use
+# the node's /etc/resolv.conf.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "cluster-up: needs root" >&2; exit 1; }
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -193,11 +196,20 @@ failCgroupV1: false
 containerRuntimeEndpoint: unix:///run/containerd/containerd.sock
 resolvConf: /etc/resolv.conf
 clusterDomain: cluster.local
+${CLUSTER_DNS:+clusterDNS: [$CLUSTER_DNS]}
 imageGCHighThresholdPercent: 100
 evictionHard: {nodefs.available: "1%", imagefs.available: "1%", memory.available: "100Mi"}
 EOT
 start kubelet "$B/kubelet" --config=kubelet.yaml --kubeconfig="$KC" --root-dir="$R/kubelet" \
   --cert-dir="$R/kubelet/pki" --hostname-override="$NODE_NAME" --node-ip="$NODE_IP"
+# The service CIDR is not routed out of the node, as in a real cluster's network: a pod's
+# packet to an address or port of it that kube-proxy did not translate (no such Service, or
+# a port its Service no longer has) is rejected here rather than sent out through the
+# default route, where this sandbox's network answers TCP port 80 of any address (the e2e
+# spec "Services should serve endpoints on same port and different protocols" checks that
+# a removed port stops answering). kube-proxy's DNAT comes first (PREROUTING): a served
+# ClusterIP never reaches this rule. cluster-down.sh removes it by its comment.
+iptables -A FORWARD -d "$SVC_CIDR" -m comment --comment "epair-e2e: unserved service address" -j REJECT
 start kube-proxy "$B/kube-proxy" --kubeconfig="$KC" --hostname-override="$NODE_NAME" \
   --proxy-mode=iptables --cluster-cidr="$POD_CIDR" --conntrack-max-per-core=0 \
   --metrics-bind-address=127.0.0.1:10249
