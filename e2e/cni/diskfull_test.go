@@ -90,8 +90,12 @@ func TestDiskFull(t *testing.T) {
 		if got := e.hostEpairs(); len(got) != len(before) {
 			t.Fatalf("a failed ADD left host links: %v, before %v", got, before)
 		}
-		if now, err := c.List(context.Background()); err != nil || len(now.Items) != len(atts.Items) {
-			t.Fatalf("a failed ADD left attachments: %d (%v), before %d", len(now.Items), err, len(atts.Items))
+		now, err := c.List(context.Background())
+		if err != nil {
+			t.Fatalf("list attachments after a failed ADD: %v", err)
+		}
+		if len(now.Items) != len(atts.Items) {
+			t.Fatalf("a failed ADD left attachments: %d, before %d", len(now.Items), len(atts.Items))
 		}
 		if names := p.ns.LinkNames(t); len(names) != 1 {
 			t.Fatalf("a failed ADD left links in the pod: %v", names)
