@@ -15,6 +15,7 @@ import (
 	"github.com/epair-cni/epair/internal/appport"
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/ifcore"
+	"github.com/epair-cni/epair/pkg/limits"
 	"github.com/epair-cni/epair/pkg/nmport"
 	"github.com/epair-cni/epair/pkg/vale"
 )
@@ -30,7 +31,7 @@ const KindApp PortKind = "app"
 const PodNetmapSocket = "@epair-netmap"
 
 // MaxAppPorts is the most application ports one pod interface may have.
-const MaxAppPorts = 8
+const MaxAppPorts = limits.MaxNetmapPorts
 
 // AppPort is one netmap port a pod asked for.
 type AppPort struct {

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/epair-cni/epair/pkg/limits"
 )
 
 // Version is the API version; every endpoint lives under "/" + Version.
@@ -102,7 +104,7 @@ type AllocateRequest struct {
 }
 
 // MaxNetmapPorts is the most application ports one pod interface may have.
-const MaxNetmapPorts = 8
+const MaxNetmapPorts = limits.MaxNetmapPorts
 
 // ValidateNetmapPorts checks a pod's application port names: each 1-15 bytes of
 // [A-Za-z0-9_.-], no name twice, at most MaxNetmapPorts.

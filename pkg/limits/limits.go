@@ -43,4 +43,6 @@ const (
 	// ring is dropped by the kernel before the switch runs.
 	DefaultRingSlots = 64
 	DefaultXDPFrames = 128
+	// MaxNetmapPorts is the most netmap application ports one pod interface may have.
+	MaxNetmapPorts = 8
 )
