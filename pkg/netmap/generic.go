@@ -31,7 +31,9 @@ type GenericBackend interface {
 	TxBatch(q int, frames [][]byte) (int, error)
 	// RxBatch fills up to len(bufs) received frames of queue q into bufs
 	// (each a full netmap buffer), storing each length in lens, and returns
-	// the number filled. It does not block.
+	// the number filled. It does not block. Filling fewer than len(bufs)
+	// means the queue had no more frames when it looked (RxSync then waits
+	// for the RX loop's word before it asks again).
 	RxBatch(q int, bufs [][]byte, lens []int) (int, error)
 	// WaitReady blocks until queue q has received frames (RX) or room to
 	// transmit (TX), or ctx ends (it then returns ctx.Err()). Backends use
@@ -111,10 +113,14 @@ type GenericAdapter struct {
 	rxBufs   [][][]byte
 	rxLens   [][]int
 	rxRearm  []chan struct{}
-	txWant   []chan struct{}
-	rxProbe  GenericRxProber // nil: no RX spin
-	rxSpin   time.Duration
-	yield    func()
+	// rxDrained says, per RX queue, that the backend's last receive found it empty
+	// (it returned fewer frames than asked). Only RxSync touches it, under the
+	// kring's sync.
+	rxDrained []bool
+	txWant    []chan struct{}
+	rxProbe   GenericRxProber // nil: no RX spin
+	rxSpin    time.Duration
+	yield     func()
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -227,6 +233,7 @@ func NewGenericAdapter(name string, b GenericBackend, cfg GenericConfig) (*Gener
 		}
 	}
 	g.rxRearm = make([]chan struct{}, nrx)
+	g.rxDrained = make([]bool, nrx)
 	for i := range g.rxBufs {
 		g.rxBufs[i] = make([][]byte, 0, cfg.Slots)
 		g.rxLens[i] = make([]int, cfg.Slots)
@@ -292,7 +299,9 @@ func (g *GenericAdapter) rxLoop(ctx context.Context, q int) {
 				g.RxErrors.Add(1)
 			}
 		}
-		g.RxRings[q].NotifyNow()
+		k := g.RxRings[q]
+		k.NrKflags.Or(KringPendIntr) // the backend has frames: the next RxSync reads
+		k.NotifyNow()
 	}
 }
 
@@ -530,18 +539,27 @@ func (g *GenericAdapter) txFlush(q int, frames [][]byte, pos []uint32, first uin
 // mode frames are imported whole into a per-queue scratch area (as many as the
 // free slots hold at the largest frame size) and scattered over consecutive
 // slots, every slot but a frame's last with NS_MOREFRAG.
+//
+// It asks the backend for frames only when they may be there (netmap's rule with
+// netmap_no_pendintr off: NAF_FORCE_READ or NKR_PENDINTR): when the caller forces the
+// read, when the RX loop saw the backend readable since the last sync (KringPendIntr),
+// or when the last receive did not find the backend empty. A sync that only releases
+// slots after a receive that drained the backend costs no system call; frames that
+// arrive after it are announced by the RX loop, which every RxSync re-arms.
 func (g *GenericAdapter) RxSync(k *Kring, flags SyncFlags) error {
 	q := int(k.RingID)
 	k.NrHwcur.Store(k.RHead)
-	hwtail := k.NrHwtail.Load()
-	free := k.NumSlots - 1 - k.Dist(k.RHead, hwtail)
+	pend := k.NrKflags.And(^KringPendIntr)&KringPendIntr != 0
 	var err error
-	if g.chain {
-		err = g.rxChains(k, q, hwtail, free)
-	} else {
-		err = g.rxSingle(k, q, hwtail, free)
+	if flags&ForceRead != 0 || pend || !g.rxDrained[q] {
+		hwtail := k.NrHwtail.Load()
+		free := k.NumSlots - 1 - k.Dist(k.RHead, hwtail)
+		if g.chain {
+			err = g.rxChains(k, q, hwtail, free)
+		} else {
+			err = g.rxSingle(k, q, hwtail, free)
+		}
 	}
-	k.NrKflags.And(^KringPendIntr)
 	select { // re-arm the RX "interrupt"
 	case g.rxRearm[q] <- struct{}{}:
 	default:
@@ -575,10 +593,12 @@ func (g *GenericAdapter) rxSingle(k *Kring, q int, hwtail, free uint32) error {
 		bufs = append(bufs, buf)
 	}
 	if len(bufs) == 0 {
+		g.rxDrained[q] = false // the ring is full
 		return nil
 	}
 	lens := g.rxLens[q][:len(bufs)]
 	n, err := g.b.RxBatch(q, bufs, lens)
+	g.rxDrained[q] = err == nil && n < len(bufs)
 	j := hwtail
 	for i := 0; i < n; i++ {
 		s := &k.Ring.Slot[j]
@@ -597,10 +617,12 @@ func (g *GenericAdapter) rxChains(k *Kring, q int, hwtail, free uint32) error {
 	}
 	nf := min(int(free)/g.rxSlots, len(g.rxScratch[q]))
 	if nf == 0 {
+		g.rxDrained[q] = false // the ring is full
 		return nil
 	}
 	lens := g.rxLens[q][:nf]
 	n, err := g.b.RxBatch(q, g.rxScratch[q][:nf], lens)
+	g.rxDrained[q] = err == nil && n < nf
 	j := hwtail
 frames:
 	for i := 0; i < n; i++ {
@@ -654,8 +676,9 @@ type rxStash struct {
 // rxAdaptive is rxChains over a GenericFragBackend. Frames go into the ring one
 // of two ways, chosen by what came lately:
 //   - after super-frames (big), one RxScatter per frame straight into the free
-//     slots (no copy in user space; one system call per frame);
-//   - after a run of short frames, RxBatch takes up to genericRxScratchFrames
+//     slots (no copy in user space; one system call per frame, and one more
+//     that finds the backend empty);
+//   - after a sync that saw short frames only, RxBatch takes up to genericRxScratchFrames
 //     frames with one system call into the queue's scratch buffers (each as long
 //     as the largest frame, so nothing is cut), which are copied into the slots
 //     (a short copy for short frames). What the ring has no room for waits in the
@@ -665,22 +688,29 @@ func (g *GenericAdapter) rxAdaptive(k *Kring, q int, hwtail, free uint32) error 
 	st := &g.rxStash[q]
 	j := hwtail
 	var err error
+	drained := false
 	for {
 		j, free = g.placeStash(k, q, st, j, free)
 		if st.pos < st.n { // the ring is full: the rest waits
+			drained = false
 			break
 		}
 		if st.big {
 			k.NrHwtail.Store(j)
 			return g.rxScatter(k, q, j, free)
 		}
+		if drained { // the last batch was short: the backend is empty
+			break
+		}
 		var n int
 		n, err = g.b.RxBatch(q, g.rxScratch[q], st.lens)
 		st.pos, st.n = 0, n
+		drained = err == nil && n < len(g.rxScratch[q])
 		if n == 0 || err != nil {
 			break
 		}
 	}
+	g.rxDrained[q] = drained
 	k.NrHwtail.Store(j)
 	return err
 }
@@ -723,11 +753,13 @@ func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
 	j, pos := hwtail, 0
 	var err error
 	short, long := 0, 0
+	g.rxDrained[q] = false // unless RxScatter finds the backend empty
 	for len(bufs)-pos >= g.rxSlots {
 		var n int
 		var ok bool
 		n, ok, err = g.fb.RxScatter(q, bufs[pos:pos+g.rxSlots])
 		if err != nil || !ok {
+			g.rxDrained[q] = err == nil
 			break
 		}
 		if n <= 0 {
@@ -753,8 +785,10 @@ func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
 	}
 	k.NrHwtail.Store(j)
 	clear(bufs)
-	if st := g.stashOf(q); st != nil && long == 0 && short >= 2 {
-		st.big = false // short frames queue up: take them in batches
+	if st := g.stashOf(q); st != nil && long == 0 && short >= 1 {
+		// Short frames only: take them in batches, where a batch that comes back
+		// short also says the backend is empty (no second system call to find out).
+		st.big = false
 	}
 	return err
 }

@@ -306,3 +306,62 @@ func TestGenericChainConfig(t *testing.T) {
 		t.Error("16-slot rings accepted for 33-slot chains")
 	}
 }
+
+// TestGenericRxShortFrameBatches: over a GenericFragBackend, a sync that saw short frames
+// only, even a single one (ping-pong traffic), puts the queue back in batch mode, where a
+// batch that comes back short also tells the backend is empty; a super-frame puts it back
+// in scatter mode.
+func TestGenericRxShortFrameBatches(t *testing.T) {
+	nm := New(Config{})
+	b := newMemBackend(1, 1)
+	b.frame = 20000
+	g, err := NewGenericAdapter("eth0", fragMem{b}, GenericConfig{Slots: 64, Native: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := nm.Attach(g); err != nil {
+		t.Fatal(err)
+	}
+	defer nm.Detach("eth0")
+	h := nm.Open()
+	defer h.Close()
+	mustRegister(t, h, Req{Name: "eth0"})
+	rx := h.RxRing(0)
+	recv := func(f []byte) {
+		t.Helper()
+		b.inject(0, f)
+		if err := h.RxSync(); err != nil {
+			t.Fatal(err)
+		}
+		got := 0
+		for j := rx.Head; j != rx.Tail; j = rx.Next(j) {
+			got += int(rx.Slot[j].Len)
+		}
+		if got != len(f) {
+			t.Fatalf("%d bytes in the ring, want a %d-byte frame", got, len(f))
+		}
+		rx.Head, rx.Cur = rx.Tail, rx.Tail
+		if err := h.RxSync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batches := func() int {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.batches
+	}
+	recv(chainFrame(20000, 1)) // scatter mode
+	recv(chainFrame(100, 2))   // one short frame, scattered
+	if n := batches(); n != 0 {
+		t.Fatalf("%d batches before any short frame came alone", n)
+	}
+	recv(chainFrame(100, 3)) // now in a batch
+	if n := batches(); n != 1 {
+		t.Fatalf("%d batches after a sync of one short frame, want 1", n)
+	}
+	recv(chainFrame(20000, 4)) // a super-frame in a batch, then scatter again
+	recv(chainFrame(20000, 5))
+	if n := batches(); n != 2 {
+		t.Fatalf("%d batches, want 2 (the super-frame that ended batch mode)", n)
+	}
+}

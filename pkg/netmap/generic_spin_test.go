@@ -86,3 +86,102 @@ func TestGenericRxSpin(t *testing.T) {
 		nm.Detach(g.NA().Name)
 	}
 }
+
+// countBackend is a TEST DOUBLE over memBackend that counts every RxBatch call, the
+// empty ones too (each is a system call on a real backend).
+type countBackend struct {
+	*memBackend
+	calls atomic.Int32
+}
+
+func (b *countBackend) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
+	b.calls.Add(1)
+	return b.memBackend.RxBatch(q, bufs, lens)
+}
+
+// TestGenericRxSyncAsksWhenFramesMayWait: an rxsync asks the backend for frames when the
+// caller forces it, when the RX loop saw frames since the last one (NKR_PENDINTR), or when
+// the last receive did not empty the backend; a sync that only releases slots after a
+// receive that emptied it asks nothing. No frame is left behind: frames that did not fit
+// the ring come with the next syncs.
+func TestGenericRxSyncAsksWhenFramesMayWait(t *testing.T) {
+	b := &countBackend{memBackend: newMemBackend(1, 1)}
+	g, err := NewGenericAdapter("ask0", b, GenericConfig{Slots: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nm := New(Config{})
+	if err := nm.Attach(g); err != nil {
+		t.Fatal(err)
+	}
+	defer nm.Detach("ask0")
+	h := nm.Open()
+	defer h.Close()
+	mustRegister(t, h, Req{Name: "ask0"})
+	k := g.RxRings[0]
+	// sync is the ring user's rxsync with flags; it returns the frames in the ring.
+	sync := func(flags SyncFlags) uint32 {
+		t.Helper()
+		if err := k.TryGet(); err != nil {
+			t.Fatal(err)
+		}
+		defer k.Put()
+		if err := k.SyncRx(flags); err != nil {
+			t.Fatal(err)
+		}
+		return k.Dist(k.Ring.Head, k.Ring.Tail)
+	}
+	release := func() { k.Ring.Head, k.Ring.Cur = k.Ring.Tail, k.Ring.Tail }
+	waitIntr := func(what string) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); k.NrKflags.Load()&KringPendIntr == 0; time.Sleep(time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("%s: the RX loop never announced the frames", what)
+			}
+		}
+	}
+	calls := func(want int32, what string) {
+		t.Helper()
+		if got := b.calls.Load(); got != want {
+			t.Fatalf("%s: %d RxBatch calls in all, want %d", what, got, want)
+		}
+	}
+
+	b.inject(0, frame(60, 1), frame(60, 2), frame(60, 3))
+	waitIntr("three frames")
+	if n := sync(0); n != 3 {
+		t.Fatalf("first rxsync: %d frames in the ring, want 3", n)
+	}
+	calls(1, "a receive that came back short")
+	release()
+	sync(0)
+	sync(0)
+	calls(1, "syncs that only release slots after the backend came up empty")
+	sync(ForceRead)
+	calls(2, "a forced read")
+
+	b.inject(0, frame(60, 4))
+	waitIntr("a fourth frame")
+	if n := sync(0); n != 1 {
+		t.Fatalf("after the RX loop's word: %d frames in the ring, want 1", n)
+	}
+	calls(3, "a read announced by the RX loop")
+	release()
+	sync(0)
+
+	// More frames than the ring holds: the rest come with the next syncs.
+	var more [][]byte
+	for i := range 100 {
+		more = append(more, frame(60, byte(i)))
+	}
+	b.inject(0, more...)
+	waitIntr("100 frames")
+	got := 0
+	for end := time.Now().Add(5 * time.Second); got < len(more) && time.Now().Before(end); {
+		got += int(sync(0))
+		release()
+	}
+	if got != len(more) {
+		t.Fatalf("%d of %d frames came through a 64-slot ring", got, len(more))
+	}
+}

@@ -238,14 +238,18 @@ func (b *bwrap) run() {
 // pull acts as the user of one source RX ring: rxsync to fetch frames,
 // forward [head, tail), advance head past what was consumed and rxsync
 // again to release the slots (the bwrap's rxsync / vp_txsync / rxsync
-// sequence).
+// sequence). Unlike netmap's bwrap it does not force the read
+// (NAF_FORCE_READ): an adapter whose RX "interrupt" fired has
+// NKR_PENDINTR set and reads, and a generic adapter whose backend came up
+// empty saves the system call when the wake-up was for something else (a
+// transmit notification, another source, a later round).
 func (b *bwrap) pull(src bwSource) bool {
 	k := src.k
 	if k.TryGet() != nil {
 		return false
 	}
 	defer k.Put()
-	if k.SyncRx(netmap.ForceRead) != nil {
+	if k.SyncRx(0) != nil {
 		return false
 	}
 	r := k.Ring

@@ -70,6 +70,7 @@ func runSwitch(args []string) error {
 	offload := fs.Bool("offload", false, "an offload switch (virtio-net headers; backend auto or packet)")
 	allowSpoofing := fs.Bool("allow-spoofing", false, "ports without anti-spoofing (default: the dataplane's port security)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the switch to this file, from ready to SIGTERM")
+	rxSpin := fs.Duration("rx-spin", 0, "how long a port keeps looking for frames after traffic (0: the default, as the agent's; negative: off)")
 	_ = fs.Parse(args)
 	be, err := linkport.ParseBackend(*backend)
 	if err != nil {
@@ -82,6 +83,7 @@ func runSwitch(args []string) error {
 		cfg.RingSlots = *slots
 	}
 	cfg.DefaultPolicy.QueueLen = *qlen
+	cfg.RxSpin = *rxSpin
 	cfg.DefaultPolicy.AllowSpoofing = *allowSpoofing
 	sc := dataplane.SwitchConfig{Name: "vale0", Offload: *offload}
 	if *gw != "" {

@@ -140,13 +140,29 @@ func (s *Socket) auxVLAN(clen int) (tci, tpid uint16, ok bool) {
 // rxBatchMax bounds the frames one recvmmsg(2) of receiveVnet takes.
 const rxBatchMax = 16
 
-// receiveVnet is Receive in VnetHdr mode: up to rxBatchMax frames (each with its
-// virtio_net_hdr) with one recvmmsg(2), one buffer per frame. MSG_TRUNC makes the kernel
-// report a frame's real length, so one longer than its buffer is detected: it is dropped
-// (counted in RxTruncated) and its lens entry is 0; every other entry holds a frame.
-// Frames the kernel could not queue (the socket full) are the socket's PACKET_STATISTICS
-// drops, not this call's.
+// receiveVnet is Receive in VnetHdr mode: frames (each with its virtio_net_hdr), up to
+// rxBatchMax per recvmmsg(2), one buffer per frame, until the buffers are full or a
+// recvmmsg comes back short, so that fewer frames than buffers means the socket had no
+// more. MSG_TRUNC makes the kernel report a frame's real length, so one longer than its
+// buffer is detected: it is dropped (counted in RxTruncated) and its lens entry is 0;
+// every other entry holds a frame. Frames the kernel could not queue (the socket full)
+// are the socket's PACKET_STATISTICS drops, not this call's.
 func (s *Socket) receiveVnet(bufs [][]byte, lens []int) (int, error) {
+	want := min(len(bufs), len(lens))
+	n := 0
+	for n < want {
+		ask := min(want-n, rxBatchMax)
+		m, err := s.recvVnetBatch(bufs[n:n+ask], lens[n:n+ask])
+		n += m
+		if err != nil || m < ask {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// recvVnetBatch is one recvmmsg(2) of receiveVnet, for at most rxBatchMax frames.
+func (s *Socket) recvVnetBatch(bufs [][]byte, lens []int) (int, error) {
 	want := min(len(bufs), len(lens), rxBatchMax)
 	for i := 0; i < want; i++ {
 		if len(bufs[i]) == 0 {
