@@ -312,20 +312,9 @@ func TestGenericChainConfig(t *testing.T) {
 // batch that comes back short also tells the backend is empty; a super-frame puts it back
 // in scatter mode.
 func TestGenericRxShortFrameBatches(t *testing.T) {
-	nm := New(Config{})
 	b := newMemBackend(1, 1)
 	b.frame = 20000
-	g, err := NewGenericAdapter("eth0", fragMem{b}, GenericConfig{Slots: 64, Native: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := nm.Attach(g); err != nil {
-		t.Fatal(err)
-	}
-	defer nm.Detach("eth0")
-	h := nm.Open()
-	defer h.Close()
-	mustRegister(t, h, Req{Name: "eth0"})
+	_, h := openGeneric(t, "eth0", fragMem{b}, GenericConfig{Slots: 64, Native: true})
 	rx := h.RxRing(0)
 	recv := func(f []byte) {
 		t.Helper()

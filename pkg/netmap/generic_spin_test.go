@@ -106,18 +106,7 @@ func (b *countBackend) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
 // the ring come with the next syncs.
 func TestGenericRxSyncAsksWhenFramesMayWait(t *testing.T) {
 	b := &countBackend{memBackend: newMemBackend(1, 1)}
-	g, err := NewGenericAdapter("ask0", b, GenericConfig{Slots: 64})
-	if err != nil {
-		t.Fatal(err)
-	}
-	nm := New(Config{})
-	if err := nm.Attach(g); err != nil {
-		t.Fatal(err)
-	}
-	defer nm.Detach("ask0")
-	h := nm.Open()
-	defer h.Close()
-	mustRegister(t, h, Req{Name: "ask0"})
+	g, _ := openGeneric(t, "ask0", b, GenericConfig{Slots: 64})
 	k := g.RxRings[0]
 	// sync is the ring user's rxsync with flags; it returns the frames in the ring.
 	sync := func(flags SyncFlags) uint32 {
@@ -147,11 +136,17 @@ func TestGenericRxSyncAsksWhenFramesMayWait(t *testing.T) {
 		}
 	}
 
-	b.inject(0, frame(60, 1), frame(60, 2), frame(60, 3))
-	waitIntr("three frames")
-	if n := sync(0); n != 3 {
-		t.Fatalf("first rxsync: %d frames in the ring, want 3", n)
+	// arrive injects frames, waits for the RX loop's word and syncs once.
+	arrive := func(what string, frames ...[]byte) {
+		t.Helper()
+		b.inject(0, frames...)
+		waitIntr(what)
+		if n := sync(0); int(n) != len(frames) {
+			t.Fatalf("%s: %d frames in the ring, want %d", what, n, len(frames))
+		}
 	}
+
+	arrive("three frames", frame(60, 1), frame(60, 2), frame(60, 3))
 	calls(1, "a receive that came back short")
 	release()
 	sync(0)
@@ -160,11 +155,7 @@ func TestGenericRxSyncAsksWhenFramesMayWait(t *testing.T) {
 	sync(ForceRead)
 	calls(2, "a forced read")
 
-	b.inject(0, frame(60, 4))
-	waitIntr("a fourth frame")
-	if n := sync(0); n != 1 {
-		t.Fatalf("after the RX loop's word: %d frames in the ring, want 1", n)
-	}
+	arrive("a fourth frame", frame(60, 4))
 	calls(3, "a read announced by the RX loop")
 	release()
 	sync(0)

@@ -177,6 +177,25 @@ func newGeneric(t testing.TB, nm *Netmap, name string, ntx, nrx int, slots uint3
 	return g, b
 }
 
+// openGeneric attaches a generic adapter over b under name to a new Netmap and registers
+// a handle on all its rings; both go at the end of the test.
+func openGeneric(t testing.TB, name string, b GenericBackend, cfg GenericConfig) (*GenericAdapter, *Handle) {
+	t.Helper()
+	g, err := NewGenericAdapter(name, b, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nm := New(Config{})
+	if err := nm.Attach(g); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nm.Detach(name) })
+	h := nm.Open()
+	t.Cleanup(func() { h.Close() })
+	mustRegister(t, h, Req{Name: name})
+	return g, h
+}
+
 // send fills n frames on TX ring r starting at head, each frame filled with
 // its sequence byte, and advances head/cur.
 func fillTx(r *Ring, n int, size int, seq byte) {
