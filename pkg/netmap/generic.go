@@ -77,7 +77,8 @@ type GenericConfig struct {
 	// "interrupt" keeps looking for frames after traffic, calling Yield (the caller's
 	// way to give the CPU away, e.g. sched_yield; this package makes no system calls)
 	// between looks, before it parks in the poller: a frame that comes soon after the
-	// last one is taken without a wake-up.
+	// last one is taken without a wake-up. A look asks the prober, or, for short
+	// frames over a GenericFragBackend, receives them itself (RxBatch).
 	RxSpin time.Duration
 	Yield  func()
 	Host   HostStack
@@ -312,7 +313,7 @@ func (g *GenericAdapter) spinRX(q int) bool {
 		return false
 	}
 	for end := time.Now().Add(g.rxSpin); ; {
-		if g.rxProbe.RxPending(q) {
+		if g.lookRX(q) {
 			return true
 		}
 		if !time.Now().Before(end) || g.closed.Load() {
@@ -320,6 +321,33 @@ func (g *GenericAdapter) spinRX(q int) bool {
 		}
 		g.yield()
 	}
+}
+
+// lookRX is one look of spinRX. In batch mode over a GenericFragBackend the look is the
+// receive itself: RxBatch into the empty stash, which the next sync places into the
+// ring, so a frame found costs one system call where a probe and then a receive cost
+// two. Frames already stashed count as found: they wait for that sync. Otherwise it
+// asks the prober.
+func (g *GenericAdapter) lookRX(q int) bool {
+	if st := g.stashOf(q); st != nil {
+		st.mu.Lock()
+		if st.pos < st.n {
+			st.mu.Unlock()
+			return true
+		}
+		if !st.big {
+			n, err := g.b.RxBatch(q, g.rxScratch[q], st.lens)
+			if err != nil {
+				n = 0
+			}
+			st.pos, st.n = 0, n
+			st.fresh, st.short = n > 0, n < len(g.rxScratch[q])
+			st.mu.Unlock()
+			return n > 0
+		}
+		st.mu.Unlock()
+	}
+	return g.rxProbe.RxPending(q)
 }
 
 // txLoop waits for room on a TX queue after a TX sync left frames pending.
@@ -667,10 +695,17 @@ func (g *GenericAdapter) fillChain(k *Kring, j uint32, f []byte) (next uint32, o
 // rxStash is one RX queue's frames received in a batch and not yet in the ring
 // (rxAdaptive): rxScratch[q][pos:n], lengths in lens (0: a frame the backend
 // dropped). big says frames longer than a buffer came lately.
+//
+// In batch mode the RX loop's looks receive into an empty stash themselves (lookRX):
+// fresh says the frames there came from a look and short that its batch came back
+// short (the backend was empty then). mu serializes the queue's receives: the look on
+// the RX loop's goroutine, rxAdaptive on the syncing one.
 type rxStash struct {
-	lens   []int
-	pos, n int
-	big    bool
+	mu           sync.Mutex
+	lens         []int
+	pos, n       int
+	big          bool
+	fresh, short bool
 }
 
 // rxAdaptive is rxChains over a GenericFragBackend. Frames go into the ring one
@@ -686,9 +721,12 @@ type rxStash struct {
 //     super-frame seen this way switches back to scatter once the scratch is empty.
 func (g *GenericAdapter) rxAdaptive(k *Kring, q int, hwtail, free uint32) error {
 	st := &g.rxStash[q]
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	j := hwtail
 	var err error
-	drained := false
+	drained := st.fresh && st.short // a look's batch that found the backend empty
+	st.fresh = false
 	for {
 		j, free = g.placeStash(k, q, st, j, free)
 		if st.pos < st.n { // the ring is full: the rest waits
@@ -795,7 +833,7 @@ func (g *GenericAdapter) rxScatter(k *Kring, q int, hwtail, free uint32) error {
 
 // stashOf is RX queue q's stash, or nil outside chain mode over a GenericFragBackend.
 func (g *GenericAdapter) stashOf(q int) *rxStash {
-	if q < len(g.rxStash) {
+	if g.fb != nil && q < len(g.rxStash) {
 		return &g.rxStash[q]
 	}
 	return nil
