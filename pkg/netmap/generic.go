@@ -336,12 +336,11 @@ func (g *GenericAdapter) lookRX(q int) bool {
 			return true
 		}
 		if !st.big {
+			// Frames received before an error are kept; the error is the next
+			// sync's to report, when it asks the backend again.
 			n, err := g.b.RxBatch(q, g.rxScratch[q], st.lens)
-			if err != nil {
-				n = 0
-			}
 			st.pos, st.n = 0, n
-			st.fresh, st.short = n > 0, n < len(g.rxScratch[q])
+			st.emptied = err == nil && n > 0 && n < len(g.rxScratch[q])
 			st.mu.Unlock()
 			return n > 0
 		}
@@ -697,15 +696,15 @@ func (g *GenericAdapter) fillChain(k *Kring, j uint32, f []byte) (next uint32, o
 // dropped). big says frames longer than a buffer came lately.
 //
 // In batch mode the RX loop's looks receive into an empty stash themselves (lookRX):
-// fresh says the frames there came from a look and short that its batch came back
-// short (the backend was empty then). mu serializes the queue's receives: the look on
-// the RX loop's goroutine, rxAdaptive on the syncing one.
+// emptied says the frames there came from a look whose batch came back short (the
+// backend was empty then), until a sync places them. mu serializes the queue's
+// receives: the look on the RX loop's goroutine, rxAdaptive on the syncing one.
 type rxStash struct {
-	mu           sync.Mutex
-	lens         []int
-	pos, n       int
-	big          bool
-	fresh, short bool
+	mu      sync.Mutex
+	lens    []int
+	pos, n  int
+	big     bool
+	emptied bool
 }
 
 // rxAdaptive is rxChains over a GenericFragBackend. Frames go into the ring one
@@ -725,8 +724,8 @@ func (g *GenericAdapter) rxAdaptive(k *Kring, q int, hwtail, free uint32) error 
 	defer st.mu.Unlock()
 	j := hwtail
 	var err error
-	drained := st.fresh && st.short // a look's batch that found the backend empty
-	st.fresh = false
+	drained := st.emptied // a look's batch that found the backend empty
+	st.emptied = false
 	for {
 		j, free = g.placeStash(k, q, st, j, free)
 		if st.pos < st.n { // the ring is full: the rest waits

@@ -3,6 +3,7 @@ package netmap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -195,8 +196,20 @@ func TestGenericRxSyncAsksWhenFramesMayWait(t *testing.T) {
 	}
 }
 
-// lookBackend is a TEST DOUBLE GenericFragBackend and GenericRxProber over memBackend.
-type lookBackend struct{ fragMem }
+// lookBackend is a TEST DOUBLE GenericFragBackend and GenericRxProber over memBackend;
+// with failOnce set, its next RxBatch that receives frames also returns an error.
+type lookBackend struct {
+	fragMem
+	failOnce atomic.Bool
+}
+
+func (b *lookBackend) RxBatch(q int, bufs [][]byte, lens []int) (int, error) {
+	n, err := b.memBackend.RxBatch(q, bufs, lens)
+	if n > 0 && b.failOnce.Swap(false) {
+		return n, errors.New("injected receive error")
+	}
+	return n, err
+}
 
 func (b *lookBackend) RxPending(q int) bool {
 	b.mu.Lock()
@@ -206,8 +219,8 @@ func (b *lookBackend) RxPending(q int) bool {
 
 // TestGenericRxSpinLookReceives: in batch mode, a spinning RX loop's look is the receive
 // itself: a frame that comes while it spins is taken from the backend before any rxsync,
-// announced, and placed into the ring by the next sync, in order;
-// until then further looks find it stashed and leave it.
+// announced, and placed into the ring by the next sync, in order, also when the receive
+// that took it reported an error; until then further looks find it stashed and leave it.
 func TestGenericRxSpinLookReceives(t *testing.T) {
 	mem := newMemBackend(1, 1)
 	mem.frame = 20000 // chain mode, so the adapter batches short frames
@@ -233,6 +246,7 @@ func TestGenericRxSpinLookReceives(t *testing.T) {
 	recv(first)
 	for i := byte(2); i < 5; i++ {
 		f := frame(60, i)
+		b.failOnce.Store(i == 4)
 		mem.inject(0, f)
 		for end := time.Now().Add(5 * time.Second); k.NrKflags.Load()&KringPendIntr == 0; time.Sleep(time.Millisecond) {
 			if time.Now().After(end) {
