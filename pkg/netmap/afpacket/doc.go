@@ -1,4 +1,5 @@
-// Package afpacket is the fallback Linux frame port: an AF_PACKET socket with an mmap'ed
+// Package afpacket is the Linux frame port of offload switches (Config.VnetHdr, below) and
+// the fallback of plain ones: an AF_PACKET socket with an mmap'ed
 // TPACKET_V3 receive ring and a transmit ring (PACKET_QDISC_BYPASS), offering the same batch
 // calls as pkg/netmap/afxdp (Receive, Transmit, WaitRX, WaitTX, Close) and passing the same
 // conformance suite (internal/testutil/netnsutil/porttest).
@@ -33,7 +34,7 @@
 // With PACKET_VNET_HDR every frame is preceded by a 10-byte struct virtio_net_hdr (VnetHdr)
 // carrying the skb's GSO type and size and its partial-checksum offsets, so 64 KB TSO/GRO
 // super-frames cross whole in both directions, and the kernel segments and checksums them
-// only where a device needs it. The socket then has no rings: a TPACKET_V3 block is
+// only where a device needs it. The socket then has no TPACKET_V3 rings: a V3 block is
 // handed over only when full or after its retire timer (1 ms at least), which delays every
 // TCP ACK by up to a millisecond and throttled TCP to half the rate; a 64 KB frame also
 // does not fit a page-sized TX slot. Frames are received with recvmsg(2) (RxScatter lets the
@@ -43,6 +44,19 @@
 // with write/writev(2) (TxFrags: straight from the chain's slots), waiting for room with
 // poll(2). VLAN tags the kernel moved to skb metadata are not re-inserted in this mode.
 // Peers of such a socket must speak the same header: see pkg/vale's Config.VnetHdrLen.
+//
+// With Config.VnetRxRing the socket receives through a TPACKET_V2 ring of small slots
+// (VnetRingSlots of VnetRingSlotSize bytes by default, 512 KiB): TPACKET_V2 hands each
+// frame over at once, and PACKET_VNET_HDR puts the virtio_net_hdr in the slot before the
+// frame. A frame that fits its slot is received, and the port looked at for frames,
+// without a system call; a longer one (a super-frame, a full-size frame) is cut in its
+// slot and, by PACKET_COPY_THRESH, queued whole on the receive buffer under the same lock
+// (TP_STATUS_COPY), so walking the slots in order and taking those frames from the queue
+// (a run of them with one recvmmsg) keeps the order. A cut frame without the flag found
+// the queue full and is dropped (RxTruncated); a frame that finds no free slot is the
+// kernel's drop (KernelStats). Setting the ring up waits for an RCU grace period:
+// Prepare does that ahead of the interface, Bind hooks the socket in later in
+// microseconds (pkg/linkport's RingPool keeps prepared sockets).
 //
 // # Ring-less mode (Config.Ringless)
 //
@@ -58,13 +72,15 @@
 // interface's traffic until bind, and bind would unhook it with another grace period.
 //
 // Waiting is event-driven through the Go netpoller (see internal/sys.PollFD): WaitRX parks
-// until a block is retired to userspace; WaitTX until a transmitted skb is freed
+// until a block is retired to userspace (with VnetRxRing: until a slot holds a frame); WaitTX until a transmitted skb is freed
 // (sk_write_space), re-checking every TXRecheck only while transmit is backlogged.
 //
 // # Memory budget
 //
 // Defaults: receive 16 blocks of 32 KiB (512 KiB), transmit 128 frames of 2 KiB (256 KiB):
-// 768 KiB per port, about 190 MiB for 250 ports.
+// 768 KiB per port, about 190 MiB for 250 ports. In offload mode with VnetRxRing: the
+// 512 KiB receive ring (kernel memory, mapped; a page is resident in the process once a
+// frame landed there), and up to the receive buffer's 8 MiB while frames wait.
 //
 // Nothing on the per-packet path allocates, logs or formats.
 package afpacket

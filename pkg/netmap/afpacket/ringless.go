@@ -148,6 +148,9 @@ const rxBatchMax = 16
 // every other entry holds a frame. Frames the kernel could not queue (the socket full)
 // are the socket's PACKET_STATISTICS drops, not this call's.
 func (s *Socket) receiveVnet(bufs [][]byte, lens []int) (int, error) {
+	if s.vring != nil {
+		return s.receiveVnetRing(bufs, lens)
+	}
 	want := min(len(bufs), len(lens))
 	n := 0
 	for n < want {

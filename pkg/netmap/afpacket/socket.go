@@ -29,12 +29,22 @@ type Config struct {
 	// VnetHdr turns on PACKET_VNET_HDR: every frame Receive returns and Transmit takes
 	// starts with a VnetHdrLen-byte struct virtio_net_hdr carrying the GSO and checksum
 	// offload state, and frames up to MaxVnetFrame bytes (64 KB GSO super-frames) cross
-	// the socket whole. The socket then has no rings: frames are received with
-	// recvmsg(2) into a receive buffer of BlockSize×BlockCount bytes (defaults
+	// the socket whole. The socket then has no TPACKET_V3 rings: frames are received
+	// with recvmsg(2) (or through VnetRxRing) into a receive buffer of
+	// BlockSize×BlockCount bytes (defaults
 	// VnetBlockSize×VnetBlockCount; BlockSize at least MinVnetBlockSize) and sent
 	// with write(2) (the kernel's packet_snd, which honours the header), so
 	// RetireTimeout and the TX* fields are unused. VnetHdr implies Ringless.
 	VnetHdr bool
+	// VnetRxRing, with VnetHdr, receives through a TPACKET_V2 ring of VnetRxSlots
+	// slots of VnetRingSlotSize bytes (see vnetring.go): short frames and looks for
+	// frames cost no system call; frames longer than a slot are taken whole from the
+	// receive queue (PACKET_COPY_THRESH), in order. Setting the ring up waits for an
+	// RCU grace period (10–40 ms on a busy node). Transmit is as with VnetHdr alone.
+	VnetRxRing bool
+	// VnetRxSlots is the ring's slot count with VnetRxRing, a power of two in
+	// 16..4096; default VnetRingSlots.
+	VnetRxSlots uint32
 	// Ringless opens the socket without rings: frames are received with recvmsg(2)
 	// (PACKET_AUXDATA gives back VLAN tags the kernel took out of the frame) and sent
 	// with write(2), one system call per frame. Such a socket opens in well under a
@@ -85,6 +95,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.TXRecheck == 0 {
 		c.TXRecheck = d.TXRecheck
 	}
+	if c.VnetRxRing && c.VnetRxSlots == 0 {
+		c.VnetRxSlots = VnetRingSlots
+	}
 	page := uint32(unix.Getpagesize())
 	switch {
 	case c.BlockSize < page || c.BlockSize > 4<<20 || bits.OnesCount32(c.BlockSize) != 1:
@@ -99,6 +112,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("check config: TXFrameCount %d must be in 2..%d and fill whole pages: %w", c.TXFrameCount, 1<<16, ErrBadConfig)
 	case c.VnetHdr && c.BlockSize < MinVnetBlockSize:
 		return c, fmt.Errorf("check config: BlockSize %d is below %d, too small for a GSO super-frame with VnetHdr: %w", c.BlockSize, MinVnetBlockSize, ErrBadConfig)
+	case c.VnetRxRing && !c.VnetHdr:
+		return c, fmt.Errorf("check config: VnetRxRing needs VnetHdr: %w", ErrBadConfig)
+	case c.VnetRxRing && (c.VnetRxSlots < 16 || c.VnetRxSlots > 4096 || bits.OnesCount32(c.VnetRxSlots) != 1):
+		return c, fmt.Errorf("check config: VnetRxSlots %d must be a power of two in 16..4096: %w", c.VnetRxSlots, ErrBadConfig)
 	case c.TXRecheck < 0:
 		return c, fmt.Errorf("check config: TXRecheck %v is negative: %w", c.TXRecheck, ErrBadConfig)
 	}
@@ -171,9 +188,14 @@ type Socket struct {
 	rxIov    [maxTxFrags]unix.Iovec   // RxScatter's recvmsg vector (receiving goroutine)
 	rxBIov   [rxBatchMax]unix.Iovec   // receiveVnet's iovecs, one per message (receiving goroutine)
 	rxMsgs   [rxBatchMax]unix.Mmsghdr // receiveVnet's recvmmsg vector (receiving goroutine)
-	txSlot   uint32                   // slot size
-	txSlots  uint32
-	txHead   uint32 // next slot to fill
+	// The offload receive ring (VnetRxRing; nil without): vcur is the current slot,
+	// written by the receiving goroutine, read by the RX waiter.
+	vring   []byte
+	vslots  uint32
+	vcur    atomic.Uint32
+	txSlot  uint32 // slot size
+	txSlots uint32
+	txHead  uint32 // next slot to fill
 	// txPending (slots handed to the kernel and not seen back) and txTail (the oldest of
 	// them) are written by the transmitting goroutine and read by the TX waiter.
 	txPending atomic.Uint32
@@ -184,11 +206,32 @@ type Socket struct {
 	txPackets, txBytes, txDrop, txRej atomic.Uint64
 	kmu                               sync.Mutex
 	kstats                            KernelStats
+	cfg                               Config // as opened, with the defaults
 }
 
-// Open creates a TPACKET_V3 AF_PACKET socket on ifname in the calling thread's namespace.
-// On error nothing is left behind.
+// Open creates a TPACKET_V3 AF_PACKET socket on ifname in the calling thread's namespace
+// (TPACKET_V2 with VnetRxRing). On error nothing is left behind.
 func Open(ifname string, cfg Config) (*Socket, error) {
+	p, err := Prepare(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: %w", ifname, err)
+	}
+	return p.Bind(ifname)
+}
+
+// Prepared is a socket set up for its Config (options, rings, mappings) but bound to no
+// interface yet: what waits in Open (a ring's RCU grace period) is done, and Bind only
+// looks the interface up and hooks the socket into its receive path. It belongs to the
+// network namespace it was prepared in. Bind or Close it exactly once.
+type Prepared struct {
+	s    *Socket
+	undo func() error // closes the descriptor and unmaps, unless Bind handed it on
+}
+
+// Prepare creates an unbound socket for cfg in the calling thread's namespace. Created
+// with protocol 0, it is hooked into no receive path until Bind. On error nothing is
+// left behind.
+func Prepare(cfg Config) (*Prepared, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -196,42 +239,40 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	// Protocol 0 until bind: a socket created with ETH_P_ALL is hooked into every
 	// interface's receive path at once, and bind would then unhook it again, waiting
 	// for an RCU grace period; created with 0 it is hooked only by bind, on ifname.
-	proto := htons(unix.ETH_P_ALL)
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, fmt.Errorf("open afpacket on %s: create socket: %w", ifname, err)
+		return nil, fmt.Errorf("create socket: %w", err)
 	}
-	ifindex, err := sys.IfIndex(fd, ifname)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
-	}
-	s := &Socket{ifname: ifname, ifindex: ifindex, ringless: cfg.Ringless, vnet: cfg.VnetHdr}
+	s := &Socket{ringless: cfg.Ringless, vnet: cfg.VnetHdr, cfg: cfg}
 	if s.vnet {
 		s.hdrLen = VnetHdrLen
 	}
-	s.pfd, err = sys.NewPollFD(fd, "afpacket:"+ifname)
+	s.pfd, err = sys.NewPollFD(fd, "afpacket")
 	if err != nil {
-		return nil, fmt.Errorf("open afpacket on %s: %w", ifname, err)
+		return nil, err
 	}
 	c := cleanup.Make(s.pfd.Close)
 	defer c.Clean()
+	version, versionName := unix.TPACKET_V3, "PACKET_VERSION=TPACKET_V3"
+	if cfg.VnetRxRing {
+		version, versionName = unix.TPACKET_V2, "PACKET_VERSION=TPACKET_V2"
+	}
 	for _, o := range []struct {
 		opt, val int
 		name     string
 	}{
-		{unix.PACKET_VERSION, unix.TPACKET_V3, "PACKET_VERSION=TPACKET_V3"},
+		{unix.PACKET_VERSION, version, versionName},
 		{unix.PACKET_QDISC_BYPASS, 1, "PACKET_QDISC_BYPASS"},
 		{unix.PACKET_IGNORE_OUTGOING, 1, "PACKET_IGNORE_OUTGOING"},
 	} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, o.opt, o.val); err != nil {
-			return nil, fmt.Errorf("open afpacket on %s: set %s: %w", ifname, o.name, err)
+			return nil, fmt.Errorf("set %s: %w", o.name, err)
 		}
 	}
 	if cfg.VnetHdr {
 		// Before the rings: the kernel refuses PACKET_VNET_HDR once they exist.
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
-			return nil, fmt.Errorf("open afpacket on %s: set PACKET_VNET_HDR: %w", ifname, err)
+			return nil, fmt.Errorf("set PACKET_VNET_HDR: %w", err)
 		}
 		// Room for a few super-frames in flight (write(2) blocks on the socket's send
 		// buffer, not on ring slots); SO_SNDBUFFORCE needs CAP_NET_ADMIN, so fall back.
@@ -244,7 +285,7 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 		if !cfg.VnetHdr {
 			// VLAN tags the kernel moved out of the frame come back as PACKET_AUXDATA.
 			if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
-				return nil, fmt.Errorf("open afpacket on %s: set PACKET_AUXDATA: %w", ifname, err)
+				return nil, fmt.Errorf("set PACKET_AUXDATA: %w", err)
 			}
 		}
 	}
@@ -261,9 +302,16 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 			_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcv)
 		}
 		s.rxPoll[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN}
+		if cfg.VnetRxRing {
+			if err := s.setupVnetRing(fd, cfg.VnetRxSlots); err != nil {
+				return nil, err
+			}
+			vr := s.vring
+			c.Add(func() error { return unix.Munmap(vr) })
+		}
 	} else {
 		if err := sys.SetTpacketReq3(fd, unix.PACKET_RX_RING, &rxReq); err != nil {
-			return nil, fmt.Errorf("open afpacket on %s: set up %d×%d-byte RX ring: %w", ifname, cfg.BlockCount, cfg.BlockSize, err)
+			return nil, fmt.Errorf("set up %d×%d-byte RX ring: %w", cfg.BlockCount, cfg.BlockSize, err)
 		}
 		rxLen = int(cfg.BlockSize * cfg.BlockCount)
 	}
@@ -276,14 +324,14 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	txLen := 0
 	if !cfg.Ringless {
 		if err := sys.SetTpacketReq3(fd, unix.PACKET_TX_RING, &txReq); err != nil {
-			return nil, fmt.Errorf("open afpacket on %s: set up %d-slot TX ring: %w", ifname, cfg.TXFrameCount, err)
+			return nil, fmt.Errorf("set up %d-slot TX ring: %w", cfg.TXFrameCount, err)
 		}
 		txLen = int(cfg.TXFrameCount * cfg.TXFrameSize)
 	}
 	if rxLen+txLen > 0 {
 		s.mem, err = unix.Mmap(fd, 0, rxLen+txLen, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_POPULATE)
 		if err != nil {
-			return nil, fmt.Errorf("open afpacket on %s: map rings: %w", ifname, err)
+			return nil, fmt.Errorf("map rings: %w", err)
 		}
 		mem := s.mem
 		c.Add(func() error { return unix.Munmap(mem) })
@@ -291,9 +339,30 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	}
 	s.blockSize, s.blocks = cfg.BlockSize, cfg.BlockCount
 	s.txSlot, s.txSlots = cfg.TXFrameSize, cfg.TXFrameCount
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: proto, Ifindex: ifindex}); err != nil {
+	return &Prepared{s: s, undo: c.Release()}, nil
+}
+
+// Bind binds the prepared socket to ifname (looked up in the namespace it was prepared
+// in) and returns it ready. p is used up either way: on error it is closed, and nothing
+// is left behind.
+func (p *Prepared) Bind(ifname string) (*Socket, error) {
+	s, undo := p.s, p.undo
+	if s == nil {
+		return nil, fmt.Errorf("open afpacket on %s: prepared socket already used: %w", ifname, ErrClosed)
+	}
+	p.s, p.undo = nil, nil
+	c := cleanup.Make(undo)
+	defer c.Clean()
+	fd := s.pfd.FD()
+	ifindex, err := sys.IfIndex(fd, ifname)
+	if err != nil {
+		return nil, fmt.Errorf("open afpacket on %s: find interface: %w", ifname, err)
+	}
+	s.ifname, s.ifindex = ifname, ifindex
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
 		return nil, fmt.Errorf("open afpacket on %s: bind: %w", ifname, err)
 	}
+	cfg := s.cfg
 	pc := portcore.Config{
 		Name: ifname, PFD: s.pfd, ErrClosed: ErrClosed, Undo: c.Release(),
 		RxReady: s.blockReady, TxReady: s.txRoom,
@@ -302,8 +371,21 @@ func Open(ifname string, cfg Config) (*Socket, error) {
 	if cfg.Ringless {
 		pc.RxReady, pc.Kick = s.ringlessReadable, nil
 	}
+	if s.vring != nil {
+		pc.RxReady = s.vringReady
+	}
 	s.Init(s, pc)
 	return s, nil
+}
+
+// Close releases a prepared socket that was not bound; it is idempotent.
+func (p *Prepared) Close() error {
+	undo := p.undo
+	p.s, p.undo = nil, nil
+	if undo == nil {
+		return nil
+	}
+	return undo()
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }

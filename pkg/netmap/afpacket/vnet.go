@@ -201,12 +201,17 @@ func (s *Socket) RxScatter(q int, bufs [][]byte) (n int, ok bool, err error) {
 	if len(bufs) == 0 {
 		return 0, false, nil
 	}
-	return s.recvScatter(bufs)
+	if s.vring != nil {
+		return s.scatterVnetRing(bufs)
+	}
+	return s.recvScatterCount(bufs, true)
 }
 
-// recvScatter is RxScatter in VnetHdr mode: one recvmsg(2) with MSG_TRUNC (which returns
-// the frame's real length, so a cut frame is detected and dropped).
-func (s *Socket) recvScatter(bufs [][]byte) (int, bool, error) {
+// recvScatterCount is RxScatter in VnetHdr mode without a ring: one recvmsg(2) with
+// MSG_TRUNC (which returns the frame's real length, so a cut frame is detected and
+// dropped). count says whether a frame received is counted here (the ring's callers
+// count their frames themselves).
+func (s *Socket) recvScatterCount(bufs [][]byte, count bool) (int, bool, error) {
 	nb, room := sys.SetIovecs(s.rxIov[:], bufs)
 	iov := s.rxIov[:nb]
 	defer clear(iov)
@@ -228,8 +233,10 @@ func (s *Socket) recvScatter(bufs [][]byte) (int, bool, error) {
 			s.rxTrunc.Add(1)
 			return 0, true, nil
 		}
-		s.rxPackets.Add(1)
-		s.rxBytes.Add(uint64(n))
+		if count {
+			s.rxPackets.Add(1)
+			s.rxBytes.Add(uint64(n))
+		}
 		return int(n), true, nil
 	}
 }

@@ -57,10 +57,25 @@ func TestVnetConfig(t *testing.T) {
 // A 30000-byte TSO super-frame written on the host end crosses the veth whole and is
 // received, with its GSO metadata, by a VnetHdr socket on the pod's end; a frame with a
 // header the kernel refuses is counted, not fatal.
-func TestVnetSuperFrame(t *testing.T) {
+func TestVnetSuperFrame(t *testing.T) { forVnetModes(t, testVnetSuperFrame) }
+
+// vnetModes are the two ways a VnetHdr socket receives: recvmsg/recvmmsg, and the ring.
+var vnetModes = []struct {
+	name string
+	cfg  Config
+}{{"queue", Config{VnetHdr: true}}, {"ring", Config{VnetHdr: true, VnetRxRing: true}}}
+
+// forVnetModes runs test once per receive mode, with the receiving socket's Config.
+func forVnetModes(t *testing.T, test func(*testing.T, Config)) {
+	for _, m := range vnetModes {
+		t.Run(m.name, func(t *testing.T) { test(t, m.cfg) })
+	}
+}
+
+func testVnetSuperFrame(t *testing.T, rcfg Config) {
 	p := netnsutil.TwoPods(t)
 	a := open(t, p.Host, p.HostA, Config{VnetHdr: true})
-	pod := open(t, p.A, "eth0", Config{VnetHdr: true})
+	pod := open(t, p.A, "eth0", rcfg)
 	if !a.VnetHdr() || a.FrameSize() != MaxVnetFrame {
 		t.Fatalf("VnetHdr() = %v, FrameSize() = %d; want true, %d", a.VnetHdr(), a.FrameSize(), MaxVnetFrame)
 	}
@@ -230,10 +245,12 @@ func TestVnetFragsRefused(t *testing.T) {
 // one recvmmsg), since fewer frames than buffers must mean the socket had no more; a
 // frame longer than its buffer is cut and dropped (counted, its length 0), never handed
 // on.
-func TestVnetReceiveBatch(t *testing.T) {
+func TestVnetReceiveBatch(t *testing.T) { forVnetModes(t, testVnetReceiveBatch) }
+
+func testVnetReceiveBatch(t *testing.T, rcfg Config) {
 	p := netnsutil.TwoPods(t)
 	a := open(t, p.Host, p.HostA, Config{VnetHdr: true})
-	pod := open(t, p.A, "eth0", Config{VnetHdr: true})
+	pod := open(t, p.A, "eth0", rcfg)
 	var sent [][]byte
 	for i := range 40 {
 		f := tcpSuperFrame(100+i, 1448)
