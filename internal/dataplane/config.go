@@ -45,6 +45,10 @@ const (
 	// port's turn anyway.
 	DefaultRingSlots = limits.DefaultRingSlots
 	DefaultXDPFrames = limits.DefaultXDPFrames
+	// DefaultRingPool is Config.RingPool's default: enough for the pods a node
+	// starts at once in the common case; a burst beyond it sets the rest up
+	// in its ADDs.
+	DefaultRingPool = 4
 	// DefaultBurst is how much of its rate a token bucket holds when the
 	// policy sets no burst. ifcore's own default (10 ms) loses tokens
 	// whenever the goroutine that drains the queue waits longer than that
@@ -103,6 +107,11 @@ type Config struct {
 	// DefaultUpgradeQuiet, DefaultUpgradeMaxDelay).
 	UpgradeQuiet    time.Duration
 	UpgradeMaxDelay time.Duration
+	// RingPool is how many offload sockets, their receive rings set up, are
+	// kept ready for pod ports (linkport.RingPool), so that setting a ring
+	// up (an RCU grace period, 10–40 ms on a busy node) is not part of a
+	// pod's CNI ADD: 0 means DefaultRingPool, negative none.
+	RingPool int
 	// Link sizes the AF_XDP and AF_PACKET sockets of pod links (zero
 	// fields take the backends' defaults; Link.Backend is ignored, Backend
 	// decides).
@@ -283,6 +292,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RingSlots != 0 && (c.RingSlots < 64 || c.RingSlots > 8192 || c.RingSlots&(c.RingSlots-1) != 0) {
 		return fmt.Errorf("validate config: ringSlots %d: want 0 or a power of two in [64, 8192]: %w", c.RingSlots, ErrInvalid)
+	}
+	if c.RingPool > linkport.MaxRingPool {
+		return fmt.Errorf("validate config: ringPool %d: want at most %d: %w", c.RingPool, linkport.MaxRingPool, ErrInvalid)
 	}
 	switch c.PeerMode {
 	case "", ModeAuto, ModeRouted, ModeVXLAN:

@@ -21,6 +21,7 @@ import (
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/pkg/hostport"
 	"github.com/epair-cni/epair/pkg/ifcore"
+	"github.com/epair-cni/epair/pkg/linkport"
 	"github.com/epair-cni/epair/pkg/netmap"
 	"github.com/epair-cni/epair/pkg/vale"
 )
@@ -39,6 +40,7 @@ type Dataplane struct {
 	ifn   *ifcore.Net
 	nft   *masq
 	start time.Time
+	rings atomic.Pointer[linkport.RingPool] // offload sockets kept ready (nil: none yet)
 
 	// swMu serialises the switch changes (AddSwitch, RemoveSwitch) with
 	// each other and with AnnounceGateways; it is taken before mu and held
@@ -196,6 +198,12 @@ func New(cfg Config) (_ *Dataplane, err error) {
 	d.resyncPeersLocked() // not shared yet
 	d.peerStop, d.peerDone = make(chan struct{}), make(chan struct{})
 	go d.peerResyncer()
+	if slices.ContainsFunc(cfg.Switches, func(sc SwitchConfig) bool { return sc.Offload }) {
+		if err := d.startRings(); err != nil {
+			return nil, fmt.Errorf("create dataplane: %w", err)
+		}
+		cl.Add(func() error { return d.rings.Load().Close() })
+	}
 	d.up = newUpgrader(d)
 	cl.Release()
 	return d, nil
@@ -324,6 +332,25 @@ func podNetOf(scs []*SwitchConfig) podNet {
 	return pn
 }
 
+// startRings starts the pool of offload sockets (Config.RingPool) unless it runs or is
+// turned off; the first offload switch calls it (Close closes the pool). Under swMu, or
+// before the dataplane is shared.
+func (d *Dataplane) startRings() error {
+	n := d.cfg.RingPool
+	if n < 0 || d.rings.Load() != nil {
+		return nil
+	}
+	if n == 0 {
+		n = DefaultRingPool
+	}
+	r, err := linkport.NewRingPool(d.cfg.Link.Packet, n, d.inNS)
+	if err != nil {
+		return err
+	}
+	d.rings.Store(r)
+	return nil
+}
+
 // inNS runs f on a thread in the dataplane's namespace (sockets, TAPs and
 // child processes made there belong to it), switching back afterwards.
 func (d *Dataplane) inNS(f func() error) error {
@@ -409,6 +436,9 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	}
 	d.mu.Unlock()
 	errs = append(errs, d.reg.Close(), d.ifn.Close())
+	if r := d.rings.Load(); r != nil {
+		errs = append(errs, r.Close())
+	}
 	if d.nft != nil && opts.Uninstall {
 		errs = append(errs, d.nft.remove(context.Background()))
 	}

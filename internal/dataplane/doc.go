@@ -46,12 +46,17 @@
 //
 // A switch with SwitchConfig.Offload carries a 10-byte virtio-net header on
 // every frame of every port: pod links are AF_PACKET with PACKET_VNET_HDR
-// (ring-less, no XDP, nothing to upgrade), the TAP host port has
+// receiving through a TPACKET_V2 ring of small slots (no XDP, nothing to
+// upgrade; short frames and looks cost no system call), the TAP host port has
 // IFF_VNET_HDR, the pods keep TSO and checksum offload, and TCP super-frames
 // of up to 64 KB cross the switch as netmap slot chains. The output queues
 // keep super-frames in 64 KiB buffers (OffloadBigBufs per port, made on
 // first use); anti-spoofing and the queue's hash and multicast checks look
-// past the header.
+// past the header. Setting a receive ring up waits for an RCU grace period
+// (10–40 ms on a busy node), so the dataplane keeps Config.RingPool sockets
+// prepared in its namespace (linkport.RingPool, started with the first
+// offload switch) and AttachPort binds one; when a burst has emptied the
+// pool, the port sets its ring up itself.
 //
 // With backend auto or xdp, AttachPort does not attach AF_XDP itself unless
 // Config.DirectOpen is set: the port starts on a ring-less AF_PACKET socket

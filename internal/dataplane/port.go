@@ -390,6 +390,7 @@ func (d *Dataplane) assemblePort(p *Port, cl *cleanup.Cleanup) error {
 	lo.Backend = d.cfg.Backend
 	lo.FastStart = !d.cfg.DirectOpen
 	lo.Offload = s.cfg.Offload
+	lo.Rings = d.rings.Load()
 	if s.bufSize > 2048 && lo.XDP.FrameSize == 0 {
 		lo.XDP.FrameSize = 4096
 	}

@@ -61,6 +61,11 @@ func (d *Dataplane) AddSwitch(sc SwitchConfig) (err error) {
 	if err != nil {
 		return fmt.Errorf("add switch: %w", err)
 	}
+	if sc.Offload {
+		if err := d.startRings(); err != nil {
+			return fmt.Errorf("add switch %s: %w", sc.Name, err)
+		}
+	}
 	if d.nft != nil {
 		// install replaces the chain's rules: the running switches' and
 		// this one's, and the running ones' alone again on an error.

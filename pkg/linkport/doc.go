@@ -15,7 +15,12 @@
 // Options.Offload opens the link in offload mode: AF_PACKET with PACKET_VNET_HDR, so frames
 // carry a virtio_net_hdr and the pod's TSO/GRO super-frames and partial checksums cross whole
 // (to be wrapped by a chain-mode netmap.GenericAdapter and attached to a VALE switch with
-// VnetHdrLen OffloadHdrLen, together with a hostport.Config{VnetHdr: true} TAP).
+// VnetHdrLen OffloadHdrLen, together with a hostport.Config{VnetHdr: true} TAP). Such a
+// socket receives through a TPACKET_V2 ring of small slots (afpacket.Config.VnetRxRing), so
+// short frames and looks for frames cost no system call. Setting a ring up waits for an
+// RCU grace period (10–40 ms on a busy node); a RingPool keeps sockets prepared ahead,
+// ring and all, and Open binds one in microseconds (Options.Rings). Where the ring cannot
+// be set up, the port opens without it (Backend Ringless, with the reason in Fallback).
 //
 // KernelDrops reads what the kernel dropped on a port's receive side before its reader (the
 // switch) saw the frames, because the socket's ring or queue was full: AF_PACKET's tp_drops,

@@ -83,16 +83,22 @@ type Options struct {
 	// Offload opens the port in offload mode: AF_PACKET with
 	// PACKET_VNET_HDR (Packet.VnetHdr is set), so every frame carries a
 	// virtio_net_hdr and TSO/GRO super-frames up to 64 KB cross whole
-	// (FrameSize is afpacket.MaxVnetFrame). Auto then means AF_PACKET
-	// (AF_XDP carries no offload metadata here); XDP is refused.
+	// (FrameSize is afpacket.MaxVnetFrame). Auto and Packet then mean
+	// AF_PACKET receiving through a TPACKET_V2 ring (Packet.VnetRxRing; Backend
+	// Packet), or, where the ring cannot be set up, without one (Backend
+	// Ringless, Fallback says why); Ringless forces the socket without the
+	// ring; XDP is refused (AF_XDP carries no offload metadata here).
 	Offload bool
+	// Rings, with Offload, supplies sockets whose receive rings are set up
+	// already (nil: Open sets the ring up itself).
+	Rings *RingPool
 	// FastStart, with Backend Auto or XDP, opens the port on a ring-less
 	// AF_PACKET socket (well under a millisecond, where attaching AF_XDP costs
 	// 10–40 ms, serialised under the kernel's RTNL lock) and returns it as an
 	// *Upgradable, whose Upgrade moves it to AF_XDP without stopping traffic
 	// (or leaves it ring-less where AF_XDP cannot serve the link). Ignored
 	// with Packet (there is no loss- and duplicate-free handoff between two
-	// packet sockets), Ringless and Offload (both are ring-less already).
+	// packet sockets), Ringless and Offload.
 	FastStart bool
 }
 
@@ -107,8 +113,41 @@ type Opened struct {
 	// Backend is what was actually opened: XDP, Packet or Ringless (with
 	// FastStart: Ringless, and Port is an *Upgradable).
 	Backend Backend
-	// Fallback is why AF_XDP was not used when Backend was Auto (nil otherwise).
+	// Fallback is why AF_XDP was not used when Backend was Auto, or, with
+	// Offload, why the receive ring was not (nil otherwise).
 	Fallback error
+}
+
+// openOffload is Open with Options.Offload: an AF_PACKET socket with PACKET_VNET_HDR that
+// receives through a TPACKET_V2 ring (Backend Packet), from opts.Rings when it has one;
+// where the ring cannot be set up, one without (Backend Ringless, Fallback says why).
+func openOffload(ifname string, opts Options) (Opened, error) {
+	pc := opts.Packet
+	pc.VnetHdr, pc.VnetRxRing = true, opts.Backend != Ringless
+	if !pc.VnetRxRing {
+		s, err := afpacket.Open(ifname, pc)
+		if err != nil {
+			return Opened{}, fmt.Errorf("open port %s: %w", ifname, err)
+		}
+		return Opened{Port: s, Backend: Ringless}, nil
+	}
+	if pr := opts.Rings.take(pc); pr != nil {
+		s, err := pr.Bind(ifname)
+		if err != nil {
+			return Opened{}, fmt.Errorf("open port %s: %w", ifname, err)
+		}
+		return Opened{Port: s, Backend: Packet}, nil
+	}
+	s, rerr := afpacket.Open(ifname, pc)
+	if rerr == nil {
+		return Opened{Port: s, Backend: Packet}, nil
+	}
+	pc.VnetRxRing = false
+	s, err := afpacket.Open(ifname, pc)
+	if err != nil {
+		return Opened{}, fmt.Errorf("open port %s: %w", ifname, err)
+	}
+	return Opened{Port: s, Backend: Ringless, Fallback: fmt.Errorf("offload receive ring: %w", rerr)}, nil
 }
 
 // Open opens ifname (in the calling thread's network namespace) with the selected backend.
@@ -120,9 +159,7 @@ func Open(ifname string, opts Options) (Opened, error) {
 		if opts.Backend != Auto && opts.Backend != Packet && opts.Backend != Ringless {
 			return Opened{}, fmt.Errorf("open port %s: unknown backend %d: %w", ifname, int(opts.Backend), syscall.EINVAL)
 		}
-		opts.Backend = Packet
-		opts.Packet.VnetHdr = true // ring-less already
-		opts.FastStart = false
+		return openOffload(ifname, opts)
 	}
 	if opts.FastStart && (opts.Backend == Auto || opts.Backend == XDP) {
 		u, err := openFast(ifname, opts)

@@ -154,15 +154,27 @@ func TestOffloadSwitch(t *testing.T) {
 		}
 	}
 	defer detach()
+	// A's port comes from a pool of prepared sockets, B's sets its ring up itself.
+	pool, err := NewRingPool(afpacket.Config{}, 1, p.Host.Do)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	waitPool(t, pool, 1)
 	var socks []*afpacket.Socket
-	for _, l := range []string{p.HostA, p.HostB} {
+	for i, l := range []string{p.HostA, p.HostB} {
 		var o Opened
 		if err := p.Host.Do(func() error {
 			var err error
-			o, err = Open(l, Options{Offload: true})
+			o, err = Open(l, Options{Offload: true, Rings: pool})
 			return err
 		}); err != nil {
 			t.Fatal(err)
+		}
+		if i == 0 {
+			if err := pool.Close(); err != nil || pool.Taken() != 1 {
+				t.Fatalf("pool after the first port: %d taken, close: %v; want 1", pool.Taken(), err)
+			}
 		}
 		if o.Backend != Packet || o.Port.FrameSize() != afpacket.MaxVnetFrame {
 			t.Fatalf("offload port %s: backend %v, frame size %d", l, o.Backend, o.Port.FrameSize())
