@@ -65,7 +65,8 @@ func (p *Port) RxScatter(q int, bufs [][]byte) (int, bool, error) {
 	iov := p.rxIov[:nb]
 	defer clear(iov)
 	for {
-		n, _, e := unix.Syscall(unix.SYS_READV, uintptr(p.pfd.FD()), uintptr(unsafe.Pointer(&iov[0])), uintptr(nb))
+		// Raw: the descriptor is non-blocking (see internal/sys, Writev).
+		n, _, e := unix.RawSyscall(unix.SYS_READV, uintptr(p.pfd.FD()), uintptr(unsafe.Pointer(&iov[0])), uintptr(nb))
 		switch e {
 		case 0:
 		case unix.EAGAIN:

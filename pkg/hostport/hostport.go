@@ -1,7 +1,6 @@
 package hostport
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -219,15 +218,12 @@ func (p *Port) Receive(bufs [][]byte, lens []int) (int, error) {
 	n := 0
 	var bytes uint64
 	for n < want {
-		m, err := unix.Read(p.pfd.FD(), bufs[n])
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
+		m, e := sys.Read(p.pfd.FD(), bufs[n]) // raw: see internal/sys
+		if e != 0 {
+			if e == unix.EAGAIN {
 				break
 			}
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return n, fmt.Errorf("read host port %s: %w", p.name, err)
+			return n, fmt.Errorf("read host port %s: %w", p.name, e)
 		}
 		if full := p.mtu + 14; m == len(bufs[n]) && (m < full || p.vnet && m < MaxVnetFrame) {
 			// The kernel truncates silently when the buffer is short; a full buffer
@@ -261,15 +257,12 @@ func (p *Port) Transmit(frames [][]byte) (int, error) {
 			consumed++
 			continue
 		}
-		_, err := unix.Write(p.pfd.FD(), f)
-		if err != nil {
-			if errors.Is(err, unix.EAGAIN) {
+		_, e := sys.Write(p.pfd.FD(), f) // raw: see internal/sys
+		if e != 0 {
+			if e == unix.EAGAIN {
 				break
 			}
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			if errors.Is(err, unix.EIO) && p.Closed() {
+			if e == unix.EIO && p.Closed() {
 				return consumed, ErrClosed
 			}
 			// EINVAL and friends: the kernel refused this frame; drop it, keep going.

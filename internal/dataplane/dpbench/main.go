@@ -134,8 +134,8 @@ func runSwitch(args []string) error {
 	<-sig
 	pprof.StopCPUProfile()
 	for _, p := range dp.Ports() {
-		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d super-frames in %d\n",
-			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors, p.RxChains)
+		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d super-frames in %d socket full %d\n",
+			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors, p.RxChains, p.KernelDrops)
 	}
 	return nil
 }

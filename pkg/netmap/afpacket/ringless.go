@@ -46,7 +46,8 @@ func (s *Socket) receiveRingless(bufs [][]byte, lens []int) (int, error) {
 			msg.Control = &s.rxCmsg[0]
 			msg.SetControllen(len(s.rxCmsg))
 		}
-		m, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		// Raw: the descriptor is non-blocking (see internal/sys, Writev).
+		m, _, e := unix.RawSyscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		switch e {
 		case 0:
 		case unix.EAGAIN:
@@ -184,7 +185,8 @@ func (s *Socket) recvVnetBatch(bufs [][]byte, lens []int) (int, error) {
 	defer clear(s.rxMsgs[:want])
 	fd := uintptr(s.pfd.FD())
 	for {
-		m, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rxMsgs[0])), uintptr(want), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
+		// Raw: the descriptor is non-blocking (see internal/sys, Writev).
+		m, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&s.rxMsgs[0])), uintptr(want), unix.MSG_DONTWAIT|unix.MSG_TRUNC, 0, 0)
 		switch e {
 		case 0:
 		case unix.EAGAIN:

@@ -110,7 +110,8 @@ func (s *Socket) transmitRingless(frames [][]byte) int {
 			consumed++
 			continue
 		}
-		m, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.txMsgs[0])), uintptr(n), 0, 0, 0)
+		// Raw: the descriptor is non-blocking (see internal/sys, Writev).
+		m, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&s.txMsgs[0])), uintptr(n), 0, 0, 0)
 		switch {
 		case e == unix.EINTR:
 			continue
@@ -219,7 +220,8 @@ func (s *Socket) recvScatterCount(bufs [][]byte, count bool) (int, bool, error) 
 	msg.Iov = &iov[0]
 	msg.SetIovlen(nb)
 	for {
-		n, _, e := unix.Syscall(unix.SYS_RECVMSG, uintptr(s.pfd.FD()), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+		// Raw: the descriptor is non-blocking (see internal/sys, Writev).
+		n, _, e := unix.RawSyscall(unix.SYS_RECVMSG, uintptr(s.pfd.FD()), uintptr(unsafe.Pointer(&msg)), unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 		switch e {
 		case 0:
 		case unix.EAGAIN:
