@@ -46,7 +46,7 @@
 // Peers of such a socket must speak the same header: see pkg/vale's Config.VnetHdrLen.
 //
 // With Config.VnetRxRing the socket receives through a TPACKET_V2 ring of small slots
-// (VnetRingSlots of VnetRingSlotSize bytes by default, 512 KiB): TPACKET_V2 hands each
+// (VnetRingSlots of VnetRingSlotSize bytes by default, 256 KiB): TPACKET_V2 hands each
 // frame over at once, and PACKET_VNET_HDR puts the virtio_net_hdr in the slot before the
 // frame. A frame that fits its slot is received, and the port looked at for frames,
 // without a system call; a longer one (a super-frame, a full-size frame) is cut in its
@@ -79,8 +79,9 @@
 //
 // Defaults: receive 16 blocks of 32 KiB (512 KiB), transmit 128 frames of 2 KiB (256 KiB):
 // 768 KiB per port, about 190 MiB for 250 ports. In offload mode with VnetRxRing: the
-// 512 KiB receive ring (kernel memory, mapped; a page is resident in the process once a
-// frame landed there), and up to the receive buffer's 8 MiB while frames wait.
+// 256 KiB receive ring (kernel memory, all of it mapped into the process at once, so it
+// counts in its resident size: 64 MiB for 250 ports), and up to the receive buffer's 8 MiB
+// while frames wait.
 //
 // Nothing on the per-packet path allocates, logs or formats.
 package afpacket
