@@ -47,27 +47,19 @@ func Writev(fd int, iov []unix.Iovec) unix.Errno {
 }
 
 // Read reads from the non-blocking fd into b with one raw read(2), retrying EINTR.
-func Read(fd int, b []byte) (int, unix.Errno) {
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
-		if e != unix.EINTR {
-			return int(n), e
-		}
-	}
-}
+func Read(fd int, b []byte) (int, unix.Errno) { return rawIO(unix.SYS_READ, fd, b) }
 
 // Write writes b to the non-blocking fd with one raw write(2), retrying EINTR.
-func Write(fd int, b []byte) (int, unix.Errno) {
+func Write(fd int, b []byte) (int, unix.Errno) { return rawIO(unix.SYS_WRITE, fd, b) }
+
+// rawIO is read(2) or write(2) (trap) of b on fd, raw, retrying EINTR.
+func rawIO(trap uintptr, fd int, b []byte) (int, unix.Errno) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+		n, _, e := unix.RawSyscall(trap, uintptr(fd), uintptr(p), uintptr(len(b)))
 		if e != unix.EINTR {
 			return int(n), e
 		}

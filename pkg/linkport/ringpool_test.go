@@ -2,12 +2,12 @@ package linkport
 
 import (
 	"errors"
-	"os"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
 	"github.com/epair-cni/epair/pkg/netmap/afpacket"
 )
 
@@ -20,16 +20,6 @@ func waitPool(tb testing.TB, pool *RingPool, n int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// openFDs counts the process's open descriptors.
-func openFDs(tb testing.TB) int {
-	tb.Helper()
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return len(es)
 }
 
 // TestRingPool: a pool fills to its size in the background, an offload Open takes a
@@ -47,7 +37,7 @@ func TestRingPool(t *testing.T) {
 	}
 
 	p := netnsutil.TwoPods(t)
-	before := openFDs(t)
+	before := porttest.FDCount(t)
 	pool, err := NewRingPool(afpacket.Config{}, 3, p.Host.Do)
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +88,7 @@ func TestRingPool(t *testing.T) {
 	if err := pool.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if after := openFDs(t); after != before {
+	if after := porttest.FDCount(t); after != before {
 		t.Fatalf("open descriptors %d before the pool, %d after it closed", before, after)
 	}
 }

@@ -4,13 +4,13 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"os"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/epair-cni/epair/internal/sys"
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+	"github.com/epair-cni/epair/internal/testutil/netnsutil/porttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -72,6 +72,21 @@ func collect(t *testing.T, s *Socket, want int, recv func() [][]byte) [][]byte {
 	return got
 }
 
+// batchRecv is a receive for collect: one Receive into bufs, the frames it filled.
+func batchRecv(t *testing.T, s *Socket, bufs [][]byte, lens []int) func() [][]byte {
+	return func() [][]byte {
+		n, err := s.Receive(bufs, lens)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fs [][]byte
+		for i := range n {
+			fs = append(fs, bufs[i][:lens[i]])
+		}
+		return fs
+	}
+}
+
 // TestVnetRingOrder: through the ring, short frames (in their slots) and super-frames
 // (longer than a slot, taken whole from the receive queue when their cut slot comes) arrive
 // in the order sent, intact, with their virtio_net_hdr, whether taken in batches
@@ -100,17 +115,7 @@ func TestVnetRingOrder(t *testing.T) {
 				for i := range bufs {
 					bufs[i] = make([]byte, MaxVnetFrame)
 				}
-				got = collect(t, pod, len(sent), func() [][]byte {
-					n, err := pod.Receive(bufs, lens)
-					if err != nil {
-						t.Fatal(err)
-					}
-					var fs [][]byte
-					for i := range n {
-						fs = append(fs, bufs[i][:lens[i]])
-					}
-					return fs
-				})
+				got = collect(t, pod, len(sent), batchRecv(t, pod, bufs, lens))
 			case "scatter":
 				chain := make([][]byte, 33) // 64 KiB in 2 KiB buffers
 				for i := range chain {
@@ -251,17 +256,7 @@ func TestVnetRingFull(t *testing.T) {
 	if n, err := a.Transmit(sent[:1]); err != nil || n != 1 {
 		t.Fatalf("Transmit = %d, %v", n, err)
 	}
-	got := collect(t, pod, 1, func() [][]byte {
-		n, err := pod.Receive(bufs, lens)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var fs [][]byte
-		for i := range n {
-			fs = append(fs, bufs[i][:lens[i]])
-		}
-		return fs
-	})
+	got := collect(t, pod, 1, batchRecv(t, pod, bufs, lens))
 	if len(got) != 1 || !sameFrame(got[0], sent[0]) {
 		t.Fatalf("after the ring was emptied: %d frames; want the one sent", len(got))
 	}
@@ -279,16 +274,6 @@ func TestVnetRingConfig(t *testing.T) {
 			t.Errorf("Prepare(%+v) = %v; want ErrBadConfig", c, err)
 		}
 	}
-}
-
-// openFDs counts the process's open descriptors.
-func openFDs(t *testing.T) int {
-	t.Helper()
-	es, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(es)
 }
 
 // TestPrepareBind: a socket prepared ahead (ring and all) and bound later receives like one
@@ -321,22 +306,12 @@ func TestPrepareBind(t *testing.T) {
 	for i := range bufs {
 		bufs[i] = make([]byte, MaxVnetFrame)
 	}
-	got := collect(t, pod, len(sent), func() [][]byte {
-		n, err := pod.Receive(bufs, lens)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var fs [][]byte
-		for i := range n {
-			fs = append(fs, bufs[i][:lens[i]])
-		}
-		return fs
-	})
+	got := collect(t, pod, len(sent), batchRecv(t, pod, bufs, lens))
 	if len(got) != len(sent) {
 		t.Fatalf("received %d of %d frames", len(got), len(sent))
 	}
 
-	before := openFDs(t)
+	before := porttest.FDCount(t)
 	for range 3 {
 		pr, err := Prepare(ringCfg)
 		if err != nil {
@@ -356,7 +331,7 @@ func TestPrepareBind(t *testing.T) {
 			t.Fatalf("second Close = %v", err)
 		}
 	}
-	if after := openFDs(t); after != before {
+	if after := porttest.FDCount(t); after != before {
 		t.Fatalf("open descriptors %d -> %d", before, after)
 	}
 }

@@ -138,7 +138,8 @@ func (f *Forwarder) Stop() error {
 	return errors.Join(f.errs[0], f.errs[1])
 }
 
-func fdCount(tb testing.TB) int {
+// FDCount counts the process's open descriptors.
+func FDCount(tb testing.TB) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
 		tb.Fatal(err)
@@ -233,10 +234,10 @@ func Run(t *testing.T, be Backend) {
 		p := netnsutil.TwoPods(t)
 		warm := be.Open(t, p.Host, p.HostA) // first use creates the runtime's epoll fd
 		warm.Close()
-		fds := fdCount(t)
+		fds := FDCount(t)
 		maps := SharedMappings(t)
 		a := be.Open(t, p.Host, p.HostA)
-		if got := fdCount(t); got <= fds {
+		if got := FDCount(t); got <= fds {
 			t.Fatalf("open did not take a descriptor (%d → %d)", fds, got)
 		}
 		var ours []string
@@ -257,7 +258,7 @@ func Run(t *testing.T, be Backend) {
 		if err := a.Close(); err != nil {
 			t.Fatalf("second Close: %v", err)
 		}
-		if got := fdCount(t); got != fds {
+		if got := FDCount(t); got != fds {
 			t.Fatalf("descriptors: %d before open, %d after close", fds, got)
 		}
 		after := SharedMappings(t)
