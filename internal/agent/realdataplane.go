@@ -84,6 +84,9 @@ func NewDataplane(c *Config, log *slog.Logger) (Dataplane, error) {
 	if err != nil {
 		return nil, err
 	}
+	dc.RingPoolError = func(err error) {
+		log.Warn("pod ports will set their receive rings up in their ADDs", "err", err)
+	}
 	d, err := dataplane.New(dc)
 	if err != nil {
 		return nil, fmt.Errorf("start dataplane: %w", err)

@@ -112,6 +112,9 @@ type Config struct {
 	// up (an RCU grace period, 10–40 ms on a busy node) is not part of a
 	// pod's CNI ADD: 0 means DefaultRingPool, negative none.
 	RingPool int
+	// RingPoolError, if set, is told when the pool starts failing to prepare
+	// sockets (the ports then set their rings up themselves).
+	RingPoolError func(error)
 	// Link sizes the AF_XDP and AF_PACKET sockets of pod links (zero
 	// fields take the backends' defaults; Link.Backend is ignored, Backend
 	// decides).

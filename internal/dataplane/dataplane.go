@@ -343,7 +343,7 @@ func (d *Dataplane) startRings() error {
 	if n == 0 {
 		n = DefaultRingPool
 	}
-	r, err := linkport.NewRingPool(d.cfg.Link.Packet, n, d.inNS)
+	r, err := linkport.NewRingPool(d.cfg.Link.Packet, n, d.inNS, d.cfg.RingPoolError)
 	if err != nil {
 		return err
 	}

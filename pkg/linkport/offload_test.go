@@ -155,7 +155,7 @@ func TestOffloadSwitch(t *testing.T) {
 	}
 	defer detach()
 	// A's port comes from a pool of prepared sockets, B's sets its ring up itself.
-	pool, err := NewRingPool(afpacket.Config{}, 1, p.Host.Do)
+	pool, err := NewRingPool(afpacket.Config{}, 1, p.Host.Do, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

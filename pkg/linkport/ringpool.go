@@ -34,6 +34,7 @@ const (
 type RingPool struct {
 	cfg   afpacket.Config
 	in    func(func() error) error
+	onErr func(error)
 	ready chan *afpacket.Prepared
 	kick  chan struct{}
 	stop  chan struct{}
@@ -48,8 +49,10 @@ type RingPool struct {
 
 // NewRingPool starts a pool of size sockets for cfg (VnetHdr and VnetRxRing are set), which
 // it prepares through in (nil: in the calling goroutine's namespace, whatever thread the
-// filler runs on). Close stops it.
-func NewRingPool(cfg afpacket.Config, size int, in func(func() error) error) (*RingPool, error) {
+// filler runs on). onErr, if set, is told when the pool starts failing to prepare sockets
+// (once per spell of failures; the filler retries every second meanwhile, and Open sets
+// rings up itself). Close stops it.
+func NewRingPool(cfg afpacket.Config, size int, in func(func() error) error, onErr func(error)) (*RingPool, error) {
 	if size < 1 || size > MaxRingPool {
 		return nil, fmt.Errorf("create ring pool: size %d must be in 1..%d: %w", size, MaxRingPool, syscall.EINVAL)
 	}
@@ -61,7 +64,7 @@ func NewRingPool(cfg afpacket.Config, size int, in func(func() error) error) (*R
 		in = func(f func() error) error { return f() }
 	}
 	p := &RingPool{
-		cfg: cfg, in: in, ready: make(chan *afpacket.Prepared, size),
+		cfg: cfg, in: in, onErr: onErr, ready: make(chan *afpacket.Prepared, size),
 		kick: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	go p.fill()
@@ -83,8 +86,12 @@ func (p *RingPool) fill() {
 				return err
 			})
 			p.mu.Lock()
+			first := err != nil && p.lastErr == nil
 			p.lastErr = err
 			p.mu.Unlock()
+			if first && p.onErr != nil {
+				p.onErr(fmt.Errorf("prepare an offload socket for the ring pool: %w", err))
+			}
 			if err != nil {
 				retry.Reset(ringPoolRetry)
 				select {

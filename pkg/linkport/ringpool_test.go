@@ -2,6 +2,8 @@ package linkport
 
 import (
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -28,17 +30,17 @@ func waitPool(tb testing.TB, pool *RingPool, n int) {
 // Close releases every socket still pooled. Bad sizes and configurations are refused.
 func TestRingPool(t *testing.T) {
 	for _, n := range []int{0, -1, MaxRingPool + 1} {
-		if _, err := NewRingPool(afpacket.Config{}, n, nil); !errors.Is(err, syscall.EINVAL) {
+		if _, err := NewRingPool(afpacket.Config{}, n, nil, nil); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("NewRingPool(size %d) = %v; want EINVAL", n, err)
 		}
 	}
-	if _, err := NewRingPool(afpacket.Config{BlockSize: 4096}, 1, nil); !errors.Is(err, afpacket.ErrBadConfig) {
+	if _, err := NewRingPool(afpacket.Config{BlockSize: 4096}, 1, nil, nil); !errors.Is(err, afpacket.ErrBadConfig) {
 		t.Errorf("NewRingPool(4 KiB blocks) = %v; want ErrBadConfig", err)
 	}
 
 	p := netnsutil.TwoPods(t)
 	before := porttest.FDCount(t)
-	pool, err := NewRingPool(afpacket.Config{}, 3, p.Host.Do)
+	pool, err := NewRingPool(afpacket.Config{}, 3, p.Host.Do, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,5 +92,38 @@ func TestRingPool(t *testing.T) {
 	}
 	if after := porttest.FDCount(t); after != before {
 		t.Fatalf("open descriptors %d before the pool, %d after it closed", before, after)
+	}
+}
+
+// TestRingPoolErrors: a pool that cannot prepare sockets reports it once per spell of
+// failures (not at every retry), says why in Err, and fills once it can again.
+func TestRingPoolErrors(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	var reports atomic.Int32
+	in := func(f func() error) error {
+		if failing.Load() {
+			return fmt.Errorf("namespace gone: %w", syscall.ENOENT)
+		}
+		return f()
+	}
+	pool, err := NewRingPool(afpacket.Config{}, 1, in, func(err error) {
+		if !errors.Is(err, syscall.ENOENT) {
+			t.Errorf("reported %v; want the namespace's ENOENT", err)
+		}
+		reports.Add(1)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	time.Sleep(ringPoolRetry + ringPoolRetry/2) // the first try and one retry
+	if n := reports.Load(); n != 1 || !errors.Is(pool.Err(), syscall.ENOENT) || pool.Len() != 0 {
+		t.Fatalf("while failing: %d reports, Err %v, %d ready; want 1 report, ENOENT, none", n, pool.Err(), pool.Len())
+	}
+	failing.Store(false)
+	waitPool(t, pool, 1)
+	if pool.Err() != nil || reports.Load() != 1 {
+		t.Fatalf("after recovering: Err %v, %d reports", pool.Err(), reports.Load())
 	}
 }
