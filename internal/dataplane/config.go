@@ -114,7 +114,7 @@ type Config struct {
 	RingPool int
 	// RingPoolError, if set, is told when the pool starts failing to prepare
 	// sockets (the ports then set their rings up themselves).
-	RingPoolError func(error)
+	RingPoolError func(error) `json:"-"`
 	// Link sizes the AF_XDP and AF_PACKET sockets of pod links (zero
 	// fields take the backends' defaults; Link.Backend is ignored, Backend
 	// decides).
