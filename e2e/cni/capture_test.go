@@ -433,6 +433,19 @@ func TestValectlCaptureEnds(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitCaptures(t, e, pod, 1, 2*time.Second)
+		// The agent counts the capture as its tap goes in, just before it sends the
+		// file's header: wait for valectl to have written it, so that a signal sent now
+		// finds a valid (if empty) file to end.
+		if i := slices.Index(args, "-w"); i >= 0 && i+1 < len(args) && args[i+1] != "-" {
+			for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+				if st, err := os.Stat(args[i+1]); err == nil && st.Size() > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("valectl wrote no file header to %s within 2 s", args[i+1])
+				}
+			}
+		}
 		return cmd, &stderr
 	}
 	// wait waits at most within for cmd and returns how long it took.
