@@ -31,12 +31,13 @@ import (
 // ones included.
 const (
 	// VnetRingSlotSize is the size of one slot: header, virtio_net_hdr and a frame of
-	// up to 436 bytes; longer frames take the receive queue.
-	VnetRingSlotSize = 512
+	// up to 180 bytes (ACKs, pings, DNS, small datagrams); longer frames take the
+	// receive queue.
+	VnetRingSlotSize = 256
 	// VnetRingSlots is the default number of slots (256 KiB per socket, all of it
-	// mapped into the process: 64 MiB of resident memory for 250 ports): a burst of 512
-	// frames waits without a loss.
-	VnetRingSlots = 512
+	// mapped into the process: 64 MiB of resident memory for 250 ports): a burst of
+	// 1024 frames waits without a loss.
+	VnetRingSlots = 1024
 	// tpStatusOff is where tp_status is in struct tpacket2_hdr.
 	tpStatusOff = 0
 )

@@ -18,16 +18,19 @@ import (
 var ringCfg = Config{VnetHdr: true, VnetRxRing: true}
 
 // mixedFrames is n frames in runs of four: a short one (a ring slot), two super-frames and
-// a plain frame of 1400 bytes of payload (three in a row longer than a slot: the receive
+// a plain frame of 1300 bytes of payload (three in a row longer than a slot: the receive
 // queue), each with a payload telling it apart.
 func mixedFrames(n int) [][]byte {
 	var fs [][]byte
 	for i := range n {
 		var f []byte
 		switch i % 4 {
-		case 0, 3:
-			f = tcpSuperFrame(100+i+(i%4)*400, 1448)
-			f[0], f[1] = 0, 0 // no offload: a plain frame
+		case 0:
+			f = tcpSuperFrame(20+i%64, 1448) // at most 137 bytes: a slot
+			f[0], f[1] = 0, 0                // no offload: a plain frame
+		case 3:
+			f = tcpSuperFrame(1300+i, 1448)
+			f[0], f[1] = 0, 0
 		default:
 			f = tcpSuperFrame(20000+i, 1448)
 		}
