@@ -1,0 +1,57 @@
+// Package fastpath is the kernel fast path for a switch's known-unicast traffic between
+// pods: a tc program on each pod port's host-side veth hands a frame straight to the
+// destination pod's interface (bpf_redirect_peer), as the kernel would through a bridge
+// but without the bridge, and a socket filter keeps those frames away from the switch's
+// packet socket on the same interface. Everything else (broadcast, multicast, ARP and
+// neighbour discovery, DHCP, unknown destinations, spoofed sources, ports whose frames
+// the switch must see for a policy, a mirror or a capture) still crosses the userspace
+// switch. The agent does not use the package yet; see the README's status table.
+//
+// # Which frames
+//
+// A frame takes the fast path when all of these hold (decide in prog.go; wantFast in the
+// tests is the same rule in Go, and FuzzDecide holds the two programs and the rule to
+// each other):
+//   - it came in on the host-side interface of a port whose Source is on;
+//   - its destination MAC is unicast and is the MAC of a port of the same switch whose
+//     Dest is on, on another interface (hairpin stays with the switch);
+//   - its source MAC is the port's;
+//   - it is IPv4 from the port's IPv4 address, or IPv6 from the port's IPv6 address with
+//     TCP or UDP as the next header (no extension headers, no ICMPv6: neighbour
+//     discovery is the switch's to check);
+//   - the headers it reads are in the frame's linear data.
+//
+// GSO super-frames pass whole, so pods keep TSO and checksum offload end to end.
+//
+// # Two deciders, one decision
+//
+// A packet socket sees a frame before the tc ingress hook does (the kernel delivers to
+// its taps first), so two programs decide about each frame: the socket filter (drop it
+// for the switch, or keep it) and the tc program (redirect it, or let it go on to the
+// stack, which drops it on a host-side veth). They run the same instructions over the
+// same entries, so they agree, except while an entry changes between the two looks.
+// Each program therefore reads its own copy of the maps (a view), and the copies are
+// changed in an order that can duplicate a frame but never lose one:
+//   - publishing (more frames fast): the tc view, an RCU grace period, the filter's view;
+//   - withdrawing (fewer frames fast): the filter's view, a grace period, the tc view.
+//
+// A frame's two looks happen within one RCU read-side section (__netif_receive_skb), so
+// after the grace period no frame can have read the old filter view and the new tc view
+// in the wrong combination: a frame the filter leaves to the fast path is one the tc
+// program moves. During the grace period a frame can be both moved and kept, so the
+// destination may receive it twice (TestNoLossWhileChanging counts both). The grace
+// period is membarrier(MEMBARRIER_CMD_GLOBAL), which is synchronize_rcu().
+//
+// # Counters
+//
+// A per-CPU array holds, per port, the frames and bytes the fast path moved from the
+// pod (In) and to it (Out); a super-frame counts once with all its bytes. Stats sums
+// them.
+//
+// # Requirements and lifetime
+//
+// tcx links (Linux 6.6), bpf_redirect_peer (5.10), CAP_BPF and CAP_NET_ADMIN. The tc
+// program is attached with a BPF link per interface, owned by this process: when the
+// process exits, the programs go with it and every frame goes back to the switch. Set
+// and Remove act on interfaces of the network namespace of the calling thread.
+package fastpath
