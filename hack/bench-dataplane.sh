@@ -6,7 +6,9 @@
 # (what a bridge CNI gives) or attached to the epair dataplane (dpbench: the agent's
 # dataplane in this script's host namespace): the plain switch (AF_XDP ports after their
 # FastStart move; the pods send complete checksums, as the CNI sets them up) and the
-# offload switch (virtio-net headers; the pods keep TSO and checksum offload). For each:
+# offload switch (virtio-net headers; the pods keep TSO and checksum offload), also with the
+# kernel fast path on (dpbench -fast-path: known-unicast frames between the pods moved by a
+# tc program, pkg/fastpath; the agent's fastPath). For each:
 #   - iperf3 TCP, 1 and 4 streams (Gbit/s received);
 #   - iperf3 UDP at full speed with 18-byte payloads (64-byte frames) and 1400-byte
 #     payloads: datagrams per second received by the server and the loss it counts;
@@ -151,10 +153,11 @@ measure() {
 LINKA=ha,02:00:00:90:00:01,$IPA
 LINKB=hb,02:00:00:90:00:02,$IPB
 
-# start_switch plain|offload: the dataplane in the bench's host namespace.
+# start_switch plain|offload|fast: the dataplane in the bench's host namespace.
 start_switch() {
 	local args=(-link "$LINKA" -link "$LINKB" -gw $GW)
-	[ "$1" = offload ] && args+=(-offload -backend packet)
+	[ "$1" != plain ] && args+=(-offload -backend packet)
+	[ "$1" = fast ] && args+=(-fast-path)
 	ip netns exec $H "$BIN" switch "${args[@]}" >"$WORK/sw.out" 2>"$WORK/sw.err" &
 	SWPID=$!
 	for _ in $(seq 100); do
@@ -182,6 +185,11 @@ start_switch offload
 measure "epair offload switch"
 stop_switch
 
+# 2b. The same with the kernel fast path on.
+start_switch fast
+measure "epair offload switch + fast path"
+stop_switch
+
 # 3. The plain switch: the pods send complete checksums (no TSO), as the CNI sets them up
 #    on a plain switch.
 ip netns exec $A "$BIN" csum-off eth0
@@ -196,7 +204,9 @@ stop_switch
 	echo "Pod to pod on one node, as applications see it (hack/bench-dataplane.sh): two pods"
 	echo "(network namespaces with a veth each) whose host ends are on a Linux bridge or on the"
 	echo "epair dataplane (the offload switch: virtio-net headers, pods with their default TSO"
-	echo "and checksum offload; the plain switch: AF_XDP ports, pods sending complete checksums)."
+	echo "and checksum offload; with the fast path, the frames between the pods are moved by the"
+	echo "kernel fast path, pkg/fastpath; the plain switch: AF_XDP ports, pods sending complete"
+	echo "checksums)."
 	echo "iperf3 TCP (1 and 4 streams) and UDP at full speed (18-byte payloads = 64-byte frames,"
 	echo "and 1400-byte payloads; datagrams per second received by the server, loss as it counts"
 	echo "it); ping p50/p99 (200 probes); sockperf ping-pong, 64-byte messages, one-way p50/p99;"

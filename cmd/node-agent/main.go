@@ -40,6 +40,7 @@ func main() {
 	backend := flag.String("backend", "", "deprecated: every switch is an offload switch (AF_PACKET with virtio-net headers); auto and packet are accepted, xdp and ringless with a warning")
 	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
 	podNetmap := flag.String("pod-netmap-ports", "", "override the configuration's podNetmapPorts (pods may ask for netmap application ports): true or false")
+	fastPath := flag.String("fast-path", "", "override the configuration's fastPath (known-unicast frames between pods moved in the kernel): true or false")
 	peerMode := flag.String("peer-mode", "", "override the configuration's peerMode: auto (routed to nodes on a subnet of this one, VXLAN to the others), routed or vxlan")
 	vxlanPort := flag.Int("vxlan-port", 0, "override the configuration's vxlanPort (the VXLAN tunnel's UDP port, the same on every node)")
 	var cf controller.Flags
@@ -87,20 +88,13 @@ func main() {
 		if *vxlanPort != 0 {
 			cfg.VXLANPort = *vxlanPort
 		}
-		if *masquerade != "" {
-			b, perr := strconv.ParseBool(*masquerade)
-			if perr != nil {
-				fmt.Fprintf(os.Stderr, "node-agent: -masquerade %q: want true or false\n", *masquerade)
-				os.Exit(2)
-			}
+		if b, ok := boolOverride("masquerade", *masquerade); ok {
 			cfg.Masquerade = b
 		}
-		if *podNetmap != "" {
-			b, perr := strconv.ParseBool(*podNetmap)
-			if perr != nil {
-				fmt.Fprintf(os.Stderr, "node-agent: -pod-netmap-ports %q: want true or false\n", *podNetmap)
-				os.Exit(2)
-			}
+		if b, ok := boolOverride("fast-path", *fastPath); ok {
+			cfg.FastPath = b
+		}
+		if b, ok := boolOverride("pod-netmap-ports", *podNetmap); ok {
 			cfg.PodNetmapPorts = &b
 		}
 		err = cfg.Validate()
@@ -142,4 +136,19 @@ func main() {
 		os.Exit(1)
 	}
 	log.Info("agent stopped")
+}
+
+// boolOverride parses the value of a flag that overrides a boolean of the configuration:
+// ok is false for the empty value (no override); anything but true or false ends the
+// program with a message naming the flag.
+func boolOverride(name, v string) (b, ok bool) {
+	if v == "" {
+		return false, false
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "node-agent: -%s %q: want true or false\n", name, v)
+		os.Exit(2)
+	}
+	return b, true
 }

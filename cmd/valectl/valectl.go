@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -161,7 +162,7 @@ func printSwitches(w io.Writer, sl *agentapi.SwitchList) error {
 
 func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tCAPTURES\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM\tSOCKET-FULL")
+	fmt.Fprintln(tw, "PORT\tKIND\tBACKEND\tOWNER\tPOD\tACTIVE\tCAPTURES\tIN-FRAMES\tIN-BYTES\tOUT-FRAMES\tOUT-BYTES\tDROPPED\tSPOOFED\tSTORM\tSOCKET-FULL\tFAST-IN\tFAST-OUT")
 	for _, s := range sl.Items {
 		for _, p := range s.Ports {
 			owner, pod := p.Owner, p.Pod
@@ -182,9 +183,15 @@ func printPorts(w io.Writer, sl *agentapi.SwitchList) error {
 					spoofed += n
 				}
 			}
+			// FAST-IN and FAST-OUT: the frames the kernel fast path moved from and to the
+			// pod, which never crossed the switch ("-": the port is not on it).
+			fastIn, fastOut := "-", "-"
+			if f := p.FastPath; f != nil {
+				fastIn, fastOut = strconv.FormatUint(f.InFrames, 10), strconv.FormatUint(f.OutFrames, 10)
+			}
 			// CAPTURES: valectl captures (GET /v1/capture) tapping the port now.
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active, p.Captures,
-				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"], p.Stats.Drops["socket-full"])
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", p.Name, p.Kind, p.Backend, owner, pod, p.Active, p.Captures,
+				p.Stats.InFrames, p.Stats.InBytes, p.Stats.OutFrames, p.Stats.OutBytes, p.Stats.Dropped, spoofed, p.Stats.Drops["storm"], p.Stats.Drops["socket-full"], fastIn, fastOut)
 		}
 	}
 	return tw.Flush()

@@ -32,7 +32,8 @@ func (fakeAgent) Switches(context.Context) (*agentapi.SwitchList, error) {
 	return &agentapi.SwitchList{Items: []agentapi.SwitchInfo{{Name: "vale0", MTU: 1500, Offload: true, Ports: []agentapi.PortInfo{
 		{Name: "vale0:epvale0", Kind: "host", Backend: "tap", Active: true, Stats: agentapi.Counters{InFrames: 3}},
 		{Name: "vale0:epair0a", Kind: "pod", Backend: "af_xdp", Owner: "podnet/c1/eth0", Pod: "default/web", Active: true,
-			Stats: agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 20, Drops: map[string]uint64{"no-destination": 4, "spoofed-mac": 3, "spoofed-ip": 2, "storm": 3, "socket-full": 8}}},
+			Stats:    agentapi.Counters{InFrames: 42, InBytes: 4200, OutFrames: 7, OutBytes: 700, Dropped: 20, Drops: map[string]uint64{"no-destination": 4, "spoofed-mac": 3, "spoofed-ip": 2, "storm": 3, "socket-full": 8}},
+			FastPath: &agentapi.FastPathInfo{Source: true, Dest: true, InFrames: 90, InBytes: 9000, OutFrames: 80, OutBytes: 8000}},
 	}}}}, nil
 }
 
@@ -91,7 +92,7 @@ func TestCommands(t *testing.T) {
 
 // TestPortsDropColumns: valectl ports has a port's total drops and, in columns of their
 // own, the parts port security refused (SPOOFED, STORM) and the kernel dropped before the
-// switch saw them (SOCKET-FULL).
+// switch saw them (SOCKET-FULL); FAST-IN and FAST-OUT are what the kernel fast path moved.
 func TestPortsDropColumns(t *testing.T) {
 	sock := serve(t)
 	var b bytes.Buffer
@@ -100,9 +101,9 @@ func TestPortsDropColumns(t *testing.T) {
 	}
 	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
 	want := [][]string{
-		{"PORT", "KIND", "BACKEND", "OWNER", "POD", "ACTIVE", "CAPTURES", "IN-FRAMES", "IN-BYTES", "OUT-FRAMES", "OUT-BYTES", "DROPPED", "SPOOFED", "STORM", "SOCKET-FULL"},
-		{"vale0:epvale0", "host", "tap", "-", "-", "true", "0", "3", "0", "0", "0", "0", "0", "0", "0"},
-		{"vale0:epair0a", "pod", "af_xdp", "podnet/c1/eth0", "default/web", "true", "0", "42", "4200", "7", "700", "20", "5", "3", "8"},
+		{"PORT", "KIND", "BACKEND", "OWNER", "POD", "ACTIVE", "CAPTURES", "IN-FRAMES", "IN-BYTES", "OUT-FRAMES", "OUT-BYTES", "DROPPED", "SPOOFED", "STORM", "SOCKET-FULL", "FAST-IN", "FAST-OUT"},
+		{"vale0:epvale0", "host", "tap", "-", "-", "true", "0", "3", "0", "0", "0", "0", "0", "0", "0", "-", "-"},
+		{"vale0:epair0a", "pod", "af_xdp", "podnet/c1/eth0", "default/web", "true", "0", "42", "4200", "7", "700", "20", "5", "3", "8", "90", "80"},
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("valectl ports:\n%s", b.String())

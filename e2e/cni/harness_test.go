@@ -109,6 +109,7 @@ type envOpts struct {
 	hostPort   string           // the switch's TAP name ("": the default)
 	netmap     bool             // serve netmap ports to applications on <dir>/run/netmap.sock
 	mtu        int              // the switch's MTU (0: 1500)
+	fastPath   bool             // the agent's fastPath (the kernel fast path between pods)
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -157,6 +158,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 		"backend": o.backend, "directOpen": o.directOpen,
 		"socket": a.socket, "stateDir": filepath.Join(dir, "state"), "masquerade": o.masquerade, "ringSlots": o.ringSlots, "xdpFrames": o.xdpFrames,
 		"switches": switches, "peers": o.peers,
+	}
+	if o.fastPath {
+		cfg["fastPath"] = true
 	}
 	if o.netmap {
 		cfg["netmapSocket"] = filepath.Join(dir, "run", "netmap.sock")

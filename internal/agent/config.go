@@ -80,6 +80,11 @@ type Config struct {
 	// ("100us"; absent: the dataplane's default, 100 µs; a negative duration: never).
 	// It trades a little CPU after traffic for latency; an idle port costs nothing.
 	RxSpin Duration `json:"rxSpin,omitempty"`
+	// FastPath moves the known-unicast frames between pods of a switch in the kernel
+	// (a tc program on each pod's host-side veth, pkg/fastpath) instead of through the
+	// switch; everything else, and every port under a mirror, a capture or a shaping
+	// queue, still crosses the switch. Off by default; needs Linux 6.6 (tcx).
+	FastPath bool `json:"fastPath,omitempty"`
 	// MetricsAddr, if set, serves /metrics (Prometheus text format) on this TCP address as
 	// well as on the socket.
 	MetricsAddr string `json:"metricsAddr,omitempty"`

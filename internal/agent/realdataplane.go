@@ -38,6 +38,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 		dc.Link.XDP.FrameCount = DefaultXDPFrames
 	}
 	dc.RxSpin = time.Duration(c.RxSpin)
+	dc.FastPath = c.FastPath
 	dc.RingSlots = c.RingSlots
 	if dc.RingSlots == 0 {
 		dc.RingSlots = DefaultRingSlots
@@ -255,6 +256,9 @@ func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
 	}
 	pi := agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
 		Backend: p.Backend, Owner: p.Owner, Pod: p.Pod, Active: p.Up, Stats: st, Captures: p.Captures}
+	if f := p.FastPath; f.Source || f.Dest || f.InFrames != 0 || f.OutFrames != 0 {
+		pi.FastPath = &agentapi.FastPathInfo{Source: f.Source, Dest: f.Dest, InFrames: f.InFrames, InBytes: f.InBytes, OutFrames: f.OutFrames, OutBytes: f.OutBytes}
+	}
 	if p.Kind == dataplane.KindPod {
 		q := p.Queue
 		pi.Queue = &agentapi.QueueInfo{Len: q.Len, MaxLen: q.MaxLen, TxFrames: q.TxFrames, TxBytes: q.TxBytes, Evicted: q.Evicted}

@@ -150,7 +150,7 @@ func TestChartArgsParse(t *testing.T) {
 	var cf Flags
 	cf.Register(fs)
 	mode := fs.String("mode", "standalone", "agent's own")
-	for _, n := range []string{"socket", "state-dir", "backend", "masquerade", "pod-netmap-ports", "log-level", "peer-mode", "vxlan-port"} {
+	for _, n := range []string{"socket", "state-dir", "backend", "masquerade", "pod-netmap-ports", "fast-path", "log-level", "peer-mode", "vxlan-port"} {
 		fs.String(n, "", "agent's own")
 	}
 	var parsed []string

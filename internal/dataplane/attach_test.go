@@ -26,6 +26,24 @@ func holdAttach(t *testing.T, ifname string) (entered <-chan struct{}, release f
 	return in, release
 }
 
+// attachHeld starts the attach of req and returns once it is held before it publishes
+// (holdAttach); its result comes on res after release.
+func (e *env) attachHeld(t *testing.T, req AttachRequest) (res <-chan error, release func()) {
+	t.Helper()
+	entered, release := holdAttach(t, req.HostIfName)
+	ch := make(chan error, 1)
+	go func() {
+		_, err := e.dp.AttachPort(context.Background(), req)
+		ch <- err
+	}()
+	select {
+	case <-entered:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the held attach never reached its hook")
+	}
+	return ch, release
+}
+
 // TestAttachOutsideLock holds one pod's attach after its socket is open
 // and checks that the dataplane keeps serving meanwhile: another pod
 // attaches and detaches, lists and the FDB answer; a second attach of the

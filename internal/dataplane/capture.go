@@ -66,8 +66,10 @@ type CapturedFrame struct {
 // switch that copies the port's frames into a fixed set of buffers, without allocating
 // or blocking on the packet path. Close removes the tap.
 type Capture struct {
-	remove  func()
-	port    *Port // the pod port whose captures count this one; nil for the host port
+	remove func()
+	port   *Port // the pod port whose captures count this one; nil for the host port
+	// resync tells the fast path that the port's captures changed (nil: no port).
+	resync  func()
 	filter  *pcapfilter.Filter
 	hdrLen  int
 	rx, tx  bool
@@ -139,17 +141,27 @@ func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
 	// the switch knows by that name: a port leaves d.ports before it leaves the switch,
 	// and its link cannot be attached again before it has left.
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.closed {
+		d.mu.Unlock()
 		return nil, fmt.Errorf("capture %s: %w", name, ErrClosed)
 	}
 	c.remove, err = s.sw.AddTap(port, c)
 	if err != nil {
+		d.mu.Unlock()
 		return nil, fmt.Errorf("capture %s: %w: %w", name, ErrNoPort, err)
 	}
 	if p, ok := d.ports[vale.JoinName(swName, port)]; ok && p.sw == s {
 		c.port = p
 		p.captures.Add(1)
+		c.resync = func() { _ = d.fastSync(p) }
+	}
+	d.mu.Unlock()
+	if c.resync != nil {
+		// The port's frames leave the fast path, so that the capture sees them all.
+		if err := d.fastSync(c.port); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("capture %s: %w", name, err)
+		}
 	}
 	return c, nil
 }
@@ -285,6 +297,9 @@ func (c *Capture) Close() {
 		c.remove()
 		if c.port != nil {
 			c.port.captures.Add(-1)
+			// A failure leaves the port's frames with the switch, which is where they
+			// were during the capture; the next change of the port tries again.
+			c.resync()
 		}
 		close(c.closed)
 	})

@@ -112,6 +112,14 @@ type Config struct {
 	// up (an RCU grace period, 10–40 ms on a busy node) is not part of a
 	// pod's CNI ADD: 0 means DefaultRingPool, negative none.
 	RingPool int
+	// FastPath moves the known-unicast frames between the pods of an offload switch
+	// in the kernel (pkg/fastpath): a tc program on each pod port's host-side veth
+	// hands a frame from the pod's own MAC and address to the destination pod's
+	// interface, and the switch's socket never sees it. The rest (broadcast, ARP,
+	// neighbour discovery, unknown destinations, spoofed sources, the host port, and
+	// ports under a mirror, a capture or a shaping queue) crosses the switch as
+	// without it. Needs tcx (Linux 6.6).
+	FastPath bool
 	// RingPoolError, if set, is told when the pool starts failing to prepare
 	// sockets (the ports then set their rings up themselves).
 	RingPoolError func(error) `json:"-"`

@@ -19,6 +19,7 @@ import (
 	"github.com/epair-cni/epair/internal/appport"
 	"github.com/epair-cni/epair/internal/cleanup"
 	"github.com/epair-cni/epair/internal/sys"
+	"github.com/epair-cni/epair/pkg/fastpath"
 	"github.com/epair-cni/epair/pkg/hostport"
 	"github.com/epair-cni/epair/pkg/ifcore"
 	"github.com/epair-cni/epair/pkg/linkport"
@@ -41,6 +42,10 @@ type Dataplane struct {
 	nft   *masq
 	start time.Time
 	rings atomic.Pointer[linkport.RingPool] // offload sockets kept ready (nil: none yet)
+	// fast is the kernel fast path (Config.FastPath; nil: off); fastIDs numbers the
+	// switches for it.
+	fast    *fastpath.FastPath
+	fastIDs atomic.Uint32
 
 	// swMu serialises the switch changes (AddSwitch, RemoveSwitch) with
 	// each other and with AnnounceGateways; it is taken before mu and held
@@ -99,6 +104,9 @@ type swState struct {
 	tapName  string           // port name in the switch (the TAP's name)
 	tapMAC   net.HardwareAddr // the gateway's MAC (a static FDB entry)
 	tapIndex int
+	// fastID tells the switch apart in the fast path (its ports' frames take it only
+	// between ports of the same switch).
+	fastID uint16
 	// ops counts the claims (attaches, detaches, socket closes) on the
 	// switch's ports; RemoveSwitch waits for them once the switch is
 	// unpublished (no new claim can start then).
@@ -163,6 +171,12 @@ func New(cfg Config) (_ *Dataplane, err error) {
 		return nil, fmt.Errorf("create dataplane: %w", err)
 	}
 	cl.Add(d.reg.Close)
+	if cfg.FastPath {
+		if err := d.startFastPath(); err != nil {
+			return nil, fmt.Errorf("create dataplane: %w", err)
+		}
+		cl.Add(d.fast.Close)
+	}
 
 	for _, sc := range cfg.Switches {
 		s, err := d.createSwitch(sc, &cl)
@@ -227,7 +241,8 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 		return nil, err
 	}
 	cl.Add(func() error { return d.reg.DestroySwitch(sc.Name) })
-	s := &swState{cfg: sc, sw: sw, classes: newClassTable(vc.MaxPorts), bufSize: bufSizeFor(sc.mtu()), hdrLen: vc.VnetHdrLen, tapName: sc.HostPort.tapName(sc.Name)}
+	s := &swState{cfg: sc, sw: sw, classes: newClassTable(vc.MaxPorts), bufSize: bufSizeFor(sc.mtu()), hdrLen: vc.VnetHdrLen, tapName: sc.HostPort.tapName(sc.Name),
+		fastID: uint16(d.fastIDs.Add(1))}
 	s.guard = newGuardLookup(sw.Learning(), vc.MaxPorts, vc.VnetHdrLen)
 	sw.SetLookup(s.guard)
 
@@ -436,6 +451,9 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	}
 	d.mu.Unlock()
 	errs = append(errs, d.reg.Close(), d.ifn.Close())
+	if d.fast != nil {
+		errs = append(errs, d.fast.Close())
+	}
 	if r := d.rings.Load(); r != nil {
 		errs = append(errs, r.Close())
 	}
@@ -511,7 +529,7 @@ func (d *Dataplane) switchInfoLocked(s *swState) SwitchInfo {
 			continue
 		}
 		if p, ok := d.ports[pi.Name]; ok {
-			si.Ports = append(si.Ports, p.info())
+			si.Ports = append(si.Ports, p.info(d))
 		}
 	}
 	si.Ports = append(si.Ports, d.appPortInfos(s)...)
@@ -572,7 +590,7 @@ func (d *Dataplane) Ports() []PortInfo {
 	defer d.mu.Unlock()
 	out := make([]PortInfo, 0, len(d.ports))
 	for _, p := range d.ports {
-		out = append(out, p.info())
+		out = append(out, p.info(d))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -586,5 +604,5 @@ func (d *Dataplane) Port(name string) (PortInfo, error) {
 	if !ok {
 		return PortInfo{}, fmt.Errorf("describe port %s: %w", name, ErrNoPort)
 	}
-	return p.info(), nil
+	return p.info(d), nil
 }

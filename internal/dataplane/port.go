@@ -102,6 +102,8 @@ type PortInfo struct {
 	// PodMAC and PodIPs are the identity given at attach (pod ports).
 	PodMAC net.HardwareAddr
 	PodIPs []netip.Addr
+	// FastPath is what the kernel fast path does for the port (Config.FastPath).
+	FastPath FastPathInfo
 }
 
 // ReasonSocketFull names PortInfo.KernelDrops wherever drops are shown by
@@ -128,9 +130,17 @@ type Port struct {
 
 	polMu  sync.Mutex
 	policy PortPolicy
+
+	// fastOn: the port's socket has the fast path's filter, so the port takes part in
+	// it (fastSync); fastMu guards what the fast path was last told (fastSrc,
+	// fastDst) and fastGone (taken out for good, fastRemove).
+	fastOn           bool
+	fastMu           sync.Mutex
+	fastSrc, fastDst bool
+	fastGone         bool
 }
 
-func (p *Port) info() PortInfo {
+func (p *Port) info(d *Dataplane) PortInfo {
 	o := p.opened
 	if p.up != nil {
 		o = p.up.Current()
@@ -151,6 +161,7 @@ func (p *Port) info() PortInfo {
 	p.polMu.Lock()
 	pi.Policy = p.policy
 	p.polMu.Unlock()
+	pi.FastPath = d.fastInfo(p)
 	return pi
 }
 
@@ -318,6 +329,10 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	if err := d.plugPort(p, &cl); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", p.name, owner, err)
 	}
+	cl.Add(func() error { return d.fastRemove(p) }) // first undone: out of the fast path before the switch
+	if err := d.fastSync(p); err != nil {
+		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", p.name, owner, err)
+	}
 	if h := testAttachHook; h != nil {
 		h(ifname)
 	}
@@ -351,7 +366,7 @@ func (d *Dataplane) claimAttach(ctx context.Context, swName, owner string, link 
 		name := vale.JoinName(s.cfg.Name, ifname)
 		if p, ok := d.byLink[ifname]; ok {
 			if p.owner == owner && p.sw == s && p.ifindex == ifindex {
-				pi := p.info() // idempotent
+				pi := p.info(d) // idempotent
 				return nil, &pi, nil, nil
 			}
 			return nil, nil, nil, fmt.Errorf("attach port %s for %s: already attached as %s for %s: %w", name, owner, p.name, p.owner, ErrBusy)
@@ -403,6 +418,11 @@ func (d *Dataplane) assemblePort(p *Port, cl *cleanup.Cleanup) error {
 		}
 		var err error
 		p.opened, err = linkport.Open(p.hostIf, lo)
+		if err == nil {
+			if err = d.fastFilter(p); err != nil {
+				_ = p.opened.Port.Close()
+			}
+		}
 		return err
 	}); err != nil {
 		return fmt.Errorf("open link: %w", err)
@@ -481,7 +501,7 @@ func (d *Dataplane) publish(p *Port, cl *cleanup.Cleanup) (PortInfo, error) {
 	d.ports[p.name] = p
 	d.byLink[p.hostIf] = p
 	d.byOwner[p.owner] = p
-	info := p.info()
+	info := p.info(d)
 	d.mu.Unlock()
 	if p.up != nil {
 		d.up.enqueue(p)
@@ -637,9 +657,11 @@ func (p *Port) teardown(d *Dataplane) error {
 // in parallel. The port's priority class is cleared before its switch
 // index is freed, so it never clobbers the class of a port that reuses it.
 func (p *Port) unplug(d *Dataplane) error {
+	// Out of the fast path first, so that the frames from and to the port go through
+	// the switch while it still has the port.
+	errs := []error{d.fastRemove(p)}
 	p.sw.classes.set(p.vp.Index(), PortPolicy{})
 	p.sw.guard.set(p.vp.Index(), nil)
-	var errs []error
 	if err := d.reg.Detach(p.name); err != nil && !errors.Is(err, vale.ErrNoPort) {
 		errs = append(errs, err)
 	}
@@ -675,6 +697,18 @@ func (d *Dataplane) SetPortPolicy(name string, pol PortPolicy) error {
 	d.mu.Lock()
 	pn := d.podNetmaps[p.hostIf]
 	d.mu.Unlock()
+	if err := p.setPolicy(name, pol, pn); err != nil {
+		return err
+	}
+	if err := d.fastSync(p); err != nil {
+		return fmt.Errorf("set policy of %s: %w", name, err)
+	}
+	return nil
+}
+
+// setPolicy is SetPortPolicy's change of the port's queue, class, security, application
+// ports and mirror, under p.polMu.
+func (p *Port) setPolicy(name string, pol PortPolicy, pn *podNetmap) error {
 	p.polMu.Lock()
 	defer p.polMu.Unlock()
 	if err := p.oq.setPolicy(p.policy, pol); err != nil {

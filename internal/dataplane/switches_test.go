@@ -493,17 +493,7 @@ func TestRemoveSwitchWaitsForAttach(t *testing.T) {
 	e := newEnv(t, 1, linkport.XDP, nil)
 	e.addSwitch1()
 	c := e.makePodOn1()
-	entered, release := holdAttach(t, c.pair.HostName)
-	res := make(chan error, 1)
-	go func() {
-		_, err := e.dp.AttachPort(context.Background(), c.reqOn(sw1Name))
-		res <- err
-	}()
-	select {
-	case <-entered:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the held attach never reached its hook")
-	}
+	res, release := e.attachHeld(t, c.reqOn(sw1Name))
 	removed := make(chan error, 1)
 	go func() { removed <- e.dp.RemoveSwitch(context.Background(), sw1Name) }()
 	select {

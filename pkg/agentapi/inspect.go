@@ -70,6 +70,23 @@ type PortInfo struct {
 	// Captures is the number of captures (GET /v1/capture) tapping the port now (pod
 	// ports); a capture that ended, however it ended, is no longer counted.
 	Captures int `json:"captures,omitempty"`
+	// FastPath is what the kernel fast path (the agent's fastPath) does for the port: absent
+	// when it has nothing to do with it.
+	FastPath *FastPathInfo `json:"fastPath,omitempty"`
+}
+
+// FastPathInfo is a port's part in the kernel fast path: whether the frames the pod sends
+// (Source) and the frames sent to it (Dest) may bypass the switch now (a capture, a
+// mirror or a shaping queue takes them back to it), and the frames and bytes the fast
+// path moved from the pod (in) and to it (out). Those frames are not in the port's
+// counters, which count what the switch saw; a GSO super-frame counts once.
+type FastPathInfo struct {
+	Source    bool   `json:"source"`
+	Dest      bool   `json:"dest"`
+	InFrames  uint64 `json:"inFrames"`
+	InBytes   uint64 `json:"inBytes"`
+	OutFrames uint64 `json:"outFrames"`
+	OutBytes  uint64 `json:"outBytes"`
 }
 
 // QueueInfo is a port's output queue: its depth and capacity, what it handed to the link,

@@ -70,6 +70,7 @@ func runSwitch(args []string) error {
 	offload := fs.Bool("offload", false, "an offload switch (virtio-net headers; backend auto or packet)")
 	allowSpoofing := fs.Bool("allow-spoofing", false, "ports without anti-spoofing (default: the dataplane's port security)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the switch to this file, from ready to SIGTERM")
+	fastPath := fs.Bool("fast-path", false, "move known-unicast frames between the pods in the kernel (dataplane Config.FastPath; offload switch)")
 	rxSpin := fs.Duration("rx-spin", 0, "how long a port keeps looking for frames after traffic (0: the default, as the agent's; negative: off)")
 	_ = fs.Parse(args)
 	be, err := linkport.ParseBackend(*backend)
@@ -84,6 +85,7 @@ func runSwitch(args []string) error {
 	}
 	cfg.DefaultPolicy.QueueLen = *qlen
 	cfg.RxSpin = *rxSpin
+	cfg.FastPath = *fastPath
 	cfg.DefaultPolicy.AllowSpoofing = *allowSpoofing
 	sc := dataplane.SwitchConfig{Name: "vale0", Offload: *offload}
 	if *gw != "" {
@@ -134,8 +136,9 @@ func runSwitch(args []string) error {
 	<-sig
 	pprof.StopCPUProfile()
 	for _, p := range dp.Ports() {
-		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d super-frames in %d socket full %d\n",
-			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors, p.RxChains, p.KernelDrops)
+		fmt.Fprintf(os.Stderr, "dpbench: %s in %d out %d drops %v queue drops %d nobuf %d tx errors %d super-frames in %d socket full %d fast path in %d out %d\n",
+			p.Name, p.Counters.InFrames, p.Counters.OutFrames, p.Counters.Drops, p.Queue.Drops, p.Queue.NoBuf, p.Queue.TxErrors, p.RxChains, p.KernelDrops,
+			p.FastPath.InFrames, p.FastPath.OutFrames)
 	}
 	return nil
 }

@@ -623,3 +623,14 @@ func (s *Socket) kick() error {
 
 // TXPending reports how many transmit slots are in flight.
 func (s *Socket) TXPending() int { return int(s.txPending.Load()) }
+
+// AttachFilter attaches the eBPF socket filter progFD (SO_ATTACH_BPF, a
+// BPF_PROG_TYPE_SOCKET_FILTER program) to the socket: the frames it returns 0 for
+// never reach the socket (nor its ring), and the others are kept whole or cut to the
+// length it returns. The socket holds its own reference to the program.
+func (s *Socket) AttachFilter(progFD int) error {
+	if err := unix.SetsockoptInt(s.pfd.FD(), unix.SOL_SOCKET, unix.SO_ATTACH_BPF, progFD); err != nil {
+		return fmt.Errorf("af_packet %s: attach socket filter: %w", s.ifname, err)
+	}
+	return nil
+}

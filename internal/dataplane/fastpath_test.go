@@ -1,0 +1,193 @@
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+	"github.com/epair-cni/epair/pkg/linkport"
+)
+
+// fastInfo is the pod's port's FastPathInfo.
+func (e *env) fastInfo(p *pod) PortInfo {
+	e.t.Helper()
+	pi, err := e.dp.Port(p.portName())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return pi
+}
+
+// tcxPrograms is how many tcx ingress programs the pod's host link has.
+func (e *env) tcxPrograms(p *pod) int {
+	e.t.Helper()
+	var n int
+	err := e.host.Do(func() error {
+		r, err := link.QueryPrograms(link.QueryOptions{Target: p.pair.HostIndex, Attach: ebpf.AttachTCXIngress})
+		if err == nil {
+			n = len(r.Programs)
+		}
+		return err
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return n
+}
+
+// TestFastPath: with Config.FastPath, TCP between two pods (IPv4 and IPv6, TSO on)
+// crosses in the kernel, intact, counted by the fast path and not by the switch; a
+// spoofed frame still meets port security; a capture, a rate limit and a mirror take a
+// port's frames back to the switch while they last; detaching and closing leave no
+// program on the links.
+func TestFastPath(t *testing.T) {
+	e := newEnv(t, 3, linkport.Auto, variants[2].mod(func(c *Config) { c.FastPath = true }))
+	a, b, c := e.pods[0], e.pods[1], e.pods[2]
+	e.ping(a, b.ip)
+	e.ping(a, b.ip6)
+	e.ping(a, testGW) // the host port: through the switch
+	for _, p := range e.pods {
+		if fi := e.fastInfo(p).FastPath; !fi.Source || !fi.Dest {
+			t.Fatalf("%s: fast path %+v, want both directions on", p.portName(), fi)
+		}
+		if n := e.tcxPrograms(p); n != 1 {
+			t.Fatalf("%s: %d tcx programs, want 1", p.portName(), n)
+		}
+	}
+
+	a0, b0 := e.fastInfo(a), e.fastInfo(b)
+	const size = 32 << 20
+	netnsutil.TCPTransfer(t, a.ns, b.ns, b.ip, 5301, size)
+	netnsutil.TCPTransfer(t, a.ns, b.ns, b.ip6, 5302, size)
+	a1, b1 := e.fastInfo(a), e.fastInfo(b)
+	if moved := a1.FastPath.InBytes - a0.FastPath.InBytes; moved < 2*size {
+		t.Fatalf("the fast path moved %d bytes from pod A, want at least %d", moved, 2*size)
+	}
+	if moved := b1.FastPath.OutBytes - b0.FastPath.OutBytes; moved < 2*size {
+		t.Fatalf("the fast path moved %d bytes to pod B, want at least %d", moved, 2*size)
+	}
+	if n := a1.FastPath.InFrames - a0.FastPath.InFrames; n > 2*size/1500/4 {
+		t.Errorf("%d frames for %d bytes: no GSO super-frames", n, 2*size)
+	}
+	if seen := a1.Counters.InBytes - a0.Counters.InBytes; seen > 1<<20 {
+		t.Errorf("the switch saw %d bytes from pod A during the transfers", seen)
+	}
+
+	// A frame from another address reaches port security.
+	sendRaw(t, a, udpFrame(a.pair.PodMAC, b.pair.PodMAC, "10.99.0.99", b.ip))
+	waitFor(t, "spoofed frame refused", 2*time.Second, func() bool { return e.spoofDrops(a) == 1 })
+
+	// A capture of B takes B's frames (both ways) to the switch, until it closes.
+	capt, err := e.dp.Capture(b.portName(), CaptureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi := e.fastInfo(b).FastPath; fi.Source || fi.Dest {
+		t.Fatalf("capturing: B's fast path %+v, want off", fi)
+	}
+	e.ping(a, b.ip)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var req, rep int
+	for req < 2 || rep < 2 {
+		f, err := capt.Next(ctx)
+		if err != nil {
+			t.Fatalf("capture: after %d requests and %d replies: %v", req, rep, err)
+		}
+		switch typ, _, _, ok := icmpEcho(f.Data); {
+		case ok && typ == 8 && f.TX:
+			req++
+		case ok && typ == 0 && !f.TX:
+			rep++
+		}
+	}
+	capt.Close()
+	if fi := e.fastInfo(b).FastPath; !fi.Source || !fi.Dest {
+		t.Fatalf("capture closed: B's fast path %+v, want on", fi)
+	}
+
+	// A rate limit on B: the frames to B go through its output queue; a mirror of A's
+	// frames: A's frames go through the switch.
+	if err := e.dp.SetPortPolicy(b.portName(), PortPolicy{RateBitsPerSec: 100e6}); err != nil {
+		t.Fatal(err)
+	}
+	if fi := e.fastInfo(b).FastPath; !fi.Source || fi.Dest {
+		t.Fatalf("rate-limited: B's fast path %+v, want Source only", fi)
+	}
+	q0 := e.fastInfo(b).Queue.TxFrames
+	e.ping(a, b.ip)
+	if q := e.fastInfo(b).Queue.TxFrames; q < q0+2 {
+		t.Fatalf("rate-limited: B's queue sent %d frames during a ping, want ≥ 2", q-q0)
+	}
+	if err := e.dp.SetPortPolicy(b.portName(), PortPolicy{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{Mirror: Mirror{Monitor: c.pair.HostName, RX: true}}); err != nil {
+		t.Fatal(err)
+	}
+	if fi := e.fastInfo(a).FastPath; fi.Source || !fi.Dest {
+		t.Fatalf("mirrored RX: A's fast path %+v, want Dest only", fi)
+	}
+	if fi := e.fastInfo(b).FastPath; !fi.Source || !fi.Dest {
+		t.Fatalf("policy back to default: B's fast path %+v, want on", fi)
+	}
+	if err := e.dp.SetPortPolicy(a.portName(), PortPolicy{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Detached: B's link keeps no program, and A and C still reach each other.
+	if err := e.dp.DetachPort(context.Background(), b.portName()); err != nil {
+		t.Fatal(err)
+	}
+	if n := e.tcxPrograms(b); n != 0 {
+		t.Errorf("detached B keeps %d tcx programs", n)
+	}
+	e.ping(a, c.ip)
+	if err := e.dp.Close(CloseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []*pod{a, c} {
+		if n := e.tcxPrograms(p); n != 0 {
+			t.Errorf("%s keeps %d tcx programs after Close", p.portName(), n)
+		}
+	}
+}
+
+// TestFastPathAttachUndone: an attach that fails after its port joined the fast path (its
+// switch was removed before it could publish) leaves no program on the link, while the
+// dataplane and its fast path go on.
+func TestFastPathAttachUndone(t *testing.T) {
+	e := newEnv(t, 1, linkport.Auto, variants[2].mod(func(c *Config) { c.FastPath = true }))
+	sc := sw1Config()
+	sc.Offload = true
+	if err := e.dp.AddSwitch(sc); err != nil {
+		t.Fatal(err)
+	}
+	c := e.makePodOn1()
+	res, release := e.attachHeld(t, c.reqOn(sw1Name))
+	if n := e.tcxPrograms(c); n != 1 {
+		t.Fatalf("held attach: %d tcx programs on the link, want 1", n)
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- e.dp.RemoveSwitch(context.Background(), sw1Name) }()
+	time.Sleep(100 * time.Millisecond) // RemoveSwitch unpublishes the switch first, then waits for the attach
+	release()
+	if err := <-res; !errors.Is(err, ErrNoSwitch) {
+		t.Fatalf("attach across RemoveSwitch: %v, want ErrNoSwitch", err)
+	}
+	testAttachHook = nil
+	if err := <-removed; err != nil {
+		t.Fatal(err)
+	}
+	if n := e.tcxPrograms(c); n != 0 {
+		t.Errorf("the undone attach left %d tcx programs on the link", n)
+	}
+	if fi := e.fastInfo(e.pods[0]).FastPath; !fi.Source || !fi.Dest {
+		t.Errorf("the other pod's fast path: %+v, want on", fi)
+	}
+}
