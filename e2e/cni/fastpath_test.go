@@ -3,6 +3,7 @@ package cni
 import (
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"testing"
 
@@ -51,6 +52,15 @@ func TestFastPathAgent(t *testing.T) {
 	if in, _ := strconv.ParseUint(fast("IN-BYTES")["default/fast-a"], 10, 64); in > 1<<20 {
 		t.Fatalf("the switch saw %d bytes from pod A", in)
 	}
+	// The metrics have it too.
+	re := regexp.MustCompile(`epair_port_fastpath_frames_total\{direction="in",port="vale0:[^"]+",switch="vale0"\} ([0-9]+)`)
+	best := 0
+	for _, m := range re.FindAllStringSubmatch(e.agent.metrics(), -1) {
+		best = max(best, atoiOr0(m[1]))
+	}
+	if best < 100 {
+		t.Fatalf("epair_port_fastpath_frames_total{direction=\"in\"}: at most %d, want a port with at least 100\n%s", best, e.agent.metrics())
+	}
 	// The node (through the host port, the switch) reaches the pods.
 	if err := ping(e.host, ipB); err != nil {
 		t.Fatal(err)
@@ -60,4 +70,9 @@ func TestFastPathAgent(t *testing.T) {
 	e.agent.start()
 	transfer(5402)
 	atLeast("FAST-IN after a restart", fast("FAST-IN"), "default/fast-a", 100)
+}
+
+func atoiOr0(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
 }

@@ -117,7 +117,7 @@ type agentCollector struct {
 
 	calls, attachments, allocations, releases, ready, switches *prometheus.Desc
 	inFrames, inBytes, outFrames, outBytes, dropped, drops     *prometheus.Desc
-	portInfo                                                   *prometheus.Desc
+	portInfo, fastFrames, fastBytes                            *prometheus.Desc
 	peerRoutes, peerFrames, peerBytes                          *prometheus.Desc
 	tunPackets, tunBytes, tunErrors                            *prometheus.Desc
 }
@@ -142,6 +142,11 @@ func newAgentCollector(a *Agent) *agentCollector {
 		portInfo: prometheus.NewDesc("epair_port_info", "1 per port, labelled with the socket it runs on now (af_xdp, af_packet, netmap for a pod's application port, "+
 			"af_packet_ringless before a background upgrade or where AF_XDP cannot serve the link, tap for the host port).",
 			[]string{"switch", "port", "backend"}, nil),
+		fastFrames: prometheus.NewDesc("epair_port_fastpath_frames_total", "Frames the kernel fast path (the agent's fastPath) moved from the port's pod (in) "+
+			"and to it (out), without the switch: not in epair_port_in_frames_total or epair_port_out_frames_total; a GSO super-frame is one.",
+			[]string{"switch", "port", "direction"}, nil),
+		fastBytes: prometheus.NewDesc("epair_port_fastpath_bytes_total", "Bytes the kernel fast path moved from the port's pod (in) and to it (out).",
+			[]string{"switch", "port", "direction"}, nil),
 		peerRoutes: prometheus.NewDesc("epair_peer_routes", "Pod CIDRs of a peer node routed now, labelled with how (routed, vxlan, unreachable).",
 			[]string{"peer", "mode"}, nil),
 		peerFrames: prometheus.NewDesc("epair_peer_frames_total", "Frames from this node to a peer node's pods (tx) and from them (rx), counted by nftables "+
@@ -159,7 +164,7 @@ func newAgentCollector(a *Agent) *agentCollector {
 
 func (c *agentCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.calls, c.attachments, c.allocations, c.releases, c.ready, c.switches,
-		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops, c.portInfo,
+		c.inFrames, c.inBytes, c.outFrames, c.outBytes, c.dropped, c.drops, c.portInfo, c.fastFrames, c.fastBytes,
 		c.peerRoutes, c.peerFrames, c.peerBytes, c.tunPackets, c.tunBytes, c.tunErrors} {
 		ch <- d
 	}
@@ -230,6 +235,12 @@ func (c *agentCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 			for reason, v := range p.Stats.Drops {
 				ch <- prometheus.MustNewConstMetric(c.drops, prometheus.CounterValue, float64(v), sw.Name, p.Name, reason)
+			}
+			if f := p.FastPath; f != nil {
+				ch <- prometheus.MustNewConstMetric(c.fastFrames, prometheus.CounterValue, float64(f.InFrames), sw.Name, p.Name, "in")
+				ch <- prometheus.MustNewConstMetric(c.fastFrames, prometheus.CounterValue, float64(f.OutFrames), sw.Name, p.Name, "out")
+				ch <- prometheus.MustNewConstMetric(c.fastBytes, prometheus.CounterValue, float64(f.InBytes), sw.Name, p.Name, "in")
+				ch <- prometheus.MustNewConstMetric(c.fastBytes, prometheus.CounterValue, float64(f.OutBytes), sw.Name, p.Name, "out")
 			}
 		}
 	}

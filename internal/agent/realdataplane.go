@@ -256,8 +256,8 @@ func portInfo(p dataplane.PortInfo) agentapi.PortInfo {
 	}
 	pi := agentapi.PortInfo{Name: p.Name, Kind: string(p.Kind), HostIfName: p.HostIfName, HostIfIndex: p.HostIfIndex,
 		Backend: p.Backend, Owner: p.Owner, Pod: p.Pod, Active: p.Up, Stats: st, Captures: p.Captures}
-	if f := p.FastPath; f.Source || f.Dest || f.InFrames != 0 || f.OutFrames != 0 {
-		pi.FastPath = &agentapi.FastPathInfo{Source: f.Source, Dest: f.Dest, InFrames: f.InFrames, InBytes: f.InBytes, OutFrames: f.OutFrames, OutBytes: f.OutBytes}
+	if f := p.FastPath; f.Source || f.Dest || f.InFrames != 0 || f.OutFrames != 0 || f.Error != "" {
+		pi.FastPath = &agentapi.FastPathInfo{Source: f.Source, Dest: f.Dest, InFrames: f.InFrames, InBytes: f.InBytes, OutFrames: f.OutFrames, OutBytes: f.OutBytes, Error: f.Error}
 	}
 	if p.Kind == dataplane.KindPod {
 		q := p.Queue

@@ -10,10 +10,32 @@ import (
 // FastPathInfo is what the kernel fast path (Config.FastPath, pkg/fastpath) does for a
 // pod port: whether the frames the pod sends (Source) and the frames sent to it (Dest)
 // may bypass the switch, and the frames and bytes it moved from the pod (In) and to it
-// (Out). They are not in PortInfo.Counters, which count what the switch saw.
+// (Out). They are not in PortInfo.Counters, which count what the switch saw. Error is
+// why the fast path could not take the port's last change (its frames then cross the
+// switch).
 type FastPathInfo struct {
 	Source, Dest bool
+	Error        string
 	fastpath.Stats
+}
+
+// fastLater puts a new port on the fast path in the background: that waits for RCU grace
+// periods (the tc link, the order of the maps' changes), which a pod's ADD should not
+// wait for; until then the port's frames cross the switch. Close and RemoveSwitch wait
+// for it (d.ops, s.ops), and a detach meanwhile wins (fastGone).
+func (d *Dataplane) fastLater(p *Port) {
+	if !p.fastOn {
+		return
+	}
+	d.ops.Add(1)
+	p.sw.ops.Add(1)
+	go func() {
+		defer func() {
+			p.sw.ops.Done()
+			d.ops.Done()
+		}()
+		_ = d.fastSync(p) // a failure is the port's FastPathInfo.Error
+	}()
 }
 
 // startFastPath creates the fast path in the dataplane's namespace (Config.FastPath).
@@ -81,9 +103,10 @@ func (d *Dataplane) fastSet(p *Port) error {
 		}
 	}
 	if err := d.inNS(func() error { return d.fast.Set(fp) }); err != nil {
+		p.fastErr = err.Error()
 		return err
 	}
-	p.fastSrc, p.fastDst = src, dst
+	p.fastSrc, p.fastDst, p.fastErr = src, dst, ""
 	return nil
 }
 
@@ -115,7 +138,7 @@ func (d *Dataplane) fastInfo(p *Port) FastPathInfo {
 		return FastPathInfo{}
 	}
 	p.fastMu.Lock()
-	fi := FastPathInfo{Source: p.fastSrc, Dest: p.fastDst}
+	fi := FastPathInfo{Source: p.fastSrc, Dest: p.fastDst, Error: p.fastErr}
 	p.fastMu.Unlock()
 	fi.Stats, _ = d.fast.Stats(p.ifindex) // a lookup in an array the fast path owns: it does not fail
 	return fi

@@ -2,7 +2,6 @@ package dataplane
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -40,6 +39,16 @@ func (e *env) tcxPrograms(p *pod) int {
 	return n
 }
 
+// waitFast waits until the pod's port is on the fast path both ways (it is put there in
+// the background after its attach).
+func (e *env) waitFast(p *pod) {
+	e.t.Helper()
+	waitFor(e.t, p.portName()+" on the fast path", 5*time.Second, func() bool {
+		fi := e.fastInfo(p).FastPath
+		return fi.Source && fi.Dest
+	})
+}
+
 // TestFastPath: with Config.FastPath, TCP between two pods (IPv4 and IPv6, TSO on)
 // crosses in the kernel, intact, counted by the fast path and not by the switch; a
 // spoofed frame still meets port security; a capture, a rate limit and a mirror take a
@@ -52,9 +61,7 @@ func TestFastPath(t *testing.T) {
 	e.ping(a, b.ip6)
 	e.ping(a, testGW) // the host port: through the switch
 	for _, p := range e.pods {
-		if fi := e.fastInfo(p).FastPath; !fi.Source || !fi.Dest {
-			t.Fatalf("%s: fast path %+v, want both directions on", p.portName(), fi)
-		}
+		e.waitFast(p)
 		if n := e.tcxPrograms(p); n != 1 {
 			t.Fatalf("%s: %d tcx programs, want 1", p.portName(), n)
 		}
@@ -158,36 +165,27 @@ func TestFastPath(t *testing.T) {
 	}
 }
 
-// TestFastPathAttachUndone: an attach that fails after its port joined the fast path (its
-// switch was removed before it could publish) leaves no program on the link, while the
-// dataplane and its fast path go on.
-func TestFastPathAttachUndone(t *testing.T) {
+// TestFastPathAttachDetach: a port detached right after its attach, while it is being put
+// on the fast path in the background, leaves no program on its link, again and again; the
+// other pod's port stays on the fast path.
+func TestFastPathAttachDetach(t *testing.T) {
 	e := newEnv(t, 1, linkport.Auto, variants[2].mod(func(c *Config) { c.FastPath = true }))
-	sc := sw1Config()
-	sc.Offload = true
-	if err := e.dp.AddSwitch(sc); err != nil {
+	c := e.makePod()
+	for i := range 20 {
+		e.attach(c)
+		if err := e.dp.DetachPort(context.Background(), c.portName()); err != nil {
+			t.Fatal(err)
+		}
+		settle(t, e.dp)
+		if n := e.tcxPrograms(c); n != 0 {
+			t.Fatalf("round %d: the detached port's link keeps %d tcx programs", i, n)
+		}
+	}
+	e.waitFast(e.pods[0])
+	if err := e.dp.Close(CloseOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	c := e.makePodOn1()
-	res, release := e.attachHeld(t, c.reqOn(sw1Name))
-	if n := e.tcxPrograms(c); n != 1 {
-		t.Fatalf("held attach: %d tcx programs on the link, want 1", n)
-	}
-	removed := make(chan error, 1)
-	go func() { removed <- e.dp.RemoveSwitch(context.Background(), sw1Name) }()
-	time.Sleep(100 * time.Millisecond) // RemoveSwitch unpublishes the switch first, then waits for the attach
-	release()
-	if err := <-res; !errors.Is(err, ErrNoSwitch) {
-		t.Fatalf("attach across RemoveSwitch: %v, want ErrNoSwitch", err)
-	}
-	testAttachHook = nil
-	if err := <-removed; err != nil {
-		t.Fatal(err)
-	}
-	if n := e.tcxPrograms(c); n != 0 {
-		t.Errorf("the undone attach left %d tcx programs on the link", n)
-	}
-	if fi := e.fastInfo(e.pods[0]).FastPath; !fi.Source || !fi.Dest {
-		t.Errorf("the other pod's fast path: %+v, want on", fi)
+	if n := e.tcxPrograms(e.pods[0]); n != 0 {
+		t.Errorf("%d tcx programs left after Close", n)
 	}
 }

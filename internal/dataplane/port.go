@@ -133,10 +133,11 @@ type Port struct {
 
 	// fastOn: the port's socket has the fast path's filter, so the port takes part in
 	// it (fastSync); fastMu guards what the fast path was last told (fastSrc,
-	// fastDst) and fastGone (taken out for good, fastRemove).
+	// fastDst), why it refused (fastErr), and fastGone (taken out for good, fastRemove).
 	fastOn           bool
 	fastMu           sync.Mutex
 	fastSrc, fastDst bool
+	fastErr          string
 	fastGone         bool
 }
 
@@ -329,14 +330,14 @@ func (d *Dataplane) attach(ctx context.Context, swName, owner string, link netli
 	if err := d.plugPort(p, &cl); err != nil {
 		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", p.name, owner, err)
 	}
-	cl.Add(func() error { return d.fastRemove(p) }) // first undone: out of the fast path before the switch
-	if err := d.fastSync(p); err != nil {
-		return PortInfo{}, fmt.Errorf("attach port %s for %s: %w", p.name, owner, err)
-	}
 	if h := testAttachHook; h != nil {
 		h(ifname)
 	}
-	return d.publish(p, &cl)
+	info, err := d.publish(p, &cl)
+	if err == nil {
+		d.fastLater(p)
+	}
+	return info, err
 }
 
 // orZero is the PortInfo or, for nil, the zero one.

@@ -87,6 +87,9 @@ type FastPathInfo struct {
 	InBytes   uint64 `json:"inBytes"`
 	OutFrames uint64 `json:"outFrames"`
 	OutBytes  uint64 `json:"outBytes"`
+	// Error is why the fast path could not take the port's last change (its frames then
+	// cross the switch).
+	Error string `json:"error,omitempty"`
 }
 
 // QueueInfo is a port's output queue: its depth and capacity, what it handed to the link,
