@@ -121,7 +121,8 @@ type PortState struct {
 	// Policy is "namespace/name" of the PortPolicy applied; empty for the switch default.
 	// +optional
 	Policy string `json:"policy,omitempty"`
-	// Counters of frames the port received from its pod and sent to it.
+	// Counters of frames the port received from its pod and sent to it, through the switch
+	// or the kernel fast path.
 	RxPackets int64 `json:"rxPackets"`
 	RxBytes   int64 `json:"rxBytes"`
 	TxPackets int64 `json:"txPackets"`

@@ -40,7 +40,7 @@ func main() {
 	backend := flag.String("backend", "", "deprecated: every switch is an offload switch (AF_PACKET with virtio-net headers); auto and packet are accepted, xdp and ringless with a warning")
 	masquerade := flag.String("masquerade", "", "override the configuration's masquerade: true or false")
 	podNetmap := flag.String("pod-netmap-ports", "", "override the configuration's podNetmapPorts (pods may ask for netmap application ports): true or false")
-	fastPath := flag.String("fast-path", "", "override the configuration's fastPath (known-unicast frames between pods moved in the kernel): true or false")
+	fastPath := flag.String("fast-path", "", "override the configuration's fastPath (known-unicast frames between pods moved in the kernel): auto (where the kernel can), true or false")
 	peerMode := flag.String("peer-mode", "", "override the configuration's peerMode: auto (routed to nodes on a subnet of this one, VXLAN to the others), routed or vxlan")
 	vxlanPort := flag.Int("vxlan-port", 0, "override the configuration's vxlanPort (the VXLAN tunnel's UDP port, the same on every node)")
 	var cf controller.Flags
@@ -91,8 +91,10 @@ func main() {
 		if b, ok := boolOverride("masquerade", *masquerade); ok {
 			cfg.Masquerade = b
 		}
-		if b, ok := boolOverride("fast-path", *fastPath); ok {
-			cfg.FastPath = b
+		if *fastPath == "auto" {
+			cfg.FastPath = nil
+		} else if b, ok := boolOverride("fast-path", *fastPath); ok {
+			cfg.FastPath = &b
 		}
 		if b, ok := boolOverride("pod-netmap-ports", *podNetmap); ok {
 			cfg.PodNetmapPorts = &b
@@ -147,7 +149,11 @@ func boolOverride(name, v string) (b, ok bool) {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "node-agent: -%s %q: want true or false\n", name, v)
+		want := "true or false"
+		if name == "fast-path" {
+			want = "auto, true or false"
+		}
+		fmt.Fprintf(os.Stderr, "node-agent: -%s %q: want %s\n", name, v, want)
 		os.Exit(2)
 	}
 	return b, true

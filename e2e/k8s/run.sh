@@ -13,7 +13,7 @@
 #      conflist; NodeState reports Ready with the node's pod CIDR
 #   5. pods scheduled by kubelet get addresses from the node's pod CIDR through
 #      epair-cni, on epair links
-#   6. pod-to-pod traffic goes through the switch: the pods' port counters in
+#   6. pod-to-pod traffic is counted on the pods' ports (switch and fast path): their counters in
 #      NodeState grow with the traffic
 #   7. a ClusterIP Service reaches its pods through kube-proxy, hairpin included
 #   8. kubectl apply of a PortPolicy limits a running pod's throughput to the
@@ -266,8 +266,8 @@ links=$(our_links | wc -l)
 [ "$links" -ge 2 ] || fail "expected ≥2 epair host links, found $links"
 ok "$A=$AIP $B=$BIP in $PODCIDR; $links epair host links"
 
-step "6. pod-to-pod traffic goes through the switch (port counters)"
-port_rx() { # port_rx <pod>: rxPackets of the pod's port in NodeState
+step "6. pod-to-pod traffic is counted on the pods' ports (the switch's and the fast path's frames)"
+port_rx() { # port_rx <pod>: rxPackets of the pod's port in NodeState (switch and fast path)
 	$K get nodestate "$NODE" -o jsonpath="{.status.ports[?(@.pod==\"$NS/$1\")].rxPackets}"
 }
 rx0=$(port_rx "$A"); rx0=${rx0:-0}

@@ -623,7 +623,7 @@ func (c *clusterDataplane) Status(ctx context.Context) (controller.Snapshot, err
 }
 
 // portState is a port's NodeState entry, from the agent API's view of it (portInfo): its
-// counters, queue and drops by reason (the reasons' names are the switch's and the
+// counters (the switch's and the fast path's together), queue and drops by reason (the reasons' names are the switch's and the
 // dataplane's, as everywhere), each frame counted once. The port's queue-full is what its
 // full output queue (or a lack of buffers) refused; the queue adds only the frames it had
 // queued and then evicted.
@@ -640,6 +640,10 @@ func portState(sw string, p agentapi.PortInfo) epairv1.PortState {
 		if q.Evicted != 0 {
 			ps.Drops = mergeDrop(ps.Drops, vale.DropNoSpace.String(), int64(q.Evicted))
 		}
+	}
+	if f := p.FastPath; f != nil { // the port's traffic the switch did not see
+		ps.RxPackets, ps.RxBytes = ps.RxPackets+int64(f.InFrames), ps.RxBytes+int64(f.InBytes)
+		ps.TxPackets, ps.TxBytes = ps.TxPackets+int64(f.OutFrames), ps.TxBytes+int64(f.OutBytes)
 	}
 	for r, n := range p.Stats.Drops {
 		ps.Drops = mergeDrop(ps.Drops, r, int64(n))

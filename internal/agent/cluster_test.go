@@ -651,6 +651,25 @@ func TestPortStateCountsQueueDropsOnce(t *testing.T) {
 	}
 }
 
+// TestPortStateCountsFastPath: a port's NodeState counters are its traffic, what the switch
+// carried and what the kernel fast path moved without it; the agent API keeps them apart.
+func TestPortStateCountsFastPath(t *testing.T) {
+	var p dataplane.PortInfo
+	p.Kind, p.HostIfName = dataplane.KindPod, "epair0a"
+	p.Counters.InFrames, p.Counters.InBytes = 10, 1000
+	p.Queue.TxFrames, p.Queue.TxBytes = 4, 400
+	p.FastPath = dataplane.FastPathInfo{Source: true, Dest: true}
+	p.FastPath.InFrames, p.FastPath.InBytes, p.FastPath.OutFrames, p.FastPath.OutBytes = 100, 100000, 50, 5000
+	pi := portInfo(p)
+	if f := pi.FastPath; f == nil || f.InFrames != 100 || f.OutBytes != 5000 || pi.Stats.InFrames != 10 {
+		t.Fatalf("agent API: fast path %+v, switch %+v", pi.FastPath, pi.Stats)
+	}
+	ps := portState("vale0", pi)
+	if ps.RxPackets != 110 || ps.RxBytes != 101000 || ps.TxPackets != 54 || ps.TxBytes != 5400 {
+		t.Fatalf("NodeState: rx %d/%d tx %d/%d; want 110/101000 and 54/5400", ps.RxPackets, ps.RxBytes, ps.TxPackets, ps.TxBytes)
+	}
+}
+
 // TestDropReasonsOneVocabulary: a port's drops carry the same reason names and totals in
 // the agent API (valectl), NodeState and the metrics: the switch's and the dataplane's
 // names, with nothing renamed on the way.

@@ -83,8 +83,10 @@ type Config struct {
 	// FastPath moves the known-unicast frames between pods of a switch in the kernel
 	// (a tc program on each pod's host-side veth, pkg/fastpath) instead of through the
 	// switch; everything else, and every port under a mirror, a capture or a shaping
-	// queue, still crosses the switch. Off by default; needs Linux 6.6 (tcx).
-	FastPath bool `json:"fastPath,omitempty"`
+	// queue, still crosses the switch. Absent: on where the kernel can (Linux 6.6, tcx,
+	// and the BPF capability), with a warning in the log where it cannot; true: on, and
+	// the agent does not start without it; false: off.
+	FastPath *bool `json:"fastPath,omitempty"`
 	// MetricsAddr, if set, serves /metrics (Prometheus text format) on this TCP address as
 	// well as on the socket.
 	MetricsAddr string `json:"metricsAddr,omitempty"`

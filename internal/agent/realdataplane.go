@@ -38,7 +38,7 @@ func DataplaneConfig(c *Config) (dataplane.Config, error) {
 		dc.Link.XDP.FrameCount = DefaultXDPFrames
 	}
 	dc.RxSpin = time.Duration(c.RxSpin)
-	dc.FastPath = c.FastPath
+	dc.FastPath = c.FastPath == nil || *c.FastPath
 	dc.RingSlots = c.RingSlots
 	if dc.RingSlots == 0 {
 		dc.RingSlots = DefaultRingSlots
@@ -87,6 +87,11 @@ func NewDataplane(c *Config, log *slog.Logger) (Dataplane, error) {
 	}
 	dc.RingPoolError = func(err error) {
 		log.Warn("pod ports will set their receive rings up in their ADDs", "err", err)
+	}
+	if c.FastPath == nil { // on where the kernel can
+		dc.FastPathError = func(err error) {
+			log.Warn("no kernel fast path: the frames between pods cross the switch", "err", err)
+		}
 	}
 	d, err := dataplane.New(dc)
 	if err != nil {

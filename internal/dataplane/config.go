@@ -120,6 +120,9 @@ type Config struct {
 	// ports under a mirror, a capture or a shaping queue) crosses the switch as
 	// without it. Needs tcx (Linux 6.6).
 	FastPath bool
+	// FastPathError, if set, makes the fast path optional: when it cannot start, New
+	// tells it why and goes on without it (nil: New fails).
+	FastPathError func(error) `json:"-"`
 	// RingPoolError, if set, is told when the pool starts failing to prepare
 	// sockets (the ports then set their rings up themselves).
 	RingPoolError func(error) `json:"-"`

@@ -172,10 +172,14 @@ func New(cfg Config) (_ *Dataplane, err error) {
 	}
 	cl.Add(d.reg.Close)
 	if cfg.FastPath {
-		if err := d.startFastPath(); err != nil {
+		switch err := d.startFastPath(); {
+		case err == nil:
+			cl.Add(d.fast.Close)
+		case cfg.FastPathError != nil:
+			cfg.FastPathError(err)
+		default:
 			return nil, fmt.Errorf("create dataplane: %w", err)
 		}
-		cl.Add(d.fast.Close)
 	}
 
 	for _, sc := range cfg.Switches {

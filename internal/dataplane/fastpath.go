@@ -38,10 +38,13 @@ func (d *Dataplane) fastLater(p *Port) {
 	}()
 }
 
+// newFastPath is fastpath.New; tests make it fail.
+var newFastPath = fastpath.New
+
 // startFastPath creates the fast path in the dataplane's namespace (Config.FastPath).
 func (d *Dataplane) startFastPath() error {
 	return d.inNS(func() error {
-		f, err := fastpath.New()
+		f, err := newFastPath()
 		if err != nil {
 			return fmt.Errorf("fast path: %w", err)
 		}

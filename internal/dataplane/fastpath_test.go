@@ -2,6 +2,10 @@ package dataplane
 
 import (
 	"context"
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +13,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
+	"github.com/epair-cni/epair/pkg/fastpath"
 	"github.com/epair-cni/epair/pkg/linkport"
 )
 
@@ -39,6 +44,27 @@ func (e *env) tcxPrograms(p *pod) int {
 	return n
 }
 
+// traceFast traces an echo request from pod a to pod b (from srcIP, "" for a's own) and
+// checks whether the trace has the fast path's step, to b's port.
+func (e *env) traceFast(a, b *pod, srcIP string, want bool) {
+	e.t.Helper()
+	req := TraceRequest{Port: a.portName(), DstIP: netip.MustParseAddr(b.ip)}
+	if srcIP != "" {
+		req.SrcIP = netip.MustParseAddr(srcIP)
+	}
+	r, err := e.dp.Trace(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	i := slices.IndexFunc(r.Steps, func(s TraceStep) bool { return s.Stage == "fastpath" })
+	if got := i >= 0; got != want {
+		e.t.Fatalf("trace %s → %s from %q: fast path step %v, want %v: %+v", a.ip, b.ip, srcIP, got, want, r.Steps)
+	}
+	if want && (r.Steps[i].Verdict != "delivered" || r.Steps[i].Port != b.portName()) {
+		e.t.Fatalf("trace: fast path step %+v, want delivered to %s", r.Steps[i], b.portName())
+	}
+}
+
 // waitFast waits until the pod's port is on the fast path both ways (it is put there in
 // the background after its attach).
 func (e *env) waitFast(p *pod) {
@@ -66,6 +92,10 @@ func TestFastPath(t *testing.T) {
 			t.Fatalf("%s: %d tcx programs, want 1", p.portName(), n)
 		}
 	}
+
+	// A trace says when the fast path would take the frame.
+	e.traceFast(a, b, "", true)
+	e.traceFast(a, b, "10.99.0.99", false) // a spoofed source: the switch refuses it
 
 	a0, b0 := e.fastInfo(a), e.fastInfo(b)
 	const size = 32 << 20
@@ -97,6 +127,7 @@ func TestFastPath(t *testing.T) {
 	if fi := e.fastInfo(b).FastPath; fi.Source || fi.Dest {
 		t.Fatalf("capturing: B's fast path %+v, want off", fi)
 	}
+	e.traceFast(a, b, "", false)
 	e.ping(a, b.ip)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -187,5 +218,45 @@ func TestFastPathAttachDetach(t *testing.T) {
 	}
 	if n := e.tcxPrograms(e.pods[0]); n != 0 {
 		t.Errorf("%d tcx programs left after Close", n)
+	}
+}
+
+// TestFastPathUnavailable: where the fast path cannot start, a dataplane with
+// FastPathError (the agent's default, "where the kernel can") reports why and runs its
+// pods through the switch; one without it (the fast path required) does not start, and
+// says why.
+func TestFastPathUnavailable(t *testing.T) {
+	newFastPath = func() (*fastpath.FastPath, error) { return nil, errors.New("no tcx here") }
+	t.Cleanup(func() { newFastPath = fastpath.New })
+	var reported error
+	e := newEnv(t, 2, linkport.Auto, variants[2].mod(func(c *Config) {
+		c.FastPath = true
+		c.FastPathError = func(err error) { reported = err }
+	}))
+	if reported == nil || !strings.Contains(reported.Error(), "no tcx here") {
+		t.Fatalf("reported %v, want the fast path's error", reported)
+	}
+	a, b := e.pods[0], e.pods[1]
+	e.ping(a, b.ip)
+	settle(t, e.dp)
+	if pi := e.fastInfo(a); pi.FastPath != (FastPathInfo{}) || pi.Counters.InFrames < 2 {
+		t.Fatalf("port of a: fast path %+v, switch counters %+v; want no fast path and the pings through the switch", pi.FastPath, pi.Counters)
+	}
+	if n := e.tcxPrograms(a); n != 0 {
+		t.Fatalf("%d tcx programs without a fast path", n)
+	}
+
+	cfg := e.cfg
+	cfg.FastPathError = nil
+	if err := e.dp.Close(CloseOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dp, err := New(cfg)
+	if err == nil {
+		dp.Close(CloseOptions{})
+		t.Fatal("New with a required fast path that cannot start succeeded")
+	}
+	if !strings.Contains(err.Error(), "fast path") || !strings.Contains(err.Error(), "no tcx here") {
+		t.Fatalf("New: %v; want an error naming the fast path and why", err)
 	}
 }

@@ -40,7 +40,8 @@ type TraceRequest struct {
 
 // TraceStep is one decision on a traced frame's way.
 type TraceStep struct {
-	// Stage: "frame", "resolve", "ingress", "port-security", "fdb", "output", "host".
+	// Stage: "frame", "resolve", "ingress", "port-security", "fdb", "output", "host",
+	// "fastpath" (the kernel fast path would move the frame instead of the switch).
 	Stage string
 	// Port is the port the step is about (output steps), "<switch>:<port>".
 	Port string
@@ -108,7 +109,37 @@ func (d *Dataplane) Trace(req TraceRequest) (TraceResult, error) {
 		return TraceResult{}, fmt.Errorf("trace %s: %w", req.Port, err)
 	}
 	tr.switchSteps(vt)
+	if err := tr.fastStep(frame); err != nil {
+		return TraceResult{}, fmt.Errorf("trace %s: %w", req.Port, err)
+	}
 	return tr.res, nil
+}
+
+// fastStep adds the fast path's step when it would move the frame (a pod port on the
+// fast path): the kernel then hands it to the destination pod, and the switch, whose
+// steps say what it would do with the frame, never sees it.
+func (t *tracer) fastStep(frame []byte) error {
+	p := t.src
+	if p == nil || !p.fastOn {
+		return nil
+	}
+	var moves bool
+	if err := t.d.inNS(func() (err error) {
+		moves, err = t.d.fast.Moves(frame, p.ifindex)
+		return err
+	}); err != nil || !moves {
+		return err
+	}
+	st := TraceStep{Stage: "fastpath", Verdict: "delivered",
+		Detail: "the kernel fast path moves it from the pod's link straight to the destination pod's (tc redirect); the switch does not see it"}
+	if len(t.res.DeliveredTo) == 1 {
+		st.Port = t.res.DeliveredTo[0]
+		if q := t.pods[strings.TrimPrefix(st.Port, t.s.cfg.Name+":")]; q != nil {
+			st.Pod = q.id.pod
+		}
+	}
+	t.step(st)
+	return nil
 }
 
 type tracer struct {

@@ -59,7 +59,8 @@ func (r *TraceRequest) Validate() error {
 
 // TraceStep is one decision on the frame's way, in order.
 type TraceStep struct {
-	// Stage: "frame", "resolve", "ingress", "port-security", "fdb", "output", "host".
+	// Stage: "frame", "resolve", "ingress", "port-security", "fdb", "output", "host",
+	// "fastpath" (the kernel fast path would move the frame instead of the switch).
 	Stage string `json:"stage"`
 	// Port and Pod name the port the step is about, when there is one.
 	Port string `json:"port,omitempty"`

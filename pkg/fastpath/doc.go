@@ -5,7 +5,8 @@
 // packet socket on the same interface. Everything else (broadcast, multicast, ARP and
 // neighbour discovery, DHCP, unknown destinations, spoofed sources, ports whose frames
 // the switch must see for a policy, a mirror or a capture) still crosses the userspace
-// switch. The agent does not use the package yet; see the README's status table.
+// switch. internal/dataplane puts every pod port of an offload switch on it when its
+// Config.FastPath is set (the agent's fastPath: on where the kernel can, by default).
 //
 // # Which frames
 //

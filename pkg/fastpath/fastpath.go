@@ -323,3 +323,25 @@ func rcuGracePeriod() error {
 	}
 	return nil
 }
+
+// Moves says whether the fast path would move frame (from its Ethernet header) arriving
+// on interface ifindex, as it stands now: the socket filter's decision, run by the kernel
+// on the frame (BPF_PROG_RUN) without sending it. The interface is looked up in the
+// network namespace of the calling thread.
+func (f *FastPath) Moves(frame []byte, ifindex int) (bool, error) {
+	if len(frame) < 14 {
+		return false, nil // not a frame the kernel takes in: never on the fast path
+	}
+	ctx := skbContext{Ifindex: uint32(ifindex)}
+	r, err := f.skProg.Run(&ebpf.RunOptions{Data: frame, Context: ctx})
+	if err != nil {
+		return false, fmt.Errorf("fast path: run the decision on a frame from interface %d: %w", ifindex, err)
+	}
+	return r == 0, nil
+}
+
+// skbContext is the head of struct __sk_buff as BPF_PROG_RUN takes it (the fields up to
+// ifindex; the kernel allows only a few of them to be set).
+type skbContext struct {
+	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority, IngressIfindex, Ifindex uint32
+}

@@ -14,11 +14,6 @@ import (
 	"github.com/epair-cni/epair/internal/testutil/netnsutil"
 )
 
-// skbCtx is the head of struct __sk_buff as BPF_PROG_RUN takes it.
-type skbCtx struct {
-	Len, PktType, Mark, QueueMapping, Protocol, VlanPresent, VlanTCI, VlanProto, Priority, IngressIfindex, Ifindex uint32
-}
-
 const (
 	runFast   = tcActRedirect
 	runSlow   = 0xffffffff // TCX_NEXT from tc, "keep the whole frame" from the filter
@@ -126,7 +121,7 @@ func run(t testing.TB, f *FastPath, frame []byte) (tc, sk uint32) {
 // tryRun is run returning BPF_PROG_RUN's refusals (it refuses, with EINVAL, an IPv4
 // frame whose header is cut short: the kernel's test harness parses it first).
 func tryRun(f *FastPath, frame []byte) (tc, sk uint32, err error) {
-	ctx := skbCtx{Ifindex: loIfindex}
+	ctx := skbContext{Ifindex: loIfindex}
 	if tc, err = f.tcProg.Run(&ebpf.RunOptions{Data: frame, Context: ctx}); err != nil {
 		return 0, 0, fmt.Errorf("run the tc program: %w", err)
 	}
