@@ -18,8 +18,8 @@
 //     Dest is on, on another interface (hairpin stays with the switch);
 //   - its source MAC is the port's;
 //   - it is IPv4 from the port's IPv4 address, or IPv6 from the port's IPv6 address with
-//     TCP or UDP as the next header (no extension headers, no ICMPv6: neighbour
-//     discovery is the switch's to check);
+//     TCP, UDP or an ICMPv6 echo request or reply as the next header (no extension
+//     headers, no other ICMPv6: neighbour discovery is the switch's to check);
 //   - the headers it reads are in the frame's linear data.
 //
 // GSO super-frames pass whole, so pods keep TSO and checksum offload end to end.

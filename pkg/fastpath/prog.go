@@ -43,6 +43,10 @@ const (
 	etherTypeIPv6  = 0xdd86 // 0x86dd as a little-endian load sees it
 	protoTCP       = 6
 	protoUDP       = 17
+	protoICMPv6    = 58
+	// ICMPv6 types the fast path takes: echo request and reply.
+	icmpv6EchoRequest = 128
+	icmpv6EchoReply   = 129
 )
 
 // Stack slots of the programs (offsets from the frame pointer, each aligned to its size).
@@ -58,7 +62,8 @@ const (
 // both programs must decide it: the frame came in on a port of the ports map (its
 // skb->ifindex), is unicast, carries the port's own MAC as source and, for IPv4, the
 // port's IPv4 address as source (any protocol), for IPv6 the port's IPv6 address with
-// TCP or UDP right after the fixed header; and its destination (MAC, switch) is in the
+// TCP, UDP or an ICMPv6 echo request or reply right after the fixed header; and its
+// destination (MAC, switch) is in the
 // dests map, on another interface. Everything else (ARP, neighbour discovery, DHCP,
 // broadcast and multicast, IPv6 extension headers, link-local sources, spoofed sources,
 // unknown destinations, headers outside the linear data) is not decided here: the
@@ -121,6 +126,15 @@ func decide(ports, dests *ebpf.Map) asm.Instructions {
 		asm.LoadMem(asm.R1, asm.RFP, fpIP, asm.Byte),
 		asm.JEq.Imm(asm.R1, protoTCP, "v6src"),
 		asm.JEq.Imm(asm.R1, protoUDP, "v6src"),
+		asm.JNE.Imm(asm.R1, protoICMPv6, "slow"),
+	)
+	// ICMPv6: echo requests and replies only (neighbour discovery and the rest are the
+	// switch's to check).
+	in = append(in, load(14+40, fpIP, 1)...)
+	in = append(in,
+		asm.LoadMem(asm.R1, asm.RFP, fpIP, asm.Byte),
+		asm.JEq.Imm(asm.R1, icmpv6EchoRequest, "v6src"),
+		asm.JEq.Imm(asm.R1, icmpv6EchoReply, "v6src"),
 		asm.Ja.Label("slow"),
 	)
 	v6src := load(14+8, fpIPv6, 16)

@@ -108,6 +108,13 @@ func ipv6(dst, src net.HardwareAddr, from, to netip.Addr, next byte) []byte {
 	return append(b, payload...)
 }
 
+// icmp6 is an ICMPv6 message of type typ (its first payload byte).
+func icmp6(dst, src net.HardwareAddr, from, to netip.Addr, typ byte) []byte {
+	b := ipv6(dst, src, from, to, protoICMPv6)
+	b[14+40] = typ
+	return b
+}
+
 // run sends frame in on the loopback through both programs and returns their results.
 func run(t testing.TB, f *FastPath, frame []byte) (tc, sk uint32) {
 	t.Helper()
@@ -147,7 +154,16 @@ func wantFast(fr []byte, p Port) bool {
 			return false
 		}
 	case 0x86dd:
-		if !p.IPv6.IsValid() || len(fr) < 14+24 || (fr[20] != 6 && fr[20] != 17) {
+		if !p.IPv6.IsValid() || len(fr) < 14+24 {
+			return false
+		}
+		switch fr[20] {
+		case 6, 17:
+		case 58: // echo request and reply only
+			if len(fr) < 14+41 || (fr[54] != 128 && fr[54] != 129) {
+				return false
+			}
+		default:
 			return false
 		}
 		a := p.IPv6.As16()
@@ -186,7 +202,12 @@ func TestDecide(t *testing.T) {
 		{"unknown destination", ipv4(macU, macP, ip4P, ip4D, protoUDP), false},
 		{"destination on another switch", ipv4(macE, macP, ip4P, ip4D, protoUDP), false},
 		{"to itself (hairpin)", ipv4(macP, macP, ip4P, ip4P, protoUDP), false},
-		{"ICMPv6 (neighbour discovery)", ipv6(macD, macP, ip6P, ip6D, 58), false},
+		{"ICMPv6 neighbour solicitation", icmp6(macD, macP, ip6P, ip6D, 135), false},
+		{"ICMPv6 neighbour advertisement", icmp6(macD, macP, ip6P, ip6D, 136), false},
+		{"ICMPv6 router advertisement", icmp6(macD, macP, ip6P, ip6D, 134), false},
+		{"ICMPv6 echo request", icmp6(macD, macP, ip6P, ip6D, 128), true},
+		{"ICMPv6 echo reply", icmp6(macD, macP, ip6P, ip6D, 129), true},
+		{"ICMPv6 echo request from a link-local source", icmp6(macD, macP, netip.MustParseAddr("fe80::1"), ip6D, 128), false},
 		{"IPv6 hop-by-hop header", ipv6(macD, macP, ip6P, ip6D, 0), false},
 		{"IPv6 link-local source", ipv6(macD, macP, ll, ip6D, protoUDP), false},
 	}
@@ -253,6 +274,8 @@ func FuzzDecide(f *testing.F) {
 	f.Add(ipv4(macD, macP, ip4P, ip4D, protoUDP))
 	f.Add(ipv6(macD, macP, ip6P, ip6D, protoTCP))
 	f.Add(ipv6(macD, macP, ip6P, ip6D, 58))
+	f.Add(icmp6(macD, macP, ip6P, ip6D, 128))
+	f.Add(icmp6(macD, macP, ip6P, ip6D, 135))
 	f.Add(ipv4(bcast, macP, ip4P, ip4D, protoUDP))
 	f.Add(append(eth(macD, macP, 0x0806), make([]byte, 28)...))
 	f.Add(ipv4(macE, macP, ip4P, ip4D, protoUDP))
