@@ -68,8 +68,8 @@ type CapturedFrame struct {
 type Capture struct {
 	remove func()
 	port   *Port // the pod port whose captures count this one; nil for the host port
-	// resync tells the fast path that the port's captures changed (nil: no port).
-	resync  func()
+	// release takes the capture off its port's count and tells the fast path (nil: none).
+	release func()
 	filter  *pcapfilter.Filter
 	hdrLen  int
 	rx, tx  bool
@@ -150,15 +150,21 @@ func (d *Dataplane) Capture(name string, o CaptureOptions) (*Capture, error) {
 		d.mu.Unlock()
 		return nil, fmt.Errorf("capture %s: %w: %w", name, ErrNoPort, err)
 	}
+	var sync func() error
 	if p, ok := d.ports[vale.JoinName(swName, port)]; ok && p.sw == s {
 		c.port = p
 		p.captures.Add(1)
-		c.resync = func() { _ = d.fastSync(p) }
+		sync = func() error { return d.fastSync(p) }
+		c.release = func() { p.captures.Add(-1); _ = d.fastSync(p) }
+	} else if port == s.tapName {
+		s.hostCaptures.Add(1)
+		sync = func() error { return d.fastHostSync(s) }
+		c.release = func() { s.hostCaptures.Add(-1); _ = d.fastHostSync(s) }
 	}
 	d.mu.Unlock()
-	if c.resync != nil {
+	if sync != nil {
 		// The port's frames leave the fast path, so that the capture sees them all.
-		if err := d.fastSync(c.port); err != nil {
+		if err := sync(); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("capture %s: %w", name, err)
 		}
@@ -295,11 +301,10 @@ func (c *Capture) Lost() uint64 { return c.lost.Load() }
 func (c *Capture) Close() {
 	c.once.Do(func() {
 		c.remove()
-		if c.port != nil {
-			c.port.captures.Add(-1)
+		if c.release != nil {
 			// A failure leaves the port's frames with the switch, which is where they
 			// were during the capture; the next change of the port tries again.
-			c.resync()
+			c.release()
 		}
 		close(c.closed)
 	})

@@ -107,6 +107,11 @@ type swState struct {
 	// fastID tells the switch apart in the fast path (its ports' frames take it only
 	// between ports of the same switch).
 	fastID uint16
+	// hostCaptures counts the open captures of the host port; fastHostMu guards
+	// fastHostGone (the host port taken out of the fast path for good).
+	hostCaptures atomic.Int32
+	fastHostMu   sync.Mutex
+	fastHostGone bool
 	// ops counts the claims (attaches, detaches, socket closes) on the
 	// switch's ports; RemoveSwitch waits for them once the switch is
 	// unpublished (no new claim can start then).
@@ -296,6 +301,10 @@ func (d *Dataplane) createSwitch(sc SwitchConfig, cl *cleanup.Cleanup) (*swState
 	if err := d.routePodCIDRs(s); err != nil {
 		return nil, fmt.Errorf("switch %s: %w", sc.Name, err)
 	}
+	cl.Add(func() error { return d.fastHostRemove(s) })
+	if err := d.fastHostSync(s); err != nil {
+		return nil, fmt.Errorf("switch %s: host port: %w", sc.Name, err)
+	}
 	return s, nil
 }
 
@@ -449,7 +458,7 @@ func (d *Dataplane) Close(opts CloseOptions) error {
 	}
 	for _, name := range d.order {
 		s := d.switches[name]
-		errs = append(errs, d.reg.Detach(vale.JoinName(name, s.tapName)))
+		errs = append(errs, d.fastHostRemove(s), d.reg.Detach(vale.JoinName(name, s.tapName)))
 		s.tapAd.Put() // closes the TAP
 		errs = append(errs, d.reg.DestroySwitch(name))
 	}

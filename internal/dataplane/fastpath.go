@@ -146,3 +146,34 @@ func (d *Dataplane) fastInfo(p *Port) FastPathInfo {
 	fi.Stats, _ = d.fast.Stats(p.ifindex) // a lookup in an array the fast path owns: it does not fail
 	return fi
 }
+
+// fastHostSync puts a switch's host port (its TAP) on the fast path, or takes it off while
+// a capture watches it: with it, the pods' frames to the gateway MAC go into the TAP's
+// ingress (the node's stack) and the node's frames to the pods go out of the TAP's
+// egress to their veths, without the switch; everything the fast path does not take
+// (ARP, neighbour discovery, broadcast, a pod port the switch must see) still crosses it.
+func (d *Dataplane) fastHostSync(s *swState) error {
+	if d.fast == nil || !s.cfg.Offload {
+		return nil
+	}
+	s.fastHostMu.Lock()
+	defer s.fastHostMu.Unlock()
+	if s.fastHostGone {
+		return nil
+	}
+	on := s.hostCaptures.Load() == 0
+	fp := fastpath.Port{Ifindex: s.tapIndex, Switch: s.fastID, MAC: s.tapMAC, Host: true, Source: on, Dest: on}
+	return d.inNS(func() error { return d.fast.Set(fp) })
+}
+
+// fastHostRemove takes a switch's host port out of the fast path for good (before the
+// TAP goes).
+func (d *Dataplane) fastHostRemove(s *swState) error {
+	if d.fast == nil {
+		return nil
+	}
+	s.fastHostMu.Lock()
+	defer s.fastHostMu.Unlock()
+	s.fastHostGone = true
+	return d.fast.Remove(s.tapIndex)
+}

@@ -44,6 +44,35 @@ func (e *env) tcxPrograms(p *pod) int {
 	return n
 }
 
+// hostPortInfo is the switch's host port's PortInfo.
+func (e *env) hostPortInfo() PortInfo {
+	e.t.Helper()
+	si, err := e.dp.Switch("vale0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, pi := range si.Ports {
+		if pi.Name == si.HostPort {
+			return pi
+		}
+	}
+	e.t.Fatalf("switch vale0 lists no host port %s", si.HostPort)
+	return PortInfo{}
+}
+
+// traceFastTo traces an echo request from pod a to address to and checks whether the
+// trace has the fast path's step.
+func (e *env) traceFastTo(a *pod, to string, want bool) {
+	e.t.Helper()
+	r, err := e.dp.Trace(TraceRequest{Port: a.portName(), DstIP: netip.MustParseAddr(to)})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if got := slices.ContainsFunc(r.Steps, func(s TraceStep) bool { return s.Stage == "fastpath" && s.Verdict == "delivered" }); got != want {
+		e.t.Fatalf("trace %s → %s: fast path step %v, want %v: %+v", a.ip, to, got, want, r.Steps)
+	}
+}
+
 // traceFast traces an echo request from pod a to pod b (from srcIP, "" for a's own) and
 // checks whether the trace has the fast path's step, to b's port.
 func (e *env) traceFast(a, b *pod, srcIP string, want bool) {
@@ -85,7 +114,7 @@ func TestFastPath(t *testing.T) {
 	a, b, c := e.pods[0], e.pods[1], e.pods[2]
 	e.ping(a, b.ip)
 	e.ping(a, b.ip6)
-	e.ping(a, testGW) // the host port: through the switch
+	e.ping(a, testGW) // the node, through the host port's fast path
 	for _, p := range e.pods {
 		e.waitFast(p)
 		if n := e.tcxPrograms(p); n != 1 {
@@ -114,6 +143,31 @@ func TestFastPath(t *testing.T) {
 	if seen := a1.Counters.InBytes - a0.Counters.InBytes; seen > 1<<20 {
 		t.Errorf("the switch saw %d bytes from pod A during the transfers", seen)
 	}
+
+	// To the node and back through the host port's fast path: the switch's host port
+	// sees next to nothing of it.
+	h0 := e.hostPortInfo()
+	a0 = e.fastInfo(a)
+	netnsutil.TCPTransfer(t, a.ns, e.host, testGW, 5303, size)
+	netnsutil.TCPTransfer(t, e.host, a.ns, a.ip, 5304, size)
+	h1, a1 := e.hostPortInfo(), e.fastInfo(a)
+	if in, out := a1.FastPath.InBytes-a0.FastPath.InBytes, a1.FastPath.OutBytes-a0.FastPath.OutBytes; in < size || out < size {
+		t.Fatalf("pod A ↔ node: the fast path moved %d bytes from A and %d to it, want at least %d each", in, out, size)
+	}
+	if in, out := h1.Counters.InBytes-h0.Counters.InBytes, h1.Counters.OutBytes-h0.Counters.OutBytes; in > 1<<20 || out > 1<<20 {
+		t.Errorf("pod A ↔ node: the switch's host port saw %d bytes in and %d out", in, out)
+	}
+	e.traceFastTo(a, testGW, true)
+
+	// A capture of the host port takes the node's traffic back to the switch.
+	hc, err := e.dp.Capture(e.dp.Switches()[0].HostPort, CaptureOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.traceFastTo(a, testGW, false)
+	e.ping(a, testGW)
+	hc.Close()
+	e.traceFastTo(a, testGW, true)
 
 	// A frame from another address reaches port security.
 	sendRaw(t, a, udpFrame(a.pair.PodMAC, b.pair.PodMAC, "10.99.0.99", b.ip))

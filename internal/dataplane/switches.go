@@ -205,7 +205,7 @@ func (d *Dataplane) RemoveSwitch(ctx context.Context, name string) error {
 // name) and destroys the switch.
 func (d *Dataplane) destroySwitch(s *swState) error {
 	name := s.cfg.Name
-	var errs []error
+	errs := []error{d.fastHostRemove(s)}
 	if err := d.reg.Detach(vale.JoinName(name, s.tapName)); err != nil && !errors.Is(err, vale.ErrNoPort) {
 		errs = append(errs, err)
 	}

@@ -137,6 +137,9 @@ func (t *tracer) fastStep(frame []byte) error {
 		if q := t.pods[strings.TrimPrefix(st.Port, t.s.cfg.Name+":")]; q != nil {
 			st.Pod = q.id.pod
 		}
+		if st.Port == vale.JoinName(t.s.cfg.Name, t.s.tapName) {
+			st.Detail = "the kernel fast path moves it from the pod's link into the node's stack, through the host port's interface (tc redirect); the switch does not see it"
+		}
 	}
 	t.step(st)
 	return nil

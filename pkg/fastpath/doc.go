@@ -1,8 +1,9 @@
 // Package fastpath is the kernel fast path for a switch's known-unicast traffic between
-// pods: a tc program on each pod port's host-side veth hands a frame straight to the
-// destination pod's interface (bpf_redirect_peer), as the kernel would through a bridge
-// but without the bridge, and a socket filter keeps those frames away from the switch's
-// packet socket on the same interface. Everything else (broadcast, multicast, ARP and
+// pods and between pods and the node: a tc program on each pod port's host-side veth
+// hands a frame straight to the destination pod's interface (bpf_redirect_peer), or into
+// the switch's host port (see below), as the kernel would through a bridge but without
+// the bridge, and a socket filter keeps those frames away from the switch's packet socket
+// on the same interface. Everything else (broadcast, multicast, ARP and
 // neighbour discovery, DHCP, unknown destinations, spoofed sources, ports whose frames
 // the switch must see for a policy, a mirror or a capture) still crosses the userspace
 // switch. internal/dataplane puts every pod port of an offload switch on it when its
@@ -23,6 +24,18 @@
 //   - the headers it reads are in the frame's linear data.
 //
 // GSO super-frames pass whole, so pods keep TSO and checksum offload end to end.
+//
+// # The host port
+//
+// A switch's host port (its TAP, Port.Host) takes part too. As a destination, its entry
+// carries dfIngress: a pod's frame to the gateway MAC (to the node, or routed by it: to
+// another node, to a Service, out of the cluster) is redirected into the TAP's ingress,
+// so the node's stack receives it on the TAP exactly as if the switch had written it
+// there. As a source, a third program at the TAP's egress redirects the frames the
+// node's stack sends out of it to a pod of the switch whose Dest is on, to the egress of
+// the pod's veth, before the TAP's reader (the switch) would get them; no socket sees
+// them first, so that direction needs no filter. The node's frames are not checked for
+// spoofing, as the switch does not check them.
 //
 // # Two deciders, one decision
 //

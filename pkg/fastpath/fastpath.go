@@ -35,6 +35,11 @@ type Port struct {
 	// sent to the pod take it. The switch clears them for a port whose frames it must
 	// see (policies, mirror, capture).
 	Source, Dest bool
+	// Host marks a switch's host port (its TAP; MAC is the gateway's, no addresses):
+	// with Dest, the pods' frames to the gateway MAC go into the interface's ingress,
+	// to the node's stack; with Source, the frames the node's stack sends out of it to
+	// a pod go to the pod's veth (a program at the TAP's egress).
+	Host bool
 }
 
 // Stats counts the frames the fast path moved for a port: In from the pod, Out to it.
@@ -56,10 +61,11 @@ type entry struct {
 // FastPath is the kernel fast path of an agent's switches: its maps, its two programs,
 // and the tc links on the ports' host-side interfaces.
 type FastPath struct {
-	tc, sk view
-	stats  *ebpf.Map
-	tcProg *ebpf.Program
-	skProg *ebpf.Program
+	tc, sk   view
+	stats    *ebpf.Map
+	tcProg   *ebpf.Program
+	skProg   *ebpf.Program
+	hostProg *ebpf.Program
 
 	mu    sync.Mutex
 	ports map[int]*entry
@@ -93,6 +99,9 @@ func New() (f *FastPath, err error) {
 		return nil, err
 	}
 	if f.skProg, err = newFilterProgram(f.sk.ports, f.sk.dests); err != nil {
+		return nil, err
+	}
+	if f.hostProg, err = newHostProgram(f.tc.ports, f.tc.dests, f.stats); err != nil {
 		return nil, err
 	}
 	for i := MaxPorts - 1; i >= 0; i-- {
@@ -131,7 +140,11 @@ func (f *FastPath) Set(p Port) error {
 		if err := f.clearStats(e.slot); err != nil {
 			return err
 		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: p.Ifindex, Program: f.tcProg, Attach: ebpf.AttachTCXIngress})
+		opts := link.TCXOptions{Interface: p.Ifindex, Program: f.tcProg, Attach: ebpf.AttachTCXIngress}
+		if p.Host {
+			opts.Program, opts.Attach = f.hostProg, ebpf.AttachTCXEgress
+		}
+		l, err := link.AttachTCX(opts)
 		if err != nil {
 			return fmt.Errorf("fast path: attach to interface %d: %w", p.Ifindex, err)
 		}
@@ -206,7 +219,7 @@ func (f *FastPath) Close() error {
 }
 
 func (f *FastPath) closeObjects() {
-	for _, p := range []*ebpf.Program{f.tcProg, f.skProg} {
+	for _, p := range []*ebpf.Program{f.tcProg, f.skProg, f.hostProg} {
 		if p != nil {
 			p.Close()
 		}
@@ -301,6 +314,9 @@ func (f *FastPath) entries(e *entry) (pk uint32, pv [pvLen]byte, dk [8]byte, dv 
 	binary.LittleEndian.PutUint16(dk[6:], p.Switch)
 	binary.LittleEndian.PutUint32(dv[dvIfindex:], uint32(p.Ifindex))
 	binary.LittleEndian.PutUint32(dv[dvSlot:], e.slot)
+	if p.Host {
+		binary.LittleEndian.PutUint32(dv[dvFlags:], dfIngress)
+	}
 	return
 }
 

@@ -70,9 +70,16 @@ func (p *pods) set(t *testing.T, port Port) {
 // programs is how many tcx ingress programs interface ifindex of the host namespace has.
 func (p *pods) programs(t *testing.T, ifindex int) int {
 	t.Helper()
+	return p.programsAt(t, ifindex, ebpf.AttachTCXIngress)
+}
+
+// programsAt is how many tcx programs interface ifindex of the host namespace has at the
+// attach point at.
+func (p *pods) programsAt(t *testing.T, ifindex int, at ebpf.AttachType) int {
+	t.Helper()
 	var n int
 	err := p.Host.Do(func() error {
-		r, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: ebpf.AttachTCXIngress})
+		r, err := link.QueryPrograms(link.QueryOptions{Target: ifindex, Attach: at})
 		if err == nil {
 			n = len(r.Programs)
 		}
@@ -404,5 +411,81 @@ func TestNoLossWhileChanging(t *testing.T) {
 	}
 	if len(missing) > 0 {
 		t.Fatalf("%d of %d datagrams lost while the port changed (first %v)", len(missing), n, missing[:min(len(missing), 10)])
+	}
+}
+
+// TestHostPort: a TAP in the host namespace without a reader stands in for a switch's
+// TAP (its reader, the switch, would get what it transmits; here it is dropped): with the host port
+// on the fast path, pod A reaches the node's address on it (into its ingress) and the
+// node answers (out of its egress, redirected to the pod), by ping and a TCP transfer;
+// with the host port off, nothing gets through.
+func TestHostPort(t *testing.T) {
+	p := newPods(t)
+	gwMAC := net.HardwareAddr{0x02, 0, 0, 0x77, 0, 0xfe}
+	const gwIP = "10.77.0.254"
+	gw := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "gw0", HardwareAddr: gwMAC}, Mode: netlink.TUNTAP_MODE_TAP}
+	// The TAP is made by an ioctl in the calling thread's namespace, not netlink's.
+	if err := p.Host.Do(func() error { return netlink.LinkAdd(gw) }); err != nil {
+		t.Fatal(err)
+	}
+	l, err := p.Host.NL.LinkByName("gw0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Host.NL.LinkSetHardwareAddr(l, gwMAC); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := netlink.ParseAddr(gwIP + "/24")
+	if err := p.Host.NL.AddrAdd(l, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Host.NL.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	neigh := func(ns *netnsutil.NS, link int, ip string, mac net.HardwareAddr) {
+		t.Helper()
+		if err := ns.NL.NeighSet(&netlink.Neigh{LinkIndex: link, State: netlink.NUD_PERMANENT, Family: netlink.FAMILY_V4,
+			IP: net.ParseIP(ip), HardwareAddr: mac}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	neigh(p.Host, l.Attrs().Index, p.IPA, p.MACA)
+	eth0, err := p.A.NL.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	neigh(p.A, eth0.Attrs().Index, gwIP, gwMAC)
+	host := Port{Ifindex: l.Attrs().Index, Switch: 1, MAC: gwMAC, Host: true, Source: true, Dest: true}
+	p.set(t, host)
+	if n := p.programsAt(t, host.Ifindex, ebpf.AttachTCXEgress); n != 1 {
+		t.Fatalf("the host port has %d tcx egress programs, want 1", n)
+	}
+
+	if out, err := p.A.Exec("ping", "-c", "3", "-i", "0.2", "-W", "2", gwIP); err != nil {
+		sa, _ := p.f.Stats(p.ha)
+		sh, _ := p.f.Stats(host.Ifindex)
+		t.Fatalf("ping the node through the fast path: %v\n%s\ncounters: pod A %+v, host port %+v", err, out, sa, sh)
+	}
+	netnsutil.TCPTransfer(t, p.A, p.Host, gwIP, 5002, 16<<20)
+	netnsutil.TCPTransfer(t, p.Host, p.A, p.IPA, 5003, 16<<20)
+	s, err := p.f.Stats(host.Ifindex)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.InBytes < 16<<20 || s.OutBytes < 16<<20 {
+		t.Errorf("host port counters %+v: want both ways at least 16 MiB", s)
+	}
+
+	off := host
+	off.Source, off.Dest = false, false
+	p.set(t, off)
+	if out, err := p.A.Exec("ping", "-c", "1", "-W", "1", gwIP); err == nil {
+		t.Fatalf("ping the node with the host port off the fast path went through:\n%s", out)
+	}
+	if err := p.f.Remove(host.Ifindex); err != nil {
+		t.Fatal(err)
+	}
+	if n := p.programsAt(t, host.Ifindex, ebpf.AttachTCXEgress); n != 0 {
+		t.Fatalf("the host port keeps %d tcx egress programs after Remove", n)
 	}
 }

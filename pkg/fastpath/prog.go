@@ -20,10 +20,14 @@ const (
 	pvLen    = 32
 
 	// destKey: the destination MAC and the switch (6 + 2 bytes).
-	// destVal: the destination's host-side ifindex and its counter slot.
+	// destVal: the destination's host-side ifindex, its counter slot and flags.
 	dvIfindex = 0 // u32
 	dvSlot    = 4 // u32
-	dvLen     = 8
+	dvFlags   = 8 // u32: dfIngress
+	dvLen     = 12
+	// dfIngress: the destination is a switch's host port (its TAP): a frame goes into the
+	// interface's ingress, to the node's stack, as if the switch had written it there.
+	dfIngress = 1
 
 	// stats: a per-CPU array of counters per slot, four u64.
 	stInFrames  = 0
@@ -35,6 +39,8 @@ const (
 	// Offsets in struct __sk_buff.
 	skbLen     = 0
 	skbIfindex = 40
+
+	bpfFIngress = 1 // BPF_F_INGRESS for bpf_redirect
 
 	bpfHdrStartMAC = 0  // BPF_HDR_START_MAC for bpf_skb_load_bytes_relative
 	tcxNext        = -1 // TCX_NEXT: not ours, the frame goes on (to the stack or the next program)
@@ -70,30 +76,8 @@ const (
 // switch sees it. Control reaches label "fast" with R7 = the source's port entry and
 // R0 = the destination's entry, or label "slow"; R6 holds the context throughout.
 func decide(ports, dests *ebpf.Map) asm.Instructions {
-	load := func(off, dst int32, n int32) asm.Instructions {
-		return asm.Instructions{
-			asm.Mov.Reg(asm.R1, asm.R6),
-			asm.Mov.Imm(asm.R2, off),
-			asm.Mov.Reg(asm.R3, asm.RFP),
-			asm.Add.Imm(asm.R3, dst),
-			asm.Mov.Imm(asm.R4, n),
-			asm.Mov.Imm(asm.R5, bpfHdrStartMAC),
-			asm.FnSkbLoadBytesRelative.Call(),
-			asm.JNE.Imm(asm.R0, 0, "slow"),
-		}
-	}
-	in := asm.Instructions{
-		asm.Mov.Reg(asm.R6, asm.R1),
-		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
-		asm.StoreMem(asm.RFP, fpKey, asm.R2, asm.Word),
-		asm.LoadMapPtr(asm.R1, ports.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpKey),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "slow"),
-		asm.Mov.Reg(asm.R7, asm.R0),
-	}
-	in = append(in, load(0, fpEth, 14)...)
+	in := lookupPort(ports)
+	in = append(in, loadBytes(0, fpEth, 14)...)
 	in = append(in,
 		// Group bit of the destination: broadcast and multicast go to the switch.
 		asm.LoadMem(asm.R1, asm.RFP, fpEth, asm.Byte),
@@ -112,7 +96,7 @@ func decide(ports, dests *ebpf.Map) asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R7, pvIPv4, asm.Word).WithSymbol("v4"),
 		asm.JEq.Imm(asm.R2, 0, "slow"),
 	)
-	in = append(in, load(14+12, fpIP, 4)...)
+	in = append(in, loadBytes(14+12, fpIP, 4)...)
 	in = append(in,
 		asm.LoadMem(asm.R1, asm.RFP, fpIP, asm.Word),
 		asm.LoadMem(asm.R2, asm.R7, pvIPv4, asm.Word),
@@ -121,7 +105,7 @@ func decide(ports, dests *ebpf.Map) asm.Instructions {
 		asm.LoadMem(asm.R2, asm.R7, pvIPv6, asm.Word).WithSymbol("v6"),
 		asm.JEq.Imm(asm.R2, 0, "slow"),
 	)
-	in = append(in, load(14+6, fpIP, 1)...)
+	in = append(in, loadBytes(14+6, fpIP, 1)...)
 	in = append(in,
 		asm.LoadMem(asm.R1, asm.RFP, fpIP, asm.Byte),
 		asm.JEq.Imm(asm.R1, protoTCP, "v6src"),
@@ -130,14 +114,14 @@ func decide(ports, dests *ebpf.Map) asm.Instructions {
 	)
 	// ICMPv6: echo requests and replies only (neighbour discovery and the rest are the
 	// switch's to check).
-	in = append(in, load(14+40, fpIP, 1)...)
+	in = append(in, loadBytes(14+40, fpIP, 1)...)
 	in = append(in,
 		asm.LoadMem(asm.R1, asm.RFP, fpIP, asm.Byte),
 		asm.JEq.Imm(asm.R1, icmpv6EchoRequest, "v6src"),
 		asm.JEq.Imm(asm.R1, icmpv6EchoReply, "v6src"),
 		asm.Ja.Label("slow"),
 	)
-	v6src := load(14+8, fpIPv6, 16)
+	v6src := loadBytes(14+8, fpIPv6, 16)
 	v6src[0] = v6src[0].WithSymbol("v6src")
 	in = append(in, v6src...)
 	for i := int16(0); i < 16; i += 4 {
@@ -147,20 +131,12 @@ func decide(ports, dests *ebpf.Map) asm.Instructions {
 			asm.JNE.Reg(asm.R1, asm.R2, "slow"),
 		)
 	}
+	// The destination: (MAC, switch) in dests, not the interface the frame came in on
+	// (hairpin is the switch's business).
+	dst := lookupDest(dests)
+	dst[0] = dst[0].WithSymbol("dest")
+	in = append(in, dst...)
 	in = append(in,
-		// The destination: (MAC, switch) in dests, not the interface the frame came in on
-		// (hairpin is the switch's business).
-		asm.LoadMem(asm.R1, asm.RFP, fpEth, asm.Word).WithSymbol("dest"),
-		asm.StoreMem(asm.RFP, fpDest, asm.R1, asm.Word),
-		asm.LoadMem(asm.R1, asm.RFP, fpEth+4, asm.Half),
-		asm.StoreMem(asm.RFP, fpDest+4, asm.R1, asm.Half),
-		asm.LoadMem(asm.R1, asm.R7, pvSwitch, asm.Half),
-		asm.StoreMem(asm.RFP, fpDest+6, asm.R1, asm.Half),
-		asm.LoadMapPtr(asm.R1, dests.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, fpDest),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "slow"),
 		asm.LoadMem(asm.R1, asm.R0, dvIfindex, asm.Word),
 		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
 		asm.JEq.Reg(asm.R1, asm.R2, "slow"),
@@ -175,49 +151,23 @@ func decide(ports, dests *ebpf.Map) asm.Instructions {
 // interface, in the pod's namespace, as a GSO super-frame if it is one; any other frame
 // goes on to the stack, where the switch's socket has already seen it.
 func newTCProgram(ports, dests, stats *ebpf.Map) (*ebpf.Program, error) {
-	count := func(frames, bytes int16, next string) asm.Instructions {
-		return asm.Instructions{
-			asm.StoreMem(asm.RFP, fpKey, asm.R1, asm.Word),
-			asm.LoadMapPtr(asm.R1, stats.FD()),
-			asm.Mov.Reg(asm.R2, asm.RFP),
-			asm.Add.Imm(asm.R2, fpKey),
-			asm.FnMapLookupElem.Call(),
-			asm.JEq.Imm(asm.R0, 0, next),
-			asm.LoadMem(asm.R1, asm.R0, frames, asm.DWord),
-			asm.Add.Imm(asm.R1, 1),
-			asm.StoreMem(asm.R0, frames, asm.R1, asm.DWord),
-			asm.LoadMem(asm.R1, asm.R0, bytes, asm.DWord),
-			asm.Add.Reg(asm.R1, asm.R9),
-			asm.StoreMem(asm.R0, bytes, asm.R1, asm.DWord),
-		}
-	}
 	in := decide(ports, dests)
-	in = append(in,
-		asm.Mov.Reg(asm.R8, asm.R0).WithSymbol("fast"),
-		asm.LoadMem(asm.R9, asm.R6, skbLen, asm.Word),
-		asm.LoadMem(asm.R1, asm.R7, pvSlot, asm.Word),
-	)
-	in = append(in, count(stInFrames, stInBytes, "out")...)
-	in = append(in, asm.LoadMem(asm.R1, asm.R8, dvSlot, asm.Word).WithSymbol("out"))
-	in = append(in, count(stOutFrames, stOutBytes, "redirect")...)
+	in = append(in, asm.Mov.Reg(asm.R8, asm.R0).WithSymbol("fast"))
+	in = append(in, countMoved(stats)...)
 	in = append(in,
 		asm.LoadMem(asm.R1, asm.R8, dvIfindex, asm.Word).WithSymbol("redirect"),
+		asm.LoadMem(asm.R2, asm.R8, dvFlags, asm.Word),
+		asm.JSet.Imm(asm.R2, dfIngress, "to-host"),
 		asm.Mov.Imm(asm.R2, 0),
 		asm.FnRedirectPeer.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R2, bpfFIngress).WithSymbol("to-host"),
+		asm.FnRedirect.Call(),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("slow"),
 		asm.Return(),
 	)
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "epair_fast_tc",
-		Type:         ebpf.SchedCLS,
-		License:      "Dual BSD/GPL",
-		Instructions: in,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("load the fast path's tc program: %w", err)
-	}
-	return p, nil
+	return load("epair_fast_tc", "tc program", ebpf.SchedCLS, in)
 }
 
 // newFilterProgram returns the socket filter for the switch's packet sockets on the
@@ -232,14 +182,128 @@ func newFilterProgram(ports, dests *ebpf.Map) (*ebpf.Program, error) {
 		asm.Mov.Imm32(asm.R0, -1).WithSymbol("slow"),
 		asm.Return(),
 	)
-	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-		Name:         "epair_fast_sk",
-		Type:         ebpf.SocketFilter,
-		License:      "Dual BSD/GPL",
-		Instructions: in,
-	})
+	return load("epair_fast_sk", "socket filter", ebpf.SocketFilter, in)
+}
+
+// newHostProgram returns the program attached to a switch's host port (its TAP) at egress
+// (tcx): a frame the node's stack sends to a pod of the switch whose Dest is on (a known,
+// unicast destination MAC that is not a host port) is counted (in at the host port's slot,
+// out at the pod's) and handed to the pod's host-side veth (bpf_redirect, its egress),
+// instead of to the TAP's reader, the switch. The node's frames are not checked for
+// spoofing: the switch does not check them either. Everything else goes on to the TAP.
+func newHostProgram(ports, dests, stats *ebpf.Map) (*ebpf.Program, error) {
+	in := lookupPort(ports)
+	in = append(in, loadBytes(0, fpEth, 14)...)
+	in = append(in,
+		asm.LoadMem(asm.R1, asm.RFP, fpEth, asm.Byte),
+		asm.JSet.Imm(asm.R1, 1, "slow"),
+	)
+	in = append(in, lookupDest(dests)...)
+	in = append(in,
+		asm.LoadMem(asm.R1, asm.R0, dvFlags, asm.Word),
+		asm.JSet.Imm(asm.R1, dfIngress, "slow"),
+		asm.Mov.Reg(asm.R8, asm.R0),
+	)
+	in = append(in, countMoved(stats)...)
+	in = append(in,
+		asm.LoadMem(asm.R1, asm.R8, dvIfindex, asm.Word).WithSymbol("redirect"),
+		asm.Mov.Imm(asm.R2, 0),
+		asm.FnRedirect.Call(),
+		asm.Return(),
+		asm.Mov.Imm(asm.R0, tcxNext).WithSymbol("slow"),
+		asm.Return(),
+	)
+	return load("epair_fast_host", "host port program", ebpf.SchedCLS, in)
+}
+
+// loadBytes returns the instructions that copy n bytes of the frame, from off bytes past
+// its Ethernet header's start, to the stack at dst (bpf_skb_load_bytes_relative, which
+// reads the linear data only), or go on to label "slow" where the frame has no such bytes.
+func loadBytes(off, dst int32, n int32) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R1, asm.R6),
+		asm.Mov.Imm(asm.R2, off),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, dst),
+		asm.Mov.Imm(asm.R4, n),
+		asm.Mov.Imm(asm.R5, bpfHdrStartMAC),
+		asm.FnSkbLoadBytesRelative.Call(),
+		asm.JNE.Imm(asm.R0, 0, "slow"),
+	}
+}
+
+// lookupPort returns the instructions that keep the context in R6 and find the port the
+// frame is on (skb->ifindex) in ports: its entry in R7, or on to label "slow".
+func lookupPort(ports *ebpf.Map) asm.Instructions {
+	return asm.Instructions{
+		asm.Mov.Reg(asm.R6, asm.R1),
+		asm.LoadMem(asm.R2, asm.R6, skbIfindex, asm.Word),
+		asm.StoreMem(asm.RFP, fpKey, asm.R2, asm.Word),
+		asm.LoadMapPtr(asm.R1, ports.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "slow"),
+		asm.Mov.Reg(asm.R7, asm.R0),
+	}
+}
+
+// lookupDest returns the instructions that find the frame's destination, (its MAC from
+// the Ethernet header on the stack, the switch of the port entry in R7), in dests: its
+// entry in R0, or on to label "slow".
+func lookupDest(dests *ebpf.Map) asm.Instructions {
+	return asm.Instructions{
+		asm.LoadMem(asm.R1, asm.RFP, fpEth, asm.Word),
+		asm.StoreMem(asm.RFP, fpDest, asm.R1, asm.Word),
+		asm.LoadMem(asm.R1, asm.RFP, fpEth+4, asm.Half),
+		asm.StoreMem(asm.RFP, fpDest+4, asm.R1, asm.Half),
+		asm.LoadMem(asm.R1, asm.R7, pvSwitch, asm.Half),
+		asm.StoreMem(asm.RFP, fpDest+6, asm.R1, asm.Half),
+		asm.LoadMapPtr(asm.R1, dests.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpDest),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "slow"),
+	}
+}
+
+// load loads a program of the fast path (what names it in an error).
+func load(name, what string, typ ebpf.ProgramType, in asm.Instructions) (*ebpf.Program, error) {
+	p, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: name, Type: typ, License: "Dual BSD/GPL", Instructions: in})
 	if err != nil {
-		return nil, fmt.Errorf("load the fast path's socket filter: %w", err)
+		return nil, fmt.Errorf("load the fast path's %s: %w", what, err)
 	}
 	return p, nil
+}
+
+// countMoved returns the instructions that count a moved frame, with R7 the source's port
+// entry and R8 the destination's entry: in at the source's slot, out at the destination's,
+// its length (skb->len) as its bytes; then they go on at label "redirect".
+func countMoved(stats *ebpf.Map) asm.Instructions {
+	in := asm.Instructions{
+		asm.LoadMem(asm.R9, asm.R6, skbLen, asm.Word),
+		asm.LoadMem(asm.R1, asm.R7, pvSlot, asm.Word),
+	}
+	in = append(in, countIn(stats, stInFrames, stInBytes, "out")...)
+	in = append(in, asm.LoadMem(asm.R1, asm.R8, dvSlot, asm.Word).WithSymbol("out"))
+	return append(in, countIn(stats, stOutFrames, stOutBytes, "redirect")...)
+}
+
+// countIn returns the instructions that add one frame of R9 bytes to the counters at
+// offsets frames and bytes of stats' entry for the slot in R1, then go on at label next.
+func countIn(stats *ebpf.Map, frames, bytes int16, next string) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreMem(asm.RFP, fpKey, asm.R1, asm.Word),
+		asm.LoadMapPtr(asm.R1, stats.FD()),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fpKey),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, next),
+		asm.LoadMem(asm.R1, asm.R0, frames, asm.DWord),
+		asm.Add.Imm(asm.R1, 1),
+		asm.StoreMem(asm.R0, frames, asm.R1, asm.DWord),
+		asm.LoadMem(asm.R1, asm.R0, bytes, asm.DWord),
+		asm.Add.Reg(asm.R1, asm.R9),
+		asm.StoreMem(asm.R0, bytes, asm.R1, asm.DWord),
+	}
 }
