@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -25,34 +26,42 @@ type crossResult struct {
 // agents as peers) and for the kernel setup a user would otherwise run (a bridge per node
 // with the pods' veths, and kernel routes: host-gw; or a kernel VXLAN device as Flannel
 // makes it), once with the nodes on one L2 segment (epair: routed) and once behind a router
-// (epair: VXLAN), and prints the ratios.
+// (epair: VXLAN), and prints the ratios. Each figure is the best of BENCH_RUNS (default 2)
+// rounds, for epair and the kernel alike, so that the machine's swings between runs do not
+// decide a ratio.
 func TestCrossNodeBench(t *testing.T) {
 	requireBench(t)
 	netnsutil.RequireTool(t, "iperf3", "iperf3")
 	netnsutil.RequireTool(t, "taskset", "util-linux")
 	var rows []string
 	for _, mode := range []string{"routed", "vxlan"} {
-		ep := crossEpair(t, mode, false)
-		eo := crossEpair(t, mode, true)
+		ep := crossEpair(t, mode)
 		k := crossKernel(t, mode)
 		kname := map[string]string{"routed": "bridge + routes", "vxlan": "bridge + kernel VXLAN"}[mode]
 		for _, m := range []struct {
-			what        string
-			e, o, kv    float64
-			scale       float64
-			lowerBetter bool
+			what  string
+			e, kv float64
+			scale float64
 		}{
-			{"TCP 1 stream (Mbit/s)", ep.tcp1, eo.tcp1, k.tcp1, 1e6, false},
-			{"TCP 4 streams (Mbit/s)", ep.tcp4, eo.tcp4, k.tcp4, 1e6, false},
-			{"UDP 64-byte frames received (kpps)", ep.udpPPS, eo.udpPPS, k.udpPPS, 1e3, false},
-			{"ping RTT (ms)", ep.rttMs, eo.rttMs, k.rttMs, 1, true},
+			{"TCP 1 stream (Mbit/s)", ep.tcp1, k.tcp1, 1e6},
+			{"TCP 4 streams (Mbit/s)", ep.tcp4, k.tcp4, 1e6},
+			{"UDP 64-byte frames received (kpps)", ep.udpPPS, k.udpPPS, 1e3},
+			{"ping RTT (ms)", ep.rttMs, k.rttMs, 1},
 		} {
-			rows = append(rows, fmt.Sprintf("| %s | %s | %.3g | %.3g | %.3g | %.2f | %.2f |", mode, m.what, m.e/m.scale, m.o/m.scale, m.kv/m.scale, m.e/m.kv, m.o/m.kv))
+			rows = append(rows, fmt.Sprintf("| %s | %s | %.3g | %.3g | %.2f |", mode, m.what, m.e/m.scale, m.kv/m.scale, m.e/m.kv))
 		}
-		t.Logf("%s: epair %+v, epair offload %+v, kernel (%s) %+v", mode, ep, eo, kname, k)
+		t.Logf("%s: epair %+v, kernel (%s) %+v", mode, ep, kname, k)
 	}
-	t.Logf("cross-node, pod to pod (kernel: a bridge per node with host-gw routes, or with a kernel VXLAN device as Flannel makes it):\n"+
-		"| epair mode | measure | epair | epair offload switch | kernel | epair/kernel | offload/kernel |\n|---|---|---|---|---|---|---|\n%s", strings.Join(rows, "\n"))
+	t.Logf("cross-node, pod to pod, best of %d rounds (kernel: a bridge per node with host-gw routes, or with a kernel VXLAN device as Flannel makes it):\n"+
+		"| epair mode | measure | epair | kernel | epair/kernel |\n|---|---|---|---|---|\n%s", benchRuns(), strings.Join(rows, "\n"))
+}
+
+// benchRuns is BENCH_RUNS, 2 by default.
+func benchRuns() int {
+	if n, err := strconv.Atoi(os.Getenv("BENCH_RUNS")); err == nil && n > 0 {
+		return n
+	}
+	return 2
 }
 
 // crossUnderlay joins node namespaces x and y: on one segment (routed) or through a router
@@ -90,7 +99,7 @@ func veth2(t *testing.T, x, y *netnsutil.NS, ax, ay string) {
 }
 
 // crossEpair: two standalone agents, each the other's peer, a pod on each through libcni.
-func crossEpair(t *testing.T, mode string, offload bool) crossResult {
+func crossEpair(t *testing.T, mode string) crossResult {
 	t.Helper()
 	peer := func(name, addr, cidr string) map[string]any {
 		return map[string]any{"name": name, "addresses": []string{addr}, "podCIDRs": []string{cidr}}
@@ -103,8 +112,8 @@ func crossEpair(t *testing.T, mode string, offload bool) crossResult {
 	if mode == "vxlan" {
 		mtu = 1450
 	}
-	x := newEnv(t, envOpts{subnet: "10.95.0.0/24", masquerade: true, hostPort: "epx", mtu: mtu, offload: offload, peers: []map[string]any{peer("y", ay, "10.96.0.0/24")}})
-	y := newEnv(t, envOpts{subnet: "10.96.0.0/24", masquerade: true, hostPort: "epy", mtu: mtu, offload: offload, peers: []map[string]any{peer("x", ax, "10.95.0.0/24")}})
+	x := newEnv(t, envOpts{subnet: "10.95.0.0/24", masquerade: true, hostPort: "epx", mtu: mtu, peers: []map[string]any{peer("y", ay, "10.96.0.0/24")}})
+	y := newEnv(t, envOpts{subnet: "10.96.0.0/24", masquerade: true, hostPort: "epy", mtu: mtu, peers: []map[string]any{peer("x", ax, "10.95.0.0/24")}})
 	crossUnderlay(t, x.host, y.host, mode)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -175,8 +184,23 @@ func crossKernel(t *testing.T, mode string) crossResult {
 	return crossMeasure(t, nx.pod, ny.pod, ny.net+".2")
 }
 
-// crossMeasure runs the client in a and the server (at ip) in b, pinned to CPUs 1 and 0.
+// crossMeasure runs the client in a and the server (at ip) in b, pinned to CPUs 1 and 0:
+// the best of benchRuns rounds of each figure.
 func crossMeasure(t *testing.T, a, b *netnsutil.NS, ip string) crossResult {
+	t.Helper()
+	best := crossMeasureOnce(t, a, b, ip)
+	for range benchRuns() - 1 {
+		r := crossMeasureOnce(t, a, b, ip)
+		best.tcp1, best.tcp4, best.udpPPS = max(best.tcp1, r.tcp1), max(best.tcp4, r.tcp4), max(best.udpPPS, r.udpPPS)
+		if r.rttMs > 0 && (best.rttMs == 0 || r.rttMs < best.rttMs) {
+			best.rttMs = r.rttMs
+		}
+	}
+	return best
+}
+
+// crossMeasureOnce is one round of crossMeasure.
+func crossMeasureOnce(t *testing.T, a, b *netnsutil.NS, ip string) crossResult {
 	t.Helper()
 	iperf := func(args ...string) map[string]any {
 		t.Helper()
