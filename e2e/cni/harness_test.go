@@ -348,6 +348,22 @@ func (e *env) hostEpairs() []string {
 
 // agentFDs counts the agent's sockets and BPF object descriptors (AF_XDP, AF_PACKET,
 // netlink, XDP programs and maps).
+// settledFDs is agentFDs once the counts have not changed for 500 ms (at most 10 s).
+func (a *agentProc) settledFDs(t *testing.T) (sockets, bpf int) {
+	t.Helper()
+	sockets, bpf = a.agentFDs()
+	since := time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Since(since) < 500*time.Millisecond; time.Sleep(50 * time.Millisecond) {
+		if s, b := a.agentFDs(); s != sockets || b != bpf {
+			sockets, bpf, since = s, b, time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent's descriptors did not settle in 10 s: %d sockets, %d bpf", sockets, bpf)
+		}
+	}
+	return sockets, bpf
+}
+
 func (a *agentProc) agentFDs() (sockets, bpf int) {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", a.pid()))
 	for _, en := range ents {
