@@ -7,10 +7,11 @@
 # (cnitool, libcni) into _out/demo, starts the agent in standalone mode inside a "node"
 # network namespace, creates three pods as network namespaces through libcni exactly as a
 # container runtime would (the epair-cni binary executed with a conflist), pings every pair
-# and the node, runs short iperf3 throughput tests between two pods (the kernel fast path,
-# where the kernel has it) and from a pod to the node (through the userspace switch and its
-# host port), shows the switch's ports with their counters (the switch's and the fast
-# path's) and its FDB, and removes everything it made, whatever happens (trap).
+# and the node, runs short iperf3 throughput tests between two pods and from a pod to the
+# node (the kernel fast path, where the kernel has it), captures a pod's pings with valectl
+# (a captured port's frames cross the userspace switch), shows the switch's ports with
+# their counters (the switch's and the fast path's) and its FDB, and removes everything it
+# made, whatever happens (trap).
 #
 # Nothing outside its own namespaces, a temporary directory and _out/demo is touched: no
 # /etc/cni, no host routes, no traffic leaving the machine.
@@ -135,7 +136,7 @@ say "CNI CHECK and STATUS"
 for p in "${PODS[@]}"; do cnitool_in_node check podnet "/var/run/netns/$p" && echo "$p: CHECK ok"; done
 cnitool_in_node status podnet "/var/run/netns/${PODS[0]}" && echo "STATUS ok"
 
-say "ping every pair (pod to pod: the kernel fast path; ARP and pod to node: the userspace switch)"
+say "ping every pair and the node (the kernel fast path; ARP and neighbour discovery: the userspace switch)"
 for a in "${PODS[@]}"; do
 	for b in "${PODS[@]}"; do
 		[ "$a" = "$b" ] && continue
@@ -149,10 +150,18 @@ ip netns exec "${PODS[0]}" iperf3 -s -1 -D -B "${IP[${PODS[0]}]}" --logfile "$WO
 sleep 0.5
 ip netns exec "${PODS[1]}" iperf3 -c "${IP[${PODS[0]}]}" -t 5 -f m | grep -E 'sender|receiver'
 
-say "iperf3: ${PODS[1]} -> the node (10.89.0.1, through the switch's host port) for 5 seconds"
+say "iperf3: ${PODS[1]} -> the node (10.89.0.1, into the node's stack through the host port's TAP) for 5 seconds"
 ip netns exec "$NODE" iperf3 -s -1 -D -B 10.89.0.1 --logfile "$WORK/iperf3-node.log"
 sleep 0.5
 ip netns exec "${PODS[1]}" iperf3 -c 10.89.0.1 -t 5 -f m | grep -E 'sender|receiver'
+
+say "valectl capture of ${PODS[2]} while ${PODS[0]} pings it (a captured port's frames cross the userspace switch)"
+"${VALECTL[@]}" capture "demo/${PODS[2]}" -c 6 -w "$WORK/capture.pcapng" icmp &
+CAPTURE=$!
+sleep 0.5
+ip netns exec "${PODS[0]}" ping -c 3 -i 0.2 -W 1 -q "${IP[${PODS[2]}]}" | grep transmitted
+wait "$CAPTURE"
+echo "captured 6 ICMP frames (the 3 echo requests and 3 replies) into $(stat -c %s "$WORK/capture.pcapng") bytes of pcapng"
 
 say "valectl ports (counters: IN/OUT through the switch, FAST-IN/FAST-OUT by the kernel fast path)"
 "${VALECTL[@]}" ports
