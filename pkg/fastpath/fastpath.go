@@ -1,6 +1,7 @@
 package fastpath
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -70,15 +71,12 @@ type FastPath struct {
 	mu    sync.Mutex
 	ports map[int]*entry
 	free  []uint32 // counter slots not in use
-	// grace waits until every frame that began its way through the programs before
-	// the call has finished it (an RCU grace period).
-	grace func() error
 }
 
 // New creates the maps and loads the programs. It needs CAP_BPF and CAP_NET_ADMIN (or
 // root) and a kernel with tcx (6.6 or later).
 func New() (f *FastPath, err error) {
-	f = &FastPath{ports: map[int]*entry{}, grace: rcuGracePeriod}
+	f = &FastPath{ports: map[int]*entry{}}
 	defer func() {
 		if err != nil {
 			f.closeObjects()
@@ -151,6 +149,8 @@ func (f *FastPath) Set(p Port) error {
 		e.link = l
 		f.free = f.free[:len(f.free)-1]
 		f.ports[p.Ifindex] = e
+	} else if samePort(e.port, p) {
+		return nil // nothing changes: no grace periods, no window for duplicates
 	} else if err := f.withdraw(e); err != nil {
 		return err
 	}
@@ -256,9 +256,7 @@ func (f *FastPath) publish(e *entry) error {
 	if err := put(f.tc); err != nil {
 		return errors.Join(err, f.withdraw(e))
 	}
-	if err := f.grace(); err != nil {
-		return errors.Join(err, f.withdraw(e))
-	}
+	rcuGracePeriod()
 	if err := put(f.sk); err != nil {
 		return errors.Join(err, f.withdraw(e))
 	}
@@ -289,9 +287,7 @@ func (f *FastPath) withdraw(e *entry) error {
 	if err := del(f.sk); err != nil {
 		return err
 	}
-	if err := f.grace(); err != nil {
-		return err
-	}
+	rcuGracePeriod()
 	return del(f.tc)
 }
 
@@ -332,12 +328,17 @@ func (f *FastPath) clearStats(slot uint32) error {
 // synchronize_rcu() in the kernel, and a frame's way through the socket filter and the
 // tc program (__netif_receive_skb) is one RCU read-side section. Where the command is
 // refused (nohz_full CPUs), it sleeps for far longer than a frame takes.
-func rcuGracePeriod() error {
-	const memberbarrierCmdGlobal = 1
-	if _, _, e := unix.Syscall(unix.SYS_MEMBARRIER, memberbarrierCmdGlobal, 0, 0); e != 0 {
+func rcuGracePeriod() {
+	const membarrierCmdGlobal = 1
+	if _, _, e := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0); e != 0 {
 		time.Sleep(50 * time.Millisecond)
 	}
-	return nil
+}
+
+// samePort says whether a and b ask the fast path for the same entries.
+func samePort(a, b Port) bool {
+	return a.Ifindex == b.Ifindex && a.Switch == b.Switch && bytes.Equal(a.MAC, b.MAC) && a.IPv4 == b.IPv4 &&
+		a.IPv6 == b.IPv6 && a.Source == b.Source && a.Dest == b.Dest && a.Host == b.Host
 }
 
 // Moves says whether the fast path would move frame (from its Ethernet header) arriving
