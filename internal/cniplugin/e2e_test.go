@@ -120,7 +120,8 @@ func TestConflistThroughLibcni(t *testing.T) {
 	if out, err := pod.Exec("cat", "/proc/sys/net/ipv4/conf/eth0/arp_notify"); err != nil || strings.TrimSpace(out) != "1" {
 		t.Errorf("tuning sysctl: %q %v", out, err)
 	}
-	// bandwidth found our host end through the result and shaped it.
+	// bandwidth found our host end through the result and put its qdisc there (the chain
+	// works; the limit does not hold on a switched port, as the README says).
 	hl, err := e.host.NL.LinkByName(host)
 	if err != nil {
 		t.Fatal(err)
