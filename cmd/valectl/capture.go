@@ -12,6 +12,8 @@ import (
 
 	"github.com/epair-cni/epair/pkg/agentapi"
 	"github.com/epair-cni/epair/pkg/pcapfilter"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
 )
 
 // captureUsage is the capture command's synopsis.
@@ -68,7 +70,14 @@ func runCapture(ctx context.Context, stdout io.Writer, o options, args []string)
 	case bw.err != nil:
 		return fmt.Errorf("capture %s: after %d packets: %w", port, bw.packets, bw.err)
 	case ctx.Err() != nil:
-		// Ctrl-C or SIGTERM: the capture ends here, and the file with the last whole packet.
+		// Ctrl-C or SIGTERM: the capture ends here, and the file with the last whole packet;
+		// ended before the agent's first byte (the tap was still being put in place), it is
+		// still a file that readers take, with no packets.
+		if !bw.wrote {
+			if err := emptyCapture(w, *format, *snap); err != nil {
+				return fmt.Errorf("capture %s: %w", port, err)
+			}
+		}
 	case err != nil:
 		return fmt.Errorf("capture %s: after %d packets: %w", port, bw.packets, err)
 	case (*count == 0 || bw.packets < *count) && (*dur == 0 || time.Since(start) < *dur):
@@ -81,6 +90,23 @@ func runCapture(ctx context.Context, stdout io.Writer, o options, args []string)
 		}
 	}
 	return nil
+}
+
+// emptyCapture writes a capture file with no packets in format ("pcapng" or "pcap"), with
+// the header the agent's would have had (Ethernet; nanoseconds in pcapng).
+func emptyCapture(w io.Writer, format string, snap int) error {
+	if snap <= 0 {
+		snap = 262144 // tcpdump's default
+	}
+	if format == "pcap" {
+		return pcapgo.NewWriter(w).WriteFileHeader(uint32(snap), layers.LinkTypeEthernet)
+	}
+	nw, err := pcapgo.NewNgWriterInterface(w, pcapgo.NgInterface{Name: "epair", LinkType: layers.LinkTypeEthernet,
+		SnapLength: uint32(snap), TimestampResolution: 9}, pcapgo.DefaultNgWriterOptions)
+	if err != nil {
+		return err
+	}
+	return nw.Flush()
 }
 
 // resolvePort turns a capture target into a switch port name: "switch:port" as it is, a
@@ -130,6 +156,7 @@ type blockWriter struct {
 	pcapHdr bool             // the pcap file header is next
 	raw     bool             // not parsed: passed on as it comes
 	packets int
+	wrote   bool // something reached w
 }
 
 func (b *blockWriter) Write(p []byte) (int, error) {
@@ -143,6 +170,7 @@ func (b *blockWriter) Write(p []byte) (int, error) {
 			b.err = err
 			return 0, err
 		}
+		b.wrote = true
 		b.buf = b.buf[:copy(b.buf, b.buf[n:])]
 	}
 	return len(p), nil

@@ -2,10 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
+	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/epair-cni/epair/pkg/agentapi"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -95,5 +101,62 @@ func TestBlockWriter(t *testing.T) {
 	bw.Write([]byte("hello, this is not a capture"))
 	if out.String() != "hello, this is not a capture" || !bw.raw {
 		t.Fatalf("not a capture: wrote %q (raw %v)", out.String(), bw.raw)
+	}
+}
+
+// tapping is an agent whose tap is still being put in place when the capture is
+// interrupted: it writes nothing until its context ends.
+type tapping struct {
+	fakeAgent
+	asked chan struct{}
+}
+
+func (a tapping) Capture(ctx context.Context, _ *agentapi.CaptureRequest, _ io.Writer) error {
+	close(a.asked)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// TestCaptureInterruptedBeforeHeader: a capture interrupted (Ctrl-C) before the agent's
+// first byte still leaves a file that readers take, with no packets, in either format.
+func TestCaptureInterruptedBeforeHeader(t *testing.T) {
+	for _, format := range []string{"pcapng", "pcap"} {
+		t.Run(format, func(t *testing.T) {
+			agent := tapping{asked: make(chan struct{})}
+			sock := filepath.Join(t.TempDir(), "run", "agent.sock")
+			srv, err := agentapi.ListenAndServe(sock, agentapi.NewAgentServer(agent, agent, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() { <-agent.asked; cancel() }()
+			out := filepath.Join(t.TempDir(), "c."+format)
+			if err := runCapture(ctx, io.Discard, options{socket: sock}, []string{"vale0:p", "-F", format, "-w", out}); err != nil {
+				t.Fatalf("interrupted capture: %v", err)
+			}
+			f, err := os.Open(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			var next func() ([]byte, gopacket.CaptureInfo, error)
+			if format == "pcap" {
+				r, err := pcapgo.NewReader(f)
+				if err != nil {
+					t.Fatalf("pcap reader: %v", err)
+				}
+				next = r.ReadPacketData
+			} else {
+				r, err := pcapgo.NewNgReader(f, pcapgo.DefaultNgReaderOptions)
+				if err != nil {
+					t.Fatalf("pcapng reader: %v", err)
+				}
+				next = r.ReadPacketData
+			}
+			if _, _, err := next(); err != io.EOF {
+				t.Fatalf("first packet: %v, want io.EOF", err)
+			}
+		})
 	}
 }
