@@ -134,15 +134,13 @@ func TestLatencyVsBridge(t *testing.T) {
 	if out := os.Getenv("EPAIR_BENCH_OUT"); out != "" {
 		os.WriteFile(out, []byte(b.String()), 0o644)
 	}
-	for _, c := range []struct {
-		run     string
-		ep, ref latencies
-	}{{"sequential", epairSeq, brSeq}, {"concurrent", epairCon, brCon}} {
-		p99, ref := pct(c.ep.add, .99), pct(c.ref.add, .99)
-		if p99 > 50*time.Millisecond || p99 > ref/2 {
-			t.Logf("goal missed (%s): epair ADD p99 %v, bridge %v (goal: <= 50ms and <= half of bridge)", c.run, p99, ref)
-		}
+	// The bound kept since issue 13: ADD p50 at most 0.8× the bridge plugin's (sequential).
+	p50, ref := pct(epairSeq.add, .5), pct(brSeq.add, .5)
+	verdict := "within"
+	if p50 > ref*8/10 {
+		verdict = "over"
 	}
+	t.Logf("ADD p50 %v against the bridge plugin's %v: %.2f×, %s the 0.8× bound", p50, ref, float64(p50)/float64(ref), verdict)
 }
 
 func procStat(pid int) (rssKiB int, cpuTicks int) {
@@ -283,19 +281,21 @@ func rssBreakdown(pid int) string {
 }
 
 // TestThroughput runs iperf3 (TCP, 5 s) between two pods on the switch, with the ring and
-// UMEM sizes of EPAIR_RING_SLOTS / EPAIR_XDP_FRAMES (0: the agent's defaults).
+// UMEM sizes of EPAIR_RING_SLOTS / EPAIR_XDP_FRAMES (0: the agent's defaults): with the
+// agent's default (the kernel fast path where the kernel can) and with every frame
+// through the switch (fastPath: false).
 func TestThroughput(t *testing.T) {
 	requireBench(t)
 	netnsutil.RequireTool(t, "iperf3", "iperf3")
 	slots, _ := strconv.Atoi(os.Getenv("EPAIR_RING_SLOTS"))
 	frames, _ := strconv.Atoi(os.Getenv("EPAIR_XDP_FRAMES"))
-	for _, offload := range []bool{false, true} {
-		name := "plain"
-		if offload {
-			name = "offload"
+	for _, switchOnly := range []bool{false, true} {
+		name := "default"
+		if switchOnly {
+			name = "switch-only"
 		}
 		t.Run(name, func(t *testing.T) {
-			e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames, offload: offload})
+			e := newEnv(t, envOpts{ringSlots: slots, xdpFrames: frames, noFastPath: switchOnly})
 			l := e.conflist("1.1.0")
 			a, b := netnsutil.New(t), netnsutil.New(t)
 			ra := e.mustAdd(l, rt("tp-a", a))
@@ -318,7 +318,7 @@ func TestThroughput(t *testing.T) {
 			if err := json.Unmarshal([]byte(out), &r); err != nil {
 				t.Fatalf("iperf3 output: %v", err)
 			}
-			t.Logf("TCP pod-to-pod, %s switch (ringSlots=%d xdpFrames=%d): %.0f Mbit/s", name, slots, frames, r.End.SumReceived.BitsPerSecond/1e6)
+			t.Logf("TCP pod-to-pod, %s (ringSlots=%d xdpFrames=%d): %.0f Mbit/s", name, slots, frames, r.End.SumReceived.BitsPerSecond/1e6)
 		})
 	}
 }

@@ -110,6 +110,7 @@ type envOpts struct {
 	netmap     bool             // serve netmap ports to applications on <dir>/run/netmap.sock
 	mtu        int              // the switch's MTU (0: 1500)
 	fastPath   bool             // the agent's fastPath (the kernel fast path between pods)
+	noFastPath bool             // fastPath: false (every frame through the switch)
 }
 
 // env is one test's world: a host namespace with a running agent, and libcni.
@@ -161,6 +162,9 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	if o.fastPath {
 		cfg["fastPath"] = true
+	}
+	if o.noFastPath {
+		cfg["fastPath"] = false
 	}
 	if o.netmap {
 		cfg["netmapSocket"] = filepath.Join(dir, "run", "netmap.sock")
