@@ -108,10 +108,13 @@ type swState struct {
 	// between ports of the same switch).
 	fastID uint16
 	// hostCaptures counts the open captures of the host port; fastHostMu guards
-	// fastHostGone (the host port taken out of the fast path for good).
+	// fastHostGone (the host port taken out of the fast path for good), what the fast
+	// path was last told of the host port (fastHostOn) and why it refused (fastHostErr).
 	hostCaptures atomic.Int32
 	fastHostMu   sync.Mutex
 	fastHostGone bool
+	fastHostOn   bool
+	fastHostErr  string
 	// ops counts the claims (attaches, detaches, socket closes) on the
 	// switch's ports; RemoveSwitch waits for them once the switch is
 	// unpublished (no new claim can start then).
@@ -537,7 +540,7 @@ func (d *Dataplane) switchInfoLocked(s *swState) SwitchInfo {
 		if pi.Name == si.HostPort {
 			si.Ports = append(si.Ports, PortInfo{
 				Name: pi.Name, Switch: s.cfg.Name, HostIfName: s.tapName, HostIfIndex: s.tapIndex,
-				Kind: KindHost, Index: pi.Index, Up: pi.Active, Counters: pi.Counters,
+				Kind: KindHost, Index: pi.Index, Up: pi.Active, Counters: pi.Counters, FastPath: d.fastHostInfo(s),
 			})
 			continue
 		}

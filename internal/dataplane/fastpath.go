@@ -8,7 +8,7 @@ import (
 )
 
 // FastPathInfo is what the kernel fast path (Config.FastPath, pkg/fastpath) does for a
-// pod port: whether the frames the pod sends (Source) and the frames sent to it (Dest)
+// pod port (or a switch's host port: Dataplane.fastHostInfo): whether the frames the pod sends (Source) and the frames sent to it (Dest)
 // may bypass the switch, and the frames and bytes it moved from the pod (In) and to it
 // (Out). They are not in PortInfo.Counters, which count what the switch saw. Error is
 // why the fast path could not take the port's last change (its frames then cross the
@@ -163,7 +163,25 @@ func (d *Dataplane) fastHostSync(s *swState) error {
 	}
 	on := s.hostCaptures.Load() == 0
 	fp := fastpath.Port{Ifindex: s.tapIndex, Switch: s.fastID, MAC: s.tapMAC, Host: true, Source: on, Dest: on}
-	return d.inNS(func() error { return d.fast.Set(fp) })
+	if err := d.inNS(func() error { return d.fast.Set(fp) }); err != nil {
+		s.fastHostErr = err.Error()
+		return err
+	}
+	s.fastHostOn, s.fastHostErr = on, ""
+	return nil
+}
+
+// fastHostInfo is FastPathInfo for a switch's host port: In counts the node's frames the
+// fast path moved to pods, Out the pods' frames it moved into the node's stack.
+func (d *Dataplane) fastHostInfo(s *swState) FastPathInfo {
+	if d.fast == nil || !s.cfg.Offload {
+		return FastPathInfo{}
+	}
+	s.fastHostMu.Lock()
+	fi := FastPathInfo{Source: s.fastHostOn, Dest: s.fastHostOn, Error: s.fastHostErr}
+	s.fastHostMu.Unlock()
+	fi.Stats, _ = d.fast.Stats(s.tapIndex) // a lookup in an array the fast path owns: it does not fail
+	return fi
 }
 
 // fastHostRemove takes a switch's host port out of the fast path for good (before the
@@ -174,6 +192,6 @@ func (d *Dataplane) fastHostRemove(s *swState) error {
 	}
 	s.fastHostMu.Lock()
 	defer s.fastHostMu.Unlock()
-	s.fastHostGone = true
+	s.fastHostGone, s.fastHostOn = true, false
 	return d.fast.Remove(s.tapIndex)
 }

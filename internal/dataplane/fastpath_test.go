@@ -157,6 +157,11 @@ func TestFastPath(t *testing.T) {
 	if in, out := h1.Counters.InBytes-h0.Counters.InBytes, h1.Counters.OutBytes-h0.Counters.OutBytes; in > 1<<20 || out > 1<<20 {
 		t.Errorf("pod A ↔ node: the switch's host port saw %d bytes in and %d out", in, out)
 	}
+	// The host port's own fast-path counters: the node's frames out to A (In), A's into
+	// the node (Out).
+	if fi := h1.FastPath; !fi.Source || !fi.Dest || fi.InBytes-h0.FastPath.InBytes < size || fi.OutBytes-h0.FastPath.OutBytes < size {
+		t.Errorf("pod A ↔ node: the host port's fast path %+v (before %+v), want on and at least %d bytes each way", fi, h0.FastPath, size)
+	}
 	e.traceFastTo(a, testGW, true)
 
 	// A capture of the host port takes the node's traffic back to the switch.
@@ -165,6 +170,9 @@ func TestFastPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.traceFastTo(a, testGW, false)
+	if fi := e.hostPortInfo().FastPath; fi.Source || fi.Dest {
+		t.Errorf("capturing the host port: its fast path %+v, want off", fi)
+	}
 	e.ping(a, testGW)
 	hc.Close()
 	e.traceFastTo(a, testGW, true)

@@ -78,7 +78,8 @@ type PortInfo struct {
 // FastPathInfo is a port's part in the kernel fast path: whether the frames the pod sends
 // (Source) and the frames sent to it (Dest) may bypass the switch now (a capture, a
 // mirror or a shaping queue takes them back to it), and the frames and bytes the fast
-// path moved from the pod (in) and to it (out). Those frames are not in the port's
+// path moved from the pod (in) and to it (out); for a switch's host port, from the node's
+// stack to pods (in) and from pods into it (out). Those frames are not in the port's
 // counters, which count what the switch saw; a GSO super-frame counts once.
 type FastPathInfo struct {
 	Source    bool   `json:"source"`
