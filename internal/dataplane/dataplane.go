@@ -107,14 +107,10 @@ type swState struct {
 	// fastID tells the switch apart in the fast path (its ports' frames take it only
 	// between ports of the same switch).
 	fastID uint16
-	// hostCaptures counts the open captures of the host port; fastHostMu guards
-	// fastHostGone (the host port taken out of the fast path for good), what the fast
-	// path was last told of the host port (fastHostOn) and why it refused (fastHostErr).
+	// hostCaptures counts the open captures of the host port; fastHost is what the fast
+	// path was last told of the host port.
 	hostCaptures atomic.Int32
-	fastHostMu   sync.Mutex
-	fastHostGone bool
-	fastHostOn   bool
-	fastHostErr  string
+	fastHost     fastState
 	// ops counts the claims (attaches, detaches, socket closes) on the
 	// switch's ports; RemoveSwitch waits for them once the switch is
 	// unpublished (no new claim can start then).

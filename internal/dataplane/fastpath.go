@@ -2,17 +2,19 @@ package dataplane
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/epair-cni/epair/pkg/fastpath"
 	"github.com/epair-cni/epair/pkg/netmap/afpacket"
 )
 
 // FastPathInfo is what the kernel fast path (Config.FastPath, pkg/fastpath) does for a
-// pod port (or a switch's host port: Dataplane.fastHostInfo): whether the frames the pod sends (Source) and the frames sent to it (Dest)
+// pod port: whether the frames the pod sends (Source) and the frames sent to it (Dest)
 // may bypass the switch, and the frames and bytes it moved from the pod (In) and to it
-// (Out). They are not in PortInfo.Counters, which count what the switch saw. Error is
-// why the fast path could not take the port's last change (its frames then cross the
-// switch).
+// (Out); for a switch's host port, the node's frames it moved to pods (In) and the pods'
+// frames it moved into the node's stack (Out). They are not in PortInfo.Counters, which
+// count what the switch saw. Error is why the fast path could not take the port's last
+// change (its frames then cross the switch).
 type FastPathInfo struct {
 	Source, Dest bool
 	Error        string
@@ -87,52 +89,82 @@ func (p *Port) fastEligible() (src, dst bool) {
 	return src, dst
 }
 
+// fastState is what the fast path was last told of one port (a pod port, or a switch's
+// host port) and why it refused the last change. mu also orders the changes: set and
+// remove hold it while they call the fast path, so the record is what the fast path
+// has. gone: the port left the fast path for good.
+type fastState struct {
+	mu       sync.Mutex
+	src, dst bool
+	err      string
+	gone     bool
+}
+
+// set tells the fast path the port mk describes (mk runs under mu) and records it,
+// unless the port has left the fast path.
+func (st *fastState) set(d *Dataplane, mk func() fastpath.Port) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.gone {
+		return nil
+	}
+	fp := mk()
+	if err := d.inNS(func() error { return d.fast.Set(fp) }); err != nil {
+		st.err = err.Error()
+		return err
+	}
+	st.src, st.dst, st.err = fp.Source, fp.Dest, ""
+	return nil
+}
+
+// remove takes the port of ifindex out of the fast path for good.
+func (st *fastState) remove(d *Dataplane, ifindex int) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.gone {
+		return nil
+	}
+	st.gone, st.src, st.dst = true, false, false
+	return d.fast.Remove(ifindex)
+}
+
+// info is the port's FastPathInfo.
+func (st *fastState) info(d *Dataplane, ifindex int) FastPathInfo {
+	st.mu.Lock()
+	fi := FastPathInfo{Source: st.src, Dest: st.dst, Error: st.err}
+	st.mu.Unlock()
+	fi.Stats, _ = d.fast.Stats(ifindex) // a lookup in an array the fast path owns: it does not fail
+	return fi
+}
+
 // fastSync puts p's present eligibility into the fast path. It is called when the
 // port is plugged and after whatever changes its eligibility (policy, captures).
 func (d *Dataplane) fastSync(p *Port) error {
-	return p.withFast(func() error { return d.fastSet(p) })
-}
-
-// fastSet is fastSync under p.fastMu.
-func (d *Dataplane) fastSet(p *Port) error {
-	src, dst := p.fastEligible()
-	fp := fastpath.Port{Ifindex: p.ifindex, Switch: p.sw.fastID, MAC: p.id.mac, Source: src, Dest: dst}
-	for _, a := range p.id.ips {
-		switch {
-		case a.Is4() && !fp.IPv4.IsValid():
-			fp.IPv4 = a
-		case a.Is6() && !a.Is4In6() && !a.IsLinkLocalUnicast() && !fp.IPv6.IsValid():
-			fp.IPv6 = a
+	if !p.fastOn {
+		return nil
+	}
+	return p.fast.set(d, func() fastpath.Port {
+		src, dst := p.fastEligible()
+		fp := fastpath.Port{Ifindex: p.ifindex, Switch: p.sw.fastID, MAC: p.id.mac, Source: src, Dest: dst}
+		for _, a := range p.id.ips {
+			switch {
+			case a.Is4() && !fp.IPv4.IsValid():
+				fp.IPv4 = a
+			case a.Is6() && !a.Is4In6() && !a.IsLinkLocalUnicast() && !fp.IPv6.IsValid():
+				fp.IPv6 = a
+			}
 		}
-	}
-	if err := d.inNS(func() error { return d.fast.Set(fp) }); err != nil {
-		p.fastErr = err.Error()
-		return err
-	}
-	p.fastSrc, p.fastDst, p.fastErr = src, dst, ""
-	return nil
+		return fp
+	})
 }
 
 // fastRemove takes p out of the fast path for good (before it leaves the switch):
 // from then on the switch sees all its frames.
 func (d *Dataplane) fastRemove(p *Port) error {
-	return p.withFast(func() error {
-		p.fastGone, p.fastSrc, p.fastDst = true, false, false
-		return d.fast.Remove(p.ifindex)
-	})
-}
-
-// withFast runs f under p.fastMu if p takes part in the fast path and has not left it.
-func (p *Port) withFast(f func() error) error {
 	if !p.fastOn {
 		return nil
 	}
-	p.fastMu.Lock()
-	defer p.fastMu.Unlock()
-	if p.fastGone {
-		return nil
-	}
-	return f()
+	return p.fast.remove(d, p.ifindex)
 }
 
 // fastInfo is p's FastPathInfo.
@@ -140,11 +172,7 @@ func (d *Dataplane) fastInfo(p *Port) FastPathInfo {
 	if !p.fastOn {
 		return FastPathInfo{}
 	}
-	p.fastMu.Lock()
-	fi := FastPathInfo{Source: p.fastSrc, Dest: p.fastDst, Error: p.fastErr}
-	p.fastMu.Unlock()
-	fi.Stats, _ = d.fast.Stats(p.ifindex) // a lookup in an array the fast path owns: it does not fail
-	return fi
+	return p.fast.info(d, p.ifindex)
 }
 
 // fastHostSync puts a switch's host port (its TAP) on the fast path, or takes it off while
@@ -156,19 +184,10 @@ func (d *Dataplane) fastHostSync(s *swState) error {
 	if d.fast == nil || !s.cfg.Offload {
 		return nil
 	}
-	s.fastHostMu.Lock()
-	defer s.fastHostMu.Unlock()
-	if s.fastHostGone {
-		return nil
-	}
-	on := s.hostCaptures.Load() == 0
-	fp := fastpath.Port{Ifindex: s.tapIndex, Switch: s.fastID, MAC: s.tapMAC, Host: true, Source: on, Dest: on}
-	if err := d.inNS(func() error { return d.fast.Set(fp) }); err != nil {
-		s.fastHostErr = err.Error()
-		return err
-	}
-	s.fastHostOn, s.fastHostErr = on, ""
-	return nil
+	return s.fastHost.set(d, func() fastpath.Port {
+		on := s.hostCaptures.Load() == 0
+		return fastpath.Port{Ifindex: s.tapIndex, Switch: s.fastID, MAC: s.tapMAC, Host: true, Source: on, Dest: on}
+	})
 }
 
 // fastHostInfo is FastPathInfo for a switch's host port: In counts the node's frames the
@@ -177,11 +196,7 @@ func (d *Dataplane) fastHostInfo(s *swState) FastPathInfo {
 	if d.fast == nil || !s.cfg.Offload {
 		return FastPathInfo{}
 	}
-	s.fastHostMu.Lock()
-	fi := FastPathInfo{Source: s.fastHostOn, Dest: s.fastHostOn, Error: s.fastHostErr}
-	s.fastHostMu.Unlock()
-	fi.Stats, _ = d.fast.Stats(s.tapIndex) // a lookup in an array the fast path owns: it does not fail
-	return fi
+	return s.fastHost.info(d, s.tapIndex)
 }
 
 // fastHostRemove takes a switch's host port out of the fast path for good (before the
@@ -190,8 +205,5 @@ func (d *Dataplane) fastHostRemove(s *swState) error {
 	if d.fast == nil {
 		return nil
 	}
-	s.fastHostMu.Lock()
-	defer s.fastHostMu.Unlock()
-	s.fastHostGone, s.fastHostOn = true, false
-	return d.fast.Remove(s.tapIndex)
+	return s.fastHost.remove(d, s.tapIndex)
 }

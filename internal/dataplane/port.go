@@ -132,13 +132,9 @@ type Port struct {
 	policy PortPolicy
 
 	// fastOn: the port's socket has the fast path's filter, so the port takes part in
-	// it (fastSync); fastMu guards what the fast path was last told (fastSrc,
-	// fastDst), why it refused (fastErr), and fastGone (taken out for good, fastRemove).
-	fastOn           bool
-	fastMu           sync.Mutex
-	fastSrc, fastDst bool
-	fastErr          string
-	fastGone         bool
+	// it (fastSync); fast is what the fast path was last told of it.
+	fastOn bool
+	fast   fastState
 }
 
 func (p *Port) info(d *Dataplane) PortInfo {
